@@ -1,0 +1,106 @@
+/**
+ * Reference kernels in plain TypeScript. Matmul is cache-blocked over K and register-blocked 4×4 (four rows of x
+ * against four rows of W share each loaded element); quantized weights are dequantized one row tile at a time
+ * into a small scratch buffer, so they stay compact in memory.
+ */
+import type { Backend } from './types.js';
+import type { QuantWeight, Weight } from '../model/weights.js';
+import { dequantizeRow, quantRowBytes } from '../model/quant.js';
+
+const K_BLOCK = 256;
+const QUANT_TILE_ROWS = 16;
+
+/** out[m][n] += Σ_{k∈[k0,k1)} x[m][k]·w[n][k] for m ∈ [0,rows), n ∈ [n0,n1); w row n starts at wOff + (n-n0)*K. */
+function gemmBlock(
+  out: Float32Array, outStride: number, outCol0: number,
+  x: Float32Array, rows: number, K: number,
+  w: Float32Array, wRowOff: number, nRows: number,
+  k0: number, k1: number,
+): void {
+  let n = 0;
+  for (; n + 4 <= nRows; n += 4) {
+    const w0 = wRowOff + n * K, w1 = w0 + K, w2 = w1 + K, w3 = w2 + K;
+    let m = 0;
+    for (; m + 2 <= rows; m += 2) {
+      const x0 = m * K, x1 = x0 + K;
+      let a00 = 0, a01 = 0, a02 = 0, a03 = 0, a10 = 0, a11 = 0, a12 = 0, a13 = 0;
+      for (let k = k0; k < k1; k++) {
+        const xa = x[x0 + k], xb = x[x1 + k];
+        const b0 = w[w0 + k], b1 = w[w1 + k], b2 = w[w2 + k], b3 = w[w3 + k];
+        a00 += xa * b0; a01 += xa * b1; a02 += xa * b2; a03 += xa * b3;
+        a10 += xb * b0; a11 += xb * b1; a12 += xb * b2; a13 += xb * b3;
+      }
+      const o0 = m * outStride + outCol0 + n, o1 = o0 + outStride;
+      out[o0] += a00; out[o0 + 1] += a01; out[o0 + 2] += a02; out[o0 + 3] += a03;
+      out[o1] += a10; out[o1 + 1] += a11; out[o1 + 2] += a12; out[o1 + 3] += a13;
+    }
+    for (; m < rows; m++) {
+      const x0 = m * K;
+      let a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+      for (let k = k0; k < k1; k++) {
+        const xa = x[x0 + k];
+        a0 += xa * w[w0 + k]; a1 += xa * w[w1 + k]; a2 += xa * w[w2 + k]; a3 += xa * w[w3 + k];
+      }
+      const o0 = m * outStride + outCol0 + n;
+      out[o0] += a0; out[o0 + 1] += a1; out[o0 + 2] += a2; out[o0 + 3] += a3;
+    }
+  }
+  for (; n < nRows; n++) {
+    const w0 = wRowOff + n * K;
+    for (let m = 0; m < rows; m++) {
+      const x0 = m * K;
+      let a = 0;
+      for (let k = k0; k < k1; k++) a += x[x0 + k] * w[w0 + k];
+      out[m * outStride + outCol0 + n] += a;
+    }
+  }
+}
+
+/** Full-K product of a tile of W rows (already F32) against all rows of x. */
+function gemmTile(
+  out: Float32Array, outStride: number, outCol0: number,
+  x: Float32Array, rows: number, K: number, w: Float32Array, wRowOff: number, nRows: number,
+): void {
+  for (let m = 0; m < rows; m++) out.fill(0, m * outStride + outCol0, m * outStride + outCol0 + nRows);
+  for (let k0 = 0; k0 < K; k0 += K_BLOCK) {
+    gemmBlock(out, outStride, outCol0, x, rows, K, w, wRowOff, nRows, k0, Math.min(K, k0 + K_BLOCK));
+  }
+}
+
+export class TsBackend implements Backend {
+  readonly name = 'ts';
+  private scratch = new Float32Array(0);
+
+  matmul(out: Float32Array, x: Float32Array, rows: number, w: Weight): void {
+    const N = w.rows, K = w.cols;
+    if (w.dtype === 'f32') {
+      // Tile W by rows so a tile stays in cache while all rows of x stream past it.
+      const tile = Math.max(4, Math.floor(65536 / K) & ~3);
+      for (let n0 = 0; n0 < N; n0 += tile) {
+        gemmTile(out, N, n0, x, rows, K, w.data, n0 * K, Math.min(tile, N - n0));
+      }
+      return;
+    }
+    this.matmulQuant(out, x, rows, w);
+  }
+
+  private matmulQuant(out: Float32Array, x: Float32Array, rows: number, w: QuantWeight): void {
+    const N = w.rows, K = w.cols;
+    if (this.scratch.length < QUANT_TILE_ROWS * K) this.scratch = new Float32Array(QUANT_TILE_ROWS * K);
+    const tileBuf = this.scratch;
+    const rowBytes = quantRowBytes(w.dtype, K);
+    for (let n0 = 0; n0 < N; n0 += QUANT_TILE_ROWS) {
+      const nRows = Math.min(QUANT_TILE_ROWS, N - n0);
+      for (let r = 0; r < nRows; r++) dequantizeRow(w.dtype, w.data, (n0 + r) * rowBytes, K, tileBuf, r * K);
+      gemmTile(out, N, n0, x, rows, K, tileBuf, 0, nRows);
+    }
+  }
+
+  embedRow(out: Float32Array, outOff: number, w: Weight, row: number): void {
+    if (w.dtype === 'f32') {
+      out.set(w.data.subarray(row * w.cols, (row + 1) * w.cols), outOff);
+      return;
+    }
+    dequantizeRow(w.dtype, w.data, row * quantRowBytes(w.dtype, w.cols), w.cols, out, outOff);
+  }
+}

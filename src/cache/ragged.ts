@@ -1,0 +1,138 @@
+/**
+ * Ragged KV cache: one contiguous K and V buffer per (layer, KV head), each with its own length. Heads are never
+ * expanded to query heads (GQA-native). Keys are stored after RoPE, so evicting entries needs no re-rotation;
+ * the position counter of the sequence keeps counting from the uncompressed length.
+ */
+
+/** One KV head's storage. Entry j occupies [j*headDim, (j+1)*headDim) of `keys` and `values`. */
+export class HeadCache {
+  keys: Float32Array;
+  values: Float32Array;
+  /** Original sequence position of each entry (bookkeeping for presses and tests). */
+  positions: Int32Array;
+  length = 0;
+
+  constructor(readonly headDim: number, capacity: number) {
+    this.keys = new Float32Array(capacity * headDim);
+    this.values = new Float32Array(capacity * headDim);
+    this.positions = new Int32Array(capacity);
+  }
+
+  get capacity(): number {
+    return this.positions.length;
+  }
+
+  /** Make room for at least `capacity` entries (copying what is held). */
+  reserve(capacity: number): void {
+    if (capacity <= this.capacity) return;
+    const d = this.headDim;
+    const k = new Float32Array(capacity * d);
+    const v = new Float32Array(capacity * d);
+    const p = new Int32Array(capacity);
+    k.set(this.keys.subarray(0, this.length * d));
+    v.set(this.values.subarray(0, this.length * d));
+    p.set(this.positions.subarray(0, this.length));
+    this.keys = k;
+    this.values = v;
+    this.positions = p;
+  }
+
+  /** Append one entry; `src` arrays hold the vector at offset `off`. */
+  append(k: Float32Array, kOff: number, v: Float32Array, vOff: number, position: number): void {
+    if (this.length === this.capacity) this.reserve(Math.max(16, Math.ceil(this.capacity * 1.5)));
+    const d = this.headDim;
+    const o = this.length * d;
+    for (let i = 0; i < d; i++) {
+      this.keys[o + i] = k[kOff + i];
+      this.values[o + i] = v[vOff + i];
+    }
+    this.positions[this.length] = position;
+    this.length++;
+  }
+
+  /**
+   * Keep only the entries at `indices` (ascending, unique, < length), in that order, then shrink the buffers to
+   * `length + reserveExtra` so the memory is really released.
+   */
+  keep(indices: ArrayLike<number>, reserveExtra = 0): void {
+    const d = this.headDim;
+    let prev = -1;
+    for (let n = 0; n < indices.length; n++) {
+      const j = indices[n];
+      if (!(j > prev && j < this.length)) throw new Error(`HeadCache.keep: indices must be ascending and < ${this.length}`);
+      prev = j;
+    }
+    const cap = indices.length + reserveExtra;
+    const k = new Float32Array(cap * d);
+    const v = new Float32Array(cap * d);
+    const p = new Int32Array(cap);
+    for (let n = 0; n < indices.length; n++) {
+      const j = indices[n];
+      k.set(this.keys.subarray(j * d, (j + 1) * d), n * d);
+      v.set(this.values.subarray(j * d, (j + 1) * d), n * d);
+      p[n] = this.positions[j];
+    }
+    this.keys = k;
+    this.values = v;
+    this.positions = p;
+    this.length = indices.length;
+  }
+
+  /** Bytes of K and V actually held (length × headDim × 2 × 4). */
+  bytes(): number {
+    return this.length * this.headDim * 2 * 4;
+  }
+
+  /** Bytes allocated, including spare capacity and the position index. */
+  allocatedBytes(): number {
+    return this.keys.byteLength + this.values.byteLength + this.positions.byteLength;
+  }
+}
+
+/** The whole model's cache: layers × kvHeads independent heads plus the sequence position counter. */
+export class RaggedKVCache {
+  readonly heads: HeadCache[][];
+  /** Position of the next token to be processed (= tokens seen so far, evicted or not). */
+  position = 0;
+
+  constructor(readonly numLayers: number, readonly numKvHeads: number, readonly headDim: number, capacity = 0) {
+    this.heads = [];
+    for (let l = 0; l < numLayers; l++) {
+      const row: HeadCache[] = [];
+      for (let h = 0; h < numKvHeads; h++) row.push(new HeadCache(headDim, capacity));
+      this.heads.push(row);
+    }
+  }
+
+  head(layer: number, kvHead: number): HeadCache {
+    return this.heads[layer][kvHead];
+  }
+
+  /** Ensure every head can take `extra` more entries without reallocating (done once before a decode loop). */
+  reserveExtra(extra: number): void {
+    for (const row of this.heads) for (const h of row) h.reserve(h.length + extra);
+  }
+
+  /** Exact K+V bytes held by all heads. */
+  bytes(): number {
+    let b = 0;
+    for (const row of this.heads) for (const h of row) b += h.bytes();
+    return b;
+  }
+
+  allocatedBytes(): number {
+    let b = 0;
+    for (const row of this.heads) for (const h of row) b += h.allocatedBytes();
+    return b;
+  }
+
+  /** Bytes a full (uncompressed) cache would hold for the tokens seen so far. */
+  fullBytes(): number {
+    return this.position * this.numLayers * this.numKvHeads * this.headDim * 2 * 4;
+  }
+
+  /** Per-head lengths, [layer][kvHead]. */
+  lengths(): number[][] {
+    return this.heads.map((row) => row.map((h) => h.length));
+  }
+}

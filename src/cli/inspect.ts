@@ -1,0 +1,67 @@
+import type { Command } from 'commander';
+import { parameterCount } from '../model/config.js';
+import { openModel } from '../model/load.js';
+
+export function registerInspect(program: Command, run: (fn: () => Promise<void>) => Promise<void>): void {
+  program
+    .command('inspect')
+    .description('show a model file\'s format, architecture, dimensions, dtypes and players')
+    .argument('<path>', 'GGUF file, Hugging Face folder, or llama2.c checkpoint')
+    .option('--json', 'machine-readable output')
+    .action((p: string, flags: { json?: boolean }) => run(() => inspectCommand(p, flags)));
+}
+
+async function inspectCommand(p: string, flags: { json?: boolean }): Promise<void> {
+  const src = await openModel(p);
+  const c = src.config;
+  const dtypes: Record<string, number> = {};
+  for (const t of src.tensors) dtypes[t.dtype] = (dtypes[t.dtype] ?? 0) + 1;
+  const info = {
+    path: src.path,
+    format: src.format,
+    architecture: c.architecture,
+    layers: c.numLayers,
+    hiddenSize: c.hiddenSize,
+    heads: c.numHeads,
+    kvHeads: c.numKvHeads,
+    headDim: c.headDim,
+    intermediateSize: c.intermediateSize,
+    vocabSize: c.vocabSize,
+    contextLength: c.contextLength,
+    ropeTheta: c.ropeTheta,
+    ropeScaling: c.ropeFreqFactors ? 'rope_freqs tensor' : (c.ropeScaling?.type ?? 'none'),
+    rmsNormEps: c.rmsNormEps,
+    tiedEmbeddings: c.tiedEmbeddings,
+    attentionBias: c.attentionBias,
+    parameters: parameterCount(c),
+    tensors: src.tensors.length,
+    dtypes,
+    players: { layers: c.numLayers, kvHeads: c.numKvHeads, total: c.numLayers * c.numKvHeads },
+    chatTemplate: src.chatTemplate !== undefined,
+  };
+  if (flags.json) {
+    process.stdout.write(JSON.stringify(info, null, 2) + '\n');
+    return;
+  }
+  const rows: [string, string][] = [
+    ['path', info.path],
+    ['format', info.format],
+    ['architecture', info.architecture],
+    ['layers', String(info.layers)],
+    ['hidden size', String(info.hiddenSize)],
+    ['heads / KV heads', `${info.heads} / ${info.kvHeads} (head_dim ${info.headDim})`],
+    ['FFN size', String(info.intermediateSize)],
+    ['vocab', String(info.vocabSize)],
+    ['context length', String(info.contextLength)],
+    ['RoPE', `theta ${info.ropeTheta}, scaling ${info.ropeScaling}`],
+    ['RMS eps', String(info.rmsNormEps)],
+    ['tied embeddings', String(info.tiedEmbeddings)],
+    ['attention bias', String(info.attentionBias)],
+    ['parameters', info.parameters.toLocaleString('en-US')],
+    ['tensors', `${info.tensors} (${Object.entries(dtypes).map(([k, v]) => `${k} ${v}`).join(', ')})`],
+    ['players', `${info.players.layers} layers × ${info.players.kvHeads} KV heads = ${info.players.total}`],
+    ['chat template', info.chatTemplate ? 'yes' : 'no'],
+  ];
+  const w = Math.max(...rows.map((r) => r[0].length));
+  for (const [k, v] of rows) process.stdout.write(`${k.padEnd(w)}  ${v}\n`);
+}

@@ -1,0 +1,50 @@
+/**
+ * `cokv` command line. Exit codes: 0 success, 1 user error (bad file, flag or prompt: one line on stderr),
+ * 2 internal error (stack trace with --verbose).
+ */
+import { Command, CommanderError } from 'commander';
+import { CokvError } from '../errors.js';
+import { registerGenerate } from './generate.js';
+import { registerInspect } from './inspect.js';
+
+export async function main(argv: string[]): Promise<number> {
+  const verbose = argv.includes('--verbose');
+  const args = argv.filter((a) => a !== '--verbose');
+  let exitCode = 0;
+  const run = async (fn: () => Promise<void>): Promise<void> => {
+    try {
+      await fn();
+    } catch (err) {
+      if (err instanceof CokvError) {
+        process.stderr.write(`cokv: ${err.message}\n`);
+        if (verbose) process.stderr.write(`${err.stack}\n`);
+        exitCode = 1;
+      } else {
+        const msg = err instanceof Error ? err.message : String(err);
+        process.stderr.write(`cokv: internal error: ${msg}${verbose ? '' : ' (run with --verbose for details)'}\n`);
+        if (verbose && err instanceof Error) process.stderr.write(`${err.stack}\n`);
+        exitCode = 2;
+      }
+    }
+  };
+  const program = new Command();
+  program
+    .name('cokv')
+    .description('Long-context LLM inference with a per-head KV cache budgeted by a cooperative game')
+    .option('--verbose', 'print stack traces for errors')
+    .exitOverride()
+    .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+  registerGenerate(program, run);
+  registerInspect(program, run);
+  for (const cmd of program.commands) cmd.exitOverride();
+  try {
+    await program.parseAsync(args, { from: 'user' });
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // --help and --version end here with code 0; usage errors were already printed by commander.
+      return err.exitCode === 0 ? 0 : 1;
+    }
+    throw err;
+  }
+  return exitCode;
+}

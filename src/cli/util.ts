@@ -1,0 +1,21 @@
+import { CokvError } from '../errors.js';
+
+/** Parse a flag value as a number within bounds, or throw a CokvError naming the flag. */
+export function numberFlag(
+  flag: string, value: string | undefined, opts: { integer?: boolean; min?: number; max?: number } = {},
+): number | undefined {
+  if (value === undefined) return undefined;
+  const v = Number(value);
+  if (value.trim() === '' || !Number.isFinite(v)) throw new CokvError(`${flag}: '${value}' is not a number`, 'flag');
+  if (opts.integer && !Number.isInteger(v)) throw new CokvError(`${flag}: '${value}' is not an integer`, 'flag');
+  if (opts.min !== undefined && v < opts.min) throw new CokvError(`${flag}: ${v} is below the minimum ${opts.min}`, 'flag');
+  if (opts.max !== undefined && v > opts.max) throw new CokvError(`${flag}: ${v} is above the maximum ${opts.max}`, 'flag');
+  return v;
+}
+
+export function formatBytes(b: number): string {
+  if (b < 1024) return `${b} B`;
+  if (b < 1024 ** 2) return `${(b / 1024).toFixed(1)} KiB`;
+  if (b < 1024 ** 3) return `${(b / 1024 ** 2).toFixed(1)} MiB`;
+  return `${(b / 1024 ** 3).toFixed(2)} GiB`;
+}

@@ -1,0 +1,244 @@
+/**
+ * The public engine: load a model from any supported file, then generate (streaming), complete or chat.
+ *
+ * ```ts
+ * const model = await loadModel('../shared/assets/models/stories260K');
+ * const gen = model.generate('Once upon a time', { maxTokens: 40 });
+ * for await (const chunk of gen) process.stdout.write(chunk.text);
+ * console.log(gen.stats);
+ * ```
+ */
+import { TsBackend } from './backend/ts.js';
+import type { Backend } from './backend/types.js';
+import { RaggedKVCache } from './cache/ragged.js';
+import { CokvError } from './errors.js';
+import type { ModelConfig } from './model/config.js';
+import { Transformer, type LayerPrefillContext } from './model/forward.js';
+import { openModel } from './model/load.js';
+import type { ModelSource } from './model/source.js';
+import type { Tokenizer } from './model/tokenizer/types.js';
+import { Sampler, type SamplingOptions } from './generate/sampling.js';
+import { TextStream } from './generate/text-stream.js';
+import type { Press } from './press/types.js';
+
+export interface GenerateOptions extends SamplingOptions {
+  /** Most tokens to generate (default 256). */
+  maxTokens?: number;
+  /** Stop when any of these strings appears in the output (not included in the text). */
+  stop?: string[];
+  /** Ids that end generation; default: the model's EOS ids. */
+  eosIds?: number[];
+  /** Add BOS (and other special tokens) when encoding a text prompt; default: the tokenizer's rule. */
+  addSpecial?: boolean;
+  /** KV-cache compression applied after each layer's prefill. Default: none (full cache). */
+  press?: Press;
+}
+
+export interface GenerationChunk {
+  /** The token just generated. */
+  token: number;
+  /** New text that can be shown (may be empty while a UTF-8 sequence or stop string is pending). */
+  text: string;
+}
+
+export interface GenerationStats {
+  promptTokens: number;
+  generatedTokens: number;
+  prefillMs: number;
+  decodeMs: number;
+  /** Generated tokens after the first, per second of decode time. */
+  decodeTokensPerSecond: number;
+  /** K+V bytes held by the cache at the end. */
+  kvBytes: number;
+  /** K+V bytes an uncompressed cache would hold for the same tokens. */
+  kvFullBytes: number;
+  /** Process peak resident set size, bytes. */
+  peakRssBytes: number;
+  stopReason: 'eos' | 'stop' | 'length';
+}
+
+/** A running generation: iterate it for chunks; `stats`, `text` and `tokens` are complete after iteration. */
+export class Generation implements AsyncIterable<GenerationChunk> {
+  stats: GenerationStats | undefined;
+  text = '';
+  tokens: number[] = [];
+  private started = false;
+
+  constructor(private readonly run: (g: Generation) => Generator<GenerationChunk>) {}
+
+  async *[Symbol.asyncIterator](): AsyncIterator<GenerationChunk> {
+    if (this.started) throw new Error('a Generation can be iterated only once');
+    this.started = true;
+    for (const chunk of this.run(this)) {
+      yield chunk;
+      // Let other tasks (I/O, timers) run between tokens.
+      await new Promise<void>((r) => setImmediate(r));
+    }
+  }
+
+  /** Run to the end and return the whole text. */
+  async complete(): Promise<string> {
+    for await (const _ of this) {
+      // drain
+    }
+    return this.text;
+  }
+}
+
+export interface ChatMessage {
+  role: 'system' | 'user' | 'assistant' | string;
+  content: string;
+}
+
+export interface LoadOptions {
+  backend?: Backend;
+}
+
+export class CokvModel {
+  readonly transformer: Transformer;
+
+  constructor(
+    readonly source: ModelSource,
+    readonly tokenizer: Tokenizer,
+    backend: Backend,
+  ) {
+    this.transformer = new Transformer(source.config, source.loadWeights(), backend);
+  }
+
+  get config(): ModelConfig {
+    return this.source.config;
+  }
+
+  /** Ids that stop generation by default. */
+  get eosIds(): number[] {
+    const ids = new Set<number>([...this.tokenizer.eosIds, ...(this.source.generation?.eosIds ?? [])]);
+    return [...ids];
+  }
+
+  encode(text: string, addSpecial?: boolean): number[] {
+    return this.tokenizer.encode(text, { addSpecial });
+  }
+
+  decode(ids: readonly number[]): string {
+    return this.tokenizer.decode(ids);
+  }
+
+  /** A fresh, empty cache for this model. */
+  newCache(capacity = 0): RaggedKVCache {
+    const c = this.config;
+    return new RaggedKVCache(c.numLayers, c.numKvHeads, c.headDim, capacity);
+  }
+
+  /**
+   * Prefill `ids` into `cache` (full attention), compressing each layer with `press` if given.
+   * Returns the last position's logits (a copy).
+   */
+  prefill(ids: readonly number[], cache: RaggedKVCache, press?: Press, reserve = 0): Float32Array {
+    const onLayer = press ? (ctx: LayerPrefillContext) => press.compressLayer(ctx, reserve) : undefined;
+    return this.transformer.forward(ids, cache, { logits: 'last', onLayer }).slice();
+  }
+
+  /** Apply the model's chat template to `messages` (with the assistant turn opened). */
+  applyChatTemplate(messages: ChatMessage[]): Promise<string> {
+    return import('./model/chat.js').then(({ applyChatTemplate }) => {
+      if (!this.source.chatTemplate) {
+        throw new CokvError(`${this.source.path}: this model has no chat template (drop --chat or use a model that ships one)`, 'flag');
+      }
+      return applyChatTemplate(this.source.chatTemplate, messages, {
+        bosToken: this.source.bosToken,
+        eosToken: this.source.eosToken,
+        addGenerationPrompt: true,
+      });
+    });
+  }
+
+  /** Chat: template the messages, then generate the assistant's reply. */
+  async chat(messages: ChatMessage[], opts: GenerateOptions = {}): Promise<Generation> {
+    const prompt = await this.applyChatTemplate(messages);
+    // Templates write BOS themselves; transformers encodes chat prompts without adding special tokens.
+    return this.generate(prompt, { addSpecial: false, ...opts });
+  }
+
+  /** Encode a prompt and check it fits the model. */
+  promptIds(prompt: string | readonly number[], addSpecial?: boolean): number[] {
+    if (typeof prompt === 'string' && prompt.length === 0) throw new CokvError('prompt: the prompt is empty', 'prompt');
+    const ids = typeof prompt === 'string' ? this.encode(prompt, addSpecial) : [...prompt];
+    if (ids.length === 0) throw new CokvError('prompt: the prompt encodes to no tokens', 'prompt');
+    if (ids.length >= this.config.contextLength) {
+      throw new CokvError(
+        `prompt: ${ids.length} tokens do not fit the model's context of ${this.config.contextLength} tokens`,
+        'prompt',
+      );
+    }
+    for (const id of ids) {
+      if (!(Number.isInteger(id) && id >= 0 && id < this.config.vocabSize)) {
+        throw new CokvError(`prompt: token id ${id} is outside the vocabulary (0..${this.config.vocabSize - 1})`, 'prompt');
+      }
+    }
+    return ids;
+  }
+
+  /** Generate from a text prompt or prompt ids. Validation errors are thrown here, before iteration. */
+  generate(prompt: string | readonly number[], opts: GenerateOptions = {}): Generation {
+    const ids = this.promptIds(prompt, opts.addSpecial);
+    const maxTokens = opts.maxTokens ?? 256;
+    if (!(Number.isInteger(maxTokens) && maxTokens >= 0)) throw new CokvError(`maxTokens: ${maxTokens} is not a non-negative integer`, 'flag');
+    const eos = new Set(opts.eosIds ?? this.eosIds);
+    const sampler = new Sampler(opts);
+    const room = Math.min(maxTokens, this.config.contextLength - ids.length);
+    return new Generation((g) => this.run(g, ids, room, maxTokens, eos, sampler, opts));
+  }
+
+  private *run(
+    g: Generation, ids: number[], room: number, maxTokens: number, eos: Set<number>, sampler: Sampler, opts: GenerateOptions,
+  ): Generator<GenerationChunk> {
+    const cache = this.newCache(ids.length + room);
+    const t0 = performance.now();
+    let logits = this.prefill(ids, cache, opts.press, room);
+    const t1 = performance.now();
+    cache.reserveExtra(room);
+    const history = [...ids];
+    const stream = new TextStream(this.tokenizer, ids[ids.length - 1], opts.stop ?? []);
+    let stopReason: GenerationStats['stopReason'] = 'length';
+    let tFirst = t1;
+    const step = new Int32Array(1);
+    for (let n = 0; n < room; n++) {
+      const next = sampler.sample(logits, history);
+      if (eos.has(next)) { stopReason = 'eos'; break; }
+      history.push(next);
+      g.tokens.push(next);
+      const text = stream.push(next);
+      g.text += text;
+      if (n === 0) tFirst = performance.now();
+      yield { token: next, text };
+      if (stream.stopped) { stopReason = 'stop'; break; }
+      if (n + 1 === room) break;
+      step[0] = next;
+      logits = this.transformer.forward(step, cache, { logits: 'last' });
+    }
+    if (stopReason === 'length' && room < maxTokens && g.tokens.length === room) stopReason = 'length';
+    const tail = stream.flush();
+    g.text += tail;
+    const t2 = performance.now();
+    const decodeMs = t2 - tFirst;
+    g.stats = {
+      promptTokens: ids.length,
+      generatedTokens: g.tokens.length,
+      prefillMs: t1 - t0,
+      decodeMs,
+      decodeTokensPerSecond: g.tokens.length > 1 ? ((g.tokens.length - 1) * 1000) / decodeMs : 0,
+      kvBytes: cache.bytes(),
+      kvFullBytes: cache.fullBytes(),
+      peakRssBytes: process.resourceUsage().maxRSS * 1024,
+      stopReason,
+    };
+    if (tail) yield { token: -1, text: tail };
+  }
+}
+
+/** Load a model (GGUF file, Hugging Face folder, or llama2.c checkpoint) with its tokenizer. */
+export async function loadModel(modelPath: string, opts: LoadOptions = {}): Promise<CokvModel> {
+  const source = await openModel(modelPath);
+  const tokenizer = await source.loadTokenizer();
+  return new CokvModel(source, tokenizer, opts.backend ?? new TsBackend());
+}

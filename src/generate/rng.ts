@@ -1,0 +1,25 @@
+/** Small seeded PRNG (mulberry32): the same seed gives the same stream on every platform. */
+export class Rng {
+  private state: number;
+  constructor(seed: number) {
+    this.state = seed >>> 0;
+  }
+  /** Uniform in [0, 1). */
+  next(): number {
+    let t = (this.state = (this.state + 0x6d2b79f5) >>> 0);
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  }
+  /** Integer in [0, n). */
+  int(n: number): number {
+    return Math.floor(this.next() * n);
+  }
+  /** Current state, to resume a stream exactly. */
+  getState(): number {
+    return this.state;
+  }
+  setState(s: number): void {
+    this.state = s >>> 0;
+  }
+}
