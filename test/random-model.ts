@@ -58,7 +58,7 @@ export function randomWeights(c: ModelConfig, seed = 1, scale = 0.3): ModelWeigh
 export function referenceLogits(
   c: ModelConfig, w: ModelWeights, ids: number[],
   visible: (layer: number, kvHead: number, q: number, k: number) => boolean = () => true,
-): Float64Array[] {
+): Float64Array<ArrayBufferLike>[] {
   const T = ids.length, H = c.hiddenSize, hd = c.headDim, half = hd / 2;
   const inv = ropeInvFreq(c);
   const get = (m: F32Weight, r: number, k: number) => m.data[r * m.cols + k];
@@ -87,7 +87,7 @@ export function referenceLogits(
       }
     }
   };
-  let xs = ids.map((id) => Float64Array.from(w.tokenEmbedding.data.subarray(id * H, (id + 1) * H)));
+  let xs: Float64Array<ArrayBufferLike>[] = ids.map((id) => Float64Array.from(w.tokenEmbedding.data.subarray(id * H, (id + 1) * H)));
   const group = c.numHeads / c.numKvHeads;
   for (let l = 0; l < c.numLayers; l++) {
     const lw = w.layers[l];

@@ -3,8 +3,9 @@ import type { Command } from 'commander';
 import { CokvError } from '../errors.js';
 import { loadModel, type GenerateOptions } from '../engine.js';
 import { formatBytes, numberFlag } from './util.js';
+import { addPressFlags, pressFromFlags, type PressFlags } from './press-flags.js';
 
-interface GenerateFlags {
+interface GenerateFlags extends PressFlags {
   model: string;
   prompt?: string;
   promptFile?: string;
@@ -22,7 +23,7 @@ interface GenerateFlags {
 }
 
 export function registerGenerate(program: Command, run: (fn: () => Promise<void>) => Promise<void>): void {
-  program
+  const cmd = program
     .command('generate')
     .description('generate text from a prompt, streaming to stdout; a summary line goes to stderr')
     .requiredOption('--model <path>', 'GGUF file, Hugging Face folder, or llama2.c checkpoint')
@@ -38,8 +39,8 @@ export function registerGenerate(program: Command, run: (fn: () => Promise<void>
     .option('--repetition-penalty <r>', 'penalise tokens already seen (1 = off)')
     .option('--seed <s>', 'sampling seed')
     .option('--stop <str>', 'stop string (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
-    .option('--json', 'print one JSON object (text, tokens, stats) instead of streaming')
-    .action((flags: GenerateFlags) => run(() => generateCommand(flags)));
+    .option('--json', 'print one JSON object (text, tokens, stats) instead of streaming');
+  addPressFlags(cmd).action((flags: GenerateFlags) => run(() => generateCommand(flags)));
 }
 
 async function generateCommand(f: GenerateFlags): Promise<void> {
@@ -66,6 +67,7 @@ async function generateCommand(f: GenerateFlags): Promise<void> {
     stop: f.stop,
   };
   const model = await loadModel(f.model);
+  opts.press = pressFromFlags(f, model.config);
   const gen = f.chat
     ? await model.chat([...(f.system ? [{ role: 'system', content: f.system }] : []), { role: 'user', content: prompt }], opts)
     : model.generate(prompt, opts);
@@ -80,7 +82,7 @@ async function generateCommand(f: GenerateFlags): Promise<void> {
   process.stdout.write('\n');
   process.stderr.write(
     `prompt ${s.promptTokens} tok | generated ${s.generatedTokens} tok (${s.stopReason}) | prefill ${s.prefillMs.toFixed(1)} ms | ` +
-      `decode ${s.decodeTokensPerSecond.toFixed(1)} tok/s | KV ${formatBytes(s.kvBytes)} (full ${formatBytes(s.kvFullBytes)}) | ` +
+      `decode ${s.decodeTokensPerSecond.toFixed(1)} tok/s | KV ${formatBytes(s.kvBytes)} held vs ${formatBytes(s.kvFullBytes)} full (${((100 * s.kvBytes) / Math.max(1, s.kvFullBytes)).toFixed(1)}%) | ` +
       `peak RSS ${formatBytes(s.peakRssBytes)}\n`,
   );
 }

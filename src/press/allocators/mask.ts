@@ -1,0 +1,17 @@
+/**
+ * The profiler's coalition mask: a head in the coalition keeps its whole prompt, every other head keeps only the
+ * window. Budget-free, so it ignores `ctx.budget`.
+ */
+import type { AllocationContext, Allocator } from './types.js';
+import { headCap } from './types.js';
+
+/** `full[layer][kvHead]` = true for coalition members. */
+export function maskAllocator(full: boolean[][]): Allocator {
+  return {
+    name: 'mask',
+    needsScores: false,
+    allocate(ctx: AllocationContext): number[] {
+      return full[ctx.layer].map((f) => (f ? headCap(ctx) : 0));
+    },
+  };
+}

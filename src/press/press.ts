@@ -1,0 +1,73 @@
+/**
+ * A press = scorer × allocator (like kvpress): after each layer's prefill, score the prompt keys of every KV head,
+ * let the allocator decide each head's count c_h, and keep the top c_h tokens (ties → lower position) plus the
+ * last `window` tokens. Nothing is evicted when the prompt is no longer than the budget.
+ */
+import type { LayerPrefillContext } from '../model/forward.js';
+import type { Press } from './types.js';
+import type { Allocator } from './allocators/types.js';
+import { DEFAULT_WINDOW, resolveBudget, validatePressOptions, type PressOptions } from './options.js';
+
+export type Scorer = (ctx: LayerPrefillContext, window: number) => Float32Array[];
+
+/** Indices of the `c` highest scores (ties → lower index), returned in ascending order. */
+export function topIndices(scores: Float32Array, c: number): number[] {
+  const n = scores.length;
+  if (c >= n) return Array.from({ length: n }, (_, i) => i);
+  if (c <= 0) return [];
+  const idx = Array.from({ length: n }, (_, i) => i);
+  idx.sort((a, b) => scores[b] - scores[a] || a - b);
+  return idx.slice(0, c).sort((a, b) => a - b);
+}
+
+export class ScoredPress implements Press {
+  readonly window: number;
+  /** Per-head selected counts of the last compression, [layer][kvHead] (window excluded). */
+  lastAllocation: number[][] = [];
+
+  constructor(
+    readonly name: string,
+    private readonly scorer: Scorer | undefined,
+    private readonly allocator: Allocator,
+    readonly options: PressOptions,
+  ) {
+    validatePressOptions(options);
+    this.window = options.window ?? DEFAULT_WINDOW;
+  }
+
+  compressLayer(ctx: LayerPrefillContext, reserve: number): void {
+    const { cache, layer } = ctx;
+    const L = cache.head(layer, 0).length;
+    const w = this.window;
+    const budget = this.allocator.name === 'mask' ? L : resolveBudget(this.options, L);
+    if (this.allocator.name !== 'mask' && L <= budget) return;
+    if (L <= w) return;
+    if (ctx.numTokens < w) throw new Error(`press ${this.name}: the prefill chunk (${ctx.numTokens} tokens) is shorter than the window (${w})`);
+    const needScores = this.allocator.needsScores;
+    let scores = needScores && this.scorer ? this.scorer(ctx, w) : undefined;
+    const counts = this.allocator.allocate({
+      layer, numLayers: cache.numLayers, numKvHeads: cache.numKvHeads, promptLength: L, window: w, budget,
+      scores: scores ?? [], redistribute: this.options.redistribute ?? true,
+    });
+    if (layer === 0) this.lastAllocation = [];
+    this.lastAllocation[layer] = counts;
+    for (let g = 0; g < cache.numKvHeads; g++) {
+      const head = cache.head(layer, g);
+      const c = Math.min(counts[g], L - w);
+      let chosen: number[];
+      if (c >= L - w) {
+        chosen = Array.from({ length: L - w }, (_, i) => i);
+      } else if (c === 0) {
+        chosen = [];
+      } else {
+        if (!scores) {
+          if (!this.scorer) throw new Error(`press ${this.name}: allocator ${this.allocator.name} needs a scorer`);
+          scores = this.scorer(ctx, w);
+        }
+        chosen = topIndices(scores[g], c);
+      }
+      for (let j = L - w; j < L; j++) chosen.push(j);
+      if (chosen.length < L) head.keep(chosen, reserve);
+    }
+  }
+}

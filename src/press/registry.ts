@@ -1,0 +1,76 @@
+/**
+ * Press registry: name → scorer × allocator. Adding a method = one allocator or scorer file plus one line here.
+ */
+import { CokvError } from '../errors.js';
+import type { ModelConfig } from '../model/config.js';
+import type { Press } from './types.js';
+import { ScoredPress, type Scorer } from './press.js';
+import { DEFAULT_WINDOW, validatePressOptions, type PressOptions } from './options.js';
+import { snapkvScores, streamingScores } from './scorers/snapkv.js';
+import { uniformAllocator } from './allocators/uniform.js';
+import { pyramidAllocator } from './allocators/pyramid.js';
+import { adaAllocator } from './allocators/ada.js';
+import { cokvAllocator } from './allocators/cokv.js';
+import { headkvAllocator } from './allocators/headkv.js';
+import { randomAllocator } from './allocators/random.js';
+import { maskAllocator } from './allocators/mask.js';
+import { readHeadScores, readProfileValues } from './head-values.js';
+
+export const PRESS_NAMES = ['full', 'streaming', 'snapkv', 'pyramidkv', 'adakv', 'ada-pyramidkv', 'headkv', 'cokv', 'random'] as const;
+export type PressName = (typeof PRESS_NAMES)[number];
+
+/** CoKV's default α: the paper's 10 of 256 players, scaled to the model's player count (at least 1). */
+export function defaultAlpha(c: ModelConfig): number {
+  return Math.max(1, Math.round((c.numLayers * c.numKvHeads * 10) / 256));
+}
+
+function snapkvScorer(o: PressOptions): Scorer {
+  return (ctx, window) => snapkvScores(ctx, {
+    window, pool: o.pool ?? 'max', kernel: o.kernel ?? 7, groupAggregation: o.groupAggregation ?? 'mean',
+  });
+}
+
+/** Build a press by name; `full` returns undefined (no compression). Throws CokvError on bad options. */
+export function createPress(name: string, options: PressOptions, config: ModelConfig): Press | undefined {
+  if (!(PRESS_NAMES as readonly string[]).includes(name)) {
+    throw new CokvError(`--press: unknown press '${name}' (known: ${PRESS_NAMES.join(', ')})`, 'flag');
+  }
+  validatePressOptions(options);
+  if (name === 'full') return undefined;
+  if (options.budget === undefined && options.ratio === undefined) {
+    throw new CokvError(`--budget/--ratio: press '${name}' needs a budget (--budget N or --ratio R)`, 'flag');
+  }
+  const snap = snapkvScorer(options);
+  switch (name as PressName) {
+    case 'streaming': {
+      const sink = options.sink ?? 4;
+      return new ScoredPress(name, (ctx, w) => streamingScores(ctx, w, sink), { ...uniformAllocator(), needsScores: true }, options);
+    }
+    case 'snapkv':
+      return new ScoredPress(name, snap, { ...uniformAllocator(), needsScores: true }, options);
+    case 'pyramidkv':
+      return new ScoredPress(name, snap, { ...pyramidAllocator(uniformAllocator(), options.pyramidBeta ?? 20), needsScores: true }, options);
+    case 'adakv':
+      return new ScoredPress(name, snap, adaAllocator(options.adaFloor ?? 0.2), options);
+    case 'ada-pyramidkv':
+      return new ScoredPress(name, snap, pyramidAllocator(adaAllocator(options.adaFloor ?? 0.2), options.pyramidBeta ?? 20), options);
+    case 'headkv': {
+      if (!options.headScores) throw new CokvError('--head-scores: press headkv needs a head scores file', 'flag');
+      return new ScoredPress(name, snap, headkvAllocator(readHeadScores(options.headScores, config), options.headkvBeta ?? 1.01), options);
+    }
+    case 'cokv': {
+      if (!options.profile) throw new CokvError('--profile: press cokv needs a profile file (cokv profile …)', 'flag');
+      const values = readProfileValues(options.profile, config);
+      return new ScoredPress(name, snap, cokvAllocator(values, options.alpha ?? defaultAlpha(config)), options);
+    }
+    case 'random':
+      return new ScoredPress(name, snap, randomAllocator(options.seed ?? 0), options);
+    default:
+      throw new CokvError(`--press: unknown press '${name}'`, 'flag');
+  }
+}
+
+/** The profiler's coalition press: `full[layer][kvHead]` keep the whole prompt, the rest only the window. */
+export function maskPress(full: boolean[][], window = DEFAULT_WINDOW): ScoredPress {
+  return new ScoredPress('mask', undefined, maskAllocator(full), { window });
+}

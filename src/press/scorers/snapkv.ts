@@ -1,0 +1,97 @@
+/**
+ * SnapKV scoring as in the CoKV reference code (spec §4): the last `w` prompt queries attend to all prompt keys
+ * (causal inside the last w×w block), softmax over keys in fp32, keep columns [0, L−w), mean over the w queries,
+ * aggregate over the query heads of each KV group (mean, or max), then 1-D pooling (max by default, kernel 7,
+ * stride 1, padding k/2). Returns one score array of length L−w per KV head.
+ */
+import type { LayerPrefillContext } from '../../model/forward.js';
+
+export interface SnapKvScoreOptions {
+  window: number;
+  pool: 'max' | 'avg' | 'none';
+  kernel: number;
+  groupAggregation: 'mean' | 'max';
+}
+
+export function snapkvScores(ctx: LayerPrefillContext, o: SnapKvScoreOptions): Float32Array[] {
+  const cache = ctx.cache;
+  const { numKvHeads, headDim: hd } = cache;
+  const numHeads = ctx.queries.length / ctx.numTokens / hd;
+  const group = numHeads / numKvHeads;
+  const qDim = numHeads * hd;
+  const w = o.window;
+  const scale = 1 / Math.sqrt(hd);
+  const out: Float32Array[] = [];
+  for (let g = 0; g < numKvHeads; g++) {
+    const head = cache.head(ctx.layer, g);
+    const L = head.length;
+    const n = L - w;
+    const agg = new Float64Array(n);
+    const perHead = new Float64Array(n);
+    const logits = new Float64Array(L);
+    for (let j = 0; j < group; j++) {
+      const qh = g * group + j;
+      perHead.fill(0);
+      for (let i = 0; i < w; i++) {
+        const row = ctx.numTokens - w + i; // query row within this prefill chunk
+        const visible = L - w + i + 1;
+        const qo = row * qDim + qh * hd;
+        let max = -Infinity;
+        for (let k = 0; k < visible; k++) {
+          let s = 0;
+          const ko = k * hd;
+          for (let d = 0; d < hd; d++) s += ctx.queries[qo + d] * head.keys[ko + d];
+          s = Math.fround(s * scale);
+          logits[k] = s;
+          if (s > max) max = s;
+        }
+        let z = 0;
+        for (let k = 0; k < visible; k++) z += Math.exp(logits[k] - max);
+        for (let k = 0; k < n; k++) perHead[k] += Math.fround(Math.exp(logits[k] - max) / z);
+      }
+      for (let k = 0; k < n; k++) {
+        const v = perHead[k] / w;
+        if (o.groupAggregation === 'max') agg[k] = j === 0 ? v : Math.max(agg[k], v);
+        else agg[k] += v / group;
+      }
+    }
+    out.push(pool1d(agg, o.pool, o.kernel));
+  }
+  return out;
+}
+
+/** 1-D pooling with stride 1 and padding ⌊k/2⌋: max pads with −∞, avg counts the zero padding (PyTorch defaults). */
+export function pool1d(x: ArrayLike<number>, pool: 'max' | 'avg' | 'none', kernel: number): Float32Array {
+  const n = x.length;
+  const out = new Float32Array(n);
+  if (pool === 'none' || kernel <= 1) {
+    for (let i = 0; i < n; i++) out[i] = x[i];
+    return out;
+  }
+  const r = Math.floor(kernel / 2);
+  for (let i = 0; i < n; i++) {
+    let m = -Infinity, s = 0;
+    for (let k = i - r; k <= i + r; k++) {
+      if (k < 0 || k >= n) continue;
+      if (x[k] > m) m = x[k];
+      s += x[k];
+    }
+    out[i] = pool === 'max' ? m : s / kernel;
+  }
+  return out;
+}
+
+/**
+ * StreamingLLM as a scorer: the first `sink` tokens score highest, then more recent tokens score higher, so
+ * taking the top c keeps the sink plus the most recent prompt tokens.
+ */
+export function streamingScores(ctx: LayerPrefillContext, window: number, sink: number): Float32Array[] {
+  const out: Float32Array[] = [];
+  for (let g = 0; g < ctx.cache.numKvHeads; g++) {
+    const n = ctx.cache.head(ctx.layer, g).length - window;
+    const s = new Float32Array(n);
+    for (let k = 0; k < n; k++) s[k] = k < sink ? 1e9 - k : k;
+    out.push(s);
+  }
+  return out;
+}
