@@ -23,6 +23,94 @@ export interface LayerPrefillContext {
   cache: RaggedKVCache;
 }
 
+/**
+ * Where a layer's new K/V go and what each query row attends to. The plain path appends to a RaggedKVCache; the
+ * profiler's coalition batch (src/game) shares one prompt cache among many masked decodes.
+ */
+export interface KvAttention {
+  /** Store this layer's new K/V rows ([rows][kvHeads*headDim]) and write every row's attention output to `out`. */
+  attend(layer: number, q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, rows: number): void;
+}
+
+/**
+ * Softmax attention of one query vector over two key/value segments (entries [from, to) of each), written to
+ * out[outOff..outOff+hd). `scores` is scratch of at least the total entry count.
+ */
+export function attendSegments(
+  q: Float32Array, qOff: number, hd: number, scale: number, out: Float32Array, outOff: number, scores: Float32Array,
+  k1: Float32Array, v1: Float32Array, from1: number, to1: number,
+  k2: Float32Array, v2: Float32Array, from2: number, to2: number,
+): void {
+  let max = -Infinity;
+  let n = 0;
+  for (let j = from1; j < to1; j++, n++) {
+    let s = 0;
+    const ko = j * hd;
+    for (let i = 0; i < hd; i++) s += q[qOff + i] * k1[ko + i];
+    s *= scale;
+    scores[n] = s;
+    if (s > max) max = s;
+  }
+  for (let j = from2; j < to2; j++, n++) {
+    let s = 0;
+    const ko = j * hd;
+    for (let i = 0; i < hd; i++) s += q[qOff + i] * k2[ko + i];
+    s *= scale;
+    scores[n] = s;
+    if (s > max) max = s;
+  }
+  let sum = 0;
+  for (let j = 0; j < n; j++) {
+    const e = Math.exp(scores[j] - max);
+    scores[j] = e;
+    sum += e;
+  }
+  const inv = 1 / sum;
+  for (let i = 0; i < hd; i++) out[outOff + i] = 0;
+  n = 0;
+  for (let j = from1; j < to1; j++, n++) {
+    const p = scores[n] * inv;
+    const vo = j * hd;
+    for (let i = 0; i < hd; i++) out[outOff + i] += p * v1[vo + i];
+  }
+  for (let j = from2; j < to2; j++, n++) {
+    const p = scores[n] * inv;
+    const vo = j * hd;
+    for (let i = 0; i < hd; i++) out[outOff + i] += p * v2[vo + i];
+  }
+}
+
+/** The plain path: append to the ragged cache, causal attention of each new token over its KV head's entries. */
+class CacheAttention implements KvAttention {
+  private scores = new Float32Array(0);
+  private readonly empty = new Float32Array(0);
+  /** Set before each forward (the object is reused so decode allocates nothing). */
+  cache!: RaggedKVCache;
+  start = 0;
+  readonly positionOf = (row: number): number => this.start + row;
+  constructor(private readonly c: ModelConfig) {}
+
+  attend(layer: number, q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, T: number): void {
+    const { headDim: hd, numHeads: nh, numKvHeads: nkv } = this.c;
+    const qDim = nh * hd, kvDim = nkv * hd, group = nh / nkv;
+    const scale = 1 / Math.sqrt(hd);
+    for (let g = 0; g < nkv; g++) {
+      const head = this.cache.head(layer, g);
+      for (let t = 0; t < T; t++) head.append(k, t * kvDim + g * hd, v, t * kvDim + g * hd, this.start + t);
+      const base = head.length - T;
+      if (this.scores.length < head.length) this.scores = new Float32Array(head.length * 2);
+      for (let j = 0; j < group; j++) {
+        const qh = g * group + j;
+        for (let t = 0; t < T; t++) {
+          const off = t * qDim + qh * hd;
+          attendSegments(q, off, hd, scale, out, off, this.scores,
+            head.keys, head.values, 0, base + t + 1, this.empty, this.empty, 0, 0);
+        }
+      }
+    }
+  }
+}
+
 export interface ForwardOptions {
   /** Which rows need logits: the last new token (default), every new token, or none. */
   logits?: 'last' | 'all' | 'none';
@@ -65,15 +153,18 @@ class Workspace {
 export class Transformer {
   readonly rope: RopeTable;
   private ws: Workspace | undefined;
-  private scores = new Float32Array(0);
   private logitsBuf = new Float32Array(0);
+  private logitsView = new Float32Array(0);
+  private readonly noLogits = new Float32Array(0);
+  private readonly cacheAttention: CacheAttention;
 
   constructor(readonly config: ModelConfig, readonly weights: ModelWeights, readonly backend: Backend) {
     this.rope = new RopeTable(ropeInvFreq(config));
+    this.cacheAttention = new CacheAttention(config);
   }
 
-  private workspace(tokens: number): Workspace {
-    if (!this.ws || this.ws.tokens < tokens) this.ws = new Workspace(tokens, this.config);
+  private workspace(rows: number): Workspace {
+    if (!this.ws || this.ws.tokens < rows) this.ws = new Workspace(rows, this.config);
     return this.ws;
   }
 
@@ -82,16 +173,36 @@ export class Transformer {
    * Returns the logits of the requested rows, [rows][vocab] (a view into a reused buffer: copy to keep).
    */
   forward(tokens: ArrayLike<number>, cache: RaggedKVCache, opts: ForwardOptions = {}): Float32Array {
+    const start = cache.position;
+    const T = tokens.length;
+    const attention = this.cacheAttention;
+    attention.cache = cache;
+    attention.start = start;
+    const onLayer = opts.onLayer;
+    const logits = this.run(tokens, attention.positionOf, attention, opts.logits ?? 'last',
+      onLayer ? (layer, q) => onLayer({ layer, queries: q, numTokens: T, startPosition: start, cache }) : undefined);
+    cache.position = start + T;
+    return logits;
+  }
+
+  /**
+   * The layer stack over `tokens.length` rows, each at sequence position `positionOf(row)`, with attention
+   * delegated to `attention`. Rows may belong to different sequences (the profiler batches coalitions this way).
+   */
+  run(
+    tokens: ArrayLike<number>, positionOf: (row: number) => number, attention: KvAttention,
+    logits: 'last' | 'all' | 'none', onLayer?: (layer: number, queries: Float32Array) => void,
+  ): Float32Array {
     const c = this.config;
     const T = tokens.length;
     const H = c.hiddenSize, hd = c.headDim, nh = c.numHeads, nkv = c.numKvHeads;
     const qDim = nh * hd, kvDim = nkv * hd;
-    const group = nh / nkv;
     const w = this.weights;
     const be = this.backend;
     const ws = this.workspace(T);
-    const start = cache.position;
-    this.rope.ensure(start + T);
+    let maxPos = 0;
+    for (let t = 0; t < T; t++) maxPos = Math.max(maxPos, positionOf(t));
+    this.rope.ensure(maxPos + 1);
     const { cos, sin } = this.rope;
 
     for (let t = 0; t < T; t++) {
@@ -110,16 +221,11 @@ export class Transformer {
       if (lw.bk) addBias(ws.k, lw.bk, T);
       if (lw.bv) addBias(ws.v, lw.bv, T);
       for (let t = 0; t < T; t++) {
-        applyRope(ws.q, t * qDim, nh, hd, start + t, cos, sin);
-        applyRope(ws.k, t * kvDim, nkv, hd, start + t, cos, sin);
-        for (let g = 0; g < nkv; g++) {
-          cache.head(l, g).append(ws.k, t * kvDim + g * hd, ws.v, t * kvDim + g * hd, start + t);
-        }
+        applyRope(ws.q, t * qDim, nh, hd, positionOf(t), cos, sin);
+        applyRope(ws.k, t * kvDim, nkv, hd, positionOf(t), cos, sin);
       }
-      for (let g = 0; g < nkv; g++) {
-        for (let j = 0; j < group; j++) this.attendHead(ws, cache, l, g, g * group + j, T);
-      }
-      opts.onLayer?.({ layer: l, queries: ws.q, numTokens: T, startPosition: start, cache });
+      attention.attend(l, ws.q, ws.k, ws.v, ws.att, T);
+      onLayer?.(l, ws.q);
 
       be.matmul(ws.proj, ws.att, T, lw.wo);
       for (let i = 0; i < T * H; i++) ws.x[i] += ws.proj[i];
@@ -136,58 +242,19 @@ export class Transformer {
       be.matmul(ws.proj, ws.gate, T, lw.wDown);
       for (let i = 0; i < T * H; i++) ws.x[i] += ws.proj[i];
     }
-    cache.position = start + T;
 
-    const mode = opts.logits ?? 'last';
-    if (mode === 'none') return new Float32Array(0);
-    const first = mode === 'all' ? 0 : T - 1;
+    if (logits === 'none') return this.noLogits;
+    const first = logits === 'all' ? 0 : T - 1;
     const rows = T - first;
     rmsNorm(ws.xn, ws.x.subarray(first * H, T * H), w.finalNorm, rows, H, c.rmsNormEps);
     const V = c.vocabSize;
-    if (this.logitsBuf.length < rows * V) this.logitsBuf = new Float32Array(rows * V);
-    const out = this.logitsBuf.subarray(0, rows * V);
+    if (this.logitsBuf.length < rows * V) {
+      this.logitsBuf = new Float32Array(rows * V);
+      this.logitsView = this.noLogits;
+    }
+    if (this.logitsView.length !== rows * V) this.logitsView = this.logitsBuf.subarray(0, rows * V);
+    const out = this.logitsView;
     be.matmul(out, ws.xn, rows, w.lmHead);
     return out;
-  }
-
-  /** Causal attention of query head `qh` (of KV head `g`) for the T new tokens, written into ws.att. */
-  private attendHead(ws: Workspace, cache: RaggedKVCache, layer: number, g: number, qh: number, T: number): void {
-    const c = this.config;
-    const hd = c.headDim;
-    const qDim = c.numHeads * hd;
-    const head = cache.head(layer, g);
-    const len = head.length;
-    const base = len - T;
-    if (this.scores.length < len) this.scores = new Float32Array(Math.max(len, this.scores.length * 2));
-    const scores = this.scores;
-    const K = head.keys, Vv = head.values;
-    const scale = 1 / Math.sqrt(hd);
-    for (let t = 0; t < T; t++) {
-      const qo = t * qDim + qh * hd;
-      const visible = base + t + 1;
-      let max = -Infinity;
-      for (let j = 0; j < visible; j++) {
-        const ko = j * hd;
-        let s = 0;
-        for (let i = 0; i < hd; i++) s += ws.q[qo + i] * K[ko + i];
-        s *= scale;
-        scores[j] = s;
-        if (s > max) max = s;
-      }
-      let sum = 0;
-      for (let j = 0; j < visible; j++) {
-        const e = Math.exp(scores[j] - max);
-        scores[j] = e;
-        sum += e;
-      }
-      const ao = qo;
-      for (let i = 0; i < hd; i++) ws.att[ao + i] = 0;
-      const inv = 1 / sum;
-      for (let j = 0; j < visible; j++) {
-        const p = scores[j] * inv;
-        const vo = j * hd;
-        for (let i = 0; i < hd; i++) ws.att[ao + i] += p * Vv[vo + i];
-      }
-    }
   }
 }
