@@ -73,3 +73,284 @@ export function dequantRowQ8_0(src: Uint8Array, off: number, cols: number, out: 
     }
   }
 }
+
+/**
+ * Dequantize one row of any block type. (Q8_0 here; the other types are added alongside their decoders.)
+ */
+export function dequantizeRow(
+  dtype: QuantWeight['dtype'], src: Uint8Array, off: number, cols: number, out: Float32Array, outOff: number,
+): void {
+  switch (dtype) {
+    case 'q8_0':
+      dequantRowQ8_0(src, off, cols, out, outOff);
+      return;
+    default:
+      throw new Error(`dequantizeRow: ${dtype} not implemented yet`);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Fast f16 decoding, the remaining block types, reference quantizers and dot helpers.
+// ---------------------------------------------------------------------------------------------------------------
+
+let f16Table: Float32Array | undefined;
+
+/** Lookup table of all 65536 half values (built on first use, 256 KiB). */
+export function f16Lut(): Float32Array {
+  if (!f16Table) {
+    f16Table = new Float32Array(65536);
+    for (let h = 0; h < 65536; h++) f16Table[h] = f16ToF32(h);
+  }
+  return f16Table;
+}
+
+/** ggml type ids (ggml.h `enum ggml_type`) and their names, for the GGUF reader and writer. */
+export const GGML_TYPE = {
+  F32: 0, F16: 1, Q4_0: 2, Q4_1: 3, Q5_0: 6, Q5_1: 7, Q8_0: 8, Q8_1: 9, Q2_K: 10, Q3_K: 11, Q4_K: 12, Q5_K: 13,
+  Q6_K: 14, Q8_K: 15, IQ2_XXS: 16, IQ2_XS: 17, IQ3_XXS: 18, IQ1_S: 19, IQ4_NL: 20, IQ3_S: 21, IQ2_S: 22, IQ4_XS: 23,
+  I8: 24, I16: 25, I32: 26, I64: 27, F64: 28, IQ1_M: 29, BF16: 30, TQ1_0: 34, TQ2_0: 35, MXFP4: 39,
+} as const;
+
+/** Name of a ggml type id (`type 77` when unknown). */
+export function ggmlTypeName(t: number): string {
+  for (const [k, v] of Object.entries(GGML_TYPE)) if (v === t) return k;
+  return `type ${t}`;
+}
+
+/** Dequantize `cols` elements of a Q4_0 row (f16 d, 16 bytes: low nibbles = elements 0..15, high = 16..31). */
+export function dequantRowQ4_0(src: Uint8Array, off: number, cols: number, out: Float32Array, outOff: number): void {
+  const lut = f16Lut();
+  const nb = cols / 32;
+  for (let b = 0; b < nb; b++) {
+    const p = off + b * 18;
+    const d = lut[src[p] | (src[p + 1] << 8)];
+    const o = outOff + b * 32;
+    for (let j = 0; j < 16; j++) {
+      const q = src[p + 2 + j];
+      out[o + j] = ((q & 0x0f) - 8) * d;
+      out[o + j + 16] = ((q >> 4) - 8) * d;
+    }
+  }
+}
+
+/** Q4_K: f16 d, f16 dmin, 12 bytes of packed 6-bit scales/mins, 128 bytes of nibbles; 8 sub-blocks of 32. */
+export function dequantRowQ4_K(src: Uint8Array, off: number, cols: number, out: Float32Array, outOff: number): void {
+  const lut = f16Lut();
+  const nb = cols / 256;
+  for (let b = 0; b < nb; b++) {
+    const p = off + b * 144;
+    const d = lut[src[p] | (src[p + 1] << 8)];
+    const dmin = lut[src[p + 2] | (src[p + 3] << 8)];
+    const sc = p + 4;
+    let q = p + 16;
+    let o = outOff + b * 256;
+    for (let j = 0, is = 0; j < 256; j += 64, is += 2) {
+      let s: number, m: number;
+      // get_scale_min_k4(is), then (is + 1)
+      if (is < 4) {
+        s = src[sc + is] & 63; m = src[sc + is + 4] & 63;
+      } else {
+        s = (src[sc + is + 4] & 0xf) | ((src[sc + is - 4] >> 6) << 4);
+        m = (src[sc + is + 4] >> 4) | ((src[sc + is] >> 6) << 4);
+      }
+      const d1 = d * s, m1 = dmin * m;
+      const i2 = is + 1;
+      if (i2 < 4) {
+        s = src[sc + i2] & 63; m = src[sc + i2 + 4] & 63;
+      } else {
+        s = (src[sc + i2 + 4] & 0xf) | ((src[sc + i2 - 4] >> 6) << 4);
+        m = (src[sc + i2 + 4] >> 4) | ((src[sc + i2] >> 6) << 4);
+      }
+      const d2 = d * s, m2 = dmin * m;
+      for (let l = 0; l < 32; l++) out[o + l] = d1 * (src[q + l] & 0xf) - m1;
+      for (let l = 0; l < 32; l++) out[o + 32 + l] = d2 * (src[q + l] >> 4) - m2;
+      q += 32;
+      o += 64;
+    }
+  }
+}
+
+/** Q6_K: 128 bytes low nibbles (ql), 64 bytes high 2-bit pairs (qh), 16 int8 scales, f16 d. */
+export function dequantRowQ6_K(src: Uint8Array, off: number, cols: number, out: Float32Array, outOff: number): void {
+  const lut = f16Lut();
+  const nb = cols / 256;
+  for (let b = 0; b < nb; b++) {
+    const p = off + b * 210;
+    const d = lut[src[p + 208] | (src[p + 209] << 8)];
+    let ql = p;
+    let qh = p + 128;
+    let sc = p + 192;
+    let o = outOff + b * 256;
+    for (let n = 0; n < 256; n += 128) {
+      for (let l = 0; l < 32; l++) {
+        const is = l >> 4;
+        const h = src[qh + l];
+        const q1 = ((src[ql + l] & 0xf) | ((h & 3) << 4)) - 32;
+        const q2 = ((src[ql + l + 32] & 0xf) | (((h >> 2) & 3) << 4)) - 32;
+        const q3 = ((src[ql + l] >> 4) | (((h >> 4) & 3) << 4)) - 32;
+        const q4 = ((src[ql + l + 32] >> 4) | (((h >> 6) & 3) << 4)) - 32;
+        const s0 = (src[sc + is] << 24) >> 24;
+        const s2 = (src[sc + is + 2] << 24) >> 24;
+        const s4 = (src[sc + is + 4] << 24) >> 24;
+        const s6 = (src[sc + is + 6] << 24) >> 24;
+        out[o + l] = d * s0 * q1;
+        out[o + l + 32] = d * s2 * q2;
+        out[o + l + 64] = d * s4 * q3;
+        out[o + l + 96] = d * s6 * q4;
+      }
+      o += 128;
+      ql += 64;
+      qh += 32;
+      sc += 8;
+    }
+  }
+}
+
+/** Dequantize one row of any supported block type. */
+export function dequantRow(
+  dtype: QuantWeight['dtype'], src: Uint8Array, off: number, cols: number, out: Float32Array, outOff: number,
+): void {
+  switch (dtype) {
+    case 'q8_0': return dequantRowQ8_0(src, off, cols, out, outOff);
+    case 'q4_0': return dequantRowQ4_0(src, off, cols, out, outOff);
+    case 'q4_k': return dequantRowQ4_K(src, off, cols, out, outOff);
+    case 'q6_k': return dequantRowQ6_K(src, off, cols, out, outOff);
+  }
+}
+
+/** Dequantize a whole quantized weight into a new row-major Float32Array. */
+export function dequantize(w: QuantWeight): Float32Array {
+  const out = new Float32Array(w.rows * w.cols);
+  const rb = quantRowBytes(w.dtype, w.cols);
+  for (let r = 0; r < w.rows; r++) dequantRow(w.dtype, w.data, r * rb, w.cols, out, r * w.cols);
+  return out;
+}
+
+const fr = Math.fround;
+
+/** C `roundf`: halves away from zero. */
+function roundf(v: number): number {
+  return v < 0 ? -Math.floor(-v + 0.5) : Math.floor(v + 0.5);
+}
+
+/**
+ * Quantize `cols` floats of `x` (from `xOff`) into Q8_0 blocks at `dst[dstOff..]`, exactly like ggml's
+ * quantize_row_q8_0_ref (f32 arithmetic, round half away from zero).
+ */
+export function quantizeRowQ8_0(x: ArrayLike<number>, xOff: number, cols: number, dst: Uint8Array, dstOff: number): void {
+  if (cols % 32 !== 0) throw new Error(`q8_0 row of ${cols} elements is not a multiple of 32`);
+  for (let b = 0; b < cols / 32; b++) {
+    const xi = xOff + b * 32;
+    let amax = 0;
+    for (let j = 0; j < 32; j++) amax = Math.max(amax, Math.abs(fr(x[xi + j])));
+    const d = fr(amax / 127);
+    const id = d ? fr(1 / d) : 0;
+    const p = dstOff + b * 34;
+    const h = f32ToF16(d);
+    dst[p] = h & 0xff;
+    dst[p + 1] = h >> 8;
+    for (let j = 0; j < 32; j++) dst[p + 2 + j] = roundf(fr(fr(x[xi + j]) * id)) & 0xff;
+  }
+}
+
+/** Quantize into Q4_0 blocks exactly like ggml's quantize_row_q4_0_ref (d = max / -8, nibble = min(15, (int8)(x/d + 8.5))). */
+export function quantizeRowQ4_0(x: ArrayLike<number>, xOff: number, cols: number, dst: Uint8Array, dstOff: number): void {
+  if (cols % 32 !== 0) throw new Error(`q4_0 row of ${cols} elements is not a multiple of 32`);
+  for (let b = 0; b < cols / 32; b++) {
+    const xi = xOff + b * 32;
+    let amax = 0;
+    let max = 0;
+    for (let j = 0; j < 32; j++) {
+      const v = fr(x[xi + j]);
+      if (amax < Math.abs(v)) {
+        amax = Math.abs(v);
+        max = v;
+      }
+    }
+    const d = fr(max / -8);
+    const id = d ? fr(1 / d) : 0;
+    const p = dstOff + b * 18;
+    const h = f32ToF16(d);
+    dst[p] = h & 0xff;
+    dst[p + 1] = h >> 8;
+    for (let j = 0; j < 16; j++) {
+      const x0 = fr(fr(x[xi + j]) * id);
+      const x1 = fr(fr(x[xi + 16 + j]) * id);
+      const xi0 = Math.min(15, Math.trunc(fr(x0 + 8.5)));
+      const xi1 = Math.min(15, Math.trunc(fr(x1 + 8.5)));
+      dst[p + 2 + j] = (xi0 & 0xf) | ((xi1 & 0xf) << 4);
+    }
+  }
+}
+
+/** Quantize a row-major [rows][cols] matrix into a new QuantWeight of type q8_0 or q4_0. */
+export function quantizeMatrix(dtype: 'q8_0' | 'q4_0', data: ArrayLike<number>, rows: number, cols: number): QuantWeight {
+  const rb = quantRowBytes(dtype, cols);
+  const out = new Uint8Array(rows * rb);
+  const f = dtype === 'q8_0' ? quantizeRowQ8_0 : quantizeRowQ4_0;
+  for (let r = 0; r < rows; r++) f(data, r * cols, cols, out, r * rb);
+  return { dtype, rows, cols, data: out };
+}
+
+let lastU8: Uint8Array | undefined;
+let lastI8: Int8Array<ArrayBufferLike> = new Int8Array(0);
+/** Signed view of a byte array (cached for the last array seen, so row-by-row kernels don't allocate). */
+function int8View(src: Uint8Array): Int8Array<ArrayBufferLike> {
+  if (src !== lastU8) {
+    lastU8 = src;
+    lastI8 = new Int8Array(src.buffer, src.byteOffset, src.byteLength);
+  }
+  return lastI8;
+}
+
+/** Dot product of one Q8_0 row (at byte `off` of `src`) with `x[xOff .. xOff+cols)`, no temporary buffers. */
+export function dotRowQ8_0(src: Uint8Array, off: number, x: Float32Array, xOff: number, cols: number): number {
+  const lut = f16Lut();
+  const i8 = int8View(src);
+  let sum = 0;
+  for (let b = 0, p = off, xi = xOff; b < cols / 32; b++, p += 34, xi += 32) {
+    const d = lut[src[p] | (src[p + 1] << 8)];
+    const q = p + 2;
+    let s = 0;
+    for (let j = 0; j < 32; j += 4) {
+      s += i8[q + j] * x[xi + j] + i8[q + j + 1] * x[xi + j + 1] + i8[q + j + 2] * x[xi + j + 2] + i8[q + j + 3] * x[xi + j + 3];
+    }
+    sum += d * s;
+  }
+  return sum;
+}
+
+/** Dot product of one Q4_0 row with `x[xOff..]`. */
+export function dotRowQ4_0(src: Uint8Array, off: number, x: Float32Array, xOff: number, cols: number): number {
+  const lut = f16Lut();
+  let sum = 0;
+  for (let b = 0, p = off, xi = xOff; b < cols / 32; b++, p += 18, xi += 32) {
+    const d = lut[src[p] | (src[p + 1] << 8)];
+    let s = 0;
+    for (let j = 0; j < 16; j++) {
+      const q = src[p + 2 + j];
+      s += ((q & 0x0f) - 8) * x[xi + j] + ((q >> 4) - 8) * x[xi + j + 16];
+    }
+    sum += d * s;
+  }
+  return sum;
+}
+
+const dotScratch = { buf: new Float32Array(256) };
+
+/**
+ * Dot product of one row of any block type with `x[xOff..]`. Q8_0 / Q4_0 use the direct kernels; K-quants
+ * dequantize the row into a reused scratch buffer first.
+ */
+export function dotRow(
+  dtype: QuantWeight['dtype'], src: Uint8Array, off: number, x: Float32Array, xOff: number, cols: number,
+): number {
+  if (dtype === 'q8_0') return dotRowQ8_0(src, off, x, xOff, cols);
+  if (dtype === 'q4_0') return dotRowQ4_0(src, off, x, xOff, cols);
+  if (dotScratch.buf.length < cols) dotScratch.buf = new Float32Array(cols);
+  const t = dotScratch.buf;
+  dequantRow(dtype, src, off, cols, t, 0);
+  let s = 0;
+  for (let i = 0; i < cols; i++) s += t[i] * x[xOff + i];
+  return s;
+}

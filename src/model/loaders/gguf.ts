@@ -1,0 +1,654 @@
+/**
+ * GGUF reader (versions 2 and 3). The header is parsed with small buffered reads; tensor data is read per tensor
+ * on `loadWeights()`, so opening a multi-GB file costs only its header. Every malformed input becomes a one-line
+ * CokvError that starts with the file path.
+ *
+ * Layout (little-endian): "GGUF", u32 version, u64 tensor_count, u64 kv_count, kv_count × (string key, u32 type,
+ * value), tensor_count × (string name, u32 n_dims, u64 ne[n_dims] fastest-first, u32 ggml_type, u64 offset),
+ * padding to `general.alignment` (default 32), tensor data. Strings are u64 length + UTF-8 bytes.
+ */
+import * as fs from 'node:fs';
+import { CokvError, MAX_TENSOR_ELEMENTS } from '../../errors.js';
+import { validateConfig, type Architecture, type ModelConfig } from '../config.js';
+import type { FileDType, ModelSource, TensorInfo } from '../source.js';
+import type { Tokenizer } from '../tokenizer/types.js';
+import type { F32Weight, LayerWeights, ModelWeights, QuantWeight, Weight } from '../weights.js';
+import { BLOCK, GGML_TYPE, bf16ToF32, dequantRow, f16Lut, ggmlTypeName, quantRowBytes } from '../quant.js';
+
+/** A metadata value as read: numbers (u64/i64 beyond 2^53 as bigint), booleans, strings or arrays of those. */
+export type GgufValue = number | bigint | boolean | string | GgufValue[];
+
+/** GGUF metadata value type ids. */
+export const GGUF_VALUE_TYPE = {
+  UINT8: 0, INT8: 1, UINT16: 2, INT16: 3, UINT32: 4, INT32: 5, FLOAT32: 6, BOOL: 7, STRING: 8, ARRAY: 9,
+  UINT64: 10, INT64: 11, FLOAT64: 12,
+} as const;
+
+export interface GgufTensorInfo {
+  name: string;
+  /** ggml dims, fastest-varying first (ne[0] = columns of a matrix). */
+  dims: number[];
+  /** ggml type id. */
+  ggmlType: number;
+  /** Our storage type name. */
+  dtype: FileDType;
+  /** Offset relative to the data section. */
+  offset: number;
+  /** Bytes of data. */
+  nbytes: number;
+}
+
+export interface GgufHeader {
+  path: string;
+  version: number;
+  metadata: Map<string, GgufValue>;
+  tensors: GgufTensorInfo[];
+  alignment: number;
+  /** Absolute file offset of the tensor data section. */
+  dataOffset: number;
+  fileSize: number;
+}
+
+const MAGIC = 0x46554747; // "GGUF" little-endian
+const MAX_STRING = 1 << 30;
+
+const SUPPORTED_TYPES: Record<number, FileDType> = {
+  [GGML_TYPE.F32]: 'f32',
+  [GGML_TYPE.F16]: 'f16',
+  [GGML_TYPE.BF16]: 'bf16',
+  [GGML_TYPE.Q8_0]: 'q8_0',
+  [GGML_TYPE.Q4_0]: 'q4_0',
+  [GGML_TYPE.Q4_K]: 'q4_k',
+  [GGML_TYPE.Q6_K]: 'q6_k',
+};
+
+/** Buffered little-endian reader over a file descriptor with bounds checks against the file size. */
+class FileReader {
+  private buf = Buffer.alloc(1 << 16);
+  private bufStart = 0;
+  private bufLen = 0;
+  pos = 0;
+
+  constructor(
+    readonly fd: number,
+    readonly size: number,
+    readonly path: string,
+  ) {}
+
+  fail(msg: string): never {
+    throw new CokvError(`${this.path}: ${msg}`, 'format');
+  }
+
+  private ensure(n: number, what: string): number {
+    if (this.pos + n > this.size) {
+      this.fail(`truncated file: needs ${n} more bytes for ${what} at offset ${this.pos}, file has ${this.size}`);
+    }
+    if (this.pos < this.bufStart || this.pos + n > this.bufStart + this.bufLen) {
+      if (n > this.buf.length) this.buf = Buffer.alloc(Math.max(n, this.buf.length * 2));
+      this.bufStart = this.pos;
+      const want = Math.min(this.buf.length, this.size - this.pos);
+      this.bufLen = readFully(this.fd, this.buf, 0, want, this.pos, this.path);
+      if (this.bufLen < n) this.fail(`unexpected end of file at offset ${this.pos} reading ${what}`);
+    }
+    const o = this.pos - this.bufStart;
+    this.pos += n;
+    return o;
+  }
+
+  u8(what: string): number { return this.buf.readUInt8(this.ensure(1, what)); }
+  i8(what: string): number { return this.buf.readInt8(this.ensure(1, what)); }
+  u16(what: string): number { return this.buf.readUInt16LE(this.ensure(2, what)); }
+  i16(what: string): number { return this.buf.readInt16LE(this.ensure(2, what)); }
+  u32(what: string): number { return this.buf.readUInt32LE(this.ensure(4, what)); }
+  i32(what: string): number { return this.buf.readInt32LE(this.ensure(4, what)); }
+  f32(what: string): number { return this.buf.readFloatLE(this.ensure(4, what)); }
+  f64(what: string): number { return this.buf.readDoubleLE(this.ensure(8, what)); }
+  u64big(what: string): bigint { return this.buf.readBigUInt64LE(this.ensure(8, what)); }
+  i64big(what: string): bigint { return this.buf.readBigInt64LE(this.ensure(8, what)); }
+
+  /** u64 that must fit a safe integer (counts, lengths, offsets). */
+  u64n(what: string): number {
+    const v = this.u64big(what);
+    if (v > BigInt(Number.MAX_SAFE_INTEGER)) this.fail(`${what} = ${v} is absurd`);
+    return Number(v);
+  }
+
+  str(what: string): string {
+    const n = this.u64n(`${what} length`);
+    if (n > MAX_STRING || this.pos + n > this.size) {
+      this.fail(`${what} claims ${n} bytes but only ${this.size - this.pos} remain in the file`);
+    }
+    if (n === 0) return '';
+    const o = this.ensure(n, what);
+    return this.buf.toString('utf8', o, o + n);
+  }
+}
+
+function readFully(fd: number, buf: Buffer | Uint8Array, off: number, len: number, pos: number, path: string): number {
+  let done = 0;
+  while (done < len) {
+    let n: number;
+    try {
+      n = fs.readSync(fd, buf, off + done, len - done, pos + done);
+    } catch (e) {
+      throw new CokvError(`${path}: read failed: ${(e as Error).message}`, 'file');
+    }
+    if (n <= 0) break;
+    done += n;
+  }
+  return done;
+}
+
+function openFd(path: string): { fd: number; size: number } {
+  let fd: number;
+  try {
+    fd = fs.openSync(path, 'r');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    const why = code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'is a directory' : (e as Error).message;
+    throw new CokvError(`${path}: cannot open: ${why}`, 'file');
+  }
+  const st = fs.fstatSync(fd);
+  if (!st.isFile()) {
+    fs.closeSync(fd);
+    throw new CokvError(`${path}: not a regular file`, 'file');
+  }
+  return { fd, size: st.size };
+}
+
+/** Smallest encoded size of one value of a metadata type (to bound array counts before allocating). */
+function minValueBytes(t: number): number {
+  switch (t) {
+    case 0: case 1: case 7: return 1;
+    case 2: case 3: return 2;
+    case 4: case 5: case 6: return 4;
+    case 8: case 10: case 11: case 12: return 8;
+    case 9: return 12;
+    default: return 1;
+  }
+}
+
+function readValue(r: FileReader, type: number, key: string, depth: number): GgufValue {
+  switch (type) {
+    case 0: return r.u8(key);
+    case 1: return r.i8(key);
+    case 2: return r.u16(key);
+    case 3: return r.i16(key);
+    case 4: return r.u32(key);
+    case 5: return r.i32(key);
+    case 6: return r.f32(key);
+    case 7: {
+      const b = r.u8(key);
+      if (b > 1) r.fail(`metadata ${key}: bool value ${b} is neither 0 nor 1`);
+      return b === 1;
+    }
+    case 8: return r.str(`metadata ${key}`);
+    case 9: {
+      if (depth > 2) r.fail(`metadata ${key}: arrays nested too deeply`);
+      const at = r.u32(`${key} array type`);
+      if (at > 12) r.fail(`metadata ${key}: unknown array element type ${at}`);
+      const n = r.u64n(`${key} array length`);
+      if (n * minValueBytes(at) > r.size - r.pos) {
+        r.fail(`metadata ${key}: array of ${n} elements does not fit in the file`);
+      }
+      const out: GgufValue[] = new Array<GgufValue>(n);
+      for (let i = 0; i < n; i++) out[i] = readValue(r, at, key, depth + 1);
+      return out;
+    }
+    case 10: {
+      const v = r.u64big(key);
+      return v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v;
+    }
+    case 11: {
+      const v = r.i64big(key);
+      return v <= BigInt(Number.MAX_SAFE_INTEGER) && v >= BigInt(Number.MIN_SAFE_INTEGER) ? Number(v) : v;
+    }
+    case 12: return r.f64(key);
+    default:
+      return r.fail(`metadata ${key}: unknown value type ${type}`);
+  }
+}
+
+/** Bytes of a tensor of `elements` elements (cols = ne[0]) of a supported type. */
+function tensorBytes(dtype: FileDType, elements: number, cols: number): number {
+  switch (dtype) {
+    case 'f32': return elements * 4;
+    case 'f16': case 'bf16': return elements * 2;
+    default: {
+      const b = BLOCK[dtype];
+      if (cols % b.elements !== 0) return -1;
+      return (elements / b.elements) * b.bytes;
+    }
+  }
+}
+
+/** Parse the header of a GGUF file: metadata, tensor infos and the data section's place; reads no tensor data. */
+export function readGgufHeader(path: string): GgufHeader {
+  const { fd, size } = openFd(path);
+  try {
+    return parseHeader(new FileReader(fd, size, path));
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+function parseHeader(r: FileReader): GgufHeader {
+  if (r.size < 24) r.fail(`file of ${r.size} bytes is too small to be GGUF`);
+  const magic = r.u32('magic');
+  if (magic !== MAGIC) {
+    const b = Buffer.alloc(4);
+    b.writeUInt32LE(magic);
+    r.fail(`not a GGUF file (magic ${JSON.stringify(b.toString('latin1'))}, expected "GGUF")`);
+  }
+  const version = r.u32('version');
+  if (version === 1) r.fail('GGUF version 1 is not supported (re-convert the model with a current llama.cpp)');
+  if (version !== 2 && version !== 3) r.fail(`unsupported GGUF version ${version} (supported: 2, 3)`);
+  const nTensors = r.u64n('tensor count');
+  const nKv = r.u64n('metadata count');
+  // Each kv needs at least 8 (key len) + 1 + 4 (type) + 1 bytes; each tensor info at least 8 + 1 + 4 + 8 + 4 + 8.
+  if (nKv * 14 > r.size) r.fail(`metadata count ${nKv} is absurd for a file of ${r.size} bytes (truncated?)`);
+  if (nTensors * 33 > r.size) r.fail(`tensor count ${nTensors} is absurd for a file of ${r.size} bytes (truncated?)`);
+
+  const metadata = new Map<string, GgufValue>();
+  for (let i = 0; i < nKv; i++) {
+    const key = r.str(`metadata key #${i}`);
+    const type = r.u32(`type of ${key}`);
+    const value = readValue(r, type, key, 0);
+    if (metadata.has(key)) r.fail(`duplicate metadata key ${key}`);
+    metadata.set(key, value);
+  }
+
+  let alignment = 32;
+  const al = metadata.get('general.alignment');
+  if (al !== undefined) {
+    if (typeof al !== 'number' || !Number.isInteger(al) || al <= 0 || al > 1 << 20 || (al & (al - 1)) !== 0) {
+      r.fail(`general.alignment ${String(al)} is not a power of two`);
+    }
+    alignment = al;
+  }
+
+  const tensors: GgufTensorInfo[] = [];
+  const names = new Set<string>();
+  for (let i = 0; i < nTensors; i++) {
+    const name = r.str(`tensor #${i} name`);
+    if (names.has(name)) r.fail(`duplicate tensor ${name}`);
+    names.add(name);
+    const nd = r.u32(`${name} n_dims`);
+    if (nd < 1 || nd > 4) r.fail(`tensor ${name} has ${nd} dimensions (expected 1..4)`);
+    const dims: number[] = [];
+    let elements = 1;
+    for (let d = 0; d < nd; d++) {
+      const v = r.u64big(`${name} dim ${d}`);
+      if (v < 1n) r.fail(`tensor ${name} has a zero dimension`);
+      if (v > BigInt(MAX_TENSOR_ELEMENTS)) r.fail(`tensor ${name} dimension ${v} is absurd`);
+      dims.push(Number(v));
+      elements *= Number(v);
+    }
+    if (elements > MAX_TENSOR_ELEMENTS) {
+      r.fail(`tensor ${name} has ${elements} elements (dims ${dims.join('x')}), more than the ${MAX_TENSOR_ELEMENTS} allowed`);
+    }
+    const ggmlType = r.u32(`${name} type`);
+    const dtype = SUPPORTED_TYPES[ggmlType];
+    if (dtype === undefined) {
+      r.fail(
+        `tensor ${name} has ggml type ${ggmlTypeName(ggmlType)} (${ggmlType}), which cokv does not support ` +
+          '(supported: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K)',
+      );
+    }
+    const offset = r.u64n(`${name} offset`);
+    if (offset % alignment !== 0) r.fail(`tensor ${name} offset ${offset} is not a multiple of the alignment ${alignment}`);
+    const nbytes = tensorBytes(dtype, elements, dims[0]);
+    if (nbytes < 0) {
+      r.fail(`tensor ${name}: row of ${dims[0]} elements is not a whole number of ${dtype} blocks`);
+    }
+    tensors.push({ name, dims, ggmlType, dtype, offset, nbytes });
+  }
+  const dataOffset = Math.ceil(r.pos / alignment) * alignment;
+  for (const t of tensors) {
+    const end = dataOffset + t.offset + t.nbytes;
+    if (end > r.size) {
+      r.fail(
+        `tensor ${t.name} data (offset ${t.offset}, ${t.nbytes} bytes) runs past the end of the file ` +
+          `(${end} > ${r.size} bytes; truncated?)`,
+      );
+    }
+  }
+  return { path: r.path, version, metadata, tensors, alignment, dataOffset, fileSize: r.size };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Metadata → ModelConfig
+// ---------------------------------------------------------------------------------------------------------------
+
+function metaNum(h: GgufHeader, key: string, required: true): number;
+function metaNum(h: GgufHeader, key: string, required?: false): number | undefined;
+function metaNum(h: GgufHeader, key: string, required = false): number | undefined {
+  const v = h.metadata.get(key);
+  if (v === undefined) {
+    if (required) throw new CokvError(`${h.path}: missing metadata ${key}`, 'format');
+    return undefined;
+  }
+  if (typeof v === 'bigint') throw new CokvError(`${h.path}: metadata ${key} = ${v} is absurd`, 'format');
+  if (typeof v !== 'number' || !Number.isFinite(v)) {
+    throw new CokvError(`${h.path}: metadata ${key} should be a number, got ${describe(v)}`, 'format');
+  }
+  return v;
+}
+
+function metaStr(h: GgufHeader, key: string): string | undefined {
+  const v = h.metadata.get(key);
+  if (v === undefined) return undefined;
+  if (typeof v !== 'string') throw new CokvError(`${h.path}: metadata ${key} should be a string, got ${describe(v)}`, 'format');
+  return v;
+}
+
+function describe(v: GgufValue): string {
+  if (Array.isArray(v)) return `an array of ${v.length}`;
+  return `${typeof v} ${String(v).slice(0, 40)}`;
+}
+
+const SUPPORTED_ARCHS: Record<string, Architecture> = { llama: 'llama', qwen2: 'qwen2' };
+
+/** Map GGUF metadata (and tensor shapes) to a ModelConfig; throws CokvError naming the file on anything odd. */
+export function ggufConfig(h: GgufHeader): ModelConfig {
+  const arch = metaStr(h, 'general.architecture');
+  if (arch === undefined) throw new CokvError(`${h.path}: missing metadata general.architecture`, 'format');
+  const architecture = SUPPORTED_ARCHS[arch];
+  if (!architecture) {
+    throw new CokvError(`${h.path}: unsupported architecture '${arch}' (supported: ${Object.keys(SUPPORTED_ARCHS).join(', ')})`, 'format');
+  }
+  const k = (s: string): string => `${arch}.${s}`;
+  const hiddenSize = metaNum(h, k('embedding_length'), true);
+  const numLayers = metaNum(h, k('block_count'), true);
+  const intermediateSize = metaNum(h, k('feed_forward_length'), true);
+  const numHeads = metaNum(h, k('attention.head_count'), true);
+  const numKvHeads = metaNum(h, k('attention.head_count_kv')) ?? numHeads;
+  const headDim = metaNum(h, k('attention.key_length')) ?? (numHeads > 0 ? hiddenSize / numHeads : 0);
+  const valueLength = metaNum(h, k('attention.value_length'));
+  if (valueLength !== undefined && valueLength !== headDim) {
+    throw new CokvError(`${h.path}: value_length ${valueLength} differs from key_length ${headDim} (unsupported)`, 'format');
+  }
+  if (Number.isInteger(numLayers) && numLayers > 0 && numLayers * 9 > h.tensors.length) {
+    throw new CokvError(`${h.path}: block_count ${numLayers} needs at least ${numLayers * 9} tensors, the file has ${h.tensors.length}`, 'format');
+  }
+  const ropeTheta = metaNum(h, k('rope.freq_base')) ?? 10000;
+  const rmsNormEps = metaNum(h, k('attention.layer_norm_rms_epsilon')) ?? 1e-5;
+  const contextLength = metaNum(h, k('context_length')) ?? 2048;
+  const embd = h.tensors.find((t) => t.name === 'token_embd.weight');
+  if (!embd) throw new CokvError(`${h.path}: missing tensor token_embd.weight`, 'format');
+  if (embd.dims.length !== 2) {
+    throw new CokvError(`${h.path}: tensor token_embd.weight should be 2-D, has dims ${embd.dims.join('x')}`, 'format');
+  }
+  const tokens = h.metadata.get('tokenizer.ggml.tokens');
+  const vocabSize = embd.dims[1] ?? (Array.isArray(tokens) ? tokens.length : 0);
+  const tiedEmbeddings = !h.tensors.some((t) => t.name === 'output.weight');
+  const config: ModelConfig = {
+    architecture,
+    hiddenSize,
+    numLayers,
+    numHeads,
+    numKvHeads,
+    headDim,
+    intermediateSize,
+    vocabSize,
+    contextLength,
+    ropeTheta,
+    rmsNormEps,
+    tiedEmbeddings,
+    attentionBias: architecture === 'qwen2',
+  };
+  const scalingType = metaStr(h, k('rope.scaling.type'));
+  if (scalingType !== undefined && scalingType !== 'none') {
+    if (scalingType !== 'linear') {
+      throw new CokvError(`${h.path}: unsupported rope scaling type '${scalingType}' (supported: linear, none)`, 'format');
+    }
+    const factor = metaNum(h, k('rope.scaling.factor')) ?? 1;
+    if (!(factor > 0)) throw new CokvError(`${h.path}: rope scaling factor ${factor} must be positive`, 'format');
+    if (factor !== 1) config.ropeScaling = { type: 'linear', factor };
+  }
+  validateConfig(config, h.path);
+  return config;
+}
+
+/** Expected tensors (name → our [rows, cols] or [n] shape) for a config. */
+function expectedTensors(c: ModelConfig): Map<string, number[]> {
+  const m = new Map<string, number[]>();
+  const q = c.numHeads * c.headDim;
+  const kv = c.numKvHeads * c.headDim;
+  m.set('token_embd.weight', [c.vocabSize, c.hiddenSize]);
+  for (let i = 0; i < c.numLayers; i++) {
+    const p = `blk.${i}.`;
+    m.set(`${p}attn_norm.weight`, [c.hiddenSize]);
+    m.set(`${p}attn_q.weight`, [q, c.hiddenSize]);
+    m.set(`${p}attn_k.weight`, [kv, c.hiddenSize]);
+    m.set(`${p}attn_v.weight`, [kv, c.hiddenSize]);
+    m.set(`${p}attn_output.weight`, [c.hiddenSize, q]);
+    if (c.attentionBias) {
+      m.set(`${p}attn_q.bias`, [q]);
+      m.set(`${p}attn_k.bias`, [kv]);
+      m.set(`${p}attn_v.bias`, [kv]);
+    }
+    m.set(`${p}ffn_norm.weight`, [c.hiddenSize]);
+    m.set(`${p}ffn_gate.weight`, [c.intermediateSize, c.hiddenSize]);
+    m.set(`${p}ffn_up.weight`, [c.intermediateSize, c.hiddenSize]);
+    m.set(`${p}ffn_down.weight`, [c.hiddenSize, c.intermediateSize]);
+  }
+  m.set('output_norm.weight', [c.hiddenSize]);
+  if (!c.tiedEmbeddings) m.set('output.weight', [c.vocabSize, c.hiddenSize]);
+  return m;
+}
+
+/** Our shape ([rows, cols]) of a ggml dims list (fastest-first). */
+export function ggmlDimsToShape(dims: readonly number[]): number[] {
+  return [...dims].reverse();
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// ModelSource
+// ---------------------------------------------------------------------------------------------------------------
+
+/** Open a GGUF model: header, config and tokenizer metadata now; weights on `loadWeights()`. */
+export function openGguf(path: string): ModelSource {
+  const h = readGgufHeader(path);
+  const config = ggufConfig(h);
+  const expected = expectedTensors(config);
+  const byName = new Map(h.tensors.map((t) => [t.name, t]));
+  for (const [name, shape] of expected) {
+    const t = byName.get(name);
+    if (!t) throw new CokvError(`${path}: missing tensor ${name}`, 'format');
+    const got = ggmlDimsToShape(t.dims);
+    if (got.length !== shape.length || got.some((v, i) => v !== shape[i])) {
+      throw new CokvError(
+        `${path}: tensor ${name} has shape [${got.join(', ')}] but the config implies [${shape.join(', ')}]`,
+        'format',
+      );
+    }
+  }
+  const ropeFreqs = byName.get('rope_freqs.weight');
+  if (ropeFreqs) {
+    const n = ropeFreqs.dims.reduce((a, b) => a * b, 1);
+    if (ropeFreqs.dims.length !== 1 || n !== config.headDim / 2) {
+      throw new CokvError(`${path}: rope_freqs.weight has ${n} values, expected head_dim/2 = ${config.headDim / 2}`, 'format');
+    }
+    const { fd } = openFd(path);
+    try {
+      const vals = Array.from(readTensorF32(fd, h, ropeFreqs));
+      if (vals.some((v) => !(v > 0) || !Number.isFinite(v))) {
+        throw new CokvError(`${path}: rope_freqs.weight holds non-positive or non-finite factors`, 'format');
+      }
+      config.ropeFreqFactors = vals;
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+
+  const tokens = h.metadata.get('tokenizer.ggml.tokens');
+  const tokenStr = (key: string): string | undefined => {
+    const id = h.metadata.get(key);
+    if (typeof id === 'number' && Array.isArray(tokens) && id >= 0 && id < tokens.length) {
+      const s = tokens[id];
+      return typeof s === 'string' ? s : undefined;
+    }
+    return undefined;
+  };
+  const eosIds: number[] = [];
+  for (const key of ['tokenizer.ggml.eos_token_id', 'tokenizer.ggml.eot_token_id', 'tokenizer.ggml.eom_token_id']) {
+    const v = h.metadata.get(key);
+    if (typeof v === 'number' && Number.isInteger(v) && v >= 0 && !eosIds.includes(v)) eosIds.push(v);
+  }
+  const tensors: TensorInfo[] = h.tensors.map((t) => ({ name: t.name, shape: ggmlDimsToShape(t.dims), dtype: t.dtype }));
+  const chat = h.metadata.get('tokenizer.chat_template');
+
+  return {
+    format: 'gguf',
+    path,
+    config,
+    tensors,
+    chatTemplate: typeof chat === 'string' ? chat : undefined,
+    bosToken: tokenStr('tokenizer.ggml.bos_token_id'),
+    eosToken: tokenStr('tokenizer.ggml.eos_token_id'),
+    generation: eosIds.length ? { eosIds } : undefined,
+    async loadTokenizer(): Promise<Tokenizer> {
+      const { tokenizerFromGguf } = await import('../tokenizer/gguf-tokenizer.js');
+      return tokenizerFromGguf(h.metadata, path);
+    },
+    loadWeights(): ModelWeights {
+      return loadGgufWeights(h, config, byName);
+    },
+  };
+}
+
+/** Read a tensor's raw bytes. */
+function readTensorBytes(fd: number, h: GgufHeader, t: GgufTensorInfo): Uint8Array {
+  const buf = new Uint8Array(t.nbytes);
+  const n = readFully(fd, buf, 0, t.nbytes, h.dataOffset + t.offset, h.path);
+  if (n !== t.nbytes) throw new CokvError(`${h.path}: tensor ${t.name}: file ended after ${n} of ${t.nbytes} bytes`, 'format');
+  return buf;
+}
+
+/** Read any supported tensor and widen it to F32 (row-major, our order). */
+function readTensorF32(fd: number, h: GgufHeader, t: GgufTensorInfo): Float32Array {
+  const raw = readTensorBytes(fd, h, t);
+  return toF32(raw, t);
+}
+
+function toF32(raw: Uint8Array, t: GgufTensorInfo): Float32Array {
+  const elements = t.dims.reduce((a, b) => a * b, 1);
+  switch (t.dtype) {
+    case 'f32': {
+      if (raw.byteOffset % 4 === 0) return new Float32Array(raw.buffer, raw.byteOffset, elements);
+      return new Float32Array(raw.slice().buffer, 0, elements);
+    }
+    case 'f16': {
+      const lut = f16Lut();
+      const out = new Float32Array(elements);
+      for (let i = 0; i < elements; i++) out[i] = lut[raw[2 * i] | (raw[2 * i + 1] << 8)];
+      return out;
+    }
+    case 'bf16': {
+      const out = new Float32Array(elements);
+      for (let i = 0; i < elements; i++) out[i] = bf16ToF32(raw[2 * i] | (raw[2 * i + 1] << 8));
+      return out;
+    }
+    default: {
+      const cols = t.dims[0];
+      const rows = elements / cols;
+      const out = new Float32Array(elements);
+      const rb = quantRowBytes(t.dtype, cols);
+      for (let r = 0; r < rows; r++) dequantRow(t.dtype, raw, r * rb, cols, out, r * cols);
+      return out;
+    }
+  }
+}
+
+function checkFinite(h: GgufHeader, name: string, a: Float32Array): Float32Array {
+  for (let i = 0; i < a.length; i++) {
+    if (!Number.isFinite(a[i])) throw new CokvError(`${h.path}: tensor ${name} holds a non-finite value at index ${i}`, 'format');
+  }
+  return a;
+}
+
+/**
+ * Undo llama.cpp's Q/K row permutation for `llama` GGUFs. The converter maps HF row h*D + s*D/2 + i to
+ * GGUF row h*D + 2i + s (s ∈ {0,1}, i < D/2), so HF row (h, s, i) = GGUF row (h, i, s).
+ */
+export function unpermuteRows(src: Uint8Array, rowBytes: number, nHead: number, headDim: number): Uint8Array {
+  const out = new Uint8Array(src.length);
+  const half = headDim / 2;
+  for (let h = 0; h < nHead; h++) {
+    for (let s = 0; s < 2; s++) {
+      for (let i = 0; i < half; i++) {
+        const dst = h * headDim + s * half + i;
+        const from = h * headDim + 2 * i + s;
+        out.set(src.subarray(from * rowBytes, (from + 1) * rowBytes), dst * rowBytes);
+      }
+    }
+  }
+  return out;
+}
+
+function loadGgufWeights(h: GgufHeader, c: ModelConfig, byName: Map<string, GgufTensorInfo>): ModelWeights {
+  const { fd } = openFd(h.path);
+  try {
+    const info = (name: string): GgufTensorInfo => {
+      const t = byName.get(name);
+      if (!t) throw new CokvError(`${h.path}: missing tensor ${name}`, 'format');
+      return t;
+    };
+    const vec = (name: string, permuteHeads = 0): Float32Array => {
+      const t = info(name);
+      let a = readTensorF32(fd, h, t);
+      if (permuteHeads > 0 && c.architecture === 'llama') {
+        const bytes = unpermuteRows(new Uint8Array(a.buffer, a.byteOffset, a.byteLength), 4, permuteHeads, c.headDim);
+        a = new Float32Array(bytes.buffer);
+      }
+      return checkFinite(h, name, a);
+    };
+    const mat = (name: string, permuteHeads = 0): Weight => {
+      const t = info(name);
+      const [rows, cols] = ggmlDimsToShape(t.dims);
+      const doPermute = permuteHeads > 0 && c.architecture === 'llama';
+      if (t.dtype === 'q8_0' || t.dtype === 'q4_0' || t.dtype === 'q4_k' || t.dtype === 'q6_k') {
+        let data = readTensorBytes(fd, h, t);
+        const rb = quantRowBytes(t.dtype, cols);
+        if (doPermute) data = unpermuteRows(data, rb, permuteHeads, c.headDim);
+        const w: QuantWeight = { dtype: t.dtype, rows, cols, data };
+        return w;
+      }
+      let data = readTensorF32(fd, h, t);
+      if (doPermute) {
+        const bytes = unpermuteRows(new Uint8Array(data.buffer, data.byteOffset, data.byteLength), cols * 4, permuteHeads, c.headDim);
+        data = new Float32Array(bytes.buffer);
+      }
+      const w: F32Weight = { dtype: 'f32', rows, cols, data };
+      return w;
+    };
+    const layers: LayerWeights[] = [];
+    for (let i = 0; i < c.numLayers; i++) {
+      const p = `blk.${i}.`;
+      const l: LayerWeights = {
+        attnNorm: vec(`${p}attn_norm.weight`),
+        wq: mat(`${p}attn_q.weight`, c.numHeads),
+        wk: mat(`${p}attn_k.weight`, c.numKvHeads),
+        wv: mat(`${p}attn_v.weight`),
+        wo: mat(`${p}attn_output.weight`),
+        ffnNorm: vec(`${p}ffn_norm.weight`),
+        wGate: mat(`${p}ffn_gate.weight`),
+        wUp: mat(`${p}ffn_up.weight`),
+        wDown: mat(`${p}ffn_down.weight`),
+      };
+      if (c.attentionBias) {
+        l.bq = vec(`${p}attn_q.bias`, c.numHeads);
+        l.bk = vec(`${p}attn_k.bias`, c.numKvHeads);
+        l.bv = vec(`${p}attn_v.bias`);
+      }
+      layers.push(l);
+    }
+    const tokenEmbedding = mat('token_embd.weight');
+    const finalNorm = vec('output_norm.weight');
+    const lmHead = c.tiedEmbeddings ? tokenEmbedding : mat('output.weight');
+    return { tokenEmbedding, layers, finalNorm, lmHead };
+  } finally {
+    fs.closeSync(fd);
+  }
+}
