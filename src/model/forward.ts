@@ -225,7 +225,7 @@ export class Transformer {
         applyRope(ws.k, t * kvDim, nkv, hd, positionOf(t), cos, sin);
       }
       attention.attend(l, ws.q, ws.k, ws.v, ws.att, T);
-      onLayer?.(l, ws.q);
+      if (onLayer) onLayer(l, ws.q.subarray(0, T * qDim));
 
       be.matmul(ws.proj, ws.att, T, lw.wo);
       for (let i = 0; i < T * H; i++) ws.x[i] += ws.proj[i];

@@ -35,7 +35,8 @@ function checkMatrix(m: unknown, rows: number, cols: number[], where: string): n
   });
 }
 
-function checkModel(obj: Record<string, unknown>, c: ModelConfig, where: string): void {
+/** `heads` = the second dimension a "shape" field may give (KV heads for profiles; query or KV heads for HeadKV). */
+function checkModel(obj: Record<string, unknown>, c: ModelConfig, where: string, heads: number[]): void {
   const fp = modelFingerprint(c);
   const model = obj.model;
   if (model && typeof model === 'object') {
@@ -45,7 +46,7 @@ function checkModel(obj: Record<string, unknown>, c: ModelConfig, where: string)
   const shape = obj.shape;
   if (shape !== undefined) {
     if (!Array.isArray(shape) || shape.length !== 2) throw new CokvError(`${where}: "shape" must be [layers, heads]`, 'format');
-    if (shape[0] !== c.numLayers) {
+    if (shape[0] !== c.numLayers || !heads.includes(shape[1])) {
       throw new CokvError(`${where}: made for another model (shape ${shape[0]}×${shape[1]}, the loaded model has ${c.numLayers} layers × ${c.numKvHeads} KV heads)`, 'format');
     }
   }
@@ -57,7 +58,7 @@ export function readProfileValues(file: string, c: ModelConfig): number[] {
   const obj = readJson(file, '--profile');
   if (!obj || typeof obj !== 'object') throw new CokvError(`${where}: expected a JSON object`, 'format');
   const o = obj as Record<string, unknown>;
-  checkModel(o, c, where);
+  checkModel(o, c, where, [c.numKvHeads]);
   const m = o.values ?? o.scores;
   if (m === undefined) throw new CokvError(`${where}: no "values" or "scores" field`, 'format');
   if (Array.isArray(m) && m.length !== c.numLayers) {
@@ -73,7 +74,7 @@ export function readHeadScores(file: string, c: ModelConfig): number[][] {
   if (!obj || typeof obj !== 'object' || Array.isArray(obj)) throw new CokvError(`${where}: expected a JSON object`, 'format');
   const o = obj as Record<string, unknown>;
   if (o.scores !== undefined) {
-    checkModel(o, c, where);
+    checkModel(o, c, where, [c.numHeads, c.numKvHeads]);
     return checkMatrix(o.scores, c.numLayers, [c.numHeads, c.numKvHeads], where);
   }
   // HeadKV's own format: "layer-head" → list of per-sample scores.

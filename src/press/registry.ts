@@ -24,9 +24,9 @@ export function defaultAlpha(c: ModelConfig): number {
   return Math.max(1, Math.round((c.numLayers * c.numKvHeads * 10) / 256));
 }
 
-function snapkvScorer(o: PressOptions): Scorer {
+function snapkvScorer(o: PressOptions, c: ModelConfig): Scorer {
   return (ctx, window) => snapkvScores(ctx, {
-    window, pool: o.pool ?? 'max', kernel: o.kernel ?? 7, groupAggregation: o.groupAggregation ?? 'mean',
+    window, pool: o.pool ?? 'max', kernel: o.kernel ?? 7, groupAggregation: o.groupAggregation ?? 'mean', numHeads: c.numHeads,
   });
 }
 
@@ -40,7 +40,7 @@ export function createPress(name: string, options: PressOptions, config: ModelCo
   if (options.budget === undefined && options.ratio === undefined) {
     throw new CokvError(`--budget/--ratio: press '${name}' needs a budget (--budget N or --ratio R)`, 'flag');
   }
-  const snap = snapkvScorer(options);
+  const snap = snapkvScorer(options, config);
   switch (name as PressName) {
     case 'streaming': {
       const sink = options.sink ?? 4;

@@ -11,13 +11,21 @@ export interface SnapKvScoreOptions {
   pool: 'max' | 'avg' | 'none';
   kernel: number;
   groupAggregation: 'mean' | 'max';
+  /**
+   * Query heads of the model. Give it: the forward pass may hand over a reused scratch buffer holding more rows
+   * than `numTokens`, so the head count cannot always be inferred from `ctx.queries.length`.
+   */
+  numHeads?: number;
 }
 
 export function snapkvScores(ctx: LayerPrefillContext, o: SnapKvScoreOptions): Float32Array[] {
   const cache = ctx.cache;
   const { numKvHeads, headDim: hd } = cache;
-  const numHeads = ctx.queries.length / ctx.numTokens / hd;
+  const numHeads = o.numHeads ?? ctx.queries.length / ctx.numTokens / hd;
   const group = numHeads / numKvHeads;
+  if (!Number.isInteger(group) || group < 1 || ctx.queries.length < ctx.numTokens * numHeads * hd) {
+    throw new Error(`snapkvScores: ${numHeads} query heads do not fit ${numKvHeads} KV heads and the queries given`);
+  }
   const qDim = numHeads * hd;
   const w = o.window;
   const scale = 1 / Math.sqrt(hd);
