@@ -6,6 +6,8 @@ import { Command, CommanderError } from 'commander';
 import { CokvError } from '../errors.js';
 import { registerGenerate } from './generate.js';
 import { registerInspect } from './inspect.js';
+import { registerScore } from './score.js';
+import { registerProfile } from './profile.js';
 
 export async function main(argv: string[]): Promise<number> {
   const verbose = argv.includes('--verbose');
@@ -36,7 +38,10 @@ export async function main(argv: string[]): Promise<number> {
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
   registerGenerate(program, run);
   registerInspect(program, run);
-  for (const cmd of program.commands) cmd.exitOverride();
+  registerScore(program, run);
+  registerProfile(program, run);
+  const override = (cmd: Command): void => { cmd.exitOverride(); cmd.commands.forEach(override); };
+  program.commands.forEach(override);
   try {
     await program.parseAsync(args, { from: 'user' });
   } catch (err) {

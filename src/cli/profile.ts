@@ -1,0 +1,228 @@
+/**
+ * `cokv profile …`: estimate CoKV head values (Sliced Shapley) on validation data; `profile merge`, `profile show`
+ * and `profile compare` work on the resulting files.
+ */
+import fs from 'node:fs';
+import type { Command } from 'commander';
+import { CokvError } from '../errors.js';
+import { loadModel } from '../engine.js';
+import { modelFingerprint } from '../model/fingerprint.js';
+import { ModelGame, type UtilityKind } from '../game/model-game.js';
+import { GAME_TASKS, buildSamples, readItems, taskMetric, type GameTask } from '../game/samples.js';
+import { defaultSizes, exactShapley, exactSliced, valueSizes } from '../game/sliced-shapley.js';
+import { mergeProfiles, runProfiler } from '../game/profiler.js';
+import { readProfile, writeProfileAtomic, type ProfileSettings } from '../game/profile-file.js';
+import { compareValues, topK } from '../game/compare.js';
+import { playerName } from '../game/players.js';
+import { numberFlag } from './util.js';
+import { ProgressBar, formatDuration } from './progress.js';
+
+interface ProfileFlags {
+  model: string;
+  data: string;
+  task: string;
+  utility: string;
+  samples: string;
+  sizes?: string;
+  window: string;
+  runs: string;
+  seed: string;
+  out: string;
+  resume?: boolean;
+  shard?: string;
+  tolerance?: string;
+  maxNew?: string;
+  batch: string;
+  limit?: string;
+  subset?: string;
+  checkpointEvery?: string;
+  sSideOnly?: boolean;
+  sizeOrder: string;
+  exact?: boolean;
+  quiet?: boolean;
+}
+
+type Run = (fn: () => Promise<void>) => Promise<void>;
+
+export function registerProfile(program: Command, run: Run): void {
+  const profile = program.command('profile').description('estimate, merge, show and compare CoKV head-value profiles');
+  profile
+    .command('run', { isDefault: true })
+    .description('estimate Sliced Shapley values of every (layer, KV head) on validation data')
+    .requiredOption('--model <path>', 'model file or folder')
+    .requiredOption('--data <file>', 'validation data (jsonl with context, input, answers)')
+    .option('--task <name>', `prompt format and metric: ${GAME_TASKS.join(', ')}`, 'retrieval')
+    .option('--utility <kind>', 'metric (greedy + task metric, the paper), loglik (teacher-forced answer log-prob) or kl', 'loglik')
+    .option('--samples <n>', 'most samples (coalition pairs) per run', '256')
+    .option('--sizes <list>', 'coalition sizes H (default n/8, n/4, 3n/8, n/2)')
+    .option('--window <w>', 'tokens a masked head keeps', '8')
+    .option('--runs <r>', 'independent estimates run side by side (convergence = their MAE)', '2')
+    .option('--seed <s>', 'seed of the first run (run r uses seed + r)', '1')
+    .requiredOption('--out <file>', 'profile JSON (checkpointed atomically)')
+    .option('--resume', 'continue the profile in --out')
+    .option('--shard <i/k>', 'run only sample indices ≡ i (mod k); merge shards with `cokv profile merge`')
+    .option('--tolerance <t>', 'stop when the runs\' MAE is below this (default 1/n)')
+    .option('--max-new <n>', 'answer tokens scored (loglik, kl) or generated (metric)')
+    .option('--batch <b>', 'coalitions per batched decode', '16')
+    .option('--limit <n>', 'use only the first n validation items')
+    .option('--subset <list>', 'keep items whose "task" field is in this list (e.g. passkey,multikey)')
+    .option('--checkpoint-every <k>', 'samples per run between checkpoints')
+    .option('--s-side-only', 'count only the S side of each sample (the reference code)')
+    .option('--size-order <o>', 'round-robin or random', 'round-robin')
+    .option('--exact', 'enumerate all 2^n coalitions instead (n ≤ 16): exact Shapley and sliced values')
+    .option('--quiet', 'no progress output')
+    .action((f: ProfileFlags) => run(() => profileRun(f)));
+
+  profile
+    .command('merge')
+    .description('merge shard profiles (same settings, disjoint samples) into one')
+    .argument('<files...>', 'profile files')
+    .requiredOption('--out <file>', 'merged profile')
+    .action((files: string[], f: { out: string }) => run(async () => {
+      const merged = mergeProfiles(files);
+      writeProfileAtomic(f.out, merged);
+      process.stderr.write(`merged ${files.length} profiles: ${merged.samples} samples per run → ${f.out}\n`);
+    }));
+
+  profile
+    .command('show')
+    .description('layer × KV-head heatmap of a profile, with the top and bottom heads')
+    .argument('<file>', 'profile file')
+    .option('--json', 'print the values as JSON')
+    .action((file: string, f: { json?: boolean }) => run(async () => showProfile(file, f.json ?? false)));
+
+  profile
+    .command('compare')
+    .description('MAE, Spearman and top-k overlap between two profiles')
+    .argument('<a>', 'profile file')
+    .argument('<b>', 'profile file')
+    .option('--json', 'machine-readable output')
+    .action((a: string, b: string, f: { json?: boolean }) => run(async () => {
+      const pa = readProfile(a, 'profile compare'), pb = readProfile(b, 'profile compare');
+      if (JSON.stringify(pa.shape) !== JSON.stringify(pb.shape)) throw new CokvError(`profile compare: shapes differ (${pa.shape} vs ${pb.shape})`, 'format');
+      const r = compareValues(pa.values.flat(), pb.values.flat());
+      if (f.json) { process.stdout.write(JSON.stringify(r) + '\n'); return; }
+      process.stdout.write(`MAE ${r.mae.toPrecision(4)} | Spearman ${r.spearman.toFixed(3)} | ${r.topK.map((t) => `top-${t.k} overlap ${(100 * t.overlap).toFixed(0)}%`).join(' | ')}\n`);
+    }));
+}
+
+function parseList(flag: string, s: string): number[] {
+  return s.split(',').map((x) => numberFlag(flag, x.trim(), { integer: true })!);
+}
+
+async function profileRun(f: ProfileFlags): Promise<void> {
+  if (!(GAME_TASKS as readonly string[]).includes(f.task)) throw new CokvError(`--task: unknown task '${f.task}' (known: ${GAME_TASKS.join(', ')})`, 'flag');
+  if (!['metric', 'loglik', 'kl'].includes(f.utility)) throw new CokvError(`--utility: '${f.utility}' must be metric, loglik or kl`, 'flag');
+  if (!['round-robin', 'random'].includes(f.sizeOrder)) throw new CokvError(`--size-order: '${f.sizeOrder}' must be round-robin or random`, 'flag');
+  const utility = f.utility as UtilityKind;
+  const task = f.task as GameTask;
+  const samplesMax = numberFlag('--samples', f.samples, { integer: true, min: 1 })!;
+  const window = numberFlag('--window', f.window, { integer: true, min: 1 })!;
+  const runs = numberFlag('--runs', f.runs, { integer: true, min: 1, max: 8 })!;
+  const seed = numberFlag('--seed', f.seed, { integer: true, min: 0 })!;
+  const batch = numberFlag('--batch', f.batch, { integer: true, min: 1 })!;
+  const maxNew = numberFlag('--max-new', f.maxNew, { integer: true, min: 1 }) ?? (utility === 'metric' ? 32 : 16);
+  const limit = numberFlag('--limit', f.limit, { integer: true, min: 1 });
+  let shard: { index: number; count: number } | undefined;
+  if (f.shard !== undefined) {
+    const m = /^(\d+)\/(\d+)$/.exec(f.shard);
+    if (!m || Number(m[2]) < 1 || Number(m[1]) >= Number(m[2])) throw new CokvError(`--shard: '${f.shard}' must be i/k with 0 ≤ i < k`, 'flag');
+    shard = { index: Number(m[1]), count: Number(m[2]) };
+  }
+
+  const { items: all, hash } = readItems(f.data);
+  let items = all;
+  if (f.subset) {
+    const keep = new Set(f.subset.split(','));
+    items = items.filter((it) => keep.has(String(it.fields.task)));
+    if (items.length === 0) throw new CokvError(`--subset: no item of ${f.data} has a "task" in ${f.subset}`, 'flag');
+  }
+  if (limit) items = items.slice(0, limit);
+
+  const model = await loadModel(f.model);
+  const c = model.config;
+  const n = c.numLayers * c.numKvHeads;
+  const sizes = f.sizes ? [...new Set(parseList('--sizes', f.sizes))].sort((a, b) => a - b) : defaultSizes(n);
+  for (const j of sizes) if (j < 1 || j > n - 1) throw new CokvError(`--sizes: ${j} is outside [1, ${n - 1}] for ${n} players`, 'flag');
+  const samples = buildSamples(task, items, model.tokenizer);
+  for (const s of samples) {
+    if (s.promptIds.length >= c.contextLength) throw new CokvError(`--data: sample ${s.id} has ${s.promptIds.length} tokens, over the model's context ${c.contextLength}`, 'format');
+    if (s.promptIds.length <= window) throw new CokvError(`--data: sample ${s.id} has ${s.promptIds.length} tokens, not more than the window ${window}`, 'format');
+  }
+  const game = new ModelGame(model, samples, {
+    utility, window, maxNew, batchSize: batch, score: taskMetric(task), stopAtNewline: task === 'retrieval',
+  });
+  const quiet = f.quiet ?? false;
+
+  if (f.exact) {
+    if (n > 16) throw new CokvError(`--exact: ${n} players means 2^${n} coalitions; exact enumeration is limited to 16 players`, 'flag');
+    const N = 1 << n;
+    const values = new Float64Array(N);
+    const bar = new ProgressBar('exact', quiet);
+    const chunk = 256;
+    for (let m0 = 0; m0 < N; m0 += chunk) {
+      const cs = [];
+      for (let m = m0; m < Math.min(N, m0 + chunk); m++) cs.push(Uint8Array.from({ length: n }, (_, i) => (m >> i) & 1));
+      game.evaluate(cs).forEach((u, k) => { values[m0 + k] = u; });
+      bar.update(Math.min(N, m0 + chunk), N);
+    }
+    bar.finish();
+    const U = (s: Uint8Array) => { let m = 0; for (let i = 0; i < n; i++) m |= s[i] << i; return values[m]; };
+    const shapley = exactShapley(n, U);
+    const sliced = exactSliced(n, U, sizes, f.sSideOnly ?? false);
+    const grid = (v: number[]) => Array.from({ length: c.numLayers }, (_, l) => v.slice(l * c.numKvHeads, (l + 1) * c.numKvHeads));
+    const out = { schema: 'cokv-exact/1', model: modelFingerprint(c), modelPath: f.model, shape: [c.numLayers, c.numKvHeads], utility, task, sizes, shapley: grid(shapley), values: grid(sliced), cost: game.cost };
+    const tmp = `${f.out}.tmp-${process.pid}`;
+    fs.writeFileSync(tmp, JSON.stringify(out) + '\n');
+    fs.renameSync(tmp, f.out);
+    process.stderr.write(`exact values of ${n} players from ${N} coalitions → ${f.out}\n`);
+    return;
+  }
+
+  const settings: ProfileSettings = {
+    model: modelFingerprint(c), shape: [c.numLayers, c.numKvHeads], window, sizes,
+    sizeOrder: f.sizeOrder as 'round-robin' | 'random', sSideOnly: f.sSideOnly ?? false, utility, task, maxNew,
+    dataFile: f.data, dataHash: hash, sampleIds: samples.map((s) => s.id), seed, runs,
+  };
+  if (!f.resume && fs.existsSync(f.out)) throw new CokvError(`--out ${f.out}: file exists (use --resume to continue it, or another --out)`, 'flag');
+  const bar = new ProgressBar('profile', quiet);
+  const profile = await runProfiler(game, {
+    settings, modelPath: f.model, maxSamples: samplesMax, out: f.out, resume: f.resume, shard,
+    tolerance: numberFlag('--tolerance', f.tolerance, { min: 0 }),
+    checkpointEvery: numberFlag('--checkpoint-every', f.checkpointEvery, { integer: true, min: 1 }),
+    onProgress: (p) => bar.update(p.samples, p.maxSamples,
+      `${p.samplesPerSecond.toFixed(2)} samples/s | ETA ${formatDuration(p.etaSeconds)}${p.mae !== undefined ? ` | MAE ${p.mae.toPrecision(3)}` : ''}`),
+  });
+  bar.finish();
+  if (!quiet) {
+    const perSize = valueSizes(n, sizes, settings.sSideOnly).map((j, k) => `${j}:${Math.min(...profile.runStates[0].counts[k])}`).join(' ');
+    process.stderr.write(
+      `${profile.samples} samples per run (min count per size ${perSize}) | ${profile.converged ? 'converged' : 'not converged'}` +
+      `${profile.maeHistory.length ? ` (MAE ${profile.maeHistory[profile.maeHistory.length - 1].mae.toPrecision(3)}, tolerance ${(numberFlag('--tolerance', f.tolerance) ?? 1 / n).toPrecision(3)})` : ''}` +
+      ` | ${profile.cost.prefills} prefills, ${profile.cost.decodeRows} decode rows, ${profile.cost.seconds.toFixed(1)} s → ${f.out}\n`,
+    );
+  }
+}
+
+function showProfile(file: string, json: boolean): void {
+  const p = readProfile(file, 'profile show');
+  const [L, G] = p.shape;
+  const flat = p.values.flat();
+  if (json) { process.stdout.write(JSON.stringify({ shape: p.shape, values: p.values }) + '\n'); return; }
+  const lo = Math.min(...flat), hi = Math.max(...flat);
+  const shades = [' ', '░', '▒', '▓', '█'];
+  const cell = (v: number) => shades[Math.min(4, Math.floor(((v - lo) / (hi - lo || 1)) * 5))];
+  const out: string[] = [];
+  out.push(`${file}: ${p.utility} utility on ${p.task} (${p.samples} samples per run × ${p.runs} runs, ${p.converged ? 'converged' : 'not converged'})`);
+  out.push(`values from ${lo.toPrecision(3)} (blank) to ${hi.toPrecision(3)} (█)`);
+  const num = (v: number) => (v === 0 || Math.abs(v) >= 1e-3 ? v.toFixed(4) : v.toExponential(1)).padStart(9);
+  out.push('     ' + Array.from({ length: G }, (_, g) => `H${g}`.padStart(12)).join(''));
+  for (let l = 0; l < L; l++) {
+    out.push(`L${String(l).padEnd(4)}` + p.values[l].map((v) => ` ${cell(v).repeat(2)}${num(v)}`).join(''));
+  }
+  const k = Math.min(5, flat.length);
+  const fmt = (i: number) => `${playerName(i, G)} ${flat[i].toPrecision(3)}`;
+  out.push(`top ${k}: ${topK(flat, k).map(fmt).join(', ')}`);
+  out.push(`bottom ${k}: ${topK(flat.map((v) => -v), k).map(fmt).join(', ')}`);
+  process.stdout.write(out.join('\n') + '\n');
+}

@@ -1,0 +1,236 @@
+/**
+ * The head game on a real model: U(S) = mean over validation samples of a utility measured with the coalition's
+ * masked cache (members keep the full prompt cache, the others only the window).
+ *
+ * Cost: each sample is prefilled once per profiling run (the full per-head cache is kept); a coalition only
+ * changes what each head may read during decode, so evaluating it costs only its decode rows, and many
+ * coalitions share each decode step as one batch (weights read once per step).
+ *
+ * Utilities:
+ *  - `loglik`: mean log-probability of the reference answer tokens, teacher-forced (one batched pass).
+ *  - `kl`: −mean KL(p_full ‖ p_S) of next-token distributions along the full-cache greedy continuation
+ *    (negated so that higher is better, like the other utilities).
+ *  - `metric`: greedy generation under the masked cache, scored by the task metric (the paper's choice).
+ * The first answer token always comes from the full prefill (spec §1), so it is the same for every coalition.
+ */
+import { argmax } from '../generate/sampling.js';
+import type { CokvModel } from '../engine.js';
+import type { RaggedKVCache } from '../cache/ragged.js';
+import { CoalitionBatch } from './coalition-batch.js';
+import type { Coalition } from './players.js';
+
+export type UtilityKind = 'metric' | 'loglik' | 'kl';
+
+export interface GameSample {
+  id: string;
+  promptIds: number[];
+  answers: string[];
+  /** Token ids of the reference answer (teacher forcing for `loglik`). */
+  answerIds: number[];
+}
+
+export interface ModelGameOptions {
+  utility: UtilityKind;
+  window: number;
+  /** Answer tokens scored (loglik, kl) or generated (metric). */
+  maxNew: number;
+  /** Coalitions per batched decode. */
+  batchSize: number;
+  /** For `metric`: score a prediction against the references, in [0, 1]. */
+  score?: (prediction: string, answers: string[]) => number;
+  /** For `metric`: ids that end a generation. */
+  stopIds?: Set<number>;
+  /** For `metric`: also stop at the first token whose text contains a newline. */
+  stopAtNewline?: boolean;
+}
+
+interface Prepared {
+  cache: RaggedKVCache;
+  firstLogits: Float32Array;
+  /** Tokens fed after the prompt (teacher forcing) for loglik/kl. */
+  teacher: number[];
+  /** loglik: log p of teacher[0] under the full prefill (the same for every coalition). */
+  firstLogp: number;
+  /** kl: full-cache log-probabilities at positions 1..m−1, [m−1][vocab]. */
+  fullLogp?: Float64Array[];
+}
+
+export interface GameCost {
+  prefills: number;
+  prefillTokens: number;
+  /** Rows run through the layer stack for coalition evaluations. */
+  decodeRows: number;
+  coalitionEvaluations: number;
+  seconds: number;
+}
+
+function logSoftmax(logits: Float32Array, off: number, V: number, out?: Float64Array): Float64Array {
+  const res = out ?? new Float64Array(V);
+  let max = -Infinity;
+  for (let i = 0; i < V; i++) if (logits[off + i] > max) max = logits[off + i];
+  let z = 0;
+  for (let i = 0; i < V; i++) z += Math.exp(logits[off + i] - max);
+  const lz = max + Math.log(z);
+  for (let i = 0; i < V; i++) res[i] = logits[off + i] - lz;
+  return res;
+}
+
+export class ModelGame {
+  readonly n: number;
+  readonly cost: GameCost = { prefills: 0, prefillTokens: 0, decodeRows: 0, coalitionEvaluations: 0, seconds: 0 };
+  private prepared = new Map<number, Prepared>();
+  private readonly newlineIds = new Set<number>();
+
+  constructor(readonly model: CokvModel, readonly samples: GameSample[], readonly opts: ModelGameOptions) {
+    const c = model.config;
+    this.n = c.numLayers * c.numKvHeads;
+    if (opts.utility === 'metric') {
+      if (!opts.score) throw new Error('metric utility needs a score function');
+      if (opts.stopAtNewline) {
+        for (let id = 0; id < c.vocabSize; id++) if (model.tokenizer.tokenText(id).includes('\n')) this.newlineIds.add(id);
+      }
+    }
+  }
+
+  /** Prefill sample i once (full cache) and keep what every coalition evaluation needs. */
+  private prepare(i: number): Prepared {
+    let p = this.prepared.get(i);
+    if (p) return p;
+    const t0 = performance.now();
+    const s = this.samples[i];
+    const m = this.model;
+    const cache = m.newCache(s.promptIds.length);
+    const firstLogits = m.prefill(s.promptIds, cache);
+    this.cost.prefills++;
+    this.cost.prefillTokens += s.promptIds.length;
+    const V = m.config.vocabSize;
+    let teacher: number[] = [];
+    let firstLogp = 0;
+    let fullLogp: Float64Array[] | undefined;
+    if (this.opts.utility === 'loglik') {
+      teacher = s.answerIds.slice(0, this.opts.maxNew);
+      if (teacher.length === 0) throw new Error(`sample ${s.id}: the reference answer encodes to no tokens`);
+      firstLogp = logSoftmax(firstLogits, 0, V)[teacher[0]];
+    } else if (this.opts.utility === 'kl') {
+      // The full-cache greedy continuation, and its distributions: one all-members coalition over the shared cache.
+      const all = new Uint8Array(this.n).fill(1);
+      teacher = [argmax(firstLogits)];
+      const batch = new CoalitionBatch(m.config, cache, [all], this.opts.window, this.opts.maxNew);
+      fullLogp = [];
+      for (let t = 1; t < this.opts.maxNew; t++) {
+        batch.setTokensPerCoalition(1);
+        const logits = m.transformer.run([teacher[t - 1]], batch.positionOf, batch, 'last');
+        batch.advance();
+        fullLogp.push(logSoftmax(logits, 0, V));
+        teacher.push(argmax(logits));
+      }
+    }
+    p = { cache, firstLogits, teacher, firstLogp, fullLogp };
+    this.prepared.set(i, p);
+    this.cost.seconds += (performance.now() - t0) / 1000;
+    return p;
+  }
+
+  /** U for each coalition: the mean over samples of the per-sample utility. */
+  evaluate(coalitions: Coalition[]): number[] {
+    const totals = new Float64Array(coalitions.length);
+    for (let i = 0; i < this.samples.length; i++) {
+      const p = this.prepare(i);
+      const t0 = performance.now();
+      for (let b0 = 0; b0 < coalitions.length; b0 += this.opts.batchSize) {
+        const chunk = coalitions.slice(b0, b0 + this.opts.batchSize);
+        const u = this.evaluateSample(i, p, chunk);
+        for (let b = 0; b < chunk.length; b++) totals[b0 + b] += u[b];
+      }
+      this.cost.seconds += (performance.now() - t0) / 1000;
+    }
+    this.cost.coalitionEvaluations += coalitions.length;
+    return Array.from(totals, (t) => t / this.samples.length);
+  }
+
+  private evaluateSample(i: number, p: Prepared, coalitions: Coalition[]): number[] {
+    switch (this.opts.utility) {
+      case 'loglik': return this.loglik(p, coalitions);
+      case 'kl': return this.kl(p, coalitions);
+      case 'metric': return this.metric(i, p, coalitions);
+    }
+  }
+
+  /** Teacher-forced answer tokens 1..m−1 for all coalitions in one forward of B·(m−1) rows. */
+  private forced(p: Prepared, coalitions: Coalition[]): { logits: Float32Array; T: number } {
+    const m = this.model;
+    const T = p.teacher.length - 1;
+    const batch = new CoalitionBatch(m.config, p.cache, coalitions, this.opts.window, Math.max(1, T));
+    batch.setTokensPerCoalition(T);
+    const tokens = new Int32Array(coalitions.length * T);
+    for (let b = 0; b < coalitions.length; b++) for (let t = 0; t < T; t++) tokens[b * T + t] = p.teacher[t];
+    const logits = m.transformer.run(tokens, batch.positionOf, batch, 'all');
+    this.cost.decodeRows += tokens.length;
+    return { logits, T };
+  }
+
+  private loglik(p: Prepared, coalitions: Coalition[]): number[] {
+    const M = p.teacher.length;
+    if (M === 1) return coalitions.map(() => p.firstLogp);
+    const V = this.model.config.vocabSize;
+    const { logits, T } = this.forced(p, coalitions);
+    const lp = new Float64Array(V);
+    return coalitions.map((_, b) => {
+      let s = p.firstLogp;
+      for (let t = 0; t < T; t++) s += logSoftmax(logits, (b * T + t) * V, V, lp)[p.teacher[t + 1]];
+      return s / M;
+    });
+  }
+
+  private kl(p: Prepared, coalitions: Coalition[]): number[] {
+    const full = p.fullLogp!;
+    if (full.length === 0) return coalitions.map(() => 0);
+    const V = this.model.config.vocabSize;
+    const { logits, T } = this.forced(p, coalitions);
+    const lp = new Float64Array(V);
+    return coalitions.map((_, b) => {
+      let s = 0;
+      for (let t = 0; t < T; t++) {
+        logSoftmax(logits, (b * T + t) * V, V, lp);
+        const f = full[t];
+        let kl = 0;
+        for (let v = 0; v < V; v++) kl += Math.exp(f[v]) * (f[v] - lp[v]);
+        s += kl;
+      }
+      return -s / T;
+    });
+  }
+
+  private metric(i: number, p: Prepared, coalitions: Coalition[]): number[] {
+    const m = this.model;
+    const V = m.config.vocabSize;
+    const B = coalitions.length;
+    const stopIds = this.opts.stopIds ?? new Set(m.eosIds);
+    const first = argmax(p.firstLogits);
+    const outs: number[][] = coalitions.map(() => []);
+    const done = new Uint8Array(B);
+    const isStop = (id: number) => stopIds.has(id) || this.newlineIds.has(id);
+    const current = new Int32Array(B).fill(first);
+    for (let b = 0; b < B; b++) {
+      if (isStop(first)) done[b] = 1;
+      else outs[b].push(first);
+    }
+    const maxNew = this.opts.maxNew;
+    const batch = new CoalitionBatch(m.config, p.cache, coalitions, this.opts.window, Math.max(1, maxNew));
+    for (let step = 1; step < maxNew && done.some((d) => !d); step++) {
+      batch.setTokensPerCoalition(1);
+      const logits = m.transformer.run(current, batch.positionOf, batch, 'all');
+      batch.advance();
+      this.cost.decodeRows += B;
+      for (let b = 0; b < B; b++) {
+        if (done[b]) continue;
+        const next = argmax(logits.subarray(b * V, (b + 1) * V));
+        current[b] = next;
+        if (isStop(next)) done[b] = 1;
+        else outs[b].push(next);
+      }
+    }
+    const answers = this.samples[i].answers;
+    return outs.map((ids) => this.opts.score!(m.tokenizer.decode(ids), answers));
+  }
+}
