@@ -62,6 +62,8 @@ export interface GameCost {
   decodeRows: number;
   coalitionEvaluations: number;
   seconds: number;
+  /** Part of `seconds` spent in the once-per-sample prefills. */
+  prefillSeconds?: number;
 }
 
 function logSoftmax(logits: Float32Array, off: number, V: number, out?: Float64Array): Float64Array {
@@ -77,7 +79,7 @@ function logSoftmax(logits: Float32Array, off: number, V: number, out?: Float64A
 
 export class ModelGame {
   readonly n: number;
-  readonly cost: GameCost = { prefills: 0, prefillTokens: 0, decodeRows: 0, coalitionEvaluations: 0, seconds: 0 };
+  readonly cost: GameCost = { prefills: 0, prefillTokens: 0, decodeRows: 0, coalitionEvaluations: 0, seconds: 0, prefillSeconds: 0 };
   private prepared = new Map<number, Prepared>();
   private readonly newlineIds = new Set<number>();
 
@@ -127,7 +129,9 @@ export class ModelGame {
     }
     p = { cache, firstLogits, teacher, firstLogp, fullLogp };
     this.prepared.set(i, p);
-    this.cost.seconds += (performance.now() - t0) / 1000;
+    const dt = (performance.now() - t0) / 1000;
+    this.cost.seconds += dt;
+    this.cost.prefillSeconds = (this.cost.prefillSeconds ?? 0) + dt;
     return p;
   }
 
