@@ -32,6 +32,14 @@ export interface GenerateOptions extends SamplingOptions {
   addSpecial?: boolean;
   /** KV-cache compression applied after each layer's prefill. Default: none (full cache). */
   press?: Press;
+  /**
+   * Compress only the first `compressPrefix` prompt tokens (e.g. the context), then prefill the rest (e.g. the
+   * question) over the compressed cache without compression — kvpress's "context-only" protocol. Default: the
+   * whole prompt is compressed in one prefill (the CoKV paper's protocol).
+   */
+  compressPrefix?: number;
+  /** EOS cannot end generation before this many tokens (transformers' min_new_tokens). */
+  minTokens?: number;
 }
 
 export interface GenerationChunk {
@@ -138,6 +146,43 @@ export class CokvModel {
     return this.transformer.forward(ids, cache, { logits: 'last', onLayer }).slice();
   }
 
+  /**
+   * Teacher-forced log-probabilities of `continuation` after `prompt`, with the prompt's cache compressed by
+   * `press` (the first continuation token is predicted from the prefill itself). Returns the per-token values and
+   * their mean, plus the KV bytes held after the prefill.
+   */
+  scoreContinuation(
+    prompt: readonly number[], continuation: readonly number[], opts: { press?: Press; compressPrefix?: number } = {},
+  ): { logProbs: number[]; mean: number; kvBytes: number; kvFullBytes: number } {
+    if (continuation.length === 0) throw new CokvError('scoreContinuation: the continuation is empty', 'prompt');
+    const ids = this.promptIds(prompt);
+    const cache = this.newCache(ids.length + continuation.length);
+    const k = opts.compressPrefix;
+    let first: Float32Array;
+    if (k !== undefined && k > 0 && k < ids.length) {
+      this.prefill(ids.slice(0, k), cache, opts.press, ids.length - k + continuation.length);
+      first = this.transformer.forward(ids.slice(k), cache, { logits: 'last' }).slice();
+    } else {
+      first = this.prefill(ids, cache, opts.press, continuation.length);
+    }
+    const kvBytes = cache.bytes();
+    const kvFullBytes = cache.fullBytes();
+    const V = this.config.vocabSize;
+    const logp = (logits: Float32Array, off: number, id: number): number => {
+      let max = -Infinity;
+      for (let i = 0; i < V; i++) if (logits[off + i] > max) max = logits[off + i];
+      let z = 0;
+      for (let i = 0; i < V; i++) z += Math.exp(logits[off + i] - max);
+      return logits[off + id] - max - Math.log(z);
+    };
+    const logProbs = [logp(first, 0, continuation[0])];
+    if (continuation.length > 1) {
+      const rest = this.transformer.forward(continuation.slice(0, -1), cache, { logits: 'all' });
+      for (let t = 1; t < continuation.length; t++) logProbs.push(logp(rest, (t - 1) * V, continuation[t]));
+    }
+    return { logProbs, mean: logProbs.reduce((a, b) => a + b, 0) / logProbs.length, kvBytes, kvFullBytes };
+  }
+
   /** Apply the model's chat template to `messages` (with the assistant turn opened). */
   applyChatTemplate(messages: ChatMessage[]): Promise<string> {
     return import('./model/chat.js').then(({ applyChatTemplate }) => {
@@ -194,7 +239,14 @@ export class CokvModel {
   ): Generator<GenerationChunk> {
     const cache = this.newCache(ids.length + room);
     const t0 = performance.now();
-    let logits = this.prefill(ids, cache, opts.press, room);
+    const k = opts.compressPrefix;
+    let logits: Float32Array;
+    if (k !== undefined && k > 0 && k < ids.length) {
+      this.prefill(ids.slice(0, k), cache, opts.press, room + ids.length - k);
+      logits = this.transformer.forward(ids.slice(k), cache, { logits: 'last' }).slice();
+    } else {
+      logits = this.prefill(ids, cache, opts.press, room);
+    }
     const t1 = performance.now();
     cache.reserveExtra(room);
     const history = [...ids];
@@ -202,7 +254,9 @@ export class CokvModel {
     let stopReason: GenerationStats['stopReason'] = 'length';
     let tFirst = t1;
     const step = new Int32Array(1);
+    const minTokens = opts.minTokens ?? 0;
     for (let n = 0; n < room; n++) {
+      if (n < minTokens) for (const id of eos) logits[id] = -Infinity;
       const next = sampler.sample(logits, history);
       if (eos.has(next)) { stopReason = 'eos'; break; }
       history.push(next);
@@ -216,7 +270,6 @@ export class CokvModel {
       step[0] = next;
       logits = this.transformer.forward(step, cache, { logits: 'last' });
     }
-    if (stopReason === 'length' && room < maxTokens && g.tokens.length === room) stopReason = 'length';
     const tail = stream.flush();
     g.text += tail;
     const t2 = performance.now();
