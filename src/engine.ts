@@ -60,6 +60,10 @@ export interface GenerationStats {
   kvBytes: number;
   /** K+V bytes an uncompressed cache would hold for the same tokens. */
   kvFullBytes: number;
+  /** K+V bytes held right after the prompt's prefill (and compression). */
+  promptKvBytes: number;
+  /** K+V bytes a full cache holds for the prompt. */
+  promptFullKvBytes: number;
   /** Process peak resident set size, bytes. */
   peakRssBytes: number;
   stopReason: 'eos' | 'stop' | 'length';
@@ -248,6 +252,8 @@ export class CokvModel {
       logits = this.prefill(ids, cache, opts.press, room);
     }
     const t1 = performance.now();
+    const promptKvBytes = cache.bytes();
+    const promptFullKvBytes = cache.fullBytes();
     cache.reserveExtra(room);
     const history = [...ids];
     const stream = new TextStream(this.tokenizer, ids[ids.length - 1], opts.stop ?? []);
@@ -282,6 +288,8 @@ export class CokvModel {
       decodeTokensPerSecond: g.tokens.length > 1 ? ((g.tokens.length - 1) * 1000) / decodeMs : 0,
       kvBytes: cache.bytes(),
       kvFullBytes: cache.fullBytes(),
+      promptKvBytes,
+      promptFullKvBytes,
       peakRssBytes: process.resourceUsage().maxRSS * 1024,
       stopReason,
     };

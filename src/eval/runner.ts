@@ -1,0 +1,279 @@
+/**
+ * The evaluation runner: every press × budget on a dataset, with LongBench's protocol, one directory per run
+ * (`dataset__model__press__budget/` with predictions.jsonl and metrics.json). Finished runs are skipped; an
+ * interrupted run resumes from its predictions file (each line is appended as soon as it is scored).
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { CokvError } from '../errors.js';
+import type { CokvModel } from '../engine.js';
+import type { PressOptions } from '../press/options.js';
+import { createPress } from '../press/registry.js';
+import { continuationIds, tokenF1 } from '../game/samples.js';
+import { datasetInfo, loadEvalItems, splitItems, type DatasetInfo } from './datasets.js';
+import { longBenchGeneration, truncateMiddle } from './longbench.js';
+import { scoreSample } from './metrics.js';
+import type { EvalItem } from './retrieval.js';
+import type { JsonlOptions } from './jsonl.js';
+
+export type Protocol = 'question-aware' | 'context-only';
+
+export interface EvalOptions {
+  dataset: string;
+  /** A jsonl file, or a folder holding `<dataset>.jsonl`. */
+  data: string;
+  presses: string[];
+  budgets: number[];
+  ratios?: number[];
+  pressOptions: Omit<PressOptions, 'budget' | 'ratio'>;
+  limit?: number;
+  split: 'test' | 'validation' | 'all';
+  splitSeed: number;
+  /** Keep items whose sub-task is listed (retrieval suite). */
+  subset?: string[];
+  /** Keep items whose nominal length is listed. */
+  lengths?: number[];
+  /** LongBench middle truncation (default 8000, clipped to the model's context). */
+  maxLength?: number;
+  protocol: Protocol;
+  /** `loglik`: score = mean log-prob of the first `loglikTokens` reference tokens, plus greedy agreement. */
+  metric?: 'default' | 'loglik';
+  loglikTokens?: number;
+  out: string;
+  jsonl?: JsonlOptions;
+  onProgress?: (runName: string, done: number, total: number) => void;
+}
+
+export interface RunMetrics {
+  dataset: string;
+  model: string;
+  modelPath: string;
+  press: string;
+  budget: number | null;
+  ratio?: number;
+  protocol: Protocol;
+  metric: string;
+  score: number;
+  n: number;
+  ci95: [number, number];
+  agreement?: number;
+  keptKvBytes: number;
+  fullKvBytes: number;
+  settings: Record<string, unknown>;
+  timings: { prefillMs: number; decodeMsPerToken: number; seconds: number };
+  createdAt: string;
+}
+
+interface Prediction {
+  id: string;
+  prediction: string;
+  answers: string[];
+  score: number;
+  promptTokens: number;
+  keptKvBytes: number;
+  fullKvBytes: number;
+  prefillMs: number;
+  decodeMsPerToken: number;
+  logprob?: number;
+  agreement?: number;
+}
+
+interface Prepared {
+  item: EvalItem;
+  ids: number[];
+  /** Tokens of the context part (context-only protocol compresses only these). */
+  contextTokens?: number;
+  maxNew: number;
+  stopIds: number[];
+  minTokens: number;
+}
+
+export function modelName(modelPath: string): string {
+  return path.basename(modelPath.replace(/[/\\]+$/, '')).replace(/\.(gguf|bin|safetensors)$/, '');
+}
+
+function runName(dataset: string, model: string, press: string, budget: string, protocol: Protocol): string {
+  const safe = (s: string) => s.replace(/[^A-Za-z0-9._-]+/g, '-');
+  return [dataset, model, press, budget].map(safe).join('__') + (protocol === 'context-only' ? '__ctx' : '');
+}
+
+/** Resolve the data file for a dataset: the file itself, or `<dir>/<dataset>.jsonl`. */
+export function dataFile(data: string, dataset: string): string {
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(data);
+  } catch {
+    throw new CokvError(`--data ${data}: no such file or folder`, 'file');
+  }
+  if (!st.isDirectory()) return data;
+  const f = path.join(data, `${dataset}.jsonl`);
+  if (!fs.existsSync(f)) throw new CokvError(`--data ${data}: folder has no ${dataset}.jsonl`, 'file');
+  return f;
+}
+
+/** Items of the requested split and filters. */
+export function selectItems(o: EvalOptions): EvalItem[] {
+  let items = loadEvalItems(o.dataset, dataFile(o.data, o.dataset), o.jsonl);
+  if (o.subset) items = items.filter((it) => it.task !== undefined && o.subset!.includes(it.task));
+  if (o.lengths) items = items.filter((it) => it.length !== undefined && o.lengths!.includes(it.length));
+  if (o.split !== 'all') items = splitItems(items, o.splitSeed)[o.split];
+  if (o.limit !== undefined) items = items.slice(0, o.limit);
+  if (items.length === 0) throw new CokvError(`--data ${o.data}: no items left for dataset ${o.dataset} after the split and filters`, 'flag');
+  return items;
+}
+
+function newlineIds(model: CokvModel): number[] {
+  const ids: number[] = [];
+  for (let id = 0; id < model.config.vocabSize; id++) if (model.tokenizer.tokenText(id).includes('\n')) ids.push(id);
+  return ids;
+}
+
+function prepareItem(model: CokvModel, info: DatasetInfo, item: EvalItem, o: EvalOptions, nl: number[]): Prepared {
+  const tok = model.tokenizer;
+  const ctx = model.config.contextLength;
+  let ids: number[];
+  let maxNew = info.maxNewTokens;
+  let stopIds = [...model.eosIds];
+  let minTokens = 0;
+  if (info.family === 'longbench') {
+    const maxLength = Math.min(o.maxLength ?? 8000, ctx - maxNew - 1);
+    ids = truncateMiddle(item.prompt, tok, maxLength).ids;
+    const g = longBenchGeneration(o.dataset, tok);
+    stopIds = [...stopIds, ...g.extraStopIds];
+    minTokens = g.minNewTokens;
+  } else {
+    const enc = tok.encode(item.prompt, { addSpecial: false });
+    ids = tok.bosId !== undefined ? [tok.bosId, ...enc] : enc;
+  }
+  if (info.stopAtNewline) stopIds = [...stopIds, ...nl];
+  if (ids.length + maxNew >= ctx) maxNew = Math.max(1, ctx - ids.length - 1);
+  if (ids.length >= ctx) throw new CokvError(`item ${item.id}: ${ids.length} prompt tokens do not fit the context of ${ctx}`, 'format');
+  let contextTokens: number | undefined;
+  if (o.protocol === 'context-only') {
+    if (!item.question || !item.prompt.endsWith(item.question)) {
+      throw new CokvError(`--protocol context-only: dataset ${o.dataset} items have no separable question`, 'flag');
+    }
+    const contextText = item.prompt.slice(0, item.prompt.length - item.question.length);
+    const enc = tok.encode(contextText, { addSpecial: false });
+    contextTokens = Math.min(ids.length - 1, enc.length + (ids.length > 0 && tok.bosId !== undefined && ids[0] === tok.bosId ? 1 : 0));
+  }
+  return { item, ids, contextTokens, maxNew, stopIds, minTokens };
+}
+
+function meanCi(xs: number[], scale: number): { mean: number; ci: [number, number] } {
+  const n = xs.length;
+  const mean = xs.reduce((a, b) => a + b, 0) / n;
+  const sd = n > 1 ? Math.sqrt(xs.reduce((a, b) => a + (b - mean) ** 2, 0) / (n - 1)) : 0;
+  const h = (1.96 * sd) / Math.sqrt(n);
+  const r = (x: number) => Math.round(x * scale * 100) / 100;
+  return { mean: r(mean), ci: [r(mean - h), r(mean + h)] };
+}
+
+/** Run every press × budget; returns the metrics of every run (finished earlier or now). */
+export async function runEval(model: CokvModel, modelPath: string, o: EvalOptions): Promise<RunMetrics[]> {
+  const info = datasetInfo(o.dataset);
+  const items = selectItems(o);
+  if (fs.existsSync(o.out) && !fs.statSync(o.out).isDirectory()) throw new CokvError(`--out ${o.out}: is a file, not a folder`, 'file');
+  fs.mkdirSync(o.out, { recursive: true });
+  const nl = info.stopAtNewline ? newlineIds(model) : [];
+  const prepared = items.map((it) => prepareItem(model, info, it, o, nl));
+  const name = modelName(modelPath);
+  const loglik = o.metric === 'loglik';
+  const loglikTokens = o.loglikTokens ?? 16;
+  const fullGreedy = new Map<string, string>();
+
+  const runs: { press: string; budget: number | null; ratio?: number; label: string }[] = [];
+  if (o.presses.includes('full')) runs.push({ press: 'full', budget: null, label: 'full' });
+  for (const press of o.presses.filter((p) => p !== 'full')) {
+    for (const b of o.budgets) runs.push({ press, budget: b, label: String(b) });
+    for (const r of o.ratios ?? []) runs.push({ press, budget: null, ratio: r, label: `r${r}` });
+  }
+  // Validate every press before the first run starts.
+  for (const r of runs) createPress(r.press, { ...o.pressOptions, budget: r.budget ?? undefined, ratio: r.ratio }, model.config);
+
+  const greedyOf = async (p: Prepared, press?: ReturnType<typeof createPress>) => {
+    const g = model.generate(p.ids, {
+      maxTokens: p.maxNew, temperature: 0, eosIds: p.stopIds, minTokens: p.minTokens, press, compressPrefix: p.contextTokens,
+    });
+    await g.complete();
+    return g;
+  };
+
+  const results: RunMetrics[] = [];
+  for (const r of runs) {
+    const dir = path.join(o.out, runName(o.dataset, name, r.press, r.label, o.protocol));
+    const metricsFile = path.join(dir, 'metrics.json');
+    if (fs.existsSync(metricsFile)) {
+      results.push(JSON.parse(fs.readFileSync(metricsFile, 'utf8')) as RunMetrics);
+      continue;
+    }
+    fs.mkdirSync(dir, { recursive: true });
+    const predFile = path.join(dir, 'predictions.jsonl');
+    const done = new Map<string, Prediction>();
+    if (fs.existsSync(predFile)) {
+      for (const line of fs.readFileSync(predFile, 'utf8').split('\n')) {
+        if (!line.trim()) continue;
+        try {
+          const p = JSON.parse(line) as Prediction;
+          done.set(p.id, p);
+        } catch {
+          // A line cut by a kill is redone.
+        }
+      }
+      // Rewrite without any torn last line before appending.
+      fs.writeFileSync(predFile, [...done.values()].map((p) => JSON.stringify(p) + '\n').join(''));
+    }
+    const press = createPress(r.press, { ...o.pressOptions, budget: r.budget ?? undefined, ratio: r.ratio }, model.config);
+    const t0 = performance.now();
+    for (const [k, p] of prepared.entries()) {
+      o.onProgress?.(path.basename(dir), k, prepared.length);
+      if (done.has(p.item.id)) continue;
+      const g = await greedyOf(p, press);
+      const s = g.stats!;
+      const pred: Prediction = {
+        id: p.item.id, prediction: g.text, answers: p.item.answers,
+        score: loglik ? 0 : scoreSample(o.dataset, g.text, p.item.answers, p.item.allClasses),
+        promptTokens: p.ids.length, keptKvBytes: s.promptKvBytes, fullKvBytes: s.promptFullKvBytes,
+        prefillMs: s.prefillMs, decodeMsPerToken: s.generatedTokens > 1 ? s.decodeMs / (s.generatedTokens - 1) : 0,
+      };
+      if (loglik) {
+        const cont = continuationIds(model.tokenizer, p.item.prompt, p.item.answers[0]).slice(0, loglikTokens);
+        const sc = model.scoreContinuation(p.ids, cont, { press, compressPrefix: p.contextTokens });
+        pred.logprob = sc.mean;
+        pred.score = sc.mean;
+        pred.keptKvBytes = sc.kvBytes;
+        pred.fullKvBytes = sc.kvFullBytes;
+        let ref = fullGreedy.get(p.item.id);
+        if (ref === undefined) {
+          ref = r.press === 'full' ? g.text : (await greedyOf(p)).text;
+          fullGreedy.set(p.item.id, ref);
+        }
+        pred.agreement = tokenF1(g.text, [ref]);
+      }
+      done.set(p.item.id, pred);
+      fs.appendFileSync(predFile, JSON.stringify(pred) + '\n');
+    }
+    o.onProgress?.(path.basename(dir), prepared.length, prepared.length);
+    const preds = prepared.map((p) => done.get(p.item.id)!);
+    const { mean, ci } = meanCi(preds.map((p) => p.score), loglik ? 1 : 100);
+    const m: RunMetrics = {
+      dataset: o.dataset, model: name, modelPath, press: r.press, budget: r.budget, ratio: r.ratio, protocol: o.protocol,
+      metric: loglik ? `loglik@${loglikTokens}` : info.metric, score: mean, n: preds.length, ci95: ci,
+      agreement: loglik ? meanCi(preds.map((p) => p.agreement ?? 0), 100).mean : undefined,
+      keptKvBytes: preds.reduce((a, p) => a + p.keptKvBytes, 0) / preds.length,
+      fullKvBytes: preds.reduce((a, p) => a + p.fullKvBytes, 0) / preds.length,
+      settings: { ...o.pressOptions, split: o.split, splitSeed: o.splitSeed, limit: o.limit, subset: o.subset, lengths: o.lengths, maxLength: o.maxLength, itemIds: preds.map((p) => p.id) },
+      timings: {
+        prefillMs: preds.reduce((a, p) => a + p.prefillMs, 0) / preds.length,
+        decodeMsPerToken: preds.reduce((a, p) => a + p.decodeMsPerToken, 0) / preds.length,
+        seconds: (performance.now() - t0) / 1000,
+      },
+      createdAt: new Date().toISOString(),
+    };
+    const tmp = `${metricsFile}.tmp-${process.pid}`;
+    fs.writeFileSync(tmp, JSON.stringify(m, null, 2) + '\n');
+    fs.renameSync(tmp, metricsFile);
+    results.push(m);
+  }
+  return results;
+}
