@@ -8,7 +8,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { loadModel } from '../src/engine.js';
 import { ModelGame, type GameSample } from '../src/game/model-game.js';
-import { buildSamples, readItems } from '../src/game/samples.js';
+import { buildSamples } from '../src/game/samples.js';
+import { loadEvalItems } from '../src/eval/datasets.js';
 import { coalitionToGrid, complement, type Coalition } from '../src/game/players.js';
 import { defaultSizes, drawCoalition } from '../src/game/sliced-shapley.js';
 import { maskPress } from '../src/press/registry.js';
@@ -27,8 +28,7 @@ const data = path.join(assets, 'data/retrieval-dev.jsonl');
 if (!fs.existsSync(modelDir)) { console.error(`${modelDir} not found`); process.exit(1); }
 
 const model = await loadModel(modelDir);
-const { items } = readItems(data);
-const picked = items.filter((it) => it.fields.task === 'passkey' && it.fields.length === length).slice(0, itemsN);
+const picked = loadEvalItems('retrieval', data).filter((it) => it.task === 'passkey' && it.length === length).slice(0, itemsN);
 const samples = buildSamples('retrieval', picked, model.tokenizer);
 const c = model.config;
 const n = c.numLayers * c.numKvHeads;

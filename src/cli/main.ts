@@ -8,6 +8,7 @@ import { registerGenerate } from './generate.js';
 import { registerInspect } from './inspect.js';
 import { registerScore } from './score.js';
 import { registerProfile } from './profile.js';
+import { registerEval } from './eval.js';
 import { registerHeadScores } from './head-scores.js';
 
 export async function main(argv: string[]): Promise<number> {
@@ -41,6 +42,7 @@ export async function main(argv: string[]): Promise<number> {
   registerInspect(program, run);
   registerScore(program, run);
   registerProfile(program, run);
+  registerEval(program, run);
   registerHeadScores(program, run);
   const override = (cmd: Command): void => { cmd.exitOverride(); cmd.commands.forEach(override); };
   program.commands.forEach(override);

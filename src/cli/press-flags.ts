@@ -21,11 +21,18 @@ export interface PressFlags {
   redistribute?: boolean;
 }
 
+/** `--press`, `--budget`, `--ratio` plus the tuning flags. */
 export function addPressFlags(cmd: Command): Command {
-  return cmd
+  cmd
     .option('--press <name>', `KV-cache press: ${PRESS_NAMES.join(', ')}`, 'full')
     .option('--budget <n>', 'average prompt tokens kept per KV head, window included')
-    .option('--ratio <r>', 'or keep this fraction (0, 1] of the prompt per head on average')
+    .option('--ratio <r>', 'or keep this fraction (0, 1] of the prompt per head on average');
+  return addPressTuningFlags(cmd);
+}
+
+/** The flags that tune presses (shared by commands that sweep presses and budgets themselves). */
+export function addPressTuningFlags(cmd: Command): Command {
+  return cmd
     .option('--window <w>', 'observation window, always kept', '8')
     .option('--pool <kind>', 'score pooling: max, avg or none', 'max')
     .option('--kernel <k>', 'pooling kernel size (odd)', '7')

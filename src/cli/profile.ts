@@ -8,7 +8,11 @@ import { CokvError } from '../errors.js';
 import { loadModel } from '../engine.js';
 import { modelFingerprint } from '../model/fingerprint.js';
 import { ModelGame, type UtilityKind } from '../game/model-game.js';
-import { GAME_TASKS, buildSamples, readItems, taskMetric, type GameTask } from '../game/samples.js';
+import { buildSamples, taskMetric } from '../game/samples.js';
+import { datasetInfo } from '../eval/datasets.js';
+import { dataFile, selectItems } from '../eval/runner.js';
+import { readTextFile } from '../eval/jsonl.js';
+import { createHash } from 'node:crypto';
 import { defaultSizes, exactShapley, exactSliced, valueSizes } from '../game/sliced-shapley.js';
 import { mergeProfiles, runProfiler } from '../game/profiler.js';
 import { readProfile, writeProfileAtomic, type ProfileSettings } from '../game/profile-file.js';
@@ -35,6 +39,10 @@ interface ProfileFlags {
   batch: string;
   limit?: string;
   subset?: string;
+  lengths?: string;
+  split: string;
+  splitSeed: string;
+  maxLength?: string;
   checkpointEvery?: string;
   sSideOnly?: boolean;
   sizeOrder: string;
@@ -50,8 +58,8 @@ export function registerProfile(program: Command, run: Run): void {
     .command('run', { isDefault: true })
     .description('estimate Sliced Shapley values of every (layer, KV head) on validation data')
     .requiredOption('--model <path>', 'model file or folder')
-    .requiredOption('--data <file>', 'validation data (jsonl with context, input, answers)')
-    .option('--task <name>', `prompt format and metric: ${GAME_TASKS.join(', ')}`, 'retrieval')
+    .requiredOption('--data <path>', 'dataset jsonl, or a folder with <task>.jsonl')
+    .option('--task <name>', 'dataset (prompt format and metric): retrieval, stories, a LongBench task, …', 'retrieval')
     .option('--utility <kind>', 'metric (greedy + task metric, the paper), loglik (teacher-forced answer log-prob) or kl', 'loglik')
     .option('--samples <n>', 'most samples (coalition pairs) per run', '256')
     .option('--sizes <list>', 'coalition sizes H (default n/8, n/4, 3n/8, n/2)')
@@ -61,11 +69,15 @@ export function registerProfile(program: Command, run: Run): void {
     .requiredOption('--out <file>', 'profile JSON (checkpointed atomically)')
     .option('--resume', 'continue the profile in --out')
     .option('--shard <i/k>', 'run only sample indices ≡ i (mod k); merge shards with `cokv profile merge`')
-    .option('--tolerance <t>', 'stop when the runs\' MAE is below this (default 1/n)')
+    .option('--tolerance <t>', 'stop when the runs\' MAE is below this (default |U(N) − U(∅)|/n, the paper\'s 1/n on a 0–1 scale)')
     .option('--max-new <n>', 'answer tokens scored (loglik, kl) or generated (metric)')
     .option('--batch <b>', 'coalitions per batched decode', '16')
-    .option('--limit <n>', 'use only the first n validation items')
-    .option('--subset <list>', 'keep items whose "task" field is in this list (e.g. passkey,multikey)')
+    .option('--split <part>', 'validation (15%, the default: profile on validation, report on test), test or all', 'validation')
+    .option('--split-seed <s>', 'seed of the validation/test split (the same as cokv eval\'s)', '0')
+    .option('--limit <n>', 'use only the first n items (after the split)')
+    .option('--subset <list>', 'keep items whose sub-task is listed (retrieval: passkey,multikey,kv)')
+    .option('--lengths <list>', 'keep items whose nominal length is listed (retrieval: 512,1024,2048)')
+    .option('--max-length <n>', 'LongBench middle truncation (default 8000, clipped to the context)')
     .option('--checkpoint-every <k>', 'samples per run between checkpoints')
     .option('--s-side-only', 'count only the S side of each sample (the reference code)')
     .option('--size-order <o>', 'round-robin or random', 'round-robin')
@@ -111,11 +123,12 @@ function parseList(flag: string, s: string): number[] {
 }
 
 async function profileRun(f: ProfileFlags): Promise<void> {
-  if (!(GAME_TASKS as readonly string[]).includes(f.task)) throw new CokvError(`--task: unknown task '${f.task}' (known: ${GAME_TASKS.join(', ')})`, 'flag');
+  datasetInfo(f.task);
   if (!['metric', 'loglik', 'kl'].includes(f.utility)) throw new CokvError(`--utility: '${f.utility}' must be metric, loglik or kl`, 'flag');
   if (!['round-robin', 'random'].includes(f.sizeOrder)) throw new CokvError(`--size-order: '${f.sizeOrder}' must be round-robin or random`, 'flag');
+  if (!['test', 'validation', 'all'].includes(f.split)) throw new CokvError(`--split: '${f.split}' must be validation, test or all`, 'flag');
   const utility = f.utility as UtilityKind;
-  const task = f.task as GameTask;
+  const task = f.task;
   const samplesMax = numberFlag('--samples', f.samples, { integer: true, min: 1 })!;
   const window = numberFlag('--window', f.window, { integer: true, min: 1 })!;
   const runs = numberFlag('--runs', f.runs, { integer: true, min: 1, max: 8 })!;
@@ -130,27 +143,26 @@ async function profileRun(f: ProfileFlags): Promise<void> {
     shard = { index: Number(m[1]), count: Number(m[2]) };
   }
 
-  const { items: all, hash } = readItems(f.data);
-  let items = all;
-  if (f.subset) {
-    const keep = new Set(f.subset.split(','));
-    items = items.filter((it) => keep.has(String(it.fields.task)));
-    if (items.length === 0) throw new CokvError(`--subset: no item of ${f.data} has a "task" in ${f.subset}`, 'flag');
-  }
-  if (limit) items = items.slice(0, limit);
-
+  const items = selectItems({
+    dataset: task, data: f.data, presses: [], budgets: [], pressOptions: {}, protocol: 'question-aware', out: '',
+    split: f.split as 'test' | 'validation' | 'all', splitSeed: numberFlag('--split-seed', f.splitSeed, { integer: true })!,
+    subset: f.subset?.split(',').map((x) => x.trim()), limit,
+    lengths: f.lengths?.split(',').map((x) => numberFlag('--lengths', x.trim(), { integer: true })!),
+  });
+  const hash = createHash('sha256').update(readTextFile(dataFile(f.data, task))).digest('hex').slice(0, 16);
   const model = await loadModel(f.model);
   const c = model.config;
   const n = c.numLayers * c.numKvHeads;
   const sizes = f.sizes ? [...new Set(parseList('--sizes', f.sizes))].sort((a, b) => a - b) : defaultSizes(n);
   for (const j of sizes) if (j < 1 || j > n - 1) throw new CokvError(`--sizes: ${j} is outside [1, ${n - 1}] for ${n} players`, 'flag');
-  const samples = buildSamples(task, items, model.tokenizer);
+  const maxLength = Math.min(numberFlag('--max-length', f.maxLength, { integer: true, min: 16 }) ?? 8000, c.contextLength - maxNew - 1);
+  const samples = buildSamples(task, items, model.tokenizer, maxLength);
   for (const s of samples) {
     if (s.promptIds.length >= c.contextLength) throw new CokvError(`--data: sample ${s.id} has ${s.promptIds.length} tokens, over the model's context ${c.contextLength}`, 'format');
     if (s.promptIds.length <= window) throw new CokvError(`--data: sample ${s.id} has ${s.promptIds.length} tokens, not more than the window ${window}`, 'format');
   }
   const game = new ModelGame(model, samples, {
-    utility, window, maxNew, batchSize: batch, score: taskMetric(task), stopAtNewline: task === 'retrieval',
+    utility, window, maxNew, batchSize: batch, score: taskMetric(task), stopAtNewline: datasetInfo(task).stopAtNewline,
   });
   const quiet = f.quiet ?? false;
 
@@ -185,10 +197,16 @@ async function profileRun(f: ProfileFlags): Promise<void> {
     dataFile: f.data, dataHash: hash, sampleIds: samples.map((s) => s.id), seed, runs,
   };
   if (!f.resume && fs.existsSync(f.out)) throw new CokvError(`--out ${f.out}: file exists (use --resume to continue it, or another --out)`, 'flag');
+  // The paper's criterion is MAE < 1/n for a utility on a 0–1 scale; scale it by the game's range U(N) − U(∅)
+  // so it means the same for log-likelihoods and KL.
+  const [uFull, uEmpty] = game.evaluate([new Uint8Array(n).fill(1), new Uint8Array(n)]);
+  const range = Math.abs(uFull - uEmpty) || 1;
+  const tolerance = numberFlag('--tolerance', f.tolerance, { min: 0 }) ?? range / n;
+  if (!quiet) process.stderr.write(`U(all heads full) = ${uFull.toPrecision(4)}, U(all window-only) = ${uEmpty.toPrecision(4)}; tolerance ${tolerance.toPrecision(3)}\n`);
   const bar = new ProgressBar('profile', quiet);
   const profile = await runProfiler(game, {
     settings, modelPath: f.model, maxSamples: samplesMax, out: f.out, resume: f.resume, shard,
-    tolerance: numberFlag('--tolerance', f.tolerance, { min: 0 }),
+    tolerance,
     checkpointEvery: numberFlag('--checkpoint-every', f.checkpointEvery, { integer: true, min: 1 }),
     onProgress: (p) => bar.update(p.samples, p.maxSamples,
       `${p.samplesPerSecond.toFixed(2)} samples/s | ETA ${formatDuration(p.etaSeconds)}${p.mae !== undefined ? ` | MAE ${p.mae.toPrecision(3)}` : ''}`),
@@ -198,7 +216,7 @@ async function profileRun(f: ProfileFlags): Promise<void> {
     const perSize = valueSizes(n, sizes, settings.sSideOnly).map((j, k) => `${j}:${Math.min(...profile.runStates[0].counts[k])}`).join(' ');
     process.stderr.write(
       `${profile.samples} samples per run (min count per size ${perSize}) | ${profile.converged ? 'converged' : 'not converged'}` +
-      `${profile.maeHistory.length ? ` (MAE ${profile.maeHistory[profile.maeHistory.length - 1].mae.toPrecision(3)}, tolerance ${(numberFlag('--tolerance', f.tolerance) ?? 1 / n).toPrecision(3)})` : ''}` +
+      `${profile.maeHistory.length ? ` (MAE ${profile.maeHistory[profile.maeHistory.length - 1].mae.toPrecision(3)}, tolerance ${tolerance.toPrecision(3)})` : ''}` +
       ` | ${profile.cost.prefills} prefills, ${profile.cost.decodeRows} decode rows, ${profile.cost.seconds.toFixed(1)} s → ${f.out}\n`,
     );
   }

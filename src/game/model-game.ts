@@ -27,6 +27,8 @@ export interface GameSample {
   answers: string[];
   /** Token ids of the reference answer (teacher forcing for `loglik`). */
   answerIds: number[];
+  /** Classification datasets: the label set. */
+  allClasses?: string[] | null;
 }
 
 export interface ModelGameOptions {
@@ -37,7 +39,7 @@ export interface ModelGameOptions {
   /** Coalitions per batched decode. */
   batchSize: number;
   /** For `metric`: score a prediction against the references, in [0, 1]. */
-  score?: (prediction: string, answers: string[]) => number;
+  score?: (prediction: string, answers: string[], allClasses?: string[] | null) => number;
   /** For `metric`: ids that end a generation. */
   stopIds?: Set<number>;
   /** For `metric`: also stop at the first token whose text contains a newline. */
@@ -234,7 +236,7 @@ export class ModelGame {
         else outs[b].push(next);
       }
     }
-    const answers = this.samples[i].answers;
-    return outs.map((ids) => this.opts.score!(m.tokenizer.decode(ids), answers));
+    const { answers, allClasses } = this.samples[i];
+    return outs.map((ids) => this.opts.score!(m.tokenizer.decode(ids), answers, allClasses));
   }
 }

@@ -1,58 +1,14 @@
 /**
- * Validation samples for the head game: prompt ids, references and the reference answer's token ids, built from a
- * jsonl data file by task:
- *  - `retrieval` (cokv-retrieval-tiny's format): BOS + context + "\n" + input; answer " <digits>"; exact match
- *    after stripping trailing punctuation; generation stops at a newline.
- *  - `stories` (stories260K): BOS + context; answer = the reference continuation; token F1.
- *  - `qa`: any jsonl with context/input/answers: BOS + context + "\n" + input; token F1.
+ * Validation samples for the head game, built from the evaluation datasets (src/eval): prompt ids (BOS + prompt
+ * for the retrieval suite and stories, the tokenizer's own rule plus middle truncation for LongBench), the
+ * references, the reference answer's token ids (for teacher forcing), and the dataset's metric.
  */
-import { createHash } from 'node:crypto';
-import fs from 'node:fs';
-import { CokvError } from '../errors.js';
 import type { Tokenizer } from '../model/tokenizer/types.js';
+import { datasetInfo } from '../eval/datasets.js';
+import { truncateMiddle } from '../eval/longbench.js';
+import { scoreSample } from '../eval/metrics.js';
+import type { EvalItem } from '../eval/retrieval.js';
 import type { GameSample } from './model-game.js';
-
-export const GAME_TASKS = ['retrieval', 'stories', 'qa'] as const;
-export type GameTask = (typeof GAME_TASKS)[number];
-
-export interface RawItem {
-  id: string;
-  context: string;
-  input: string;
-  answers: string[];
-  fields: Record<string, unknown>;
-}
-
-/** Read a jsonl data file; every line must be an object with `context` and a non-empty `answers` list. */
-export function readItems(file: string): { items: RawItem[]; hash: string } {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch {
-    throw new CokvError(`--data ${file}: cannot read the file`, 'file');
-  }
-  const hash = createHash('sha256').update(text).digest('hex').slice(0, 16);
-  const items: RawItem[] = [];
-  text.split('\n').forEach((line, i) => {
-    if (!line.trim()) return;
-    let o: Record<string, unknown>;
-    try {
-      o = JSON.parse(line) as Record<string, unknown>;
-    } catch {
-      throw new CokvError(`${file}:${i + 1}: not valid JSON`, 'format');
-    }
-    if (!o || typeof o !== 'object' || Array.isArray(o)) throw new CokvError(`${file}:${i + 1}: expected a JSON object`, 'format');
-    if (typeof o.context !== 'string') throw new CokvError(`${file}:${i + 1}: missing "context"`, 'format');
-    const answers = o.answers;
-    if (!Array.isArray(answers) || answers.length === 0 || !answers.every((a) => typeof a === 'string')) {
-      throw new CokvError(`${file}:${i + 1}: sample has no references ("answers" must be a non-empty list of strings)`, 'format');
-    }
-    const id = typeof o._id === 'string' ? o._id : typeof o.id === 'string' ? o.id : `line-${i + 1}`;
-    items.push({ id, context: o.context, input: typeof o.input === 'string' ? o.input : '', answers: answers as string[], fields: o });
-  });
-  if (items.length === 0) throw new CokvError(`--data ${file}: the file has no samples`, 'format');
-  return { items, hash };
-}
 
 /** Token ids of `continuation` as it follows `prefix` (so word-start spaces and merges come out as in context). */
 export function continuationIds(tok: Tokenizer, prefix: string, continuation: string): number[] {
@@ -60,42 +16,45 @@ export function continuationIds(tok: Tokenizer, prefix: string, continuation: st
   const b = tok.encode(prefix + continuation, { addSpecial: false });
   let same = 0;
   while (same < a.length && same < b.length && a[same] === b[same]) same++;
-  // A merge across the boundary changes the last prefix token; start from there.
-  return b.slice(Math.min(same, a.length));
+  return b.slice(same);
 }
 
-function withBos(tok: Tokenizer, ids: number[]): number[] {
-  return tok.bosId !== undefined && ids[0] !== tok.bosId ? [tok.bosId, ...ids] : ids;
+/** The reference answer text as the model should produce it right after the prompt. */
+export function answerText(dataset: string, item: EvalItem): string {
+  // The retrieval model answers " <digits>" (model card: a lone space token, then the digits).
+  return datasetInfo(dataset).family === 'retrieval' ? ` ${item.answers[0]}` : item.answers[0];
 }
 
-export function promptText(task: GameTask, item: RawItem): string {
-  if (task === 'stories') return item.context;
-  return item.input ? `${item.context}\n${item.input}` : item.context;
+/** Prompt ids: BOS + prompt for the synthetic suites; LongBench: the tokenizer's rule and middle truncation. */
+export function promptIdsFor(dataset: string, item: EvalItem, tok: Tokenizer, maxLength: number): number[] {
+  if (datasetInfo(dataset).family === 'longbench') return truncateMiddle(item.prompt, tok, maxLength).ids;
+  const ids = tok.encode(item.prompt, { addSpecial: false });
+  return tok.bosId !== undefined ? [tok.bosId, ...ids] : ids;
 }
 
-export function buildSamples(task: GameTask, items: RawItem[], tok: Tokenizer): GameSample[] {
-  return items.map((it) => {
-    const text = promptText(task, it);
-    const promptIds = withBos(tok, tok.encode(text, { addSpecial: false }));
-    const answer = task === 'retrieval' ? ` ${it.answers[0]}` : it.answers[0];
-    return { id: it.id, promptIds, answers: it.answers, answerIds: continuationIds(tok, text, answer) };
-  });
+export function buildSamples(dataset: string, items: EvalItem[], tok: Tokenizer, maxLength = 8000): GameSample[] {
+  return items.map((it) => ({
+    id: it.id,
+    promptIds: promptIdsFor(dataset, it, tok, maxLength),
+    answers: it.answers,
+    answerIds: continuationIds(tok, it.prompt, answerText(dataset, it)),
+    allClasses: it.allClasses,
+  }));
 }
 
-/** Exact match after trimming and stripping trailing punctuation (the retrieval model card's rule). */
-export function exactMatch(prediction: string, answers: string[]): number {
-  const norm = (s: string) => s.trim().replace(/[\s.,;:!?'"]+$/u, '').trim();
-  const p = norm(prediction);
-  return answers.some((a) => norm(a) === p) ? 1 : 0;
+/** The dataset's metric on a 0–1 scale, for the `metric` utility. */
+export function taskMetric(dataset: string): (prediction: string, answers: string[], allClasses?: string[] | null) => number {
+  return (prediction, answers, allClasses) => scoreSample(dataset, prediction, answers, allClasses);
 }
 
-/** Token F1 (multiset overlap of lowercase words), max over references. */
+/** Token F1 (multiset overlap of lowercase words), max over references: agreement between two continuations. */
 export function tokenF1(prediction: string, answers: string[]): number {
   const words = (s: string) => s.toLowerCase().replace(/[^\p{L}\p{N}\s]/gu, ' ').split(/\s+/).filter(Boolean);
   const p = words(prediction);
   let best = 0;
   for (const a of answers) {
     const g = words(a);
+    if (p.length === 0 && g.length === 0) return 1;
     const counts = new Map<string, number>();
     for (const w of g) counts.set(w, (counts.get(w) ?? 0) + 1);
     let common = 0;
@@ -110,6 +69,7 @@ export function tokenF1(prediction: string, answers: string[]): number {
   return best;
 }
 
-export function taskMetric(task: GameTask): (prediction: string, answers: string[]) => number {
-  return task === 'retrieval' ? exactMatch : tokenF1;
+/** Exact match after trimming and stripping trailing punctuation (the retrieval suite's metric), 0 or 1. */
+export function exactMatch(prediction: string, answers: string[]): number {
+  return scoreSample('retrieval', prediction, answers);
 }

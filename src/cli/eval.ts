@@ -1,0 +1,106 @@
+/** `cokv eval`: run presses × budgets on a dataset with the LongBench protocol; one folder per run. */
+import type { Command } from 'commander';
+import { CokvError } from '../errors.js';
+import { loadModel } from '../engine.js';
+import { datasetInfo } from '../eval/datasets.js';
+import { runEval, type Protocol } from '../eval/runner.js';
+import { addPressTuningFlags, pressOptionsFromFlags, type PressFlags } from './press-flags.js';
+import { ProgressBar } from './progress.js';
+import { numberFlag } from './util.js';
+
+interface EvalFlags extends PressFlags {
+  model: string;
+  data: string;
+  dataset: string;
+  presses: string;
+  budgets: string;
+  ratios?: string;
+  limit?: string;
+  split: string;
+  splitSeed: string;
+  subset?: string;
+  lengths?: string;
+  maxLength?: string;
+  protocol: string;
+  metric: string;
+  loglikTokens: string;
+  skipBadLines?: boolean;
+  out: string;
+  quiet?: boolean;
+  json?: boolean;
+}
+
+function numberList(flag: string, s: string | undefined, integer: boolean): number[] | undefined {
+  if (s === undefined) return undefined;
+  const parts = s.split(',').map((x) => x.trim()).filter(Boolean);
+  if (parts.length === 0) throw new CokvError(`${flag}: empty list`, 'flag');
+  return parts.map((x) => numberFlag(flag, x, { integer })!);
+}
+
+export function registerEval(program: Command, run: (fn: () => Promise<void>) => Promise<void>): void {
+  const cmd = program
+    .command('eval')
+    .description('score presses × budgets on a dataset (LongBench protocol); resumable, one folder per run')
+    .requiredOption('--model <path>', 'model file or folder')
+    .requiredOption('--data <path>', 'dataset jsonl, or a folder with <dataset>.jsonl')
+    .requiredOption('--dataset <name>', 'LongBench task name, retrieval, ruler, longeval or stories')
+    .option('--presses <list>', 'comma-separated presses', 'full,snapkv,pyramidkv,adakv,headkv,cokv')
+    .option('--budgets <list>', 'comma-separated budgets (tokens per KV head, window included)', '64,128,256,512,1024')
+    .option('--ratios <list>', 'also run these compression ratios (kept fraction of the prompt)')
+    .option('--limit <n>', 'only the first n items (after the split)')
+    .option('--split <part>', 'test (85%), validation (15%) or all', 'test')
+    .option('--split-seed <s>', 'seed of the validation/test split', '0')
+    .option('--subset <list>', 'keep items whose sub-task is listed (retrieval: passkey,multikey,kv,…)')
+    .option('--lengths <list>', 'keep items whose nominal length is listed (retrieval: 512,1024,2048)')
+    .option('--max-length <n>', 'LongBench middle truncation in tokens (default 8000, clipped to the context)')
+    .option('--protocol <p>', 'question-aware (the paper) or context-only (kvpress)', 'question-aware')
+    .option('--metric <m>', 'default (the dataset\'s metric) or loglik (teacher-forced reference log-prob + greedy agreement)', 'default')
+    .option('--loglik-tokens <n>', 'reference tokens scored by --metric loglik', '16')
+    .option('--skip-bad-lines', 'skip malformed jsonl lines with a warning instead of stopping')
+    .requiredOption('--out <dir>', 'results folder')
+    .option('--quiet', 'no progress output')
+    .option('--json', 'print the metrics of every run as JSON');
+  addPressTuningFlags(cmd).action((f: EvalFlags) => run(() => evalCommand(f)));
+}
+
+async function evalCommand(f: EvalFlags): Promise<void> {
+  datasetInfo(f.dataset);
+  if (!['test', 'validation', 'all'].includes(f.split)) throw new CokvError(`--split: '${f.split}' must be test, validation or all`, 'flag');
+  if (!['question-aware', 'context-only'].includes(f.protocol)) throw new CokvError(`--protocol: '${f.protocol}' must be question-aware or context-only`, 'flag');
+  if (!['default', 'loglik'].includes(f.metric)) throw new CokvError(`--metric: '${f.metric}' must be default or loglik`, 'flag');
+  const presses = f.presses.split(',').map((x) => x.trim()).filter(Boolean);
+  if (presses.length === 0) throw new CokvError('--presses: empty list', 'flag');
+  const budgets = numberList('--budgets', f.budgets, true)!;
+  const ratios = numberList('--ratios', f.ratios, false);
+  const model = await loadModel(f.model);
+  const bar = new ProgressBar('eval', f.quiet ?? false);
+  const results = await runEval(model, f.model, {
+    dataset: f.dataset, data: f.data, presses, budgets, ratios,
+    pressOptions: pressOptionsFromFlags({ ...f, budget: undefined, ratio: undefined }),
+    limit: numberFlag('--limit', f.limit, { integer: true, min: 1 }),
+    split: f.split as 'test' | 'validation' | 'all',
+    splitSeed: numberFlag('--split-seed', f.splitSeed, { integer: true })!,
+    subset: f.subset?.split(',').map((x) => x.trim()),
+    lengths: numberList('--lengths', f.lengths, true),
+    maxLength: numberFlag('--max-length', f.maxLength, { integer: true, min: 16 }),
+    protocol: f.protocol as Protocol,
+    metric: f.metric as 'default' | 'loglik',
+    loglikTokens: numberFlag('--loglik-tokens', f.loglikTokens, { integer: true, min: 1 }),
+    jsonl: { onBadLine: f.skipBadLines ? 'skip' : 'error' },
+    out: f.out,
+    onProgress: (name, done, total) => bar.update(done, total, name),
+  });
+  bar.finish();
+  if (f.json) {
+    process.stdout.write(JSON.stringify(results) + '\n');
+    return;
+  }
+  const full = results.find((r) => r.press === 'full');
+  const w = Math.max(...results.map((r) => r.press.length), 5);
+  process.stdout.write(`${'press'.padEnd(w)}  budget  ${results[0]?.metric ?? ''}  (n)   vs full   kept KV\n`);
+  for (const r of results) {
+    const b = r.budget ?? (r.ratio !== undefined ? `r${r.ratio}` : '-');
+    const rel = full && full.score !== 0 ? `${((100 * r.score) / full.score).toFixed(1)}%` : '';
+    process.stdout.write(`${r.press.padEnd(w)}  ${String(b).padStart(6)}  ${r.score.toFixed(2).padStart(7)} (${r.n})  ${rel.padStart(7)}  ${(100 * r.keptKvBytes / Math.max(1, r.fullKvBytes)).toFixed(1)}%\n`);
+  }
+}
