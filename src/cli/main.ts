@@ -9,7 +9,10 @@ import { registerInspect } from './inspect.js';
 import { registerScore } from './score.js';
 import { registerProfile } from './profile.js';
 import { registerEval } from './eval.js';
+import { registerNeedle } from './needle.js';
+import { registerBench } from './bench.js';
 import { registerHeadScores } from './head-scores.js';
+import { registerReport } from './report.js';
 
 export async function main(argv: string[]): Promise<number> {
   const verbose = argv.includes('--verbose');
@@ -43,7 +46,10 @@ export async function main(argv: string[]): Promise<number> {
   registerScore(program, run);
   registerProfile(program, run);
   registerEval(program, run);
+  registerNeedle(program, run);
+  registerBench(program, run);
   registerHeadScores(program, run);
+  registerReport(program, run);
   const override = (cmd: Command): void => { cmd.exitOverride(); cmd.commands.forEach(override); };
   program.commands.forEach(override);
   try {

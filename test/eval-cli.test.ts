@@ -1,0 +1,129 @@
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { asset, haveAssets, repoRoot, tmpDir } from './helpers.js';
+
+function cokv(...args: string[]): { code: number; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(repoRoot, 'src/cli/run.ts'), ...args], {
+    cwd: repoRoot, encoding: 'utf8', timeout: 120_000,
+  });
+  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+}
+
+const tiny = asset('models/cokv-retrieval-tiny');
+const data = asset('data/retrieval-dev.jsonl');
+const stories = asset('models/stories260K');
+const storiesData = asset('data/stories/stories-dev.jsonl');
+
+describe.skipIf(!haveAssets)('cokv eval / needle / bench', () => {
+  it('eval writes one folder per run with predictions and metrics, skips finished runs and resumes cut ones', () => {
+    const out = tmpDir();
+    const args = ['eval', '--model', tiny, '--data', data, '--dataset', 'retrieval', '--subset', 'passkey', '--lengths', '512',
+      '--split', 'all', '--limit', '2', '--presses', 'full,snapkv', '--budgets', '64', '--out', out, '--quiet', '--json'];
+    const r = cokv(...args);
+    expect(r.code, r.stderr).toBe(0);
+    const runs = JSON.parse(r.stdout);
+    expect(runs.map((m: { press: string }) => m.press)).toEqual(['full', 'snapkv']);
+    const dirs = fs.readdirSync(out).sort();
+    expect(dirs).toEqual(['retrieval__cokv-retrieval-tiny__full__full', 'retrieval__cokv-retrieval-tiny__snapkv__64']);
+    const m = JSON.parse(fs.readFileSync(path.join(out, dirs[1], 'metrics.json'), 'utf8'));
+    expect(m).toMatchObject({ dataset: 'retrieval', model: 'cokv-retrieval-tiny', press: 'snapkv', budget: 64, protocol: 'question-aware', metric: 'exact_match', n: 2 });
+    expect(m.keptKvBytes).toBeLessThan(m.fullKvBytes);
+    expect(m.keptKvBytes / m.fullKvBytes).toBeCloseTo(64 / 512, 1);
+    const preds = fs.readFileSync(path.join(out, dirs[1], 'predictions.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(preds).toHaveLength(2);
+    expect(Object.keys(preds[0])).toEqual(expect.arrayContaining(['id', 'prediction', 'answers', 'score', 'promptTokens', 'keptKvBytes']));
+    // Cut the snapkv run: drop its metrics and the last prediction (plus a torn line); the rerun redoes only that.
+    fs.rmSync(path.join(out, dirs[1], 'metrics.json'));
+    const file = path.join(out, dirs[1], 'predictions.jsonl');
+    fs.writeFileSync(file, JSON.stringify(preds[0]) + '\n{"id": "torn');
+    const again = cokv(...args);
+    expect(again.code, again.stderr).toBe(0);
+    const m2 = JSON.parse(fs.readFileSync(path.join(out, dirs[1], 'metrics.json'), 'utf8'));
+    expect(m2.score).toBe(m.score);
+    expect(fs.readFileSync(file, 'utf8').trim().split('\n')).toHaveLength(2);
+  });
+
+  it('eval --metric loglik on stories scores teacher-forced log-probs and greedy agreement, Full agrees with itself', () => {
+    const out = tmpDir();
+    const r = cokv('eval', '--model', stories, '--data', storiesData, '--dataset', 'stories', '--split', 'test', '--limit', '2',
+      '--presses', 'full,snapkv', '--budgets', '16', '--metric', 'loglik', '--out', out, '--quiet', '--json');
+    expect(r.code, r.stderr).toBe(0);
+    const [full, snap] = JSON.parse(r.stdout);
+    expect(full.metric).toBe('loglik@16');
+    expect(full.score).toBeLessThan(0);
+    expect(full.agreement).toBe(100);
+    expect(snap.keptKvBytes).toBeLessThan(full.keptKvBytes);
+    expect(snap.agreement).toBeGreaterThanOrEqual(0);
+    expect(snap.agreement).toBeLessThanOrEqual(100);
+  });
+
+  it('context-only protocol compresses the context alone and prefills the question uncompressed', () => {
+    const out = tmpDir();
+    const run = (protocol: string) => {
+      const r = cokv('eval', '--model', tiny, '--data', data, '--dataset', 'retrieval', '--subset', 'passkey', '--lengths', '512',
+        '--split', 'all', '--limit', '1', '--presses', 'snapkv', '--budgets', '64', '--protocol', protocol, '--out', out, '--quiet', '--json');
+      expect(r.code, r.stderr).toBe(0);
+      return JSON.parse(r.stdout)[0];
+    };
+    const qa = run('question-aware'), ctx = run('context-only');
+    expect(ctx.protocol).toBe('context-only');
+    expect(fs.readdirSync(out).sort()[0]).toMatch(/__ctx$/);
+    // Both keep 64 tokens per head of what they compress; context-only then adds the question's tokens to every
+    // head (4 layers × 4 KV heads × 32 dims × K and V × 4 bytes = 4096 bytes per token).
+    const extra = (ctx.keptKvBytes - qa.keptKvBytes) / 4096;
+    expect(Number.isInteger(extra)).toBe(true);
+    expect(extra).toBeGreaterThan(5);
+    expect(extra).toBeLessThan(64);
+  });
+
+  it('needle writes a depth × length grid; bench prints a table with Full as 1.0', () => {
+    const out = tmpDir();
+    const r = cokv('needle', '--model', tiny, '--haystack', asset('data/needle/PaulGrahamEssays'), '--lengths', '300', '--depths', '2',
+      '--presses', 'full', '--out', out, '--quiet',
+      '--needle', ' The pass key is 58213. Remember it. ', '--question', 'What is the pass key? The pass key is', '--answer', '58213',
+      '--template', '{context}\n{question}');
+    expect(r.code, r.stderr).toBe(0);
+    const grid = JSON.parse(fs.readFileSync(path.join(out, 'needle', 'cokv-retrieval-tiny__full__full.json'), 'utf8'));
+    expect(grid.depths).toEqual([0, 100]);
+    expect(grid.scores).toHaveLength(2);
+    const b = cokv('bench', '--model', tiny, '--lengths', '256', '--presses', 'full,snapkv', '--budgets', '32', '--decode', '2', '--out', out);
+    expect(b.code, b.stderr).toBe(0);
+    expect(b.stdout).toMatch(/\| 256 \| full \| - \|.*\| 1\.000 \|/);
+    const bench = JSON.parse(fs.readFileSync(path.join(out, 'bench', 'cokv-retrieval-tiny.json'), 'utf8'));
+    expect(bench.rows).toHaveLength(2);
+    expect(bench.rows[1].kvBytes).toBeLessThan(bench.rows[0].kvBytes);
+  });
+
+  describe('bad input: one line, exit 1', () => {
+    const dir = tmpDir();
+    const bad = path.join(dir, 'bad.jsonl');
+    fs.writeFileSync(bad, '{"context": "a", "input": "b", "answers": ["1"], "task": "passkey", "length": 512}\nnot json\n');
+    const asFile = path.join(dir, 'file.txt');
+    fs.writeFileSync(asFile, 'x');
+    const base = ['eval', '--model', tiny, '--presses', 'full', '--split', 'all', '--quiet'];
+    const cases: [string, string[], RegExp][] = [
+      ['unknown dataset', [...base, '--data', data, '--dataset', 'nope', '--out', dir], /unknown dataset 'nope'/],
+      ['budgets with a non-number', [...base, '--data', data, '--dataset', 'retrieval', '--budgets', '64,lots', '--out', dir], /--budgets: 'lots' is not a number/],
+      ['out is a file', [...base, '--data', data, '--dataset', 'retrieval', '--limit', '1', '--out', asFile], /is a file, not a folder/],
+      ['malformed line', [...base, '--data', bad, '--dataset', 'retrieval', '--out', dir], /bad\.jsonl:2: /],
+      ['missing data', [...base, '--data', path.join(dir, 'none.jsonl'), '--dataset', 'retrieval', '--out', dir], /no such file/],
+      ['bad protocol', [...base, '--data', data, '--dataset', 'retrieval', '--protocol', 'x', '--out', dir], /--protocol/],
+    ];
+    for (const [name, args, re] of cases) {
+      it(name, () => {
+        const r = cokv(...args);
+        expect(r.code).toBe(1);
+        expect(r.stderr).toMatch(re);
+        expect(r.stderr.trim().split('\n')).toHaveLength(1);
+      });
+    }
+    it('--skip-bad-lines goes on past a malformed line', () => {
+      const out = tmpDir();
+      const r = cokv(...base, '--data', bad, '--dataset', 'retrieval', '--out', out, '--skip-bad-lines');
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stderr).toMatch(/bad\.jsonl:2/);
+    });
+  });
+});
