@@ -40,6 +40,26 @@ export interface GenerateOptions extends SamplingOptions {
   compressPrefix?: number;
   /** EOS cannot end generation before this many tokens (transformers' min_new_tokens). */
   minTokens?: number;
+  /**
+   * Start from an already prefilled (and possibly compressed) cache of exactly these prompt ids, with the logits
+   * of the last prompt position (see `prefillShared` / `fromShared`); `press` and `compressPrefix` are then unused.
+   */
+  prefilled?: { cache: RaggedKVCache; logits: Float32Array; prefillMs?: number };
+}
+
+/**
+ * A full-cache prefill kept for reuse. Prefill attention is always full, so the hidden states — and every layer's
+ * keys, values and window queries — do not depend on the press: compressing a copy of this cache afterwards gives
+ * exactly the cache a press applied during prefill gives. Sweeps over presses and budgets prefill once.
+ */
+export interface SharedPrefill {
+  ids: number[];
+  cache: RaggedKVCache;
+  logits: Float32Array;
+  /** Per layer, the post-RoPE queries of the last `windowRows` prompt tokens. */
+  queries: Float32Array[];
+  windowRows: number;
+  prefillMs: number;
 }
 
 export interface GenerationChunk {
@@ -156,17 +176,22 @@ export class CokvModel {
    * their mean, plus the KV bytes held after the prefill.
    */
   scoreContinuation(
-    prompt: readonly number[], continuation: readonly number[], opts: { press?: Press; compressPrefix?: number } = {},
+    prompt: readonly number[], continuation: readonly number[],
+    opts: { press?: Press; compressPrefix?: number; prefilled?: { cache: RaggedKVCache; logits: Float32Array } } = {},
   ): { logProbs: number[]; mean: number; kvBytes: number; kvFullBytes: number } {
     if (continuation.length === 0) throw new CokvError('scoreContinuation: the continuation is empty', 'prompt');
     const ids = this.promptIds(prompt);
-    const cache = this.newCache(ids.length + continuation.length);
-    const k = opts.compressPrefix;
+    let cache: RaggedKVCache;
     let first: Float32Array;
-    if (k !== undefined && k > 0 && k < ids.length) {
+    const k = opts.compressPrefix;
+    if (opts.prefilled) {
+      ({ cache, logits: first } = opts.prefilled);
+    } else if (k !== undefined && k > 0 && k < ids.length) {
+      cache = this.newCache(ids.length + continuation.length);
       this.prefill(ids.slice(0, k), cache, opts.press, ids.length - k + continuation.length);
       first = this.transformer.forward(ids.slice(k), cache, { logits: 'last' }).slice();
     } else {
+      cache = this.newCache(ids.length + continuation.length);
       first = this.prefill(ids, cache, opts.press, continuation.length);
     }
     const kvBytes = cache.bytes();
@@ -185,6 +210,38 @@ export class CokvModel {
       for (let t = 1; t < continuation.length; t++) logProbs.push(logp(rest, (t - 1) * V, continuation[t]));
     }
     return { logProbs, mean: logProbs.reduce((a, b) => a + b, 0) / logProbs.length, kvBytes, kvFullBytes };
+  }
+
+  /** Prefill `ids` with the full cache and keep what presses need to compress copies of it later. */
+  prefillShared(ids: readonly number[], windowRows = 64): SharedPrefill {
+    const t0 = performance.now();
+    const cache = this.newCache(ids.length);
+    const rows = Math.min(windowRows, ids.length);
+    const qDim = this.config.numHeads * this.config.headDim;
+    const queries: Float32Array[] = [];
+    const logits = this.transformer.forward(ids, cache, {
+      logits: 'last',
+      onLayer: (ctx) => { queries[ctx.layer] = ctx.queries.slice((ctx.numTokens - rows) * qDim, ctx.numTokens * qDim); },
+    }).slice();
+    return { ids: [...ids], cache, logits, queries, windowRows: rows, prefillMs: performance.now() - t0 };
+  }
+
+  /**
+   * A compressed copy of a shared prefill (`press` undefined = full), with room for `reserve` more tokens; if
+   * `suffix` is given it is prefilled over the compressed cache (the context-only protocol) and its last logits
+   * are returned instead.
+   */
+  fromShared(shared: SharedPrefill, press: Press | undefined, reserve: number, suffix?: readonly number[]): { cache: RaggedKVCache; logits: Float32Array; prefillMs: number } {
+    const t0 = performance.now();
+    const cache = shared.cache.clone(reserve + (suffix?.length ?? 0));
+    if (press) {
+      for (let l = 0; l < this.config.numLayers; l++) {
+        press.compressLayer({ layer: l, queries: shared.queries[l], numTokens: shared.windowRows, startPosition: 0, cache }, reserve + (suffix?.length ?? 0));
+      }
+    }
+    let logits = shared.logits;
+    if (suffix && suffix.length > 0) logits = this.transformer.forward(suffix, cache, { logits: 'last' }).slice();
+    return { cache, logits, prefillMs: shared.prefillMs + performance.now() - t0 };
   }
 
   /** Apply the model's chat template to `messages` (with the assistant turn opened). */
@@ -241,14 +298,22 @@ export class CokvModel {
   private *run(
     g: Generation, ids: number[], room: number, maxTokens: number, eos: Set<number>, sampler: Sampler, opts: GenerateOptions,
   ): Generator<GenerationChunk> {
-    const cache = this.newCache(ids.length + room);
     const t0 = performance.now();
     const k = opts.compressPrefix;
     let logits: Float32Array;
-    if (k !== undefined && k > 0 && k < ids.length) {
+    let cache: RaggedKVCache;
+    let prefillMs: number | undefined;
+    if (opts.prefilled) {
+      ({ cache, logits } = opts.prefilled);
+      logits = logits.slice();
+      prefillMs = opts.prefilled.prefillMs;
+      if (cache.position !== ids.length) throw new Error(`prefilled cache holds ${cache.position} tokens, the prompt has ${ids.length}`);
+    } else if (k !== undefined && k > 0 && k < ids.length) {
+      cache = this.newCache(ids.length + room);
       this.prefill(ids.slice(0, k), cache, opts.press, room + ids.length - k);
       logits = this.transformer.forward(ids.slice(k), cache, { logits: 'last' }).slice();
     } else {
+      cache = this.newCache(ids.length + room);
       logits = this.prefill(ids, cache, opts.press, room);
     }
     const t1 = performance.now();
@@ -283,7 +348,7 @@ export class CokvModel {
     g.stats = {
       promptTokens: ids.length,
       generatedTokens: g.tokens.length,
-      prefillMs: t1 - t0,
+      prefillMs: prefillMs ?? t1 - t0,
       decodeMs,
       decodeTokensPerSecond: g.tokens.length > 1 ? ((g.tokens.length - 1) * 1000) / decodeMs : 0,
       kvBytes: cache.bytes(),

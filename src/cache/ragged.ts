@@ -78,6 +78,16 @@ export class HeadCache {
     this.length = indices.length;
   }
 
+  /** A copy holding the same entries, with room for `extra` more. */
+  clone(extra = 0): HeadCache {
+    const h = new HeadCache(this.headDim, this.length + extra);
+    h.keys.set(this.keys.subarray(0, this.length * this.headDim));
+    h.values.set(this.values.subarray(0, this.length * this.headDim));
+    h.positions.set(this.positions.subarray(0, this.length));
+    h.length = this.length;
+    return h;
+  }
+
   /** Bytes of K and V actually held (length × headDim × 2 × 4). */
   bytes(): number {
     return this.length * this.headDim * 2 * 4;
@@ -102,6 +112,14 @@ export class RaggedKVCache {
       for (let h = 0; h < numKvHeads; h++) row.push(new HeadCache(headDim, capacity));
       this.heads.push(row);
     }
+  }
+
+  /** A deep copy (each head with room for `extra` more entries). */
+  clone(extra = 0): RaggedKVCache {
+    const c = new RaggedKVCache(this.numLayers, this.numKvHeads, this.headDim);
+    for (let l = 0; l < this.numLayers; l++) for (let h = 0; h < this.numKvHeads; h++) c.heads[l][h] = this.heads[l][h].clone(extra);
+    c.position = this.position;
+    return c;
   }
 
   head(layer: number, kvHead: number): HeadCache {

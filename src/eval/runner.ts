@@ -180,7 +180,6 @@ export async function runEval(model: CokvModel, modelPath: string, o: EvalOption
   const name = modelName(modelPath);
   const loglik = o.metric === 'loglik';
   const loglikTokens = o.loglikTokens ?? 16;
-  const fullGreedy = new Map<string, string>();
 
   const runs: { press: string; budget: number | null; ratio?: number; label: string }[] = [];
   if (o.presses.includes('full')) runs.push({ press: 'full', budget: null, label: 'full' });
@@ -191,44 +190,62 @@ export async function runEval(model: CokvModel, modelPath: string, o: EvalOption
   // Validate every press before the first run starts.
   for (const r of runs) createPress(r.press, { ...o.pressOptions, budget: r.budget ?? undefined, ratio: r.ratio }, model.config);
 
-  const greedyOf = async (p: Prepared, press?: ReturnType<typeof createPress>) => {
-    const g = model.generate(p.ids, {
-      maxTokens: p.maxNew, temperature: 0, eosIds: p.stopIds, minTokens: p.minTokens, press, compressPrefix: p.contextTokens,
-    });
-    await g.complete();
-    return g;
-  };
-
-  const results: RunMetrics[] = [];
-  for (const r of runs) {
+  interface RunState {
+    press: string; budget: number | null; ratio?: number; dir: string; metricsFile: string; predFile: string;
+    instance: ReturnType<typeof createPress>; done: Map<string, Prediction>; finished?: RunMetrics; seconds: number;
+  }
+  const states: RunState[] = runs.map((r) => {
     const dir = path.join(o.out, runName(o.dataset, name, r.press, r.label, o.protocol));
     const metricsFile = path.join(dir, 'metrics.json');
+    const st: RunState = {
+      ...r, dir, metricsFile, predFile: path.join(dir, 'predictions.jsonl'), done: new Map(), seconds: 0,
+      instance: createPress(r.press, { ...o.pressOptions, budget: r.budget ?? undefined, ratio: r.ratio }, model.config),
+    };
     if (fs.existsSync(metricsFile)) {
-      results.push(JSON.parse(fs.readFileSync(metricsFile, 'utf8')) as RunMetrics);
-      continue;
+      st.finished = JSON.parse(fs.readFileSync(metricsFile, 'utf8')) as RunMetrics;
+      return st;
     }
     fs.mkdirSync(dir, { recursive: true });
-    const predFile = path.join(dir, 'predictions.jsonl');
-    const done = new Map<string, Prediction>();
-    if (fs.existsSync(predFile)) {
-      for (const line of fs.readFileSync(predFile, 'utf8').split('\n')) {
+    if (fs.existsSync(st.predFile)) {
+      for (const line of fs.readFileSync(st.predFile, 'utf8').split('\n')) {
         if (!line.trim()) continue;
         try {
           const p = JSON.parse(line) as Prediction;
-          done.set(p.id, p);
+          st.done.set(p.id, p);
         } catch {
           // A line cut by a kill is redone.
         }
       }
       // Rewrite without any torn last line before appending.
-      fs.writeFileSync(predFile, [...done.values()].map((p) => JSON.stringify(p) + '\n').join(''));
+      fs.writeFileSync(st.predFile, [...st.done.values()].map((p) => JSON.stringify(p) + '\n').join(''));
     }
-    const press = createPress(r.press, { ...o.pressOptions, budget: r.budget ?? undefined, ratio: r.ratio }, model.config);
-    const t0 = performance.now();
-    for (const [k, p] of prepared.entries()) {
-      o.onProgress?.(path.basename(dir), k, prepared.length);
-      if (done.has(p.item.id)) continue;
-      const g = await greedyOf(p, press);
+    return st;
+  });
+
+  // Item-major: one full prefill per item, shared by every press and budget (compressing a copy of it gives the
+  // same cache a press gives during prefill, since prefill attention is always full).
+  const windowRows = Math.max(64, o.pressOptions.window ?? 8);
+  const label = `${o.dataset} (${states.length} runs)`;
+  for (const [k, p] of prepared.entries()) {
+    o.onProgress?.(label, k, prepared.length);
+    const pending = states.filter((st) => !st.finished && !st.done.has(p.item.id));
+    if (pending.length === 0) continue;
+    const ctxOnly = p.contextTokens !== undefined;
+    const shared = model.prefillShared(ctxOnly ? p.ids.slice(0, p.contextTokens) : p.ids, windowRows);
+    const suffix = ctxOnly ? p.ids.slice(p.contextTokens) : undefined;
+    const reserve = Math.max(p.maxNew, loglikTokens) + 1;
+    let reference: string | undefined;
+    const greedy = async (press: ReturnType<typeof createPress>) => {
+      const g = model.generate(p.ids, {
+        maxTokens: p.maxNew, temperature: 0, eosIds: p.stopIds, minTokens: p.minTokens,
+        prefilled: model.fromShared(shared, press, reserve, suffix),
+      });
+      await g.complete();
+      return g;
+    };
+    for (const st of pending) {
+      const t0 = performance.now();
+      const g = await greedy(st.instance);
       const s = g.stats!;
       const pred: Prediction = {
         id: p.item.id, prediction: g.text, answers: p.item.answers,
@@ -238,26 +255,29 @@ export async function runEval(model: CokvModel, modelPath: string, o: EvalOption
       };
       if (loglik) {
         const cont = continuationIds(model.tokenizer, p.item.prompt, p.item.answers[0]).slice(0, loglikTokens);
-        const sc = model.scoreContinuation(p.ids, cont, { press, compressPrefix: p.contextTokens });
+        const sc = model.scoreContinuation(p.ids, cont, { prefilled: model.fromShared(shared, st.instance, reserve, suffix) });
         pred.logprob = sc.mean;
         pred.score = sc.mean;
-        pred.keptKvBytes = sc.kvBytes;
-        pred.fullKvBytes = sc.kvFullBytes;
-        let ref = fullGreedy.get(p.item.id);
-        if (ref === undefined) {
-          ref = r.press === 'full' ? g.text : (await greedyOf(p)).text;
-          fullGreedy.set(p.item.id, ref);
-        }
-        pred.agreement = tokenF1(g.text, [ref]);
+        reference ??= st.press === 'full' ? g.text : (await greedy(undefined)).text;
+        pred.agreement = tokenF1(g.text, [reference]);
       }
-      done.set(p.item.id, pred);
-      fs.appendFileSync(predFile, JSON.stringify(pred) + '\n');
+      st.done.set(p.item.id, pred);
+      fs.appendFileSync(st.predFile, JSON.stringify(pred) + '\n');
+      st.seconds += (performance.now() - t0) / 1000;
     }
-    o.onProgress?.(path.basename(dir), prepared.length, prepared.length);
-    const preds = prepared.map((p) => done.get(p.item.id)!);
+  }
+  o.onProgress?.(label, prepared.length, prepared.length);
+
+  const results: RunMetrics[] = [];
+  for (const st of states) {
+    if (st.finished) {
+      results.push(st.finished);
+      continue;
+    }
+    const preds = prepared.map((p) => st.done.get(p.item.id)!);
     const { mean, ci } = meanCi(preds.map((p) => p.score), loglik ? 1 : 100);
     const m: RunMetrics = {
-      dataset: o.dataset, model: name, modelPath, press: r.press, budget: r.budget, ratio: r.ratio, protocol: o.protocol,
+      dataset: o.dataset, model: name, modelPath, press: st.press, budget: st.budget, ratio: st.ratio, protocol: o.protocol,
       metric: loglik ? `loglik@${loglikTokens}` : info.metric, score: mean, n: preds.length, ci95: ci,
       agreement: loglik ? meanCi(preds.map((p) => p.agreement ?? 0), 100).mean : undefined,
       keptKvBytes: preds.reduce((a, p) => a + p.keptKvBytes, 0) / preds.length,
@@ -266,13 +286,13 @@ export async function runEval(model: CokvModel, modelPath: string, o: EvalOption
       timings: {
         prefillMs: preds.reduce((a, p) => a + p.prefillMs, 0) / preds.length,
         decodeMsPerToken: preds.reduce((a, p) => a + p.decodeMsPerToken, 0) / preds.length,
-        seconds: (performance.now() - t0) / 1000,
+        seconds: st.seconds,
       },
       createdAt: new Date().toISOString(),
     };
-    const tmp = `${metricsFile}.tmp-${process.pid}`;
+    const tmp = `${st.metricsFile}.tmp-${process.pid}`;
     fs.writeFileSync(tmp, JSON.stringify(m, null, 2) + '\n');
-    fs.renameSync(tmp, metricsFile);
+    fs.renameSync(tmp, st.metricsFile);
     results.push(m);
   }
   return results;
