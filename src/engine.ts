@@ -10,7 +10,7 @@
  */
 import { TsBackend } from './backend/ts.js';
 import type { Backend } from './backend/types.js';
-import { RaggedKVCache } from './cache/ragged.js';
+import { RaggedKVCache, type KvDType } from './cache/ragged.js';
 import { CokvError } from './errors.js';
 import type { ModelConfig } from './model/config.js';
 import { Transformer, type LayerPrefillContext } from './model/forward.js';
@@ -40,6 +40,8 @@ export interface GenerateOptions extends SamplingOptions {
   compressPrefix?: number;
   /** EOS cannot end generation before this many tokens (transformers' min_new_tokens). */
   minTokens?: number;
+  /** KV storage: 'f32' (default) or 'f16' (half the bytes). */
+  kvDtype?: KvDType;
   /**
    * Start from an already prefilled (and possibly compressed) cache of exactly these prompt ids, with the logits
    * of the last prompt position (see `prefillShared` / `fromShared`); `press` and `compressPrefix` are then unused.
@@ -156,9 +158,9 @@ export class CokvModel {
   }
 
   /** A fresh, empty cache for this model. */
-  newCache(capacity = 0): RaggedKVCache {
+  newCache(capacity = 0, dtype: KvDType = 'f32'): RaggedKVCache {
     const c = this.config;
-    return new RaggedKVCache(c.numLayers, c.numKvHeads, c.headDim, capacity);
+    return new RaggedKVCache(c.numLayers, c.numKvHeads, c.headDim, capacity, dtype);
   }
 
   /**
@@ -213,9 +215,9 @@ export class CokvModel {
   }
 
   /** Prefill `ids` with the full cache and keep what presses need to compress copies of it later. */
-  prefillShared(ids: readonly number[], windowRows = 64): SharedPrefill {
+  prefillShared(ids: readonly number[], windowRows = 64, dtype: KvDType = 'f32'): SharedPrefill {
     const t0 = performance.now();
-    const cache = this.newCache(ids.length);
+    const cache = this.newCache(ids.length, dtype);
     const rows = Math.min(windowRows, ids.length);
     const qDim = this.config.numHeads * this.config.headDim;
     const queries: Float32Array[] = [];
@@ -309,11 +311,11 @@ export class CokvModel {
       prefillMs = opts.prefilled.prefillMs;
       if (cache.position !== ids.length) throw new Error(`prefilled cache holds ${cache.position} tokens, the prompt has ${ids.length}`);
     } else if (k !== undefined && k > 0 && k < ids.length) {
-      cache = this.newCache(ids.length + room);
+      cache = this.newCache(ids.length + room, opts.kvDtype);
       this.prefill(ids.slice(0, k), cache, opts.press, room + ids.length - k);
       logits = this.transformer.forward(ids.slice(k), cache, { logits: 'last' }).slice();
     } else {
-      cache = this.newCache(ids.length + room);
+      cache = this.newCache(ids.length + room, opts.kvDtype);
       logits = this.prefill(ids, cache, opts.press, room);
     }
     const t1 = performance.now();

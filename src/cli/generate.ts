@@ -20,6 +20,7 @@ interface GenerateFlags extends PressFlags {
   seed?: string;
   stop: string[];
   json?: boolean;
+  kvDtype?: string;
 }
 
 export function registerGenerate(program: Command, run: (fn: () => Promise<void>) => Promise<void>): void {
@@ -39,6 +40,7 @@ export function registerGenerate(program: Command, run: (fn: () => Promise<void>
     .option('--repetition-penalty <r>', 'penalise tokens already seen (1 = off)')
     .option('--seed <s>', 'sampling seed')
     .option('--stop <str>', 'stop string (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .option('--kv-dtype <t>', 'KV cache storage: f32 or f16', 'f32')
     .option('--json', 'print one JSON object (text, tokens, stats) instead of streaming');
   addPressFlags(cmd).action((flags: GenerateFlags) => run(() => generateCommand(flags)));
 }
@@ -66,6 +68,8 @@ async function generateCommand(f: GenerateFlags): Promise<void> {
     seed: numberFlag('--seed', f.seed, { integer: true }),
     stop: f.stop,
   };
+  if (f.kvDtype !== undefined && f.kvDtype !== 'f32' && f.kvDtype !== 'f16') throw new CokvError(`--kv-dtype: '${f.kvDtype}' must be f32 or f16`, 'flag');
+  opts.kvDtype = (f.kvDtype ?? 'f32') as 'f32' | 'f16';
   const model = await loadModel(f.model);
   opts.press = pressFromFlags(f, model.config);
   const gen = f.chat

@@ -33,6 +33,7 @@ export class CoalitionBatch implements KvAttention {
   ) {
     this.batch = coalitions.length;
     this.promptLength = prompt.head(0, 0).length;
+    if (prompt.dtype !== 'f32') throw new Error('coalition batches need an F32 prompt cache');
     const { numLayers: Ln, numKvHeads: G, headDim: hd } = c;
     this.genK = new Float32Array(this.batch * Ln * G * maxNew * hd);
     this.genV = new Float32Array(this.batch * Ln * G * maxNew * hd);
@@ -83,7 +84,7 @@ export class CoalitionBatch implements KvAttention {
         for (let j = 0; j < group; j++) {
           const off = r * qDim + (g * group + j) * hd;
           attendSegments(q, off, hd, scale, out, off, this.scores,
-            head.keys, head.values, start, this.promptLength, this.genK, this.genV, first, first + this.generated + t + 1);
+            head.keys as Float32Array, head.values as Float32Array, start, this.promptLength, this.genK, this.genV, first, first + this.generated + t + 1);
         }
       }
     }

@@ -105,6 +105,7 @@ export async function runProfiler(game: Game, o: ProfilerOptions): Promise<Profi
   const records: SampleRecord[][] = Array.from({ length: s.runs }, () => []);
   let maeHistory: ProfileFile['maeHistory'] = [];
   let createdAt: string | undefined;
+  let prevConverged = false;
   const baseCost = { seconds: 0, prefills: 0, prefillTokens: 0, decodeRows: 0, coalitionEvaluations: 0 };
 
   if (o.resume && o.out && fs.existsSync(o.out)) {
@@ -117,6 +118,7 @@ export async function runProfiler(game: Game, o: ProfilerOptions): Promise<Profi
     prev.runStates.forEach((rs, r) => records[r].push(...recordsFromJson(rs.records, n)));
     maeHistory = prev.maeHistory;
     createdAt = prev.createdAt;
+    prevConverged = prev.converged;
     Object.assign(baseCost, prev.cost);
   }
 
@@ -126,7 +128,11 @@ export async function runProfiler(game: Game, o: ProfilerOptions): Promise<Profi
   let done = records[0].length;
   const startDone = done;
   let converged = false;
-  let profile = buildProfile(s, o.modelPath, records, { maeHistory, createdAt, shard: shardLabel(o.shard) });
+  // What is returned when nothing is left to do (a resumed profile that already has maxSamples): the file's own
+  // cost and convergence, not zeros.
+  let profile = buildProfile(s, o.modelPath, records, {
+    maeHistory, createdAt, shard: shardLabel(o.shard), cost: { ...baseCost }, converged: prevConverged,
+  });
   const currentCost = () => {
     const g = game.cost ?? { seconds: (performance.now() - t0) / 1000, prefills: 0, prefillTokens: 0, decodeRows: 0, coalitionEvaluations: 0 };
     return {

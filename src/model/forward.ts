@@ -84,6 +84,8 @@ export function attendSegments(
 class CacheAttention implements KvAttention {
   private scores = new Float32Array(0);
   private readonly empty = new Float32Array(0);
+  private kScratch: Float32Array = new Float32Array(0);
+  private vScratch: Float32Array = new Float32Array(0);
   /** Set before each forward (the object is reused so decode allocates nothing). */
   cache!: RaggedKVCache;
   start = 0;
@@ -99,12 +101,15 @@ class CacheAttention implements KvAttention {
       for (let t = 0; t < T; t++) head.append(k, t * kvDim + g * hd, v, t * kvDim + g * hd, this.start + t);
       const base = head.length - T;
       if (this.scores.length < head.length) this.scores = new Float32Array(head.length * 2);
+      // F16 caches are widened once per head and step into reused scratch (F32 ones are read in place).
+      const keys = head.keysF32(this.kScratch), values = head.valuesF32(this.vScratch);
+      if (head.dtype !== 'f32') { this.kScratch = keys; this.vScratch = values; }
       for (let j = 0; j < group; j++) {
         const qh = g * group + j;
         for (let t = 0; t < T; t++) {
           const off = t * qDim + qh * hd;
           attendSegments(q, off, hd, scale, out, off, this.scores,
-            head.keys, head.values, 0, base + t + 1, this.empty, this.empty, 0, 0);
+            keys, values, 0, base + t + 1, this.empty, this.empty, 0, 0);
         }
       }
     }

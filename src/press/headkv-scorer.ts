@@ -51,14 +51,14 @@ export function retrievalHeadScores(model: CokvModel, o: HeadScoreOptions): numb
       logits: 'none',
       onLayer: (ctx) => {
         for (let h = 0; h < c.numHeads; h++) {
-          const head = ctx.cache.head(ctx.layer, Math.floor(h / group));
+          const keys = ctx.cache.head(ctx.layer, Math.floor(h / group)).keysF32();
           // Rows reading repeat token t (t = 0..K−2) should look at the source of token t+1.
           for (let t = 0; t < needle.length - 1; t++) {
             const row = repeatAt + t;
             let best = -Infinity, arg = -1;
             for (let j = 0; j <= row; j++) {
               let sc = 0;
-              for (let i = 0; i < hd; i++) sc += ctx.queries[row * qDim + h * hd + i] * head.keys[j * hd + i];
+              for (let i = 0; i < hd; i++) sc += ctx.queries[row * qDim + h * hd + i] * keys[j * hd + i];
               if (sc > best) { best = sc; arg = j; }
             }
             if (arg === needleAt + t + 1) hits[ctx.layer][h] += 1 / (needle.length - 1);

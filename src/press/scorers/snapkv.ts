@@ -32,6 +32,7 @@ export function snapkvScores(ctx: LayerPrefillContext, o: SnapKvScoreOptions): F
   const out: Float32Array[] = [];
   for (let g = 0; g < numKvHeads; g++) {
     const head = cache.head(ctx.layer, g);
+    const keys = head.keysF32();
     const L = head.length;
     const n = L - w;
     const agg = new Float64Array(n);
@@ -48,7 +49,7 @@ export function snapkvScores(ctx: LayerPrefillContext, o: SnapKvScoreOptions): F
         for (let k = 0; k < visible; k++) {
           let s = 0;
           const ko = k * hd;
-          for (let d = 0; d < hd; d++) s += ctx.queries[qo + d] * head.keys[ko + d];
+          for (let d = 0; d < hd; d++) s += ctx.queries[qo + d] * keys[ko + d];
           s = Math.fround(s * scale);
           logits[k] = s;
           if (s > max) max = s;
