@@ -65,7 +65,7 @@ export function registerProfile(program: Command, run: Run): void {
     .option('--sizes <list>', 'coalition sizes H (default n/8, n/4, 3n/8, n/2)')
     .option('--window <w>', 'tokens a masked head keeps', '8')
     .option('--runs <r>', 'independent estimates run side by side (convergence = their MAE)', '2')
-    .option('--seed <s>', 'seed of the first run (run r uses seed + r)', '1')
+    .option('--seed <s>', 'seed; run r draws sample k from a generator seeded by (seed, r, k)', '1')
     .requiredOption('--out <file>', 'profile JSON (checkpointed atomically)')
     .option('--resume', 'continue the profile in --out')
     .option('--shard <i/k>', 'run only sample indices ≡ i (mod k); merge shards with `cokv profile merge`')

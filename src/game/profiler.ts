@@ -71,7 +71,7 @@ export function buildProfile(
   settings: ProfileSettings, modelPath: string, records: SampleRecord[][], extra: Partial<ProfileFile> = {},
 ): ProfileFile {
   const n = settings.shape[0] * settings.shape[1];
-  const runStates = records.map((r, run) => runState(run, settings.seed + run, r, settings, n));
+  const runStates = records.map((r, run) => runState(run, settings.seed, r, settings, n));
   const flat = runStates.map((rs) => rs.values.flat());
   const mean = flat[0].map((_, i) => flat.reduce((s, v) => s + v[i], 0) / flat.length);
   const now = new Date().toISOString();
