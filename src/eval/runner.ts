@@ -39,6 +39,8 @@ export interface EvalOptions {
   /** `loglik`: score = mean log-prob of the first `loglikTokens` reference tokens, plus greedy agreement. */
   metric?: 'default' | 'loglik';
   loglikTokens?: number;
+  /** KV storage type of every run (default f32). */
+  kvDtype?: 'f32' | 'f16';
   out: string;
   jsonl?: JsonlOptions;
   onProgress?: (runName: string, done: number, total: number) => void;
@@ -92,9 +94,9 @@ export function modelName(modelPath: string): string {
   return path.basename(modelPath.replace(/[/\\]+$/, '')).replace(/\.(gguf|bin|safetensors)$/, '');
 }
 
-function runName(dataset: string, model: string, press: string, budget: string, protocol: Protocol): string {
+function runName(dataset: string, model: string, press: string, budget: string, protocol: Protocol, kvDtype = 'f32'): string {
   const safe = (s: string) => s.replace(/[^A-Za-z0-9._-]+/g, '-');
-  return [dataset, model, press, budget].map(safe).join('__') + (protocol === 'context-only' ? '__ctx' : '');
+  return [dataset, model, press, budget].map(safe).join('__') + (protocol === 'context-only' ? '__ctx' : '') + (kvDtype === 'f16' ? '__f16' : '');
 }
 
 /** Resolve the data file for a dataset: the file itself, or `<dir>/<dataset>.jsonl`. */
@@ -195,7 +197,7 @@ export async function runEval(model: CokvModel, modelPath: string, o: EvalOption
     instance: ReturnType<typeof createPress>; done: Map<string, Prediction>; finished?: RunMetrics; seconds: number;
   }
   const states: RunState[] = runs.map((r) => {
-    const dir = path.join(o.out, runName(o.dataset, name, r.press, r.label, o.protocol));
+    const dir = path.join(o.out, runName(o.dataset, name, r.press, r.label, o.protocol, o.kvDtype));
     const metricsFile = path.join(dir, 'metrics.json');
     const st: RunState = {
       ...r, dir, metricsFile, predFile: path.join(dir, 'predictions.jsonl'), done: new Map(), seconds: 0,
@@ -231,7 +233,7 @@ export async function runEval(model: CokvModel, modelPath: string, o: EvalOption
     const pending = states.filter((st) => !st.finished && !st.done.has(p.item.id));
     if (pending.length === 0) continue;
     const ctxOnly = p.contextTokens !== undefined;
-    const shared = model.prefillShared(ctxOnly ? p.ids.slice(0, p.contextTokens) : p.ids, windowRows);
+    const shared = model.prefillShared(ctxOnly ? p.ids.slice(0, p.contextTokens) : p.ids, windowRows, o.kvDtype ?? 'f32');
     const suffix = ctxOnly ? p.ids.slice(p.contextTokens) : undefined;
     const reserve = Math.max(p.maxNew, loglikTokens) + 1;
     let reference: string | undefined;
@@ -282,7 +284,7 @@ export async function runEval(model: CokvModel, modelPath: string, o: EvalOption
       agreement: loglik ? meanCi(preds.map((p) => p.agreement ?? 0), 100).mean : undefined,
       keptKvBytes: preds.reduce((a, p) => a + p.keptKvBytes, 0) / preds.length,
       fullKvBytes: preds.reduce((a, p) => a + p.fullKvBytes, 0) / preds.length,
-      settings: { ...o.pressOptions, split: o.split, splitSeed: o.splitSeed, limit: o.limit, subset: o.subset, lengths: o.lengths, maxLength: o.maxLength, itemIds: preds.map((p) => p.id) },
+      settings: { ...o.pressOptions, kvDtype: o.kvDtype ?? 'f32', split: o.split, splitSeed: o.splitSeed, limit: o.limit, subset: o.subset, lengths: o.lengths, maxLength: o.maxLength, itemIds: preds.map((p) => p.id) },
       timings: {
         prefillMs: preds.reduce((a, p) => a + p.prefillMs, 0) / preds.length,
         decodeMsPerToken: preds.reduce((a, p) => a + p.decodeMsPerToken, 0) / preds.length,
