@@ -1,0 +1,31 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Command } from 'commander';
+import { CokvError } from '../errors.js';
+import { buildReport } from '../eval/report.js';
+
+export function registerReport(program: Command, run: (fn: () => Promise<void>) => Promise<void>): void {
+  program
+    .command('report')
+    .description('write one self-contained HTML report (charts and tables) from an eval results folder')
+    .argument('<dir>', 'results folder: <dataset>__<model>__<press>__<budget>/metrics.json, summary.json, profiles/, needle/, bench/')
+    .option('--out <file>', 'HTML file to write (default: <dir>/report.html)')
+    .action((dir: string, flags: { out?: string }) => run(async () => reportCommand(dir, flags)));
+}
+
+function reportCommand(dir: string, flags: { out?: string }): void {
+  const out = flags.out ?? path.join(dir, 'report.html');
+  const folder = path.dirname(path.resolve(out));
+  if (!fs.existsSync(folder) || !fs.statSync(folder).isDirectory()) throw new CokvError(`--out ${out}: folder ${folder} does not exist`, 'file');
+  if (fs.existsSync(out) && fs.statSync(out).isDirectory()) throw new CokvError(`--out ${out}: is a folder`, 'file');
+  const html = buildReport(dir);
+  const tmp = `${out}.tmp-${process.pid}`;
+  try {
+    fs.writeFileSync(tmp, html);
+    fs.renameSync(tmp, out);
+  } catch (e) {
+    fs.rmSync(tmp, { force: true });
+    throw new CokvError(`--out ${out}: cannot write the file (${(e as Error).message})`, 'file');
+  }
+  process.stderr.write(`wrote ${out} (${(Buffer.byteLength(html) / 1024).toFixed(0)} KiB)\n`);
+}
