@@ -25,6 +25,7 @@ interface EvalFlags extends PressFlags {
   metric: string;
   loglikTokens: string;
   skipBadLines?: boolean;
+  kvDtype: string;
   out: string;
   quiet?: boolean;
   json?: boolean;
@@ -56,6 +57,7 @@ export function registerEval(program: Command, run: (fn: () => Promise<void>) =>
     .option('--protocol <p>', 'question-aware (the paper) or context-only (kvpress)', 'question-aware')
     .option('--metric <m>', 'default (the dataset\'s metric) or loglik (teacher-forced reference log-prob + greedy agreement)', 'default')
     .option('--loglik-tokens <n>', 'reference tokens scored by --metric loglik', '16')
+    .option('--kv-dtype <t>', 'KV cache storage: f32 or f16', 'f32')
     .option('--skip-bad-lines', 'skip malformed jsonl lines with a warning instead of stopping')
     .requiredOption('--out <dir>', 'results folder')
     .option('--quiet', 'no progress output')
@@ -68,6 +70,7 @@ async function evalCommand(f: EvalFlags): Promise<void> {
   if (!['test', 'validation', 'all'].includes(f.split)) throw new CokvError(`--split: '${f.split}' must be test, validation or all`, 'flag');
   if (!['question-aware', 'context-only'].includes(f.protocol)) throw new CokvError(`--protocol: '${f.protocol}' must be question-aware or context-only`, 'flag');
   if (!['default', 'loglik'].includes(f.metric)) throw new CokvError(`--metric: '${f.metric}' must be default or loglik`, 'flag');
+  if (!['f32', 'f16'].includes(f.kvDtype)) throw new CokvError(`--kv-dtype: '${f.kvDtype}' must be f32 or f16`, 'flag');
   const presses = f.presses.split(',').map((x) => x.trim()).filter(Boolean);
   if (presses.length === 0) throw new CokvError('--presses: empty list', 'flag');
   const budgets = numberList('--budgets', f.budgets, true)!;
@@ -86,6 +89,7 @@ async function evalCommand(f: EvalFlags): Promise<void> {
     protocol: f.protocol as Protocol,
     metric: f.metric as 'default' | 'loglik',
     loglikTokens: numberFlag('--loglik-tokens', f.loglikTokens, { integer: true, min: 1 }),
+    kvDtype: f.kvDtype as 'f32' | 'f16',
     jsonl: { onBadLine: f.skipBadLines ? 'skip' : 'error' },
     out: f.out,
     onProgress: (name, done, total) => bar.update(done, total, name),

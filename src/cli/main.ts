@@ -11,6 +11,7 @@ import { registerProfile } from './profile.js';
 import { registerEval } from './eval.js';
 import { registerNeedle } from './needle.js';
 import { registerBench } from './bench.js';
+import { registerExperiment } from './experiment.js';
 import { registerHeadScores } from './head-scores.js';
 import { registerReport } from './report.js';
 
@@ -48,6 +49,7 @@ export async function main(argv: string[]): Promise<number> {
   registerEval(program, run);
   registerNeedle(program, run);
   registerBench(program, run);
+  registerExperiment(program, run);
   registerHeadScores(program, run);
   registerReport(program, run);
   const override = (cmd: Command): void => { cmd.exitOverride(); cmd.commands.forEach(override); };

@@ -1110,3 +1110,12 @@ ${sections.map((s) => `<section id="${s.id}"><h2>${esc(s.title)}</h2>${s.body}</
 </main></body></html>
 `;
 }
+
+/**
+ * A chart as a standalone .svg file (for docs): the report's stylesheet (light and dark palettes) goes inside the
+ * SVG, with a background so it reads on any page.
+ */
+export function standaloneSvg(svg: string): string {
+  const open = svg.indexOf('>') + 1;
+  return `${svg.slice(0, open)}<style>${CSS}svg{background:var(--bg)}</style>${svg.slice(open)}`;
+}

@@ -1,0 +1,379 @@
+/**
+ * The results pipeline (issue #8): every experiment is one seeded, resumable step that writes under `results/`.
+ * Profiles and head scores are computed on validation items only; every score comes from test items.
+ *
+ *   profiles     CoKV profiles (Sliced Shapley, loglik utility, 2 runs) and HeadKV retrieval-head scores
+ *   budget       score vs budget for all presses, both protocols (question-aware, context-only), and ratios
+ *   masking      keep the full cache only for the k highest- vs k lowest-valued heads
+ *   estimator    convergence of two runs, exact Shapley by enumeration (16 players), cost vs the naive loop
+ *   sensitivity  α, window and utility choice
+ *   quant        CoKV with F16 KV storage at the same bytes as F32
+ *   summary      results/summary.json + results/results.md + figures (SVG)
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { main } from '../cli/main.js';
+import { loadModel, type CokvModel } from '../engine.js';
+import { CokvError } from '../errors.js';
+import { loadEvalItems, splitItems } from '../eval/datasets.js';
+import { scoreSample } from '../eval/metrics.js';
+import { runEval, type RunMetrics } from '../eval/runner.js';
+import { readProfile } from '../game/profile-file.js';
+import { compareValues, topK } from '../game/compare.js';
+import { ModelGame } from '../game/model-game.js';
+import { buildSamples, promptIdsFor } from '../game/samples.js';
+import { exactShapley, exactSliced, defaultSizes } from '../game/sliced-shapley.js';
+import { coalitionToGrid } from '../game/players.js';
+import { Rng } from '../generate/rng.js';
+import { mixSeed } from '../game/sliced-shapley.js';
+import { maskPress } from '../press/registry.js';
+import { datasetInfo } from '../eval/datasets.js';
+import { lineChart, standaloneSvg, type LineSeries } from '../eval/report.js';
+
+export const EXPERIMENTS = ['profiles', 'budget', 'masking', 'estimator', 'sensitivity', 'quant', 'summary'] as const;
+export type ExperimentName = (typeof EXPERIMENTS)[number];
+
+export interface ExperimentOptions {
+  quick: boolean;
+  out: string;
+  assets: string;
+  seed: number;
+  log: (msg: string) => void;
+}
+
+const PRESSES = ['full', 'streaming', 'snapkv', 'pyramidkv', 'adakv', 'headkv', 'cokv', 'random'];
+const TASKS = ['passkey', 'multikey', 'kv'];
+
+interface Plan {
+  lengths: number[];
+  budgets: number[];
+  ratios: number[];
+  testLimit?: number;
+  profileSamples: number;
+  profileLimit?: number;
+  storiesLimit?: number;
+}
+
+function plan(quick: boolean): Plan {
+  return quick
+    ? { lengths: [512], budgets: [16, 32, 64, 128], ratios: [], testLimit: 3, profileSamples: 32, profileLimit: 6, storiesLimit: 4 }
+    : { lengths: [512, 1024, 2048], budgets: [16, 32, 64, 128, 256], ratios: [0.75, 0.5, 0.25, 0.125], profileSamples: 256 };
+}
+
+function paths(o: ExperimentOptions) {
+  const a = o.assets;
+  return {
+    tiny: path.join(a, 'models/cokv-retrieval-tiny'),
+    stories: path.join(a, 'models/stories260K'),
+    retrievalData: path.join(a, 'data/retrieval-dev.jsonl'),
+    storiesData: path.join(a, 'data/stories/stories-dev.jsonl'),
+    haystack: path.join(a, 'data/needle/PaulGrahamEssays'),
+    profiles: path.join(o.out, 'profiles'),
+    runs: path.join(o.out, 'runs'),
+  };
+}
+
+/** Run a CLI command in-process; a failure stops the experiment with the command's own message. */
+async function cli(args: string[], o: ExperimentOptions): Promise<void> {
+  o.log(`$ cokv ${args.join(' ')}`);
+  const code = await main(args);
+  if (code !== 0) throw new CokvError(`experiment step failed (exit ${code}): cokv ${args.join(' ')}`, 'internal');
+}
+
+function profileFile(o: ExperimentOptions, model: string, utility = 'loglik', extra = ''): string {
+  return path.join(paths(o).profiles, `${model}__${utility}${extra}.json`);
+}
+function headScoresFile(o: ExperimentOptions, model: string): string {
+  return path.join(paths(o).profiles, `${model}__headkv.json`);
+}
+
+async function profiles(o: ExperimentOptions): Promise<void> {
+  const p = paths(o), pl = plan(o.quick);
+  fs.mkdirSync(p.profiles, { recursive: true });
+  const common = ['--split', 'validation', '--runs', '2', '--seed', String(o.seed), '--samples', String(pl.profileSamples), '--quiet'];
+  const lim = pl.profileLimit ? ['--limit', String(pl.profileLimit)] : [];
+  const tinyProfile = profileFile(o, 'cokv-retrieval-tiny');
+  if (!fs.existsSync(tinyProfile) || !readProfile(tinyProfile).converged) {
+    await cli(['profile', '--model', p.tiny, '--data', p.retrievalData, '--task', 'retrieval', '--subset', TASKS.join(','),
+      ...(o.quick ? ['--lengths', '512'] : []), '--utility', 'loglik', ...common, ...lim, '--out', tinyProfile,
+      ...(fs.existsSync(tinyProfile) ? ['--resume'] : [])], o);
+  }
+  const storiesProfile = profileFile(o, 'stories260K');
+  if (!fs.existsSync(storiesProfile) || !readProfile(storiesProfile).converged) {
+    await cli(['profile', '--model', p.stories, '--data', p.storiesData, '--task', 'stories', '--utility', 'loglik', '--max-new', '16',
+      ...common, ...(o.quick ? ['--limit', '4'] : []), '--out', storiesProfile, ...(fs.existsSync(storiesProfile) ? ['--resume'] : [])], o);
+  }
+  for (const [name, model, len] of [['cokv-retrieval-tiny', p.tiny, 512], ['stories260K', p.stories, 256]] as const) {
+    const f = headScoresFile(o, name);
+    if (!fs.existsSync(f)) {
+      await cli(['head-scores', '--model', model, '--haystack', p.haystack, '--length', String(len), '--samples', o.quick ? '2' : '8',
+        '--seed', String(o.seed), '--out', f], o);
+    }
+  }
+}
+
+function pressFlags(o: ExperimentOptions, model: string): string[] {
+  return ['--profile', profileFile(o, model), '--head-scores', headScoresFile(o, model)];
+}
+
+async function budget(o: ExperimentOptions): Promise<void> {
+  const p = paths(o), pl = plan(o.quick);
+  const limit = pl.testLimit ? ['--limit', String(pl.testLimit)] : [];
+  for (const task of TASKS) {
+    for (const L of pl.lengths) {
+      for (const protocol of ['question-aware', 'context-only']) {
+        await cli(['eval', '--model', p.tiny, '--data', p.retrievalData, '--dataset', 'retrieval', '--subset', task, '--lengths', String(L),
+          '--split', 'test', '--split-seed', String(o.seed), ...limit, '--presses', PRESSES.join(','), '--budgets', pl.budgets.join(','),
+          ...(pl.ratios.length ? ['--ratios', pl.ratios.join(',')] : []), '--protocol', protocol, ...pressFlags(o, 'cokv-retrieval-tiny'),
+          '--out', path.join(p.runs, `retrieval-${task}-${L}`), '--quiet'], o);
+      }
+    }
+  }
+  if (!o.quick) {
+    for (const task of ['vartrack', 'twohop']) {
+      await cli(['eval', '--model', p.tiny, '--data', p.retrievalData, '--dataset', 'retrieval', '--subset', task, '--lengths', '512',
+        '--split', 'test', '--split-seed', String(o.seed), '--presses', 'full,snapkv,cokv', '--budgets', '64', ...pressFlags(o, 'cokv-retrieval-tiny'),
+        '--out', path.join(p.runs, `retrieval-${task}-512`), '--quiet'], o);
+    }
+  }
+  await cli(['eval', '--model', p.stories, '--data', p.storiesData, '--dataset', 'stories', '--split', 'test', '--split-seed', String(o.seed),
+    ...(pl.storiesLimit ? ['--limit', String(pl.storiesLimit)] : []), '--presses', PRESSES.join(','), '--budgets', (o.quick ? [16, 32] : [16, 24, 32, 64]).join(','),
+    '--metric', 'loglik', ...pressFlags(o, 'stories260K'), '--out', path.join(p.runs, 'stories'), '--quiet'], o);
+}
+
+/** Keep the full cache only for the k highest (or lowest) valued heads; every other head keeps the window. */
+async function masking(o: ExperimentOptions): Promise<void> {
+  const p = paths(o), pl = plan(o.quick);
+  const out = path.join(o.out, 'masking');
+  fs.mkdirSync(out, { recursive: true });
+  for (const [name, modelPath, dataset, dataPath] of [
+    ['cokv-retrieval-tiny', p.tiny, 'retrieval', p.retrievalData], ['stories260K', p.stories, 'stories', p.storiesData],
+  ] as const) {
+    const file = path.join(out, `${name}.json`);
+    if (fs.existsSync(file)) continue;
+    const model = await loadModel(modelPath);
+    const c = model.config;
+    const n = c.numLayers * c.numKvHeads;
+    const values = readProfile(profileFile(o, name)).values.flat();
+    let items = loadEvalItems(dataset, dataPath);
+    if (dataset === 'retrieval') items = items.filter((it) => TASKS.includes(it.task ?? '') && it.length === 512);
+    items = splitItems(items, o.seed).test.slice(0, o.quick ? 6 : dataset === 'retrieval' ? 60 : 40);
+    const ks = [...new Set([1, 2, Math.round(n / 8), Math.round(n / 4), Math.round(n / 2), Math.round((3 * n) / 4)])].filter((k) => k >= 1 && k < n).sort((a, b) => a - b);
+    const score = await maskedScorer(model, dataset, items);
+    const rows: { k: number; top: number; bottom: number; random: number }[] = [];
+    for (const k of ks) {
+      const top = topK(values, k), bottom = topK(values.map((v) => -v), k);
+      const rng = new Rng(mixSeed(o.seed, k));
+      const rnd = topK(values.map(() => rng.next()), k);
+      const mask = (set: number[]) => Uint8Array.from({ length: n }, (_, i) => (set.includes(i) ? 1 : 0));
+      rows.push({ k, top: await score(mask(top)), bottom: await score(mask(bottom)), random: await score(mask(rnd)) });
+      o.log(`masking ${name} k=${k}: top ${rows[rows.length - 1].top.toFixed(3)} bottom ${rows[rows.length - 1].bottom.toFixed(3)}`);
+    }
+    const full = await score(new Uint8Array(n).fill(1)), none = await score(new Uint8Array(n));
+    fs.writeFileSync(file, JSON.stringify({ model: name, dataset, n: items.length, metric: dataset === 'stories' ? 'loglik@16' : 'exact_match', window: 8, full, none, rows }, null, 1) + '\n');
+  }
+}
+
+/** Mean score of items when only the coalition's heads keep the full prompt (greedy or loglik for stories). */
+async function maskedScorer(model: CokvModel, dataset: string, items: ReturnType<typeof loadEvalItems>): Promise<(s: Uint8Array) => Promise<number>> {
+  const c = model.config;
+  const info = datasetInfo(dataset);
+  const nl: number[] = [];
+  for (let id = 0; id < c.vocabSize; id++) if (model.tokenizer.tokenText(id).includes('\n')) nl.push(id);
+  if (dataset === 'stories') {
+    const samples = buildSamples(dataset, items, model.tokenizer);
+    const game = new ModelGame(model, samples, { utility: 'loglik', window: 8, maxNew: 16, batchSize: 16 });
+    return async (s) => game.evaluate([s])[0];
+  }
+  const prepared = items.map((it) => ({ it, shared: model.prefillShared(promptIdsFor(dataset, it, model.tokenizer, 8000)) }));
+  return async (s) => {
+    let total = 0;
+    for (const { it, shared } of prepared) {
+      const press = maskPress(coalitionToGrid(s, c.numLayers, c.numKvHeads), 8);
+      const state = model.fromShared(shared, press, info.maxNewTokens + 1);
+      const g = model.generate(shared.ids, { prefilled: state, maxTokens: info.maxNewTokens, temperature: 0, eosIds: [...model.eosIds, ...(info.stopAtNewline ? nl : [])] });
+      total += scoreSample(dataset, await g.complete(), it.answers, it.allClasses);
+    }
+    return total / prepared.length;
+  };
+}
+
+async function estimator(o: ExperimentOptions): Promise<void> {
+  const p = paths(o);
+  const out = path.join(o.out, 'estimator');
+  fs.mkdirSync(out, { recursive: true });
+  const summary: Record<string, unknown> = {};
+  for (const name of ['cokv-retrieval-tiny', 'stories260K']) {
+    const prof = readProfile(profileFile(o, name));
+    const n = prof.shape[0] * prof.shape[1];
+    summary[name] = {
+      samplesPerRun: prof.samples, converged: prof.converged, maeHistory: prof.maeHistory, cost: prof.cost, n,
+      runAgreement: compareValues(prof.runStates[0].values.flat(), prof.runStates[1].values.flat()),
+      coreHours: prof.cost.seconds / 3600,
+    };
+  }
+  // Exact Shapley by enumeration on the 16-player retrieval game (few validation items: 2^16 coalitions each).
+  const exactFile = path.join(out, 'exact-retrieval-tiny.json');
+  if (!fs.existsSync(exactFile)) {
+    const model = await loadModel(p.tiny);
+    let items = loadEvalItems('retrieval', p.retrievalData).filter((it) => TASKS.includes(it.task ?? '') && it.length === 512);
+    items = splitItems(items, o.seed).validation.slice(0, o.quick ? 1 : 2);
+    const samples = buildSamples('retrieval', items, model.tokenizer);
+    const game = new ModelGame(model, samples, { utility: 'loglik', window: 8, maxNew: o.quick ? 3 : 6, batchSize: 64 });
+    const n = 16;
+    const N = o.quick ? 1 << 10 : 1 << 16;
+    const sub = o.quick ? 10 : 16;
+    // Quick mode: a 10-player sub-game (players 0..9 vary, the other heads held full).
+    const U = new Float64Array(N);
+    const t0 = performance.now();
+    const chunk = 512;
+    for (let m0 = 0; m0 < N; m0 += chunk) {
+      const cs: Uint8Array[] = [];
+      for (let m = m0; m < Math.min(N, m0 + chunk); m++) cs.push(Uint8Array.from({ length: n }, (_, i) => (i < sub ? (m >> i) & 1 : 1)));
+      game.evaluate(cs).forEach((u, k) => { U[m0 + k] = u; });
+      o.log(`exact enumeration ${Math.min(N, m0 + chunk)}/${N}`);
+    }
+    const seconds = (performance.now() - t0) / 1000;
+    const Uof = (s: Uint8Array) => { let m = 0; for (let i = 0; i < sub; i++) m |= s[i] << i; return U[m]; };
+    const shapley = exactShapley(sub, Uof);
+    const sizes = defaultSizes(sub);
+    const sliced = exactSliced(sub, Uof, sizes);
+    fs.writeFileSync(exactFile, JSON.stringify({ players: sub, heldFull: n - sub, items: items.map((i) => i.id), utility: 'loglik', sizes, shapley, sliced, seconds }, null, 1) + '\n');
+  }
+  const exact = JSON.parse(fs.readFileSync(exactFile, 'utf8')) as { players: number; shapley: number[]; sliced: number[] };
+  const prof = readProfile(profileFile(o, 'cokv-retrieval-tiny'));
+  const est = prof.values.flat().slice(0, exact.players);
+  summary.exact = {
+    players: exact.players,
+    ssvVsExactSliced: compareValues(est, exact.sliced),
+    ssvVsExactShapley: compareValues(est, exact.shapley),
+    exactSlicedVsShapley: compareValues(exact.sliced, exact.shapley),
+    note: exact.players < 16 ? 'quick mode: sub-game of the first players with the other heads held full; the profile values come from the full 16-player game' : 'full 16-player game',
+  };
+  fs.writeFileSync(path.join(out, 'summary.json'), JSON.stringify(summary, null, 1) + '\n');
+}
+
+async function sensitivity(o: ExperimentOptions): Promise<void> {
+  const p = paths(o), pl = plan(o.quick);
+  const out = path.join(p.runs, 'sensitivity');
+  const limit = ['--limit', String(o.quick ? 3 : 12)];
+  const base = ['--model', p.tiny, '--data', p.retrievalData, '--dataset', 'retrieval', '--subset', 'multikey', '--lengths', '512',
+    '--split', 'test', '--split-seed', String(o.seed), ...limit, '--quiet', '--head-scores', headScoresFile(o, 'cokv-retrieval-tiny')];
+  const budgets = o.quick ? '32' : '32,64';
+  for (const alpha of o.quick ? [0, 1, 4] : [0, 1, 2, 4, 8]) {
+    await cli(['eval', ...base, '--presses', 'cokv', '--budgets', budgets, '--alpha', String(alpha), '--profile', profileFile(o, 'cokv-retrieval-tiny'),
+      '--out', path.join(out, `alpha-${alpha}`)], o);
+  }
+  for (const w of [4, 8, 16]) {
+    await cli(['eval', ...base, '--presses', 'snapkv,cokv', '--budgets', budgets, '--window', String(w), '--profile', profileFile(o, 'cokv-retrieval-tiny'),
+      '--out', path.join(out, `window-${w}`)], o);
+  }
+  // Utility choice: profiles with each utility (same samples budget), then CoKV with each.
+  for (const utility of o.quick ? ['kl'] : ['metric', 'kl']) {
+    const f = profileFile(o, 'cokv-retrieval-tiny', utility);
+    if (!fs.existsSync(f)) {
+      await cli(['profile', '--model', p.tiny, '--data', p.retrievalData, '--task', 'retrieval', '--subset', TASKS.join(','), ...(o.quick ? ['--lengths', '512'] : []),
+        '--utility', utility, '--split', 'validation', '--runs', '2', '--seed', String(o.seed), '--samples', String(pl.profileSamples),
+        ...(pl.profileLimit ? ['--limit', String(pl.profileLimit)] : []), '--quiet', '--out', f], o);
+    }
+    await cli(['eval', ...base, '--presses', 'cokv', '--budgets', budgets, '--profile', f, '--out', path.join(out, `utility-${utility}`)], o);
+  }
+}
+
+async function quant(o: ExperimentOptions): Promise<void> {
+  const p = paths(o);
+  const out = path.join(p.runs, 'quant');
+  const common = ['--model', p.tiny, '--data', p.retrievalData, '--dataset', 'retrieval', '--subset', 'multikey,kv', '--lengths', '512',
+    '--split', 'test', '--split-seed', String(o.seed), '--limit', o.quick ? '3' : '20', '--presses', 'cokv,snapkv', '--quiet', ...pressFlags(o, 'cokv-retrieval-tiny')];
+  // Same bytes: F32 at budget B holds as many bytes as F16 at 2B.
+  const base = o.quick ? [16, 32] : [16, 32, 64];
+  await runEvalCli([...common, '--budgets', base.join(','), '--out', path.join(out, 'f32')], o);
+  await runEvalCli([...common, '--budgets', base.map((b) => 2 * b).join(','), '--kv-dtype', 'f16', '--out', path.join(out, 'f16')], o);
+}
+
+async function runEvalCli(args: string[], o: ExperimentOptions): Promise<void> {
+  await cli(['eval', ...args], o);
+}
+
+/** Collect every run into results/summary.json and write results/results.md with figures. */
+async function summary(o: ExperimentOptions): Promise<void> {
+  const entries: Record<string, unknown>[] = [];
+  const walk = (dir: string) => {
+    if (!fs.existsSync(dir)) return;
+    for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+      const f = path.join(dir, e.name);
+      if (e.isDirectory()) walk(f);
+      else if (e.name === 'metrics.json') {
+        const m = JSON.parse(fs.readFileSync(f, 'utf8')) as RunMetrics;
+        const s = m.settings as { lengths?: number[]; subset?: string[]; profile?: string; kvDtype?: string; alpha?: number; window?: number };
+        entries.push({
+          model: m.model, task: s.subset?.join(',') ?? m.dataset, dataset: m.dataset, promptLength: s.lengths?.[0], protocol: m.protocol,
+          press: m.press, budget: m.budget, ratio: m.ratio, kvDtype: s.kvDtype ?? 'f32', score: m.score, n: m.n, ci95: m.ci95,
+          agreement: m.agreement, keptKvBytes: m.keptKvBytes, fullKvBytes: m.fullKvBytes, metric: m.metric,
+          profile: m.press === 'cokv' ? s.profile : undefined, alpha: s.alpha, window: s.window, run: path.relative(path.join(o.out, 'runs'), path.dirname(f)),
+        });
+      }
+    }
+  };
+  walk(path.join(o.out, 'runs'));
+  fs.writeFileSync(path.join(o.out, 'summary.json'), JSON.stringify({ generatedAt: new Date().toISOString(), quick: o.quick, seed: o.seed, entries }, null, 1) + '\n');
+  o.log(`summary: ${entries.length} runs → ${path.join(o.out, 'summary.json')}`);
+  writeFigures(o, entries);
+}
+
+function writeFigures(o: ExperimentOptions, entries: Record<string, unknown>[]): void {
+  const figDir = path.join(o.out, 'figures');
+  fs.mkdirSync(figDir, { recursive: true });
+  type E = { model: string; task: string; promptLength?: number; protocol: string; press: string; budget: number | null; ratio?: number; kvDtype: string; score: number; run: string };
+  const es = (entries as unknown as E[]).filter((e) => !e.run.startsWith('sensitivity') && !e.run.startsWith('quant') && e.ratio === undefined);
+  const groups = new Map<string, E[]>();
+  for (const e of es) {
+    const key = `${e.model}|${e.task}|${e.promptLength ?? ''}|${e.protocol}`;
+    groups.set(key, [...(groups.get(key) ?? []), e]);
+  }
+  for (const [key, list] of groups) {
+    const [model, task, len, protocol] = key.split('|');
+    const full = list.find((e) => e.press === 'full');
+    const series: LineSeries[] = PRESSES.filter((p) => p !== 'full').map((press, i) => ({
+      name: press, color: i,
+      points: list.filter((e) => e.press === press && e.budget !== null).sort((a, b) => a.budget! - b.budget!).map((e) => [e.budget!, e.score] as [number, number]),
+    })).filter((s) => s.points.length > 0);
+    if (series.length === 0) continue;
+    const svg = lineChart(series, {
+      title: `${model}: ${task}${len ? ` @ ${len} tokens` : ''} (${protocol})`, xLabel: 'KV budget per head (tokens, window included)',
+      yLabel: list[0] && (list[0] as unknown as { metric?: string }).metric?.startsWith('loglik') ? 'mean log-prob' : 'score', xScale: 'log2',
+      refLines: full ? [{ name: 'full', y: full.score }] : [],
+    });
+    fs.writeFileSync(path.join(figDir, `${[model, task, len, protocol].filter(Boolean).join('__').replace(/[^A-Za-z0-9._-]+/g, '-')}.svg`), standaloneSvg(svg));
+  }
+  const mdir = path.join(o.out, 'masking');
+  if (fs.existsSync(mdir)) {
+    for (const f of fs.readdirSync(mdir).filter((x) => x.endsWith('.json'))) {
+      const m = JSON.parse(fs.readFileSync(path.join(mdir, f), 'utf8')) as { model: string; metric: string; full: number; none: number; rows: { k: number; top: number; bottom: number; random: number }[] };
+      const svg = lineChart([
+        { name: 'keep top-k heads (highest CoKV value)', color: 0, points: m.rows.map((r) => [r.k, r.top]) },
+        { name: 'keep bottom-k heads', color: 1, points: m.rows.map((r) => [r.k, r.bottom]) },
+        { name: 'keep k random heads', color: 2, points: m.rows.map((r) => [r.k, r.random]) },
+      ], { title: `${m.model}: head masking (others keep only the window)`, xLabel: 'heads with the full cache (k)', yLabel: m.metric, xScale: 'linear',
+        refLines: [{ name: 'all full', y: m.full }, { name: 'none full', y: m.none, dash: 2 }] });
+      fs.writeFileSync(path.join(figDir, `masking__${m.model}.svg`), standaloneSvg(svg));
+    }
+  }
+}
+
+const STEPS: Record<ExperimentName, (o: ExperimentOptions) => Promise<void>> = { profiles, budget, masking, estimator, sensitivity, quant, summary };
+const NEEDS: Partial<Record<ExperimentName, ExperimentName[]>> = {
+  budget: ['profiles'], masking: ['profiles'], estimator: ['profiles'], sensitivity: ['profiles'], quant: ['profiles'],
+};
+
+export async function runExperiment(name: ExperimentName | 'all', o: ExperimentOptions): Promise<void> {
+  if (!fs.existsSync(o.assets)) throw new CokvError(`--assets ${o.assets}: folder not found (the shared assets are needed)`, 'file');
+  fs.mkdirSync(o.out, { recursive: true });
+  const names: ExperimentName[] = name === 'all' ? [...EXPERIMENTS] : [...(NEEDS[name] ?? []), name];
+  for (const n of names) {
+    const t0 = performance.now();
+    o.log(`== ${n}${o.quick ? ' (quick)' : ''}`);
+    await STEPS[n](o);
+    o.log(`== ${n} done in ${((performance.now() - t0) / 1000).toFixed(0)} s`);
+  }
+}
