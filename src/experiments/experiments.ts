@@ -35,6 +35,8 @@ export type ExperimentName = (typeof EXPERIMENTS)[number];
 
 export interface ExperimentOptions {
   quick: boolean;
+  /** 'tiny': a smoke-test slice (one item per task, a budget above the prompt length) for the test suite. */
+  slice?: 'tiny';
   out: string;
   assets: string;
   seed: number;
@@ -54,7 +56,8 @@ interface Plan {
   storiesLimit?: number;
 }
 
-function plan(quick: boolean): Plan {
+function plan(quick: boolean, slice?: 'tiny'): Plan {
+  if (slice === 'tiny') return { lengths: [512], budgets: [16, 1024], ratios: [], testLimit: 1, profileSamples: 8, profileLimit: 2, storiesLimit: 1 };
   return quick
     ? { lengths: [512], budgets: [16, 32, 64, 128], ratios: [], testLimit: 3, profileSamples: 32, profileLimit: 6, storiesLimit: 4 }
     : { lengths: [512, 1024, 2048], budgets: [16, 32, 64, 128, 256], ratios: [0.75, 0.5, 0.25, 0.125], profileSamples: 256 };
@@ -88,7 +91,7 @@ function headScoresFile(o: ExperimentOptions, model: string): string {
 }
 
 async function profiles(o: ExperimentOptions): Promise<void> {
-  const p = paths(o), pl = plan(o.quick);
+  const p = paths(o), pl = plan(o.quick, o.slice);
   fs.mkdirSync(p.profiles, { recursive: true });
   const common = ['--split', 'validation', '--runs', '2', '--seed', String(o.seed), '--samples', String(pl.profileSamples), '--quiet'];
   const lim = pl.profileLimit ? ['--limit', String(pl.profileLimit)] : [];
@@ -117,7 +120,7 @@ function pressFlags(o: ExperimentOptions, model: string): string[] {
 }
 
 async function budget(o: ExperimentOptions): Promise<void> {
-  const p = paths(o), pl = plan(o.quick);
+  const p = paths(o), pl = plan(o.quick, o.slice);
   const limit = pl.testLimit ? ['--limit', String(pl.testLimit)] : [];
   for (const task of TASKS) {
     for (const L of pl.lengths) {
@@ -137,13 +140,13 @@ async function budget(o: ExperimentOptions): Promise<void> {
     }
   }
   await cli(['eval', '--model', p.stories, '--data', p.storiesData, '--dataset', 'stories', '--split', 'test', '--split-seed', String(o.seed),
-    ...(pl.storiesLimit ? ['--limit', String(pl.storiesLimit)] : []), '--presses', PRESSES.join(','), '--budgets', (o.quick ? [16, 32] : [16, 24, 32, 64]).join(','),
+    ...(pl.storiesLimit ? ['--limit', String(pl.storiesLimit)] : []), '--presses', PRESSES.join(','), '--budgets', (o.slice ? [16, 1024] : o.quick ? [16, 32] : [16, 24, 32, 64]).join(','),
     '--metric', 'loglik', ...pressFlags(o, 'stories260K'), '--out', path.join(p.runs, 'stories'), '--quiet'], o);
 }
 
 /** Keep the full cache only for the k highest (or lowest) valued heads; every other head keeps the window. */
 async function masking(o: ExperimentOptions): Promise<void> {
-  const p = paths(o), pl = plan(o.quick);
+  const p = paths(o), pl = plan(o.quick, o.slice);
   const out = path.join(o.out, 'masking');
   fs.mkdirSync(out, { recursive: true });
   for (const [name, modelPath, dataset, dataPath] of [
@@ -157,7 +160,7 @@ async function masking(o: ExperimentOptions): Promise<void> {
     const values = readProfile(profileFile(o, name)).values.flat();
     let items = loadEvalItems(dataset, dataPath);
     if (dataset === 'retrieval') items = items.filter((it) => TASKS.includes(it.task ?? '') && it.length === 512);
-    items = splitItems(items, o.seed).test.slice(0, o.quick ? 6 : dataset === 'retrieval' ? 60 : 40);
+    items = splitItems(items, o.seed).test.slice(0, o.slice ? 1 : o.quick ? 6 : dataset === 'retrieval' ? 60 : 40);
     const ks = [...new Set([1, 2, Math.round(n / 8), Math.round(n / 4), Math.round(n / 2), Math.round((3 * n) / 4)])].filter((k) => k >= 1 && k < n).sort((a, b) => a - b);
     const score = await maskedScorer(model, dataset, items);
     const rows: { k: number; top: number; bottom: number; random: number }[] = [];
@@ -221,8 +224,8 @@ async function estimator(o: ExperimentOptions): Promise<void> {
     const samples = buildSamples('retrieval', items, model.tokenizer);
     const game = new ModelGame(model, samples, { utility: 'loglik', window: 8, maxNew: o.quick ? 3 : 6, batchSize: 64 });
     const n = 16;
-    const N = o.quick ? 1 << 10 : 1 << 16;
-    const sub = o.quick ? 10 : 16;
+    const sub = o.slice ? 4 : o.quick ? 10 : 16;
+    const N = 1 << sub;
     // Quick mode: a 10-player sub-game (players 0..9 vary, the other heads held full).
     const U = new Float64Array(N);
     const t0 = performance.now();
@@ -254,17 +257,17 @@ async function estimator(o: ExperimentOptions): Promise<void> {
 }
 
 async function sensitivity(o: ExperimentOptions): Promise<void> {
-  const p = paths(o), pl = plan(o.quick);
+  const p = paths(o), pl = plan(o.quick, o.slice);
   const out = path.join(p.runs, 'sensitivity');
-  const limit = ['--limit', String(o.quick ? 3 : 12)];
+  const limit = ['--limit', String(o.slice ? 1 : o.quick ? 3 : 12)];
   const base = ['--model', p.tiny, '--data', p.retrievalData, '--dataset', 'retrieval', '--subset', 'multikey', '--lengths', '512',
     '--split', 'test', '--split-seed', String(o.seed), ...limit, '--quiet', '--head-scores', headScoresFile(o, 'cokv-retrieval-tiny')];
   const budgets = o.quick ? '32' : '32,64';
-  for (const alpha of o.quick ? [0, 1, 4] : [0, 1, 2, 4, 8]) {
+  for (const alpha of o.slice ? [1] : o.quick ? [0, 1, 4] : [0, 1, 2, 4, 8]) {
     await cli(['eval', ...base, '--presses', 'cokv', '--budgets', budgets, '--alpha', String(alpha), '--profile', profileFile(o, 'cokv-retrieval-tiny'),
       '--out', path.join(out, `alpha-${alpha}`)], o);
   }
-  for (const w of [4, 8, 16]) {
+  for (const w of o.slice ? [8] : [4, 8, 16]) {
     await cli(['eval', ...base, '--presses', 'snapkv,cokv', '--budgets', budgets, '--window', String(w), '--profile', profileFile(o, 'cokv-retrieval-tiny'),
       '--out', path.join(out, `window-${w}`)], o);
   }
@@ -284,7 +287,7 @@ async function quant(o: ExperimentOptions): Promise<void> {
   const p = paths(o);
   const out = path.join(p.runs, 'quant');
   const common = ['--model', p.tiny, '--data', p.retrievalData, '--dataset', 'retrieval', '--subset', 'multikey,kv', '--lengths', '512',
-    '--split', 'test', '--split-seed', String(o.seed), '--limit', o.quick ? '3' : '20', '--presses', 'cokv,snapkv', '--quiet', ...pressFlags(o, 'cokv-retrieval-tiny')];
+    '--split', 'test', '--split-seed', String(o.seed), '--limit', o.slice ? '1' : o.quick ? '3' : '20', '--presses', 'cokv,snapkv', '--quiet', ...pressFlags(o, 'cokv-retrieval-tiny')];
   // Same bytes: F32 at budget B holds as many bytes as F16 at 2B.
   const base = o.quick ? [16, 32] : [16, 32, 64];
   await runEvalCli([...common, '--budgets', base.join(','), '--out', path.join(out, 'f32')], o);

@@ -1,0 +1,47 @@
+/** The results pipeline on a smoke-test slice: files and schemas, and presses at a budget above the prompt = Full. */
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { assetsDir, haveAssets, repoRoot, tmpDir } from './helpers.js';
+
+describe.skipIf(!haveAssets)('cokv experiment all --quick --slice tiny', () => {
+  it('writes profiles, runs, masking, estimator, summary and figures; budget ≥ prompt scores exactly like Full', () => {
+    const out = tmpDir();
+    const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(repoRoot, 'src/cli/run.ts'), 'experiment', 'all', '--quick', '--slice', 'tiny',
+      '--out', out, '--assets', assetsDir], { cwd: repoRoot, encoding: 'utf8', timeout: 240_000 });
+    expect(r.status, r.stderr.slice(-2000)).toBe(0);
+    for (const f of ['profiles/cokv-retrieval-tiny__loglik.json', 'profiles/stories260K__loglik.json', 'profiles/cokv-retrieval-tiny__headkv.json',
+      'masking/cokv-retrieval-tiny.json', 'estimator/summary.json', 'estimator/exact-retrieval-tiny.json', 'summary.json']) {
+      expect(fs.existsSync(path.join(out, f)), f).toBe(true);
+    }
+    const summary = JSON.parse(fs.readFileSync(path.join(out, 'summary.json'), 'utf8'));
+    expect(summary.entries.length).toBeGreaterThan(50);
+    for (const e of summary.entries) {
+      expect(Object.keys(e)).toEqual(expect.arrayContaining(['model', 'task', 'protocol', 'press', 'budget', 'score', 'n', 'keptKvBytes', 'fullKvBytes', 'run']));
+      expect(typeof e.score).toBe('number');
+      if (e.press === 'cokv') expect(e.profile).toMatch(e.run.startsWith('sensitivity/utility-') ? /__(kl|metric)\.json$/ : /__loglik\.json$/);
+    }
+    // Every press at budget 1024 (more than any prompt here) must equal Full, prediction for prediction.
+    const groups = new Map<string, typeof summary.entries>();
+    for (const e of summary.entries) {
+      if (e.run.startsWith('sensitivity') || e.run.startsWith('quant')) continue;
+      const key = `${e.model}|${e.task}|${e.protocol}`;
+      groups.set(key, [...(groups.get(key) ?? []), e]);
+    }
+    let compared = 0;
+    for (const list of groups.values()) {
+      const full = list.find((e: { press: string }) => e.press === 'full');
+      const fullPreds = fs.readFileSync(path.join(out, 'runs', full.run, 'predictions.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).prediction);
+      for (const e of list.filter((x: { budget: number | null }) => x.budget === 1024)) {
+        expect(e.score, `${e.run}`).toBe(full.score);
+        const preds = fs.readFileSync(path.join(out, 'runs', e.run, 'predictions.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).prediction);
+        expect(preds).toEqual(fullPreds);
+        expect(e.keptKvBytes).toBe(full.keptKvBytes);
+        compared++;
+      }
+    }
+    expect(compared).toBeGreaterThanOrEqual(7 * 7);
+    expect(fs.readdirSync(path.join(out, 'figures')).filter((f) => f.endsWith('.svg')).length).toBeGreaterThan(3);
+  });
+});
