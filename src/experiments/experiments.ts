@@ -17,7 +17,7 @@ import { loadModel, type CokvModel } from '../engine.js';
 import { CokvError } from '../errors.js';
 import { loadEvalItems, splitItems } from '../eval/datasets.js';
 import { scoreSample } from '../eval/metrics.js';
-import { runEval, type RunMetrics } from '../eval/runner.js';
+import type { RunMetrics } from '../eval/runner.js';
 import { readProfile } from '../game/profile-file.js';
 import { compareValues, topK } from '../game/compare.js';
 import { ModelGame } from '../game/model-game.js';
@@ -146,7 +146,7 @@ async function budget(o: ExperimentOptions): Promise<void> {
 
 /** Keep the full cache only for the k highest (or lowest) valued heads; every other head keeps the window. */
 async function masking(o: ExperimentOptions): Promise<void> {
-  const p = paths(o), pl = plan(o.quick, o.slice);
+  const p = paths(o);
   const out = path.join(o.out, 'masking');
   fs.mkdirSync(out, { recursive: true });
   for (const [name, modelPath, dataset, dataPath] of [
