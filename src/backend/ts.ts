@@ -5,7 +5,7 @@
  */
 import type { Backend } from './types.js';
 import type { QuantWeight, Weight } from '../model/weights.js';
-import { dequantizeRow, quantRowBytes } from '../model/quant.js';
+import { dequantRow, dotRow, quantRowBytes } from '../model/quant.js';
 
 const K_BLOCK = 256;
 const QUANT_TILE_ROWS = 16;
@@ -86,12 +86,19 @@ export class TsBackend implements Backend {
 
   private matmulQuant(out: Float32Array, x: Float32Array, rows: number, w: QuantWeight): void {
     const N = w.rows, K = w.cols;
+    const rowBytes = quantRowBytes(w.dtype, K);
+    if (rows < 4) {
+      // Decode-sized products: dot each quantized row straight against x (no dequantized tile).
+      for (let m = 0; m < rows; m++) {
+        for (let n = 0; n < N; n++) out[m * N + n] = dotRow(w.dtype, w.data, n * rowBytes, x, m * K, K);
+      }
+      return;
+    }
     if (this.scratch.length < QUANT_TILE_ROWS * K) this.scratch = new Float32Array(QUANT_TILE_ROWS * K);
     const tileBuf = this.scratch;
-    const rowBytes = quantRowBytes(w.dtype, K);
     for (let n0 = 0; n0 < N; n0 += QUANT_TILE_ROWS) {
       const nRows = Math.min(QUANT_TILE_ROWS, N - n0);
-      for (let r = 0; r < nRows; r++) dequantizeRow(w.dtype, w.data, (n0 + r) * rowBytes, K, tileBuf, r * K);
+      for (let r = 0; r < nRows; r++) dequantRow(w.dtype, w.data, (n0 + r) * rowBytes, K, tileBuf, r * K);
       gemmTile(out, N, n0, x, rows, K, tileBuf, 0, nRows);
     }
   }
@@ -101,6 +108,6 @@ export class TsBackend implements Backend {
       out.set(w.data.subarray(row * w.cols, (row + 1) * w.cols), outOff);
       return;
     }
-    dequantizeRow(w.dtype, w.data, row * quantRowBytes(w.dtype, w.cols), w.cols, out, outOff);
+    dequantRow(w.dtype, w.data, row * quantRowBytes(w.dtype, w.cols), w.cols, out, outOff);
   }
 }

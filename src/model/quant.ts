@@ -74,21 +74,6 @@ export function dequantRowQ8_0(src: Uint8Array, off: number, cols: number, out: 
   }
 }
 
-/**
- * Dequantize one row of any block type. (Q8_0 here; the other types are added alongside their decoders.)
- */
-export function dequantizeRow(
-  dtype: QuantWeight['dtype'], src: Uint8Array, off: number, cols: number, out: Float32Array, outOff: number,
-): void {
-  switch (dtype) {
-    case 'q8_0':
-      dequantRowQ8_0(src, off, cols, out, outOff);
-      return;
-    default:
-      throw new Error(`dequantizeRow: ${dtype} not implemented yet`);
-  }
-}
-
 // ---------------------------------------------------------------------------------------------------------------
 // Fast f16 decoding, the remaining block types, reference quantizers and dot helpers.
 // ---------------------------------------------------------------------------------------------------------------

@@ -1,0 +1,44 @@
+#!/usr/bin/env node
+/**
+ * Builds the Node-API addon (build/Release/cokv_native.node) with node-gyp, offline: the Node headers come from
+ * `npm_config_nodedir` (npm passes the machine's config) or /usr/include/node, never from a download.
+ * `--optional` (the npm `install` hook): a failed build prints a note and exits 0, so `npm ci` still succeeds
+ * and the engine falls back to the WASM or TypeScript backend.
+ */
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const optional = process.argv.includes('--optional');
+
+function fail(msg) {
+  if (optional) {
+    console.warn(`cokv: native addon not built (${msg}); the wasm/ts backends will be used`);
+    process.exit(0);
+  }
+  console.error(`cokv: native addon build failed: ${msg}`);
+  process.exit(1);
+}
+
+if (process.env.COKV_SKIP_NATIVE) fail('COKV_SKIP_NATIVE is set');
+if (!fs.existsSync(path.join(root, 'binding.gyp'))) fail('binding.gyp not found');
+let gyp;
+try {
+  gyp = createRequire(import.meta.url).resolve('node-gyp/bin/node-gyp.js');
+} catch {
+  fail('node-gyp is not installed (it is a devDependency)');
+}
+const args = [gyp, 'rebuild'];
+const nodedir = process.env.npm_config_nodedir
+  || (fs.existsSync(path.join(process.execPath, '../../include/node/node_api.h')) ? path.resolve(process.execPath, '../..') : '')
+  || (fs.existsSync('/usr/include/node/node_api.h') ? '/usr' : '');
+if (nodedir) args.push(`--nodedir=${nodedir}`);
+const r = spawnSync(process.execPath, args, { cwd: root, stdio: optional ? 'pipe' : 'inherit', encoding: 'utf8' });
+if (r.status !== 0) {
+  if (optional) console.warn(`${r.stdout ?? ''}${r.stderr ?? ''}`.split('\n').slice(-15).join('\n'));
+  fail(`node-gyp exited with ${r.status ?? r.signal}`);
+}
+if (optional) console.log('cokv: native addon built (build/Release/cokv_native.node)');

@@ -1,0 +1,937 @@
+/*
+ * cokv native kernels. Built for the x86-64 baseline; the AVX2/FMA/F16C code paths carry target attributes and are
+ * chosen at run time (__builtin_cpu_supports), with portable scalar code otherwise.
+ *
+ * GEMM (rows >= GEMM_MIN_M): GotoBLAS-style. x is packed once per call into 6-row panels (k-major, per KC block);
+ * each thread takes NC-column tiles of W, packs (and dequantizes) a KC x NC block into 16-wide panels that stay in
+ * L2, and runs a 6x16 micro-kernel (12 ymm accumulators, broadcast + 2 loads + 12 FMA per k).
+ * GEMV (fewer rows): 4 rows of W per pass share each load of x; F32, F16 (F16C) and Q8_0 (dequantize on the fly, or
+ * with MM_Q8_INT8 x quantized to Q8_0 and an int8 sign/maddubs/madd dot) read W directly; Q4_0/Q4_K/Q6_K dequantize
+ * 4 rows into a scratch buffer first. Threads split W's rows (GEMV) or column tiles (GEMM) through an atomic counter.
+ */
+#include "kernels.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define COKV_X86 1
+#else
+#define COKV_X86 0
+#endif
+
+#define MAX_THREADS 64
+#define KC 256
+#define NC_MAX 256
+#define MR 6
+#define NR 16
+#define GEMM_MIN_M 4
+#ifndef PF_GROUPS
+#define PF_GROUPS 2
+#endif
+
+#define AVX2_TARGET __attribute__((target("avx2,fma,f16c")))
+
+/* ------------------------------------------------------------------------------------------------------------ */
+/* CPU features, f16                                                                                              */
+
+static int g_cpu_avx2 = -1;
+static int g_simd = -1;
+static float g_f16[65536];
+static pthread_once_t g_init_once = PTHREAD_ONCE_INIT;
+
+static float h2f_bits(uint16_t h) {
+  uint32_t s = (uint32_t)(h & 0x8000) << 16, e = (h >> 10) & 0x1f, m = h & 0x3ff, r;
+  if (e == 0) {
+    float f = ldexpf((float)m, -24);
+    return s ? -f : f;
+  }
+  if (e == 31) r = s | 0x7f800000u | (m << 13);
+  else r = s | ((e + 112) << 23) | (m << 13);
+  float f;
+  memcpy(&f, &r, 4);
+  return f;
+}
+
+static void init_once(void) {
+  for (int i = 0; i < 65536; i++) g_f16[i] = h2f_bits((uint16_t)i);
+#if COKV_X86
+  __builtin_cpu_init();
+  g_cpu_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+#else
+  g_cpu_avx2 = 0;
+#endif
+  g_simd = g_cpu_avx2;
+}
+
+static inline float h2f(const uint8_t *p) { return g_f16[p[0] | (p[1] << 8)]; }
+
+int cokv_cpu_avx2(void) {
+  pthread_once(&g_init_once, init_once);
+  return g_cpu_avx2;
+}
+int cokv_simd(void) {
+  pthread_once(&g_init_once, init_once);
+  return g_simd;
+}
+void cokv_set_simd(int level) {
+  pthread_once(&g_init_once, init_once);
+  g_simd = level && g_cpu_avx2 ? 1 : 0;
+}
+
+size_t cokv_row_bytes(int dt, int k) {
+  if (k <= 0) return 0;
+  switch (dt) {
+    case DT_F32: return (size_t)k * 4;
+    case DT_F16: return (size_t)k * 2;
+    case DT_Q8_0: return k % 32 ? 0 : (size_t)(k / 32) * 34;
+    case DT_Q4_0: return k % 32 ? 0 : (size_t)(k / 32) * 18;
+    case DT_Q4_K: return k % 256 ? 0 : (size_t)(k / 256) * 144;
+    case DT_Q6_K: return k % 256 ? 0 : (size_t)(k / 256) * 210;
+    default: return 0;
+  }
+}
+
+/* ------------------------------------------------------------------------------------------------------------ */
+/* Scalar dequantization of a row segment [k0, k0+n) (k0 and n whole blocks, except for F32/F16)                  */
+
+static void dq_q8_0(const uint8_t *row, int k0, int n, float *dst) {
+  for (int b = k0 / 32; b < (k0 + n) / 32; b++) {
+    const uint8_t *p = row + (size_t)b * 34;
+    float d = h2f(p);
+    const int8_t *q = (const int8_t *)(p + 2);
+    for (int i = 0; i < 32; i++) *dst++ = d * q[i];
+  }
+}
+
+static void dq_q4_0(const uint8_t *row, int k0, int n, float *dst) {
+  for (int b = k0 / 32; b < (k0 + n) / 32; b++) {
+    const uint8_t *p = row + (size_t)b * 18;
+    float d = h2f(p);
+    for (int j = 0; j < 16; j++) {
+      dst[j] = ((p[2 + j] & 0x0f) - 8) * d;
+      dst[j + 16] = ((p[2 + j] >> 4) - 8) * d;
+    }
+    dst += 32;
+  }
+}
+
+static inline void scale_min_k4(int j, const uint8_t *q, int *d, int *m) {
+  if (j < 4) {
+    *d = q[j] & 63;
+    *m = q[j + 4] & 63;
+  } else {
+    *d = (q[j + 4] & 0xf) | ((q[j - 4] >> 6) << 4);
+    *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+  }
+}
+
+static void dq_q4_k(const uint8_t *row, int k0, int n, float *dst) {
+  for (int b = k0 / 256; b < (k0 + n) / 256; b++) {
+    const uint8_t *p = row + (size_t)b * 144;
+    float d = h2f(p), dmin = h2f(p + 2);
+    const uint8_t *sc = p + 4, *q = p + 16;
+    for (int j = 0, is = 0; j < 256; j += 64, is += 2) {
+      int s, m;
+      scale_min_k4(is, sc, &s, &m);
+      float d1 = d * s, m1 = dmin * m;
+      scale_min_k4(is + 1, sc, &s, &m);
+      float d2 = d * s, m2 = dmin * m;
+      for (int l = 0; l < 32; l++) dst[l] = d1 * (q[l] & 0xf) - m1;
+      for (int l = 0; l < 32; l++) dst[32 + l] = d2 * (q[l] >> 4) - m2;
+      q += 32;
+      dst += 64;
+    }
+  }
+}
+
+static void dq_q6_k(const uint8_t *row, int k0, int n, float *dst) {
+  for (int b = k0 / 256; b < (k0 + n) / 256; b++) {
+    const uint8_t *p = row + (size_t)b * 210;
+    float d = h2f(p + 208);
+    const uint8_t *ql = p, *qh = p + 128;
+    const int8_t *sc = (const int8_t *)(p + 192);
+    for (int h = 0; h < 2; h++) {
+      for (int l = 0; l < 32; l++) {
+        int is = l >> 4;
+        int q1 = ((ql[l] & 0xf) | (((qh[l] >> 0) & 3) << 4)) - 32;
+        int q2 = ((ql[l + 32] & 0xf) | (((qh[l] >> 2) & 3) << 4)) - 32;
+        int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+        int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+        dst[l] = d * sc[is] * q1;
+        dst[l + 32] = d * sc[is + 2] * q2;
+        dst[l + 64] = d * sc[is + 4] * q3;
+        dst[l + 96] = d * sc[is + 6] * q4;
+      }
+      dst += 128;
+      ql += 64;
+      qh += 32;
+      sc += 8;
+    }
+  }
+}
+
+static void dq_scalar(int dt, const uint8_t *row, int k0, int n, float *dst) {
+  switch (dt) {
+    case DT_F32: memcpy(dst, (const float *)row + k0, (size_t)n * 4); break;
+    case DT_F16: {
+      const uint16_t *h = (const uint16_t *)row + k0;
+      for (int i = 0; i < n; i++) dst[i] = g_f16[h[i]];
+      break;
+    }
+    case DT_Q8_0: dq_q8_0(row, k0, n, dst); break;
+    case DT_Q4_0: dq_q4_0(row, k0, n, dst); break;
+    case DT_Q4_K: dq_q4_k(row, k0, n, dst); break;
+    case DT_Q6_K: dq_q6_k(row, k0, n, dst); break;
+  }
+}
+
+#if COKV_X86
+AVX2_TARGET static void dq_avx2(int dt, const uint8_t *row, int k0, int n, float *dst) {
+  if (dt == DT_F16) {
+    const uint16_t *h = (const uint16_t *)row + k0;
+    int i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i))));
+    for (; i < n; i++) dst[i] = g_f16[h[i]];
+  } else if (dt == DT_Q8_0) {
+    for (int b = k0 / 32; b < (k0 + n) / 32; b++) {
+      const uint8_t *p = row + (size_t)b * 34;
+      __m256 d = _mm256_set1_ps(h2f(p));
+      for (int j = 0; j < 32; j += 8) {
+        __m256i q = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p + 2 + j)));
+        _mm256_storeu_ps(dst + j, _mm256_mul_ps(d, _mm256_cvtepi32_ps(q)));
+      }
+      dst += 32;
+    }
+  } else {
+    dq_scalar(dt, row, k0, n, dst);
+  }
+}
+#endif
+
+static inline void dequant(int dt, const uint8_t *row, int k0, int n, float *dst) {
+#if COKV_X86
+  if (g_simd) {
+    dq_avx2(dt, row, k0, n, dst);
+    return;
+  }
+#endif
+  dq_scalar(dt, row, k0, n, dst);
+}
+
+/* ------------------------------------------------------------------------------------------------------------ */
+/* Thread pool: workers spin on a generation counter for a while after each job, then sleep on a condvar.         */
+
+static int g_nthreads = 0;     /* threads per call, caller included */
+static int g_created = 1;      /* threads existing, caller included */
+static atomic_uint g_gen;
+static atomic_int g_pending;
+static void (*g_fn)(void *, int);
+static void *g_arg;
+static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_cv = PTHREAD_COND_INITIALIZER;
+static pthread_mutex_t g_call_mu = PTHREAD_MUTEX_INITIALIZER;
+static long g_spin_ns = 300000;
+
+static inline void cpu_relax(void) {
+#if COKV_X86
+  _mm_pause();
+#endif
+}
+
+static long now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1000000000L + ts.tv_nsec;
+}
+
+/* g_gen holds (sequence << 7) | threads-in-this-job, so a worker reads "is there a job for me" in one load. */
+static unsigned g_start_gen[MAX_THREADS];
+
+static void *worker_main(void *arg) {
+  int tid = (int)(intptr_t)arg;
+  /* The generation current when this thread was created (under g_call_mu, so no job was in flight): a job posted
+   * before the thread first runs is still seen as new. */
+  unsigned seen = g_start_gen[tid];
+  for (;;) {
+    if (atomic_load_explicit(&g_gen, memory_order_acquire) == seen) {
+      long t0 = now_ns();
+      int spins = 0;
+      while (atomic_load_explicit(&g_gen, memory_order_acquire) == seen) {
+        cpu_relax();
+        if (++spins % 256 == 0 && now_ns() - t0 > g_spin_ns) {
+          pthread_mutex_lock(&g_mu);
+          while (atomic_load(&g_gen) == seen) pthread_cond_wait(&g_cv, &g_mu);
+          pthread_mutex_unlock(&g_mu);
+        }
+      }
+    }
+    seen = atomic_load_explicit(&g_gen, memory_order_acquire);
+    if (tid < (int)(seen & 127)) {
+      g_fn(g_arg, tid);
+      atomic_fetch_sub_explicit(&g_pending, 1, memory_order_release);
+    }
+  }
+  return NULL;
+}
+
+static int default_threads(void) {
+  const char *e = getenv("COKV_THREADS");
+  long n = e ? strtol(e, NULL, 10) : 0;
+  if (n <= 0) n = sysconf(_SC_NPROCESSORS_ONLN);
+  if (n <= 0) n = 1;
+  if (n > 8 && !e) n = 8;
+  if (n > MAX_THREADS) n = MAX_THREADS;
+  const char *s = getenv("COKV_SPIN_US");
+  if (s) g_spin_ns = strtol(s, NULL, 10) * 1000L;
+  return (int)n;
+}
+
+int cokv_set_threads(int n) {
+  if (n < 1) n = 1;
+  if (n > MAX_THREADS) n = MAX_THREADS;
+  pthread_mutex_lock(&g_call_mu);
+  while (g_created < n) {
+    pthread_t t;
+    pthread_attr_t at;
+    pthread_attr_init(&at);
+    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    g_start_gen[g_created] = atomic_load(&g_gen);
+    int rc = pthread_create(&t, &at, worker_main, (void *)(intptr_t)g_created);
+    pthread_attr_destroy(&at);
+    if (rc != 0) break;
+    g_created++;
+  }
+  g_nthreads = n < g_created ? n : g_created;
+  pthread_mutex_unlock(&g_call_mu);
+  return g_nthreads;
+}
+
+int cokv_threads(void) {
+  if (g_nthreads == 0) cokv_set_threads(default_threads());
+  return g_nthreads;
+}
+
+/* Run fn(arg, tid) on nt threads (nt <= g_nthreads); the caller is tid 0. Caller holds g_call_mu. */
+/*
+ * Straggler guard: on an oversubscribed machine a descheduled worker can hold the caller for a whole time slice
+ * (ms) on a call that takes µs. When the caller waits for workers longer than it worked itself (+20 µs) on 3 calls
+ * more than it did not, the next SOLO_CALLS calls run on the caller alone (each job splits work through an atomic
+ * counter, so one thread completes it), then threads are tried again.
+ */
+#define SOLO_CALLS 256
+static int g_solo_left = 0, g_bad = 0;
+
+static void pool_run(void (*fn)(void *, int), void *arg, int nt) {
+  if (nt > g_nthreads) nt = g_nthreads;
+  if (nt <= 1 || g_solo_left > 0) {
+    if (nt > 1) g_solo_left--;
+    fn(arg, 0);
+    return;
+  }
+  g_fn = fn;
+  g_arg = arg;
+  atomic_store(&g_pending, nt - 1);
+  pthread_mutex_lock(&g_mu);
+  unsigned g = atomic_load(&g_gen);
+  atomic_store_explicit(&g_gen, (((g >> 7) + 1) << 7) | (unsigned)nt, memory_order_release);
+  pthread_cond_broadcast(&g_cv);
+  pthread_mutex_unlock(&g_mu);
+  long t0 = now_ns();
+  fn(arg, 0);
+  long t1 = now_ns();
+  while (atomic_load_explicit(&g_pending, memory_order_acquire) > 0) cpu_relax();
+  long t2 = now_ns();
+  if (t2 - t1 > (t1 - t0) + 20000) {
+    if (++g_bad >= 3) {
+      g_bad = 0;
+      g_solo_left = SOLO_CALLS;
+    }
+  } else if (g_bad > 0) {
+    g_bad--;
+  }
+}
+
+/* Per-thread scratch, grown on demand (64-byte aligned). */
+typedef struct {
+  float *p;
+  size_t n;
+} buf_t;
+static buf_t g_bpack[MAX_THREADS], g_rowtmp[MAX_THREADS];
+static buf_t g_apack;
+static buf_t g_xq; /* int8 x for MM_Q8_INT8, as floats' storage */
+
+static float *buf_get(buf_t *b, size_t n) {
+  if (b->n < n) {
+    free(b->p);
+    b->p = NULL;
+    b->n = 0;
+    void *p = NULL;
+    if (posix_memalign(&p, 64, n * sizeof(float) + 64) != 0) return NULL;
+    b->p = p;
+    b->n = n;
+  }
+  return b->p;
+}
+
+/* ------------------------------------------------------------------------------------------------------------ */
+/* Jobs                                                                                                           */
+
+typedef struct {
+  float *out;
+  const float *x;
+  int m, n, k, dt, flags;
+  const uint8_t *w;
+  size_t rb;
+  /* GEMV: chunks of rows */
+  int chunk;
+  /* GEMM */
+  const float *apack;
+  int mpad, nc, ntiles;
+  /* Q8 int8 GEMV */
+  const int8_t *xq;
+  const float *xd;
+  atomic_int next;
+  atomic_int failed;
+} job_t;
+
+/* --- scalar row kernel (any type): 4 rows dequantized into scratch, dots against every x row --- */
+static void rows_scalar(job_t *j, int n0, int n1, int tid) {
+  const int K = j->k;
+  float *t = buf_get(&g_rowtmp[tid], (size_t)4 * K);
+  if (!t) {
+    atomic_store(&j->failed, 1);
+    return;
+  }
+  for (int n = n0; n < n1; n += 4) {
+    int nr = n1 - n < 4 ? n1 - n : 4;
+    for (int r = 0; r < nr; r++) {
+      if (j->dt == DT_F32) memcpy(t + (size_t)r * K, j->w + (size_t)(n + r) * j->rb, (size_t)K * 4);
+      else dq_scalar(j->dt, j->w + (size_t)(n + r) * j->rb, 0, K, t + (size_t)r * K);
+    }
+    for (int m = 0; m < j->m; m++) {
+      const float *x = j->x + (size_t)m * K;
+      for (int r = 0; r < nr; r++) {
+        const float *wr = t + (size_t)r * K;
+        float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        int kk = 0;
+        for (; kk + 4 <= K; kk += 4) {
+          s0 += x[kk] * wr[kk];
+          s1 += x[kk + 1] * wr[kk + 1];
+          s2 += x[kk + 2] * wr[kk + 2];
+          s3 += x[kk + 3] * wr[kk + 3];
+        }
+        for (; kk < K; kk++) s0 += x[kk] * wr[kk];
+        j->out[(size_t)m * j->n + n + r] = (s0 + s1) + (s2 + s3);
+      }
+    }
+  }
+}
+
+#if COKV_X86
+AVX2_TARGET static inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+/* 4 f32 rows (w0..w3, any may repeat for a short tail) against x, K floats. */
+AVX2_TARGET static void dot4_f32(const float *x, const float *w0, const float *w1, const float *w2, const float *w3,
+                                 int K, float *res) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+  int k = 0;
+  for (; k + 16 <= K; k += 16) {
+    __m256 x0 = _mm256_loadu_ps(x + k), x1 = _mm256_loadu_ps(x + k + 8);
+    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w0 + k), x0, a0);
+    a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w1 + k), x0, a1);
+    a2 = _mm256_fmadd_ps(_mm256_loadu_ps(w2 + k), x0, a2);
+    a3 = _mm256_fmadd_ps(_mm256_loadu_ps(w3 + k), x0, a3);
+    b0 = _mm256_fmadd_ps(_mm256_loadu_ps(w0 + k + 8), x1, b0);
+    b1 = _mm256_fmadd_ps(_mm256_loadu_ps(w1 + k + 8), x1, b1);
+    b2 = _mm256_fmadd_ps(_mm256_loadu_ps(w2 + k + 8), x1, b2);
+    b3 = _mm256_fmadd_ps(_mm256_loadu_ps(w3 + k + 8), x1, b3);
+  }
+  for (; k + 8 <= K; k += 8) {
+    __m256 x0 = _mm256_loadu_ps(x + k);
+    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w0 + k), x0, a0);
+    a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w1 + k), x0, a1);
+    a2 = _mm256_fmadd_ps(_mm256_loadu_ps(w2 + k), x0, a2);
+    a3 = _mm256_fmadd_ps(_mm256_loadu_ps(w3 + k), x0, a3);
+  }
+  float r0 = hsum(_mm256_add_ps(a0, b0)), r1 = hsum(_mm256_add_ps(a1, b1));
+  float r2 = hsum(_mm256_add_ps(a2, b2)), r3 = hsum(_mm256_add_ps(a3, b3));
+  for (; k < K; k++) {
+    r0 += x[k] * w0[k];
+    r1 += x[k] * w1[k];
+    r2 += x[k] * w2[k];
+    r3 += x[k] * w3[k];
+  }
+  res[0] = r0, res[1] = r1, res[2] = r2, res[3] = r3;
+}
+
+AVX2_TARGET static void dot4_f16(const float *x, const uint16_t *w0, const uint16_t *w1, const uint16_t *w2,
+                                 const uint16_t *w3, int K, float *res) {
+#define LH(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p)))
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+  int k = 0;
+  for (; k + 16 <= K; k += 16) {
+    __m256 x0 = _mm256_loadu_ps(x + k), x1 = _mm256_loadu_ps(x + k + 8);
+    a0 = _mm256_fmadd_ps(LH(w0 + k), x0, a0);
+    a1 = _mm256_fmadd_ps(LH(w1 + k), x0, a1);
+    a2 = _mm256_fmadd_ps(LH(w2 + k), x0, a2);
+    a3 = _mm256_fmadd_ps(LH(w3 + k), x0, a3);
+    b0 = _mm256_fmadd_ps(LH(w0 + k + 8), x1, b0);
+    b1 = _mm256_fmadd_ps(LH(w1 + k + 8), x1, b1);
+    b2 = _mm256_fmadd_ps(LH(w2 + k + 8), x1, b2);
+    b3 = _mm256_fmadd_ps(LH(w3 + k + 8), x1, b3);
+  }
+  for (; k + 8 <= K; k += 8) {
+    __m256 x0 = _mm256_loadu_ps(x + k);
+    a0 = _mm256_fmadd_ps(LH(w0 + k), x0, a0);
+    a1 = _mm256_fmadd_ps(LH(w1 + k), x0, a1);
+    a2 = _mm256_fmadd_ps(LH(w2 + k), x0, a2);
+    a3 = _mm256_fmadd_ps(LH(w3 + k), x0, a3);
+  }
+#undef LH
+  float r0 = hsum(_mm256_add_ps(a0, b0)), r1 = hsum(_mm256_add_ps(a1, b1));
+  float r2 = hsum(_mm256_add_ps(a2, b2)), r3 = hsum(_mm256_add_ps(a3, b3));
+  for (; k < K; k++) {
+    r0 += x[k] * g_f16[w0[k]];
+    r1 += x[k] * g_f16[w1[k]];
+    r2 += x[k] * g_f16[w2[k]];
+    r3 += x[k] * g_f16[w3[k]];
+  }
+  res[0] = r0, res[1] = r1, res[2] = r2, res[3] = r3;
+}
+
+/* Q8_0 rows, x in f32: int8 -> f32 per block, FMA with x, scale by d once per block. */
+AVX2_TARGET static void dot4_q8_f32(const float *x, const uint8_t *const *w, int K, float *res) {
+  __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+  const int nb = K / 32;
+  for (int b = 0; b < nb; b++) {
+    const float *xb = x + b * 32;
+    __m256 x0 = _mm256_loadu_ps(xb), x1 = _mm256_loadu_ps(xb + 8), x2 = _mm256_loadu_ps(xb + 16),
+           x3 = _mm256_loadu_ps(xb + 24);
+    for (int r = 0; r < 4; r++) {
+      const uint8_t *p = w[r] + (size_t)b * 34;
+      const __m128i *q = (const __m128i *)(p + 2);
+      __m128i q16a = _mm_loadu_si128(q), q16b = _mm_loadu_si128(q + 1);
+      __m256 s = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q16a)), x0);
+      s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(q16a, 8))), x1, s);
+      s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q16b)), x2, s);
+      s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(q16b, 8))), x3, s);
+      acc[r] = _mm256_fmadd_ps(s, _mm256_set1_ps(_cvtsh_ss((unsigned short)(p[0] | (p[1] << 8)))), acc[r]);
+    }
+  }
+  for (int r = 0; r < 4; r++) res[r] = hsum(acc[r]);
+}
+
+/* Q8_0 rows against x quantized to Q8_0 (xq int8, xd per-block scale): |w| maddubs sign(x, w). */
+AVX2_TARGET static void dot4_q8_i8(const int8_t *xq, const float *xd, const uint8_t *const *w, int K, float *res) {
+  __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+  const __m256i ones = _mm256_set1_epi16(1);
+  const int nb = K / 32;
+  for (int b = 0; b < nb; b++) {
+    __m256i xv = _mm256_loadu_si256((const __m256i *)(xq + b * 32));
+    float dx = xd[b];
+    for (int r = 0; r < 4; r++) {
+      const uint8_t *p = w[r] + (size_t)b * 34;
+      __m256i wv = _mm256_loadu_si256((const __m256i *)(p + 2));
+      __m256i aw = _mm256_sign_epi8(wv, wv); /* |w| as unsigned: -128 -> 128 is exact */
+      __m256i sx = _mm256_sign_epi8(xv, wv); /* x never holds -128 */
+      __m256i dot = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), ones);
+      float d = dx * _cvtsh_ss((unsigned short)(p[0] | (p[1] << 8)));
+      acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(d), acc[r]);
+    }
+  }
+  for (int r = 0; r < 4; r++) res[r] = hsum(acc[r]);
+}
+
+static void rows_avx2(job_t *j, int n0, int n1, int tid) {
+  const int K = j->k;
+  float *t = NULL;
+  if (j->dt != DT_F32 && j->dt != DT_F16 && j->dt != DT_Q8_0) {
+    t = buf_get(&g_rowtmp[tid], (size_t)4 * K);
+    if (!t) {
+      atomic_store(&j->failed, 1);
+      return;
+    }
+  }
+  float res[4];
+  for (int n = n0; n < n1; n += 4) {
+    int nr = n1 - n < 4 ? n1 - n : 4;
+    const uint8_t *wr[4];
+    for (int r = 0; r < 4; r++) wr[r] = j->w + (size_t)(n + (r < nr ? r : nr - 1)) * j->rb;
+    /* Rows with small K are short streams the hardware prefetcher barely learns; fetch the group PF_GROUPS ahead. */
+    if (PF_GROUPS > 0 && n + 4 * (PF_GROUPS + 1) <= n1) {
+      const char *pf = (const char *)j->w + (size_t)(n + 4 * PF_GROUPS) * j->rb;
+      for (size_t off = 0; off < 4 * j->rb; off += 64) _mm_prefetch(pf + off, _MM_HINT_T0);
+    }
+    if (t) {
+      for (int r = 0; r < nr; r++) dequant(j->dt, wr[r], 0, K, t + (size_t)r * K);
+    }
+    for (int m = 0; m < j->m; m++) {
+      const float *x = j->x + (size_t)m * K;
+      switch (j->dt) {
+        case DT_F32:
+          dot4_f32(x, (const float *)wr[0], (const float *)wr[1], (const float *)wr[2], (const float *)wr[3], K, res);
+          break;
+        case DT_F16:
+          dot4_f16(x, (const uint16_t *)wr[0], (const uint16_t *)wr[1], (const uint16_t *)wr[2],
+                   (const uint16_t *)wr[3], K, res);
+          break;
+        case DT_Q8_0:
+          if (j->xq) dot4_q8_i8(j->xq + (size_t)m * K, j->xd + (size_t)m * (K / 32), wr, K, res);
+          else dot4_q8_f32(x, wr, K, res);
+          break;
+        default: {
+          int last = nr - 1;
+          dot4_f32(x, t, t + (size_t)(last < 1 ? last : 1) * K, t + (size_t)(last < 2 ? last : 2) * K,
+                   t + (size_t)(last < 3 ? last : 3) * K, K, res);
+        }
+      }
+      float *o = j->out + (size_t)m * j->n + n;
+      for (int r = 0; r < nr; r++) o[r] = res[r];
+    }
+  }
+}
+
+/* 6x16 micro-kernel: c[0..mr)[0..nr) (+)= a-panel (kc x 6) . b-panel (kc x 16). */
+AVX2_TARGET static void kern_6x16(int kc, const float *a, const float *b, float *c, int ldc, int first, int mr, int nr) {
+  __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+  __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+  for (int k = 0; k < kc; k++) {
+    __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+    __m256 av = _mm256_broadcast_ss(a);
+    c00 = _mm256_fmadd_ps(av, b0, c00);
+    c01 = _mm256_fmadd_ps(av, b1, c01);
+    av = _mm256_broadcast_ss(a + 1);
+    c10 = _mm256_fmadd_ps(av, b0, c10);
+    c11 = _mm256_fmadd_ps(av, b1, c11);
+    av = _mm256_broadcast_ss(a + 2);
+    c20 = _mm256_fmadd_ps(av, b0, c20);
+    c21 = _mm256_fmadd_ps(av, b1, c21);
+    av = _mm256_broadcast_ss(a + 3);
+    c30 = _mm256_fmadd_ps(av, b0, c30);
+    c31 = _mm256_fmadd_ps(av, b1, c31);
+    av = _mm256_broadcast_ss(a + 4);
+    c40 = _mm256_fmadd_ps(av, b0, c40);
+    c41 = _mm256_fmadd_ps(av, b1, c41);
+    av = _mm256_broadcast_ss(a + 5);
+    c50 = _mm256_fmadd_ps(av, b0, c50);
+    c51 = _mm256_fmadd_ps(av, b1, c51);
+    a += MR;
+    b += NR;
+  }
+  __m256 acc[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
+  if (mr == MR && nr == NR) {
+    for (int i = 0; i < MR; i++) {
+      float *ci = c + (size_t)i * ldc;
+      if (first) {
+        _mm256_storeu_ps(ci, acc[i][0]);
+        _mm256_storeu_ps(ci + 8, acc[i][1]);
+      } else {
+        _mm256_storeu_ps(ci, _mm256_add_ps(_mm256_loadu_ps(ci), acc[i][0]));
+        _mm256_storeu_ps(ci + 8, _mm256_add_ps(_mm256_loadu_ps(ci + 8), acc[i][1]));
+      }
+    }
+    return;
+  }
+  float tmp[MR][NR] __attribute__((aligned(32)));
+  for (int i = 0; i < MR; i++) {
+    _mm256_store_ps(tmp[i], acc[i][0]);
+    _mm256_store_ps(tmp[i] + 8, acc[i][1]);
+  }
+  for (int i = 0; i < mr; i++) {
+    float *ci = c + (size_t)i * ldc;
+    if (first)
+      for (int jj = 0; jj < nr; jj++) ci[jj] = tmp[i][jj];
+    else
+      for (int jj = 0; jj < nr; jj++) ci[jj] += tmp[i][jj];
+  }
+}
+
+/* Pack rows [n0, n0+nc) x cols [k0, k0+kc) of W into 16-wide panels: dst[p][k][16], zero-padded. */
+AVX2_TARGET static void pack_b(const job_t *j, int n0, int nc, int k0, int kc, float *dst, float *row) {
+  int np = (nc + NR - 1) / NR;
+  for (int p = 0; p < np; p++) {
+    float *d = dst + (size_t)p * NR * kc;
+    for (int r = 0; r < NR; r++) {
+      int n = n0 + p * NR + r;
+      if (n >= n0 + nc) {
+        for (int k = 0; k < kc; k++) d[k * NR + r] = 0;
+        continue;
+      }
+      const float *src;
+      if (j->dt == DT_F32) {
+        src = (const float *)(j->w + (size_t)n * j->rb) + k0;
+      } else {
+        dq_avx2(j->dt, j->w + (size_t)n * j->rb, k0, kc, row);
+        src = row;
+      }
+      for (int k = 0; k < kc; k++) d[k * NR + r] = src[k];
+    }
+  }
+}
+
+static void gemm_tiles(job_t *j, int tid) {
+  float *bp = buf_get(&g_bpack[tid], (size_t)NC_MAX * KC);
+  float *row = buf_get(&g_rowtmp[tid], KC);
+  if (!bp || !row) {
+    atomic_store(&j->failed, 1);
+    return;
+  }
+  const int M = j->m, N = j->n, K = j->k, mp = j->mpad / MR;
+  for (;;) {
+    int t = atomic_fetch_add(&j->next, 1);
+    if (t >= j->ntiles) break;
+    int n0 = t * j->nc, nc = N - n0 < j->nc ? N - n0 : j->nc, np = (nc + NR - 1) / NR;
+    for (int k0 = 0; k0 < K; k0 += KC) {
+      int kc = K - k0 < KC ? K - k0 : KC;
+      pack_b(j, n0, nc, k0, kc, bp, row);
+      const float *ablk = j->apack + (size_t)k0 * j->mpad;
+      for (int i = 0; i < mp; i++) {
+        const float *a = ablk + (size_t)i * MR * kc;
+        int mr = M - i * MR < MR ? M - i * MR : MR;
+        float *c = j->out + (size_t)i * MR * N + n0;
+        for (int p = 0; p < np; p++) {
+          int nr = nc - p * NR < NR ? nc - p * NR : NR;
+          kern_6x16(kc, a, bp + (size_t)p * NR * kc, c + p * NR, N, k0 == 0, mr, nr);
+        }
+      }
+    }
+  }
+}
+#endif
+
+static void rows_job(void *arg, int tid) {
+  job_t *j = arg;
+  for (;;) {
+    int c = atomic_fetch_add(&j->next, 1);
+    int n0 = c * j->chunk;
+    if (n0 >= j->n) break;
+    int n1 = n0 + j->chunk < j->n ? n0 + j->chunk : j->n;
+#if COKV_X86
+    if (g_simd) rows_avx2(j, n0, n1, tid);
+    else
+#endif
+      rows_scalar(j, n0, n1, tid);
+  }
+}
+
+#if COKV_X86
+static void gemm_job(void *arg, int tid) { gemm_tiles(arg, tid); }
+#endif
+
+static void quantize_x_q8(const float *x, int m, int k, int8_t *xq, float *xd) {
+  for (int r = 0; r < m; r++) {
+    for (int b = 0; b < k / 32; b++) {
+      const float *v = x + (size_t)r * k + b * 32;
+      float amax = 0;
+      for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(v[i]));
+      float d = amax / 127.0f, id = d != 0 ? 1.0f / d : 0.0f;
+      xd[(size_t)r * (k / 32) + b] = d;
+      int8_t *q = xq + (size_t)r * k + b * 32;
+      for (int i = 0; i < 32; i++) q[i] = (int8_t)lroundf(v[i] * id);
+    }
+  }
+}
+
+int cokv_matmul(float *out, const float *x, int M, int N, int K, const void *w, int dt, int flags) {
+  pthread_once(&g_init_once, init_once);
+  int nthreads = cokv_threads();
+  pthread_mutex_lock(&g_call_mu);
+  job_t j;
+  memset(&j, 0, sizeof j);
+  j.out = out, j.x = x, j.m = M, j.n = N, j.k = K, j.dt = dt, j.flags = flags;
+  j.w = w;
+  j.rb = cokv_row_bytes(dt, K);
+  atomic_init(&j.next, 0);
+  atomic_init(&j.failed, 0);
+  double work = (double)M * N * K;
+  /* Below ~1M multiply-adds (e.g. a 576x192 K/V projection of one token) dispatch and cache-line traffic cost more
+   * than a second thread saves. */
+  int nt = work < (double)(1 << 20) ? 1 : nthreads;
+  int rc = 0;
+#if COKV_X86
+  if (g_simd && M >= GEMM_MIN_M) {
+    int mpad = (M + MR - 1) / MR * MR;
+    float *ap = buf_get(&g_apack, (size_t)mpad * K);
+    if (!ap) {
+      rc = -1;
+      goto done;
+    }
+    /* Pack x: per KC block, 6-row panels, k-major, zero rows past M. */
+    for (int k0 = 0; k0 < K; k0 += KC) {
+      int kc = K - k0 < KC ? K - k0 : KC;
+      float *blk = ap + (size_t)k0 * mpad;
+      for (int i = 0; i < mpad / MR; i++) {
+        float *d = blk + (size_t)i * MR * kc;
+        for (int r = 0; r < MR; r++) {
+          int mrow = i * MR + r;
+          if (mrow >= M) {
+            for (int k = 0; k < kc; k++) d[k * MR + r] = 0;
+          } else {
+            const float *s = x + (size_t)mrow * K + k0;
+            for (int k = 0; k < kc; k++) d[k * MR + r] = s[k];
+          }
+        }
+      }
+    }
+    j.apack = ap;
+    j.mpad = mpad;
+    int nc = (N + 2 * nt - 1) / (2 * nt);
+    nc = (nc + NR - 1) / NR * NR;
+    if (nc > NC_MAX) nc = NC_MAX;
+    if (nc < NR) nc = NR;
+    j.nc = nc;
+    j.ntiles = (N + nc - 1) / nc;
+    pool_run(gemm_job, &j, nt);
+    if (atomic_load(&j.failed)) rc = -1;
+    goto done;
+  }
+  if (g_simd && dt == DT_Q8_0 && (flags & MM_Q8_INT8)) {
+    float *b = buf_get(&g_xq, (size_t)M * K / 4 + (size_t)M * (K / 32) + 16);
+    if (!b) {
+      rc = -1;
+      goto done;
+    }
+    j.xd = b;
+    j.xq = (const int8_t *)(b + (size_t)M * (K / 32) + 8);
+    quantize_x_q8(x, M, K, (int8_t *)j.xq, (float *)j.xd);
+  }
+#endif
+  {
+    int chunk = (N + 8 * nt - 1) / (8 * nt);
+    chunk = (chunk + 3) & ~3;
+    if (chunk < 16) chunk = 16;
+    j.chunk = chunk;
+    pool_run(rows_job, &j, nt);
+    if (atomic_load(&j.failed)) rc = -1;
+  }
+#if COKV_X86
+done:
+#endif
+  pthread_mutex_unlock(&g_call_mu);
+  return rc;
+}
+
+/* ------------------------------------------------------------------------------------------------------------ */
+/* Attention                                                                                                      */
+
+typedef struct {
+  float *out;
+  int oStride;
+  const float *q;
+  int qStride, nq, hd;
+  float scale;
+  const float *k1, *v1;
+  int from1, to1;
+  const int *count1;
+  const float *k2, *v2;
+  int from2, to2;
+  atomic_int next;
+  atomic_int failed;
+} att_t;
+
+static buf_t g_scores[MAX_THREADS];
+
+static float dot_scalar(const float *a, const float *b, int n) {
+  float s = 0;
+  for (int i = 0; i < n; i++) s += a[i] * b[i];
+  return s;
+}
+static void axpy_scalar(float *y, float a, const float *x, int n) {
+  for (int i = 0; i < n; i++) y[i] += a * x[i];
+}
+#if COKV_X86
+AVX2_TARGET static float dot_avx2(const float *a, const float *b, int n) {
+  __m256 s0 = _mm256_setzero_ps(), s1 = s0;
+  int i = 0;
+  for (; i + 16 <= n; i += 16) {
+    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+  }
+  float s = hsum(_mm256_add_ps(s0, s1));
+  for (; i < n; i++) s += a[i] * b[i];
+  return s;
+}
+AVX2_TARGET static void axpy_avx2(float *y, float a, const float *x, int n) {
+  __m256 av = _mm256_set1_ps(a);
+  int i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+  for (; i < n; i++) y[i] += a * x[i];
+}
+#endif
+
+static void att_job(void *arg, int tid) {
+  att_t *a = arg;
+  const int hd = a->hd;
+  float *sc = buf_get(&g_scores[tid], (size_t)(a->to1 - a->from1) + (size_t)(a->to2 - a->from2) + 16);
+  if (!sc) {
+    atomic_store(&a->failed, 1);
+    return;
+  }
+#if COKV_X86
+  float (*dot)(const float *, const float *, int) = g_simd ? dot_avx2 : dot_scalar;
+  void (*axpy)(float *, float, const float *, int) = g_simd ? axpy_avx2 : axpy_scalar;
+#else
+  float (*dot)(const float *, const float *, int) = dot_scalar;
+  void (*axpy)(float *, float, const float *, int) = axpy_scalar;
+#endif
+  for (;;) {
+    int i = atomic_fetch_add(&a->next, 1);
+    if (i >= a->nq) break;
+    const float *q = a->q + (size_t)i * a->qStride;
+    float *o = a->out + (size_t)i * a->oStride;
+    int to1 = a->count1 ? a->from1 + a->count1[i] : a->to1;
+    int n = 0;
+    float mx = -INFINITY;
+    for (int jj = a->from1; jj < to1; jj++, n++) {
+      float s = dot(q, a->k1 + (size_t)jj * hd, hd) * a->scale;
+      sc[n] = s;
+      if (s > mx) mx = s;
+    }
+    for (int jj = a->from2; jj < a->to2; jj++, n++) {
+      float s = dot(q, a->k2 + (size_t)jj * hd, hd) * a->scale;
+      sc[n] = s;
+      if (s > mx) mx = s;
+    }
+    float sum = 0;
+    for (int jj = 0; jj < n; jj++) {
+      float e = expf(sc[jj] - mx);
+      sc[jj] = e;
+      sum += e;
+    }
+    float inv = 1.0f / sum;
+    memset(o, 0, (size_t)hd * 4);
+    n = 0;
+    for (int jj = a->from1; jj < to1; jj++, n++) axpy(o, sc[n] * inv, a->v1 + (size_t)jj * hd, hd);
+    for (int jj = a->from2; jj < a->to2; jj++, n++) axpy(o, sc[n] * inv, a->v2 + (size_t)jj * hd, hd);
+  }
+}
+
+int cokv_attend(float *out, int oStride, const float *q, int qStride, int nq, int hd, float scale,
+                const float *k1, const float *v1, int from1, int to1, const int *count1,
+                const float *k2, const float *v2, int from2, int to2) {
+  pthread_once(&g_init_once, init_once);
+  int nthreads = cokv_threads();
+  pthread_mutex_lock(&g_call_mu);
+  att_t a;
+  memset(&a, 0, sizeof a);
+  a.out = out, a.oStride = oStride, a.q = q, a.qStride = qStride, a.nq = nq, a.hd = hd, a.scale = scale;
+  a.k1 = k1, a.v1 = v1, a.from1 = from1, a.to1 = to1, a.count1 = count1;
+  a.k2 = k2, a.v2 = v2, a.from2 = from2, a.to2 = to2;
+  atomic_init(&a.next, 0);
+  atomic_init(&a.failed, 0);
+  double work = (double)nq * ((to1 - from1) + (to2 - from2)) * hd;
+  pool_run(att_job, &a, work < 65536 ? 1 : nthreads);
+  pthread_mutex_unlock(&g_call_mu);
+  return atomic_load(&a.failed) ? -1 : 0;
+}

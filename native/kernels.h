@@ -1,0 +1,41 @@
+/*
+ * cokv native kernels: matmul out[m][n] = sum_k x[m][k] * W[n][k] (W in nn.Linear layout, rows of raw ggml blocks
+ * for quantized types), run on a small pthread pool. Pure C (no N-API here) so the kernels can be tested alone.
+ */
+#ifndef COKV_KERNELS_H
+#define COKV_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Weight types: ggml type ids. */
+enum { DT_F32 = 0, DT_F16 = 1, DT_Q4_0 = 2, DT_Q8_0 = 8, DT_Q4_K = 12, DT_Q6_K = 14 };
+
+/* Flags for cokv_matmul. */
+enum { MM_Q8_INT8 = 1 /* Q8_0 GEMV: quantize x to Q8_0 and use an int8 dot (llama.cpp style) */ };
+
+/* Bytes of one weight row of k elements, or 0 if k is not a whole number of blocks / the type is unknown. */
+size_t cokv_row_bytes(int dt, int k);
+
+/* SIMD level in use: 1 = AVX2+FMA+F16C, 0 = scalar. cokv_set_simd can only lower it below what the CPU has. */
+int cokv_simd(void);
+int cokv_cpu_avx2(void);
+void cokv_set_simd(int level);
+
+/* Threads used per call (the caller's thread included). */
+int cokv_threads(void);
+int cokv_set_threads(int n);
+
+/* The whole matmul; returns 0, or -1 on an allocation failure. Inputs are assumed validated. */
+int cokv_matmul(float *out, const float *x, int m, int n, int k, const void *w, int dt, int flags);
+
+/*
+ * Softmax attention of nq query vectors (one KV head's group, each hd floats at q + i*qStride) over key/value
+ * segments: entries [from1, to1) of k1/v1 and [from2, to2) of k2/v2 (rows of hd floats). Query i sees the first
+ * count1[i] entries of segment 1 (causal prefill), or all of them when count1 is NULL. Output rows at out + i*oStride.
+ */
+int cokv_attend(float *out, int oStride, const float *q, int qStride, int nq, int hd, float scale,
+                const float *k1, const float *v1, int from1, int to1, const int *count1,
+                const float *k2, const float *v2, int from2, int to2);
+
+#endif
