@@ -8,7 +8,7 @@
  * console.log(gen.stats);
  * ```
  */
-import { TsBackend } from './backend/ts.js';
+import { createBackend, type BackendKind, BACKEND_KINDS } from './backend/select.js';
 import type { Backend } from './backend/types.js';
 import { RaggedKVCache, type KvDType } from './cache/ragged.js';
 import { CokvError } from './errors.js';
@@ -125,7 +125,20 @@ export interface ChatMessage {
 }
 
 export interface LoadOptions {
-  backend?: Backend;
+  /** A backend object, or a kind: 'auto' (default: native if built, else wasm, else ts), 'native', 'wasm', 'ts'. */
+  backend?: Backend | BackendKind;
+}
+
+/** The backend for `loadModel`: the option, else $COKV_BACKEND, else 'auto'. */
+export function resolveBackend(opt?: Backend | BackendKind): Backend {
+  if (opt && typeof opt === 'object') return opt;
+  const kind = opt ?? (process.env.COKV_BACKEND as BackendKind | undefined) ?? 'auto';
+  if (!BACKEND_KINDS.includes(kind)) throw new CokvError(`--backend: '${kind}' must be one of ${BACKEND_KINDS.join(', ')}`, 'flag');
+  try {
+    return createBackend(kind);
+  } catch (e) {
+    throw new CokvError(`--backend ${kind}: ${(e as Error).message}`, 'flag');
+  }
 }
 
 export class CokvModel {
@@ -368,5 +381,5 @@ export class CokvModel {
 export async function loadModel(modelPath: string, opts: LoadOptions = {}): Promise<CokvModel> {
   const source = await openModel(modelPath);
   const tokenizer = await source.loadTokenizer();
-  return new CokvModel(source, tokenizer, opts.backend ?? new TsBackend());
+  return new CokvModel(source, tokenizer, resolveBackend(opts.backend));
 }

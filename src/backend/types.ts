@@ -13,4 +13,14 @@ export interface Backend {
   matmul(out: Float32Array, x: Float32Array, rows: number, w: Weight): void;
   /** Copy row `row` of `w`, dequantized, into out[outOff .. outOff + w.cols). */
   embedRow(out: Float32Array, outOff: number, w: Weight, row: number): void;
+  /**
+   * Optional fused attention: for each of `nq` queries (at q[qOff + i·qStride]), softmax attention over entries
+   * [from1, to1) of k1/v1 — or only the first count1[i] of them (causal prefill) — then [from2, to2) of k2/v2,
+   * written to out[oOff + i·oStride]. Backends without it use the TypeScript loop (`attendSegments`).
+   */
+  attend?(
+    out: Float32Array, oOff: number, oStride: number, q: Float32Array, qOff: number, qStride: number, nq: number, hd: number,
+    scale: number, k1: Float32Array, v1: Float32Array, from1: number, to1: number, count1: Int32Array | null,
+    k2: Float32Array, v2: Float32Array, from2: number, to2: number,
+  ): void;
 }

@@ -4,6 +4,7 @@
  */
 import { Command, CommanderError } from 'commander';
 import { CokvError } from '../errors.js';
+import { BACKEND_KINDS } from '../backend/select.js';
 import { registerGenerate } from './generate.js';
 import { registerInspect } from './inspect.js';
 import { registerScore } from './score.js';
@@ -17,7 +18,18 @@ import { registerReport } from './report.js';
 
 export async function main(argv: string[]): Promise<number> {
   const verbose = argv.includes('--verbose');
-  const args = argv.filter((a) => a !== '--verbose');
+  let args = argv.filter((a) => a !== '--verbose');
+  // --backend applies to every command that loads a model; it travels as COKV_BACKEND (child processes too).
+  const b = args.indexOf('--backend');
+  if (b >= 0) {
+    const kind = args[b + 1];
+    if (kind === undefined || !(BACKEND_KINDS as readonly string[]).includes(kind)) {
+      process.stderr.write(`cokv: --backend: '${kind ?? ''}' must be one of ${BACKEND_KINDS.join(', ')}\n`);
+      return 1;
+    }
+    process.env.COKV_BACKEND = kind;
+    args = [...args.slice(0, b), ...args.slice(b + 2)];
+  }
   let exitCode = 0;
   const run = async (fn: () => Promise<void>): Promise<void> => {
     try {
@@ -40,6 +52,7 @@ export async function main(argv: string[]): Promise<number> {
     .name('cokv')
     .description('Long-context LLM inference with a per-head KV cache budgeted by a cooperative game')
     .option('--verbose', 'print stack traces for errors')
+    .option('--backend <kind>', `kernels: ${BACKEND_KINDS.join(', ')} (auto = native if built, else wasm, else ts)`)
     .exitOverride()
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
   registerGenerate(program, run);

@@ -90,7 +90,8 @@ class CacheAttention implements KvAttention {
   cache!: RaggedKVCache;
   start = 0;
   readonly positionOf = (row: number): number => this.start + row;
-  constructor(private readonly c: ModelConfig) {}
+  private counts = new Int32Array(0);
+  constructor(private readonly c: ModelConfig, private readonly backend: Backend) {}
 
   attend(layer: number, q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, T: number): void {
     const { headDim: hd, numHeads: nh, numKvHeads: nkv } = this.c;
@@ -104,6 +105,18 @@ class CacheAttention implements KvAttention {
       // F16 caches are widened once per head and step into reused scratch (F32 ones are read in place).
       const keys = head.keysF32(this.kScratch), values = head.valuesF32(this.vScratch);
       if (head.dtype !== 'f32') { this.kScratch = keys; this.vScratch = values; }
+      const fused = this.backend.attend;
+      if (fused) {
+        // One call per query head: T causal queries over this KV head's entries.
+        if (this.counts.length < T) this.counts = new Int32Array(Math.max(T, 16));
+        for (let t = 0; t < T; t++) this.counts[t] = base + t + 1;
+        for (let j = 0; j < group; j++) {
+          const off = (g * group + j) * hd;
+          fused.call(this.backend, out, off, qDim, q, off, qDim, T, hd, scale,
+            keys as Float32Array, values as Float32Array, 0, head.length, this.counts, this.empty, this.empty, 0, 0);
+        }
+        continue;
+      }
       for (let j = 0; j < group; j++) {
         const qh = g * group + j;
         for (let t = 0; t < T; t++) {
@@ -165,7 +178,7 @@ export class Transformer {
 
   constructor(readonly config: ModelConfig, readonly weights: ModelWeights, readonly backend: Backend) {
     this.rope = new RopeTable(ropeInvFreq(config));
-    this.cacheAttention = new CacheAttention(config);
+    this.cacheAttention = new CacheAttention(config, backend);
   }
 
   private workspace(rows: number): Workspace {
