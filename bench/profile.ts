@@ -75,7 +75,7 @@ const t2 = performance.now();
 const maxDiff = Math.max(...naive.map((u, i) => Math.abs(u - ours[i])));
 const promptTokens = samples.reduce((s, x) => s + x.promptIds.length, 0);
 const naivePer = (t1 - t0) / pairs / 1000, oursPer = (t2 - t1) / pairs / 1000;
-console.log(`\nProfiler cost per sample (S and N\\S over ${samples.length} items of ~${length} tokens, ${promptTokens} prompt tokens in all; cokv-retrieval-tiny, loglik, ${maxNew} answer tokens, batch ${batch}; ${machineLine()})\n`);
+console.log(`\nProfiler cost per sample (S and N\\S over ${samples.length} items of ~${length} tokens, ${promptTokens} prompt tokens in all; cokv-retrieval-tiny, loglik, ${maxNew} answer tokens, batch ${batch}, ${model.transformer.backend.name} backend; ${machineLine()})\n`);
 console.log(markdownTable(['method', 'prefills', 'seconds per sample', 'speed-up'], [
   ['naive: two full evaluations per sample', 2 * pairs * samples.length, naivePer.toFixed(3), '1.0×'],
   ['cokv: one shared prefill per item, batched coalitions', game.cost.prefills, oursPer.toFixed(3), `${(naivePer / oursPer).toFixed(1)}×`],
