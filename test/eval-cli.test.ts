@@ -1,15 +1,7 @@
-import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { asset, haveAssets, repoRoot, tmpDir } from './helpers.js';
-
-function cokv(...args: string[]): { code: number; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(repoRoot, 'src/cli/run.ts'), ...args], {
-    cwd: repoRoot, encoding: 'utf8', timeout: 120_000,
-  });
-  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
-}
+import { asset, haveAssets, tmpDir, cokv } from './helpers.js';
 
 const tiny = asset('models/cokv-retrieval-tiny');
 const data = asset('data/retrieval-dev.jsonl');

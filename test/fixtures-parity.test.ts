@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadModel } from '../src/engine.js';
-import { repoRoot } from './helpers.js';
+import { repoRoot, maxRelDiff } from './helpers.js';
 
 interface PromptRef { ids: number[]; logits: number[]; greedy: number[] }
 interface Variant { path: string; format: string; dtype: string; prompts: PromptRef[] }
@@ -22,16 +22,6 @@ interface Reference {
 const dir = path.join(repoRoot, 'test/fixtures/models');
 const models = fs.readdirSync(dir).filter((m) => fs.existsSync(path.join(dir, m, 'reference.json')));
 
-function relDiff(a: ArrayLike<number>, b: number[]): number {
-  let d = 0, lo = Infinity, hi = -Infinity;
-  for (let i = 0; i < b.length; i++) {
-    d = Math.max(d, Math.abs(a[i] - b[i]));
-    lo = Math.min(lo, b[i]);
-    hi = Math.max(hi, b[i]);
-  }
-  return d / (hi - lo);
-}
-
 describe('fixture models match transformers', () => {
   it('has the fixture set (4 architectures × formats)', () => {
     expect(models.sort()).toEqual(['llama3-tiny', 'mistral-tiny', 'qwen2-tiny', 'smollm2-2l']);
@@ -44,7 +34,7 @@ describe('fixture models match transformers', () => {
         const m = await loadModel(path.join(repoRoot, v.path));
         for (const p of v.prompts) {
           const logits = m.prefill(p.ids, m.newCache());
-          expect(relDiff(logits, p.logits)).toBeLessThan(1e-3);
+          expect(maxRelDiff(logits, p.logits)).toBeLessThan(1e-3);
           const g = m.generate(p.ids, { maxTokens: p.greedy.length, temperature: 0, eosIds: [] });
           await g.complete();
           expect(g.tokens).toEqual(p.greedy);
@@ -58,7 +48,7 @@ describe('fixture models match transformers', () => {
         // A layout or permutation bug moves them by far more; 5% is the bound.
         const m = await loadModel(path.join(repoRoot, ref.variants['gguf-q8_0'].path));
         for (const p of ref.variants[ref.baseline].prompts) {
-          expect(relDiff(m.prefill(p.ids, m.newCache()), p.logits)).toBeLessThan(0.05);
+          expect(maxRelDiff(m.prefill(p.ids, m.newCache()), p.logits)).toBeLessThan(0.05);
         }
       });
     }

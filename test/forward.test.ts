@@ -5,15 +5,7 @@ import { Transformer } from '../src/model/forward.js';
 import { quantizeMatrix, dequantize } from '../src/model/quant.js';
 import type { ModelConfig } from '../src/model/config.js';
 import { randomWeights, referenceLogits, tinyConfig } from './random-model.js';
-
-function maxRelDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let lo = Infinity, hi = -Infinity, d = 0;
-  for (let i = 0; i < b.length; i++) {
-    lo = Math.min(lo, b[i]); hi = Math.max(hi, b[i]);
-    d = Math.max(d, Math.abs(a[i] - b[i]));
-  }
-  return d / (hi - lo);
-}
+import { maxRelDiff } from './helpers.js';
 
 const cases: [string, ModelConfig][] = [
   ['GQA llama', tinyConfig()],

@@ -3,21 +3,13 @@
  * `profile show|compare|merge`, shards + resume through the CLI reproducing the single run bit for bit, the file
  * feeding `generate --press cokv`, and bad input (one line on stderr, exit 1).
  */
-import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { ProfileFile } from '../src/game/profile-file.js';
-import { asset, repoRoot, tmpDir } from './helpers.js';
+import { asset, tmpDir, cokv } from './helpers.js';
 
 /** Run the CLI from source, like `npx cokv …` after a build. */
-function cokv(...args: string[]): { code: number; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(repoRoot, 'src/cli/run.ts'), ...args], {
-    cwd: repoRoot, encoding: 'utf8', timeout: 60_000,
-  });
-  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
-}
-
 const model = asset('models/stories260K');
 const data = asset('data/stories/stories-dev.jsonl');
 const have = fs.existsSync(model) && fs.existsSync(data);

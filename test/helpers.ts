@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -16,4 +17,23 @@ export function asset(...parts: string[]): string {
 /** A fresh temporary directory under the system temp folder. */
 export function tmpDir(prefix = 'cokv-test-'): string {
   return fs.mkdtempSync(path.join(fs.realpathSync(process.env.TMPDIR ?? '/tmp'), prefix));
+}
+
+/** Run the CLI from source (like `npx cokv …` after a build); returns exit code and output. */
+export function cokv(...args: string[]): { code: number; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(repoRoot, 'src/cli/run.ts'), ...args], {
+    cwd: repoRoot, encoding: 'utf8', timeout: 120_000,
+  });
+  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** Largest absolute difference between `a` and the reference `b`, relative to the range of `b`. */
+export function maxRelDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let lo = Infinity, hi = -Infinity, d = 0;
+  for (let i = 0; i < b.length; i++) {
+    lo = Math.min(lo, b[i]);
+    hi = Math.max(hi, b[i]);
+    d = Math.max(d, Math.abs(a[i] - b[i]));
+  }
+  return d / (hi - lo);
 }

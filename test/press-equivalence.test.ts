@@ -18,18 +18,9 @@ import type { PressOptions } from '../src/press/options.js';
 import type { Press } from '../src/press/types.js';
 import { ScoredPress } from '../src/press/press.js';
 import { randomWeights, referenceLogits, tinyConfig } from './random-model.js';
-import { tmpDir } from './helpers.js';
+import { tmpDir, maxRelDiff } from './helpers.js';
 
 const STEPS = 6;
-
-function maxRelDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let lo = Infinity, hi = -Infinity, d = 0;
-  for (let i = 0; i < b.length; i++) {
-    lo = Math.min(lo, b[i]); hi = Math.max(hi, b[i]);
-    d = Math.max(d, Math.abs(a[i] - b[i]));
-  }
-  return d / (hi - lo);
-}
 
 function argmax(x: ArrayLike<number>): number {
   let best = 0;

@@ -1,4 +1,3 @@
-import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -7,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { CokvError } from '../src/errors.js';
 import { cokvAllocation } from '../src/press/allocators/cokv.js';
 import { buildReport, cokvKeptTokens, esc, heatmap, lineChart, niceTicks, readResults } from '../src/eval/report.js';
-import { repoRoot, tmpDir } from './helpers.js';
+import { repoRoot, tmpDir, cokv } from './helpers.js';
 
 const fixture = path.join(repoRoot, 'test/fixtures/report');
 const now = new Date('2025-02-01T12:00:00Z');
@@ -217,13 +216,6 @@ describe('buildReport on bad input', () => {
 });
 
 /** Run the CLI from source, like `npx cokv …` after a build. */
-function cokv(...args: string[]): { code: number; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(repoRoot, 'src/cli/run.ts'), ...args], {
-    cwd: repoRoot, encoding: 'utf8', timeout: 60_000,
-  });
-  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
-}
-
 describe('cokv report (CLI)', () => {
   const dir = tmpDir('cokv-report-cli-');
 

@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { loadModel, type CokvModel } from '../src/engine.js';
-import { asset, haveAssets } from './helpers.js';
+import { asset, haveAssets, maxRelDiff } from './helpers.js';
 
 const dir = asset('models/cokv-retrieval-tiny');
 const present = haveAssets && fs.existsSync(dir);
@@ -14,12 +14,6 @@ interface Ref { input_ids: number[]; last_logits: number[]; greedy_16_ids: numbe
 const refs: Ref[] = present
   ? [0, 1, 2].map((i) => JSON.parse(fs.readFileSync(`${dir}/reference/prompt${i}.json`, 'utf8')) as Ref)
   : [];
-
-function relDiff(a: ArrayLike<number>, b: number[]): number {
-  let d = 0;
-  for (let i = 0; i < b.length; i++) d = Math.max(d, Math.abs(a[i] - b[i]));
-  return d / (Math.max(...b) - Math.min(...b));
-}
 
 async function greedy(m: CokvModel, ids: number[], n: number): Promise<number[]> {
   const g = m.generate(ids, { maxTokens: n, temperature: 0, eosIds: [] });
@@ -36,7 +30,7 @@ describe.skipIf(!present)('cokv-retrieval-tiny parity with transformers (fp32 re
       const m = await loadModel(p);
       for (const r of refs) {
         const logits = m.prefill(r.input_ids, m.newCache());
-        expect(relDiff(logits, r.last_logits)).toBeLessThan(tol);
+        expect(maxRelDiff(logits, r.last_logits)).toBeLessThan(tol);
         expect(await greedy(m, r.input_ids, 16)).toEqual(r.greedy_16_ids);
       }
     });
@@ -56,7 +50,7 @@ describe.skipIf(!present)('cokv-retrieval-tiny parity with transformers (fp32 re
     const m = await loadModel(`${dir}/cokv-retrieval-tiny-q8_0.gguf`);
     for (const r of refs) {
       const logits = m.prefill(r.input_ids, m.newCache());
-      expect(relDiff(logits, r.last_logits)).toBeLessThan(0.02);
+      expect(maxRelDiff(logits, r.last_logits)).toBeLessThan(0.02);
       const top = r.last_logits.indexOf(Math.max(...r.last_logits));
       expect(Array.from(logits).indexOf(Math.max(...logits))).toBe(top);
     }

@@ -1,17 +1,9 @@
-import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { repoRoot, tmpDir } from './helpers.js';
+import { tmpDir, cokv } from './helpers.js';
 
 /** Run the CLI from source, like `npx cokv …` after a build. */
-function cokv(...args: string[]): { code: number; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(repoRoot, 'src/cli/run.ts'), ...args], {
-    cwd: repoRoot, encoding: 'utf8', timeout: 60_000,
-  });
-  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
-}
-
 function jsonl(lines: (object | string)[]): string {
   const file = path.join(tmpDir('cokv-score-'), 'pred.jsonl');
   fs.writeFileSync(file, lines.map((l) => (typeof l === 'string' ? l : JSON.stringify(l))).join('\n') + '\n');
