@@ -119,3 +119,22 @@ describe.skipIf(!haveAssets)('cokv eval / needle / bench', () => {
     });
   });
 });
+
+describe.skipIf(!haveAssets)('cokv eval on LongBench data', () => {
+  it('multi_news: official template, middle truncation to --max-length, rouge-L scoring, both protocols', () => {
+    const out = tmpDir();
+    for (const protocol of ['question-aware', 'context-only']) {
+      const r = cokv('eval', '--model', tiny, '--data', asset('data/longbench'), '--dataset', 'multi_news', '--split', 'all', '--limit', '1',
+        '--max-length', '600', '--presses', 'full,snapkv', '--budgets', '32', '--protocol', protocol, '--out', out, '--quiet', '--json');
+      expect(r.code, r.stderr).toBe(0);
+      const [full, snap] = JSON.parse(r.stdout);
+      expect(full.metric).toBe('rouge_l');
+      expect(full.n).toBe(1);
+      const pred = JSON.parse(fs.readFileSync(path.join(out, fs.readdirSync(out).find((d) => d.includes('__full__') && (protocol === 'context-only') === d.endsWith('__ctx'))!, 'predictions.jsonl'), 'utf8').trim());
+      // Truncated to 600 tokens (multi_news documents are far longer); the answer budget is dataset2maxlen's 512, clipped to the context.
+      expect(pred.promptTokens).toBeLessThanOrEqual(601);
+      expect(pred.promptTokens).toBeGreaterThan(500);
+      expect(snap.keptKvBytes).toBeLessThan(full.keptKvBytes);
+    }
+  });
+});

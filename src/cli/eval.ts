@@ -26,6 +26,7 @@ interface EvalFlags extends PressFlags {
   loglikTokens: string;
   skipBadLines?: boolean;
   kvDtype: string;
+  chat?: boolean;
   out: string;
   quiet?: boolean;
   json?: boolean;
@@ -54,6 +55,7 @@ export function registerEval(program: Command, run: (fn: () => Promise<void>) =>
     .option('--subset <list>', 'keep items whose sub-task is listed (retrieval: passkey,multikey,kv,…)')
     .option('--lengths <list>', 'keep items whose nominal length is listed (retrieval: 512,1024,2048)')
     .option('--max-length <n>', 'LongBench middle truncation in tokens (default 8000, clipped to the context)')
+    .option('--chat', 'wrap LongBench prompts in the model\'s chat template (the reference does not for Llama-3/Mistral; never for few-shot/code tasks)')
     .option('--protocol <p>', 'question-aware (the paper) or context-only (kvpress)', 'question-aware')
     .option('--metric <m>', 'default (the dataset\'s metric) or loglik (teacher-forced reference log-prob + greedy agreement)', 'default')
     .option('--loglik-tokens <n>', 'reference tokens scored by --metric loglik', '16')
@@ -87,6 +89,7 @@ async function evalCommand(f: EvalFlags): Promise<void> {
     lengths: numberList('--lengths', f.lengths, true),
     maxLength: numberFlag('--max-length', f.maxLength, { integer: true, min: 16 }),
     protocol: f.protocol as Protocol,
+    chat: f.chat ?? false,
     metric: f.metric as 'default' | 'loglik',
     loglikTokens: numberFlag('--loglik-tokens', f.loglikTokens, { integer: true, min: 1 }),
     kvDtype: f.kvDtype as 'f32' | 'f16',

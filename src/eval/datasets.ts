@@ -18,7 +18,7 @@ function longBenchQuestion(dataset: string, s: LongBenchSample): string | undefi
   const t = longBenchTemplate(dataset);
   const c = t.indexOf('{context}');
   const q = t.indexOf('{input}');
-  if (c < 0 || q < c) return undefined;
+  if (c < 0 || (q >= 0 && q < c)) return undefined;
   return formatTemplate(t.slice(c + '{context}'.length), s.fields);
 }
 import { readLongEval, readRetrievalSuite, readRuler, readStories, type EvalItem } from './retrieval.js';

@@ -11,7 +11,7 @@ import type { PressOptions } from '../press/options.js';
 import { createPress } from '../press/registry.js';
 import { continuationIds, tokenF1 } from '../game/samples.js';
 import { datasetInfo, loadEvalItems, splitItems, type DatasetInfo } from './datasets.js';
-import { longBenchGeneration, truncateMiddle } from './longbench.js';
+import { longBenchGeneration, truncateMiddle, useChatTemplate } from './longbench.js';
 import { scoreSample } from './metrics.js';
 import type { EvalItem } from './retrieval.js';
 import type { JsonlOptions } from './jsonl.js';
@@ -35,6 +35,8 @@ export interface EvalOptions {
   lengths?: number[];
   /** LongBench middle truncation (default 8000, clipped to the model's context). */
   maxLength?: number;
+  /** Wrap LongBench prompts in the model's chat template (never for trec, triviaqa, samsum, lsht, lcc, repobench-p). */
+  chat?: boolean;
   protocol: Protocol;
   /** `loglik`: score = mean log-prob of the first `loglikTokens` reference tokens, plus greedy agreement. */
   metric?: 'default' | 'loglik';
@@ -130,20 +132,34 @@ function newlineIds(model: CokvModel): number[] {
   return ids;
 }
 
-function prepareItem(model: CokvModel, info: DatasetInfo, item: EvalItem, o: EvalOptions, nl: number[]): Prepared {
+async function prepareItem(model: CokvModel, info: DatasetInfo, item: EvalItem, o: EvalOptions, nl: number[]): Promise<Prepared> {
   const tok = model.tokenizer;
   const ctx = model.config.contextLength;
   let ids: number[];
   let maxNew = info.maxNewTokens;
   let stopIds = [...model.eosIds];
   let minTokens = 0;
+  // The final prompt text, and whether its ids carry the tokenizer's own special tokens.
+  let text: string;
+  let addSpecial: boolean;
   if (info.family === 'longbench') {
     const maxLength = Math.min(o.maxLength ?? 8000, ctx - maxNew - 1);
-    ids = truncateMiddle(item.prompt, tok, maxLength).ids;
+    const t = truncateMiddle(item.prompt, tok, maxLength);
+    ({ ids } = t);
+    text = t.prompt;
+    addSpecial = true;
+    if (useChatTemplate(o.dataset, o.chat ?? false)) {
+      // Chat templates write their own BOS; encode without adding special tokens (as transformers does).
+      text = await model.applyChatTemplate([{ role: 'user', content: t.prompt }]);
+      ids = tok.encode(text, { addSpecial: false });
+      addSpecial = false;
+    }
     const g = longBenchGeneration(o.dataset, tok);
     stopIds = [...stopIds, ...g.extraStopIds];
     minTokens = g.minNewTokens;
   } else {
+    text = item.prompt;
+    addSpecial = false;
     const enc = tok.encode(item.prompt, { addSpecial: false });
     ids = tok.bosId !== undefined ? [tok.bosId, ...enc] : enc;
   }
@@ -152,12 +168,13 @@ function prepareItem(model: CokvModel, info: DatasetInfo, item: EvalItem, o: Eva
   if (ids.length >= ctx) throw new CokvError(`item ${item.id}: ${ids.length} prompt tokens do not fit the context of ${ctx}`, 'format');
   let contextTokens: number | undefined;
   if (o.protocol === 'context-only') {
-    if (!item.question || !item.prompt.endsWith(item.question)) {
+    const at = item.question ? text.lastIndexOf(item.question) : -1;
+    if (!item.question || at < 0) {
       throw new CokvError(`--protocol context-only: dataset ${o.dataset} items have no separable question`, 'flag');
     }
-    const contextText = item.prompt.slice(0, item.prompt.length - item.question.length);
-    const enc = tok.encode(contextText, { addSpecial: false });
-    contextTokens = Math.min(ids.length - 1, enc.length + (ids.length > 0 && tok.bosId !== undefined && ids[0] === tok.bosId ? 1 : 0));
+    const contextIds = tok.encode(text.slice(0, at), { addSpecial });
+    const bos = !addSpecial && tok.bosId !== undefined && ids[0] === tok.bosId && contextIds[0] !== tok.bosId ? 1 : 0;
+    contextTokens = Math.min(ids.length - 1, contextIds.length + bos);
   }
   return { item, ids, contextTokens, maxNew, stopIds, minTokens };
 }
@@ -178,7 +195,8 @@ export async function runEval(model: CokvModel, modelPath: string, o: EvalOption
   if (fs.existsSync(o.out) && !fs.statSync(o.out).isDirectory()) throw new CokvError(`--out ${o.out}: is a file, not a folder`, 'file');
   fs.mkdirSync(o.out, { recursive: true });
   const nl = info.stopAtNewline ? newlineIds(model) : [];
-  const prepared = items.map((it) => prepareItem(model, info, it, o, nl));
+  const prepared: Prepared[] = [];
+  for (const it of items) prepared.push(await prepareItem(model, info, it, o, nl));
   const name = modelName(modelPath);
   const loglik = o.metric === 'loglik';
   const loglikTokens = o.loglikTokens ?? 16;
