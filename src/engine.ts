@@ -306,7 +306,9 @@ export class CokvModel {
     if (!(Number.isInteger(maxTokens) && maxTokens >= 0)) throw new CokvError(`maxTokens: ${maxTokens} is not a non-negative integer`, 'flag');
     const eos = new Set(opts.eosIds ?? this.eosIds);
     const sampler = new Sampler(opts);
-    const room = Math.min(maxTokens, this.config.contextLength - ids.length);
+    // Like transformers, generation may run past the trained context (RoPE positions keep counting); only the
+    // prompt must fit. The retrieval model's 2048-token items need a few answer tokens beyond position 2048.
+    const room = maxTokens;
     return new Generation((g) => this.run(g, ids, room, maxTokens, eos, sampler, opts));
   }
 

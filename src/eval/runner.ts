@@ -136,7 +136,7 @@ async function prepareItem(model: CokvModel, info: DatasetInfo, item: EvalItem, 
   const tok = model.tokenizer;
   const ctx = model.config.contextLength;
   let ids: number[];
-  let maxNew = info.maxNewTokens;
+  const maxNew = info.maxNewTokens;
   let stopIds = [...model.eosIds];
   let minTokens = 0;
   // The final prompt text, and whether its ids carry the tokenizer's own special tokens.
@@ -164,7 +164,6 @@ async function prepareItem(model: CokvModel, info: DatasetInfo, item: EvalItem, 
     ids = tok.bosId !== undefined ? [tok.bosId, ...enc] : enc;
   }
   if (info.stopAtNewline) stopIds = [...stopIds, ...nl];
-  if (ids.length + maxNew >= ctx) maxNew = Math.max(1, ctx - ids.length - 1);
   if (ids.length >= ctx) throw new CokvError(`item ${item.id}: ${ids.length} prompt tokens do not fit the context of ${ctx}`, 'format');
   let contextTokens: number | undefined;
   if (o.protocol === 'context-only') {
