@@ -8,9 +8,11 @@
  *   estimator    convergence of two runs, exact Shapley by enumeration (16 players), cost vs the naive loop
  *   sensitivity  α, window and utility choice
  *   quant        CoKV with F16 KV storage at the same bytes as F32
+ *   memory       KV bytes, prefill and decode latency, peak RSS on a random SmolLM2-135M-shaped model, 1k–8k tokens
  *   summary      results/summary.json + results/results.md + figures (SVG)
  */
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { main } from '../cli/main.js';
 import { loadModel, type CokvModel } from '../engine.js';
@@ -29,8 +31,9 @@ import { mixSeed } from '../game/sliced-shapley.js';
 import { maskPress } from '../press/registry.js';
 import { datasetInfo } from '../eval/datasets.js';
 import { lineChart, standaloneSvg, type LineSeries } from '../eval/report.js';
+import { writeSafetensors } from '../model/loaders/safetensors.js';
 
-export const EXPERIMENTS = ['profiles', 'budget', 'masking', 'estimator', 'sensitivity', 'quant', 'summary'] as const;
+export const EXPERIMENTS = ['profiles', 'budget', 'masking', 'estimator', 'sensitivity', 'quant', 'memory', 'summary'] as const;
 export type ExperimentName = (typeof EXPERIMENTS)[number];
 
 export interface ExperimentOptions {
@@ -298,6 +301,50 @@ async function runEvalCli(args: string[], o: ExperimentOptions): Promise<void> {
   await cli(['eval', ...args], o);
 }
 
+/**
+ * Memory and latency (no quality claim): a random-weight model with SmolLM2-135M's exact shapes and its real
+ * tokenizer, written as a Hugging Face folder in a temp dir, measured by `cokv bench` (one process per config).
+ */
+async function memory(o: ExperimentOptions): Promise<void> {
+  const file = path.join(o.out, 'bench', 'smollm2-135m-random.json');
+  if (fs.existsSync(file)) return;
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cokv-smollm2-'));
+  const modelDir = path.join(dir, 'smollm2-135m-random');
+  fs.mkdirSync(modelDir);
+  const tokDir = path.join(o.assets, 'tokenizers/SmolLM2-135M-Instruct');
+  fs.copyFileSync(path.join(tokDir, 'config.json'), path.join(modelDir, 'config.json'));
+  fs.copyFileSync(path.join(tokDir, 'tokenizer.json'), path.join(modelDir, 'tokenizer.json'));
+  const c = SMOLLM2_SHAPE;
+  const rng = new Rng(o.seed + 1);
+  const t = (name: string, rows: number, cols?: number) => {
+    const n = rows * (cols ?? 1);
+    const data = new Float32Array(n);
+    const scale = cols ? 1 / Math.sqrt(cols) : 0;
+    for (let i = 0; i < n; i++) data[i] = cols ? (rng.next() * 2 - 1) * scale : 1;
+    return { name, shape: cols ? [rows, cols] : [rows], dtype: 'BF16' as const, data };
+  };
+  const tensors = [t('model.embed_tokens.weight', c.vocab, c.hidden), t('model.norm.weight', c.hidden)];
+  for (let l = 0; l < c.layers; l++) {
+    const p = `model.layers.${l}.`;
+    tensors.push(
+      t(`${p}input_layernorm.weight`, c.hidden), t(`${p}post_attention_layernorm.weight`, c.hidden),
+      t(`${p}self_attn.q_proj.weight`, c.heads * c.headDim, c.hidden), t(`${p}self_attn.k_proj.weight`, c.kvHeads * c.headDim, c.hidden),
+      t(`${p}self_attn.v_proj.weight`, c.kvHeads * c.headDim, c.hidden), t(`${p}self_attn.o_proj.weight`, c.hidden, c.heads * c.headDim),
+      t(`${p}mlp.gate_proj.weight`, c.ffn, c.hidden), t(`${p}mlp.up_proj.weight`, c.ffn, c.hidden), t(`${p}mlp.down_proj.weight`, c.hidden, c.ffn),
+    );
+  }
+  writeSafetensors(path.join(modelDir, 'model.safetensors'), tensors);
+  try {
+    await cli(['bench', '--model', modelDir, '--lengths', o.slice ? '256' : o.quick ? '1024,2048' : '1024,2048,4096,8192',
+      '--presses', 'full,snapkv,streaming', '--budgets', '128', '--decode', o.slice ? '2' : '16', '--out', o.out], o);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** SmolLM2-135M's dimensions (its config.json in the shared assets). */
+const SMOLLM2_SHAPE = { vocab: 49152, hidden: 576, layers: 30, heads: 9, kvHeads: 3, headDim: 64, ffn: 1536 };
+
 /** Collect every run into results/summary.json and write results/results.md with figures. */
 async function summary(o: ExperimentOptions): Promise<void> {
   const entries: Record<string, unknown>[] = [];
@@ -399,6 +446,18 @@ function resultTables(o: ExperimentOptions, raw: Record<string, unknown>[]): str
     }
     out.push('');
   }
+  const bdir = path.join(o.out, 'bench');
+  if (fs.existsSync(bdir)) {
+    for (const f of fs.readdirSync(bdir).filter((x) => x.endsWith('.json')).sort()) {
+      const b = JSON.parse(fs.readFileSync(path.join(bdir, f), 'utf8')) as { model: string; rows: { length: number; press: string; budget: number | null; prefillMs: number; decodeMsPerToken: number; kvBytes: number; peakRssBytes: number }[] };
+      out.push(`## Memory and latency: ${b.model} (cokv bench, native backend, median decode step)`, '', '| prompt | press | budget | prefill s | decode ms/token | × full | KV MiB | × full | peak RSS MiB |', '| --- | --- | --- | --- | --- | --- | --- | --- | --- |');
+      for (const r of b.rows) {
+        const full = b.rows.find((x) => x.length === r.length && x.press === 'full');
+        out.push(`| ${r.length} | ${r.press} | ${r.budget ?? '–'} | ${fmt(r.prefillMs / 1000, 2)} | ${fmt(r.decodeMsPerToken, 2)} | ${full ? fmt(r.decodeMsPerToken / full.decodeMsPerToken, 2) : '–'} | ${fmt(r.kvBytes / 2 ** 20, 2)} | ${full ? fmt(r.kvBytes / full.kvBytes, 4) : '–'} | ${fmt(r.peakRssBytes / 2 ** 20, 0)} |`);
+      }
+      out.push('');
+    }
+  }
   const est = path.join(o.out, 'estimator', 'summary.json');
   if (fs.existsSync(est)) out.push('## Estimator', '', '```json', fs.readFileSync(est, 'utf8').trim(), '```', '');
   return out.join('\n') + '\n';
@@ -444,7 +503,7 @@ function writeFigures(o: ExperimentOptions, entries: Record<string, unknown>[]):
   }
 }
 
-const STEPS: Record<ExperimentName, (o: ExperimentOptions) => Promise<void>> = { profiles, budget, masking, estimator, sensitivity, quant, summary };
+const STEPS: Record<ExperimentName, (o: ExperimentOptions) => Promise<void>> = { profiles, budget, masking, estimator, sensitivity, quant, memory, summary };
 const NEEDS: Partial<Record<ExperimentName, ExperimentName[]>> = {
   budget: ['profiles'], masking: ['profiles'], estimator: ['profiles'], sensitivity: ['profiles'], quant: ['profiles'],
 };
