@@ -15,13 +15,15 @@ export function registerExperiment(program: Command, run: (fn: () => Promise<voi
     .option('--out <dir>', 'results folder', 'results')
     .option('--assets <dir>', 'the shared assets folder', path.join('..', 'shared', 'assets'))
     .option('--seed <s>', 'seed of splits and profiles', '0')
-    .action((name: string, f: { quick?: boolean; slice?: string; out: string; assets: string; seed: string }) => run(async () => {
+    .option('--sensitivity-samples <n>', 'samples per run for the metric/kl sensitivity profiles (default as the main profile)')
+    .action((name: string, f: { quick?: boolean; slice?: string; out: string; assets: string; seed: string; sensitivitySamples?: string }) => run(async () => {
       if (f.slice !== undefined && f.slice !== 'tiny') throw new CokvError(`--slice: '${f.slice}' must be tiny`, 'flag');
       if (name !== 'all' && !(EXPERIMENTS as readonly string[]).includes(name)) {
         throw new CokvError(`experiment: unknown experiment '${name}' (known: ${EXPERIMENTS.join(', ')}, all)`, 'flag');
       }
       const t0 = Date.now();
       await runExperiment(name as ExperimentName | 'all', {
+        sensitivitySamples: numberFlag('--sensitivity-samples', f.sensitivitySamples, { integer: true, min: 1 }),
         quick: f.quick ?? false, slice: f.slice as 'tiny' | undefined, out: f.out, assets: f.assets, seed: numberFlag('--seed', f.seed, { integer: true, min: 0 })!,
         log: (m) => process.stderr.write(`[${((Date.now() - t0) / 1000).toFixed(0)}s] ${m}\n`),
       });

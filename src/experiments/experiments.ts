@@ -40,6 +40,8 @@ export interface ExperimentOptions {
   quick: boolean;
   /** 'tiny': a smoke-test slice (one item per task, a budget above the prompt length) for the test suite. */
   slice?: 'tiny';
+  /** Samples per run for the sensitivity profiles (metric, kl utilities); default: the plan's. */
+  sensitivitySamples?: number;
   out: string;
   assets: string;
   seed: number;
@@ -277,10 +279,11 @@ async function sensitivity(o: ExperimentOptions): Promise<void> {
   // Utility choice: profiles with each utility (same samples budget), then CoKV with each.
   for (const utility of o.quick ? ['kl'] : ['metric', 'kl']) {
     const f = profileFile(o, 'cokv-retrieval-tiny', utility);
-    if (!fs.existsSync(f)) {
+    const want = o.sensitivitySamples ?? pl.profileSamples;
+    if (!fs.existsSync(f) || (!readProfile(f).converged && readProfile(f).samples < want)) {
       await cli(['profile', '--model', p.tiny, '--data', p.retrievalData, '--task', 'retrieval', '--subset', TASKS.join(','), ...(o.quick ? ['--lengths', '512'] : []),
-        '--utility', utility, '--split', 'validation', '--runs', '2', '--seed', String(o.seed), '--samples', String(pl.profileSamples),
-        ...(pl.profileLimit ? ['--limit', String(pl.profileLimit)] : []), '--quiet', '--out', f], o);
+        '--utility', utility, '--split', 'validation', '--runs', '2', '--seed', String(o.seed), '--samples', String(o.sensitivitySamples ?? pl.profileSamples),
+        ...(pl.profileLimit ? ['--limit', String(pl.profileLimit)] : []), '--quiet', '--out', f, ...(fs.existsSync(f) ? ['--resume'] : [])], o);
     }
     await cli(['eval', ...base, '--presses', 'cokv', '--budgets', budgets, '--profile', f, '--out', path.join(out, `utility-${utility}`)], o);
   }
