@@ -178,12 +178,13 @@ async function prepareItem(model: CokvModel, info: DatasetInfo, item: EvalItem, 
   return { item, ids, contextTokens, maxNew, stopIds, minTokens };
 }
 
-function meanCi(xs: number[], scale: number): { mean: number; ci: [number, number] } {
+/** Mean and normal-approximation 95% interval of `xs`·scale, rounded to `digits` decimals (LongBench: 2 on 0–100). */
+function meanCi(xs: number[], scale: number, digits = 2): { mean: number; ci: [number, number] } {
   const n = xs.length;
   const mean = xs.reduce((a, b) => a + b, 0) / n;
   const sd = n > 1 ? Math.sqrt(xs.reduce((a, b) => a + (b - mean) ** 2, 0) / (n - 1)) : 0;
   const h = (1.96 * sd) / Math.sqrt(n);
-  const r = (x: number) => Math.round(x * scale * 100) / 100;
+  const r = (x: number) => Math.round(x * scale * 10 ** digits) / 10 ** digits;
   return { mean: r(mean), ci: [r(mean - h), r(mean + h)] };
 }
 
@@ -294,7 +295,7 @@ export async function runEval(model: CokvModel, modelPath: string, o: EvalOption
       continue;
     }
     const preds = prepared.map((p) => st.done.get(p.item.id)!);
-    const { mean, ci } = meanCi(preds.map((p) => p.score), loglik ? 1 : 100);
+    const { mean, ci } = meanCi(preds.map((p) => p.score), loglik ? 1 : 100, loglik ? 4 : 2);
     const m: RunMetrics = {
       dataset: o.dataset, model: name, modelPath, press: st.press, budget: st.budget, ratio: st.ratio, protocol: o.protocol,
       metric: loglik ? `loglik@${loglikTokens}` : info.metric, score: mean, n: preds.length, ci95: ci,
