@@ -267,7 +267,7 @@ async function sensitivity(o: ExperimentOptions): Promise<void> {
   const limit = ['--limit', String(o.slice ? 1 : o.quick ? 3 : 12)];
   const base = ['--model', p.tiny, '--data', p.retrievalData, '--dataset', 'retrieval', '--subset', 'multikey', '--lengths', '512',
     '--split', 'test', '--split-seed', String(o.seed), ...limit, '--quiet', '--head-scores', headScoresFile(o, 'cokv-retrieval-tiny')];
-  const budgets = o.quick ? '32' : '32,64';
+  const budgets = o.quick ? '32' : '128,256';
   for (const alpha of o.slice ? [1] : o.quick ? [0, 1, 4] : [0, 1, 2, 4, 8]) {
     await cli(['eval', ...base, '--presses', 'cokv', '--budgets', budgets, '--alpha', String(alpha), '--profile', profileFile(o, 'cokv-retrieval-tiny'),
       '--out', path.join(out, `alpha-${alpha}`)], o);
