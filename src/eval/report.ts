@@ -709,6 +709,8 @@ export function readResults(dir: string, warn: (msg: string) => void = defaultWa
       return o.entries as unknown[];
     });
     list?.forEach((entry, i) => {
+      // Ratio runs (keep a fraction of the prompt) have no per-head budget to plot against; results.md tabulates them.
+      if (isObj(entry) && typeof entry.ratio === 'number') return;
       const where = `${summary} entry ${i}`;
       const r = attempt(where, () => parseRun(entry, where));
       if (r) addRun(r);

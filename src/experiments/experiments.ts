@@ -359,11 +359,15 @@ async function summary(o: ExperimentOptions): Promise<void> {
       else if (e.name === 'metrics.json') {
         const m = JSON.parse(fs.readFileSync(f, 'utf8')) as RunMetrics;
         const s = m.settings as { lengths?: number[]; subset?: string[]; profile?: string; kvDtype?: string; alpha?: number; window?: number };
+        const task = s.subset?.join(',') ?? m.dataset;
+        const run = path.relative(path.join(o.out, 'runs'), path.dirname(f));
+        const variant = run.startsWith('sensitivity') || run.startsWith('quant') ? ` [${run.split(path.sep).slice(0, 2).join('/')}]` : '';
         entries.push({
-          model: m.model, task: s.subset?.join(',') ?? m.dataset, dataset: m.dataset, promptLength: s.lengths?.[0], protocol: m.protocol,
+          // `dataset` names the cell for `cokv report` (task@length plus the experiment variant); `suite` is the file's dataset.
+          model: m.model, task, dataset: `${task}${s.lengths?.[0] ? `@${s.lengths[0]}` : ''}${variant}`, suite: m.dataset, promptLength: s.lengths?.[0], protocol: m.protocol,
           press: m.press, budget: m.budget, ratio: m.ratio, kvDtype: s.kvDtype ?? 'f32', score: m.score, n: m.n, ci95: m.ci95,
           agreement: m.agreement, keptKvBytes: m.keptKvBytes, fullKvBytes: m.fullKvBytes, metric: m.metric,
-          profile: m.press === 'cokv' ? s.profile : undefined, alpha: s.alpha, window: s.window, run: path.relative(path.join(o.out, 'runs'), path.dirname(f)),
+          profile: m.press === 'cokv' ? s.profile : undefined, alpha: s.alpha, window: s.window, run,
         });
       }
     }
