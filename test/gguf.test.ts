@@ -1,3 +1,4 @@
+import { Rng } from '../src/generate/rng.js';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -23,15 +24,10 @@ afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 let fileNo = 0;
 const tmpFile = (name = 'm'): string => path.join(tmp, `${name}-${fileNo++}.gguf`);
 
+/** Seeded uniform [0, 1) stream (the project's mulberry32 generator). */
 function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const r = new Rng(seed);
+  return () => r.next();
 }
 
 /** Max |a - b| (fast; avoids per-element expects on big arrays). */

@@ -1,18 +1,14 @@
 import { describe, expect, it } from 'vitest';
+import { Rng } from '../src/generate/rng.js';
 import {
   dequantRow, dequantRowQ4_0, dequantRowQ4_K, dequantRowQ6_K, dequantRowQ8_0, dequantize, dotRow, dotRowQ4_0,
   dotRowQ8_0, f16ToF32, f32ToF16, quantizeMatrix, quantizeRowQ4_0, quantizeRowQ8_0,
 } from '../src/model/quant.js';
 
+/** Seeded uniform [0, 1) stream (the project's mulberry32 generator). */
 function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const r = new Rng(seed);
+  return () => r.next();
 }
 
 describe('dequantization of hand-made blocks', () => {
