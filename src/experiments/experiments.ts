@@ -287,6 +287,19 @@ async function sensitivity(o: ExperimentOptions): Promise<void> {
     }
     await cli(['eval', ...base, '--presses', 'cokv', '--budgets', budgets, '--profile', f, '--out', path.join(out, `utility-${utility}`)], o);
   }
+  // Slice sizes H (full mode): one size n/2 (the Qwen3 tree's choice) and one small size n/8, loglik utility.
+  if (!o.quick) {
+    for (const [label, sizes] of [['H8', '8'], ['H2', '2']] as const) {
+      const f = profileFile(o, 'cokv-retrieval-tiny', 'loglik', `-${label}`);
+      const want = o.sensitivitySamples ?? pl.profileSamples;
+      if (!fs.existsSync(f) || (!readProfile(f).converged && readProfile(f).samples < want)) {
+        await cli(['profile', '--model', p.tiny, '--data', p.retrievalData, '--task', 'retrieval', '--subset', TASKS.join(','), '--sizes', sizes,
+          '--utility', 'loglik', '--split', 'validation', '--runs', '2', '--seed', String(o.seed), '--samples', String(want), '--quiet', '--out', f,
+          ...(fs.existsSync(f) ? ['--resume'] : [])], o);
+      }
+      await cli(['eval', ...base, '--presses', 'cokv', '--budgets', budgets, '--profile', f, '--out', path.join(out, `sizes-${label}`)], o);
+    }
+  }
 }
 
 async function quant(o: ExperimentOptions): Promise<void> {
