@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadModel } from '../src/engine.js';
+import { createBackend, type BackendKind } from '../src/backend/select.js';
 import { repoRoot, maxRelDiff } from './helpers.js';
 
 interface PromptRef { ids: number[]; logits: number[]; greedy: number[] }
@@ -20,6 +21,15 @@ interface Reference {
 }
 
 const dir = path.join(repoRoot, 'test/fixtures/models');
+/** The TS reference plus whichever of native and wasm load here (native needs the addon built by npm ci). */
+const BACKENDS: BackendKind[] = ['ts', ...(['native', 'wasm'] as const).filter((k) => {
+  try {
+    createBackend(k);
+    return true;
+  } catch {
+    return false;
+  }
+})];
 const models = fs.readdirSync(dir).filter((m) => fs.existsSync(path.join(dir, m, 'reference.json')));
 
 describe('fixture models match transformers', () => {
@@ -30,14 +40,16 @@ describe('fixture models match transformers', () => {
   for (const model of models) {
     const ref = JSON.parse(fs.readFileSync(path.join(dir, model, 'reference.json'), 'utf8')) as Reference;
     for (const [name, v] of Object.entries(ref.variants)) {
-      it(`${model} ${name}: logits within 1e-3 and identical greedy continuations`, async () => {
-        const m = await loadModel(path.join(repoRoot, v.path));
-        for (const p of v.prompts) {
-          const logits = m.prefill(p.ids, m.newCache());
-          expect(maxRelDiff(logits, p.logits)).toBeLessThan(1e-3);
-          const g = m.generate(p.ids, { maxTokens: p.greedy.length, temperature: 0, eosIds: [] });
-          await g.complete();
-          expect(g.tokens).toEqual(p.greedy);
+      it(`${model} ${name}: logits within 1e-3 and identical greedy continuations (every available backend)`, async () => {
+        for (const kind of BACKENDS) {
+          const m = await loadModel(path.join(repoRoot, v.path), { backend: createBackend(kind) });
+          for (const p of v.prompts) {
+            const logits = m.prefill(p.ids, m.newCache());
+            expect(maxRelDiff(logits, p.logits), `${kind} backend`).toBeLessThan(1e-3);
+            const g = m.generate(p.ids, { maxTokens: p.greedy.length, temperature: 0, eosIds: [] });
+            await g.complete();
+            expect(g.tokens, `${kind} backend`).toEqual(p.greedy);
+          }
         }
       });
     }
