@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { asset, haveAssets, tmpDir, cokv } from './helpers.js';
+import { asset, haveAssets, tmpDir, cokv, expectUserError } from './helpers.js';
 
 /** Run the CLI from source, like `npx cokv …` after a build. */
 const stories = asset('models/stories260K');
@@ -78,11 +78,7 @@ describe.skipIf(!haveAssets)('cokv CLI', () => {
     ];
     for (const [name, args, re] of cases) {
       it(name, () => {
-        const r = cokv(...args);
-        expect(r.code).toBe(1);
-        expect(r.stderr).toMatch(re);
-        expect(r.stderr.trim().split('\n')).toHaveLength(1);
-        expect(r.stderr).not.toMatch(/\n\s+at /);
+        expectUserError(cokv(...args), re);
       });
     }
     it('unknown option exits 1', () => {

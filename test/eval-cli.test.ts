@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { asset, haveAssets, tmpDir, cokv } from './helpers.js';
+import { asset, haveAssets, tmpDir, cokv, expectUserError } from './helpers.js';
 
 const tiny = asset('models/cokv-retrieval-tiny');
 const data = asset('data/retrieval-dev.jsonl');
@@ -105,10 +105,7 @@ describe.skipIf(!haveAssets)('cokv eval / needle / bench', () => {
     ];
     for (const [name, args, re] of cases) {
       it(name, () => {
-        const r = cokv(...args);
-        expect(r.code).toBe(1);
-        expect(r.stderr).toMatch(re);
-        expect(r.stderr.trim().split('\n')).toHaveLength(1);
+        expectUserError(cokv(...args), re);
       });
     }
     it('--skip-bad-lines goes on past a malformed line', () => {

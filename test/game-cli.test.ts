@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { ProfileFile } from '../src/game/profile-file.js';
-import { asset, tmpDir, cokv } from './helpers.js';
+import { asset, tmpDir, cokv, expectUserError } from './helpers.js';
 
 /** Run the CLI from source, like `npx cokv …` after a build. */
 const model = asset('models/stories260K');
@@ -174,11 +174,7 @@ describe.skipIf(!have)('cokv profile on stories260K', () => {
     for (const [name, args, re] of cases) {
       it(name, () => {
         const before = fs.readFileSync(out, 'utf8');
-        const r = cokv(...args());
-        expect(r.code).toBe(1);
-        expect(r.stderr).toMatch(re);
-        expect(r.stderr.trim().split('\n')).toHaveLength(1);
-        expect(r.stderr).not.toMatch(/\n\s+at /);
+        expectUserError(cokv(...args()), re);
         expect(fs.existsSync(x)).toBe(false);
         expect(fs.readFileSync(out, 'utf8')).toBe(before);
       });

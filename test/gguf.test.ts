@@ -11,6 +11,7 @@ import { gv, writeGguf, writeLlamaGguf, type GgufMetaValue } from '../src/model/
 import { openGguf, readGgufHeader } from '../src/model/loaders/gguf.js';
 import { dequantize, GGML_TYPE } from '../src/model/quant.js';
 import type { Weight } from '../src/model/weights.js';
+import { expectCokvError } from './helpers.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const tinyDir = path.resolve(repoRoot, '../shared/assets/models/cokv-retrieval-tiny');
@@ -109,19 +110,11 @@ function writeSmall(file: string, c: ModelConfig, dtype: 'f32' | 'f16' | 'bf16' 
   return weights;
 }
 
+/** A one-line CokvError whose message starts with the file path (and matches `pattern`). */
 function expectCokv(fn: () => unknown, file: string, pattern?: RegExp): CokvError {
-  let err: unknown;
-  try {
-    fn();
-  } catch (e) {
-    err = e;
-  }
-  expect(err, 'expected a CokvError').toBeInstanceOf(CokvError);
-  const msg = (err as CokvError).message;
-  expect(msg.startsWith(file)).toBe(true);
-  expect(msg.includes('\n')).toBe(false);
-  if (pattern) expect(msg).toMatch(pattern);
-  return err as CokvError;
+  const err = expectCokvError(fn, ...(pattern ? [pattern] : []));
+  expect(err.message.startsWith(file)).toBe(true);
+  return err;
 }
 
 describe.skipIf(!haveTiny)('cokv-retrieval-tiny GGUFs', () => {

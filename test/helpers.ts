@@ -1,4 +1,6 @@
 import { spawnSync } from 'node:child_process';
+import { expect } from 'vitest';
+import { CokvError } from '../src/errors.js';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -36,4 +38,30 @@ export function maxRelDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
     d = Math.max(d, Math.abs(a[i] - b[i]));
   }
   return d / (hi - lo);
+}
+
+/** Expect `fn` to throw a one-line CokvError whose message contains (string) or matches (RegExp) every pattern. */
+export function expectCokvError(fn: () => unknown, ...patterns: (RegExp | string)[]): CokvError {
+  let err: unknown;
+  try {
+    fn();
+  } catch (e) {
+    err = e;
+  }
+  expect(err, 'expected a CokvError').toBeInstanceOf(CokvError);
+  const msg = (err as CokvError).message;
+  for (const p of patterns) {
+    if (typeof p === 'string') expect(msg).toContain(p);
+    else expect(msg).toMatch(p);
+  }
+  expect(msg).not.toContain('\n');
+  return err as CokvError;
+}
+
+/** A CLI user error: exit 1 and one line on stderr matching `re`, with no stack trace. */
+export function expectUserError(r: { code: number; stderr: string }, re: RegExp): void {
+  expect(r.code).toBe(1);
+  expect(r.stderr).toMatch(re);
+  expect(r.stderr.trim().split('\n')).toHaveLength(1);
+  expect(r.stderr).not.toMatch(/\n\s+at /);
 }

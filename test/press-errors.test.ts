@@ -4,14 +4,13 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { CokvError } from '../src/errors.js';
 import { createPress } from '../src/press/registry.js';
 import type { PressOptions } from '../src/press/options.js';
 import { ScoredPress } from '../src/press/press.js';
 import { uniformAllocator } from '../src/press/allocators/uniform.js';
 import { modelFingerprint } from '../src/model/fingerprint.js';
 import { tinyConfig } from './random-model.js';
-import { tmpDir } from './helpers.js';
+import { expectCokvError, tmpDir } from './helpers.js';
 
 const cfg = tinyConfig(); // 2 layers × 4 query heads × 2 KV heads
 const dir = tmpDir('cokv-press-err-');
@@ -22,24 +21,6 @@ function file(name: string, content: unknown): string {
 }
 const goodProfile = file('good-profile.json', { model: modelFingerprint(cfg), shape: [2, 2], scores: [[1, 2], [3, 4]] });
 const goodHeads = file('good-heads.json', { scores: [[1, 2, 3, 4], [5, 6, 7, 8]] });
-
-/** Expect `fn` to throw a CokvError whose message matches every pattern. */
-function expectCokvError(fn: () => unknown, ...patterns: (RegExp | string)[]): CokvError {
-  let err: unknown;
-  try {
-    fn();
-  } catch (e) {
-    err = e;
-  }
-  expect(err, 'expected a CokvError').toBeInstanceOf(CokvError);
-  const msg = (err as CokvError).message;
-  for (const p of patterns) {
-    if (typeof p === 'string') expect(msg).toContain(p);
-    else expect(msg).toMatch(p);
-  }
-  expect(msg).not.toContain('\n');
-  return err as CokvError;
-}
 
 const make = (name: string, o: PressOptions) => () => createPress(name, o, cfg);
 

@@ -11,6 +11,7 @@ import {
   type TensorToWrite,
 } from '../src/model/loaders/safetensors.js';
 import type { F32Weight } from '../src/model/weights.js';
+import { expectCokvError } from './helpers.js';
 
 let tmp: string;
 beforeAll(() => {
@@ -116,19 +117,7 @@ function writeTinyFolder(o: TinyOpts = {}, tensors = tinyTensors(o)): string {
 }
 
 /** Run fn, expect a one-line CokvError whose message contains every `parts`. */
-function expectCokv(fn: () => unknown, ...parts: string[]): CokvError {
-  let err: unknown;
-  try {
-    fn();
-  } catch (e) {
-    err = e;
-  }
-  expect(err, 'expected a CokvError').toBeInstanceOf(CokvError);
-  const msg = (err as CokvError).message;
-  expect(msg).not.toContain('\n');
-  for (const p of parts) expect(msg).toContain(p);
-  return err as CokvError;
-}
+const expectCokv = (fn: () => unknown, ...parts: string[]): CokvError => expectCokvError(fn, ...parts);
 
 /** Build a raw safetensors file from a header object and data bytes. */
 function rawFile(header: unknown, dataBytes: number, headerLenOverride?: bigint): string {
