@@ -68,8 +68,3 @@ export function tokenF1(prediction: string, answers: string[]): number {
   }
   return best;
 }
-
-/** Exact match after trimming and stripping trailing punctuation (the retrieval suite's metric), 0 or 1. */
-export function exactMatch(prediction: string, answers: string[]): number {
-  return scoreSample('retrieval', prediction, answers);
-}

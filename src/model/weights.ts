@@ -46,8 +46,3 @@ export interface ModelWeights {
   /** [vocab][hidden]; the same object as tokenEmbedding when embeddings are tied. */
   lmHead: Weight;
 }
-
-/** Bytes held by one weight (for memory reports). */
-export function weightBytes(w: Weight): number {
-  return w.data.byteLength;
-}
