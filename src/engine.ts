@@ -156,6 +156,17 @@ export class CokvModel {
     return this.source.config;
   }
 
+  /** Ids of every token whose text contains a newline (stop tokens for tasks that answer on one line). */
+  newlineIds(): number[] {
+    if (!this.newlineIdCache) {
+      this.newlineIdCache = [];
+      for (let id = 0; id < this.config.vocabSize; id++) if (this.tokenizer.tokenText(id).includes('\n')) this.newlineIdCache.push(id);
+    }
+    return this.newlineIdCache;
+  }
+
+  private newlineIdCache: number[] | undefined;
+
   /** Ids that stop generation by default. */
   get eosIds(): number[] {
     const ids = new Set<number>([...this.tokenizer.eosIds, ...(this.source.generation?.eosIds ?? [])]);

@@ -60,8 +60,7 @@ async function needleCommand(f: NeedleFlags): Promise<void> {
   const runs = presses.flatMap((p) => (p === 'full' ? [{ press: p, budget: null as number | null }] : budgets.map((b) => ({ press: p, budget: b as number | null }))));
   const base = pressOptionsFromFlags({ ...f, budget: undefined, ratio: undefined });
   for (const r of runs) createPress(r.press, { ...base, budget: r.budget ?? undefined }, c);
-  const nl: number[] = [];
-  for (let id = 0; id < c.vocabSize; id++) if (tok.tokenText(id).includes('\n')) nl.push(id);
+  const nl = model.newlineIds();
   for (const r of runs) {
     const file = path.join(outDir, `${modelName(f.model)}__${r.press}__${r.budget ?? 'full'}.json`.replace(/[^A-Za-z0-9._-]+/g, '-'));
     if (fs.existsSync(file)) continue;

@@ -126,12 +126,6 @@ export function selectItems(o: EvalOptions): EvalItem[] {
   return items;
 }
 
-function newlineIds(model: CokvModel): number[] {
-  const ids: number[] = [];
-  for (let id = 0; id < model.config.vocabSize; id++) if (model.tokenizer.tokenText(id).includes('\n')) ids.push(id);
-  return ids;
-}
-
 async function prepareItem(model: CokvModel, info: DatasetInfo, item: EvalItem, o: EvalOptions, nl: number[]): Promise<Prepared> {
   const tok = model.tokenizer;
   const ctx = model.config.contextLength;
@@ -194,7 +188,7 @@ export async function runEval(model: CokvModel, modelPath: string, o: EvalOption
   const items = selectItems(o);
   if (fs.existsSync(o.out) && !fs.statSync(o.out).isDirectory()) throw new CokvError(`--out ${o.out}: is a file, not a folder`, 'file');
   fs.mkdirSync(o.out, { recursive: true });
-  const nl = info.stopAtNewline ? newlineIds(model) : [];
+  const nl = info.stopAtNewline ? model.newlineIds() : [];
   const prepared: Prepared[] = [];
   for (const it of items) prepared.push(await prepareItem(model, info, it, o, nl));
   const name = modelName(modelPath);

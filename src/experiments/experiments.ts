@@ -186,8 +186,7 @@ async function masking(o: ExperimentOptions): Promise<void> {
 async function maskedScorer(model: CokvModel, dataset: string, items: ReturnType<typeof loadEvalItems>): Promise<(s: Uint8Array) => Promise<number>> {
   const c = model.config;
   const info = datasetInfo(dataset);
-  const nl: number[] = [];
-  for (let id = 0; id < c.vocabSize; id++) if (model.tokenizer.tokenText(id).includes('\n')) nl.push(id);
+  const nl = model.newlineIds();
   if (dataset === 'stories') {
     const samples = buildSamples(dataset, items, model.tokenizer);
     const game = new ModelGame(model, samples, { utility: 'loglik', window: 8, maxNew: 16, batchSize: 16 });

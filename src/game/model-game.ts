@@ -90,9 +90,7 @@ export class ModelGame {
     this.n = c.numLayers * c.numKvHeads;
     if (opts.utility === 'metric') {
       if (!opts.score) throw new Error('metric utility needs a score function');
-      if (opts.stopAtNewline) {
-        for (let id = 0; id < c.vocabSize; id++) if (model.tokenizer.tokenText(id).includes('\n')) this.newlineIds.add(id);
-      }
+      if (opts.stopAtNewline) for (const id of model.newlineIds()) this.newlineIds.add(id);
     }
   }
 
