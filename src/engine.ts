@@ -20,6 +20,7 @@ import type { Tokenizer } from './model/tokenizer/types.js';
 import { Sampler, type SamplingOptions } from './generate/sampling.js';
 import { TextStream } from './generate/text-stream.js';
 import type { Press } from './press/types.js';
+import { peakRssBytes } from './memory.js';
 
 export interface GenerateOptions extends SamplingOptions {
   /** Most tokens to generate (default 256). */
@@ -383,7 +384,7 @@ export class CokvModel {
       kvFullBytes: cache.fullBytes(),
       promptKvBytes,
       promptFullKvBytes,
-      peakRssBytes: process.resourceUsage().maxRSS * 1024,
+      peakRssBytes: peakRssBytes(),
       stopReason,
     };
     if (tail) yield { token: -1, text: tail };

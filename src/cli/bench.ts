@@ -14,6 +14,7 @@ import { modelName } from '../eval/runner.js';
 import { createPress } from '../press/registry.js';
 import { addPressTuningFlags, pressOptionsFromFlags, type PressFlags } from './press-flags.js';
 import { formatBytes, numberFlag } from './util.js';
+import { peakRssBytes } from '../memory.js';
 
 interface BenchFlags extends PressFlags { model: string; lengths: string; presses: string; budgets: string; decode: string; out?: string; json?: boolean }
 
@@ -65,7 +66,7 @@ async function benchOne(f: PressFlags & { model: string; length: string; decode:
   times.sort((a, b) => a - b);
   const row: BenchRow = {
     length: L, press: f.press ?? 'full', budget: f.budget ? Number(f.budget) : null, prefillMs,
-    decodeMsPerToken: times[Math.floor(times.length / 2)], kvBytes, peakRssBytes: process.resourceUsage().maxRSS * 1024,
+    decodeMsPerToken: times[Math.floor(times.length / 2)], kvBytes, peakRssBytes: peakRssBytes(),
   };
   process.stdout.write(JSON.stringify(row) + '\n');
 }
