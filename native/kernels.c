@@ -917,6 +917,211 @@ static void att_job(void *arg, int tid) {
   }
 }
 
+/*
+ * Tiled prefill attention (FlashAttention-style, AVX2, hd a multiple of 8): each job is a block of ATT_BQ queries;
+ * keys and values stream through in blocks of ATT_BK entries with an online softmax (running max m, sum l and an
+ * unnormalised output rescaled when m grows), so memory is O(ATT_BQ·hd) per thread and no score row is ever longer
+ * than ATT_BK. Each key block is transposed once (hd × ATT_BK) and reused by every query of the block: the score
+ * tile is a 4×16 register-blocked product, the value update a 4×16 one, exp is a vectorised polynomial.
+ */
+#define ATT_BQ 32
+#define ATT_BK 64
+static buf_t g_att_tile[MAX_THREADS];
+
+#if COKV_X86
+/* e^x for x <= 0 (Cephes expf polynomial on x − n·ln2, |rel err| < 2e-7); x below −87 gives ~1e-38, not 0. */
+AVX2_TARGET static inline __m256 exp256(__m256 x) {
+  x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
+  __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  p = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+/*
+ * One key block of `bn` entries (k, v: row-major, hd floats each) against the query block: rows r < nr of qs
+ * (pre-scaled), with valid[r] entries of the block visible to row r (0..bn). Updates m, l and the unnormalised
+ * output o (nr × hd).
+ */
+AVX2_TARGET static void att_block(const float *qs, int nr, int hd, const float *k, const float *v, int bn,
+                                  const int *valid, float *kt, float *s, float *m, float *l, float *o) {
+  /* kt[d][j] = k[j][d], zero-padded to ATT_BK columns */
+  for (int d = 0; d < hd; d++) {
+    float *row = kt + (size_t)d * ATT_BK;
+    int j = 0;
+    for (; j < bn; j++) row[j] = k[(size_t)j * hd + d];
+    for (; j < ATT_BK; j++) row[j] = 0;
+  }
+  /* s[r][j] = qs[r] · k[j] */
+  for (int r0 = 0; r0 < nr; r0 += 4) {
+    const float *q0 = qs + (size_t)r0 * hd, *q1 = q0 + hd, *q2 = q1 + hd, *q3 = q2 + hd; /* qs is padded to 4 rows */
+    for (int j0 = 0; j0 < bn; j0 += 16) {
+      __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
+      const float *kp = kt + j0;
+      for (int d = 0; d < hd; d++, kp += ATT_BK) {
+        __m256 k0 = _mm256_load_ps(kp), k1 = _mm256_load_ps(kp + 8);
+        __m256 b = _mm256_broadcast_ss(q0 + d);
+        a00 = _mm256_fmadd_ps(b, k0, a00), a01 = _mm256_fmadd_ps(b, k1, a01);
+        b = _mm256_broadcast_ss(q1 + d);
+        a10 = _mm256_fmadd_ps(b, k0, a10), a11 = _mm256_fmadd_ps(b, k1, a11);
+        b = _mm256_broadcast_ss(q2 + d);
+        a20 = _mm256_fmadd_ps(b, k0, a20), a21 = _mm256_fmadd_ps(b, k1, a21);
+        b = _mm256_broadcast_ss(q3 + d);
+        a30 = _mm256_fmadd_ps(b, k0, a30), a31 = _mm256_fmadd_ps(b, k1, a31);
+      }
+      float *sp = s + (size_t)r0 * ATT_BK + j0;
+      _mm256_store_ps(sp, a00), _mm256_store_ps(sp + 8, a01);
+      _mm256_store_ps(sp + ATT_BK, a10), _mm256_store_ps(sp + ATT_BK + 8, a11);
+      _mm256_store_ps(sp + 2 * ATT_BK, a20), _mm256_store_ps(sp + 2 * ATT_BK + 8, a21);
+      _mm256_store_ps(sp + 3 * ATT_BK, a30), _mm256_store_ps(sp + 3 * ATT_BK + 8, a31);
+    }
+  }
+  /* online softmax: p = e^(s − m_new) on the visible entries, 0 elsewhere; rescale l and o by e^(m_old − m_new) */
+  const int bn16 = (bn + 15) & ~15;
+  for (int r = 0; r < nr; r++) {
+    float *sr = s + (size_t)r * ATT_BK;
+    int nv = valid[r];
+    if (nv <= 0) {
+      memset(sr, 0, (size_t)bn16 * 4);
+      continue;
+    }
+    float mx = m[r];
+    for (int j = 0; j < nv; j++) mx = sr[j] > mx ? sr[j] : mx;
+    if (mx > m[r]) {
+      float c = m[r] == -INFINITY ? 0.0f : expf(m[r] - mx);
+      l[r] *= c;
+      float *orow = o + (size_t)r * hd;
+      __m256 cv = _mm256_set1_ps(c);
+      for (int d = 0; d < hd; d += 8) _mm256_storeu_ps(orow + d, _mm256_mul_ps(cv, _mm256_loadu_ps(orow + d)));
+      m[r] = mx;
+    }
+    __m256 mv = _mm256_set1_ps(mx), sum = _mm256_setzero_ps();
+    int j = 0;
+    for (; j + 8 <= nv; j += 8) {
+      __m256 p = exp256(_mm256_sub_ps(_mm256_load_ps(sr + j), mv));
+      _mm256_store_ps(sr + j, p);
+      sum = _mm256_add_ps(sum, p);
+    }
+    float tail = 0;
+    for (; j < nv; j++) {
+      sr[j] = expf(sr[j] - mx);
+      tail += sr[j];
+    }
+    for (; j < bn16; j++) sr[j] = 0;
+    l[r] += hsum(sum) + tail;
+  }
+  /* o[r] += Σ_j p[r][j] · v[j] in 4-row × 16-column tiles (8-column tail when hd % 16 == 8) */
+  for (int r0 = 0; r0 < nr; r0 += 4) {
+    const float *p0 = s + (size_t)r0 * ATT_BK, *p1 = p0 + ATT_BK, *p2 = p1 + ATT_BK, *p3 = p2 + ATT_BK;
+    float *o0 = o + (size_t)r0 * hd, *o1 = o0 + hd, *o2 = o1 + hd, *o3 = o2 + hd; /* o is padded to 4 rows */
+    int d0 = 0;
+    for (; d0 + 16 <= hd; d0 += 16) {
+      __m256 a00 = _mm256_loadu_ps(o0 + d0), a01 = _mm256_loadu_ps(o0 + d0 + 8);
+      __m256 a10 = _mm256_loadu_ps(o1 + d0), a11 = _mm256_loadu_ps(o1 + d0 + 8);
+      __m256 a20 = _mm256_loadu_ps(o2 + d0), a21 = _mm256_loadu_ps(o2 + d0 + 8);
+      __m256 a30 = _mm256_loadu_ps(o3 + d0), a31 = _mm256_loadu_ps(o3 + d0 + 8);
+      const float *vp = v + d0;
+      for (int j = 0; j < bn; j++, vp += hd) {
+        __m256 v0 = _mm256_loadu_ps(vp), v1 = _mm256_loadu_ps(vp + 8);
+        __m256 b = _mm256_broadcast_ss(p0 + j);
+        a00 = _mm256_fmadd_ps(b, v0, a00), a01 = _mm256_fmadd_ps(b, v1, a01);
+        b = _mm256_broadcast_ss(p1 + j);
+        a10 = _mm256_fmadd_ps(b, v0, a10), a11 = _mm256_fmadd_ps(b, v1, a11);
+        b = _mm256_broadcast_ss(p2 + j);
+        a20 = _mm256_fmadd_ps(b, v0, a20), a21 = _mm256_fmadd_ps(b, v1, a21);
+        b = _mm256_broadcast_ss(p3 + j);
+        a30 = _mm256_fmadd_ps(b, v0, a30), a31 = _mm256_fmadd_ps(b, v1, a31);
+      }
+      _mm256_storeu_ps(o0 + d0, a00), _mm256_storeu_ps(o0 + d0 + 8, a01);
+      _mm256_storeu_ps(o1 + d0, a10), _mm256_storeu_ps(o1 + d0 + 8, a11);
+      _mm256_storeu_ps(o2 + d0, a20), _mm256_storeu_ps(o2 + d0 + 8, a21);
+      _mm256_storeu_ps(o3 + d0, a30), _mm256_storeu_ps(o3 + d0 + 8, a31);
+    }
+    if (d0 < hd) {
+      __m256 a0 = _mm256_loadu_ps(o0 + d0), a1 = _mm256_loadu_ps(o1 + d0);
+      __m256 a2 = _mm256_loadu_ps(o2 + d0), a3 = _mm256_loadu_ps(o3 + d0);
+      const float *vp = v + d0;
+      for (int j = 0; j < bn; j++, vp += hd) {
+        __m256 v0 = _mm256_loadu_ps(vp);
+        a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(p0 + j), v0, a0);
+        a1 = _mm256_fmadd_ps(_mm256_broadcast_ss(p1 + j), v0, a1);
+        a2 = _mm256_fmadd_ps(_mm256_broadcast_ss(p2 + j), v0, a2);
+        a3 = _mm256_fmadd_ps(_mm256_broadcast_ss(p3 + j), v0, a3);
+      }
+      _mm256_storeu_ps(o0 + d0, a0), _mm256_storeu_ps(o1 + d0, a1);
+      _mm256_storeu_ps(o2 + d0, a2), _mm256_storeu_ps(o3 + d0, a3);
+    }
+  }
+}
+
+AVX2_TARGET static void att_tiled_job(void *arg, int tid) {
+  att_t *a = arg;
+  const int hd = a->hd;
+  /* per-thread tile: qs, o (ATT_BQ × hd each), kt (hd × ATT_BK), s (ATT_BQ × ATT_BK), m, l, valid (ATT_BQ each) */
+  size_t need = (size_t)2 * ATT_BQ * hd + (size_t)hd * ATT_BK + (size_t)ATT_BQ * ATT_BK + 3 * ATT_BQ + 16;
+  float *tile = buf_get(&g_att_tile[tid], need);
+  if (!tile) {
+    atomic_store(&a->failed, 1);
+    return;
+  }
+  float *kt = tile, *s = kt + (size_t)hd * ATT_BK, *qs = s + (size_t)ATT_BQ * ATT_BK, *o = qs + (size_t)ATT_BQ * hd;
+  float *m = o + (size_t)ATT_BQ * hd, *l = m + ATT_BQ;
+  int *valid = (int *)(l + ATT_BQ);
+  const int nblocks = (a->nq + ATT_BQ - 1) / ATT_BQ;
+  const int n1 = a->to1 - a->from1, n2 = a->to2 - a->from2;
+  for (;;) {
+    int bi = atomic_fetch_add(&a->next, 1);
+    if (bi >= nblocks) break;
+    /* the last query blocks see the most keys under a causal mask: hand them out first */
+    int i0 = (nblocks - 1 - bi) * ATT_BQ, nr = a->nq - i0 < ATT_BQ ? a->nq - i0 : ATT_BQ;
+    int nr4 = (nr + 3) & ~3, c1max = 0;
+    for (int r = 0; r < nr4; r++) {
+      float *qr = qs + (size_t)r * hd;
+      if (r < nr) {
+        const float *src = a->q + (size_t)(i0 + r) * a->qStride;
+        for (int d = 0; d < hd; d++) qr[d] = src[d] * a->scale;
+      } else {
+        memset(qr, 0, (size_t)hd * 4);
+      }
+      memset(o + (size_t)r * hd, 0, (size_t)hd * 4);
+      m[r] = -INFINITY;
+      l[r] = 0;
+      int c1 = r < nr ? (a->count1 ? a->count1[i0 + r] : n1) : 0;
+      if (c1 > c1max) c1max = c1;
+    }
+    for (int b0 = 0; b0 < c1max; b0 += ATT_BK) {
+      int bn = c1max - b0 < ATT_BK ? c1max - b0 : ATT_BK;
+      for (int r = 0; r < nr4; r++) {
+        int c1 = r < nr ? (a->count1 ? a->count1[i0 + r] : n1) : 0, vis = c1 - b0;
+        valid[r] = vis < 0 ? 0 : vis > bn ? bn : vis;
+      }
+      const size_t off = (size_t)(a->from1 + b0) * hd;
+      att_block(qs, nr4, hd, a->k1 + off, a->v1 + off, bn, valid, kt, s, m, l, o);
+    }
+    for (int b0 = 0; b0 < n2; b0 += ATT_BK) {
+      int bn = n2 - b0 < ATT_BK ? n2 - b0 : ATT_BK;
+      for (int r = 0; r < nr4; r++) valid[r] = r < nr ? bn : 0;
+      const size_t off = (size_t)(a->from2 + b0) * hd;
+      att_block(qs, nr4, hd, a->k2 + off, a->v2 + off, bn, valid, kt, s, m, l, o);
+    }
+    for (int r = 0; r < nr; r++) {
+      float *dst = a->out + (size_t)(i0 + r) * a->oStride;
+      const float *src = o + (size_t)r * hd;
+      float inv = l[r] > 0 ? 1.0f / l[r] : 0.0f;
+      for (int d = 0; d < hd; d++) dst[d] = src[d] * inv;
+    }
+  }
+}
+#endif
+
 int cokv_attend(float *out, int oStride, const float *q, int qStride, int nq, int hd, float scale,
                 const float *k1, const float *v1, int from1, int to1, const int *count1,
                 const float *k2, const float *v2, int from2, int to2) {
@@ -931,7 +1136,12 @@ int cokv_attend(float *out, int oStride, const float *q, int qStride, int nq, in
   atomic_init(&a.next, 0);
   atomic_init(&a.failed, 0);
   double work = (double)nq * ((to1 - from1) + (to2 - from2)) * hd;
-  pool_run(att_job, &a, work < 65536 ? 1 : nthreads);
+  void (*job)(void *, int) = att_job;
+#if COKV_X86
+  /* Several queries (prefill, batched rows) share key blocks in the tiled kernel; one query (decode) streams once. */
+  if (g_simd && hd % 8 == 0 && nq >= 4) job = att_tiled_job;
+#endif
+  pool_run(job, &a, work < 65536 ? 1 : nthreads);
   pthread_mutex_unlock(&g_call_mu);
   return atomic_load(&a.failed) ? -1 : 0;
 }
