@@ -5,6 +5,7 @@
  * independently from referenceLogits, and that the profiler ranks the planted heads on top.
  */
 import { beforeAll, describe, expect, it } from 'vitest';
+import { NativeBackend, loadNativeAddon } from '../src/backend/native.js';
 import { ModelGame, type GameSample, type ModelGameOptions } from '../src/game/model-game.js';
 import { runProfiler } from '../src/game/profiler.js';
 import type { ProfileSettings } from '../src/game/profile-file.js';
@@ -167,6 +168,16 @@ describe('ModelGame on the planted model = the utility computed with referenceLo
     const rev = new ModelGame(model, samples, opts()).evaluate([...coalitions].reverse()).reverse();
     expect(b).toEqual(a);
     expect(rev).toEqual(a);
+  });
+
+  it.skipIf(!loadNativeAddon())('the native backend (fused attention over the shared cache) gives the same U(S) within 1e-5', () => {
+    const native = plantedModel({}, new NativeBackend(loadNativeAddon()!));
+    const long = samples.map((s, i) => ({ ...s, answerIds: [Q, s.answerIds[1], FILLER0 + i, Q, s.answerIds[1]] }));
+    for (const utility of ['loglik', 'kl'] as const) {
+      const want = new ModelGame(model, long, opts({ utility, maxNew: 5, batchSize: 4 })).evaluate(coalitions);
+      const got = new ModelGame(native, long, opts({ utility, maxNew: 5, batchSize: 4 })).evaluate(coalitions);
+      got.forEach((u, b) => expect(Math.abs(u - want[b]), `${utility} coalition ${b}`).toBeLessThan(1e-5));
+    }
   });
 
   it('kl utility: 0 for the full coalition, −KL(p_full ‖ p_S) at the Q row otherwise', () => {

@@ -24,6 +24,7 @@
  * "Q <value>".
  */
 import { TsBackend } from '../src/backend/ts.js';
+import type { Backend } from '../src/backend/types.js';
 import { CokvModel } from '../src/engine.js';
 import type { GameSample } from '../src/game/model-game.js';
 import { Rng } from '../src/generate/rng.js';
@@ -162,8 +163,8 @@ export function plantedSource(o: PlantedOptions = {}): ModelSource {
   };
 }
 
-export function plantedModel(o: PlantedOptions = {}): CokvModel {
-  return new CokvModel(plantedSource(o), new PlantedTokenizer(), new TsBackend());
+export function plantedModel(o: PlantedOptions = {}, backend: Backend = new TsBackend()): CokvModel {
+  return new CokvModel(plantedSource(o), new PlantedTokenizer(), backend);
 }
 
 /**

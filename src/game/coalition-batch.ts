@@ -6,6 +6,7 @@
  * row = b·T + t for coalition b and new token t; all coalitions advance in lockstep, so weights are read once
  * per step for the whole batch.
  */
+import type { Backend } from '../backend/types.js';
 import type { RaggedKVCache } from '../cache/ragged.js';
 import type { ModelConfig } from '../model/config.js';
 import { attendSegments, type KvAttention } from '../model/forward.js';
@@ -30,6 +31,8 @@ export class CoalitionBatch implements KvAttention {
     coalitions: Coalition[],
     window: number,
     readonly maxNew: number,
+    /** Kernels for the attention (its fused `attend` when it has one); without it, the TypeScript loop. */
+    private readonly backend?: Backend,
   ) {
     this.batch = coalitions.length;
     this.promptLength = prompt.head(0, 0).length;
@@ -81,10 +84,18 @@ export class CoalitionBatch implements KvAttention {
         const start = this.starts[(b * Ln + layer) * G + g];
         // Entry e of this coalition's generated segment sits at genK[(first + e) * hd].
         const first = ((b * Ln + layer) * G + g) * this.maxNew;
+        const keys = head.keys as Float32Array, values = head.values as Float32Array;
+        if (this.backend?.attend) {
+          // The group's query heads are adjacent in the row and read the same segments: one call for all of them.
+          const off = r * qDim + g * group * hd;
+          this.backend.attend(out, off, hd, q, off, hd, group, hd, scale, keys, values, start, this.promptLength, null,
+            this.genK, this.genV, first, first + this.generated + t + 1);
+          continue;
+        }
         for (let j = 0; j < group; j++) {
           const off = r * qDim + (g * group + j) * hd;
           attendSegments(q, off, hd, scale, out, off, this.scores,
-            head.keys as Float32Array, head.values as Float32Array, start, this.promptLength, this.genK, this.genV, first, first + this.generated + t + 1);
+            keys, values, start, this.promptLength, this.genK, this.genV, first, first + this.generated + t + 1);
         }
       }
     }

@@ -117,7 +117,7 @@ export class ModelGame {
       // The full-cache greedy continuation, and its distributions: one all-members coalition over the shared cache.
       const all = new Uint8Array(this.n).fill(1);
       teacher = [argmax(firstLogits)];
-      const batch = new CoalitionBatch(m.config, cache, [all], this.opts.window, this.opts.maxNew);
+      const batch = new CoalitionBatch(m.config, cache, [all], this.opts.window, this.opts.maxNew, m.transformer.backend);
       fullLogp = [];
       for (let t = 1; t < this.opts.maxNew; t++) {
         batch.setTokensPerCoalition(1);
@@ -164,7 +164,7 @@ export class ModelGame {
   private forced(p: Prepared, coalitions: Coalition[]): { logits: Float32Array; T: number } {
     const m = this.model;
     const T = p.teacher.length - 1;
-    const batch = new CoalitionBatch(m.config, p.cache, coalitions, this.opts.window, Math.max(1, T));
+    const batch = new CoalitionBatch(m.config, p.cache, coalitions, this.opts.window, Math.max(1, T), m.transformer.backend);
     batch.setTokensPerCoalition(T);
     const tokens = new Int32Array(coalitions.length * T);
     for (let b = 0; b < coalitions.length; b++) for (let t = 0; t < T; t++) tokens[b * T + t] = p.teacher[t];
@@ -220,7 +220,7 @@ export class ModelGame {
       else outs[b].push(first);
     }
     const maxNew = this.opts.maxNew;
-    const batch = new CoalitionBatch(m.config, p.cache, coalitions, this.opts.window, Math.max(1, maxNew));
+    const batch = new CoalitionBatch(m.config, p.cache, coalitions, this.opts.window, Math.max(1, maxNew), m.transformer.backend);
     for (let step = 1; step < maxNew && done.some((d) => !d); step++) {
       batch.setTokensPerCoalition(1);
       const logits = m.transformer.run(current, batch.positionOf, batch, 'all');
