@@ -4,17 +4,20 @@
  *
  * Models: a random-weight GGUF with SmolLM2-135M's exact shapes and its real tokenizer (gpt2 BPE metadata from
  * tokenizer.json, pre-tokenizer `smollm`) in Q8_0 / F16 / F32, written to a temp dir; and the cokv-retrieval-tiny
- * GGUFs. Prompts: Paul Graham essay text trimmed to exactly N tokens of the model's tokenizer (512; and 8192 for the
- * SmolLM2-shaped Q8_0 file, where cokv runs `--press snapkv --budget 128` against llama.cpp's full cache).
+ * GGUFs. Prompts: Paul Graham essay text trimmed to exactly N tokens of the model's tokenizer (512 and 2048; and 8192
+ * for the SmolLM2-shaped Q8_0 file, where cokv runs `--press snapkv --budget 128` against llama.cpp's full cache).
+ * retrieval-tiny was trained on up to 2048 tokens: its long prompt has 2047 (cokv requires room for one generated
+ * token inside the trained context), and both engines then generate past it.
  *
  * Decode rate = (n65 − n1) / (wall(65 tokens) − wall(1 token)) with n the tokens actually generated (64 unless EOS
  * came first), wall = the whole process: `node bin/cokv.js generate --json` for cokv, and a child Node process that
  * loads the model in node-llama-cpp, evaluates the same prompt ids and samples greedily, for llama.cpp. Each wall
  * time is the minimum over --repeats runs. Prefill tok/s comes from cokv's `--json` stats (and, for llama.cpp, from
  * the child's own clock). The in-process decode rates (cokv's stats; the child's clock after the first token) are
- * printed as a cross-check.
+ * printed as a cross-check. Peak RSS = the process's maximum resident set (cokv's `--json` stats; the child's
+ * VmHWM, see src/memory.ts), from the 65-token runs.
  *
- * Options: --repeats N (512-token runs, default 2), --repeats-long N (8192-token runs, default 1), --threads N
+ * Options: --prompts 512,2048 (prompt lengths of the full-cache rows), --repeats N (those runs, default 2), --repeats-long N (8192-token runs, default 1), --threads N
  * (default 2), --dtypes q8_0,f16,f32, --no-long (skip the 8192-token rows), --full-long (add cokv full cache at
  * 8192), --llama-threads 2,1 (llama.cpp thread counts; default: --threads and 1), --no-build (do not run
  * `npm run build` first). Needs `node-llama-cpp`, which `npm run bench:llamacpp` installs on demand (--no-save):
@@ -33,6 +36,7 @@ import { readGgufHeader, type GgufValue } from '../src/model/loaders/gguf.js';
 import { gv, writeLlamaGguf, type GgufMetaValue, type GgufWriteDType } from '../src/model/loaders/gguf-writer.js';
 import { tokenizerFromGguf } from '../src/model/tokenizer/gguf-tokenizer.js';
 import type { Tokenizer } from '../src/model/tokenizer/types.js';
+import { peakRssBytes } from '../src/memory.js';
 import { SMOLLM2_135M, machineLine, markdownTable, median, randomModelWeights } from './common.js';
 
 /** Held in a variable so TypeScript does not try to resolve the (optional) package. */
@@ -71,6 +75,7 @@ interface ChildResult {
   /** llama.cpp's own tokenization of the prompt text (BOS added by the model's rule) equals the ids evaluated. */
   tokenizeAgrees: boolean;
   llamaPromptTokens: number;
+  peakRssBytes: number;
 }
 
 async function child(jobFile: string): Promise<void> {
@@ -102,6 +107,7 @@ async function child(jobFile: string): Promise<void> {
   const t3 = performance.now();
   const res: ChildResult = {
     tokens, stopReason, loadMs: t1 - t0, prefillMs: t2 - t1, decodeMs: t3 - t2, tokenizeAgrees, llamaPromptTokens: llamaIds.length,
+    peakRssBytes: peakRssBytes(),
   };
   process.stdout.write(JSON.stringify(res) + '\n');
   await ctx.dispose();
@@ -199,6 +205,7 @@ interface Run {
   prefillTokS: number;
   /** In-process decode rate (tokens after the first per second). */
   decodeTokS: number;
+  peakRssBytes: number;
   extra?: ChildResult;
 }
 
@@ -211,8 +218,13 @@ function cokvRun(model: string, promptFile: string, maxTokens: number, press: st
   const r = spawnSync(process.execPath, argv, { env: { ...process.env, COKV_THREADS: String(threads) }, encoding: 'utf8', maxBuffer: 1 << 26 });
   const wallMs = performance.now() - t0;
   if (r.status !== 0) throw new Error(`cokv generate failed (${r.status}): ${r.stderr}`);
-  const j = JSON.parse(r.stdout.trim().split('\n').pop()!) as { tokens: number[]; stats: { promptTokens: number; prefillMs: number; decodeTokensPerSecond: number } };
-  return { wallMs, tokens: j.tokens, prefillTokS: (j.stats.promptTokens * 1000) / j.stats.prefillMs, decodeTokS: j.stats.decodeTokensPerSecond };
+  const j = JSON.parse(r.stdout.trim().split('\n').pop()!) as {
+    tokens: number[]; stats: { promptTokens: number; prefillMs: number; decodeTokensPerSecond: number; peakRssBytes: number };
+  };
+  return {
+    wallMs, tokens: j.tokens, prefillTokS: (j.stats.promptTokens * 1000) / j.stats.prefillMs, decodeTokS: j.stats.decodeTokensPerSecond,
+    peakRssBytes: j.stats.peakRssBytes,
+  };
 }
 
 function llamaRun(tmp: string, job: ChildJob): Run {
@@ -227,7 +239,7 @@ function llamaRun(tmp: string, job: ChildJob): Run {
   const n = res.tokens.length;
   return {
     wallMs, tokens: res.tokens, prefillTokS: (job.ids.length * 1000) / res.prefillMs,
-    decodeTokS: n > 1 ? ((n - 1) * 1000) / res.decodeMs : 0, extra: res,
+    decodeTokS: n > 1 ? ((n - 1) * 1000) / res.decodeMs : 0, peakRssBytes: res.peakRssBytes, extra: res,
   };
 }
 
@@ -310,6 +322,8 @@ async function main(): Promise<void> {
   if (!fs.existsSync(path.join(ROOT, 'dist/cli/main.js'))) throw new Error('dist/ is missing: run `npm run build`');
   const load0 = os.loadavg();
   const repeats = Number(arg('--repeats') ?? 2);
+  const promptLengths = (arg('--prompts') ?? '512,2048').split(',').map(Number);
+  if (promptLengths.some((n) => !(Number.isInteger(n) && n > 0 && n <= 8192))) throw new Error('--prompts: give prompt lengths 1..8192, e.g. 512,2048');
   const repeatsLong = Number(arg('--repeats-long') ?? 1);
   const dtypes = (arg('--dtypes') ?? 'q8_0,f16,f32').split(',') as GgufWriteDType[];
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cokv-bench-llamacpp-'));
@@ -329,13 +343,19 @@ async function main(): Promise<void> {
     const tinyTok = tokenizerFromGguf(readGgufHeader(`${TINY_DIR}/cokv-retrieval-tiny-q8_0.gguf`).metadata, 'retrieval-tiny');
 
     const cases: Case[] = [];
-    for (const dt of ['q8_0', 'f32'] as const) {
-      cases.push({ model: 'cokv-retrieval-tiny', weights: dt.toUpperCase(), file: `${TINY_DIR}/cokv-retrieval-tiny-${dt}.gguf`, tok: tinyTok,
-        promptTokens: 512, press: [], cacheLabel: 'full', contextSize: 1024, repeats });
-    }
-    for (const dt of dtypes) {
-      cases.push({ model: 'SmolLM2-135M shape (random)', weights: dt.toUpperCase(), file: smolFiles.get(dt)!, tok: smolTok,
-        promptTokens: 512, press: [], cacheLabel: 'full', contextSize: 1024, repeats });
+    // llama.cpp's context holds the prompt and the 65 generated tokens.
+    const contextFor = (n: number): number => Math.ceil((n + 72) / 256) * 256;
+    for (const n of promptLengths) {
+      for (const dt of ['q8_0', 'f32'] as const) {
+        // Its trained context is 2048 and cokv needs the prompt to leave room for one token: 2048 → 2047.
+        const nTiny = Math.min(n, 2047);
+        cases.push({ model: 'cokv-retrieval-tiny', weights: dt.toUpperCase(), file: `${TINY_DIR}/cokv-retrieval-tiny-${dt}.gguf`, tok: tinyTok,
+          promptTokens: nTiny, press: [], cacheLabel: 'full', contextSize: contextFor(nTiny), repeats });
+      }
+      for (const dt of dtypes) {
+        cases.push({ model: 'SmolLM2-135M shape (random)', weights: dt.toUpperCase(), file: smolFiles.get(dt)!, tok: smolTok,
+          promptTokens: n, press: [], cacheLabel: 'full', contextSize: contextFor(n), repeats });
+      }
     }
     if (!args.includes('--no-long') && smolFiles.has('q8_0')) {
       const base = { model: 'SmolLM2-135M shape (random)', weights: 'Q8_0', file: smolFiles.get('q8_0')!, tok: smolTok, promptTokens: 8192, contextSize: 8320, repeats: repeatsLong };
@@ -358,8 +378,10 @@ async function main(): Promise<void> {
       const cd = subtractRate(cokv1, cokv65);
       const lds = lt.map((t) => subtractRate(llama.get(t)!.r1, llama.get(t)!.r65));
       const pre = median([...cokv1, ...cokv65].map((r) => r.prefillTokS));
+      const mib = (b: number): string => (b / 2 ** 20).toFixed(0);
       return [c.model, c.weights, c.promptTokens, c.cacheLabel === 'full' ? 'full / full' : `${c.cacheLabel} / full`,
-        pre.toFixed(1), cd.toFixed(1), ...lds.map((x) => x.toFixed(1)), (cd / lds[0]).toFixed(2), (cd / Math.max(...lds)).toFixed(2)];
+        pre.toFixed(1), cd.toFixed(1), ...lds.map((x) => x.toFixed(1)), (cd / lds[0]).toFixed(2), (cd / Math.max(...lds)).toFixed(2),
+        `${mib(Math.max(...cokv65.map((r) => r.peakRssBytes)))} / ${mib(Math.max(...llama.get(lt[0])!.r65.map((r) => r.peakRssBytes)))}`];
     });
     const crossRows = results.map(({ c, cokv65, llama }) => {
       const cd = median(cokv65.map((r) => r.decodeTokS));
@@ -377,16 +399,16 @@ async function main(): Promise<void> {
 
     const la = (l: number[]): string => l.map((x) => x.toFixed(2)).join(', ');
     const out: string[] = [];
-    out.push(`Machine: ${machineLine()}; threads ${threads} (cokv: COKV_THREADS, native backend as \`--backend auto\` picks it; llama.cpp: node-llama-cpp, CPU build, contextSize ${'512→1024, 8192→8320'}).`);
+    out.push(`Machine: ${machineLine()}; threads ${threads} (cokv: COKV_THREADS, native backend as \`--backend auto\` picks it; llama.cpp: node-llama-cpp, CPU build, contextSize = prompt + 72 rounded up to 256, 8192→8320).`);
     out.push(`Load average (1, 5, 15 min) at start: ${la(load0)}; at end: ${la(load1)}.`);
-    out.push(`Wall times: minimum over ${repeats} runs (512-token prompts) / ${repeatsLong} (8192-token prompts).`);
+    out.push(`Wall times: minimum over ${repeats} runs (${promptLengths.join(', ')}-token prompts) / ${repeatsLong} (8192-token prompts).`);
     if (lt.length > 1) {
       out.push(`llama.cpp also runs at ${lt.slice(1).join(', ')} thread(s): its ggml thread pool spin-waits at every op barrier, so on a shared ` +
         'machine one descheduled thread stalls the other; one thread avoids that and shows what llama.cpp reaches without it.');
     }
     out.push('');
     out.push(markdownTable(['model', 'weights', 'prompt tokens', 'cache (cokv / llama.cpp)', 'cokv prefill tok/s', `cokv decode tok/s (${threads}t)`,
-      ...lt.map((t) => `llama.cpp decode tok/s (${t}t)`), `cokv / llama.cpp ${lt[0]}t`, 'cokv / best llama.cpp'], rows));
+      ...lt.map((t) => `llama.cpp decode tok/s (${t}t)`), `cokv / llama.cpp ${lt[0]}t`, 'cokv / best llama.cpp', `peak RSS MiB (cokv / llama.cpp ${lt[0]}t)`], rows));
     out.push('\nCross-check, rates from inside each process (cokv `--json` stats; the child\'s clock after the first token):\n');
     out.push(markdownTable(['model', 'weights', 'prompt tokens', 'cokv cache', 'cokv decode tok/s', ...lt.map((t) => `llama.cpp decode tok/s (${t}t)`),
       `ratio (${lt[0]}t)`, ...lt.map((t) => `llama.cpp prefill tok/s (${t}t)`), `tokens generated (cokv / ${lt.map((t) => `llama.cpp ${t}t`).join(' / ')})`], crossRows));
