@@ -41,7 +41,10 @@ export interface GenerateOptions extends SamplingOptions {
   compressPrefix?: number;
   /** EOS cannot end generation before this many tokens (transformers' min_new_tokens). */
   minTokens?: number;
-  /** KV storage: 'f32' (default) or 'f16' (half the bytes). */
+  /**
+   * KV storage: 'f32' (default), 'f16' (half the bytes) or 'q8' (int8 rows with one F32 scale per row: 2 × (headDim + 4)
+   * bytes per entry and head instead of 8 × headDim).
+   */
   kvDtype?: KvDType;
   /**
    * Start from an already prefilled (and possibly compressed) cache of exactly these prompt ids, with the logits

@@ -24,6 +24,16 @@ describe.skipIf(!haveAssets)('cokv CLI', () => {
     expect(out.stats.kvBytes).toBeLessThan(out.stats.kvFullBytes);
   });
 
+  it('--kv-dtype q8 holds 2·(hd + 4) bytes per entry and head (stories260K: 480 per token vs 1280 in F32)', () => {
+    const args = ['generate', '--model', stories, '--prompt', 'Once upon a time', '--max-tokens', '8', '--temperature', '0', '--json'];
+    const a = cokv(...args), b = cokv(...args, '--kv-dtype', 'q8');
+    expect(b.code, b.stderr).toBe(0);
+    const sa = JSON.parse(a.stdout).stats, sb = JSON.parse(b.stdout).stats;
+    // 5 layers × 4 KV heads × 2 × (8 + 4) bytes per token.
+    expect(sb.promptKvBytes).toBe(sb.promptTokens * 480);
+    expect(sb.kvBytes * 1280).toBe(sa.kvBytes * 480);
+  });
+
   it('--stop ends the text before the stop string', () => {
     const r = cokv('generate', '--model', stories, '--prompt', 'Once upon a time', '--max-tokens', '40', '--stop', 'Lily');
     expect(r.code).toBe(0);
@@ -74,6 +84,7 @@ describe.skipIf(!haveAssets)('cokv CLI', () => {
       ['unknown press', ['generate', '--model', stories, '--prompt', 'x', '--press', 'magic', '--budget', '16'], /--press: unknown press 'magic'/],
       ['ratio out of range', ['generate', '--model', stories, '--prompt', 'x', '--press', 'snapkv', '--ratio', '1.5'], /--ratio: 1.5 must be in \(0, 1\]/],
       ['chat without template', ['generate', '--model', stories, '--prompt', 'x', '--chat'], /no chat template/],
+      ['bad KV storage type', ['generate', '--model', stories, '--prompt', 'x', '--kv-dtype', 'int4'], /^cokv: --kv-dtype: 'int4' must be f32, f16 or q8$/m],
       ['inspect of a text file', ['inspect', empty], /empty\.txt: /],
     ];
     for (const [name, args, re] of cases) {

@@ -70,6 +70,25 @@ describe.skipIf(!haveAssets)('cokv eval / needle / bench', () => {
     expect(extra).toBeLessThan(64);
   });
 
+  it('--kv-dtype q8 and f16 runs get their own folders (__q8, __f16) and their bytes per kept token', () => {
+    const out = tmpDir();
+    const run = (dtype: string, budget: number) => {
+      const r = cokv('eval', '--model', tiny, '--data', data, '--dataset', 'retrieval', '--subset', 'passkey', '--lengths', '512',
+        '--split', 'all', '--limit', '1', '--presses', 'snapkv', '--budgets', String(budget), '--kv-dtype', dtype, '--out', out, '--quiet', '--json');
+      expect(r.code, r.stderr).toBe(0);
+      return JSON.parse(r.stdout)[0];
+    };
+    // Same bytes as F32 at B=16: F16 at 32, Q8 at ⌊16·4·32/36⌋ = 56 (4 layers × 4 KV heads × 2 × (32 + 4) = 1152 bytes per token).
+    const f32 = run('f32', 16), f16 = run('f16', 32), q8 = run('q8', 56);
+    expect(fs.readdirSync(out).sort()).toEqual(['retrieval__cokv-retrieval-tiny__snapkv__16', 'retrieval__cokv-retrieval-tiny__snapkv__32__f16',
+      'retrieval__cokv-retrieval-tiny__snapkv__56__q8']);
+    expect(q8.settings.kvDtype).toBe('q8');
+    expect(q8.fullKvBytes / 1152).toBe(f32.fullKvBytes / 4096);
+    expect(f16.keptKvBytes).toBe(f32.keptKvBytes);
+    expect(q8.keptKvBytes).toBeLessThanOrEqual(f32.keptKvBytes);
+    expect(q8.keptKvBytes / 1152).toBeCloseTo((f32.keptKvBytes / 4096) * (56 / 16), 0);
+  });
+
   it('needle writes a depth × length grid; bench prints a table with Full as 1.0', () => {
     const out = tmpDir();
     const r = cokv('needle', '--model', tiny, '--haystack', asset('data/needle/PaulGrahamEssays'), '--lengths', '300', '--depths', '2',
@@ -102,6 +121,7 @@ describe.skipIf(!haveAssets)('cokv eval / needle / bench', () => {
       ['malformed line', [...base, '--data', bad, '--dataset', 'retrieval', '--out', dir], /bad\.jsonl:2: /],
       ['missing data', [...base, '--data', path.join(dir, 'none.jsonl'), '--dataset', 'retrieval', '--out', dir], /no such file/],
       ['bad protocol', [...base, '--data', data, '--dataset', 'retrieval', '--protocol', 'x', '--out', dir], /--protocol/],
+      ['bad KV storage type', [...base, '--data', data, '--dataset', 'retrieval', '--kv-dtype', 'q4', '--out', dir], /^cokv: --kv-dtype: 'q4' must be f32, f16 or q8$/m],
     ];
     for (const [name, args, re] of cases) {
       it(name, () => {

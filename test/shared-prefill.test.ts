@@ -39,6 +39,24 @@ describe('shared prefill', () => {
     });
   }
 
+  it('q8 storage: a compressed copy of a q8 shared prefill equals compressing during a q8 prefill', async () => {
+    const press = createPress('adakv', { budget: 20 }, cfg)!;
+    const direct = model.generate(ids, { maxTokens: 6, temperature: 0, press, kvDtype: 'q8' });
+    await direct.complete();
+    const shared = model.prefillShared(ids, 64, 'q8');
+    expect(shared.cache.dtype).toBe('q8');
+    const state = model.fromShared(shared, press, 7);
+    expect(state.cache.dtype).toBe('q8');
+    const kept = state.cache.lengths().flat().reduce((a, b) => a + b, 0);
+    const viaShared = model.generate(ids, { maxTokens: 6, temperature: 0, prefilled: state });
+    await viaShared.complete();
+    expect(viaShared.tokens).toEqual(direct.tokens);
+    expect(viaShared.stats!.promptKvBytes).toBe(direct.stats!.promptKvBytes);
+    expect(direct.stats!.promptKvBytes).toBe(kept * 2 * (cfg.headDim + 4));
+    expect(shared.cache.bytes()).toBe(shared.cache.fullBytes());
+    expect(shared.cache.fullBytes()).toBe(ids.length * cfg.numLayers * cfg.numKvHeads * 2 * (cfg.headDim + 4));
+  });
+
   it('context-only: compress the prefix copy, then prefill the suffix over it', async () => {
     const press = createPress('snapkv', { budget: 16 }, cfg)!;
     const k = 40;

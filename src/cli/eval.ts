@@ -6,7 +6,7 @@ import { datasetInfo } from '../eval/datasets.js';
 import { runEval, type Protocol } from '../eval/runner.js';
 import { addPressTuningFlags, pressOptionsFromFlags, type PressFlags } from './press-flags.js';
 import { ProgressBar } from './progress.js';
-import { numberFlag } from './util.js';
+import { KV_DTYPE_HELP, kvDtypeFlag, numberFlag } from './util.js';
 
 interface EvalFlags extends PressFlags {
   model: string;
@@ -59,7 +59,7 @@ export function registerEval(program: Command, run: (fn: () => Promise<void>) =>
     .option('--protocol <p>', 'question-aware (the paper) or context-only (kvpress)', 'question-aware')
     .option('--metric <m>', 'default (the dataset\'s metric) or loglik (teacher-forced reference log-prob + greedy agreement)', 'default')
     .option('--loglik-tokens <n>', 'reference tokens scored by --metric loglik', '16')
-    .option('--kv-dtype <t>', 'KV cache storage: f32 or f16', 'f32')
+    .option('--kv-dtype <t>', KV_DTYPE_HELP, 'f32')
     .option('--skip-bad-lines', 'skip malformed jsonl lines with a warning instead of stopping')
     .requiredOption('--out <dir>', 'results folder')
     .option('--quiet', 'no progress output')
@@ -72,7 +72,7 @@ async function evalCommand(f: EvalFlags): Promise<void> {
   if (!['test', 'validation', 'all'].includes(f.split)) throw new CokvError(`--split: '${f.split}' must be test, validation or all`, 'flag');
   if (!['question-aware', 'context-only'].includes(f.protocol)) throw new CokvError(`--protocol: '${f.protocol}' must be question-aware or context-only`, 'flag');
   if (!['default', 'loglik'].includes(f.metric)) throw new CokvError(`--metric: '${f.metric}' must be default or loglik`, 'flag');
-  if (!['f32', 'f16'].includes(f.kvDtype)) throw new CokvError(`--kv-dtype: '${f.kvDtype}' must be f32 or f16`, 'flag');
+  const kvDtype = kvDtypeFlag(f.kvDtype);
   const presses = f.presses.split(',').map((x) => x.trim()).filter(Boolean);
   if (presses.length === 0) throw new CokvError('--presses: empty list', 'flag');
   const budgets = numberList('--budgets', f.budgets, true)!;
@@ -92,7 +92,7 @@ async function evalCommand(f: EvalFlags): Promise<void> {
     chat: f.chat ?? false,
     metric: f.metric as 'default' | 'loglik',
     loglikTokens: numberFlag('--loglik-tokens', f.loglikTokens, { integer: true, min: 1 }),
-    kvDtype: f.kvDtype as 'f32' | 'f16',
+    kvDtype,
     jsonl: { onBadLine: f.skipBadLines ? 'skip' : 'error' },
     out: f.out,
     onProgress: (name, done, total) => bar.update(done, total, name),

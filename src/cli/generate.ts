@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import type { Command } from 'commander';
 import { CokvError } from '../errors.js';
 import { loadModel, type GenerateOptions } from '../engine.js';
-import { formatBytes, numberFlag } from './util.js';
+import { formatBytes, KV_DTYPE_HELP, kvDtypeFlag, numberFlag } from './util.js';
 import { addPressFlags, pressFromFlags, type PressFlags } from './press-flags.js';
 
 interface GenerateFlags extends PressFlags {
@@ -40,7 +40,7 @@ export function registerGenerate(program: Command, run: (fn: () => Promise<void>
     .option('--repetition-penalty <r>', 'penalise tokens already seen (1 = off)')
     .option('--seed <s>', 'sampling seed')
     .option('--stop <str>', 'stop string (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
-    .option('--kv-dtype <t>', 'KV cache storage: f32 or f16', 'f32')
+    .option('--kv-dtype <t>', KV_DTYPE_HELP, 'f32')
     .option('--json', 'print one JSON object (text, tokens, stats) instead of streaming');
   addPressFlags(cmd).action((flags: GenerateFlags) => run(() => generateCommand(flags)));
 }
@@ -68,8 +68,7 @@ async function generateCommand(f: GenerateFlags): Promise<void> {
     seed: numberFlag('--seed', f.seed, { integer: true }),
     stop: f.stop,
   };
-  if (f.kvDtype !== undefined && f.kvDtype !== 'f32' && f.kvDtype !== 'f16') throw new CokvError(`--kv-dtype: '${f.kvDtype}' must be f32 or f16`, 'flag');
-  opts.kvDtype = (f.kvDtype ?? 'f32') as 'f32' | 'f16';
+  opts.kvDtype = kvDtypeFlag(f.kvDtype);
   const model = await loadModel(f.model);
   opts.press = pressFromFlags(f, model.config);
   const gen = f.chat

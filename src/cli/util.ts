@@ -1,3 +1,4 @@
+import { KV_DTYPES, type KvDType } from '../cache/ragged.js';
 import { CokvError } from '../errors.js';
 
 /** Parse a flag value as a number within bounds, or throw a CokvError naming the flag. */
@@ -12,6 +13,16 @@ export function numberFlag(
   if (opts.max !== undefined && v > opts.max) throw new CokvError(`${flag}: ${v} is above the maximum ${opts.max}`, 'flag');
   return v;
 }
+
+/** Parse `--kv-dtype` (default f32). */
+export function kvDtypeFlag(value: string | undefined): KvDType {
+  if (value === undefined) return 'f32';
+  if (!(KV_DTYPES as readonly string[]).includes(value)) throw new CokvError(`--kv-dtype: '${value}' must be f32, f16 or q8`, 'flag');
+  return value as KvDType;
+}
+
+/** Help text of `--kv-dtype`. */
+export const KV_DTYPE_HELP = 'KV cache storage: f32, f16 (half the bytes) or q8 (int8 + one F32 scale per row)';
 
 export function formatBytes(b: number): string {
   if (b < 1024) return `${b} B`;

@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { CokvError } from '../errors.js';
 import type { CokvModel } from '../engine.js';
+import type { KvDType } from '../cache/ragged.js';
 import type { PressOptions } from '../press/options.js';
 import { createPress } from '../press/registry.js';
 import { continuationIds, tokenF1 } from '../game/samples.js';
@@ -42,7 +43,7 @@ export interface EvalOptions {
   metric?: 'default' | 'loglik';
   loglikTokens?: number;
   /** KV storage type of every run (default f32). */
-  kvDtype?: 'f32' | 'f16';
+  kvDtype?: KvDType;
   out: string;
   jsonl?: JsonlOptions;
   onProgress?: (runName: string, done: number, total: number) => void;
@@ -98,7 +99,7 @@ export function modelName(modelPath: string): string {
 
 function runName(dataset: string, model: string, press: string, budget: string, protocol: Protocol, kvDtype = 'f32'): string {
   const safe = (s: string) => s.replace(/[^A-Za-z0-9._-]+/g, '-');
-  return [dataset, model, press, budget].map(safe).join('__') + (protocol === 'context-only' ? '__ctx' : '') + (kvDtype === 'f16' ? '__f16' : '');
+  return [dataset, model, press, budget].map(safe).join('__') + (protocol === 'context-only' ? '__ctx' : '') + (kvDtype === 'f32' ? '' : `__${kvDtype}`);
 }
 
 /** Resolve the data file for a dataset: the file itself, or `<dir>/<dataset>.jsonl`. */
