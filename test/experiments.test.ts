@@ -11,6 +11,8 @@ describe.skipIf(!haveAssets)('cokv experiment all --quick --slice tiny', () => {
     const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(repoRoot, 'src/cli/run.ts'), 'experiment', 'all', '--quick', '--slice', 'tiny',
       '--out', out, '--assets', assetsDir], { cwd: repoRoot, encoding: 'utf8', timeout: 240_000 });
     expect(r.status, r.stderr.slice(-2000)).toBe(0);
+    expect(r.stderr).toMatch(/== step 1\/\d+: profiles/);
+    expect(r.stderr).toMatch(/^eval \[[#.]+\] \d+\/\d+ \| .* elapsed, ETA /m); // the sub-commands' bars, with an ETA
     for (const f of ['profiles/cokv-retrieval-tiny__loglik.json', 'profiles/stories260K__loglik.json', 'profiles/cokv-retrieval-tiny__headkv.json',
       'masking/cokv-retrieval-tiny.json', 'estimator/summary.json', 'estimator/exact-retrieval-tiny.json', 'bench/smollm2-135m-random.json', 'summary.json', 'results.md']) {
       expect(fs.existsSync(path.join(out, f)), f).toBe(true);

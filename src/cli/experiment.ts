@@ -15,8 +15,9 @@ export function registerExperiment(program: Command, run: (fn: () => Promise<voi
     .option('--out <dir>', 'results folder', 'results')
     .option('--assets <dir>', 'the shared assets folder', path.join('..', 'shared', 'assets'))
     .option('--seed <s>', 'seed of splits and profiles', '0')
+    .option('--quiet', 'no progress bars (the step log lines stay)')
     .option('--sensitivity-samples <n>', 'samples per run for the metric/kl sensitivity profiles (default as the main profile)')
-    .action((name: string, f: { quick?: boolean; slice?: string; out: string; assets: string; seed: string; sensitivitySamples?: string }) => run(async () => {
+    .action((name: string, f: { quick?: boolean; slice?: string; out: string; assets: string; seed: string; sensitivitySamples?: string; quiet?: boolean }) => run(async () => {
       if (f.slice !== undefined && f.slice !== 'tiny') throw new CokvError(`--slice: '${f.slice}' must be tiny`, 'flag');
       if (name !== 'all' && !(EXPERIMENTS as readonly string[]).includes(name)) {
         throw new CokvError(`experiment: unknown experiment '${name}' (known: ${EXPERIMENTS.join(', ')}, all)`, 'flag');
@@ -24,7 +25,7 @@ export function registerExperiment(program: Command, run: (fn: () => Promise<voi
       const t0 = Date.now();
       await runExperiment(name as ExperimentName | 'all', {
         sensitivitySamples: numberFlag('--sensitivity-samples', f.sensitivitySamples, { integer: true, min: 1 }),
-        quick: f.quick ?? false, slice: f.slice as 'tiny' | undefined, out: f.out, assets: f.assets, seed: numberFlag('--seed', f.seed, { integer: true, min: 0 })!,
+        quick: f.quick ?? false, quiet: f.quiet ?? false, slice: f.slice as 'tiny' | undefined, out: f.out, assets: f.assets, seed: numberFlag('--seed', f.seed, { integer: true, min: 0 })!,
         log: (m) => process.stderr.write(`[${((Date.now() - t0) / 1000).toFixed(0)}s] ${m}\n`),
       });
     }));

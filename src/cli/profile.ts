@@ -19,7 +19,7 @@ import { readProfile, writeProfileAtomic, type ProfileSettings } from '../game/p
 import { compareValues, topK } from '../game/compare.js';
 import { playerName } from '../game/players.js';
 import { numberFlag } from './util.js';
-import { ProgressBar, formatDuration } from './progress.js';
+import { ProgressBar } from './progress.js';
 
 interface ProfileFlags {
   model: string;
@@ -209,7 +209,7 @@ async function profileRun(f: ProfileFlags): Promise<void> {
     tolerance,
     checkpointEvery: numberFlag('--checkpoint-every', f.checkpointEvery, { integer: true, min: 1 }),
     onProgress: (p) => bar.update(p.samples, p.maxSamples,
-      `${p.samplesPerSecond.toFixed(2)} samples/s | ETA ${formatDuration(p.etaSeconds)}${p.mae !== undefined ? ` | MAE ${p.mae.toPrecision(3)}` : ''}`),
+      `${p.samplesPerSecond.toFixed(2)} samples/s${p.mae !== undefined ? ` | MAE ${p.mae.toPrecision(3)}` : ''}`, p.etaSeconds),
   });
   bar.finish();
   if (!quiet) {

@@ -7,7 +7,7 @@
  *   masking      keep the full cache only for the k highest- vs k lowest-valued heads
  *   estimator    convergence of two runs, exact Shapley by enumeration (16 players), cost vs the naive loop
  *   sensitivity  α, window and utility choice
- *   quant        CoKV with F16 KV storage at the same bytes as F32
+ *   quant        CoKV and SnapKV with F16 and Q8 KV storage at the same bytes as F32
  *   memory       KV bytes, prefill and decode latency, peak RSS on a random SmolLM2-135M-shaped model, 1k–8k tokens
  *   summary      results/summary.json + results/results.md + figures (SVG)
  */
@@ -15,6 +15,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { main } from '../cli/main.js';
+import { ProgressBar, formatDuration } from '../cli/progress.js';
 import { loadModel, type CokvModel } from '../engine.js';
 import { CokvError } from '../errors.js';
 import { loadEvalItems, splitItems } from '../eval/datasets.js';
@@ -32,6 +33,8 @@ import { maskPress } from '../press/registry.js';
 import { datasetInfo } from '../eval/datasets.js';
 import { lineChart, standaloneSvg, type LineSeries } from '../eval/report.js';
 import { writeSafetensors } from '../model/loaders/safetensors.js';
+import { openModel } from '../model/load.js';
+import { equalBytesLength } from '../cache/ragged.js';
 
 export const EXPERIMENTS = ['profiles', 'budget', 'masking', 'estimator', 'sensitivity', 'quant', 'memory', 'summary'] as const;
 export type ExperimentName = (typeof EXPERIMENTS)[number];
@@ -45,6 +48,8 @@ export interface ExperimentOptions {
   out: string;
   assets: string;
   seed: number;
+  /** No progress bars from the sub-commands and loops (the step log lines stay). */
+  quiet?: boolean;
   log: (msg: string) => void;
 }
 
@@ -81,8 +86,16 @@ function paths(o: ExperimentOptions) {
   };
 }
 
-/** Run a CLI command in-process; a failure stops the experiment with the command's own message. */
+/** Commands with a progress bar (and an ETA) that `--quiet` turns off. */
+const QUIET_COMMANDS = new Set(['eval', 'profile', 'needle']);
+
+/**
+ * Run a CLI command in-process; a failure stops the experiment with the command's own message. Its progress bar
+ * is shown unless the experiment runs quiet.
+ */
 async function cli(args: string[], o: ExperimentOptions): Promise<void> {
+  args = args.filter((a) => a !== '--quiet');
+  if (o.quiet && QUIET_COMMANDS.has(args[0])) args.push('--quiet');
   o.log(`$ cokv ${args.join(' ')}`);
   const code = await main(args);
   if (code !== 0) throw new CokvError(`experiment step failed (exit ${code}): cokv ${args.join(' ')}`, 'internal');
@@ -98,7 +111,7 @@ function headScoresFile(o: ExperimentOptions, model: string): string {
 async function profiles(o: ExperimentOptions): Promise<void> {
   const p = paths(o), pl = plan(o.quick, o.slice);
   fs.mkdirSync(p.profiles, { recursive: true });
-  const common = ['--split', 'validation', '--runs', '2', '--seed', String(o.seed), '--samples', String(pl.profileSamples), '--quiet'];
+  const common = ['--split', 'validation', '--runs', '2', '--seed', String(o.seed), '--samples', String(pl.profileSamples)];
   const lim = pl.profileLimit ? ['--limit', String(pl.profileLimit)] : [];
   const tinyProfile = profileFile(o, 'cokv-retrieval-tiny');
   if (!fs.existsSync(tinyProfile) || !readProfile(tinyProfile).converged) {
@@ -133,7 +146,7 @@ async function budget(o: ExperimentOptions): Promise<void> {
         await cli(['eval', '--model', p.tiny, '--data', p.retrievalData, '--dataset', 'retrieval', '--subset', task, '--lengths', String(L),
           '--split', 'test', '--split-seed', String(o.seed), ...limit, '--presses', PRESSES.join(','), '--budgets', pl.budgets.join(','),
           ...(pl.ratios.length ? ['--ratios', pl.ratios.join(',')] : []), '--protocol', protocol, ...pressFlags(o, 'cokv-retrieval-tiny'),
-          '--out', path.join(p.runs, `retrieval-${task}-${L}`), '--quiet'], o);
+          '--out', path.join(p.runs, `retrieval-${task}-${L}`)], o);
       }
     }
   }
@@ -141,12 +154,12 @@ async function budget(o: ExperimentOptions): Promise<void> {
     for (const task of ['vartrack', 'twohop']) {
       await cli(['eval', '--model', p.tiny, '--data', p.retrievalData, '--dataset', 'retrieval', '--subset', task, '--lengths', '512',
         '--split', 'test', '--split-seed', String(o.seed), '--presses', 'full,snapkv,cokv', '--budgets', '64', ...pressFlags(o, 'cokv-retrieval-tiny'),
-        '--out', path.join(p.runs, `retrieval-${task}-512`), '--quiet'], o);
+        '--out', path.join(p.runs, `retrieval-${task}-512`)], o);
     }
   }
   await cli(['eval', '--model', p.stories, '--data', p.storiesData, '--dataset', 'stories', '--split', 'test', '--split-seed', String(o.seed),
     ...(pl.storiesLimit ? ['--limit', String(pl.storiesLimit)] : []), '--presses', PRESSES.join(','), '--budgets', (o.slice ? [16, 1024] : o.quick ? [16, 32] : [16, 24, 32, 64]).join(','),
-    '--metric', 'loglik', ...pressFlags(o, 'stories260K'), '--out', path.join(p.runs, 'stories'), '--quiet'], o);
+    '--metric', 'loglik', ...pressFlags(o, 'stories260K'), '--out', path.join(p.runs, 'stories')], o);
 }
 
 /** Keep the full cache only for the k highest (or lowest) valued heads; every other head keeps the window. */
@@ -169,7 +182,10 @@ async function masking(o: ExperimentOptions): Promise<void> {
     const ks = [...new Set([1, 2, Math.round(n / 8), Math.round(n / 4), Math.round(n / 2), Math.round((3 * n) / 4)])].filter((k) => k >= 1 && k < n).sort((a, b) => a - b);
     const score = await maskedScorer(model, dataset, items);
     const rows: { k: number; top: number; bottom: number; random: number }[] = [];
+    const bar = new ProgressBar(`masking ${name}`, o.quiet);
+    const total = 3 * ks.length + 2;
     for (const k of ks) {
+      bar.update(3 * rows.length, total, `k=${k}`);
       const top = topK(values, k), bottom = topK(values.map((v) => -v), k);
       const rng = new Rng(mixSeed(o.seed, k));
       const rnd = topK(values.map(() => rng.next()), k);
@@ -177,7 +193,10 @@ async function masking(o: ExperimentOptions): Promise<void> {
       rows.push({ k, top: await score(mask(top)), bottom: await score(mask(bottom)), random: await score(mask(rnd)) });
       o.log(`masking ${name} k=${k}: top ${rows[rows.length - 1].top.toFixed(3)} bottom ${rows[rows.length - 1].bottom.toFixed(3)}`);
     }
+    bar.update(3 * ks.length, total, 'full and window-only');
     const full = await score(new Uint8Array(n).fill(1)), none = await score(new Uint8Array(n));
+    bar.update(total, total);
+    bar.finish();
     fs.writeFileSync(file, JSON.stringify({ model: name, dataset, n: items.length, metric: dataset === 'stories' ? 'loglik@16' : 'exact_match', window: 8, full, none, rows }, null, 1) + '\n');
   }
 }
@@ -234,12 +253,16 @@ async function estimator(o: ExperimentOptions): Promise<void> {
     const U = new Float64Array(N);
     const t0 = performance.now();
     const chunk = 512;
+    const bar = new ProgressBar('exact enumeration (coalitions)', o.quiet);
     for (let m0 = 0; m0 < N; m0 += chunk) {
+      bar.update(m0, N);
       const cs: Uint8Array[] = [];
       for (let m = m0; m < Math.min(N, m0 + chunk); m++) cs.push(Uint8Array.from({ length: n }, (_, i) => (i < sub ? (m >> i) & 1 : 1)));
       game.evaluate(cs).forEach((u, k) => { U[m0 + k] = u; });
-      o.log(`exact enumeration ${Math.min(N, m0 + chunk)}/${N}`);
     }
+    bar.update(N, N);
+    bar.finish();
+    o.log(`exact enumeration: ${N} coalitions in ${formatDuration((performance.now() - t0) / 1000)}`);
     const seconds = (performance.now() - t0) / 1000;
     const Uof = (s: Uint8Array) => { let m = 0; for (let i = 0; i < sub; i++) m |= s[i] << i; return U[m]; };
     const shapley = exactShapley(sub, Uof);
@@ -265,7 +288,7 @@ async function sensitivity(o: ExperimentOptions): Promise<void> {
   const out = path.join(p.runs, 'sensitivity');
   const limit = ['--limit', String(o.slice ? 1 : o.quick ? 3 : 12)];
   const base = ['--model', p.tiny, '--data', p.retrievalData, '--dataset', 'retrieval', '--subset', 'multikey', '--lengths', '512',
-    '--split', 'test', '--split-seed', String(o.seed), ...limit, '--quiet', '--head-scores', headScoresFile(o, 'cokv-retrieval-tiny')];
+    '--split', 'test', '--split-seed', String(o.seed), ...limit, '--head-scores', headScoresFile(o, 'cokv-retrieval-tiny')];
   const budgets = o.quick ? '32' : '128,256';
   for (const alpha of o.slice ? [1] : o.quick ? [0, 1, 4] : [0, 1, 2, 4, 8]) {
     await cli(['eval', ...base, '--presses', 'cokv', '--budgets', budgets, '--alpha', String(alpha), '--profile', profileFile(o, 'cokv-retrieval-tiny'),
@@ -282,7 +305,7 @@ async function sensitivity(o: ExperimentOptions): Promise<void> {
     if (!fs.existsSync(f) || (!readProfile(f).converged && readProfile(f).samples < want)) {
       await cli(['profile', '--model', p.tiny, '--data', p.retrievalData, '--task', 'retrieval', '--subset', TASKS.join(','), ...(o.quick ? ['--lengths', '512'] : []),
         '--utility', utility, '--split', 'validation', '--runs', '2', '--seed', String(o.seed), '--samples', String(o.sensitivitySamples ?? pl.profileSamples),
-        ...(pl.profileLimit ? ['--limit', String(pl.profileLimit)] : []), '--quiet', '--out', f, ...(fs.existsSync(f) ? ['--resume'] : [])], o);
+        ...(pl.profileLimit ? ['--limit', String(pl.profileLimit)] : []), '--out', f, ...(fs.existsSync(f) ? ['--resume'] : [])], o);
     }
     await cli(['eval', ...base, '--presses', 'cokv', '--budgets', budgets, '--profile', f, '--out', path.join(out, `utility-${utility}`)], o);
   }
@@ -293,7 +316,7 @@ async function sensitivity(o: ExperimentOptions): Promise<void> {
       const want = o.sensitivitySamples ?? pl.profileSamples;
       if (!fs.existsSync(f) || (!readProfile(f).converged && readProfile(f).samples < want)) {
         await cli(['profile', '--model', p.tiny, '--data', p.retrievalData, '--task', 'retrieval', '--subset', TASKS.join(','), '--sizes', sizes,
-          '--utility', 'loglik', '--split', 'validation', '--runs', '2', '--seed', String(o.seed), '--samples', String(want), '--quiet', '--out', f,
+          '--utility', 'loglik', '--split', 'validation', '--runs', '2', '--seed', String(o.seed), '--samples', String(want), '--out', f,
           ...(fs.existsSync(f) ? ['--resume'] : [])], o);
       }
       await cli(['eval', ...base, '--presses', 'cokv', '--budgets', budgets, '--profile', f, '--out', path.join(out, `sizes-${label}`)], o);
@@ -306,10 +329,15 @@ async function quant(o: ExperimentOptions): Promise<void> {
   const out = path.join(p.runs, 'quant');
   const common = ['--model', p.tiny, '--data', p.retrievalData, '--dataset', 'retrieval', '--subset', 'multikey,kv', '--lengths', '512',
     '--split', 'test', '--split-seed', String(o.seed), '--limit', o.slice ? '1' : o.quick ? '3' : '20', '--presses', 'cokv,snapkv', '--quiet', ...pressFlags(o, 'cokv-retrieval-tiny')];
-  // Same bytes: F32 at budget B holds as many bytes as F16 at 2B.
+  // Same bytes: F32 at budget B holds as many bytes as F16 at 2B, and at least as many as Q8 at
+  // ⌊B · 4·hd/(hd + 4)⌋ (int8 rows plus one F32 scale per K and V row).
   const base = o.quick ? [16, 32] : [16, 32, 64];
+  const { headDim } = (await openModel(p.tiny)).config;
   await runEvalCli([...common, '--budgets', base.join(','), '--out', path.join(out, 'f32')], o);
-  await runEvalCli([...common, '--budgets', base.map((b) => 2 * b).join(','), '--kv-dtype', 'f16', '--out', path.join(out, 'f16')], o);
+  for (const dtype of ['f16', 'q8'] as const) {
+    const budgets = base.map((b) => equalBytesLength(b, dtype, headDim));
+    await runEvalCli([...common, '--budgets', budgets.join(','), '--kv-dtype', dtype, '--out', path.join(out, dtype)], o);
+  }
 }
 
 async function runEvalCli(args: string[], o: ExperimentOptions): Promise<void> {
@@ -459,8 +487,15 @@ function resultTables(o: ExperimentOptions, raw: Record<string, unknown>[]): str
   }
   const q = es.filter((e) => e.run.startsWith('quant'));
   if (q.length) {
-    out.push('## CoKV with F16 KV storage at the same bytes (multikey + kv, 512 tokens)', '', '| press | storage | budget | kept KV bytes | score | n |', '| --- | --- | --- | --- | --- | --- |');
-    for (const e of q.sort((a, b) => a.press.localeCompare(b.press) || a.keptKvBytes - b.keptKvBytes || a.kvDtype.localeCompare(b.kvDtype))) {
+    // Every storage ran the same list of byte budgets, so the i-th smallest budget of each (press, storage) is the
+    // same byte tier: rows go press → tier → f32, f16, q8.
+    const storages = ['f32', 'f16', 'q8'];
+    const tier = new Map<Entry, number>();
+    for (const e of q) tier.set(e, q.filter((x) => x.press === e.press && x.kvDtype === e.kvDtype && (x.budget ?? 0) < (e.budget ?? 0)).length);
+    out.push('## CoKV with F16 and Q8 KV storage at the same bytes (multikey + kv, 512 tokens)', '',
+      'Per press, each f32 row is followed by F16 and Q8 runs holding at most its bytes: F16 at budget 2B, Q8 (int8 + one F32 scale per K/V row) at ⌊B·4·hd/(hd+4)⌋.', '',
+      '| press | storage | budget | kept KV bytes | score | n |', '| --- | --- | --- | --- | --- | --- |');
+    for (const e of q.sort((a, b) => a.press.localeCompare(b.press) || tier.get(a)! - tier.get(b)! || storages.indexOf(a.kvDtype) - storages.indexOf(b.kvDtype))) {
       out.push(`| ${e.press} | ${e.kvDtype} | ${e.budget} | ${Math.round(e.keptKvBytes)} | ${fmt(e.score)} | ${e.n} |`);
     }
     out.push('');
@@ -531,9 +566,9 @@ export async function runExperiment(name: ExperimentName | 'all', o: ExperimentO
   if (!fs.existsSync(o.assets)) throw new CokvError(`--assets ${o.assets}: folder not found (the shared assets are needed)`, 'file');
   fs.mkdirSync(o.out, { recursive: true });
   const names: ExperimentName[] = name === 'all' ? [...EXPERIMENTS] : [...(NEEDS[name] ?? []), name];
-  for (const n of names) {
+  for (const [i, n] of names.entries()) {
     const t0 = performance.now();
-    o.log(`== ${n}${o.quick ? ' (quick)' : ''}`);
+    o.log(`== step ${i + 1}/${names.length}: ${n}${o.quick ? ' (quick)' : ''}`);
     await STEPS[n](o);
     o.log(`== ${n} done in ${((performance.now() - t0) / 1000).toFixed(0)} s`);
   }
