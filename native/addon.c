@@ -5,6 +5,7 @@
  *   matmul(out: Float32Array, x: Float32Array, rows, n, k, w: TypedArray, dtype, flags?): void
  *   attend(out, oOff, oStride, q, qOff, qStride, nq, hd, scale, k1, v1, from1, to1, count1: Int32Array|null,
  *          k2, v2, from2, to2): void
+ *   swiglu(gate, up, n): void     rmsNorm(out, x, w, rows, dim, eps): void
  *   info(): { avx2, simd, threads }      setThreads(n): number      setSimd(level): number
  */
 #define NAPI_VERSION 8
@@ -137,6 +138,44 @@ static napi_value js_attend(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+static napi_value js_swiglu(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value a[3];
+  CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
+  if (argc < 3) return range_error(env, "cokv_native.swiglu: expected (gate, up, n)");
+  void *g, *u;
+  size_t gb, ub;
+  napi_typedarray_type gt, ut;
+  int64_t n;
+  if (!get_ta(env, a[0], "gate", &g, &gb, &gt) || !get_ta(env, a[1], "up", &u, &ub, &ut) || !get_int(env, a[2], "n", &n)) return NULL;
+  if (gt != napi_float32_array || ut != napi_float32_array) return range_error(env, "cokv_native.swiglu: gate and up must be Float32Array");
+  if (n < 0 || (size_t)n > gb / 4 || (size_t)n > ub / 4) return range_error(env, "cokv_native.swiglu: n exceeds an array");
+  cokv_swiglu(g, u, (size_t)n);
+  return NULL;
+}
+
+static napi_value js_rmsnorm(napi_env env, napi_callback_info info) {
+  size_t argc = 6;
+  napi_value a[6];
+  CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
+  if (argc < 6) return range_error(env, "cokv_native.rmsNorm: expected (out, x, w, rows, dim, eps)");
+  void *o, *x, *w;
+  size_t ob, xb, wb;
+  napi_typedarray_type ot, xt, wt;
+  int64_t rows, dim;
+  double eps;
+  if (!get_ta(env, a[0], "out", &o, &ob, &ot) || !get_ta(env, a[1], "x", &x, &xb, &xt) || !get_ta(env, a[2], "w", &w, &wb, &wt) ||
+      !get_int(env, a[3], "rows", &rows) || !get_int(env, a[4], "dim", &dim) || napi_get_value_double(env, a[5], &eps) != napi_ok)
+    return NULL;
+  if (ot != napi_float32_array || xt != napi_float32_array || wt != napi_float32_array)
+    return range_error(env, "cokv_native.rmsNorm: out, x and w must be Float32Array");
+  if (rows < 0 || dim <= 0 || rows > INT32_MAX || dim > INT32_MAX || (size_t)dim > wb / 4 ||
+      (size_t)(rows * dim) > ob / 4 || (size_t)(rows * dim) > xb / 4)
+    return range_error(env, "cokv_native.rmsNorm: an array is too small for the shape");
+  cokv_rmsnorm(o, x, w, (int)rows, (int)dim, (float)eps);
+  return NULL;
+}
+
 static napi_value make_int(napi_env env, int v) {
   napi_value r;
   napi_create_int32(env, v, &r);
@@ -179,6 +218,8 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
   napi_property_descriptor d[] = {
       {"matmul", NULL, js_matmul, NULL, NULL, NULL, napi_default, NULL},
       {"attend", NULL, js_attend, NULL, NULL, NULL, napi_default, NULL},
+      {"swiglu", NULL, js_swiglu, NULL, NULL, NULL, napi_default, NULL},
+      {"rmsNorm", NULL, js_rmsnorm, NULL, NULL, NULL, napi_default, NULL},
       {"info", NULL, js_info, NULL, NULL, NULL, napi_default, NULL},
       {"setThreads", NULL, js_set_threads, NULL, NULL, NULL, napi_default, NULL},
       {"setSimd", NULL, js_set_simd, NULL, NULL, NULL, napi_default, NULL},

@@ -838,6 +838,7 @@ typedef struct {
   int from2, to2;
   atomic_int next;
   atomic_int failed;
+  int used[MAX_THREADS]; /* att_decode_job: which threads hold a partial state */
 } att_t;
 
 static buf_t g_scores[MAX_THREADS];
@@ -929,9 +930,13 @@ static void att_job(void *arg, int tid) {
 static buf_t g_att_tile[MAX_THREADS];
 
 #if COKV_X86
-/* e^x for x <= 0 (Cephes expf polynomial on x − n·ln2, |rel err| < 2e-7); x below −87 gives ~1e-38, not 0. */
+AVX2_TARGET static void att_scores_tiled(const float *qs, int nr, int hd, const float *k, int bn, float *kt, float *s);
+AVX2_TARGET static void att_softmax_pv(int nr, int hd, const float *v, int bn, const int *valid, float *s, float *m,
+                                       float *l, float *o);
+
+/* e^x (Cephes expf polynomial on x − n·ln2, |rel err| < 2e-7); x is clamped to [−87, 88]: below gives ~1e-38, not 0. */
 AVX2_TARGET static inline __m256 exp256(__m256 x) {
-  x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
+  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
   __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
   r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
@@ -948,11 +953,27 @@ AVX2_TARGET static inline __m256 exp256(__m256 x) {
 
 /*
  * One key block of `bn` entries (k, v: row-major, hd floats each) against the query block: rows r < nr of qs
- * (pre-scaled), with valid[r] entries of the block visible to row r (0..bn). Updates m, l and the unnormalised
- * output o (nr × hd).
+ * (pre-scaled, nr a multiple of 4), with valid[r] entries of the block visible to row r (0..bn). Updates m, l and
+ * the unnormalised output o (nr × hd). With `few` (at most 8 queries, decode) the scores are direct dot products;
+ * otherwise the block is transposed once and shared by a 4×16 register-blocked score tile.
  */
 AVX2_TARGET static void att_block(const float *qs, int nr, int hd, const float *k, const float *v, int bn,
-                                  const int *valid, float *kt, float *s, float *m, float *l, float *o) {
+                                  const int *valid, float *kt, float *s, float *m, float *l, float *o, int few) {
+  if (few) {
+    for (int r = 0; r < nr; r++) {
+      if (valid[r] <= 0) continue;
+      const float *qr = qs + (size_t)r * hd;
+      float *sr = s + (size_t)r * ATT_BK;
+      for (int j = 0; j < valid[r]; j++) sr[j] = dot_avx2(qr, k + (size_t)j * hd, hd);
+    }
+  } else {
+    att_scores_tiled(qs, nr, hd, k, bn, kt, s);
+  }
+  att_softmax_pv(nr, hd, v, bn, valid, s, m, l, o);
+}
+
+/* s[r][j] = qs[r] · k[j] for r < nr, j < bn through the transposed block kt. */
+AVX2_TARGET static void att_scores_tiled(const float *qs, int nr, int hd, const float *k, int bn, float *kt, float *s) {
   /* kt[d][j] = k[j][d], zero-padded to ATT_BK columns */
   for (int d = 0; d < hd; d++) {
     float *row = kt + (size_t)d * ATT_BK;
@@ -984,6 +1005,11 @@ AVX2_TARGET static void att_block(const float *qs, int nr, int hd, const float *
       _mm256_store_ps(sp + 3 * ATT_BK, a30), _mm256_store_ps(sp + 3 * ATT_BK + 8, a31);
     }
   }
+}
+
+/* Online softmax of the score block s, then o += p · v (see att_block). */
+AVX2_TARGET static void att_softmax_pv(int nr, int hd, const float *v, int bn, const int *valid, float *s, float *m,
+                                       float *l, float *o) {
   /* online softmax: p = e^(s − m_new) on the visible entries, 0 elsewhere; rescale l and o by e^(m_old − m_new) */
   const int bn16 = (bn + 15) & ~15;
   for (int r = 0; r < nr; r++) {
@@ -1104,13 +1130,13 @@ AVX2_TARGET static void att_tiled_job(void *arg, int tid) {
         valid[r] = vis < 0 ? 0 : vis > bn ? bn : vis;
       }
       const size_t off = (size_t)(a->from1 + b0) * hd;
-      att_block(qs, nr4, hd, a->k1 + off, a->v1 + off, bn, valid, kt, s, m, l, o);
+      att_block(qs, nr4, hd, a->k1 + off, a->v1 + off, bn, valid, kt, s, m, l, o, 0);
     }
     for (int b0 = 0; b0 < n2; b0 += ATT_BK) {
       int bn = n2 - b0 < ATT_BK ? n2 - b0 : ATT_BK;
       for (int r = 0; r < nr4; r++) valid[r] = r < nr ? bn : 0;
       const size_t off = (size_t)(a->from2 + b0) * hd;
-      att_block(qs, nr4, hd, a->k2 + off, a->v2 + off, bn, valid, kt, s, m, l, o);
+      att_block(qs, nr4, hd, a->k2 + off, a->v2 + off, bn, valid, kt, s, m, l, o, 0);
     }
     for (int r = 0; r < nr; r++) {
       float *dst = a->out + (size_t)(i0 + r) * a->oStride;
@@ -1118,6 +1144,129 @@ AVX2_TARGET static void att_tiled_job(void *arg, int tid) {
       float inv = l[r] > 0 ? 1.0f / l[r] : 0.0f;
       for (int d = 0; d < hd; d++) dst[d] = src[d] * inv;
     }
+  }
+}
+/*
+ * Decode (at most ATT_FEW queries that all see every entry, e.g. one token's query heads of a KV group): the
+ * entries are split into chunks across threads (flash-decoding); each thread keeps its own online-softmax state
+ * (m, l, o) over the chunks it takes, and the caller merges the states. K and V are read once for all the queries.
+ */
+#define ATT_FEW 8
+#define ATT_CHUNK 256
+AVX2_TARGET static void att_decode_job(void *arg, int tid) {
+  att_t *a = arg;
+  const int hd = a->hd, nr4 = (a->nq + 3) & ~3;
+  size_t need = (size_t)2 * ATT_BQ * hd + (size_t)hd * ATT_BK + (size_t)ATT_BQ * ATT_BK + 3 * ATT_BQ + 16;
+  float *tile = buf_get(&g_att_tile[tid], need);
+  if (!tile) {
+    atomic_store(&a->failed, 1);
+    return;
+  }
+  float *kt = tile, *s = kt + (size_t)hd * ATT_BK, *qs = s + (size_t)ATT_BQ * ATT_BK, *o = qs + (size_t)ATT_BQ * hd;
+  float *m = o + (size_t)ATT_BQ * hd, *l = m + ATT_BQ;
+  int *valid = (int *)(l + ATT_BQ);
+  const int n1 = a->to1 - a->from1, n = n1 + (a->to2 - a->from2);
+  const int nchunks = (n + ATT_CHUNK - 1) / ATT_CHUNK;
+  int started = 0;
+  for (;;) {
+    int c = atomic_fetch_add(&a->next, 1);
+    if (c >= nchunks) break;
+    if (!started) {
+      started = 1;
+      for (int r = 0; r < nr4; r++) {
+        float *qr = qs + (size_t)r * hd;
+        if (r < a->nq) {
+          const float *src = a->q + (size_t)r * a->qStride;
+          for (int d = 0; d < hd; d++) qr[d] = src[d] * a->scale;
+        } else {
+          memset(qr, 0, (size_t)hd * 4);
+        }
+        memset(o + (size_t)r * hd, 0, (size_t)hd * 4);
+        m[r] = -INFINITY;
+        l[r] = 0;
+      }
+    }
+    int e0 = c * ATT_CHUNK, e1 = e0 + ATT_CHUNK < n ? e0 + ATT_CHUNK : n;
+    for (int b0 = e0; b0 < e1;) {
+      /* a block never crosses the boundary between the two segments */
+      int lim = b0 < n1 ? (e1 < n1 ? e1 : n1) : e1;
+      int bn = lim - b0 < ATT_BK ? lim - b0 : ATT_BK;
+      const float *k = b0 < n1 ? a->k1 + (size_t)(a->from1 + b0) * hd : a->k2 + (size_t)(a->from2 + b0 - n1) * hd;
+      const float *v = b0 < n1 ? a->v1 + (size_t)(a->from1 + b0) * hd : a->v2 + (size_t)(a->from2 + b0 - n1) * hd;
+      for (int r = 0; r < nr4; r++) valid[r] = r < a->nq ? bn : 0;
+      att_block(qs, nr4, hd, k, v, bn, valid, kt, s, m, l, o, 1);
+      b0 += bn;
+    }
+  }
+  a->used[tid] = started;
+}
+
+/* Merge the per-thread states of att_decode_job into the output rows. */
+static void att_decode_merge(att_t *a, int nt) {
+  const int hd = a->hd;
+  for (int r = 0; r < a->nq; r++) {
+    float mx = -INFINITY;
+    for (int t = 0; t < nt; t++) {
+      if (!a->used[t]) continue;
+      const float *mt = g_att_tile[t].p + (size_t)hd * ATT_BK + (size_t)ATT_BQ * ATT_BK + (size_t)2 * ATT_BQ * hd;
+      if (mt[r] > mx) mx = mt[r];
+    }
+    float *dst = a->out + (size_t)r * a->oStride;
+    memset(dst, 0, (size_t)hd * 4);
+    float sum = 0;
+    for (int t = 0; t < nt; t++) {
+      if (!a->used[t]) continue;
+      const float *ot = g_att_tile[t].p + (size_t)hd * ATT_BK + (size_t)ATT_BQ * ATT_BK + (size_t)ATT_BQ * hd;
+      const float *mt = ot + (size_t)ATT_BQ * hd, *lt = mt + ATT_BQ;
+      if (lt[r] <= 0) continue;
+      float w = expf(mt[r] - mx);
+      sum += w * lt[r];
+      for (int d = 0; d < hd; d++) dst[d] += w * ot[(size_t)r * hd + d];
+    }
+    float inv = sum > 0 ? 1.0f / sum : 0.0f;
+    for (int d = 0; d < hd; d++) dst[d] *= inv;
+  }
+}
+#endif
+
+
+#if COKV_X86
+AVX2_TARGET static void swiglu_avx2(float *gate, const float *up, size_t n) {
+  const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256 g = _mm256_loadu_ps(gate + i);
+    __m256 e = exp256(_mm256_sub_ps(zero, g));
+    _mm256_storeu_ps(gate + i, _mm256_mul_ps(_mm256_div_ps(g, _mm256_add_ps(one, e)), _mm256_loadu_ps(up + i)));
+  }
+  for (; i < n; i++) {
+    float g = gate[i];
+    gate[i] = g / (1.0f + expf(-g)) * up[i];
+  }
+}
+
+/* Sum of squares in double (8 lanes of float partial sums per 64 elements, widened), like the TS reference. */
+AVX2_TARGET static void rmsnorm_avx2(float *out, const float *x, const float *w, int rows, int dim, float eps) {
+  for (int r = 0; r < rows; r++) {
+    const float *xr = x + (size_t)r * dim;
+    float *o = out + (size_t)r * dim;
+    __m256d acc0 = _mm256_setzero_pd(), acc1 = acc0;
+    int i = 0;
+    for (; i + 8 <= dim; i += 8) {
+      __m256 v = _mm256_loadu_ps(xr + i);
+      __m256d lo = _mm256_cvtps_pd(_mm256_castps256_ps128(v)), hi = _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
+      acc0 = _mm256_fmadd_pd(lo, lo, acc0);
+      acc1 = _mm256_fmadd_pd(hi, hi, acc1);
+    }
+    double buf[4];
+    _mm256_storeu_pd(buf, _mm256_add_pd(acc0, acc1));
+    double ss = (buf[0] + buf[1]) + (buf[2] + buf[3]);
+    for (; i < dim; i++) ss += (double)xr[i] * xr[i];
+    float inv = (float)(1.0 / sqrt(ss / dim + eps));
+    __m256 iv = _mm256_set1_ps(inv);
+    for (i = 0; i + 8 <= dim; i += 8)
+      _mm256_storeu_ps(o + i, _mm256_mul_ps(_mm256_loadu_ps(w + i), _mm256_mul_ps(_mm256_loadu_ps(xr + i), iv)));
+    for (; i < dim; i++) o[i] = w[i] * (xr[i] * inv);
   }
 }
 #endif
@@ -1137,11 +1286,62 @@ int cokv_attend(float *out, int oStride, const float *q, int qStride, int nq, in
   atomic_init(&a.failed, 0);
   double work = (double)nq * ((to1 - from1) + (to2 - from2)) * hd;
   void (*job)(void *, int) = att_job;
+  int nt = work < 65536 ? 1 : nthreads;
 #if COKV_X86
-  /* Several queries (prefill, batched rows) share key blocks in the tiled kernel; one query (decode) streams once. */
-  if (g_simd && hd % 8 == 0 && nq >= 4) job = att_tiled_job;
+  if (g_simd && hd % 8 == 0) {
+    int same = 1; /* every query sees all of segment 1 */
+    for (int i = 0; count1 && i < nq && same; i++) same = count1[i] == to1 - from1;
+    if (nq <= ATT_FEW && same) {
+      /* Decode: the few queries of a KV group share one pass over K/V, split across threads by entries. */
+      int nchunks = ((to1 - from1) + (to2 - from2) + ATT_CHUNK - 1) / ATT_CHUNK;
+      if (nt > nchunks) nt = nchunks;
+      if (nt > g_nthreads) nt = g_nthreads;
+      pool_run(att_decode_job, &a, nt);
+      if (!atomic_load(&a.failed)) att_decode_merge(&a, nt < 1 ? 1 : nt);
+      pthread_mutex_unlock(&g_call_mu);
+      return atomic_load(&a.failed) ? -1 : 0;
+    }
+    /* Several queries (prefill, batched rows) share key blocks in the tiled kernel. */
+    if (nq >= 4) job = att_tiled_job;
+  }
 #endif
-  pool_run(job, &a, work < 65536 ? 1 : nthreads);
+  pool_run(job, &a, nt);
   pthread_mutex_unlock(&g_call_mu);
   return atomic_load(&a.failed) ? -1 : 0;
+}
+
+/* ------------------------------------------------------------------------------------------------------------ */
+/* Element-wise layers: SwiGLU and RMSNorm (vectorised; the exp in SiLU is most of a prefill's non-matmul time)    */
+
+void cokv_swiglu(float *gate, const float *up, size_t n) {
+  pthread_once(&g_init_once, init_once);
+  size_t i = 0;
+#if COKV_X86
+  if (g_simd) {
+    swiglu_avx2(gate, up, n);
+    return;
+  }
+#endif
+  for (; i < n; i++) {
+    float g = gate[i];
+    gate[i] = g / (1.0f + expf(-g)) * up[i];
+  }
+}
+
+void cokv_rmsnorm(float *out, const float *x, const float *w, int rows, int dim, float eps) {
+  pthread_once(&g_init_once, init_once);
+#if COKV_X86
+  if (g_simd) {
+    rmsnorm_avx2(out, x, w, rows, dim, eps);
+    return;
+  }
+#endif
+  for (int r = 0; r < rows; r++) {
+    const float *xr = x + (size_t)r * dim;
+    float *o = out + (size_t)r * dim;
+    double ss = 0;
+    for (int i = 0; i < dim; i++) ss += (double)xr[i] * xr[i];
+    float inv = (float)(1.0 / sqrt(ss / dim + eps));
+    for (int i = 0; i < dim; i++) o[i] = w[i] * (xr[i] * inv);
+  }
 }

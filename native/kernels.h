@@ -38,4 +38,10 @@ int cokv_attend(float *out, int oStride, const float *q, int qStride, int nq, in
                 const float *k1, const float *v1, int from1, int to1, const int *count1,
                 const float *k2, const float *v2, int from2, int to2);
 
+/* gate[i] = silu(gate[i]) * up[i] (SwiGLU), in place. */
+void cokv_swiglu(float *gate, const float *up, size_t n);
+
+/* out[r] = w ⊙ x[r] / sqrt(mean(x[r]²) + eps) for each of `rows` rows of `dim` floats (sum of squares in double). */
+void cokv_rmsnorm(float *out, const float *x, const float *w, int rows, int dim, float eps);
+
 #endif

@@ -9,7 +9,7 @@ import type { Backend } from '../src/backend/types.js';
 import { NativeBackend, loadNativeAddon, nativeLoadError } from '../src/backend/native.js';
 import { WasmBackend } from '../src/backend/wasm.js';
 import { createBackend, selfCheck } from '../src/backend/select.js';
-import { attendSegments } from '../src/model/forward.js';
+import { attendSegments, rmsNorm, swiglu } from '../src/model/forward.js';
 import { dequantize, f16Lut, f32ToF16, quantizeMatrix } from '../src/model/quant.js';
 import type { QuantWeight, Weight } from '../src/model/weights.js';
 import { Rng } from '../src/generate/rng.js';
@@ -187,10 +187,12 @@ describe.skipIf(!addon)('native backend vs TS reference', () => {
   it('attend matches attendSegments (two segments, causal counts)', () => {
     const be = new NativeBackend(addon!);
     const rng = new Rng(41);
-    // nq ≥ 4 with hd % 8 == 0 takes the tiled (online-softmax) kernel: cover partial query and key blocks, the
+    // nq > 8 (or causal counts) with hd % 8 == 0 takes the tiled (online-softmax) kernel: cover partial query and key blocks, the
     // 8-column value tail (hd 40, 80), a causal diagonal inside a key block, and the per-query path (hd 6, nq < 4).
     for (const [hd, n1, n2, nq] of [[64, 300, 0, 5], [32, 17, 9, 3], [64, 2048, 40, 2], [64, 200, 0, 200], [80, 130, 70, 37],
-      [40, 64, 1, 33], [128, 97, 0, 96], [6, 50, 5, 12], [8, 1, 3, 4]] as const) {
+      [40, 64, 1, 33], [128, 97, 0, 96], [6, 50, 5, 12], [8, 1, 3, 4],
+      // nq ≤ 8 seeing every entry takes the decode kernel (entries split across threads, states merged).
+      [64, 1000, 0, 1], [64, 700, 300, 8], [32, 5000, 17, 3]] as const) {
       const k1 = randArray(rng, n1 * hd), v1 = randArray(rng, n1 * hd);
       const k2 = randArray(rng, Math.max(1, n2) * hd), v2 = randArray(rng, Math.max(1, n2) * hd);
       const qStride = hd * 3;
@@ -209,6 +211,32 @@ describe.skipIf(!addon)('native backend vs TS reference', () => {
         expect(relErr(got, want), `attend hd=${hd} n1=${n1} n2=${n2} causal=${causal}`).toBeLessThanOrEqual(1e-5);
       }
     }
+  });
+
+  it('swiglu and rmsNorm match the reference loops (AVX2 and scalar paths)', () => {
+    const be = new NativeBackend(addon!);
+    const rng = new Rng(43);
+    for (const simd of [1, 0]) {
+      addon!.setSimd(simd);
+      for (const n of [1, 7, 8, 61, 1536 * 3]) {
+        const gate = randArray(rng, n, 30), up = randArray(rng, n); // ±30: both tails of the sigmoid
+        gate[0] = 100; if (n > 1) gate[1] = -100; // beyond the exp clamp
+        const want = gate.slice(), got = gate.slice();
+        swiglu(want, up, n);
+        be.swiglu(got, up, n);
+        expect(relErr(got, want), `swiglu n=${n} simd=${simd}`).toBeLessThanOrEqual(1e-6);
+      }
+      for (const [rows, dim] of [[1, 576], [5, 64], [3, 13], [2, 8]]) {
+        const x = randArray(rng, rows * dim, 3), w = randArray(rng, dim);
+        const want = new Float32Array(rows * dim), got = new Float32Array(rows * dim);
+        rmsNorm(want, x, w, rows, dim, 1e-5);
+        be.rmsNorm(got, x, w, rows, dim, 1e-5);
+        expect(relErr(got, want), `rmsNorm ${rows}x${dim} simd=${simd}`).toBeLessThanOrEqual(1e-6);
+      }
+    }
+    addon!.setSimd(1);
+    expect(() => be.swiglu(new Float32Array(4), new Float32Array(3), 4)).toThrow(/exceeds/);
+    expect(() => be.rmsNorm(new Float32Array(10), new Float32Array(12), new Float32Array(6), 2, 6, 1e-5)).toThrow(/too small/);
   });
 
   it('rejects arrays smaller than the shape', () => {

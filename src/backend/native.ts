@@ -19,6 +19,8 @@ export interface NativeAddon {
     scale: number, k1: Float32Array, v1: Float32Array, from1: number, to1: number, count1: Int32Array | null,
     k2: Float32Array, v2: Float32Array, from2: number, to2: number,
   ): void;
+  swiglu(gate: Float32Array, up: Float32Array, n: number): void;
+  rmsNorm(out: Float32Array, x: Float32Array, w: Float32Array, rows: number, dim: number, eps: number): void;
   info(): { avx2: boolean; simd: number; threads: number };
   setThreads(n: number): number;
   setSimd(level: number): number;
@@ -103,6 +105,14 @@ export class NativeBackend implements Backend {
     k2: Float32Array, v2: Float32Array, from2: number, to2: number,
   ): void {
     this.addon.attend(out, oOff, oStride, q, qOff, qStride, nq, hd, scale, k1, v1, from1, to1, count1, k2, v2, from2, to2);
+  }
+
+  swiglu(gate: Float32Array, up: Float32Array, n: number): void {
+    this.addon.swiglu(gate, up, n);
+  }
+
+  rmsNorm(out: Float32Array, x: Float32Array, w: Float32Array, rows: number, dim: number, eps: number): void {
+    this.addon.rmsNorm(out, x, w, rows, dim, eps);
   }
 
   embedRow(out: Float32Array, outOff: number, w: Weight, row: number): void {

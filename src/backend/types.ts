@@ -13,6 +13,10 @@ export interface Backend {
   matmul(out: Float32Array, x: Float32Array, rows: number, w: Weight): void;
   /** Copy row `row` of `w`, dequantized, into out[outOff .. outOff + w.cols). */
   embedRow(out: Float32Array, outOff: number, w: Weight, row: number): void;
+  /** Optional SwiGLU in place: gate[i] = silu(gate[i]) · up[i] for i < n. Without it, the forward pass's TS loop. */
+  swiglu?(gate: Float32Array, up: Float32Array, n: number): void;
+  /** Optional RMSNorm of `rows` rows of `dim` floats: out = w ⊙ x / sqrt(mean(x²) + eps). Without it, the TS loop. */
+  rmsNorm?(out: Float32Array, x: Float32Array, w: Float32Array, rows: number, dim: number, eps: number): void;
   /**
    * Optional fused attention: for each of `nq` queries (at q[qOff + i·qStride]), softmax attention over entries
    * [from1, to1) of k1/v1 — or only the first count1[i] of them (causal prefill) — then [from2, to2) of k2/v2,

@@ -102,10 +102,17 @@ class CacheAttention implements KvAttention {
       for (let t = 0; t < T; t++) head.append(k, t * kvDim + g * hd, v, t * kvDim + g * hd, this.start + t);
       const base = head.length - T;
       if (this.scores.length < head.length) this.scores = new Float32Array(head.length * 2);
-      // F16 caches are widened once per head and step into reused scratch (F32 ones are read in place).
+      // F16 and Q8 caches are widened once per head and step into reused scratch (F32 ones are read in place).
       const keys = head.keysF32(this.kScratch), values = head.valuesF32(this.vScratch);
       if (head.dtype !== 'f32') { this.kScratch = keys; this.vScratch = values; }
       const fused = this.backend.attend;
+      if (fused && T === 1) {
+        // Decode: the group's query heads are adjacent in the row and see every entry: one call shares the K/V pass.
+        const off = g * group * hd;
+        fused.call(this.backend, out, off, hd, q, off, hd, group, hd, scale,
+          keys as Float32Array, values as Float32Array, 0, head.length, null, this.empty, this.empty, 0, 0);
+        continue;
+      }
       if (fused) {
         // One call per query head: T causal queries over this KV head's entries.
         if (this.counts.length < T) this.counts = new Int32Array(Math.max(T, 16));
@@ -136,13 +143,22 @@ export interface ForwardOptions {
   onLayer?: (ctx: LayerPrefillContext) => void;
 }
 
-function rmsNorm(out: Float32Array, x: Float32Array, w: Float32Array, rows: number, dim: number, eps: number): void {
+/** The reference RMSNorm (backends may bring a faster one). */
+export function rmsNorm(out: Float32Array, x: Float32Array, w: Float32Array, rows: number, dim: number, eps: number): void {
   for (let r = 0; r < rows; r++) {
     const o = r * dim;
     let ss = 0;
     for (let i = 0; i < dim; i++) ss += x[o + i] * x[o + i];
     const inv = 1 / Math.sqrt(ss / dim + eps);
     for (let i = 0; i < dim; i++) out[o + i] = w[i] * (x[o + i] * inv);
+  }
+}
+
+/** The reference SwiGLU, in place: gate = silu(gate) · up. */
+export function swiglu(gate: Float32Array, up: Float32Array, n: number): void {
+  for (let i = 0; i < n; i++) {
+    const g = gate[i];
+    gate[i] = (g / (1 + Math.exp(-g))) * up[i];
   }
 }
 
@@ -229,9 +245,11 @@ export class Transformer {
       be.embedRow(ws.x, t * H, w.tokenEmbedding, id);
     }
 
+    const norm = be.rmsNorm ? be.rmsNorm.bind(be) : rmsNorm;
+    const glu = be.swiglu ? be.swiglu.bind(be) : swiglu;
     for (let l = 0; l < c.numLayers; l++) {
       const lw = w.layers[l];
-      rmsNorm(ws.xn, ws.x, lw.attnNorm, T, H, c.rmsNormEps);
+      norm(ws.xn, ws.x, lw.attnNorm, T, H, c.rmsNormEps);
       be.matmul(ws.q, ws.xn, T, lw.wq);
       be.matmul(ws.k, ws.xn, T, lw.wk);
       be.matmul(ws.v, ws.xn, T, lw.wv);
@@ -248,14 +266,10 @@ export class Transformer {
       be.matmul(ws.proj, ws.att, T, lw.wo);
       for (let i = 0; i < T * H; i++) ws.x[i] += ws.proj[i];
 
-      rmsNorm(ws.xn, ws.x, lw.ffnNorm, T, H, c.rmsNormEps);
+      norm(ws.xn, ws.x, lw.ffnNorm, T, H, c.rmsNormEps);
       be.matmul(ws.gate, ws.xn, T, lw.wGate);
       be.matmul(ws.up, ws.xn, T, lw.wUp);
-      const F = T * c.intermediateSize;
-      for (let i = 0; i < F; i++) {
-        const g = ws.gate[i];
-        ws.gate[i] = (g / (1 + Math.exp(-g))) * ws.up[i];
-      }
+      glu(ws.gate, ws.up, T * c.intermediateSize);
       // wDown maps intermediate → hidden; reuse `proj` for its output.
       be.matmul(ws.proj, ws.gate, T, lw.wDown);
       for (let i = 0; i < T * H; i++) ws.x[i] += ws.proj[i];
@@ -264,7 +278,7 @@ export class Transformer {
     if (logits === 'none') return this.noLogits;
     const first = logits === 'all' ? 0 : T - 1;
     const rows = T - first;
-    rmsNorm(ws.xn, ws.x.subarray(first * H, T * H), w.finalNorm, rows, H, c.rmsNormEps);
+    norm(ws.xn, ws.x.subarray(first * H, T * H), w.finalNorm, rows, H, c.rmsNormEps);
     const V = c.vocabSize;
     if (this.logitsBuf.length < rows * V) {
       this.logitsBuf = new Float32Array(rows * V);
