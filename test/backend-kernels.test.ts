@@ -44,6 +44,10 @@ function makeWeight(rng: Rng, dtype: Weight['dtype'], rows: number, cols: number
   if (dtype === 'q4_k' || dtype === 'q6_k') return randomKQuant(rng, dtype, rows, cols);
   const data = randArray(rng, rows * cols, 1 / Math.sqrt(cols));
   if (dtype === 'f32') return { dtype, rows, cols, data };
+  if (dtype === 'f16') {
+    const half = Uint16Array.from(data, (v) => f32ToF16(v));
+    return { dtype, rows, cols, data: new Uint8Array(half.buffer) };
+  }
   return quantizeMatrix(dtype, data, rows, cols);
 }
 
@@ -83,10 +87,16 @@ function checkBackend(be: Backend, dtypes: Weight['dtype'][], seed: number): voi
   }
 }
 
-const ALL: Weight['dtype'][] = ['f32', 'q8_0', 'q4_0', 'q4_k', 'q6_k'];
+const ALL: Weight['dtype'][] = ['f32', 'f16', 'q8_0', 'q4_0', 'q4_k', 'q6_k'];
+
+describe('TS backend on raw F16 weights', () => {
+  it('equals its own F32 product over the widened weights (GEMV and GEMM paths)', () => {
+    checkBackend(new TsBackend(), ['f16'], 13);
+  });
+});
 
 describe('wasm backend vs TS reference', () => {
-  it('matmul for F32, Q8_0, Q4_0, Q4_K, Q6_K over odd shapes (rel. error ≤ 1e-5)', () => {
+  it('matmul for F32, F16, Q8_0, Q4_0, Q4_K, Q6_K over odd shapes (rel. error ≤ 1e-5)', () => {
     checkBackend(new WasmBackend(), ALL, 11);
   });
   it('passes the selection self-check and handles many weights (memory reuse)', () => {

@@ -43,6 +43,10 @@ describe('fixture models match transformers', () => {
       it(`${model} ${name}: logits within 1e-3 and identical greedy continuations (every available backend)`, async () => {
         for (const kind of BACKENDS) {
           const m = await loadModel(path.join(repoRoot, v.path), { backend: createBackend(kind) });
+          // F16 files stay F16 in memory (the kernels widen as they read); other float types load as F32.
+          const expected = v.dtype === 'f16' ? 'f16' : v.dtype === 'q8_0' ? 'q8_0' : 'f32';
+          expect(m.transformer.weights.layers[0].wq.dtype).toBe(expected);
+          expect(m.transformer.weights.layers[0].wDown.dtype).toBe(expected);
           for (const p of v.prompts) {
             const logits = m.prefill(p.ids, m.newCache());
             expect(maxRelDiff(logits, p.logits), `${kind} backend`).toBeLessThan(1e-3);

@@ -48,6 +48,7 @@ export function f32ToF16(v: number): number {
 
 /** Elements per block and bytes per block of each block-quantized type. */
 export const BLOCK: Record<QuantWeight['dtype'], { elements: number; bytes: number }> = {
+  f16: { elements: 1, bytes: 2 },
   q8_0: { elements: 32, bytes: 34 },
   q4_0: { elements: 32, bytes: 18 },
   q4_k: { elements: 256, bytes: 144 },
@@ -196,6 +197,11 @@ export function dequantRow(
   dtype: QuantWeight['dtype'], src: Uint8Array, off: number, cols: number, out: Float32Array, outOff: number,
 ): void {
   switch (dtype) {
+    case 'f16': {
+      const lut = f16Lut();
+      for (let i = 0; i < cols; i++) out[outOff + i] = lut[src[off + 2 * i] | (src[off + 2 * i + 1] << 8)];
+      return;
+    }
     case 'q8_0': return dequantRowQ8_0(src, off, cols, out, outOff);
     case 'q4_0': return dequantRowQ4_0(src, off, cols, out, outOff);
     case 'q4_k': return dequantRowQ4_K(src, off, cols, out, outOff);

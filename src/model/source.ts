@@ -37,6 +37,6 @@ export interface ModelSource {
   eosToken?: string;
   generation?: GenerationDefaults;
   loadTokenizer(): Promise<Tokenizer>;
-  /** Read all weights into memory (F16/BF16 widen to F32; Q8_0/Q4 stay quantized). */
+  /** Read all weights into memory (F16 matrices and Q8_0/Q4 stay as stored; BF16 and every vector widen to F32). */
   loadWeights(): ModelWeights;
 }

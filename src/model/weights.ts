@@ -1,9 +1,10 @@
 /**
  * Weight matrices as the kernels see them. Row-major [rows][cols] in the nn.Linear layout: y = W·x has `rows`
  * outputs and `cols` inputs. F32 is held as Float32Array; block-quantized types keep their raw GGUF bytes and are
- * dequantized on the fly by the kernels, so a Q8_0 model stays ~4x smaller in memory than F32.
+ * dequantized on the fly by the kernels, so a Q8_0 model stays ~4x smaller in memory than F32. F16 matrices keep their
+ * raw half-precision bytes the same way (a block of one element), so F16 files load at half the memory of F32.
  */
-export type WeightDType = 'f32' | 'q8_0' | 'q4_0' | 'q4_k' | 'q6_k';
+export type WeightDType = 'f32' | 'f16' | 'q8_0' | 'q4_0' | 'q4_k' | 'q6_k';
 
 export interface F32Weight {
   dtype: 'f32';
@@ -13,7 +14,7 @@ export interface F32Weight {
 }
 
 export interface QuantWeight {
-  dtype: 'q8_0' | 'q4_0' | 'q4_k' | 'q6_k';
+  dtype: 'f16' | 'q8_0' | 'q4_0' | 'q4_k' | 'q6_k';
   rows: number;
   cols: number;
   /** Raw blocks, `rows * bytesPerRow` bytes. */

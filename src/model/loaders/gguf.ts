@@ -608,7 +608,7 @@ function loadGgufWeights(h: GgufHeader, c: ModelConfig, byName: Map<string, Gguf
       const t = info(name);
       const [rows, cols] = ggmlDimsToShape(t.dims);
       const doPermute = permuteHeads > 0 && c.architecture === 'llama';
-      if (t.dtype === 'q8_0' || t.dtype === 'q4_0' || t.dtype === 'q4_k' || t.dtype === 'q6_k') {
+      if (t.dtype === 'f16' || t.dtype === 'q8_0' || t.dtype === 'q4_0' || t.dtype === 'q4_k' || t.dtype === 'q6_k') {
         let data = readTensorBytes(fd, h, t);
         const rb = quantRowBytes(t.dtype, cols);
         if (doPermute) data = unpermuteRows(data, rb, permuteHeads, c.headDim);

@@ -12,7 +12,7 @@ import { validateConfig, type Architecture, type ModelConfig, type RopeScaling }
 import type { FileDType, GenerationDefaults, ModelSource, TensorInfo } from '../source.js';
 import { HfTokenizer, readJsonObject, specialTokenString } from '../tokenizer/hf-tokenizer.js';
 import type { Tokenizer } from '../tokenizer/types.js';
-import type { F32Weight, LayerWeights, ModelWeights } from '../weights.js';
+import type { LayerWeights, ModelWeights, Weight } from '../weights.js';
 import { openSafetensorsFolder, type SafetensorsEntry, type SafetensorsStore } from './safetensors.js';
 
 type Json = Record<string, unknown>;
@@ -287,8 +287,10 @@ export function openHfFolder(dir: string): ModelSource {
 
 function loadWeights(store: SafetensorsStore, c: ModelConfig): ModelWeights {
   const vec = (name: string): Float32Array => store.read(name);
-  const mat = (name: string): F32Weight => {
+  // F16 matrices stay F16 (half the memory; kernels widen them as they read); BF16 widens to F32.
+  const mat = (name: string): Weight => {
     const e = store.tensors.get(name)!;
+    if (e.dtype === 'F16') return { dtype: 'f16', rows: e.shape[0], cols: e.shape[1], data: store.readRaw(name) };
     return { dtype: 'f32', rows: e.shape[0], cols: e.shape[1], data: store.read(name) };
   };
   const tokenEmbedding = mat('model.embed_tokens.weight');

@@ -41,6 +41,8 @@ export interface SafetensorsStore {
   readonly metadata: Record<string, string>;
   /** Read one tensor, widening F16/BF16 to F32. */
   read(name: string): Float32Array;
+  /** Read one tensor's bytes as stored (little-endian). */
+  readRaw(name: string): Uint8Array;
 }
 
 function fail(file: string, problem: string): never {
@@ -195,6 +197,22 @@ function table(dtype: 'F16' | 'BF16'): Float32Array {
 
 const CHUNK_BYTES = 16 * 1024 * 1024;
 
+/** Read one tensor's bytes as stored. */
+export function readEntryRaw(e: SafetensorsEntry): Uint8Array {
+  let out: Uint8Array;
+  try {
+    out = new Uint8Array(e.byteLength);
+  } catch {
+    fail(e.file, `tensor "${e.name}": cannot allocate ${e.byteLength} bytes`);
+  }
+  withFd(e.file, (fd) => {
+    for (let off = 0; off < out.byteLength; off += CHUNK_BYTES) {
+      readExact(fd, e.file, out.subarray(off, Math.min(off + CHUNK_BYTES, out.byteLength)), e.start + off);
+    }
+  });
+  return out;
+}
+
 /** Read one tensor's data from its file. */
 export function readEntry(e: SafetensorsEntry): Float32Array {
   const elements = e.byteLength / DTYPE_BYTES[e.dtype];
@@ -236,6 +254,11 @@ class Store implements SafetensorsStore {
     const e = this.tensors.get(name);
     if (!e) throw new CokvError(`${this.path}: no tensor named "${name}"`, 'format');
     return readEntry(e);
+  }
+  readRaw(name: string): Uint8Array {
+    const e = this.tensors.get(name);
+    if (!e) throw new CokvError(`${this.path}: no tensor named "${name}"`, 'format');
+    return readEntryRaw(e);
   }
 }
 
