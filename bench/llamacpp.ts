@@ -20,8 +20,11 @@
  * Options: --prompts 512,2048 (prompt lengths of the full-cache rows), --repeats N (those runs, default 2), --repeats-long N (8192-token runs, default 1), --threads N
  * (default 2), --dtypes q8_0,f16,f32, --no-long (skip the 8192-token rows), --full-long (add cokv full cache at
  * 8192), --llama-threads 2,1 (llama.cpp thread counts; default: --threads and 1), --no-build (do not run
- * `npm run build` first). Needs `node-llama-cpp`, which `npm run bench:llamacpp` installs on demand (--no-save):
- * its prebuilt binaries for every Linux flavour weigh ~725 MB, too much for every `npm ci` in CI.
+ * `npm run build` first). Needs `node-llama-cpp`, which `npm run bench:llamacpp` installs on demand (--no-save)
+ * rather than as a devDependency: with it in package.json, `npm ci` fails here (EUSAGE, lock file out of sync: the
+ * registry this project builds from has node-llama-cpp's Linux binary packages but not its macOS/Windows optional
+ * ones, checked 2026-11-28), and every `npm ci` would download ~670 MB of prebuilt Linux binaries (CUDA, Vulkan,
+ * ARM) that only this benchmark uses.
  *
  * The SmolLM2-shaped files declare context_length 8320 (not 8192) so that an 8192-token prompt leaves room for
  * 65 generated tokens in both engines; nothing else depends on it (no RoPE scaling).
