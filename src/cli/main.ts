@@ -15,6 +15,7 @@ import { registerBench } from './bench.js';
 import { registerExperiment } from './experiment.js';
 import { registerHeadScores } from './head-scores.js';
 import { registerReport } from './report.js';
+import { registerGenRetrieval } from './gen-retrieval.js';
 
 export async function main(argv: string[]): Promise<number> {
   const verbose = argv.includes('--verbose');
@@ -65,6 +66,7 @@ export async function main(argv: string[]): Promise<number> {
   registerExperiment(program, run);
   registerHeadScores(program, run);
   registerReport(program, run);
+  registerGenRetrieval(program, run);
   const override = (cmd: Command): void => { cmd.exitOverride(); cmd.commands.forEach(override); };
   program.commands.forEach(override);
   try {

@@ -1,8 +1,8 @@
 /**
  * Non-LongBench evaluation files:
  *
- * - retrieval suite (`retrieval-dev.jsonl`, for cokv-retrieval-tiny): fields `context`, `input`, `answers`, `task`,
- *   `length`; prompt = context + "\n" + input (the caller prepends BOS); exact match after stripping trailing
+ * - retrieval suite (`retrieval-dev.jsonl`, for cokv-retrieval-tiny, or `cokv gen-retrieval` output): fields `context`,
+ *   `input`, `answers`, `task`, `length`, optional `id`; prompt = context + "\n" + input (the caller prepends BOS); exact match after stripping trailing
  *   punctuation and whitespace (model card);
  * - RULER (`ruler_*.jsonl`): fields `index`, `input` (the whole prompt), `outputs`; RULER `string_match_all`
  *   (each reference contained in the prediction, case-insensitive);
@@ -45,9 +45,13 @@ export function retrievalPrompt(item: { context: string; input: string }): strin
   return `${item.context}\n${item.input}`;
 }
 
-/** Read `retrieval-dev.jsonl`; ids are `{task}-{length}-{k}` (k counts items of that task and length). */
+/**
+ * Read `retrieval-dev.jsonl` (or generated items); ids are the `id` field when present (generated items:
+ * `gen-{task}-{length}-{seed}-{i}`), else `{task}-{length}-{k}` (k counts items of that task and length).
+ */
 export function readRetrievalSuite(file: string, opts: JsonlOptions = {}): EvalItem[] {
   const seen = new Map<string, number>();
+  const ids = new Set<string>();
   return readJsonl(file, opts).map((rec) => {
     const context = stringField(rec, 'context', file);
     const input = stringField(rec, 'input', file);
@@ -56,8 +60,11 @@ export function readRetrievalSuite(file: string, opts: JsonlOptions = {}): EvalI
     const key = `${task}-${length}`;
     const k = seen.get(key) ?? 0;
     seen.set(key, k + 1);
+    const id = optionalStringField(rec, 'id', file) ?? `${key}-${k}`;
+    if (ids.has(id)) throw new CokvError(`${where(file, rec)}: duplicate item id '${id}'`, 'format');
+    ids.add(id);
     return {
-      id: `${key}-${k}`, dataset: 'retrieval', task, length, prompt: retrievalPrompt({ context, input }), question: `\n${input}`,
+      id, dataset: 'retrieval', task, length, prompt: retrievalPrompt({ context, input }), question: `\n${input}`,
       answers: stringArrayField(rec, 'answers', file), allClasses: null,
     };
   });

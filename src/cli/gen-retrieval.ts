@@ -1,0 +1,62 @@
+/** `cokv gen-retrieval`: seeded retrieval items (passkey, multikey, kv) in the format of retrieval-dev.jsonl. */
+import fs from 'node:fs';
+import type { Command } from 'commander';
+import { CokvError } from '../errors.js';
+import {
+  GEN_MAX_LENGTH, GEN_MIN_LENGTH, GEN_TASKS, generateRetrievalItems, readHeldOutHaystack, writeRetrievalItems,
+  type GenTask, type RetrievalGenItem,
+} from '../eval/retrieval-gen.js';
+import { openModel } from '../model/load.js';
+import { numberFlag } from './util.js';
+
+interface GenRetrievalFlags {
+  model: string;
+  tasks: string;
+  lengths: string;
+  count: string;
+  seed: string;
+  dataDir: string;
+  out: string;
+}
+
+export function registerGenRetrieval(program: Command, run: (fn: () => Promise<void>) => Promise<void>): void {
+  program
+    .command('gen-retrieval')
+    .description('generate seeded passkey/multikey/kv items like retrieval-dev.jsonl from the held-out haystack (for cokv eval --dataset retrieval)')
+    .requiredOption('--model <path>', 'model whose tokenizer defines the lengths (cokv-retrieval-tiny)')
+    .option('--tasks <list>', `tasks: ${GEN_TASKS.join(', ')}`, GEN_TASKS.join(','))
+    .option('--lengths <list>', `lengths in tokens (${GEN_MIN_LENGTH}–${GEN_MAX_LENGTH}; the dev items' rule)`, '512,1024,2048')
+    .option('--count <n>', 'items per task and length', '60')
+    .option('--seed <s>', 'generator seed (ids are gen-<task>-<length>-<seed>-<i>)', '1')
+    .option('--data-dir <dir>', 'folder with needle/PaulGrahamEssays and longbench/multi_news.jsonl', '../shared/assets/data')
+    .requiredOption('--out <file>', 'output JSONL file')
+    .action((f: GenRetrievalFlags) => run(() => genRetrievalCommand(f)));
+}
+
+function listFlag(flag: string, s: string): string[] {
+  const parts = s.split(',').map((x) => x.trim()).filter(Boolean);
+  if (parts.length === 0) throw new CokvError(`${flag}: empty list`, 'flag');
+  return parts;
+}
+
+async function genRetrievalCommand(f: GenRetrievalFlags): Promise<void> {
+  const tasks = listFlag('--tasks', f.tasks).map((t) => {
+    if (!(GEN_TASKS as readonly string[]).includes(t)) throw new CokvError(`--tasks: '${t}' must be one of ${GEN_TASKS.join(', ')}`, 'flag');
+    return t as GenTask;
+  });
+  const lengths = listFlag('--lengths', f.lengths).map((x) => numberFlag('--lengths', x, { integer: true, min: GEN_MIN_LENGTH, max: GEN_MAX_LENGTH })!);
+  const count = numberFlag('--count', f.count, { integer: true, min: 1 })!;
+  const seed = numberFlag('--seed', f.seed, { integer: true, min: 0, max: 2 ** 32 - 1 })!;
+  if (fs.existsSync(f.out) && fs.statSync(f.out).isDirectory()) throw new CokvError(`--out ${f.out}: is a folder, not a file`, 'file');
+  if (!fs.existsSync(f.dataDir) || !fs.statSync(f.dataDir).isDirectory()) throw new CokvError(`--data-dir ${f.dataDir}: no such folder`, 'file');
+  const source = await openModel(f.model);
+  for (const L of lengths) {
+    if (L > source.config.contextLength) throw new CokvError(`--lengths: ${L} exceeds the model's context of ${source.config.contextLength}`, 'flag');
+  }
+  const tokenizer = await source.loadTokenizer();
+  const haystack = readHeldOutHaystack(f.dataDir);
+  const items: RetrievalGenItem[] = [];
+  for (const task of tasks) for (const length of lengths) items.push(...generateRetrievalItems({ task, length, count, seed, tokenizer, haystack }));
+  writeRetrievalItems(f.out, items);
+  process.stdout.write(`${items.length} items (${tasks.join(',')} × ${lengths.join(',')} × ${count}, seed ${seed}) → ${f.out}\n`);
+}
