@@ -14,11 +14,15 @@ describe.skipIf(!haveAssets)('cokv experiment all --quick --slice tiny', () => {
     expect(r.stderr).toMatch(/== step 1\/\d+: profiles/);
     expect(r.stderr).toMatch(/^eval \[[#.]+\] \d+\/\d+ \| .* elapsed, ETA /m); // the sub-commands' bars, with an ETA
     for (const f of ['profiles/cokv-retrieval-tiny__loglik.json', 'profiles/stories260K__loglik.json', 'profiles/cokv-retrieval-tiny__headkv.json',
-      'masking/cokv-retrieval-tiny.json', 'estimator/summary.json', 'estimator/exact-retrieval-tiny.json', 'bench/smollm2-135m-random.json', 'summary.json', 'results.md']) {
+      'masking/cokv-retrieval-tiny.json', 'estimator/summary.json', 'estimator/exact-retrieval-tiny.json', 'bench/smollm2-135m-random.json', 'summary.json', 'results.md',
+      'data/retrieval-generated.jsonl']) {
       expect(fs.existsSync(path.join(out, f)), f).toBe(true);
     }
     const summary = JSON.parse(fs.readFileSync(path.join(out, 'summary.json'), 'utf8'));
     expect(summary.entries.length).toBeGreaterThan(50);
+    // The sweep on generated items is summarised apart from the dev-split sweep.
+    expect(summary.entries.filter((e: { items: string }) => e.items === 'generated').length).toBeGreaterThan(20);
+    expect(summary.entries.filter((e: { items: string }) => e.items === 'dev-test').length).toBeGreaterThan(20);
     for (const e of summary.entries) {
       expect(Object.keys(e)).toEqual(expect.arrayContaining(['model', 'task', 'protocol', 'press', 'budget', 'score', 'n', 'keptKvBytes', 'fullKvBytes', 'run']));
       expect(typeof e.score).toBe('number');
@@ -28,7 +32,7 @@ describe.skipIf(!haveAssets)('cokv experiment all --quick --slice tiny', () => {
     const groups = new Map<string, typeof summary.entries>();
     for (const e of summary.entries) {
       if (e.run.startsWith('sensitivity') || e.run.startsWith('quant')) continue;
-      const key = `${e.model}|${e.task}|${e.protocol}`;
+      const key = `${e.model}|${e.task}|${e.protocol}|${e.items}`;
       groups.set(key, [...(groups.get(key) ?? []), e]);
     }
     let compared = 0;

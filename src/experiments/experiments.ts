@@ -4,6 +4,8 @@
  *
  *   profiles     CoKV profiles (Sliced Shapley, loglik utility, 2 runs) and HeadKV retrieval-head scores
  *   budget       score vs budget for all presses, both protocols (question-aware, context-only), and ratios
+ *   generated    the same sweep on fresh retrieval items generated in the dev file's format (`cokv gen-retrieval`,
+ *                held-out haystacks, seed + 1): more test items per cell than the dev file's 17
  *   masking      keep the full cache only for the k highest- vs k lowest-valued heads
  *   estimator    convergence of two runs, exact Shapley by enumeration (16 players), cost vs the naive loop
  *   sensitivity  α, window and utility choice
@@ -36,7 +38,7 @@ import { writeSafetensors } from '../model/loaders/safetensors.js';
 import { openModel } from '../model/load.js';
 import { equalBytesLength } from '../cache/ragged.js';
 
-export const EXPERIMENTS = ['profiles', 'budget', 'masking', 'estimator', 'sensitivity', 'quant', 'memory', 'summary'] as const;
+export const EXPERIMENTS = ['profiles', 'budget', 'generated', 'masking', 'estimator', 'sensitivity', 'quant', 'memory', 'summary'] as const;
 export type ExperimentName = (typeof EXPERIMENTS)[number];
 
 export interface ExperimentOptions {
@@ -160,6 +162,33 @@ async function budget(o: ExperimentOptions): Promise<void> {
   await cli(['eval', '--model', p.stories, '--data', p.storiesData, '--dataset', 'stories', '--split', 'test', '--split-seed', String(o.seed),
     ...(pl.storiesLimit ? ['--limit', String(pl.storiesLimit)] : []), '--presses', PRESSES.join(','), '--budgets', (o.slice ? [16, 1024] : o.quick ? [16, 32] : [16, 24, 32, 64]).join(','),
     '--metric', 'loglik', ...pressFlags(o, 'stories260K'), '--out', path.join(p.runs, 'stories')], o);
+}
+
+/** Items per task × length of the `generated` step (full mode). */
+const GENERATED_PER_CELL = 60;
+
+/**
+ * The budget sweep on generated retrieval items (passkey, multikey, kv): the profiler never saw them (it reads the
+ * dev file's validation split), and there are more of them per cell than the dev file's test split holds.
+ */
+async function generated(o: ExperimentOptions): Promise<void> {
+  const p = paths(o), pl = plan(o.quick, o.slice);
+  const data = path.join(o.out, 'data', 'retrieval-generated.jsonl');
+  const count = o.slice ? 1 : o.quick ? 4 : GENERATED_PER_CELL;
+  if (!fs.existsSync(data)) {
+    fs.mkdirSync(path.dirname(data), { recursive: true });
+    await cli(['gen-retrieval', '--model', p.tiny, '--tasks', TASKS.join(','), '--lengths', pl.lengths.join(','), '--count', String(count),
+      '--seed', String(o.seed + 1), '--data-dir', path.join(o.assets, 'data'), '--out', data], o);
+  }
+  for (const task of TASKS) {
+    for (const L of pl.lengths) {
+      for (const protocol of ['question-aware', 'context-only']) {
+        await cli(['eval', '--model', p.tiny, '--data', data, '--dataset', 'retrieval', '--subset', task, '--lengths', String(L), '--split', 'all',
+          '--presses', PRESSES.join(','), '--budgets', pl.budgets.join(','), ...(pl.ratios.length ? ['--ratios', pl.ratios.join(',')] : []),
+          '--protocol', protocol, ...pressFlags(o, 'cokv-retrieval-tiny'), '--out', path.join(p.runs, 'generated', `retrieval-${task}-${L}`)], o);
+      }
+    }
+  }
 }
 
 /** Keep the full cache only for the k highest (or lowest) valued heads; every other head keeps the window. */
@@ -401,13 +430,16 @@ async function summary(o: ExperimentOptions): Promise<void> {
         const s = m.settings as { lengths?: number[]; subset?: string[]; profile?: string; kvDtype?: string; alpha?: number; window?: number };
         const task = s.subset?.join(',') ?? m.dataset;
         const run = path.relative(path.join(o.out, 'runs'), path.dirname(f));
-        const variant = run.startsWith('sensitivity') || run.startsWith('quant') ? ` [${run.split(path.sep).slice(0, 2).join('/')}]` : '';
+        const variant = run.startsWith('sensitivity') || run.startsWith('quant') ? ` [${run.split(path.sep).slice(0, 2).join('/')}]`
+          : run.startsWith('generated') ? ' [generated items]' : '';
         entries.push({
           // `dataset` names the cell for `cokv report` (task@length plus the experiment variant); `suite` is the file's dataset.
           model: m.model, task, dataset: `${task}${s.lengths?.[0] ? `@${s.lengths[0]}` : ''}${variant}`, suite: m.dataset, promptLength: s.lengths?.[0], protocol: m.protocol,
           press: m.press, budget: m.budget, ratio: m.ratio, kvDtype: s.kvDtype ?? 'f32', score: m.score, n: m.n, ci95: m.ci95,
           agreement: m.agreement, keptKvBytes: m.keptKvBytes, fullKvBytes: m.fullKvBytes, metric: m.metric,
           profile: m.press === 'cokv' ? s.profile : undefined, alpha: s.alpha, window: s.window, run,
+          // Which test items: the dev file's test split, or items generated in its format (the `generated` step).
+          items: run.startsWith('generated') ? 'generated' : 'dev-test',
         });
       }
     }
@@ -423,10 +455,12 @@ async function summary(o: ExperimentOptions): Promise<void> {
 type Entry = {
   model: string; task: string; promptLength?: number; protocol: string; press: string; budget: number | null; ratio?: number;
   kvDtype: string; score: number; n: number; ci95?: [number, number]; agreement?: number; keptKvBytes: number; fullKvBytes: number;
-  metric: string; alpha?: number; window?: number; run: string;
+  metric: string; alpha?: number; window?: number; run: string; items: string;
 };
 
 const fmt = (v: number | undefined, d = 1) => (v === undefined || !Number.isFinite(v) ? '–' : v.toFixed(d));
+/** ", 95% CI [a, b]" of a run's score when the runner gave one. */
+const ciLabel = (e?: { ci95?: [number, number] }, d = 1) => (e?.ci95 ? `, 95% CI ${fmt(e.ci95[0], d)}–${fmt(e.ci95[1], d)}` : '');
 
 /** Markdown tables of every result (generated; docs/results.md quotes them). */
 function resultTables(o: ExperimentOptions, raw: Record<string, unknown>[]): string {
@@ -435,18 +469,19 @@ function resultTables(o: ExperimentOptions, raw: Record<string, unknown>[]): str
   const main = es.filter((e) => !e.run.startsWith('sensitivity') && !e.run.startsWith('quant'));
   const groups = new Map<string, Entry[]>();
   for (const e of main) {
-    const k = `${e.model}|${e.task}|${e.promptLength ?? ''}|${e.protocol}`;
+    const k = `${e.model}|${e.task}|${e.promptLength ?? ''}|${e.protocol}|${e.items}`;
     groups.set(k, [...(groups.get(k) ?? []), e]);
   }
   out.push('## Score vs budget', '', 'Scores on test items (exact match ×100 for the retrieval tasks; mean log-prob per token of the first 16 reference tokens for stories, higher is better). `r0.25` = keep 25% of the prompt per head (kvpress compression ratio 0.75). Kept KV is the mean share of the full prompt cache held after compression.', '');
-  const min97: string[] = ['| model | task | length | protocol | ' + PRESSES.filter((p) => p !== 'full').join(' | ') + ' |', '|' + ' --- |'.repeat(4 + PRESSES.length - 1)];
+  const min97: string[] = ['| model | task | length | protocol | items | ' + PRESSES.filter((p) => p !== 'full').join(' | ') + ' |', '|' + ' --- |'.repeat(5 + PRESSES.length - 1)];
   for (const [k, list] of [...groups].sort()) {
-    const [model, task, len, protocol] = k.split('|');
+    const [model, task, len, protocol, items] = k.split('|');
+    const itemsLabel = items === 'generated' ? ' · generated test items' : '';
     const full = list.find((e) => e.press === 'full');
     const budgets = [...new Set(list.filter((e) => e.budget !== null).map((e) => e.budget!))].sort((a, b) => a - b);
     const ratios = [...new Set(list.filter((e) => e.ratio !== undefined).map((e) => e.ratio!))].sort((a, b) => b - a);
     const loglik = full?.metric.startsWith('loglik');
-    out.push(`### ${model} · ${task}${len ? ` · ${len} tokens` : ''} · ${protocol} (n = ${full?.n ?? list[0].n}, Full = ${fmt(full?.score, loglik ? 3 : 1)})`, '');
+    out.push(`### ${model} · ${task}${len ? ` · ${len} tokens` : ''} · ${protocol}${itemsLabel} (n = ${full?.n ?? list[0].n}, Full = ${fmt(full?.score, loglik ? 3 : 1)}${ciLabel(full, loglik ? 3 : 1)})`, '');
     out.push(`| press | ${budgets.map((b) => `B=${b}`).join(' | ')}${ratios.length ? ' | ' + ratios.map((r) => `r${r}`).join(' | ') : ''} |`);
     out.push('|' + ' --- |'.repeat(1 + budgets.length + ratios.length));
     const row97: string[] = [];
@@ -463,7 +498,7 @@ function resultTables(o: ExperimentOptions, raw: Record<string, unknown>[]): str
     }
     const kept = budgets.map((b) => { const e = list.find((x) => x.press === 'snapkv' && x.budget === b); return e ? `${fmt((100 * e.keptKvBytes) / e.fullKvBytes)}%` : '–'; });
     out.push(`| kept KV | ${kept.join(' | ')}${ratios.length ? ' | ' + ratios.map((r) => { const e = list.find((x) => x.press === 'snapkv' && x.ratio === r); return e ? `${fmt((100 * e.keptKvBytes) / e.fullKvBytes)}%` : '–'; }).join(' | ') : ''} |`, '');
-    min97.push(`| ${model} | ${task} | ${len || '–'} | ${protocol} | ${row97.join(' | ')} |`);
+    min97.push(`| ${model} | ${task} | ${len || '–'} | ${protocol} | ${items} | ${row97.join(' | ')} |`);
   }
   out.push('## Smallest budget keeping ≥ 97% of Full', '', min97.join('\n'), '');
   const mdir = path.join(o.out, 'masking');
@@ -520,15 +555,15 @@ function resultTables(o: ExperimentOptions, raw: Record<string, unknown>[]): str
 function writeFigures(o: ExperimentOptions, entries: Record<string, unknown>[]): void {
   const figDir = path.join(o.out, 'figures');
   fs.mkdirSync(figDir, { recursive: true });
-  type E = { model: string; task: string; promptLength?: number; protocol: string; press: string; budget: number | null; ratio?: number; kvDtype: string; score: number; run: string };
+  type E = { model: string; task: string; promptLength?: number; protocol: string; press: string; budget: number | null; ratio?: number; kvDtype: string; score: number; run: string; items: string };
   const es = (entries as unknown as E[]).filter((e) => !e.run.startsWith('sensitivity') && !e.run.startsWith('quant') && e.ratio === undefined);
   const groups = new Map<string, E[]>();
   for (const e of es) {
-    const key = `${e.model}|${e.task}|${e.promptLength ?? ''}|${e.protocol}`;
+    const key = `${e.model}|${e.task}|${e.promptLength ?? ''}|${e.protocol}|${e.items === 'generated' ? 'generated' : ''}`;
     groups.set(key, [...(groups.get(key) ?? []), e]);
   }
   for (const [key, list] of groups) {
-    const [model, task, len, protocol] = key.split('|');
+    const [model, task, len, protocol, gen] = key.split('|');
     const full = list.find((e) => e.press === 'full');
     const series: LineSeries[] = PRESSES.filter((p) => p !== 'full').map((press, i) => ({
       name: press, color: i,
@@ -536,11 +571,11 @@ function writeFigures(o: ExperimentOptions, entries: Record<string, unknown>[]):
     })).filter((s) => s.points.length > 0);
     if (series.length === 0) continue;
     const svg = lineChart(series, {
-      title: `${model}: ${task}${len ? ` @ ${len} tokens` : ''} (${protocol})`, xLabel: 'KV budget per head (tokens, window included)',
+      title: `${model}: ${task}${len ? ` @ ${len} tokens` : ''} (${protocol}${gen ? ', generated items' : ''})`, xLabel: 'KV budget per head (tokens, window included)',
       yLabel: list[0] && (list[0] as unknown as { metric?: string }).metric?.startsWith('loglik') ? 'mean log-prob' : 'score', xScale: 'log2',
       refLines: full ? [{ name: 'full', y: full.score }] : [],
     });
-    fs.writeFileSync(path.join(figDir, `${[model, task, len, protocol].filter(Boolean).join('__').replace(/[^A-Za-z0-9._-]+/g, '-')}.svg`), standaloneSvg(svg));
+    fs.writeFileSync(path.join(figDir, `${[model, task, len, protocol, gen].filter(Boolean).join('__').replace(/[^A-Za-z0-9._-]+/g, '-')}.svg`), standaloneSvg(svg));
   }
   const mdir = path.join(o.out, 'masking');
   if (fs.existsSync(mdir)) {
@@ -557,9 +592,9 @@ function writeFigures(o: ExperimentOptions, entries: Record<string, unknown>[]):
   }
 }
 
-const STEPS: Record<ExperimentName, (o: ExperimentOptions) => Promise<void>> = { profiles, budget, masking, estimator, sensitivity, quant, memory, summary };
+const STEPS: Record<ExperimentName, (o: ExperimentOptions) => Promise<void>> = { profiles, budget, generated, masking, estimator, sensitivity, quant, memory, summary };
 const NEEDS: Partial<Record<ExperimentName, ExperimentName[]>> = {
-  budget: ['profiles'], masking: ['profiles'], estimator: ['profiles'], sensitivity: ['profiles'], quant: ['profiles'],
+  budget: ['profiles'], generated: ['profiles'], masking: ['profiles'], estimator: ['profiles'], sensitivity: ['profiles'], quant: ['profiles'],
 };
 
 export async function runExperiment(name: ExperimentName | 'all', o: ExperimentOptions): Promise<void> {
