@@ -1,4 +1,4 @@
-/** Q8 KV storage: int8 K/V rows with one F32 scale per row (scale = max|x|/127), next to F32 and F16. */
+/** KV storage types: Q8 (int8 K/V rows with one F32 scale per row, scale = max|x|/127) and F16, against F32. */
 import { describe, expect, it } from 'vitest';
 import { TsBackend } from '../src/backend/ts.js';
 import { equalBytesLength, HeadCache, kvEntryBytes, RaggedKVCache } from '../src/cache/ragged.js';
@@ -136,11 +136,11 @@ describe('Q8 KV storage: HeadCache', () => {
   });
 });
 
-describe('Q8 KV storage: forward pass and presses', () => {
+describe('F16 and Q8 KV storage: forward pass and presses', () => {
   const cfg = tinyConfig({ numLayers: 2, numHeads: 4, numKvHeads: 2, headDim: 8 });
   const w = randomWeights(cfg, 5);
   const ids = Array.from({ length: 40 }, (_, i) => (i * 5 + 1) % cfg.vocabSize);
-  const run = (dtype: 'f32' | 'q8', press?: ReturnType<typeof createPress>) => {
+  const run = (dtype: 'f32' | 'f16' | 'q8', press?: ReturnType<typeof createPress>) => {
     const tf = new Transformer(cfg, w, new TsBackend());
     const cache = new RaggedKVCache(cfg.numLayers, cfg.numKvHeads, cfg.headDim, 0, dtype);
     tf.forward(ids, cache, { logits: 'none', onLayer: press ? (ctx) => press.compressLayer(ctx, 4) : undefined });
@@ -149,7 +149,22 @@ describe('Q8 KV storage: forward pass and presses', () => {
     return { cache, out };
   };
 
-  it('random model: bytes = lengths × 2·(hd + 4), same lengths as F32 with snapkv, logits close to F32', () => {
+  it('F16 holds exactly half the bytes and stays within f16 rounding of the F32 logits, with and without a press', () => {
+    for (const press of [undefined, createPress('snapkv', { budget: 16 }, cfg)]) {
+      const a = run('f32', press), b = run('f16', press);
+      expect(b.cache.bytes()).toBe(a.cache.bytes() / 2);
+      expect(b.cache.fullBytes()).toBe(a.cache.fullBytes() / 2);
+      expect(b.cache.lengths()).toEqual(a.cache.lengths());
+      for (let s = 0; s < a.out.length; s++) {
+        const d = maxRelDiff(b.out[s], a.out[s]);
+        // f16 keeps 11 significant bits (relative error ≤ 2^-11 ≈ 4.9e-4 per stored element).
+        expect(d).toBeLessThan(5e-3);
+        expect(d).toBeGreaterThan(0);
+      }
+    }
+  });
+
+  it('Q8, random model: bytes = lengths × 2·(hd + 4), same lengths as F32 with snapkv, logits close to F32', () => {
     for (const press of [undefined, createPress('snapkv', { budget: 16 }, cfg)]) {
       const a = run('f32', press), b = run('q8', press);
       expect(b.cache.lengths()).toEqual(a.cache.lengths());
