@@ -3,7 +3,8 @@
  *  - GEMM GFLOP/s: M512 K576 N1536 and 1024³ (F32).
  *  - GEMV GB/s of weights read (F32 and Q8_0): K576 N1536 rotating over ~100 MB of copies (so weights come from
  *    DRAM, as in decoding) and K576 N49152 (the SmolLM2 LM head, 113 MB F32).
- *  - Attention for one head over a 2048-token causal prefill (TS attendSegments vs the native `attend`).
+ *  - Attention for one head over a 2048-token causal prefill, and one decode step of a KV group (3 query heads) over
+ *    8192 entries (TS attendSegments vs the native `attend`).
  *  - Engine prefill / decode tokens/s on a random SmolLM2-135M-shaped model (F32, and Q8_0 for wasm/native).
  * Options: --prompt N (default 512), --decode N (default 16), --no-ts (skip the slow TS engine rows),
  * --threads N (native pool size). Prints markdown tables.
@@ -101,6 +102,23 @@ const attRows: (string | number)[][] = [];
     const count = new Int32Array(T).map((_, i) => i + 1);
     const sN = time(() => nb.attend(o, 0, hd, q, 0, hd, T, hd, 0.125, k, v, 0, T, count, empty, empty, 0, 0));
     row.push((sN * 1000).toFixed(2), (sTs / sN).toFixed(1) + 'x');
+  }
+  attRows.push(row);
+  console.error(row.join('  '));
+}
+// ---- decode attention: one KV group (3 query heads, as SmolLM2) over 8192 entries ----
+{
+  const L = 8192, hd = 64, group = 3;
+  const q = rand(group * hd), k = rand(L * hd), v = rand(L * hd), o = new Float32Array(group * hd), scores = new Float32Array(L);
+  const empty = new Float32Array(0);
+  const sTs = time(() => {
+    for (let j = 0; j < group; j++) attendSegments(q, j * hd, hd, 0.125, o, j * hd, scores, k, v, 0, L, empty, empty, 0, 0);
+  }, 0.5);
+  const row: (string | number)[] = [`decode attention, ${group} query heads of one KV head, ${L} entries, hd ${hd} (ms)`, (sTs * 1000).toFixed(2)];
+  if (addon) {
+    const nb = new NativeBackend(addon);
+    const sN = time(() => nb.attend(o, 0, hd, q, 0, hd, group, hd, 0.125, k, v, 0, L, null, empty, empty, 0, 0));
+    row.push((sN * 1000).toFixed(3), (sTs / sN).toFixed(1) + 'x');
   }
   attRows.push(row);
   console.error(row.join('  '));
