@@ -270,7 +270,8 @@ describe('GGUF writer and reader', () => {
         for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - b[i]));
         expect(worst, name).toBeLessThanOrEqual(tol);
       };
-      const expectQuant = dtype === 'q8_0' || dtype === 'q4_0' ? dtype : 'f32';
+      // F16 and block-quantized matrices stay as stored; BF16 widens to F32.
+      const expectQuant = dtype === 'q8_0' || dtype === 'q4_0' || dtype === 'f16' ? dtype : 'f32';
       expect(w.layers[0].wq.dtype).toBe(expectQuant);
       for (let l = 0; l < c.numLayers; l++) {
         const p = `model.layers.${l}.`;
