@@ -141,7 +141,19 @@ export interface ForwardOptions {
   logits?: 'last' | 'all' | 'none';
   /** Called after each layer's attention; the cache already holds this layer's new K/V. */
   onLayer?: (ctx: LayerPrefillContext) => void;
+  /**
+   * Rows per pass through the layer stack (0 = all at once). A long prompt goes through in chunks so the
+   * activation buffers stay O(chunk) instead of O(prompt) (≈ 200 MiB at 8192 tokens for SmolLM2-135M, GBs for 8B
+   * models at 32k). The first chunk takes the remainder, so the last one is whole; `onLayer` sees only the last
+   * chunk, whose queries are the prompt's last rows with every earlier key already cached (what a press needs).
+   * Default: {@link DEFAULT_PREFILL_CHUNK} without a hook; all at once with one, so that a press compresses each
+   * layer right after its prefill and the cache never holds every layer in full. `logits: 'all'` is never chunked.
+   */
+  chunkSize?: number;
 }
+
+/** Rows per prefill pass when the caller does not say (llama.cpp's default batch is 512 too). */
+export const DEFAULT_PREFILL_CHUNK = 512;
 
 /** The reference RMSNorm (backends may bring a faster one). */
 export function rmsNorm(out: Float32Array, x: Float32Array, w: Float32Array, rows: number, dim: number, eps: number): void {
@@ -197,6 +209,11 @@ export class Transformer {
     this.cacheAttention = new CacheAttention(config, backend);
   }
 
+  /** Rows the activation buffers currently hold (they grow to the largest pass and are reused). */
+  get workspaceRows(): number {
+    return this.ws?.tokens ?? 0;
+  }
+
   private workspace(rows: number): Workspace {
     if (!this.ws || this.ws.tokens < rows) this.ws = new Workspace(rows, this.config);
     return this.ws;
@@ -207,6 +224,25 @@ export class Transformer {
    * Returns the logits of the requested rows, [rows][vocab] (a view into a reused buffer: copy to keep).
    */
   forward(tokens: ArrayLike<number>, cache: RaggedKVCache, opts: ForwardOptions = {}): Float32Array {
+    const T = tokens.length;
+    const chunk = opts.chunkSize ?? (opts.onLayer ? 0 : DEFAULT_PREFILL_CHUNK);
+    if (!(Number.isInteger(chunk) && chunk >= 0)) throw new RangeError(`chunkSize ${chunk} must be a non-negative integer`);
+    const mode = opts.logits ?? 'last';
+    if (chunk === 0 || T <= chunk || mode === 'all') return this.forwardRows(tokens, cache, opts);
+    const n = Math.ceil(T / chunk);
+    let off = 0;
+    for (let i = 0; i < n; i++) {
+      const len = i === 0 ? T - (n - 1) * chunk : chunk;
+      const rows = Array.from({ length: len }, (_, j) => tokens[off + j]);
+      off += len;
+      if (i < n - 1) this.forwardRows(rows, cache, { logits: 'none' });
+      else return this.forwardRows(rows, cache, { logits: mode, onLayer: opts.onLayer });
+    }
+    throw new Error('unreachable');
+  }
+
+  /** One pass of `tokens` through the layer stack (see `forward`). */
+  private forwardRows(tokens: ArrayLike<number>, cache: RaggedKVCache, opts: ForwardOptions): Float32Array {
     const start = cache.position;
     const T = tokens.length;
     const attention = this.cacheAttention;
