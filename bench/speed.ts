@@ -5,6 +5,7 @@
  *    DRAM, as in decoding) and K576 N49152 (the SmolLM2 LM head, 113 MB F32).
  *  - Attention for one head over a 2048-token causal prefill, and one decode step of a KV group (3 query heads) over
  *    8192 entries (TS attendSegments vs the native `attend`).
+ *  - RMSNorm, SwiGLU (TS vs native) and RoPE (TS) over one 512-token prefill of the SmolLM2 shape.
  *  - Engine prefill / decode tokens/s on a random SmolLM2-135M-shaped model (F32, and Q8_0 for wasm/native).
  * Options: --prompt N (default 512), --decode N (default 16), --no-ts (skip the slow TS engine rows),
  * --threads N (native pool size). Prints markdown tables.
@@ -14,7 +15,8 @@ import type { Backend } from '../src/backend/types.js';
 import { NativeBackend, loadNativeAddon, nativeLoadError } from '../src/backend/native.js';
 import { WasmBackend } from '../src/backend/wasm.js';
 import { RaggedKVCache } from '../src/cache/ragged.js';
-import { Transformer, attendSegments } from '../src/model/forward.js';
+import { Transformer, attendSegments, rmsNorm, swiglu } from '../src/model/forward.js';
+import { applyRope, RopeTable, ropeInvFreq } from '../src/model/rope.js';
 import { quantizeMatrix } from '../src/model/quant.js';
 import type { ModelWeights, Weight } from '../src/model/weights.js';
 import { argmax } from '../src/generate/sampling.js';
@@ -124,6 +126,34 @@ const attRows: (string | number)[][] = [];
   console.error(row.join('  '));
 }
 
+// ---- element-wise layers over one 512-token prefill of the SmolLM2 shape (all 30 layers) ----
+const ewRows: (string | number)[][] = [];
+{
+  const c = SMOLLM2_135M, T = 512, H = c.hiddenSize, F = c.intermediateSize;
+  const qDim = c.numHeads * c.headDim, kvDim = c.numKvHeads * c.headDim;
+  const x = rand(T * H), out = new Float32Array(T * H), wn = rand(H), gate = rand(T * F, 4), up = rand(T * F), g2 = gate.slice();
+  const rope = new RopeTable(ropeInvFreq(c));
+  rope.ensure(T);
+  const q = rand(T * qDim), k = rand(T * kvDim);
+  const ms = (fn: () => void) => time(fn, 0.3) * 1000;
+  const nb = addon ? new NativeBackend(addon) : undefined;
+  const norm = [ms(() => { for (let l = 0; l < 2 * c.numLayers; l++) rmsNorm(out, x, wn, T, H, 1e-5); })];
+  if (nb) norm.push(ms(() => { for (let l = 0; l < 2 * c.numLayers; l++) nb.rmsNorm(out, x, wn, T, H, 1e-5); }));
+  const glu = [ms(() => { for (let l = 0; l < c.numLayers; l++) { g2.set(gate); swiglu(g2, up, T * F); } })];
+  if (nb) glu.push(ms(() => { for (let l = 0; l < c.numLayers; l++) { g2.set(gate); nb.swiglu(g2, up, T * F); } }));
+  const ropeMs = ms(() => {
+    for (let l = 0; l < c.numLayers; l++) {
+      for (let t = 0; t < T; t++) {
+        applyRope(q, t * qDim, c.numHeads, c.headDim, t, rope.cos, rope.sin);
+        applyRope(k, t * kvDim, c.numKvHeads, c.headDim, t, rope.cos, rope.sin);
+      }
+    }
+  });
+  const row = (name: string, v: number[]) => [name, v[0].toFixed(1), v.length > 1 ? v[1].toFixed(1) : 'TS only', v.length > 1 ? (v[0] / v[1]).toFixed(1) + 'x' : '–'];
+  ewRows.push(row('RMSNorm, 2 per layer (ms)', norm), row('SwiGLU (SiLU·up incl. the copy of gate), 1 per layer (ms)', glu), row('RoPE on Q and K (ms)', [ropeMs]));
+  console.error(ewRows.map((r) => r.join('  ')).join('\n'));
+}
+
 // ---- engine ----
 function quantizeModel(w: ModelWeights): ModelWeights {
   const q = (m: Weight): Weight => (m.dtype === 'f32' ? quantizeMatrix('q8_0', m.data, m.rows, m.cols) : m);
@@ -172,5 +202,7 @@ console.log('');
 console.log(markdownTable(['kernel', ...backends.map((b) => b.name)], gemvRows));
 console.log('');
 console.log(markdownTable(['attention', 'ts', ...(addon ? ['native', 'speed-up'] : [])], attRows));
+console.log('\nElement-wise layers over a 512-token prefill of the SmolLM2-135M shape (30 layers; native = 1 thread)\n');
+console.log(markdownTable(['layer', 'ts', 'native', 'speed-up'], ewRows));
 console.log(`\nEngine, random SmolLM2-135M shape, ${promptTokens}-token prompt, ${decodeTokens} decode tokens (ts: 4)\n`);
 console.log(markdownTable(['backend', 'weights', 'prompt tokens', 'prefill tok/s', 'decode tok/s'], engineRows));
