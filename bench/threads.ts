@@ -15,28 +15,61 @@ import { machineLine, markdownTable, median } from './common.js';
 interface Shared { ctrl: SharedArrayBuffer; x: SharedArrayBuffer; w: SharedArrayBuffer; out: SharedArrayBuffer; M: number; N: number; K: number; spin: boolean; addonPath: string }
 
 /**
- * Worker source (plain JS, run with `eval`: worker threads do not inherit the tsx loader). Rows [N/2, N) of W;
- * ctrl[0] = request sequence (main → worker, −1 = stop), ctrl[1] = done sequence (worker → main).
+ * Worker source (plain JS, run with `eval`: worker threads do not inherit the tsx loader): wait (or spin) for a new
+ * request in ctrl[0] (main → worker, −1 = stop), run `setup`-prepared `body`, answer in ctrl[1] (worker → main).
+ * `workerData` holds `ctrl` (an 8-byte SharedArrayBuffer) and `spin`.
  */
-const WORKER_JS = `
+function workerSource(setup: string, body: string): string {
+  return `
 const { workerData: s } = require('node:worker_threads');
-const addon = require(s.addonPath);
 const ctrl = new Int32Array(s.ctrl);
-const half = s.N >> 1, rest = s.N - half;
-const x = new Float32Array(s.x), w = new Float32Array(s.w, half * s.K * 4, rest * s.K);
-const tmp = new Float32Array(s.M * rest), out = new Float32Array(s.out);
+${setup}
 let seen = 0;
 for (;;) {
   if (s.spin) while (Atomics.load(ctrl, 0) === seen) {}
   else Atomics.wait(ctrl, 0, seen);
   seen = Atomics.load(ctrl, 0);
   if (seen < 0) break;
-  addon.matmul(tmp, x, s.M, rest, s.K, w, 0);
-  for (let m = 0; m < s.M; m++) out.set(tmp.subarray(m * rest, (m + 1) * rest), m * s.N + half);
+  ${body}
   Atomics.store(ctrl, 1, seen);
   Atomics.notify(ctrl, 1);
+}`;
 }
-`;
+
+/** The worker's half of the product: rows [N/2, N) of W. */
+const MATMUL_WORKER = workerSource(`
+const addon = require(s.addonPath);
+const half = s.N >> 1, rest = s.N - half;
+const x = new Float32Array(s.x), w = new Float32Array(s.w, half * s.K * 4, rest * s.K);
+const tmp = new Float32Array(s.M * rest), out = new Float32Array(s.out);`, `
+  addon.matmul(tmp, x, s.M, rest, s.K, w, 0);
+  for (let m = 0; m < s.M; m++) out.set(tmp.subarray(m * rest, (m + 1) * rest), m * s.N + half);`);
+
+/** Main side of one request: post `seq`, run `work` meanwhile, wait (or spin) for the worker's answer. */
+function handOff(ctrl: Int32Array, seq: number, spin: boolean, work: () => void, failed: () => Error | undefined): void {
+  Atomics.store(ctrl, 0, seq);
+  if (!spin) Atomics.notify(ctrl, 0);
+  work();
+  while (Atomics.load(ctrl, 1) !== seq) {
+    const e = failed();
+    if (e) throw e;
+    if (!spin) Atomics.wait(ctrl, 1, Atomics.load(ctrl, 1), 50);
+  }
+}
+
+async function startWorker(src: string, data: object): Promise<{ worker: Worker; failed: () => Error | undefined }> {
+  const worker = new Worker(src, { eval: true, workerData: data });
+  let err: Error | undefined;
+  worker.on('error', (e) => { err = e; });
+  await new Promise<void>((resolve) => worker.once('online', () => resolve()));
+  return { worker, failed: () => err };
+}
+
+async function stopWorker(ctrl: Int32Array, worker: Worker): Promise<void> {
+  Atomics.store(ctrl, 0, -1);
+  Atomics.notify(ctrl, 0);
+  await worker.terminate();
+}
 
 async function main(): Promise<void> {
   const addon = loadNativeAddon();
@@ -70,36 +103,20 @@ async function main(): Promise<void> {
     addon.setThreads(1);
     const viaWorkers: number[] = [];
     for (const spin of [false, true]) {
-      const worker = new Worker(WORKER_JS, { eval: true, workerData: { ...sh, spin } });
-      let failed: Error | undefined;
-      worker.on('error', (e) => { failed = e; });
-      await new Promise<void>((resolve) => worker.once('online', () => resolve()));
+      const { worker, failed } = await startWorker(MATMUL_WORKER, { ...sh, spin });
       const ctrl = new Int32Array(sh.ctrl);
       let seq = 0;
-      const call = () => {
-        seq++;
-        Atomics.store(ctrl, 0, seq);
-        if (!spin) Atomics.notify(ctrl, 0);
+      const call = () => handOff(ctrl, ++seq, spin, () => {
         addon.matmul(tmp, x, M, half, K, wHalf, 0);
         for (let m = 0; m < M; m++) out.set(tmp.subarray(m * half, (m + 1) * half), m * N);
-        if (spin) {
-          while (Atomics.load(ctrl, 1) !== seq) if (failed) throw failed;
-        } else {
-          while (Atomics.load(ctrl, 1) !== seq) {
-            if (failed) throw failed;
-            Atomics.wait(ctrl, 1, Atomics.load(ctrl, 1), 50);
-          }
-        }
-      };
+      }, failed);
       out.fill(0);
       call();
       let worst = 0;
       for (let i = 0; i < out.length; i++) worst = Math.max(worst, Math.abs(out[i] - ref[i]));
       if (worst > 1e-4) throw new Error(`worker split differs from the 1-thread product by ${worst}`);
       viaWorkers.push(timeIt(call));
-      Atomics.store(ctrl, 0, -1);
-      Atomics.notify(ctrl, 0);
-      await worker.terminate();
+      await stopWorker(ctrl, worker);
     }
     const f = (us: number) => `${us.toFixed(1)} (${(one / us).toFixed(2)}×)`;
     rows.push([label, one.toFixed(1), f(pool), f(viaWorkers[0]), f(viaWorkers[1])]);
@@ -110,28 +127,9 @@ async function main(): Promise<void> {
   const pingRows: (string | number)[][] = [];
   for (const spin of [false, true]) {
     const ctrl = new Int32Array(new SharedArrayBuffer(8));
-    const src = `
-const { workerData: s } = require('node:worker_threads');
-const ctrl = new Int32Array(s.buf);
-let seen = 0;
-for (;;) {
-  if (s.spin) while (Atomics.load(ctrl, 0) === seen) {}
-  else Atomics.wait(ctrl, 0, seen);
-  seen = Atomics.load(ctrl, 0);
-  if (seen < 0) break;
-  Atomics.store(ctrl, 1, seen);
-  Atomics.notify(ctrl, 1);
-}`;
-    const worker = new Worker(src, { eval: true, workerData: { buf: ctrl.buffer, spin } });
-    await new Promise<void>((resolve) => worker.once('online', () => resolve()));
+    const { worker, failed } = await startWorker(workerSource('', ''), { ctrl: ctrl.buffer, spin });
     let seq = 0;
-    const trip = () => {
-      seq++;
-      Atomics.store(ctrl, 0, seq);
-      if (!spin) Atomics.notify(ctrl, 0);
-      if (spin) while (Atomics.load(ctrl, 1) !== seq) { /* spin */ }
-      else while (Atomics.load(ctrl, 1) !== seq) Atomics.wait(ctrl, 1, Atomics.load(ctrl, 1), 50);
-    };
+    const trip = () => handOff(ctrl, ++seq, spin, () => {}, failed);
     for (let i = 0; i < 1000; i++) trip();
     const trials: number[] = [];
     for (let t = 0; t < 5; t++) {
@@ -140,9 +138,7 @@ for (;;) {
       trials.push(((performance.now() - t0) * 1000) / 5000);
     }
     pingRows.push([spin ? 'spinning on Atomics.load' : 'Atomics.wait / notify', median(trials).toFixed(2)]);
-    Atomics.store(ctrl, 0, -1);
-    Atomics.notify(ctrl, 0);
-    await worker.terminate();
+    await stopWorker(ctrl, worker);
   }
   console.log(`\nThreads: addon pool vs worker_threads, F32, µs per call (speed-up over 1 thread); ${machineLine()}\n`);
   console.log(markdownTable(['product', '1 thread', 'addon pool, 2 threads', '2 threads: worker + main, Atomics.wait', '2 threads: worker + main, spinning'], rows));
