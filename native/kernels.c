@@ -1088,19 +1088,61 @@ AVX2_TARGET static void att_softmax_pv(int nr, int hd, const float *v, int bn, c
   }
 }
 
+/* One thread's attention tile, carved from g_att_tile[tid]: kt (hd × ATT_BK), s (ATT_BQ × ATT_BK), qs and o
+ * (ATT_BQ × hd each), m, l and valid (ATT_BQ each). */
+typedef struct {
+  float *kt, *s, *qs, *o, *m, *l;
+  int *valid;
+} att_tile_t;
+
+static att_tile_t att_tile_at(float *base, int hd) {
+  att_tile_t t;
+  t.kt = base;
+  t.s = t.kt + (size_t)hd * ATT_BK;
+  t.qs = t.s + (size_t)ATT_BQ * ATT_BK;
+  t.o = t.qs + (size_t)ATT_BQ * hd;
+  t.m = t.o + (size_t)ATT_BQ * hd;
+  t.l = t.m + ATT_BQ;
+  t.valid = (int *)(t.l + ATT_BQ);
+  return t;
+}
+
+/* This thread's tile (grown on demand), or 0 with a->failed set. */
+static int att_tile_get(att_t *a, int tid, att_tile_t *t) {
+  size_t need = (size_t)2 * ATT_BQ * a->hd + (size_t)a->hd * ATT_BK + (size_t)ATT_BQ * ATT_BK + 3 * ATT_BQ + 16;
+  float *base = buf_get(&g_att_tile[tid], need);
+  if (!base) {
+    atomic_store(&a->failed, 1);
+    return 0;
+  }
+  *t = att_tile_at(base, a->hd);
+  return 1;
+}
+
+/* Rows r < nr4 of the tile: queries i0 + r (r < nr) scaled into qs, zero rows after; empty softmax state. */
+static void att_tile_start(const att_t *a, const att_tile_t *t, int i0, int nr, int nr4) {
+  const int hd = a->hd;
+  for (int r = 0; r < nr4; r++) {
+    float *qr = t->qs + (size_t)r * hd;
+    if (r < nr) {
+      const float *src = a->q + (size_t)(i0 + r) * a->qStride;
+      for (int d = 0; d < hd; d++) qr[d] = src[d] * a->scale;
+    } else {
+      memset(qr, 0, (size_t)hd * 4);
+    }
+    memset(t->o + (size_t)r * hd, 0, (size_t)hd * 4);
+    t->m[r] = -INFINITY;
+    t->l[r] = 0;
+  }
+}
+
 AVX2_TARGET static void att_tiled_job(void *arg, int tid) {
   att_t *a = arg;
   const int hd = a->hd;
-  /* per-thread tile: qs, o (ATT_BQ × hd each), kt (hd × ATT_BK), s (ATT_BQ × ATT_BK), m, l, valid (ATT_BQ each) */
-  size_t need = (size_t)2 * ATT_BQ * hd + (size_t)hd * ATT_BK + (size_t)ATT_BQ * ATT_BK + 3 * ATT_BQ + 16;
-  float *tile = buf_get(&g_att_tile[tid], need);
-  if (!tile) {
-    atomic_store(&a->failed, 1);
-    return;
-  }
-  float *kt = tile, *s = kt + (size_t)hd * ATT_BK, *qs = s + (size_t)ATT_BQ * ATT_BK, *o = qs + (size_t)ATT_BQ * hd;
-  float *m = o + (size_t)ATT_BQ * hd, *l = m + ATT_BQ;
-  int *valid = (int *)(l + ATT_BQ);
+  att_tile_t t;
+  if (!att_tile_get(a, tid, &t)) return;
+  float *kt = t.kt, *s = t.s, *qs = t.qs, *o = t.o, *m = t.m, *l = t.l;
+  int *valid = t.valid;
   const int nblocks = (a->nq + ATT_BQ - 1) / ATT_BQ;
   const int n1 = a->to1 - a->from1, n2 = a->to2 - a->from2;
   for (;;) {
@@ -1109,18 +1151,9 @@ AVX2_TARGET static void att_tiled_job(void *arg, int tid) {
     /* the last query blocks see the most keys under a causal mask: hand them out first */
     int i0 = (nblocks - 1 - bi) * ATT_BQ, nr = a->nq - i0 < ATT_BQ ? a->nq - i0 : ATT_BQ;
     int nr4 = (nr + 3) & ~3, c1max = 0;
-    for (int r = 0; r < nr4; r++) {
-      float *qr = qs + (size_t)r * hd;
-      if (r < nr) {
-        const float *src = a->q + (size_t)(i0 + r) * a->qStride;
-        for (int d = 0; d < hd; d++) qr[d] = src[d] * a->scale;
-      } else {
-        memset(qr, 0, (size_t)hd * 4);
-      }
-      memset(o + (size_t)r * hd, 0, (size_t)hd * 4);
-      m[r] = -INFINITY;
-      l[r] = 0;
-      int c1 = r < nr ? (a->count1 ? a->count1[i0 + r] : n1) : 0;
+    att_tile_start(a, &t, i0, nr, nr4);
+    for (int r = 0; r < nr; r++) {
+      int c1 = a->count1 ? a->count1[i0 + r] : n1;
       if (c1 > c1max) c1max = c1;
     }
     for (int b0 = 0; b0 < c1max; b0 += ATT_BK) {
@@ -1156,15 +1189,8 @@ AVX2_TARGET static void att_tiled_job(void *arg, int tid) {
 AVX2_TARGET static void att_decode_job(void *arg, int tid) {
   att_t *a = arg;
   const int hd = a->hd, nr4 = (a->nq + 3) & ~3;
-  size_t need = (size_t)2 * ATT_BQ * hd + (size_t)hd * ATT_BK + (size_t)ATT_BQ * ATT_BK + 3 * ATT_BQ + 16;
-  float *tile = buf_get(&g_att_tile[tid], need);
-  if (!tile) {
-    atomic_store(&a->failed, 1);
-    return;
-  }
-  float *kt = tile, *s = kt + (size_t)hd * ATT_BK, *qs = s + (size_t)ATT_BQ * ATT_BK, *o = qs + (size_t)ATT_BQ * hd;
-  float *m = o + (size_t)ATT_BQ * hd, *l = m + ATT_BQ;
-  int *valid = (int *)(l + ATT_BQ);
+  att_tile_t t;
+  if (!att_tile_get(a, tid, &t)) return;
   const int n1 = a->to1 - a->from1, n = n1 + (a->to2 - a->from2);
   const int nchunks = (n + ATT_CHUNK - 1) / ATT_CHUNK;
   int started = 0;
@@ -1173,18 +1199,7 @@ AVX2_TARGET static void att_decode_job(void *arg, int tid) {
     if (c >= nchunks) break;
     if (!started) {
       started = 1;
-      for (int r = 0; r < nr4; r++) {
-        float *qr = qs + (size_t)r * hd;
-        if (r < a->nq) {
-          const float *src = a->q + (size_t)r * a->qStride;
-          for (int d = 0; d < hd; d++) qr[d] = src[d] * a->scale;
-        } else {
-          memset(qr, 0, (size_t)hd * 4);
-        }
-        memset(o + (size_t)r * hd, 0, (size_t)hd * 4);
-        m[r] = -INFINITY;
-        l[r] = 0;
-      }
+      att_tile_start(a, &t, 0, a->nq, nr4);
     }
     int e0 = c * ATT_CHUNK, e1 = e0 + ATT_CHUNK < n ? e0 + ATT_CHUNK : n;
     for (int b0 = e0; b0 < e1;) {
@@ -1193,8 +1208,8 @@ AVX2_TARGET static void att_decode_job(void *arg, int tid) {
       int bn = lim - b0 < ATT_BK ? lim - b0 : ATT_BK;
       const float *k = b0 < n1 ? a->k1 + (size_t)(a->from1 + b0) * hd : a->k2 + (size_t)(a->from2 + b0 - n1) * hd;
       const float *v = b0 < n1 ? a->v1 + (size_t)(a->from1 + b0) * hd : a->v2 + (size_t)(a->from2 + b0 - n1) * hd;
-      for (int r = 0; r < nr4; r++) valid[r] = r < a->nq ? bn : 0;
-      att_block(qs, nr4, hd, k, v, bn, valid, kt, s, m, l, o, 1);
+      for (int r = 0; r < nr4; r++) t.valid[r] = r < a->nq ? bn : 0;
+      att_block(t.qs, nr4, hd, k, v, bn, t.valid, t.kt, t.s, t.m, t.l, t.o, 1);
       b0 += bn;
     }
   }
@@ -1208,7 +1223,7 @@ static void att_decode_merge(att_t *a, int nt) {
     float mx = -INFINITY;
     for (int t = 0; t < nt; t++) {
       if (!a->used[t]) continue;
-      const float *mt = g_att_tile[t].p + (size_t)hd * ATT_BK + (size_t)ATT_BQ * ATT_BK + (size_t)2 * ATT_BQ * hd;
+      const float *mt = att_tile_at(g_att_tile[t].p, hd).m;
       if (mt[r] > mx) mx = mt[r];
     }
     float *dst = a->out + (size_t)r * a->oStride;
@@ -1216,8 +1231,8 @@ static void att_decode_merge(att_t *a, int nt) {
     float sum = 0;
     for (int t = 0; t < nt; t++) {
       if (!a->used[t]) continue;
-      const float *ot = g_att_tile[t].p + (size_t)hd * ATT_BK + (size_t)ATT_BQ * ATT_BK + (size_t)ATT_BQ * hd;
-      const float *mt = ot + (size_t)ATT_BQ * hd, *lt = mt + ATT_BQ;
+      att_tile_t tt = att_tile_at(g_att_tile[t].p, hd);
+      const float *ot = tt.o, *mt = tt.m, *lt = tt.l;
       if (lt[r] <= 0) continue;
       float w = expf(mt[r] - mx);
       sum += w * lt[r];
