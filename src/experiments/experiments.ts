@@ -357,7 +357,7 @@ async function quant(o: ExperimentOptions): Promise<void> {
   const p = paths(o);
   const out = path.join(p.runs, 'quant');
   const common = ['--model', p.tiny, '--data', p.retrievalData, '--dataset', 'retrieval', '--subset', 'multikey,kv', '--lengths', '512',
-    '--split', 'test', '--split-seed', String(o.seed), '--limit', o.slice ? '1' : o.quick ? '3' : '20', '--presses', 'cokv,snapkv', '--quiet', ...pressFlags(o, 'cokv-retrieval-tiny')];
+    '--split', 'test', '--split-seed', String(o.seed), '--limit', o.slice ? '1' : o.quick ? '3' : '20', '--presses', 'cokv,snapkv', ...pressFlags(o, 'cokv-retrieval-tiny')];
   // Same bytes: F32 at budget B holds as many bytes as F16 at 2B, and at least as many as Q8 at
   // ⌊B · 4·hd/(hd + 4)⌋ (int8 rows plus one F32 scale per K and V row).
   const base = o.quick ? [16, 32] : [16, 32, 64];
