@@ -1,11 +1,11 @@
 /** Shared pieces of the benchmark scripts: random models of real shapes, timing, markdown tables, machine info. */
 import os from 'node:os';
 import { Rng } from '../src/generate/rng.js';
-import type { ModelConfig } from '../src/model/config.js';
+import { completeConfig, type ModelConfig } from '../src/model/config.js';
 import type { F32Weight, ModelWeights } from '../src/model/weights.js';
 
 /** SmolLM2-135M's real dimensions (config.json of HuggingFaceTB/SmolLM2-135M). */
-export const SMOLLM2_135M: ModelConfig = {
+export const SMOLLM2_135M: ModelConfig = completeConfig({
   architecture: 'llama',
   hiddenSize: 576,
   numLayers: 30,
@@ -19,7 +19,7 @@ export const SMOLLM2_135M: ModelConfig = {
   rmsNormEps: 1e-5,
   tiedEmbeddings: true,
   attentionBias: false,
-};
+});
 
 /** Random F32 weights (uniform ±scale/√cols, seeded) for speed and memory measurements only. */
 export function randomModelWeights(c: ModelConfig, seed = 1): ModelWeights {

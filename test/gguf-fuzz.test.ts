@@ -4,7 +4,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { CokvError } from '../src/errors.js';
-import type { ModelConfig } from '../src/model/config.js';
+import { completeConfig, type ModelConfig } from '../src/model/config.js';
 import { gv, writeLlamaGguf } from '../src/model/loaders/gguf-writer.js';
 import { openGguf, readGgufHeader } from '../src/model/loaders/gguf.js';
 import { tokenizerFromGguf } from '../src/model/tokenizer/gguf-tokenizer.js';
@@ -21,10 +21,10 @@ afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 describe('GGUF reader under corruption', () => {
   it('either loads or throws CokvError for ~300 corrupted files', { timeout: 60_000 }, () => {
     const r = rng(12345);
-    const c: ModelConfig = {
+    const c: ModelConfig = completeConfig({
       architecture: 'qwen2', hiddenSize: 32, numLayers: 1, numHeads: 2, numKvHeads: 1, headDim: 16, intermediateSize: 64,
       vocabSize: 48, contextLength: 128, ropeTheta: 10000, rmsNormEps: 1e-6, tiedEmbeddings: false, attentionBias: true,
-    };
+    });
     const sizes: Record<string, number> = {
       'model.embed_tokens.weight': 48 * 32, 'lm_head.weight': 48 * 32, 'model.norm.weight': 32,
       'model.layers.0.input_layernorm.weight': 32, 'model.layers.0.post_attention_layernorm.weight': 32,

@@ -28,7 +28,7 @@ import type { Backend } from '../src/backend/types.js';
 import { CokvModel } from '../src/engine.js';
 import type { GameSample } from '../src/game/model-game.js';
 import { Rng } from '../src/generate/rng.js';
-import type { ModelConfig } from '../src/model/config.js';
+import { completeConfig, type ModelConfig } from '../src/model/config.js';
 import type { ModelSource } from '../src/model/source.js';
 import type { Tokenizer } from '../src/model/tokenizer/types.js';
 import type { F32Weight, ModelWeights } from '../src/model/weights.js';
@@ -45,7 +45,7 @@ const ANSWER_DIM0 = 24;
 export const PLANTED: [number, number][] = [[0, 1], [1, 3], [2, 0]];
 
 export function plantedConfig(): ModelConfig {
-  return {
+  return completeConfig({
     architecture: 'llama',
     hiddenSize: 32,
     numLayers: 3,
@@ -59,7 +59,7 @@ export function plantedConfig(): ModelConfig {
     rmsNormEps: 1e-5,
     tiedEmbeddings: false,
     attentionBias: false,
-  };
+  });
 }
 
 /** Player ids (layer · kvHeads + kvHead) of the planted heads. */

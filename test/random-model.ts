@@ -1,10 +1,10 @@
-import type { ModelConfig } from '../src/model/config.js';
+import { completeConfig, type BaseConfig, type ModelConfig } from '../src/model/config.js';
 import type { F32Weight, ModelWeights } from '../src/model/weights.js';
 import { Rng } from '../src/generate/rng.js';
 import { ropeInvFreq } from '../src/model/rope.js';
 
-export function tinyConfig(over: Partial<ModelConfig> = {}): ModelConfig {
-  return {
+export function tinyConfig(over: Partial<BaseConfig> = {}): ModelConfig {
+  return completeConfig({
     architecture: 'llama',
     hiddenSize: 32,
     numLayers: 2,
@@ -19,7 +19,7 @@ export function tinyConfig(over: Partial<ModelConfig> = {}): ModelConfig {
     tiedEmbeddings: false,
     attentionBias: false,
     ...over,
-  };
+  });
 }
 
 /** Random weights with a seeded RNG (uniform in ±scale). */

@@ -281,7 +281,9 @@ describe('Hugging Face folders', () => {
     fs.writeFileSync(path.join(d, 'generation_config.json'), JSON.stringify({ eos_token_id: [2, 7], do_sample: true, temperature: 0.6, top_p: 0.9, top_k: 20 }));
     const src = openHfFolder(d);
     expect(src.format).toBe('hf');
-    expect(src.config).toEqual({
+    expect(src.config.layers).toEqual(Array.from({ length: LAYERS }, () => ({ kind: 'full', rope: { theta: 10000, rotaryDim: H / HEADS } })));
+    expect(src.config.recipe).toMatchObject({ qkNorm: false, postNorms: false, activation: 'silu', attentionScale: 1 / Math.sqrt(H / HEADS) });
+    expect(src.config).toMatchObject({
       architecture: 'llama', hiddenSize: H, numLayers: LAYERS, numHeads: HEADS, numKvHeads: KV, headDim: H / HEADS,
       intermediateSize: FF, vocabSize: VOCAB, contextLength: 128, ropeTheta: 10000, rmsNormEps: 1e-5,
       tiedEmbeddings: false, attentionBias: false,

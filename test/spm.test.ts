@@ -3,7 +3,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
-import type { ModelConfig } from '../src/model/config.js';
+import { completeConfig, type ModelConfig } from '../src/model/config.js';
 import { gv, writeLlamaGguf } from '../src/model/loaders/gguf-writer.js';
 import { openGguf, readGgufHeader } from '../src/model/loaders/gguf.js';
 import { tokenizerFromGguf } from '../src/model/tokenizer/gguf-tokenizer.js';
@@ -62,10 +62,10 @@ describe.skipIf(!haveTok)('SentencePiece BPE on the stories260K tok512 vocabular
     const file = path.join(tmp, 'spm.gguf');
     const gg = pieces.map((p, i) => (i === 0 ? '<unk>' : i === 1 ? '<s>' : i === 2 ? '</s>' : p.split(' ').join('\u2581')));
     const types = gg.map((p, i) => (i === 0 ? 2 : i < 3 ? 3 : /^<0x[0-9A-F]{2}>$/.test(p) ? 6 : 1));
-    const c: ModelConfig = {
+    const c: ModelConfig = completeConfig({
       architecture: 'llama', hiddenSize: 32, numLayers: 1, numHeads: 2, numKvHeads: 1, headDim: 16, intermediateSize: 64,
       vocabSize: 512, contextLength: 128, ropeTheta: 10000, rmsNormEps: 1e-5, tiedEmbeddings: true, attentionBias: false,
-    };
+    });
     const z = (n: number): Float32Array => new Float32Array(n).fill(0.01);
     const w: Record<string, Float32Array> = {
       'model.embed_tokens.weight': z(512 * 32), 'model.norm.weight': z(32),

@@ -189,6 +189,21 @@ export class HeadCache {
     this.length = indices.length;
   }
 
+  /** Drop the `n` oldest entries (in place: the rest move to the front; capacity is kept for the next appends). */
+  dropFront(n: number): void {
+    if (n <= 0) return;
+    if (n > this.length) throw new Error(`HeadCache.dropFront: ${n} > ${this.length} entries`);
+    const d = this.headDim, rest = this.length - n;
+    this.keys.copyWithin(0, n * d, this.length * d);
+    this.values.copyWithin(0, n * d, this.length * d);
+    if (this.dtype === 'q8') {
+      this.keyScales.copyWithin(0, n, this.length);
+      this.valueScales.copyWithin(0, n, this.length);
+    }
+    this.positions.copyWithin(0, n, this.length);
+    this.length = rest;
+  }
+
   /** A copy holding the same entries, with room for `extra` more. */
   clone(extra = 0): HeadCache {
     const n = this.length;
@@ -246,6 +261,24 @@ export class RaggedKVCache {
   /** Ensure every head can take `extra` more entries without reallocating (done once before a decode loop). */
   reserveExtra(extra: number): void {
     for (const row of this.heads) for (const h of row) h.reserve(h.length + extra);
+  }
+
+  /**
+   * Drop, on every sliding-window layer, the entries no later query can see (positions ≤ position − window), so
+   * such a layer holds at most 1.25 × its window plus the last pass's rows. Called by the forward pass after each
+   * pass; entries are dropped in batches of a quarter window so decode does not move the whole window every token.
+   */
+  trimSliding(layers: readonly { kind: 'full' | 'sliding'; window?: number }[]): void {
+    for (let l = 0; l < this.numLayers; l++) {
+      const spec = layers[l];
+      if (spec?.kind !== 'sliding') continue;
+      const oldest = this.position - spec.window!; // entries at or before this are out of every future window
+      for (const h of this.heads[l]) {
+        let n = 0;
+        while (n < h.length && h.positions[n] <= oldest) n++;
+        if (n >= Math.max(1, Math.ceil(spec.window! / 4))) h.dropFront(n);
+      }
+    }
   }
 
   /** Exact K+V bytes held by all heads. */

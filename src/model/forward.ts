@@ -2,15 +2,18 @@
  * The decoder forward pass, top to bottom like llama2.c's run.c, but over T tokens at once (prefill as
  * matrix-matrix work) and against the ragged per-head cache.
  *
- * Per layer: RMSNorm → Q/K/V (+bias) → RoPE → append K/V to each KV head → causal attention of every query head
- * over its KV head's cache → hook (presses compress here, after the layer's prefill attention) → O → residual →
- * RMSNorm → SwiGLU FFN → residual. Then the final norm and the LM head only for the rows whose logits are asked.
+ * Per layer (the recipe comes from the architecture module, src/model/arch/): RMSNorm → Q/K/V (+bias) → per-head
+ * q/k RMSNorm (Qwen3, Gemma 3) → RoPE of this layer (none for NoPE layers, partial for Phi) → append K/V to each KV
+ * head → causal attention of every query head over its KV head's cache (the last `window` positions on sliding
+ * layers) → hook (presses compress here, after the layer's prefill attention) → O → (post-norm) → residual →
+ * RMSNorm → SwiGLU / GeGLU FFN → (post-norm) → residual. Then the final norm and the LM head (soft-capped where
+ * the recipe says) only for the rows whose logits are asked.
  */
 import type { Backend } from '../backend/types.js';
 import type { RaggedKVCache } from '../cache/ragged.js';
 import type { ModelConfig } from './config.js';
 import type { ModelWeights } from './weights.js';
-import { applyRope, RopeTable, ropeInvFreq } from './rope.js';
+import { applyRope, LayerRope } from './rope.js';
 
 /** What a layer hook sees right after the layer's attention over the new tokens. */
 export interface LayerPrefillContext {
@@ -96,7 +99,9 @@ class CacheAttention implements KvAttention {
   attend(layer: number, q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, T: number): void {
     const { headDim: hd, numHeads: nh, numKvHeads: nkv } = this.c;
     const qDim = nh * hd, kvDim = nkv * hd, group = nh / nkv;
-    const scale = 1 / Math.sqrt(hd);
+    const scale = this.c.recipe.attentionScale;
+    const spec = this.c.layers[layer];
+    const window = spec.kind === 'sliding' ? spec.window! : 0;
     for (let g = 0; g < nkv; g++) {
       const head = this.cache.head(layer, g);
       for (let t = 0; t < T; t++) head.append(k, t * kvDim + g * hd, v, t * kvDim + g * hd, this.start + t);
@@ -106,6 +111,25 @@ class CacheAttention implements KvAttention {
       const keys = head.keysF32(this.kScratch), values = head.valuesF32(this.vScratch);
       if (head.dtype !== 'f32') { this.kScratch = keys; this.vScratch = values; }
       const fused = this.backend.attend;
+      if (window > 0) {
+        // Sliding layer: entries hold consecutive positions (presses never touch these layers), so the query at
+        // position p sees entries [p - window + 1 - first, its own index].
+        const first = head.positions[0];
+        for (let t = 0; t < T; t++) {
+          const p = this.start + t;
+          const from = Math.max(0, p - window + 1 - first), to = base + t + 1;
+          for (let j = 0; j < group; j++) {
+            const off = t * qDim + (g * group + j) * hd;
+            if (fused) {
+              fused.call(this.backend, out, off, hd, q, off, hd, 1, hd, scale,
+                keys as Float32Array, values as Float32Array, from, to, null, this.empty, this.empty, 0, 0);
+            } else {
+              attendSegments(q, off, hd, scale, out, off, this.scores, keys, values, from, to, this.empty, this.empty, 0, 0);
+            }
+          }
+        }
+        continue;
+      }
       if (fused && T === 1) {
         // Decode: the group's query heads are adjacent in the row and see every entry: one call shares the K/V pass.
         const off = g * group * hd;
@@ -166,6 +190,15 @@ export function rmsNorm(out: Float32Array, x: Float32Array, w: Float32Array, row
   }
 }
 
+/** The reference GeGLU with tanh GELU (gelu_pytorch_tanh), in place: gate = gelu_tanh(gate) · up. */
+export function gegluTanh(gate: Float32Array, up: Float32Array, n: number): void {
+  const c = Math.sqrt(2 / Math.PI);
+  for (let i = 0; i < n; i++) {
+    const g = gate[i];
+    gate[i] = 0.5 * g * (1 + Math.tanh(c * (g + 0.044715 * g * g * g))) * up[i];
+  }
+}
+
 /** The reference SwiGLU, in place: gate = silu(gate) · up. */
 export function swiglu(gate: Float32Array, up: Float32Array, n: number): void {
   for (let i = 0; i < n; i++) {
@@ -197,7 +230,8 @@ class Workspace {
 }
 
 export class Transformer {
-  readonly rope: RopeTable;
+  /** Per layer, its rotary embedding (undefined for NoPE layers); layers with equal specs share one. */
+  readonly ropes: (LayerRope | undefined)[];
   private ws: Workspace | undefined;
   private logitsBuf = new Float32Array(0);
   private logitsView = new Float32Array(0);
@@ -205,7 +239,13 @@ export class Transformer {
   private readonly cacheAttention: CacheAttention;
 
   constructor(readonly config: ModelConfig, readonly weights: ModelWeights, readonly backend: Backend) {
-    this.rope = new RopeTable(ropeInvFreq(config));
+    const shared = new Map<string, LayerRope>();
+    this.ropes = config.layers.map((l) => {
+      if (!l.rope) return undefined;
+      const key = JSON.stringify(l.rope);
+      if (!shared.has(key)) shared.set(key, new LayerRope(l.rope));
+      return shared.get(key);
+    });
     this.cacheAttention = new CacheAttention(config, backend);
   }
 
@@ -252,6 +292,7 @@ export class Transformer {
     const logits = this.run(tokens, attention.positionOf, attention, opts.logits ?? 'last',
       onLayer ? (layer, q) => onLayer({ layer, queries: q, numTokens: T, startPosition: start, cache }) : undefined);
     cache.position = start + T;
+    cache.trimSliding(this.config.layers);
     return logits;
   }
 
@@ -272,17 +313,17 @@ export class Transformer {
     const ws = this.workspace(T);
     let maxPos = 0;
     for (let t = 0; t < T; t++) maxPos = Math.max(maxPos, positionOf(t));
-    this.rope.ensure(maxPos + 1);
-    const { cos, sin } = this.rope;
+    const r = c.recipe;
 
     for (let t = 0; t < T; t++) {
       const id = tokens[t];
       if (!(Number.isInteger(id) && id >= 0 && id < c.vocabSize)) throw new RangeError(`token id ${id} outside vocab`);
       be.embedRow(ws.x, t * H, w.tokenEmbedding, id);
     }
+    if (r.embeddingScale !== 1) for (let i = 0; i < T * H; i++) ws.x[i] *= r.embeddingScale;
 
     const norm = be.rmsNorm ? be.rmsNorm.bind(be) : rmsNorm;
-    const glu = be.swiglu ? be.swiglu.bind(be) : swiglu;
+    const glu = r.activation === 'gelu_tanh' ? gegluTanh : be.swiglu ? be.swiglu.bind(be) : swiglu;
     for (let l = 0; l < c.numLayers; l++) {
       const lw = w.layers[l];
       norm(ws.xn, ws.x, lw.attnNorm, T, H, c.rmsNormEps);
@@ -292,14 +333,23 @@ export class Transformer {
       if (lw.bq) addBias(ws.q, lw.bq, T);
       if (lw.bk) addBias(ws.k, lw.bk, T);
       if (lw.bv) addBias(ws.v, lw.bv, T);
-      for (let t = 0; t < T; t++) {
-        applyRope(ws.q, t * qDim, nh, hd, positionOf(t), cos, sin);
-        applyRope(ws.k, t * kvDim, nkv, hd, positionOf(t), cos, sin);
+      // Per-head q/k norm (in place: each head vector is one RMSNorm row of headDim).
+      if (lw.qNorm) norm(ws.q, ws.q, lw.qNorm, T * nh, hd, c.rmsNormEps);
+      if (lw.kNorm) norm(ws.k, ws.k, lw.kNorm, T * nkv, hd, c.rmsNormEps);
+      const rope = this.ropes[l];
+      if (rope) {
+        const { cos, sin } = rope.table(maxPos);
+        const rot = rope.spec.rotaryDim;
+        for (let t = 0; t < T; t++) {
+          applyRope(ws.q, t * qDim, nh, hd, positionOf(t), cos, sin, rot);
+          applyRope(ws.k, t * kvDim, nkv, hd, positionOf(t), cos, sin, rot);
+        }
       }
       attention.attend(l, ws.q, ws.k, ws.v, ws.att, T);
       if (onLayer) onLayer(l, ws.q.subarray(0, T * qDim));
 
       be.matmul(ws.proj, ws.att, T, lw.wo);
+      if (lw.postAttnNorm) norm(ws.proj, ws.proj, lw.postAttnNorm, T, H, c.rmsNormEps);
       for (let i = 0; i < T * H; i++) ws.x[i] += ws.proj[i];
 
       norm(ws.xn, ws.x, lw.ffnNorm, T, H, c.rmsNormEps);
@@ -308,6 +358,7 @@ export class Transformer {
       glu(ws.gate, ws.up, T * c.intermediateSize);
       // wDown maps intermediate → hidden; reuse `proj` for its output.
       be.matmul(ws.proj, ws.gate, T, lw.wDown);
+      if (lw.postFfnNorm) norm(ws.proj, ws.proj, lw.postFfnNorm, T, H, c.rmsNormEps);
       for (let i = 0; i < T * H; i++) ws.x[i] += ws.proj[i];
     }
 
@@ -323,6 +374,8 @@ export class Transformer {
     if (this.logitsView.length !== rows * V) this.logitsView = this.logitsBuf.subarray(0, rows * V);
     const out = this.logitsView;
     be.matmul(out, ws.xn, rows, w.lmHead);
+    const cap = r.finalLogitSoftcap;
+    if (cap) for (let i = 0; i < out.length; i++) out[i] = cap * Math.tanh(out[i] / cap);
     return out;
   }
 }

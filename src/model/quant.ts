@@ -345,3 +345,8 @@ export function dotRow(
   for (let i = 0; i < cols; i++) s += t[i] * x[xOff + i];
   return s;
 }
+
+/** Whether a file type is kept as raw blocks in memory (F16 included); F32 and BF16 load as F32 arrays. */
+export function isBlockType(d: string): d is QuantWeight['dtype'] {
+  return Object.hasOwn(BLOCK, d);
+}

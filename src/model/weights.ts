@@ -33,7 +33,14 @@ export interface LayerWeights {
   bq?: Float32Array;
   bk?: Float32Array;
   bv?: Float32Array;
+  /** Per-head RMSNorm weights of q and k ([headDim]; Qwen3, Gemma 3). */
+  qNorm?: Float32Array;
+  kNorm?: Float32Array;
+  /** Gemma's norm of the attention output before the residual add. */
+  postAttnNorm?: Float32Array;
   ffnNorm: Float32Array;
+  /** Gemma's norm of the FFN output before the residual add. */
+  postFfnNorm?: Float32Array;
   wGate: Weight;
   wUp: Weight;
   wDown: Weight;

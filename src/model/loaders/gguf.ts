@@ -9,11 +9,14 @@
  */
 import * as fs from 'node:fs';
 import { CokvError, MAX_TENSOR_ELEMENTS } from '../../errors.js';
-import { validateConfig, type Architecture, type ModelConfig } from '../config.js';
+import { archForGguf, archModule, type ArchModule, type GgufMetaReader } from '../arch/index.js';
+import { ggufRopeScaling } from '../arch/common.js';
+import { llamaRecipe, validateConfig, type ModelConfig } from '../config.js';
+import { assembleWeights, expectedTensors } from './assemble.js';
 import type { FileDType, ModelSource, TensorInfo } from '../source.js';
 import type { Tokenizer } from '../tokenizer/types.js';
-import type { F32Weight, LayerWeights, ModelWeights, QuantWeight, Weight } from '../weights.js';
-import { BLOCK, GGML_TYPE, bf16ToF32, dequantRow, f16Lut, ggmlTypeName, quantRowBytes } from '../quant.js';
+import type { F32Weight, ModelWeights, QuantWeight, Weight } from '../weights.js';
+import { BLOCK, GGML_TYPE, bf16ToF32, dequantRow, f16Lut, ggmlTypeName, isBlockType, quantRowBytes } from '../quant.js';
 
 /** A metadata value as read: numbers (u64/i64 beyond 2^53 as bigint), booleans, strings or arrays of those. */
 export type GgufValue = number | bigint | boolean | string | GgufValue[];
@@ -347,95 +350,74 @@ function describe(v: GgufValue): string {
   return `${typeof v} ${String(v).slice(0, 40)}`;
 }
 
-const SUPPORTED_ARCHS: Record<string, Architecture> = { llama: 'llama', qwen2: 'qwen2' };
+/** Typed reads of the file's metadata for an architecture module (keys relative to `<arch>.`). */
+function metaReader(h: GgufHeader, arch: string): GgufMetaReader {
+  const full = (key: string): string => (/^(general|tokenizer)\./.test(key) ? key : `${arch}.${key}`);
+  const names = new Set(h.tensors.map((t) => t.name));
+  return {
+    file: h.path,
+    arch,
+    num: (key, def) => (def === undefined ? metaNum(h, full(key), true) : metaNum(h, full(key)) ?? def),
+    optNum: (key) => {
+      const v = h.metadata.get(full(key));
+      return Array.isArray(v) ? undefined : metaNum(h, full(key));
+    },
+    str: (key) => metaStr(h, full(key)),
+    arr: (key) => {
+      const v = h.metadata.get(full(key));
+      return Array.isArray(v) ? v : undefined;
+    },
+    hasTensor: (name) => names.has(name),
+  };
+}
 
 /** Map GGUF metadata (and tensor shapes) to a ModelConfig; throws CokvError naming the file on anything odd. */
 export function ggufConfig(h: GgufHeader): ModelConfig {
-  const arch = metaStr(h, 'general.architecture');
-  if (arch === undefined) throw new CokvError(`${h.path}: missing metadata general.architecture`, 'format');
-  const architecture = SUPPORTED_ARCHS[arch];
-  if (!architecture) {
-    throw new CokvError(`${h.path}: unsupported architecture '${arch}' (supported: ${Object.keys(SUPPORTED_ARCHS).join(', ')})`, 'format');
-  }
-  const k = (s: string): string => `${arch}.${s}`;
-  const hiddenSize = metaNum(h, k('embedding_length'), true);
-  const numLayers = metaNum(h, k('block_count'), true);
-  const intermediateSize = metaNum(h, k('feed_forward_length'), true);
-  const numHeads = metaNum(h, k('attention.head_count'), true);
-  const numKvHeads = metaNum(h, k('attention.head_count_kv')) ?? numHeads;
-  const headDim = metaNum(h, k('attention.key_length')) ?? (numHeads > 0 ? hiddenSize / numHeads : 0);
-  const valueLength = metaNum(h, k('attention.value_length'));
+  const archName = metaStr(h, 'general.architecture');
+  if (archName === undefined) throw new CokvError(`${h.path}: missing metadata general.architecture`, 'format');
+  const arch = archForGguf(archName, h.path);
+  const meta = metaReader(h, archName);
+  const hiddenSize = meta.num('embedding_length');
+  const numLayers = meta.num('block_count');
+  const intermediateSize = meta.num('feed_forward_length');
+  const numHeads = meta.num('attention.head_count');
+  const numKvHeads = meta.optNum('attention.head_count_kv') ?? numHeads;
+  const headDim = meta.optNum('attention.key_length') ?? (numHeads > 0 ? hiddenSize / numHeads : 0);
+  const valueLength = meta.optNum('attention.value_length');
   if (valueLength !== undefined && valueLength !== headDim) {
     throw new CokvError(`${h.path}: value_length ${valueLength} differs from key_length ${headDim} (unsupported)`, 'format');
   }
-  if (Number.isInteger(numLayers) && numLayers > 0 && numLayers * 9 > h.tensors.length) {
-    throw new CokvError(`${h.path}: block_count ${numLayers} needs at least ${numLayers * 9} tensors, the file has ${h.tensors.length}`, 'format');
+  if (Number.isInteger(numLayers) && numLayers > 0 && numLayers * 7 > h.tensors.length) {
+    throw new CokvError(`${h.path}: block_count ${numLayers} needs at least ${numLayers * 7} tensors, the file has ${h.tensors.length}`, 'format');
   }
-  const ropeTheta = metaNum(h, k('rope.freq_base')) ?? 10000;
-  const rmsNormEps = metaNum(h, k('attention.layer_norm_rms_epsilon')) ?? 1e-5;
-  const contextLength = metaNum(h, k('context_length')) ?? 2048;
   const embd = h.tensors.find((t) => t.name === 'token_embd.weight');
   if (!embd) throw new CokvError(`${h.path}: missing tensor token_embd.weight`, 'format');
   if (embd.dims.length !== 2) {
     throw new CokvError(`${h.path}: tensor token_embd.weight should be 2-D, has dims ${embd.dims.join('x')}`, 'format');
   }
   const tokens = h.metadata.get('tokenizer.ggml.tokens');
-  const vocabSize = embd.dims[1] ?? (Array.isArray(tokens) ? tokens.length : 0);
-  const tiedEmbeddings = !h.tensors.some((t) => t.name === 'output.weight');
-  const config: ModelConfig = {
-    architecture,
+  const base: ModelConfig = {
+    architecture: arch.architecture,
     hiddenSize,
     numLayers,
     numHeads,
     numKvHeads,
     headDim,
     intermediateSize,
-    vocabSize,
-    contextLength,
-    ropeTheta,
-    rmsNormEps,
-    tiedEmbeddings,
-    attentionBias: architecture === 'qwen2',
+    vocabSize: embd.dims[1] ?? (Array.isArray(tokens) ? tokens.length : 0),
+    contextLength: meta.optNum('context_length') ?? 2048,
+    ropeTheta: meta.optNum('rope.freq_base') ?? 10000,
+    rmsNormEps: meta.optNum('attention.layer_norm_rms_epsilon') ?? 1e-5,
+    tiedEmbeddings: !h.tensors.some((t) => t.name === 'output.weight'),
+    attentionBias: false,
+    recipe: llamaRecipe(Number.isFinite(headDim) && headDim > 0 ? headDim : 1),
+    layers: [],
   };
-  const scalingType = metaStr(h, k('rope.scaling.type'));
-  if (scalingType !== undefined && scalingType !== 'none') {
-    if (scalingType !== 'linear') {
-      throw new CokvError(`${h.path}: unsupported rope scaling type '${scalingType}' (supported: linear, none)`, 'format');
-    }
-    const factor = metaNum(h, k('rope.scaling.factor')) ?? 1;
-    if (!(factor > 0)) throw new CokvError(`${h.path}: rope scaling factor ${factor} must be positive`, 'format');
-    if (factor !== 1) config.ropeScaling = { type: 'linear', factor };
-  }
+  const scaling = ggufRopeScaling(meta);
+  if (scaling) base.ropeScaling = scaling;
+  const config = arch.fromGguf(base, meta);
   validateConfig(config, h.path);
   return config;
-}
-
-/** Expected tensors (name → our [rows, cols] or [n] shape) for a config. */
-function expectedTensors(c: ModelConfig): Map<string, number[]> {
-  const m = new Map<string, number[]>();
-  const q = c.numHeads * c.headDim;
-  const kv = c.numKvHeads * c.headDim;
-  m.set('token_embd.weight', [c.vocabSize, c.hiddenSize]);
-  for (let i = 0; i < c.numLayers; i++) {
-    const p = `blk.${i}.`;
-    m.set(`${p}attn_norm.weight`, [c.hiddenSize]);
-    m.set(`${p}attn_q.weight`, [q, c.hiddenSize]);
-    m.set(`${p}attn_k.weight`, [kv, c.hiddenSize]);
-    m.set(`${p}attn_v.weight`, [kv, c.hiddenSize]);
-    m.set(`${p}attn_output.weight`, [c.hiddenSize, q]);
-    if (c.attentionBias) {
-      m.set(`${p}attn_q.bias`, [q]);
-      m.set(`${p}attn_k.bias`, [kv]);
-      m.set(`${p}attn_v.bias`, [kv]);
-    }
-    m.set(`${p}ffn_norm.weight`, [c.hiddenSize]);
-    m.set(`${p}ffn_gate.weight`, [c.intermediateSize, c.hiddenSize]);
-    m.set(`${p}ffn_up.weight`, [c.intermediateSize, c.hiddenSize]);
-    m.set(`${p}ffn_down.weight`, [c.hiddenSize, c.intermediateSize]);
-  }
-  m.set('output_norm.weight', [c.hiddenSize]);
-  if (!c.tiedEmbeddings) m.set('output.weight', [c.vocabSize, c.hiddenSize]);
-  return m;
 }
 
 /** Our shape ([rows, cols]) of a ggml dims list (fastest-first). */
@@ -451,7 +433,8 @@ export function ggmlDimsToShape(dims: readonly number[]): number[] {
 export function openGguf(path: string): ModelSource {
   const h = readGgufHeader(path);
   const config = ggufConfig(h);
-  const expected = expectedTensors(config);
+  const arch = archModule(config.architecture);
+  const expected = expectedTensors(config, arch, 'gguf');
   const byName = new Map(h.tensors.map((t) => [t.name, t]));
   for (const [name, shape] of expected) {
     const t = byName.get(name);
@@ -466,9 +449,11 @@ export function openGguf(path: string): ModelSource {
   }
   const ropeFreqs = byName.get('rope_freqs.weight');
   if (ropeFreqs) {
+    // llama3 scaling as per-frequency divisors (convert_hf_to_gguf writes them for rope_type llama3): full layers only.
+    const rot = config.layers.find((l) => l.kind === 'full' && l.rope)?.rope?.rotaryDim ?? config.headDim;
     const n = ropeFreqs.dims.reduce((a, b) => a * b, 1);
-    if (ropeFreqs.dims.length !== 1 || n !== config.headDim / 2) {
-      throw new CokvError(`${path}: rope_freqs.weight has ${n} values, expected head_dim/2 = ${config.headDim / 2}`, 'format');
+    if (ropeFreqs.dims.length !== 1 || n !== rot / 2) {
+      throw new CokvError(`${path}: rope_freqs.weight has ${n} values, expected rotary dim/2 = ${rot / 2}`, 'format');
     }
     const { fd } = openFd(path);
     try {
@@ -477,6 +462,7 @@ export function openGguf(path: string): ModelSource {
         throw new CokvError(`${path}: rope_freqs.weight holds non-positive or non-finite factors`, 'format');
       }
       config.ropeFreqFactors = vals;
+      config.layers = config.layers.map((l) => (l.kind === 'full' && l.rope ? { ...l, rope: { ...l.rope, freqFactors: vals } } : l));
     } finally {
       fs.closeSync(fd);
     }
@@ -513,7 +499,7 @@ export function openGguf(path: string): ModelSource {
       return tokenizerFromGguf(h.metadata, path);
     },
     loadWeights(): ModelWeights {
-      return loadGgufWeights(h, config, byName);
+      return loadGgufWeights(h, config, arch, byName);
     },
   };
 }
@@ -587,7 +573,7 @@ export function unpermuteRows(src: Uint8Array, rowBytes: number, nHead: number, 
   return out;
 }
 
-function loadGgufWeights(h: GgufHeader, c: ModelConfig, byName: Map<string, GgufTensorInfo>): ModelWeights {
+function loadGgufWeights(h: GgufHeader, c: ModelConfig, arch: ArchModule, byName: Map<string, GgufTensorInfo>): ModelWeights {
   const { fd } = openFd(h.path);
   try {
     const info = (name: string): GgufTensorInfo => {
@@ -595,59 +581,33 @@ function loadGgufWeights(h: GgufHeader, c: ModelConfig, byName: Map<string, Gguf
       if (!t) throw new CokvError(`${h.path}: missing tensor ${name}`, 'format');
       return t;
     };
-    const vec = (name: string, permuteHeads = 0): Float32Array => {
-      const t = info(name);
-      let a = readTensorF32(fd, h, t);
-      if (permuteHeads > 0 && c.architecture === 'llama') {
-        const bytes = unpermuteRows(new Uint8Array(a.buffer, a.byteOffset, a.byteLength), 4, permuteHeads, c.headDim);
-        a = new Float32Array(bytes.buffer);
-      }
-      return checkFinite(h, name, a);
-    };
-    const mat = (name: string, permuteHeads = 0): Weight => {
-      const t = info(name);
-      const [rows, cols] = ggmlDimsToShape(t.dims);
-      const doPermute = permuteHeads > 0 && c.architecture === 'llama';
-      if (t.dtype === 'f16' || t.dtype === 'q8_0' || t.dtype === 'q4_0' || t.dtype === 'q4_k' || t.dtype === 'q6_k') {
-        let data = readTensorBytes(fd, h, t);
-        const rb = quantRowBytes(t.dtype, cols);
-        if (doPermute) data = unpermuteRows(data, rb, permuteHeads, c.headDim);
-        const w: QuantWeight = { dtype: t.dtype, rows, cols, data };
+    return assembleWeights(c, arch, 'gguf', {
+      vec(name, _role, permuteHeads = 0): Float32Array {
+        let a = readTensorF32(fd, h, info(name));
+        if (permuteHeads > 0) {
+          const bytes = unpermuteRows(new Uint8Array(a.buffer, a.byteOffset, a.byteLength), 4, permuteHeads, c.headDim);
+          a = new Float32Array(bytes.buffer);
+        }
+        return checkFinite(h, name, a);
+      },
+      mat(name, _role, permuteHeads = 0): Weight {
+        const t = info(name);
+        const [rows, cols] = ggmlDimsToShape(t.dims);
+        if (isBlockType(t.dtype)) {
+          let data = readTensorBytes(fd, h, t);
+          if (permuteHeads > 0) data = unpermuteRows(data, quantRowBytes(t.dtype, cols), permuteHeads, c.headDim);
+          const w: QuantWeight = { dtype: t.dtype, rows, cols, data };
+          return w;
+        }
+        let data = readTensorF32(fd, h, t);
+        if (permuteHeads > 0) {
+          const bytes = unpermuteRows(new Uint8Array(data.buffer, data.byteOffset, data.byteLength), cols * 4, permuteHeads, c.headDim);
+          data = new Float32Array(bytes.buffer);
+        }
+        const w: F32Weight = { dtype: 'f32', rows, cols, data };
         return w;
-      }
-      let data = readTensorF32(fd, h, t);
-      if (doPermute) {
-        const bytes = unpermuteRows(new Uint8Array(data.buffer, data.byteOffset, data.byteLength), cols * 4, permuteHeads, c.headDim);
-        data = new Float32Array(bytes.buffer);
-      }
-      const w: F32Weight = { dtype: 'f32', rows, cols, data };
-      return w;
-    };
-    const layers: LayerWeights[] = [];
-    for (let i = 0; i < c.numLayers; i++) {
-      const p = `blk.${i}.`;
-      const l: LayerWeights = {
-        attnNorm: vec(`${p}attn_norm.weight`),
-        wq: mat(`${p}attn_q.weight`, c.numHeads),
-        wk: mat(`${p}attn_k.weight`, c.numKvHeads),
-        wv: mat(`${p}attn_v.weight`),
-        wo: mat(`${p}attn_output.weight`),
-        ffnNorm: vec(`${p}ffn_norm.weight`),
-        wGate: mat(`${p}ffn_gate.weight`),
-        wUp: mat(`${p}ffn_up.weight`),
-        wDown: mat(`${p}ffn_down.weight`),
-      };
-      if (c.attentionBias) {
-        l.bq = vec(`${p}attn_q.bias`, c.numHeads);
-        l.bk = vec(`${p}attn_k.bias`, c.numKvHeads);
-        l.bv = vec(`${p}attn_v.bias`);
-      }
-      layers.push(l);
-    }
-    const tokenEmbedding = mat('token_embd.weight');
-    const finalNorm = vec('output_norm.weight');
-    const lmHead = c.tiedEmbeddings ? tokenEmbedding : mat('output.weight');
-    return { tokenEmbedding, layers, finalNorm, lmHead };
+      },
+    });
   } finally {
     fs.closeSync(fd);
   }

@@ -7,7 +7,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { CokvError } from '../../errors.js';
-import { validateConfig, type ModelConfig } from '../config.js';
+import { completeConfig, validateConfig, type ModelConfig } from '../config.js';
 import type { ModelSource, TensorInfo } from '../source.js';
 import type { Tokenizer } from '../tokenizer/types.js';
 import type { F32Weight, LayerWeights, ModelWeights } from '../weights.js';
@@ -41,7 +41,7 @@ function readHeader(file: string, fd: number, size: number): Llama2cLayout {
   if (!(dim > 0 && hidden > 0 && layers > 0 && heads > 0 && kvHeads > 0 && vocab > 0 && seqLen > 0) || dim % heads !== 0) {
     throw new CokvError(`${file}: not a llama2.c checkpoint (header dims ${[dim, hidden, layers, heads, kvHeads, vocabRaw, seqLen].join(', ')})`);
   }
-  const config: ModelConfig = {
+  const config: ModelConfig = completeConfig({
     architecture: 'llama',
     hiddenSize: dim,
     numLayers: layers,
@@ -55,7 +55,7 @@ function readHeader(file: string, fd: number, size: number): Llama2cLayout {
     rmsNormEps: 1e-5,
     tiedEmbeddings: sharedClassifier,
     attentionBias: false,
-  };
+  });
   validateConfig(config, file);
   return { version, config, sharedClassifier, headerBytes: version === 1 ? 256 : 28, seqLen };
 }
