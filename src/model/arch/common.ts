@@ -99,9 +99,10 @@ function numList(o: Record<string, unknown>, key: string, where: string): number
 
 /**
  * RoPE scaling from a transformers `rope_scaling` (v4) or `rope_parameters` (v5) object; undefined for none or
- * 'default'. `maxPositions` is the config's max_position_embeddings (longrope's default attention factor).
+ * 'default'. `maxPositions` is the config's max_position_embeddings (longrope's default attention factor) and
+ * `originalDefault` its top-level original_max_position_embeddings.
  */
-export function parseRopeScaling(raw: unknown, where: string, maxPositions?: number): RopeScaling | undefined {
+export function parseRopeScaling(raw: unknown, where: string, maxPositions?: number, originalDefault?: number): RopeScaling | undefined {
   if (raw === undefined || raw === null) return undefined;
   if (!isObj(raw)) throw new CokvError(`${where}: rope scaling is not an object`, 'format');
   const type = raw.rope_type ?? raw.type;
@@ -125,7 +126,8 @@ export function parseRopeScaling(raw: unknown, where: string, maxPositions?: num
     return s;
   }
   if (type === 'longrope' || type === 'su') {
-    const original = typeof raw.original_max_position_embeddings === 'number' ? raw.original_max_position_embeddings : undefined;
+    // Phi-3 v4 configs keep original_max_position_embeddings at the top level, v5 inside rope_parameters.
+    const original = typeof raw.original_max_position_embeddings === 'number' ? raw.original_max_position_embeddings : originalDefault;
     if (!(original && original > 0)) throw new CokvError(`${where}: longrope needs original_max_position_embeddings`, 'format');
     let attentionFactor = typeof raw.attention_factor === 'number' ? raw.attention_factor : undefined;
     if (attentionFactor === undefined) {
@@ -149,16 +151,17 @@ export function parseRopeScaling(raw: unknown, where: string, maxPositions?: num
 export function hfRope(cfg: HfConfigReader, layerType = 'full_attention', defaultTheta = 10000): { theta: number; scaling?: RopeScaling } {
   const params = cfg.obj('rope_parameters');
   const maxPos = cfg.optNum('max_position_embeddings');
+  const original = cfg.optNum('original_max_position_embeddings');
   const perType = params && isObj(params[layerType]) ? (params[layerType] as Record<string, unknown>) : undefined;
   const p = perType ?? (params && typeof params.rope_theta === 'number' ? params : undefined);
   const where = `${cfg.file} rope_parameters${perType ? `.${layerType}` : ''}`;
   if (p) {
     const theta = typeof p.rope_theta === 'number' ? p.rope_theta : defaultTheta;
-    const scaling = parseRopeScaling(p, where, maxPos);
+    const scaling = parseRopeScaling(p, where, maxPos, original);
     return scaling ? { theta, scaling } : { theta };
   }
   const theta = cfg.num('rope_theta', defaultTheta);
-  const scaling = parseRopeScaling(cfg.raw.rope_scaling, `${cfg.file} rope_scaling`, maxPos);
+  const scaling = parseRopeScaling(cfg.raw.rope_scaling, `${cfg.file} rope_scaling`, maxPos, original);
   return scaling ? { theta, scaling } : { theta };
 }
 

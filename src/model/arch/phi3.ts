@@ -30,9 +30,7 @@ export const phi3: ArchModule = {
   },
   fromGguf(base, meta) {
     const rotaryDim = meta.optNum('rope.dimension_count') ?? base.headDim;
-    if (meta.hasTensor('rope_factors_long.weight') || meta.hasTensor('rope_factors_short.weight')) {
-      throw new CokvError(`${meta.file}: phi3 GGUF with longrope factor tensors is not supported yet (use the HF folder)`, 'format');
-    }
+    // Longrope factors live in rope_factors_{short,long}.weight tensors; the GGUF loader reads them into `scaling`.
     const spec: RopeSpec = { theta: base.ropeTheta, rotaryDim };
     const window = meta.optNum('attention.sliding_window');
     const layers = window && window > 0 ? withSliding(allFull(base, spec), window, () => true) : allFull(base, spec);

@@ -468,6 +468,33 @@ export function openGguf(path: string): ModelSource {
     }
   }
 
+  const ropeShort = byName.get('rope_factors_short.weight'), ropeLong = byName.get('rope_factors_long.weight');
+  if (ropeShort || ropeLong) {
+    // Phi-3.5 / Phi-4-mini longrope: per-frequency divisors for short and long contexts, a cos/sin multiplier.
+    if (!ropeShort || !ropeLong) throw new CokvError(`${path}: rope_factors_short.weight and rope_factors_long.weight come in pairs`, 'format');
+    const rot = config.layers.find((l) => l.rope)?.rope?.rotaryDim ?? config.headDim;
+    const { fd } = openFd(path);
+    try {
+      const read = (t: GgufTensorInfo): number[] => {
+        const vals = Array.from(readTensorF32(fd, h, t));
+        if (vals.length !== rot / 2 || vals.some((v) => !(v > 0) || !Number.isFinite(v))) {
+          throw new CokvError(`${path}: ${t.name} must hold ${rot / 2} positive factors (rotary dim/2), has ${vals.length}`, 'format');
+        }
+        return vals;
+      };
+      const prefix = `${metaStr(h, 'general.architecture')}.`;
+      const scaling = {
+        type: 'longrope' as const, shortFactor: read(ropeShort), longFactor: read(ropeLong),
+        originalMaxPositionEmbeddings: metaNum(h, `${prefix}rope.scaling.original_context_length`) ?? config.contextLength,
+        attentionFactor: metaNum(h, `${prefix}rope.scaling.attn_factor`) ?? 1,
+      };
+      config.ropeScaling = scaling;
+      config.layers = config.layers.map((l) => (l.rope ? { ...l, rope: { ...l.rope, scaling } } : l));
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+
   const tokens = h.metadata.get('tokenizer.ggml.tokens');
   const tokenStr = (key: string): string | undefined => {
     const id = h.metadata.get(key);
