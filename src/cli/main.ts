@@ -3,7 +3,7 @@
  * 2 internal error (stack trace with --verbose).
  */
 import { Command, CommanderError } from 'commander';
-import { CokvError } from '../errors.js';
+import { CokvError, sanitize, systemErrorLine } from '../errors.js';
 import { BACKEND_KINDS } from '../backend/select.js';
 import { registerGenerate } from './generate.js';
 import { registerInspect } from './inspect.js';
@@ -17,7 +17,29 @@ import { registerHeadScores } from './head-scores.js';
 import { registerReport } from './report.js';
 import { registerGenRetrieval } from './gen-retrieval.js';
 
+let outputGuarded = false;
+
+/**
+ * Writes to a closed pipe (`cokv … | head`) or a full device (`> /dev/full`) surface as 'error' events on
+ * stdout; without a listener Node prints a stack trace. A closed pipe ends quietly, anything else is one line.
+ */
+function guardOutput(): void {
+  if (outputGuarded) return;
+  outputGuarded = true;
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EPIPE') {
+      try {
+        process.stderr.write(`cokv: standard output: ${systemErrorLine(err) ?? sanitize(err.message)}\n`);
+      } catch {
+        // stderr is gone too: nothing left to tell
+      }
+    }
+    process.exit(err.code === 'EPIPE' ? 0 : 1);
+  });
+}
+
 export async function main(argv: string[]): Promise<number> {
+  guardOutput();
   const verbose = argv.includes('--verbose');
   let args = argv.filter((a) => a !== '--verbose');
   // --backend applies to every command that loads a model; it travels as COKV_BACKEND (child processes too).
@@ -36,12 +58,13 @@ export async function main(argv: string[]): Promise<number> {
     try {
       await fn();
     } catch (err) {
-      if (err instanceof CokvError) {
-        process.stderr.write(`cokv: ${err.message}\n`);
-        if (verbose) process.stderr.write(`${err.stack}\n`);
+      const sys = systemErrorLine(err);
+      if (err instanceof CokvError || sys) {
+        process.stderr.write(`cokv: ${sys ?? (err as CokvError).message}\n`);
+        if (verbose && err instanceof Error) process.stderr.write(`${err.stack}\n`);
         exitCode = 1;
       } else {
-        const msg = err instanceof Error ? err.message : String(err);
+        const msg = sanitize(err instanceof Error ? err.message : String(err));
         process.stderr.write(`cokv: internal error: ${msg}${verbose ? '' : ' (run with --verbose for details)'}\n`);
         if (verbose && err instanceof Error) process.stderr.write(`${err.stack}\n`);
         exitCode = 2;
