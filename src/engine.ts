@@ -29,8 +29,10 @@ export interface GenerateOptions extends SamplingOptions {
   stop?: string[];
   /** Ids that end generation; default: the model's EOS ids. */
   eosIds?: number[];
-  /** Add BOS (and other special tokens) when encoding a text prompt; default: the tokenizer's rule. */
+  /** Add the tokenizer's special tokens (BOS/EOS by the file's rule) when encoding a text prompt; default true. */
   addSpecial?: boolean;
+  /** Add BOS (true) or leave it out (false) when encoding a text prompt, whatever the file's rule says. */
+  addBos?: boolean;
   /** KV-cache compression applied after each layer's prefill. Default: none (full cache). */
   press?: Press;
   /**
@@ -177,8 +179,9 @@ export class CokvModel {
     return [...ids];
   }
 
-  encode(text: string, addSpecial?: boolean): number[] {
-    return this.tokenizer.encode(text, { addSpecial });
+  /** Text to ids: the file's BOS/EOS rule unless `addSpecial` is false; `addBos` overrides BOS either way. */
+  encode(text: string, addSpecial?: boolean, addBos?: boolean): number[] {
+    return this.tokenizer.encode(text, { addSpecial, addBos });
   }
 
   decode(ids: readonly number[]): string {
@@ -296,9 +299,9 @@ export class CokvModel {
   }
 
   /** Encode a prompt and check it fits the model. */
-  promptIds(prompt: string | readonly number[], addSpecial?: boolean): number[] {
+  promptIds(prompt: string | readonly number[], addSpecial?: boolean, addBos?: boolean): number[] {
     if (typeof prompt === 'string' && prompt.length === 0) throw new CokvError('prompt: the prompt is empty', 'prompt');
-    const ids = typeof prompt === 'string' ? this.encode(prompt, addSpecial) : [...prompt];
+    const ids = typeof prompt === 'string' ? this.encode(prompt, addSpecial, addBos) : [...prompt];
     if (ids.length === 0) throw new CokvError('prompt: the prompt encodes to no tokens', 'prompt');
     if (ids.length >= this.config.contextLength) {
       throw new CokvError(
@@ -316,7 +319,7 @@ export class CokvModel {
 
   /** Generate from a text prompt or prompt ids. Validation errors are thrown here, before iteration. */
   generate(prompt: string | readonly number[], opts: GenerateOptions = {}): Generation {
-    const ids = this.promptIds(prompt, opts.addSpecial);
+    const ids = this.promptIds(prompt, opts.addSpecial, opts.addBos);
     const maxTokens = opts.maxTokens ?? 256;
     if (!(Number.isInteger(maxTokens) && maxTokens >= 0)) throw new CokvError(`maxTokens: ${maxTokens} is not a non-negative integer`, 'flag');
     const eos = new Set(opts.eosIds ?? this.eosIds);

@@ -147,18 +147,25 @@ describe('HfTokenizer special-token rules (synthetic tokenizer.json)', () => {
     expect(t.encode('ab', { addSpecial: false })).toEqual([2, 3]);
   });
 
-  it('add_bos_token true adds BOS even without a post-processor; false removes the post-processor BOS', () => {
+  it('tokenizer_config add_bos_token / add_eos_token do not override tokenizer.json (transformers 5), and say so', () => {
+    // transformers 5.18 (AutoTokenizer on the same files) gives: add_bos_token true + no post-processor → no BOS;
+    // add_bos_token false + a BOS post-processor → BOS; add_eos_token true → no EOS. It drops both keys when a
+    // tokenizer.json exists (tokenization_utils_base.py).
     const t1 = new HfTokenizer(base, { bos_token: { content: '<s>' }, eos_token: '</s>', add_bos_token: true });
-    expect(t1.addBosDefault).toBe(true);
-    expect(t1.encode('ab')).toEqual([0, 2, 3]);
-    expect(t1.encode('ab', { addSpecial: false })).toEqual([2, 3]);
+    expect(t1.addBosDefault).toBe(false);
+    expect(t1.encode('ab')).toEqual([2, 3]);
+    expect(t1.specialRule.notes?.[0]).toMatch(/add_bos_token = true is not followed/);
     const t2 = new HfTokenizer(withBosPost, { bos_token: '<s>', add_bos_token: false });
-    expect(t2.addBosDefault).toBe(false);
-    expect(t2.encode('ab')).toEqual([2, 3]);
+    expect(t2.addBosDefault).toBe(true);
+    expect(t2.encode('ab')).toEqual([0, 2, 3]);
+    expect(t2.specialRule.notes?.[0]).toMatch(/add_bos_token = false is not followed/);
     const t3 = new HfTokenizer(base, { bos_token: '<s>', eos_token: '</s>', add_eos_token: true });
-    expect(t3.encode('ab')).toEqual([2, 3, 1]);
-    expect(t3.encode('ab', { addSpecial: false })).toEqual([2, 3]);
+    expect(t3.encode('ab')).toEqual([2, 3]);
     expect(t3.eosIds).toEqual([1]);
+    // The explicit overrides do what the flags say.
+    expect(t1.encode('ab', { addBos: true })).toEqual([0, 2, 3]);
+    expect(t2.encode('ab', { addBos: false })).toEqual([2, 3]);
+    expect(t3.encode('ab', { addEos: true })).toEqual([2, 3, 1]);
   });
 
   it('bad tokenizer files give CokvError', () => {

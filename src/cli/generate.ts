@@ -4,8 +4,9 @@ import { CokvError } from '../errors.js';
 import { loadModel, type GenerateOptions } from '../engine.js';
 import { formatBytes, KV_DTYPE_HELP, kvDtypeFlag, numberFlag } from './util.js';
 import { addPressFlags, pressFromFlags, type PressFlags } from './press-flags.js';
+import { addBosFlags, bosOverride, type BosFlags } from './bos-flags.js';
 
-interface GenerateFlags extends PressFlags {
+interface GenerateFlags extends PressFlags, BosFlags {
   model: string;
   prompt?: string;
   promptFile?: string;
@@ -42,6 +43,7 @@ export function registerGenerate(program: Command, run: (fn: () => Promise<void>
     .option('--stop <str>', 'stop string (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
     .option('--kv-dtype <t>', KV_DTYPE_HELP, 'f32')
     .option('--json', 'print one JSON object (text, tokens, stats) instead of streaming');
+  addBosFlags(cmd);
   addPressFlags(cmd).action((flags: GenerateFlags) => run(() => generateCommand(flags)));
 }
 
@@ -57,6 +59,10 @@ async function generateCommand(f: GenerateFlags): Promise<void> {
       throw new CokvError(`--prompt-file: cannot read ${f.promptFile}`, 'file');
     }
   }
+  bosOverride(f);
+  if (f.chat && (f.addBos || f.bos === false)) {
+    throw new CokvError('--add-bos/--no-bos: not with --chat (the chat template writes BOS itself)', 'flag');
+  }
   if (prompt.length === 0) throw new CokvError(`${f.promptFile !== undefined ? '--prompt-file' : '--prompt'}: the prompt is empty`, 'prompt');
   const opts: GenerateOptions = {
     maxTokens: numberFlag('--max-tokens', f.maxTokens, { integer: true, min: 0 }),
@@ -70,6 +76,7 @@ async function generateCommand(f: GenerateFlags): Promise<void> {
   };
   opts.kvDtype = kvDtypeFlag(f.kvDtype);
   const model = await loadModel(f.model);
+  opts.addBos = bosOverride(f, model.tokenizer, f.model);
   opts.press = pressFromFlags(f, model.config);
   const gen = f.chat
     ? await model.chat([...(f.system ? [{ role: 'system', content: f.system }] : []), { role: 'user', content: prompt }], opts)

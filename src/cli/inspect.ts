@@ -1,6 +1,8 @@
 import type { Command } from 'commander';
 import { parameterCount } from '../model/config.js';
 import { openModel } from '../model/load.js';
+import { CokvError } from '../errors.js';
+import { describeRule, type Tokenizer } from '../model/tokenizer/types.js';
 
 export function registerInspect(program: Command, run: (fn: () => Promise<void>) => Promise<void>): void {
   program
@@ -11,11 +13,41 @@ export function registerInspect(program: Command, run: (fn: () => Promise<void>)
     .action((p: string, flags: { json?: boolean }) => run(() => inspectCommand(p, flags)));
 }
 
+/** What encoding a prompt does (generate without --add-bos / --no-bos), and which metadata says so. */
+type TokenizerInfo =
+  | {
+    bos: { add: boolean; reason: string; id: number | null; token: string | null };
+    eos: { add: boolean; reason: string; ids: number[]; tokens: string[] };
+    notes: string[];
+  }
+  | { error: string };
+
 async function inspectCommand(p: string, flags: { json?: boolean }): Promise<void> {
   const src = await openModel(p);
   const c = src.config;
   const dtypes: Record<string, number> = {};
   for (const t of src.tensors) dtypes[t.dtype] = (dtypes[t.dtype] ?? 0) + 1;
+  let tok: Tokenizer | undefined, tokError: string | undefined;
+  try {
+    tok = await src.loadTokenizer();
+  } catch (e) {
+    if (!(e instanceof CokvError)) throw e;
+    tokError = e.message;
+  }
+  const rule = tok?.specialRule;
+  const tokenizer: TokenizerInfo = tok
+    ? {
+      bos: {
+        add: tok.addBosDefault, reason: rule?.bosReason ?? 'unknown',
+        id: tok.bosId ?? null, token: tok.bosId === undefined ? null : tok.tokenText(tok.bosId),
+      },
+      eos: {
+        add: rule?.addEos ?? false, reason: rule?.eosReason ?? 'unknown',
+        ids: tok.eosIds, tokens: tok.eosIds.map((id) => tok.tokenText(id)),
+      },
+      notes: rule?.notes ?? [],
+    }
+    : { error: tokError ?? 'no tokenizer' };
   const info = {
     path: src.path,
     format: src.format,
@@ -38,6 +70,7 @@ async function inspectCommand(p: string, flags: { json?: boolean }): Promise<voi
     dtypes,
     players: { layers: c.numLayers, kvHeads: c.numKvHeads, total: c.numLayers * c.numKvHeads },
     chatTemplate: src.chatTemplate !== undefined,
+    tokenizer,
   };
   if (flags.json) {
     process.stdout.write(JSON.stringify(info, null, 2) + '\n');
@@ -62,6 +95,15 @@ async function inspectCommand(p: string, flags: { json?: boolean }): Promise<voi
     ['players', `${info.players.layers} layers × ${info.players.kvHeads} KV heads = ${info.players.total}`],
     ['chat template', info.chatTemplate ? 'yes' : 'no'],
   ];
+  const t = info.tokenizer;
+  if (!('error' in t)) {
+    const tokName = (s: string | null, id: number | null): string => (id === null ? 'none' : `${JSON.stringify(s)} (id ${id})`);
+    rows.push(['adds BOS', `${describeRule(t.bos.add, t.bos.reason)}; BOS token ${tokName(t.bos.token, t.bos.id)}`]);
+    rows.push(['adds EOS', `${describeRule(t.eos.add, t.eos.reason)}; EOS ${t.eos.ids.length === 0 ? 'none' : t.eos.ids.map((id, i) => tokName(t.eos.tokens[i], id)).join(', ')}`]);
+    for (const n of t.notes) rows.push(['tokenizer note', n]);
+  } else {
+    rows.push(['tokenizer', `unavailable: ${t.error}`]);
+  }
   const w = Math.max(...rows.map((r) => r[0].length));
   for (const [k, v] of rows) process.stdout.write(`${k.padEnd(w)}  ${v}\n`);
 }

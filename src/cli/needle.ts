@@ -10,8 +10,10 @@ import { createPress } from '../press/registry.js';
 import { addPressTuningFlags, pressOptionsFromFlags, type PressFlags } from './press-flags.js';
 import { ProgressBar } from './progress.js';
 import { numberFlag } from './util.js';
+import { addBosFlags, bosOverride, type BosFlags } from './bos-flags.js';
+import { encodePrompt } from '../model/tokenizer/types.js';
 
-interface NeedleFlags extends PressFlags {
+interface NeedleFlags extends PressFlags, BosFlags {
   model: string; haystack: string; lengths: string; depths: string; presses: string; budgets: string;
   needle?: string; question?: string; answer?: string; template?: string; margin: string; out: string; quiet?: boolean;
 }
@@ -33,6 +35,7 @@ export function registerNeedle(program: Command, run: (fn: () => Promise<void>) 
     .option('--margin <n>', 'tokens left off each context for the prompt', '200')
     .requiredOption('--out <dir>', 'results folder (grids go to <dir>/needle/)')
     .option('--quiet', 'no progress output');
+  addBosFlags(cmd, 'BOS whenever the model has a BOS token, as cokv eval\'s retrieval prompts');
   addPressTuningFlags(cmd).action((f: NeedleFlags) => run(() => needleCommand(f)));
 }
 
@@ -42,6 +45,7 @@ async function needleCommand(f: NeedleFlags): Promise<void> {
   const depths = depthPercents(numberFlag('--depths', f.depths, { integer: true, min: 1, max: 101 })!);
   const budgets = list('--budgets', f.budgets);
   const presses = f.presses.split(',').map((x) => x.trim()).filter(Boolean);
+  bosOverride(f);
   const texts = readHaystackFiles(f.haystack);
   if (fs.existsSync(f.out) && !fs.statSync(f.out).isDirectory()) throw new CokvError(`--out ${f.out}: is a file, not a folder`, 'file');
   const model = await loadModel(f.model);
@@ -50,6 +54,7 @@ async function needleCommand(f: NeedleFlags): Promise<void> {
     if (L + NEEDLE_MAX_NEW_TOKENS >= c.contextLength) throw new CokvError(`--lengths: ${L} + ${NEEDLE_MAX_NEW_TOKENS} new tokens exceed the model's context of ${c.contextLength}`, 'flag');
   }
   const tok = model.tokenizer;
+  const bos = bosOverride(f, tok, f.model);
   const builder = new NeedleBuilder(tok, buildHaystack(texts, tok, Math.max(...lengths)), {
     needle: f.needle, question: f.question, answer: f.answer, template: f.template,
     margin: numberFlag('--margin', f.margin, { integer: true, min: 0 }),
@@ -62,7 +67,8 @@ async function needleCommand(f: NeedleFlags): Promise<void> {
   for (const r of runs) createPress(r.press, { ...base, budget: r.budget ?? undefined }, c);
   const nl = model.newlineIds();
   for (const r of runs) {
-    const file = path.join(outDir, `${modelName(f.model)}__${r.press}__${r.budget ?? 'full'}.json`.replace(/[^A-Za-z0-9._-]+/g, '-'));
+    const bosTag = bos === undefined ? '' : bos ? '__bos' : '__nobos';
+    const file = path.join(outDir, `${modelName(f.model)}__${r.press}__${r.budget ?? 'full'}${bosTag}.json`.replace(/[^A-Za-z0-9._-]+/g, '-'));
     if (fs.existsSync(file)) continue;
     const press = createPress(r.press, { ...base, budget: r.budget ?? undefined }, c);
     const bar = new ProgressBar(`needle ${r.press} ${r.budget ?? ''}`, f.quiet ?? false);
@@ -71,8 +77,7 @@ async function needleCommand(f: NeedleFlags): Promise<void> {
     for (let d = 0; d < depths.length; d++) {
       scores.push([]);
       for (let l = 0; l < lengths.length; l++) {
-        const enc = tok.encode(cases[d][l].prompt, { addSpecial: false });
-        const ids = tok.bosId !== undefined ? [tok.bosId, ...enc] : enc;
+        const ids = encodePrompt(tok, cases[d][l].prompt, bos, tok.bosId !== undefined);
         const g = model.generate(ids, { maxTokens: NEEDLE_MAX_NEW_TOKENS, temperature: 0, press, eosIds: [...model.eosIds, ...nl] });
         scores[d].push(builder.score(await g.complete()));
         bar.update(++done, depths.length * lengths.length);
@@ -80,7 +85,7 @@ async function needleCommand(f: NeedleFlags): Promise<void> {
     }
     bar.finish();
     const res = gridResult(lengths, depths, (d, l) => scores[d][l]);
-    fs.writeFileSync(file, JSON.stringify({ model: modelName(f.model), press: r.press, budget: r.budget, ...res }) + '\n');
+    fs.writeFileSync(file, JSON.stringify({ model: modelName(f.model), press: r.press, budget: r.budget, ...(bos === undefined ? {} : { bos }), ...res }) + '\n');
     process.stdout.write(`${r.press} ${r.budget ?? 'full'}: mean ${res.mean.toFixed(3)} → ${file}\n`);
   }
 }

@@ -9,7 +9,7 @@ import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 import { CokvError } from '../../errors.js';
 import type { GgufValue } from '../loaders/gguf.js';
 import { SpmTokenizer, TOKEN_TYPE } from './spm.js';
-import type { Tokenizer } from './types.js';
+import type { EncodeOptions, SpecialTokenRule, Tokenizer } from './types.js';
 
 type Meta = ReadonlyMap<string, GgufValue>;
 
@@ -109,6 +109,60 @@ function optBool(m: Meta, key: string): boolean | undefined {
   return typeof v === 'boolean' ? v : undefined;
 }
 
+/**
+ * `tokenizer.ggml.pre` names for which llama.cpp's llama-vocab.cpp sets add_bos = true before reading
+ * `tokenizer.ggml.add_bos_token` (every other BPE pre-tokenizer defaults to false).
+ */
+const BPE_PRE_ADDS_BOS = [
+  'llama3', 'llama-v3', 'llama-bpe', 'falcon3', 'falcon-h1', 'pixtral', 'midm-2.0', 'lfm2', 'jina-v5-nano', 'tekken', 'chameleon',
+];
+
+/**
+ * The BOS/EOS rule of a GGUF tokenizer, as llama.cpp's llama_vocab::load decides it: the per-model (and, for
+ * `gpt2`, per-pre-tokenizer) default, replaced by `tokenizer.ggml.add_bos_token` / `add_eos_token` when the file
+ * has them.
+ */
+export function ggufSpecialRule(meta: Meta, source = 'GGUF'): SpecialTokenRule {
+  const model = meta.get('tokenizer.ggml.model');
+  const pre = meta.get('tokenizer.ggml.pre');
+  // llama.cpp: add_eos defaults to false for SPM and BPE vocabularies (UGM/T5 ones, not read here, default to true).
+  const eosDefault = false;
+  let bosDefault = false, why: string;
+  if (model === 'llama') {
+    bosDefault = true;
+    why = "llama.cpp's default for tokenizer.ggml.model 'llama'";
+  } else if (model === 'gpt2') {
+    const p = typeof pre === 'string' ? pre : undefined;
+    bosDefault = p !== undefined && BPE_PRE_ADDS_BOS.includes(p);
+    why = `llama.cpp's default for tokenizer.ggml.model 'gpt2' with tokenizer.ggml.pre ${p === undefined ? 'absent' : `'${p}'`}`;
+  } else {
+    why = `llama.cpp's default for tokenizer.ggml.model '${String(model)}'`;
+  }
+  const one = (key: string, dflt: boolean): { add: boolean; reason: string } => {
+    const v = meta.get(key);
+    if (v === undefined) return { add: dflt, reason: `${key} absent: ${why}` };
+    if (typeof v !== 'boolean') throw new CokvError(`${source}: metadata ${key} should be a bool, not ${typeof v}`, 'format');
+    return { add: v, reason: `${key} = ${v}` };
+  };
+  const b = one('tokenizer.ggml.add_bos_token', bosDefault);
+  const e = one('tokenizer.ggml.add_eos_token', eosDefault);
+  return { addBos: b.add, bosReason: b.reason, addEos: e.add, eosReason: e.reason };
+}
+
+/** The rule with the ids it needs: a rule that adds a token the file has no id for adds nothing (and says so). */
+function withIds(r: SpecialTokenRule, bosId: number | undefined, eosId: number | undefined): SpecialTokenRule {
+  const out = { ...r };
+  if (out.addBos && bosId === undefined) {
+    out.addBos = false;
+    out.bosReason += ', but the file names no BOS token (tokenizer.ggml.bos_token_id)';
+  }
+  if (out.addEos && eosId === undefined) {
+    out.addEos = false;
+    out.eosReason += ', but the file names no EOS token (tokenizer.ggml.eos_token_id)';
+  }
+  return out;
+}
+
 export interface GgufTokenizerOptions {
   /**
    * Match control / user-defined token texts (e.g. `<|im_start|>`, `<s>`) in the input as single tokens, as
@@ -133,16 +187,21 @@ export function tokenizerFromGguf(meta: Meta, source = 'GGUF', opts: GgufTokeniz
   const parseSpecial = opts.parseSpecial ?? true;
   if (model === 'llama') {
     const scores = numArray(meta, 'tokenizer.ggml.scores', source, n) ?? new Array<number>(n).fill(0);
+    // llama.cpp's SentencePiece defaults: BOS 1, EOS 2, UNK 0 when the keys are absent.
+    const bosId = meta.has('tokenizer.ggml.bos_token_id') ? optId(meta, 'tokenizer.ggml.bos_token_id', source, n) : 1;
+    const eosId = meta.has('tokenizer.ggml.eos_token_id') ? optId(meta, 'tokenizer.ggml.eos_token_id', source, n) : 2;
+    const rule = withIds(ggufSpecialRule(meta, source), bosId, eosId);
     return new SpmTokenizer({
       pieces: tokens,
       scores,
       types: types ?? undefined,
       spaceSymbol: '\u2581',
       addSpacePrefix: optBool(meta, 'tokenizer.ggml.add_space_prefix') ?? true,
-      addBos: optBool(meta, 'tokenizer.ggml.add_bos_token') ?? true,
-      addEos: optBool(meta, 'tokenizer.ggml.add_eos_token') ?? false,
-      bosId: meta.has('tokenizer.ggml.bos_token_id') ? optId(meta, 'tokenizer.ggml.bos_token_id', source, n) : 1,
-      eosId: meta.has('tokenizer.ggml.eos_token_id') ? optId(meta, 'tokenizer.ggml.eos_token_id', source, n) : 2,
+      addBos: rule.addBos,
+      addEos: rule.addEos,
+      specialRule: rule,
+      bosId,
+      eosId,
       unkId: meta.has('tokenizer.ggml.unknown_token_id') ? optId(meta, 'tokenizer.ggml.unknown_token_id', source, n) : 0,
       extraEosIds: extraEos,
       parseSpecial,
@@ -151,15 +210,17 @@ export function tokenizerFromGguf(meta: Meta, source = 'GGUF', opts: GgufTokeniz
   if (model === 'gpt2') {
     const merges = strArray(meta, 'tokenizer.ggml.merges', source, true) as string[];
     const pre = meta.get('tokenizer.ggml.pre');
+    const bosId = optId(meta, 'tokenizer.ggml.bos_token_id', source, n);
+    const eosId = optId(meta, 'tokenizer.ggml.eos_token_id', source, n);
+    const rule = withIds(ggufSpecialRule(meta, source), bosId, eosId);
     return new GgufBpeTokenizer({
       tokens,
       types: types ?? new Array<number>(n).fill(TOKEN_TYPE.NORMAL),
       merges,
       pre: typeof pre === 'string' ? pre : undefined,
-      bosId: optId(meta, 'tokenizer.ggml.bos_token_id', source, n),
-      eosId: optId(meta, 'tokenizer.ggml.eos_token_id', source, n),
-      addBos: optBool(meta, 'tokenizer.ggml.add_bos_token') ?? false,
-      addEos: optBool(meta, 'tokenizer.ggml.add_eos_token') ?? false,
+      bosId,
+      eosId,
+      rule,
       extraEosIds: extraEos,
       parseSpecial,
       source,
@@ -175,8 +236,8 @@ interface BpeSpec {
   pre: string | undefined;
   bosId: number | undefined;
   eosId: number | undefined;
-  addBos: boolean;
-  addEos: boolean;
+  /** Whether encode adds BOS / EOS by default, and why (ggufSpecialRule). */
+  rule: SpecialTokenRule;
   extraEosIds: number[];
   /** When false, control tokens are not matched in input text (user-defined ones still are, as llama.cpp). */
   parseSpecial: boolean;
@@ -189,7 +250,8 @@ export class GgufBpeTokenizer implements Tokenizer {
   readonly bosId: number | undefined;
   readonly eosIds: number[];
   readonly addBosDefault: boolean;
-  private readonly addEos: boolean;
+  readonly addEosDefault: boolean;
+  readonly specialRule: SpecialTokenRule;
   private readonly eosId: number | undefined;
   private readonly tokens: string[];
   private readonly types: number[];
@@ -202,8 +264,9 @@ export class GgufBpeTokenizer implements Tokenizer {
     this.vocabSize = s.tokens.length;
     this.bosId = s.bosId;
     this.eosId = s.eosId;
-    this.addBosDefault = s.addBos && s.bosId !== undefined;
-    this.addEos = s.addEos && s.eosId !== undefined;
+    this.specialRule = s.rule;
+    this.addBosDefault = s.rule.addBos && s.bosId !== undefined;
+    this.addEosDefault = s.rule.addEos && s.eosId !== undefined;
     const eos: number[] = [];
     for (const id of [s.eosId, ...s.extraEosIds]) if (id !== undefined && !eos.includes(id)) eos.push(id);
     this.eosIds = eos;
@@ -261,15 +324,16 @@ export class GgufBpeTokenizer implements Tokenizer {
     return this.tokens[id] ?? '';
   }
 
-  encode(text: string, opts?: { addSpecial?: boolean }): number[] {
-    const addSpecial = opts?.addSpecial;
+  encode(text: string, opts: EncodeOptions = {}): number[] {
+    // llama.cpp's tokenize(add_special): BOS in front and EOS behind by the file's rule; addBos/addEos override it.
+    const special = opts.addSpecial ?? true;
     const out: number[] = [];
-    if ((addSpecial ?? this.addBosDefault) && this.bosId !== undefined) out.push(this.bosId);
+    if ((opts.addBos ?? (special && this.addBosDefault)) && this.bosId !== undefined) out.push(this.bosId);
     if (text.length > 0) {
       const ids = this.hf.encode(text, { add_special_tokens: false }).ids;
       for (const id of ids) out.push(id);
     }
-    if ((addSpecial === undefined ? this.addEos : addSpecial && this.addEos) && this.eosId !== undefined) out.push(this.eosId);
+    if ((opts.addEos ?? (special && this.addEosDefault)) && this.eosId !== undefined) out.push(this.eosId);
     return out;
   }
 

@@ -1,14 +1,16 @@
 /**
  * tokenizer.json tokenizers (BPE / Unigram / WordPiece as written by Hugging Face `tokenizers`), wrapping the
- * pure-JS `@huggingface/tokenizers`. Special-token behaviour follows transformers' fast tokenizers:
- * `encode(text)` applies the post-processor (add_special_tokens=True); an explicit `add_bos_token` /
- * `add_eos_token` in tokenizer_config.json overrides what the post-processor does (as LlamaTokenizerFast's
- * update_post_processor does); `decode` does not clean up tokenization spaces unless the config asks for it.
+ * pure-JS `@huggingface/tokenizers`. Special tokens follow transformers 5 (checked against 5.18): `encode(text)`
+ * applies tokenizer.json's post-processor (add_special_tokens=True) and nothing else — when tokenizer.json
+ * exists, transformers drops tokenizer_config.json's `add_bos_token` / `add_eos_token` before building the
+ * tokenizer (tokenization_utils_base.py), so a flag there that disagrees with the post-processor is reported in
+ * `specialRule.notes`, not followed (transformers 4's LlamaTokenizerFast did follow it). `decode` does not clean
+ * up tokenization spaces unless the config asks for it.
  */
 import * as fs from 'node:fs';
 import { Tokenizer as JsTokenizer } from '@huggingface/tokenizers';
 import { CokvError } from '../../errors.js';
-import type { Tokenizer } from './types.js';
+import type { EncodeOptions, SpecialTokenRule, Tokenizer } from './types.js';
 
 type Json = Record<string, unknown>;
 
@@ -49,6 +51,23 @@ export function specialTokenString(v: unknown): string | undefined {
   return undefined;
 }
 
+/** A post-processor for messages: `TemplateProcessing "<s> $A"`, `RobertaProcessing`, … */
+function describePost(post: Json): string {
+  const type = typeof post.type === 'string' ? post.type : 'untyped';
+  if (type === 'TemplateProcessing' && Array.isArray(post.single)) {
+    const parts = post.single.map((p: unknown) => {
+      if (isObj(p) && isObj(p.SpecialToken) && typeof p.SpecialToken.id === 'string') return p.SpecialToken.id;
+      if (isObj(p) && isObj(p.Sequence) && typeof p.Sequence.id === 'string') return `$${p.Sequence.id}`;
+      return '?';
+    });
+    return `${type} "${parts.join(' ')}"`;
+  }
+  if (type === 'Sequence' && Array.isArray(post.processors)) {
+    return `Sequence [${post.processors.map((p: unknown) => (isObj(p) ? describePost(p) : '?')).join(', ')}]`;
+  }
+  return type;
+}
+
 export interface HfTokenizerOptions {
   /** File name for error messages. */
   source?: string;
@@ -61,12 +80,10 @@ export class HfTokenizer implements Tokenizer {
   readonly bosId: number | undefined;
   readonly eosIds: number[];
   readonly addBosDefault: boolean;
+  readonly addEosDefault: boolean;
+  readonly specialRule: SpecialTokenRule;
   private readonly tok: JsTokenizer;
   private readonly eosId: number | undefined;
-  private readonly postAddsBos: boolean;
-  private readonly postAddsEos: boolean;
-  private readonly addBosToken: boolean | undefined;
-  private readonly addEosToken: boolean | undefined;
   private readonly cleanUpSpaces: boolean;
   private readonly source: string;
 
@@ -109,20 +126,51 @@ export class HfTokenizer implements Tokenizer {
     if (this.eosId !== undefined) eos.add(this.eosId);
     for (const id of opts.extraEosIds ?? []) if (Number.isInteger(id) && id >= 0 && id < this.vocabSize) eos.add(id);
     this.eosIds = [...eos];
-
-    this.addBosToken = typeof cfg.add_bos_token === 'boolean' ? cfg.add_bos_token : undefined;
-    this.addEosToken = typeof cfg.add_eos_token === 'boolean' ? cfg.add_eos_token : undefined;
     this.cleanUpSpaces = cfg.clean_up_tokenization_spaces === true;
-    let empty: number[];
+
+    const { before, after } = this.postProcessorTokens();
+    const post = isObj(full.post_processor) ? full.post_processor : undefined;
+    const postName = post ? `tokenizer.json post_processor ${describePost(post)}` : undefined;
+    this.addBosDefault = this.bosId !== undefined && before.length > 0 && before[0] === this.bosId;
+    this.addEosDefault = this.eosId !== undefined && after.length > 0 && after[after.length - 1] === this.eosId;
+    const piece = (id: number): string => this.tok.id_to_token(id) ?? String(id);
+    const extra = (ids: number[], where: string): string => (ids.length > 0 ? `; it adds ${ids.map(piece).join(' ')} ${where}` : '');
+    const reason = (what: 'BOS' | 'EOS', add: boolean, key: 'bos_token' | 'eos_token', id: number | undefined, others: number[], where: string): string => {
+      if (id === undefined) return `tokenizer_config.json names no ${key}${postName ? extra(others, where) : ''}`;
+      if (!postName) return 'tokenizer.json has no post_processor: transformers adds no special tokens';
+      return add ? `${postName} adds ${piece(id)}` : `${postName} adds no ${what}${extra(others, where)}`;
+    };
+    const notes: string[] = [];
+    for (const [key, add] of [['add_bos_token', this.addBosDefault], ['add_eos_token', this.addEosDefault]] as const) {
+      const v = cfg[key];
+      if (typeof v === 'boolean' && v !== add) {
+        notes.push(`tokenizer_config.json ${key} = ${v} is not followed: transformers 5 ignores it when tokenizer.json exists (its post_processor decides)`);
+      }
+    }
+    this.specialRule = {
+      addBos: this.addBosDefault,
+      bosReason: reason('BOS', this.addBosDefault, 'bos_token', this.bosId, this.addBosDefault ? [] : before, 'in front'),
+      addEos: this.addEosDefault,
+      eosReason: reason('EOS', this.addEosDefault, 'eos_token', this.eosId, this.addEosDefault ? [] : after, 'at the end'),
+      ...(notes.length > 0 ? { notes } : {}),
+    };
+  }
+
+  /** The ids the post-processor puts before and after a text (found by encoding a probe with and without them). */
+  private postProcessorTokens(): { before: number[]; after: number[] } {
+    let withSpecial: number[], plain: number[];
     try {
-      empty = this.tok.encode('', { add_special_tokens: true }).ids;
+      withSpecial = this.tok.encode('a', { add_special_tokens: true }).ids;
+      plain = this.tok.encode('a', { add_special_tokens: false }).ids;
     } catch (e) {
       throw new CokvError(`${this.source}: tokenizer post-processor failed (${firstLine(e)})`, 'format');
     }
-    this.postAddsBos = this.bosId !== undefined && empty.length > 0 && empty[0] === this.bosId;
-    this.postAddsEos = this.eosId !== undefined && empty.length > 0 && empty[empty.length - 1] === this.eosId &&
-      !(this.postAddsBos && empty.length === 1);
-    this.addBosDefault = this.bosId !== undefined && (this.addBosToken ?? this.postAddsBos);
+    for (let at = 0; at + plain.length <= withSpecial.length; at++) {
+      if (plain.every((id, i) => withSpecial[at + i] === id)) {
+        return { before: withSpecial.slice(0, at), after: withSpecial.slice(at + plain.length) };
+      }
+    }
+    return { before: withSpecial, after: [] };
   }
 
   /** Load tokenizer.json (+ optional tokenizer_config.json) from disk. */
@@ -132,22 +180,21 @@ export class HfTokenizer implements Tokenizer {
     return new HfTokenizer(tj, cfg, { ...opts, source: tokenizerJsonPath });
   }
 
-  encode(text: string, opts: { addSpecial?: boolean } = {}): number[] {
-    const addSpecial = opts.addSpecial ?? true;
+  encode(text: string, opts: EncodeOptions = {}): number[] {
+    const special = opts.addSpecial ?? true;
     let ids: number[];
     try {
-      ids = this.tok.encode(text, { add_special_tokens: addSpecial }).ids;
+      ids = this.tok.encode(text, { add_special_tokens: special }).ids;
     } catch (e) {
       throw new CokvError(`${this.source}: cannot encode text (${firstLine(e)})`, 'prompt');
     }
-    if (!addSpecial) return ids;
-    if (this.bosId !== undefined && this.addBosToken !== undefined && this.addBosToken !== this.postAddsBos) {
-      if (this.addBosToken) ids = [this.bosId, ...ids];
-      else if (ids[0] === this.bosId) ids = ids.slice(1);
+    // Overrides: the post-processor's BOS sits at index 0 and its EOS last whenever it adds them.
+    const hasBos = special && this.addBosDefault, hasEos = special && this.addEosDefault;
+    if (opts.addBos !== undefined && opts.addBos !== hasBos && this.bosId !== undefined) {
+      ids = opts.addBos ? [this.bosId, ...ids] : ids.slice(1);
     }
-    if (this.eosId !== undefined && this.addEosToken !== undefined && this.addEosToken !== this.postAddsEos) {
-      if (this.addEosToken) ids = [...ids, this.eosId];
-      else if (ids[ids.length - 1] === this.eosId) ids = ids.slice(0, -1);
+    if (opts.addEos !== undefined && opts.addEos !== hasEos && this.eosId !== undefined) {
+      ids = opts.addEos ? [...ids, this.eosId] : ids.slice(0, -1);
     }
     return ids;
   }

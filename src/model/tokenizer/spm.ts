@@ -4,7 +4,7 @@
  * merged, ties going to the leftmost pair, until no pair merges. Characters missing from the vocabulary become
  * byte-fallback tokens `<0xXX>` (one per UTF-8 byte) when the vocabulary has them, else the unknown token.
  */
-import type { Tokenizer } from './types.js';
+import type { EncodeOptions, SpecialTokenRule, Tokenizer } from './types.js';
 
 /** llama.cpp token types (tokenizer.ggml.token_type). */
 export const TOKEN_TYPE = { NORMAL: 1, UNKNOWN: 2, CONTROL: 3, USER_DEFINED: 4, UNUSED: 5, BYTE: 6 } as const;
@@ -25,6 +25,8 @@ export interface SpmOptions {
   bosId?: number;
   eosId?: number;
   unkId?: number;
+  /** Where addBos/addEos come from (for `cokv inspect`); default: described as given by the caller. */
+  specialRule?: SpecialTokenRule;
   /** Extra ids that end generation (besides eosId). */
   extraEosIds?: number[];
   /** Match control and user-defined token texts in the input as single special tokens. Default false. */
@@ -101,6 +103,7 @@ export class SpmTokenizer implements Tokenizer {
   readonly eosIds: number[];
   readonly addBosDefault: boolean;
   readonly addEosDefault: boolean;
+  readonly specialRule: SpecialTokenRule;
   readonly eosId: number | undefined;
   readonly unkId: number | undefined;
   private readonly pieces: readonly string[];
@@ -161,6 +164,9 @@ export class SpmTokenizer implements Tokenizer {
     this.unkId = valid(o.unkId);
     this.addBosDefault = (o.addBos ?? true) && this.bosId !== undefined;
     this.addEosDefault = (o.addEos ?? false) && this.eosId !== undefined;
+    this.specialRule = o.specialRule ?? {
+      addBos: this.addBosDefault, bosReason: 'built-in default', addEos: this.addEosDefault, eosReason: 'built-in default',
+    };
     const eos: number[] = [];
     for (const id of [this.eosId, ...(o.extraEosIds ?? [])]) {
       const v = valid(id);
@@ -174,7 +180,13 @@ export class SpmTokenizer implements Tokenizer {
    * tokenized as run.c does: dummy space prefix, BOS added by default.
    */
   static fromLlama2c(pieces: readonly string[], scores: ArrayLike<number>): SpmTokenizer {
-    return new SpmTokenizer({ pieces, scores, spaceSymbol: ' ', addSpacePrefix: true, addBos: true, bosId: 1, eosId: 2, unkId: 0 });
+    return new SpmTokenizer({
+      pieces, scores, spaceSymbol: ' ', addSpacePrefix: true, addBos: true, bosId: 1, eosId: 2, unkId: 0,
+      specialRule: {
+        addBos: true, bosReason: "llama2.c checkpoint: run.c always adds BOS (id 1)",
+        addEos: false, eosReason: 'llama2.c checkpoint: run.c adds no EOS',
+      },
+    });
   }
 
   tokenText(id: number): string {
@@ -186,11 +198,11 @@ export class SpmTokenizer implements Tokenizer {
     return this.pieceToId.get(piece);
   }
 
-  encode(text: string, opts?: { addSpecial?: boolean }): number[] {
-    const addSpecial = opts?.addSpecial;
+  encode(text: string, opts: EncodeOptions = {}): number[] {
+    // llama.cpp's tokenize(add_special): BOS/EOS by the rule; addBos/addEos override it.
+    const special = opts.addSpecial ?? true;
     const out: number[] = [];
-    const addBos = addSpecial ?? this.addBosDefault;
-    if (addBos && this.bosId !== undefined) out.push(this.bosId);
+    if ((opts.addBos ?? (special && this.addBosDefault)) && this.bosId !== undefined) out.push(this.bosId);
     const fragments = this.parseSpecial ? this.splitSpecial(text) : [text];
     let prevSpecial = true;
     for (const f of fragments) {
@@ -205,8 +217,7 @@ export class SpmTokenizer implements Tokenizer {
       if (this.space !== ' ') t = t.split(' ').join(this.space);
       this.encodeRaw(t, out);
     }
-    const addEos = addSpecial === undefined ? this.addEosDefault : addSpecial && this.addEosDefault;
-    if (addEos && this.eosId !== undefined) out.push(this.eosId);
+    if ((opts.addEos ?? (special && this.addEosDefault)) && this.eosId !== undefined) out.push(this.eosId);
     return out;
   }
 
