@@ -6,8 +6,8 @@
  * each thread takes NC-column tiles of W, packs (and dequantizes) a KC x NC block into 16-wide panels that stay in
  * L2, and runs a 6x16 micro-kernel (12 ymm accumulators, broadcast + 2 loads + 12 FMA per k).
  * GEMV (fewer rows): 4 rows of W per pass share each load of x; F32, F16 (F16C) and Q8_0 (dequantize on the fly, or
- * with MM_Q8_INT8 x quantized to Q8_0 and an int8 sign/maddubs/madd dot) read W directly; Q4_0/Q4_K/Q6_K dequantize
- * 4 rows into a scratch buffer first. Threads split W's rows (GEMV) or column tiles (GEMM) through an atomic counter.
+ * with MM_Q8_INT8 x quantized to Q8_0 and an int8 sign/maddubs/madd dot) read W directly; the other block types
+ * (Q4_0/1, Q5_0/1, Q2_K..Q6_K, IQ4_NL/XS) dequantize 4 rows into a scratch buffer first. Threads split W's rows (GEMV) or column tiles (GEMM) through an atomic counter.
  */
 #include "kernels.h"
 
@@ -93,6 +93,14 @@ size_t cokv_row_bytes(int dt, int k) {
     case DT_Q4_0: return k % 32 ? 0 : (size_t)(k / 32) * 18;
     case DT_Q4_K: return k % 256 ? 0 : (size_t)(k / 256) * 144;
     case DT_Q6_K: return k % 256 ? 0 : (size_t)(k / 256) * 210;
+    case DT_Q4_1: return k % 32 ? 0 : (size_t)(k / 32) * 20;
+    case DT_Q5_0: return k % 32 ? 0 : (size_t)(k / 32) * 22;
+    case DT_Q5_1: return k % 32 ? 0 : (size_t)(k / 32) * 24;
+    case DT_IQ4_NL: return k % 32 ? 0 : (size_t)(k / 32) * 18;
+    case DT_Q2_K: return k % 256 ? 0 : (size_t)(k / 256) * 84;
+    case DT_Q3_K: return k % 256 ? 0 : (size_t)(k / 256) * 110;
+    case DT_Q5_K: return k % 256 ? 0 : (size_t)(k / 256) * 176;
+    case DT_IQ4_XS: return k % 256 ? 0 : (size_t)(k / 256) * 136;
     default: return 0;
   }
 }
@@ -176,6 +184,150 @@ static void dq_q6_k(const uint8_t *row, int k0, int n, float *dst) {
   }
 }
 
+/* Q4_1: d, m, 16 bytes of nibbles (low = elements 0..15, high = 16..31); x = q*d + m. */
+static void dq_q4_1(const uint8_t *row, int k0, int n, float *dst) {
+  for (int b = k0 / 32; b < (k0 + n) / 32; b++) {
+    const uint8_t *p = row + (size_t)b * 20;
+    float d = h2f(p), m = h2f(p + 2);
+    for (int j = 0; j < 16; j++) {
+      dst[j] = (p[4 + j] & 0x0f) * d + m;
+      dst[j + 16] = (p[4 + j] >> 4) * d + m;
+    }
+    dst += 32;
+  }
+}
+
+static inline uint32_t le32(const uint8_t *p) {
+  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* Q5_0: d, u32 qh (bit j = fifth bit of element j), 16 bytes of nibbles; x = (q - 16)*d. */
+static void dq_q5_0(const uint8_t *row, int k0, int n, float *dst) {
+  for (int b = k0 / 32; b < (k0 + n) / 32; b++) {
+    const uint8_t *p = row + (size_t)b * 22;
+    float d = h2f(p);
+    uint32_t qh = le32(p + 2);
+    for (int j = 0; j < 16; j++) {
+      dst[j] = ((int)((p[6 + j] & 0x0f) | ((qh >> j) & 1) << 4) - 16) * d;
+      dst[j + 16] = ((int)((p[6 + j] >> 4) | ((qh >> (j + 16)) & 1) << 4) - 16) * d;
+    }
+    dst += 32;
+  }
+}
+
+/* Q5_1: d, m, u32 qh, 16 bytes of nibbles; x = q*d + m. */
+static void dq_q5_1(const uint8_t *row, int k0, int n, float *dst) {
+  for (int b = k0 / 32; b < (k0 + n) / 32; b++) {
+    const uint8_t *p = row + (size_t)b * 24;
+    float d = h2f(p), m = h2f(p + 2);
+    uint32_t qh = le32(p + 4);
+    for (int j = 0; j < 16; j++) {
+      dst[j] = (int)((p[8 + j] & 0x0f) | ((qh >> j) & 1) << 4) * d + m;
+      dst[j + 16] = (int)((p[8 + j] >> 4) | ((qh >> (j + 16)) & 1) << 4) * d + m;
+    }
+    dst += 32;
+  }
+}
+
+/* Q2_K: 16 bytes (scale | min << 4), 64 bytes of 2-bit quants, d, dmin; each 32-byte half of qs holds 128 elements. */
+static void dq_q2_k(const uint8_t *row, int k0, int n, float *dst) {
+  for (int b = k0 / 256; b < (k0 + n) / 256; b++) {
+    const uint8_t *p = row + (size_t)b * 84;
+    float d = h2f(p + 80), dmin = h2f(p + 82);
+    const uint8_t *sc = p;
+    for (const uint8_t *q = p + 16; q < p + 80; q += 32) {
+      for (int shift = 0; shift < 8; shift += 2) {
+        for (int half = 0; half < 32; half += 16) {
+          float dl = d * (*sc & 0xf), ml = dmin * (*sc >> 4);
+          sc++;
+          for (int l = 0; l < 16; l++) dst[l] = dl * ((q[half + l] >> shift) & 3) - ml;
+          dst += 16;
+        }
+      }
+    }
+  }
+}
+
+/* Q3_K: 32 bytes hmask (clear bit = -4), 64 bytes of 2-bit quants (as Q2_K), 12 bytes of 6-bit scales, d. */
+static void dq_q3_k(const uint8_t *row, int k0, int n, float *dst) {
+  for (int b = k0 / 256; b < (k0 + n) / 256; b++) {
+    const uint8_t *p = row + (size_t)b * 110, *hm = p, *sc = p + 96;
+    float d = h2f(p + 108);
+    int scales[16];
+    for (int i = 0; i < 16; i++) {
+      int low = i < 8 ? sc[i] & 0xf : sc[i - 8] >> 4;
+      int high = (sc[8 + (i & 3)] >> (2 * (i >> 2))) & 3;
+      scales[i] = (low | high << 4) - 32;
+    }
+    int is = 0;
+    unsigned m = 1;
+    for (const uint8_t *q = p + 32; q < p + 96; q += 32) {
+      for (int shift = 0; shift < 8; shift += 2, m <<= 1) {
+        for (int half = 0; half < 32; half += 16) {
+          float dl = d * scales[is++];
+          for (int l = 0; l < 16; l++) dst[l] = dl * (((q[half + l] >> shift) & 3) - (hm[half + l] & m ? 0 : 4));
+          dst += 16;
+        }
+      }
+    }
+  }
+}
+
+/* Q5_K: d, dmin, 12 bytes of 6-bit scales/mins (as Q4_K), 32 bytes qh, 128 bytes of nibbles. */
+static void dq_q5_k(const uint8_t *row, int k0, int n, float *dst) {
+  for (int b = k0 / 256; b < (k0 + n) / 256; b++) {
+    const uint8_t *p = row + (size_t)b * 176;
+    float d = h2f(p), dmin = h2f(p + 2);
+    const uint8_t *sc = p + 4, *qh = p + 16, *ql = p + 48;
+    unsigned u = 1;
+    for (int is = 0; is < 8; is += 2, u <<= 2) {
+      int s, m;
+      scale_min_k4(is, sc, &s, &m);
+      float d1 = d * s, m1 = dmin * m;
+      scale_min_k4(is + 1, sc, &s, &m);
+      float d2 = d * s, m2 = dmin * m;
+      for (int l = 0; l < 32; l++) dst[l] = d1 * ((ql[l] & 0xf) + (qh[l] & u ? 16 : 0)) - m1;
+      for (int l = 0; l < 32; l++) dst[32 + l] = d2 * ((ql[l] >> 4) + (qh[l] & (u << 1) ? 16 : 0)) - m2;
+      ql += 32;
+      dst += 64;
+    }
+  }
+}
+
+static const int8_t k_iq4[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+
+/* IQ4_NL: d, 16 bytes of nibbles indexing the non-linear levels. */
+static void dq_iq4_nl(const uint8_t *row, int k0, int n, float *dst) {
+  for (int b = k0 / 32; b < (k0 + n) / 32; b++) {
+    const uint8_t *p = row + (size_t)b * 18;
+    float d = h2f(p);
+    for (int j = 0; j < 16; j++) {
+      dst[j] = d * k_iq4[p[2 + j] & 0xf];
+      dst[j + 16] = d * k_iq4[p[2 + j] >> 4];
+    }
+    dst += 32;
+  }
+}
+
+/* IQ4_XS: d, u16 scales_h, 4 bytes scales_l, 128 bytes of nibbles; 8 IQ4_NL-like sub-blocks, scale d*(ls - 32). */
+static void dq_iq4_xs(const uint8_t *row, int k0, int n, float *dst) {
+  for (int b = k0 / 256; b < (k0 + n) / 256; b++) {
+    const uint8_t *p = row + (size_t)b * 136;
+    float d = h2f(p);
+    unsigned sh = p[2] | p[3] << 8;
+    for (int ib = 0; ib < 8; ib++) {
+      int ls = ((p[4 + ib / 2] >> (4 * (ib & 1))) & 0xf) | ((sh >> (2 * ib)) & 3) << 4;
+      float dl = d * (ls - 32);
+      const uint8_t *q = p + 8 + ib * 16;
+      for (int j = 0; j < 16; j++) {
+        dst[j] = dl * k_iq4[q[j] & 0xf];
+        dst[j + 16] = dl * k_iq4[q[j] >> 4];
+      }
+      dst += 32;
+    }
+  }
+}
+
 static void dq_scalar(int dt, const uint8_t *row, int k0, int n, float *dst) {
   switch (dt) {
     case DT_F32: memcpy(dst, (const float *)row + k0, (size_t)n * 4); break;
@@ -188,6 +340,14 @@ static void dq_scalar(int dt, const uint8_t *row, int k0, int n, float *dst) {
     case DT_Q4_0: dq_q4_0(row, k0, n, dst); break;
     case DT_Q4_K: dq_q4_k(row, k0, n, dst); break;
     case DT_Q6_K: dq_q6_k(row, k0, n, dst); break;
+    case DT_Q4_1: dq_q4_1(row, k0, n, dst); break;
+    case DT_Q5_0: dq_q5_0(row, k0, n, dst); break;
+    case DT_Q5_1: dq_q5_1(row, k0, n, dst); break;
+    case DT_Q2_K: dq_q2_k(row, k0, n, dst); break;
+    case DT_Q3_K: dq_q3_k(row, k0, n, dst); break;
+    case DT_Q5_K: dq_q5_k(row, k0, n, dst); break;
+    case DT_IQ4_NL: dq_iq4_nl(row, k0, n, dst); break;
+    case DT_IQ4_XS: dq_iq4_xs(row, k0, n, dst); break;
   }
 }
 

@@ -9,7 +9,10 @@
 #include <stdint.h>
 
 /* Weight types: ggml type ids. */
-enum { DT_F32 = 0, DT_F16 = 1, DT_Q4_0 = 2, DT_Q8_0 = 8, DT_Q4_K = 12, DT_Q6_K = 14 };
+enum {
+  DT_F32 = 0, DT_F16 = 1, DT_Q4_0 = 2, DT_Q4_1 = 3, DT_Q5_0 = 6, DT_Q5_1 = 7, DT_Q8_0 = 8, DT_Q2_K = 10, DT_Q3_K = 11,
+  DT_Q4_K = 12, DT_Q5_K = 13, DT_Q6_K = 14, DT_IQ4_NL = 20, DT_IQ4_XS = 23
+};
 
 /* Flags for cokv_matmul. */
 enum { MM_Q8_INT8 = 1 /* Q8_0 GEMV: quantize x to Q8_0 and use an int8 dot (llama.cpp style) */ };

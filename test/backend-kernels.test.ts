@@ -48,6 +48,8 @@ function makeWeight(rng: Rng, dtype: Weight['dtype'], rows: number, cols: number
     const half = Uint16Array.from(data, (v) => f32ToF16(v));
     return { dtype, rows, cols, data: new Uint8Array(half.buffer) };
   }
+  // The other block types are covered on llama.cpp-written blocks in quant-types.test.ts.
+  if (dtype !== 'q8_0' && dtype !== 'q4_0') throw new Error(`no random ${dtype} weights here`);
   return quantizeMatrix(dtype, data, rows, cols);
 }
 

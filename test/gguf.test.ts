@@ -438,12 +438,12 @@ describe('bad GGUF input gives one-line CokvErrors naming the file', () => {
   });
 
   it('unsupported tensor type names the tensor and the type', () => {
-    const f = tmpFile('q5k');
+    const f = tmpFile('iq2xxs');
     writeGguf(f, {
       metadata: { 'general.architecture': gv.str('llama') },
-      tensors: [{ name: 'blk.0.ffn_up.weight', dims: [256, 2], ggmlType: GGML_TYPE.Q5_K, raw: new Uint8Array(2 * 176) }],
+      tensors: [{ name: 'blk.0.ffn_up.weight', dims: [256, 2], ggmlType: GGML_TYPE.IQ2_XXS, raw: new Uint8Array(2 * 66) }],
     });
-    expectCokv(() => openGguf(f), f, /blk\.0\.ffn_up\.weight.*Q5_K \(13\)/);
+    expectCokv(() => openGguf(f), f, /blk\.0\.ffn_up\.weight.*IQ2_XXS \(16\)/);
     const f2 = tmpFile('t99');
     writeGguf(f2, {
       metadata: {},

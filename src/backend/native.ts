@@ -27,7 +27,10 @@ export interface NativeAddon {
 }
 
 /** ggml type ids, as the addon takes them. */
-export const NATIVE_DTYPE = { f32: 0, f16: 1, q4_0: 2, q8_0: 8, q4_k: 12, q6_k: 14 } as const;
+export const NATIVE_DTYPE = {
+  f32: 0, f16: 1, q4_0: 2, q4_1: 3, q5_0: 6, q5_1: 7, q8_0: 8, q2_k: 10, q3_k: 11, q4_k: 12, q5_k: 13, q6_k: 14,
+  iq4_nl: 20, iq4_xs: 23,
+} as const satisfies Record<Weight['dtype'], number>;
 const MM_Q8_INT8 = 1;
 
 /** Where the addon is looked for (the same relative path from src/backend and dist/backend). */

@@ -5,8 +5,8 @@
  * Weights live inside the module's memory so a call only copies x in and the result out: the first matmul with a
  * weight copies its bytes in (cached by the weight's data array, freed when that array is garbage-collected), so
  * weights must not be modified after they are first used. F32 and Q8_0 run natively in WASM (GEMV: rows of W against
- * each x row; GEMM from 4 rows of x: packed 4x8 micro-kernel); Q4_0/Q4_K/Q6_K are dequantized in TypeScript one row
- * tile at a time into WASM memory and then multiplied as F32. All memory is capped at 4 GiB (wasm32).
+ * each x row; GEMM from 4 rows of x: packed 4x8 micro-kernel); every other block type (F16, Q4_0, Q4_1, Q5_0/1, the
+ * K-quants, IQ4_NL/XS) is dequantized in TypeScript one row tile at a time into WASM memory and then multiplied as F32. All memory is capped at 4 GiB (wasm32).
  */
 import fs from 'node:fs';
 import path from 'node:path';

@@ -1,8 +1,13 @@
 /**
  * Element conversions and block (de)quantization shared by the loaders and the kernels. Block layouts follow
- * ggml (ggml-common.h): Q8_0 = f16 scale + 32 int8; Q4_0 = f16 scale + 16 bytes of nibbles;
- * Q4_K / Q6_K are 256-element super-blocks.
+ * ggml (ggml-common.h): Q8_0 = f16 scale + 32 int8; Q4_0 = f16 scale + 16 bytes of nibbles; Q4_1 / Q5_0 / Q5_1 /
+ * IQ4_NL are other 32-element blocks; Q2_K..Q6_K and IQ4_XS are 256-element super-blocks.
+ *
+ * The dequantizers give ggml's dequantize_row_* values bit for bit: every product of scale and quant is exact in
+ * f32 (at most 24 significant bits), and a following `- min` / `+ m` done in double then stored to a Float32Array
+ * rounds like one f32 operation.
  */
+import type { FileDType } from './source.js';
 import type { QuantWeight } from './weights.js';
 
 const f32View = new Float32Array(1);
@@ -53,7 +58,20 @@ export const BLOCK: Record<QuantWeight['dtype'], { elements: number; bytes: numb
   q4_0: { elements: 32, bytes: 18 },
   q4_k: { elements: 256, bytes: 144 },
   q6_k: { elements: 256, bytes: 210 },
+  q4_1: { elements: 32, bytes: 20 },
+  q5_0: { elements: 32, bytes: 22 },
+  q5_1: { elements: 32, bytes: 24 },
+  q2_k: { elements: 256, bytes: 84 },
+  q3_k: { elements: 256, bytes: 110 },
+  q5_k: { elements: 256, bytes: 176 },
+  iq4_nl: { elements: 32, bytes: 18 },
+  iq4_xs: { elements: 256, bytes: 136 },
 };
+
+/** Whether a file type is kept as raw blocks in memory (F16 included); F32 and BF16 load as F32 arrays. */
+export function isBlockType(d: FileDType): d is QuantWeight['dtype'] {
+  return Object.hasOwn(BLOCK, d);
+}
 
 /** Bytes of one row of `cols` elements; throws if cols is not a whole number of blocks. */
 export function quantRowBytes(dtype: QuantWeight['dtype'], cols: number): number {
@@ -192,6 +210,192 @@ export function dequantRowQ6_K(src: Uint8Array, off: number, cols: number, out: 
   }
 }
 
+/** Q4_1: f16 d, f16 m, 16 bytes of nibbles (low = elements 0..15, high = 16..31); x = q·d + m. */
+export function dequantRowQ4_1(src: Uint8Array, off: number, cols: number, out: Float32Array, outOff: number): void {
+  const lut = f16Lut();
+  for (let b = 0; b < cols / 32; b++) {
+    const p = off + b * 20;
+    const d = lut[src[p] | (src[p + 1] << 8)];
+    const m = lut[src[p + 2] | (src[p + 3] << 8)];
+    const o = outOff + b * 32;
+    for (let j = 0; j < 16; j++) {
+      const q = src[p + 4 + j];
+      out[o + j] = (q & 0x0f) * d + m;
+      out[o + j + 16] = (q >> 4) * d + m;
+    }
+  }
+}
+
+/** The little-endian u32 at `src[p..p+4)` (a Q5 block's qh: bit j is the fifth bit of element j). */
+function u32At(src: Uint8Array, p: number): number {
+  return (src[p] | (src[p + 1] << 8) | (src[p + 2] << 16) | (src[p + 3] << 24)) >>> 0;
+}
+
+/** Q5_0: f16 d, 4 bytes qh (bit j = fifth bit of element j), 16 bytes of nibbles; x = (q - 16)·d. */
+export function dequantRowQ5_0(src: Uint8Array, off: number, cols: number, out: Float32Array, outOff: number): void {
+  const lut = f16Lut();
+  for (let b = 0; b < cols / 32; b++) {
+    const p = off + b * 22;
+    const d = lut[src[p] | (src[p + 1] << 8)];
+    const qh = u32At(src, p + 2);
+    const o = outOff + b * 32;
+    for (let j = 0; j < 16; j++) {
+      const q = src[p + 6 + j];
+      out[o + j] = (((q & 0x0f) | (((qh >>> j) & 1) << 4)) - 16) * d;
+      out[o + j + 16] = (((q >> 4) | (((qh >>> (j + 16)) & 1) << 4)) - 16) * d;
+    }
+  }
+}
+
+/** Q5_1: f16 d, f16 m, 4 bytes qh, 16 bytes of nibbles; x = q·d + m. */
+export function dequantRowQ5_1(src: Uint8Array, off: number, cols: number, out: Float32Array, outOff: number): void {
+  const lut = f16Lut();
+  for (let b = 0; b < cols / 32; b++) {
+    const p = off + b * 24;
+    const d = lut[src[p] | (src[p + 1] << 8)];
+    const m = lut[src[p + 2] | (src[p + 3] << 8)];
+    const qh = u32At(src, p + 4);
+    const o = outOff + b * 32;
+    for (let j = 0; j < 16; j++) {
+      const q = src[p + 8 + j];
+      out[o + j] = ((q & 0x0f) | (((qh >>> j) & 1) << 4)) * d + m;
+      out[o + j + 16] = ((q >> 4) | (((qh >>> (j + 16)) & 1) << 4)) * d + m;
+    }
+  }
+}
+
+/**
+ * Q2_K: 16 bytes of (4-bit scale | 4-bit min << 4), 64 bytes of 2-bit quants, f16 d, f16 dmin; 16 sub-blocks of 16.
+ * Each 32-byte half of qs holds 128 elements: bits 2s..2s+1 of byte l are element 32s + l.
+ */
+export function dequantRowQ2_K(src: Uint8Array, off: number, cols: number, out: Float32Array, outOff: number): void {
+  const lut = f16Lut();
+  for (let b = 0; b < cols / 256; b++) {
+    const p = off + b * 84;
+    const d = lut[src[p + 80] | (src[p + 81] << 8)];
+    const dmin = lut[src[p + 82] | (src[p + 83] << 8)];
+    let o = outOff + b * 256;
+    let is = 0;
+    for (let q = p + 16; q < p + 80; q += 32) {
+      for (let shift = 0; shift < 8; shift += 2) {
+        for (let half = 0; half < 32; half += 16) {
+          const sc = src[p + is++];
+          const dl = d * (sc & 0xf), ml = dmin * (sc >> 4);
+          for (let l = 0; l < 16; l++) out[o + l] = dl * ((src[q + half + l] >> shift) & 3) - ml;
+          o += 16;
+        }
+      }
+    }
+  }
+}
+
+const q3Scales = new Int32Array(16);
+
+/**
+ * Q3_K: 32 bytes hmask (high bit, inverted: clear means -4), 64 bytes of 2-bit quants (laid out as Q2_K's), 12
+ * bytes of 6-bit scales (offset 32), f16 d; 16 sub-blocks of 16. Scale i: the low nibble of byte i (i < 8) or the
+ * high nibble of byte i - 8, topped by bits 2·⌊i/4⌋..+1 of byte 8 + i % 4.
+ */
+export function dequantRowQ3_K(src: Uint8Array, off: number, cols: number, out: Float32Array, outOff: number): void {
+  const lut = f16Lut();
+  const scales = q3Scales;
+  for (let b = 0; b < cols / 256; b++) {
+    const p = off + b * 110;
+    const hm = p, sc = p + 96;
+    const d = lut[src[p + 108] | (src[p + 109] << 8)];
+    for (let i = 0; i < 16; i++) {
+      const low = i < 8 ? src[sc + i] & 0xf : src[sc + i - 8] >> 4;
+      const high = (src[sc + 8 + (i & 3)] >> (2 * (i >> 2))) & 3;
+      scales[i] = (low | (high << 4)) - 32;
+    }
+    let o = outOff + b * 256;
+    let is = 0, m = 1;
+    for (let q = p + 32; q < p + 96; q += 32) {
+      for (let shift = 0; shift < 8; shift += 2, m <<= 1) {
+        for (let half = 0; half < 32; half += 16) {
+          const dl = d * scales[is++];
+          for (let l = 0; l < 16; l++) {
+            out[o + l] = dl * (((src[q + half + l] >> shift) & 3) - (src[hm + half + l] & m ? 0 : 4));
+          }
+          o += 16;
+        }
+      }
+    }
+  }
+}
+
+/** Q5_K: f16 d, f16 dmin, 12 bytes of 6-bit scales/mins (as Q4_K), 32 bytes qh, 128 bytes of nibbles. */
+export function dequantRowQ5_K(src: Uint8Array, off: number, cols: number, out: Float32Array, outOff: number): void {
+  const lut = f16Lut();
+  for (let b = 0; b < cols / 256; b++) {
+    const p = off + b * 176;
+    const d = lut[src[p] | (src[p + 1] << 8)];
+    const dmin = lut[src[p + 2] | (src[p + 3] << 8)];
+    const sc = p + 4, qh = p + 16;
+    let ql = p + 48;
+    let o = outOff + b * 256;
+    for (let is = 0, u = 1; is < 8; is += 2, u <<= 2) {
+      const d1 = d * scaleK4(src, sc, is), m1 = dmin * minK4(src, sc, is);
+      const d2 = d * scaleK4(src, sc, is + 1), m2 = dmin * minK4(src, sc, is + 1);
+      for (let l = 0; l < 32; l++) out[o + l] = d1 * ((src[ql + l] & 0xf) + (src[qh + l] & u ? 16 : 0)) - m1;
+      for (let l = 0; l < 32; l++) out[o + 32 + l] = d2 * ((src[ql + l] >> 4) + (src[qh + l] & (u << 1) ? 16 : 0)) - m2;
+      ql += 32;
+      o += 64;
+    }
+  }
+}
+
+/** 6-bit scale `j` of a Q4_K/Q5_K 12-byte scales field at `src[sc..]` (ggml's get_scale_min_k4, scale half). */
+function scaleK4(src: Uint8Array, sc: number, j: number): number {
+  return j < 4 ? src[sc + j] & 63 : (src[sc + j + 4] & 0xf) | ((src[sc + j - 4] >> 6) << 4);
+}
+
+/** 6-bit min `j` of the same field. */
+function minK4(src: Uint8Array, sc: number, j: number): number {
+  return j < 4 ? src[sc + j + 4] & 63 : (src[sc + j + 4] >> 4) | ((src[sc + j] >> 6) << 4);
+}
+
+/** The 16 non-linear levels of IQ4_NL / IQ4_XS (ggml's kvalues_iq4nl). */
+const IQ4_LEVELS = new Int8Array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113]);
+
+/** IQ4_NL: f16 d, 16 bytes of nibbles indexing IQ4_LEVELS (low = elements 0..15, high = 16..31). */
+export function dequantRowIQ4_NL(src: Uint8Array, off: number, cols: number, out: Float32Array, outOff: number): void {
+  const lut = f16Lut();
+  for (let b = 0; b < cols / 32; b++) {
+    const p = off + b * 18;
+    const d = lut[src[p] | (src[p + 1] << 8)];
+    const o = outOff + b * 32;
+    for (let j = 0; j < 16; j++) {
+      const q = src[p + 2 + j];
+      out[o + j] = d * IQ4_LEVELS[q & 0xf];
+      out[o + j + 16] = d * IQ4_LEVELS[q >> 4];
+    }
+  }
+}
+
+/**
+ * IQ4_XS: f16 d, u16 scales_h (2 high bits per sub-block), 4 bytes scales_l (a nibble per sub-block), 128 bytes of
+ * nibbles; 8 sub-blocks of 32 laid out like IQ4_NL blocks, each scaled by d·(6-bit scale - 32).
+ */
+export function dequantRowIQ4_XS(src: Uint8Array, off: number, cols: number, out: Float32Array, outOff: number): void {
+  const lut = f16Lut();
+  for (let b = 0; b < cols / 256; b++) {
+    const p = off + b * 136;
+    const d = lut[src[p] | (src[p + 1] << 8)];
+    const sh = src[p + 2] | (src[p + 3] << 8);
+    for (let ib = 0; ib < 8; ib++) {
+      const ls = ((src[p + 4 + (ib >> 1)] >> (4 * (ib & 1))) & 0xf) | (((sh >> (2 * ib)) & 3) << 4);
+      const dl = d * (ls - 32);
+      const q = p + 8 + ib * 16;
+      const o = outOff + b * 256 + ib * 32;
+      for (let j = 0; j < 16; j++) {
+        out[o + j] = dl * IQ4_LEVELS[src[q + j] & 0xf];
+        out[o + j + 16] = dl * IQ4_LEVELS[src[q + j] >> 4];
+      }
+    }
+  }
+}
+
 /** Dequantize one row of any supported block type. */
 export function dequantRow(
   dtype: QuantWeight['dtype'], src: Uint8Array, off: number, cols: number, out: Float32Array, outOff: number,
@@ -206,6 +410,14 @@ export function dequantRow(
     case 'q4_0': return dequantRowQ4_0(src, off, cols, out, outOff);
     case 'q4_k': return dequantRowQ4_K(src, off, cols, out, outOff);
     case 'q6_k': return dequantRowQ6_K(src, off, cols, out, outOff);
+    case 'q4_1': return dequantRowQ4_1(src, off, cols, out, outOff);
+    case 'q5_0': return dequantRowQ5_0(src, off, cols, out, outOff);
+    case 'q5_1': return dequantRowQ5_1(src, off, cols, out, outOff);
+    case 'q2_k': return dequantRowQ2_K(src, off, cols, out, outOff);
+    case 'q3_k': return dequantRowQ3_K(src, off, cols, out, outOff);
+    case 'q5_k': return dequantRowQ5_K(src, off, cols, out, outOff);
+    case 'iq4_nl': return dequantRowIQ4_NL(src, off, cols, out, outOff);
+    case 'iq4_xs': return dequantRowIQ4_XS(src, off, cols, out, outOff);
   }
 }
 
@@ -327,26 +539,92 @@ export function dotRowQ4_0(src: Uint8Array, off: number, x: Float32Array, xOff: 
   return sum;
 }
 
+/** Dot product of one Q4_1 row with `x[xOff..]`: per block d·Σq·x + m·Σx. */
+export function dotRowQ4_1(src: Uint8Array, off: number, x: Float32Array, xOff: number, cols: number): number {
+  const lut = f16Lut();
+  let sum = 0;
+  for (let b = 0, p = off, xi = xOff; b < cols / 32; b++, p += 20, xi += 32) {
+    let s = 0, sx = 0;
+    for (let j = 0; j < 16; j++) {
+      const q = src[p + 4 + j];
+      const x0 = x[xi + j], x1 = x[xi + j + 16];
+      s += (q & 0x0f) * x0 + (q >> 4) * x1;
+      sx += x0 + x1;
+    }
+    sum += lut[src[p] | (src[p + 1] << 8)] * s + lut[src[p + 2] | (src[p + 3] << 8)] * sx;
+  }
+  return sum;
+}
+
+/** Dot product of one Q5_0 row with `x[xOff..]`. */
+export function dotRowQ5_0(src: Uint8Array, off: number, x: Float32Array, xOff: number, cols: number): number {
+  const lut = f16Lut();
+  let sum = 0;
+  for (let b = 0, p = off, xi = xOff; b < cols / 32; b++, p += 22, xi += 32) {
+    const qh = u32At(src, p + 2);
+    let s = 0;
+    for (let j = 0; j < 16; j++) {
+      const q = src[p + 6 + j];
+      s += (((q & 0x0f) | (((qh >>> j) & 1) << 4)) - 16) * x[xi + j] +
+        (((q >> 4) | (((qh >>> (j + 16)) & 1) << 4)) - 16) * x[xi + j + 16];
+    }
+    sum += lut[src[p] | (src[p + 1] << 8)] * s;
+  }
+  return sum;
+}
+
+/** Dot product of one Q5_1 row with `x[xOff..]`: per block d·Σq·x + m·Σx. */
+export function dotRowQ5_1(src: Uint8Array, off: number, x: Float32Array, xOff: number, cols: number): number {
+  const lut = f16Lut();
+  let sum = 0;
+  for (let b = 0, p = off, xi = xOff; b < cols / 32; b++, p += 24, xi += 32) {
+    const qh = u32At(src, p + 4);
+    let s = 0, sx = 0;
+    for (let j = 0; j < 16; j++) {
+      const q = src[p + 8 + j];
+      const x0 = x[xi + j], x1 = x[xi + j + 16];
+      s += ((q & 0x0f) | (((qh >>> j) & 1) << 4)) * x0 + ((q >> 4) | (((qh >>> (j + 16)) & 1) << 4)) * x1;
+      sx += x0 + x1;
+    }
+    sum += lut[src[p] | (src[p + 1] << 8)] * s + lut[src[p + 2] | (src[p + 3] << 8)] * sx;
+  }
+  return sum;
+}
+
+/** Dot product of one IQ4_NL row with `x[xOff..]`. */
+export function dotRowIQ4_NL(src: Uint8Array, off: number, x: Float32Array, xOff: number, cols: number): number {
+  const lut = f16Lut();
+  let sum = 0;
+  for (let b = 0, p = off, xi = xOff; b < cols / 32; b++, p += 18, xi += 32) {
+    let s = 0;
+    for (let j = 0; j < 16; j++) {
+      const q = src[p + 2 + j];
+      s += IQ4_LEVELS[q & 0x0f] * x[xi + j] + IQ4_LEVELS[q >> 4] * x[xi + j + 16];
+    }
+    sum += lut[src[p] | (src[p + 1] << 8)] * s;
+  }
+  return sum;
+}
+
 const dotScratch = { buf: new Float32Array(256) };
 
 /**
- * Dot product of one row of any block type with `x[xOff..]`. Q8_0 / Q4_0 use the direct kernels; K-quants
- * dequantize the row into a reused scratch buffer first.
+ * Dot product of one row of any block type with `x[xOff..]`. The 32-element types use direct kernels; F16, the
+ * K-quants and IQ4_XS dequantize the row into a reused scratch buffer first.
  */
 export function dotRow(
   dtype: QuantWeight['dtype'], src: Uint8Array, off: number, x: Float32Array, xOff: number, cols: number,
 ): number {
   if (dtype === 'q8_0') return dotRowQ8_0(src, off, x, xOff, cols);
   if (dtype === 'q4_0') return dotRowQ4_0(src, off, x, xOff, cols);
+  if (dtype === 'q4_1') return dotRowQ4_1(src, off, x, xOff, cols);
+  if (dtype === 'q5_0') return dotRowQ5_0(src, off, x, xOff, cols);
+  if (dtype === 'q5_1') return dotRowQ5_1(src, off, x, xOff, cols);
+  if (dtype === 'iq4_nl') return dotRowIQ4_NL(src, off, x, xOff, cols);
   if (dotScratch.buf.length < cols) dotScratch.buf = new Float32Array(cols);
   const t = dotScratch.buf;
   dequantRow(dtype, src, off, cols, t, 0);
   let s = 0;
   for (let i = 0; i < cols; i++) s += t[i] * x[xOff + i];
   return s;
-}
-
-/** Whether a file type is kept as raw blocks in memory (F16 included); F32 and BF16 load as F32 arrays. */
-export function isBlockType(d: string): d is QuantWeight['dtype'] {
-  return Object.hasOwn(BLOCK, d);
 }

@@ -3,7 +3,9 @@ import type { Tokenizer } from './tokenizer/types.js';
 import type { ModelWeights } from './weights.js';
 
 /** Storage types found in model files (before any conversion at load). */
-export type FileDType = 'f32' | 'f16' | 'bf16' | 'q8_0' | 'q4_0' | 'q4_k' | 'q6_k';
+export type FileDType =
+  | 'f32' | 'f16' | 'bf16' | 'q8_0' | 'q4_0' | 'q4_1' | 'q5_0' | 'q5_1' | 'q2_k' | 'q3_k' | 'q4_k' | 'q5_k' | 'q6_k'
+  | 'iq4_nl' | 'iq4_xs';
 
 /** A tensor as described by the file header. Shape is in the nn.Linear order: [rows, cols] for matrices. */
 export interface TensorInfo {
@@ -37,6 +39,6 @@ export interface ModelSource {
   eosToken?: string;
   generation?: GenerationDefaults;
   loadTokenizer(): Promise<Tokenizer>;
-  /** Read all weights into memory (F16 matrices and Q8_0/Q4 stay as stored; BF16 and every vector widen to F32). */
+  /** Read all weights into memory (F16 matrices and block-quantized ones stay as stored; BF16 and every vector widen to F32). */
   loadWeights(): ModelWeights;
 }

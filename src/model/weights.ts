@@ -4,7 +4,7 @@
  * dequantized on the fly by the kernels, so a Q8_0 model stays ~4x smaller in memory than F32. F16 matrices keep their
  * raw half-precision bytes the same way (a block of one element), so F16 files load at half the memory of F32.
  */
-export type WeightDType = 'f32' | 'f16' | 'q8_0' | 'q4_0' | 'q4_k' | 'q6_k';
+export type WeightDType = 'f32' | QuantWeight['dtype'];
 
 export interface F32Weight {
   dtype: 'f32';
@@ -14,7 +14,9 @@ export interface F32Weight {
 }
 
 export interface QuantWeight {
-  dtype: 'f16' | 'q8_0' | 'q4_0' | 'q4_k' | 'q6_k';
+  dtype:
+    | 'f16' | 'q8_0' | 'q4_0' | 'q4_1' | 'q5_0' | 'q5_1' | 'q2_k' | 'q3_k' | 'q4_k' | 'q5_k' | 'q6_k' | 'iq4_nl'
+    | 'iq4_xs';
   rows: number;
   cols: number;
   /** Raw blocks, `rows * bytesPerRow` bytes. */

@@ -61,8 +61,16 @@ const SUPPORTED_TYPES: Record<number, FileDType> = {
   [GGML_TYPE.BF16]: 'bf16',
   [GGML_TYPE.Q8_0]: 'q8_0',
   [GGML_TYPE.Q4_0]: 'q4_0',
+  [GGML_TYPE.Q4_1]: 'q4_1',
+  [GGML_TYPE.Q5_0]: 'q5_0',
+  [GGML_TYPE.Q5_1]: 'q5_1',
+  [GGML_TYPE.Q2_K]: 'q2_k',
+  [GGML_TYPE.Q3_K]: 'q3_k',
   [GGML_TYPE.Q4_K]: 'q4_k',
+  [GGML_TYPE.Q5_K]: 'q5_k',
   [GGML_TYPE.Q6_K]: 'q6_k',
+  [GGML_TYPE.IQ4_NL]: 'iq4_nl',
+  [GGML_TYPE.IQ4_XS]: 'iq4_xs',
 };
 
 /** Buffered little-endian reader over a file descriptor with bounds checks against the file size. */
@@ -295,7 +303,7 @@ function parseHeader(r: FileReader): GgufHeader {
     if (dtype === undefined) {
       r.fail(
         `tensor ${name} has ggml type ${ggmlTypeName(ggmlType)} (${ggmlType}), which cokv does not support ` +
-          '(supported: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K)',
+          '(supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS)',
       );
     }
     const offset = r.u64n(`${name} offset`);
