@@ -13,6 +13,7 @@ import { archForGguf, archModule, type ArchModule, type GgufMetaReader } from '.
 import { ggufRopeScaling } from '../arch/common.js';
 import { llamaRecipe, validateConfig, type ModelConfig } from '../config.js';
 import { assembleWeights, expectedTensors } from './assemble.js';
+import { allocTyped, preadFully } from './read-chunked.js';
 import type { FileDType, ModelSource, TensorInfo } from '../source.js';
 import type { Tokenizer } from '../tokenizer/types.js';
 import type { F32Weight, ModelWeights, QuantWeight, Weight } from '../weights.js';
@@ -135,19 +136,9 @@ class FileReader {
   }
 }
 
+/** Read `len` bytes at `pos` into `buf` at `off`, in chunks of at most 1 GiB (readSync's limit is 2^31 − 1). */
 function readFully(fd: number, buf: Buffer | Uint8Array, off: number, len: number, pos: number, path: string): number {
-  let done = 0;
-  while (done < len) {
-    let n: number;
-    try {
-      n = fs.readSync(fd, buf, off + done, len - done, pos + done);
-    } catch (e) {
-      throw new CokvError(`${path}: read failed: ${(e as Error).message}`, 'file');
-    }
-    if (n <= 0) break;
-    done += n;
-  }
-  return done;
+  return preadFully(fd, buf.subarray(off, off + len), pos, path);
 }
 
 function openFd(path: string): { fd: number; size: number } {
@@ -541,7 +532,7 @@ export function openGguf(path: string): ModelSource {
 
 /** Read a tensor's raw bytes. */
 function readTensorBytes(fd: number, h: GgufHeader, t: GgufTensorInfo): Uint8Array {
-  const buf = new Uint8Array(t.nbytes);
+  const buf = allocTyped(h.path, `tensor ${t.name}`, t.nbytes, Uint8Array);
   const n = readFully(fd, buf, 0, t.nbytes, h.dataOffset + t.offset, h.path);
   if (n !== t.nbytes) throw new CokvError(`${h.path}: tensor ${t.name}: file ended after ${n} of ${t.nbytes} bytes`, 'format');
   return buf;
@@ -590,22 +581,38 @@ function checkFinite(h: GgufHeader, name: string, a: Float32Array): Float32Array
 }
 
 /**
- * Undo llama.cpp's Q/K row permutation for `llama` GGUFs. The converter maps HF row h*D + s*D/2 + i to
- * GGUF row h*D + 2i + s (s ∈ {0,1}, i < D/2), so HF row (h, s, i) = GGUF row (h, i, s).
+ * Undo llama.cpp's Q/K row permutation for `llama` GGUFs, in place (returns `buf`): no second copy of the
+ * tensor. The converter maps HF row h*D + s*D/2 + i to GGUF row h*D + 2i + s (s ∈ {0,1}, i < D/2), so HF row
+ * d of a head is GGUF row from(d) = 2·(d mod D/2) + ⌊d / (D/2)⌋; each cycle of that map is rotated through
+ * one row of scratch.
  */
-export function unpermuteRows(src: Uint8Array, rowBytes: number, nHead: number, headDim: number): Uint8Array {
-  const out = new Uint8Array(src.length);
+export function unpermuteRows(buf: Uint8Array, rowBytes: number, nHead: number, headDim: number): Uint8Array {
   const half = headDim / 2;
+  const from = (d: number): number => 2 * (d % half) + Math.floor(d / half);
+  const cycles: number[][] = [];
+  const seen = new Uint8Array(headDim);
+  for (let d0 = 0; d0 < headDim; d0++) {
+    if (seen[d0]) continue;
+    const cycle: number[] = [];
+    let d = d0;
+    do {
+      seen[d] = 1;
+      cycle.push(d);
+      d = from(d);
+    } while (d !== d0);
+    if (cycle.length > 1) cycles.push(cycle);
+  }
+  const tmp = new Uint8Array(rowBytes);
   for (let h = 0; h < nHead; h++) {
-    for (let s = 0; s < 2; s++) {
-      for (let i = 0; i < half; i++) {
-        const dst = h * headDim + s * half + i;
-        const from = h * headDim + 2 * i + s;
-        out.set(src.subarray(from * rowBytes, (from + 1) * rowBytes), dst * rowBytes);
-      }
+    const base = h * headDim * rowBytes;
+    const at = (r: number): number => base + r * rowBytes;
+    for (const c of cycles) {
+      tmp.set(buf.subarray(at(c[0]), at(c[0]) + rowBytes));
+      for (let k = 0; k + 1 < c.length; k++) buf.copyWithin(at(c[k]), at(c[k + 1]), at(c[k + 1]) + rowBytes);
+      buf.set(tmp, at(c[c.length - 1]));
     }
   }
-  return out;
+  return buf;
 }
 
 function loadGgufWeights(h: GgufHeader, c: ModelConfig, arch: ArchModule, byName: Map<string, GgufTensorInfo>): ModelWeights {

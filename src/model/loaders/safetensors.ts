@@ -10,6 +10,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { CokvError, MAX_TENSOR_ELEMENTS } from '../../errors.js';
 import { bf16ToF32, f16ToF32, f32ToF16 } from '../quant.js';
+import { allocTyped, preadFully } from './read-chunked.js';
 
 /** The storage types we read. Other safetensors dtypes (I64, F8_E4M3, ...) are rejected with a clear error. */
 export type SafetensorsDType = 'F32' | 'F16' | 'BF16';
@@ -65,14 +66,10 @@ function statFile(file: string): fs.Stats {
   return st;
 }
 
-/** Read exactly `dst.byteLength` bytes at `pos`, or fail naming the file. */
+/** Read exactly `dst.byteLength` bytes at `pos` (in readSync-sized chunks), or fail naming the file. */
 function readExact(fd: number, file: string, dst: Uint8Array, pos: number): void {
-  let done = 0;
-  while (done < dst.byteLength) {
-    const n = fs.readSync(fd, dst, done, dst.byteLength - done, pos + done);
-    if (n <= 0) fail(file, `file is truncated (wanted ${dst.byteLength} bytes at offset ${pos}, got ${done})`);
-    done += n;
-  }
+  const done = preadFully(fd, dst, pos, file);
+  if (done < dst.byteLength) fail(file, `file is truncated (wanted ${dst.byteLength} bytes at offset ${pos}, got ${done})`);
 }
 
 function withFd<T>(file: string, fn: (fd: number) => T): T {
@@ -195,16 +192,12 @@ function table(dtype: 'F16' | 'BF16'): Float32Array {
   return bf16Table;
 }
 
+/** Bytes per read of tensor data (and per widening pass for F16/BF16): tensors are read by offset, never whole files. */
 const CHUNK_BYTES = 16 * 1024 * 1024;
 
 /** Read one tensor's bytes as stored. */
 export function readEntryRaw(e: SafetensorsEntry): Uint8Array {
-  let out: Uint8Array;
-  try {
-    out = new Uint8Array(e.byteLength);
-  } catch {
-    fail(e.file, `tensor "${e.name}": cannot allocate ${e.byteLength} bytes`);
-  }
+  const out = allocTyped(e.file, `tensor "${e.name}"`, e.byteLength, Uint8Array);
   withFd(e.file, (fd) => {
     for (let off = 0; off < out.byteLength; off += CHUNK_BYTES) {
       readExact(fd, e.file, out.subarray(off, Math.min(off + CHUNK_BYTES, out.byteLength)), e.start + off);
@@ -216,18 +209,14 @@ export function readEntryRaw(e: SafetensorsEntry): Uint8Array {
 /** Read one tensor's data from its file. */
 export function readEntry(e: SafetensorsEntry): Float32Array {
   const elements = e.byteLength / DTYPE_BYTES[e.dtype];
-  let out: Float32Array;
-  try {
-    out = new Float32Array(elements);
-  } catch {
-    fail(e.file, `tensor "${e.name}": cannot allocate ${elements} floats`);
-  }
+  const out = allocTyped(e.file, `tensor "${e.name}" (as F32)`, elements, Float32Array, 'elements');
   withFd(e.file, (fd) => {
     if (e.dtype === 'F32') {
-      // Little-endian host assumed (as everywhere Node runs in practice).
-      const bytes = new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
-      for (let off = 0; off < bytes.byteLength; off += CHUNK_BYTES) {
-        readExact(fd, e.file, bytes.subarray(off, Math.min(off + CHUNK_BYTES, bytes.byteLength)), e.start + off);
+      // Straight into the result, one chunk-sized byte view at a time (a single view of more than 2^32 bytes
+      // is not allowed). Little-endian host assumed (as everywhere Node runs in practice).
+      for (let off = 0; off < out.byteLength; off += CHUNK_BYTES) {
+        const n = Math.min(CHUNK_BYTES, out.byteLength - off);
+        readExact(fd, e.file, new Uint8Array(out.buffer, out.byteOffset + off, n), e.start + off);
       }
       return;
     }
