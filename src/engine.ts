@@ -64,7 +64,7 @@ export interface SharedPrefill {
   ids: number[];
   cache: RaggedKVCache;
   logits: Float32Array;
-  /** Per layer, the post-RoPE queries of the last `windowRows` prompt tokens. */
+  /** Per full-attention layer, the post-RoPE queries of the last `windowRows` prompt tokens (sliding layers: none). */
   queries: Float32Array[];
   windowRows: number;
   prefillMs: number;
@@ -84,14 +84,20 @@ export interface GenerationStats {
   decodeMs: number;
   /** Generated tokens after the first, per second of decode time. */
   decodeTokensPerSecond: number;
-  /** K+V bytes held by the cache at the end. */
+  /** K+V bytes held by the cache at the end (every layer; see RaggedKVCache.bytes). */
   kvBytes: number;
-  /** K+V bytes an uncompressed cache would hold for the same tokens. */
+  /** K+V bytes an uncompressed cache would hold for the same tokens (see RaggedKVCache.fullBytes). */
   kvFullBytes: number;
   /** K+V bytes held right after the prompt's prefill (and compression). */
   promptKvBytes: number;
   /** K+V bytes a full cache holds for the prompt. */
   promptFullKvBytes: number;
+  /**
+   * Like promptKvBytes / promptFullKvBytes but over the full-attention layers only, the ones a press budgets
+   * (sliding layers hold their window either way): kept fractions are promptBudgetedKvBytes / promptBudgetedFullKvBytes.
+   */
+  promptBudgetedKvBytes: number;
+  promptBudgetedFullKvBytes: number;
   /** Process peak resident set size, bytes. */
   peakRssBytes: number;
   stopReason: 'eos' | 'stop' | 'length';
@@ -188,10 +194,10 @@ export class CokvModel {
     return this.tokenizer.decode(ids);
   }
 
-  /** A fresh, empty cache for this model. */
+  /** A fresh, empty cache for this model (sliding layers' heads preallocate only their window plus a chunk). */
   newCache(capacity = 0, dtype: KvDType = 'f32'): RaggedKVCache {
     const c = this.config;
-    return new RaggedKVCache(c.numLayers, c.numKvHeads, c.headDim, capacity, dtype);
+    return new RaggedKVCache(c.numLayers, c.numKvHeads, c.headDim, capacity, dtype, c.layers);
   }
 
   /**
@@ -252,9 +258,13 @@ export class CokvModel {
     const rows = Math.min(windowRows, ids.length);
     const qDim = this.config.numHeads * this.config.headDim;
     const queries: Float32Array[] = [];
+    const layers = this.config.layers;
     const logits = this.transformer.forward(ids, cache, {
       logits: 'last',
-      onLayer: (ctx) => { queries[ctx.layer] = ctx.queries.slice((ctx.numTokens - rows) * qDim, ctx.numTokens * qDim); },
+      // Only full-attention layers are ever compressed, so only theirs are kept (sliding entries stay empty).
+      onLayer: (ctx) => {
+        if (layers[ctx.layer].kind === 'full') queries[ctx.layer] = ctx.queries.slice((ctx.numTokens - rows) * qDim, ctx.numTokens * qDim);
+      },
     }).slice();
     return { ids: [...ids], cache, logits, queries, windowRows: rows, prefillMs: performance.now() - t0 };
   }
@@ -268,7 +278,7 @@ export class CokvModel {
     const t0 = performance.now();
     const cache = shared.cache.clone(reserve + (suffix?.length ?? 0));
     if (press) {
-      for (let l = 0; l < this.config.numLayers; l++) {
+      for (const l of cache.budgetedLayers()) {
         press.compressLayer({ layer: l, queries: shared.queries[l], numTokens: shared.windowRows, startPosition: 0, cache }, reserve + (suffix?.length ?? 0));
       }
     }
@@ -354,6 +364,8 @@ export class CokvModel {
     const t1 = performance.now();
     const promptKvBytes = cache.bytes();
     const promptFullKvBytes = cache.fullBytes();
+    const promptBudgetedKvBytes = cache.budgetedBytes();
+    const promptBudgetedFullKvBytes = cache.budgetedFullBytes();
     cache.reserveExtra(room);
     const history = [...ids];
     const stream = new TextStream(this.tokenizer, ids[ids.length - 1], opts.stop ?? []);
@@ -390,6 +402,8 @@ export class CokvModel {
       kvFullBytes: cache.fullBytes(),
       promptKvBytes,
       promptFullKvBytes,
+      promptBudgetedKvBytes,
+      promptBudgetedFullKvBytes,
       peakRssBytes: peakRssBytes(),
       stopReason,
     };

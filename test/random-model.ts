@@ -89,6 +89,8 @@ export function referenceLogits(
   };
   let xs: Float64Array<ArrayBufferLike>[] = ids.map((id) => Float64Array.from(w.tokenEmbedding.data.subarray(id * H, (id + 1) * H)));
   const group = c.numHeads / c.numKvHeads;
+  // The recipe's q·k multiplier when a config sets its own (Gemma style); the Llama 1/√hd is divided as before.
+  const scale = c.recipe.attentionScale === 1 / Math.sqrt(hd) ? undefined : c.recipe.attentionScale;
   for (let l = 0; l < c.numLayers; l++) {
     const lw = w.layers[l];
     const qs: Float64Array[] = [], ks: Float64Array[] = [], vs: Float64Array[] = [];
@@ -109,7 +111,7 @@ export function referenceLogits(
         const sc = keys.map((j) => {
           let s = 0;
           for (let i = 0; i < hd; i++) s += qs[t][h * hd + i] * ks[j][g * hd + i];
-          return s / Math.sqrt(hd);
+          return scale === undefined ? s / Math.sqrt(hd) : s * scale;
         });
         const m = Math.max(...sc);
         const e = sc.map((s) => Math.exp(s - m));

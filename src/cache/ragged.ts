@@ -6,7 +6,14 @@
  * Storage is F32 (default), F16 (half the bytes) or Q8 (each entry's K row and V row quantized symmetrically to
  * int8 with one F32 scale per row: scale = max|x|/127, q = round(x/scale)). Attention reads F16 and Q8 heads
  * widened to F32 scratch.
+ *
+ * The cache knows each layer's kind. A sliding-window layer holds only its window: the forward pass trims it
+ * after every pass (`trimSliding`), its heads preallocate at most window + one prefill chunk, and presses never
+ * touch it. Byte accounting separates the full-attention ("budgeted") layers, which presses compress and whose
+ * kept fraction results report, from the sliding ones, which hold the same entries whatever the press.
  */
+import type { LayerSpec } from '../model/config.js';
+import { DEFAULT_PREFILL_CHUNK } from '../model/forward.js';
 import { f16Lut, f32ToF16 } from '../model/quant.js';
 
 export type KvDType = 'f32' | 'f16' | 'q8';
@@ -81,7 +88,16 @@ export class HeadCache {
 
   /** Make room for at least `capacity` entries (copying what is held). */
   reserve(capacity: number): void {
-    if (capacity <= this.capacity) return;
+    if (capacity > this.capacity) this.realloc(capacity);
+  }
+
+  /** Release spare room beyond `capacity` entries (never below `length`), so the memory is really returned. */
+  shrink(capacity: number): void {
+    const cap = Math.max(this.length, capacity);
+    if (cap < this.capacity) this.realloc(cap);
+  }
+
+  private realloc(capacity: number): void {
     const d = this.headDim, n = this.length;
     const k = alloc(this.dtype, capacity * d);
     const v = alloc(this.dtype, capacity * d);
@@ -228,28 +244,107 @@ export class HeadCache {
   }
 }
 
+/** What the cache needs to know of a layer: full attention (budgeted by presses) or a sliding window. */
+export type CacheLayer = Pick<LayerSpec, 'kind' | 'window'>;
+
+/** Entries a sliding layer drops at once (a quarter window), so decode does not move the window every token. */
+export function slidingDropBatch(window: number): number {
+  return Math.max(1, Math.ceil(window / 4));
+}
+
+/**
+ * The most entries a sliding-window head holds between forward passes: the `window − 1` positions the next query
+ * still sees, plus fewer than one drop batch of older ones waiting to be dropped together.
+ */
+export function slidingHoldBound(window: number): number {
+  return window - 1 + slidingDropBatch(window) - 1;
+}
+
 /** The whole model's cache: layers × kvHeads independent heads plus the sequence position counter. */
 export class RaggedKVCache {
   readonly heads: HeadCache[][];
   /** Position of the next token to be processed (= tokens seen so far, evicted or not). */
   position = 0;
+  private kinds: CacheLayer[];
+  /** Whether `kinds` were given (a cache made without them takes them from the first `trimSliding`). */
+  private kindsGiven: boolean;
+  /**
+   * Rows of one forward pass a sliding head keeps room for beyond its window: a prefill chunk, or less when the
+   * cache was sized for fewer tokens. Bounds what a sliding head preallocates and keeps after a long pass.
+   */
+  private spareRows: number;
+  /** The last `layers` array `trimSliding` checked (the forward pass passes the same one every time). */
+  private checkedLayers: readonly CacheLayer[] | undefined;
 
+  /**
+   * `layers` gives each layer's kind (default: all full attention, the Llama case); a sliding layer's heads
+   * preallocate at most their window plus one prefill chunk instead of `capacity`.
+   */
   constructor(
     readonly numLayers: number, readonly numKvHeads: number, readonly headDim: number, capacity = 0,
-    readonly dtype: KvDType = 'f32',
+    readonly dtype: KvDType = 'f32', layers?: readonly CacheLayer[],
   ) {
+    this.kindsGiven = layers !== undefined;
+    this.kinds = RaggedKVCache.checkKinds(layers ?? Array.from({ length: numLayers }, () => ({ kind: 'full' as const })), numLayers);
+    this.spareRows = capacity > 0 ? Math.min(capacity, DEFAULT_PREFILL_CHUNK) : DEFAULT_PREFILL_CHUNK;
     this.heads = [];
     for (let l = 0; l < numLayers; l++) {
       const row: HeadCache[] = [];
-      for (let h = 0; h < numKvHeads; h++) row.push(new HeadCache(headDim, capacity, dtype));
+      const cap = this.roomFor(l, 0, capacity);
+      for (let h = 0; h < numKvHeads; h++) row.push(new HeadCache(headDim, cap, dtype));
       this.heads.push(row);
     }
   }
 
-  /** A deep copy (each head with room for `extra` more entries). */
+  private static checkKinds(layers: readonly CacheLayer[], numLayers: number): CacheLayer[] {
+    if (layers.length !== numLayers) throw new Error(`RaggedKVCache: ${layers.length} layer kinds for ${numLayers} layers`);
+    return layers.map((l, i) => {
+      if (l.kind === 'full') return { kind: 'full' };
+      if (!(l.kind === 'sliding' && Number.isInteger(l.window) && l.window! > 0)) {
+        throw new Error(`RaggedKVCache: layer ${i} is not full attention nor sliding with a positive window`);
+      }
+      return { kind: 'sliding', window: l.window };
+    });
+  }
+
+  /** Each layer's kind and window. */
+  get layers(): readonly CacheLayer[] {
+    return this.kinds;
+  }
+
+  /** Whether presses budget this layer (full attention); sliding layers keep their window. */
+  isBudgeted(layer: number): boolean {
+    return this.kinds[layer].kind === 'full';
+  }
+
+  /** The full-attention layers, ascending. */
+  budgetedLayers(): number[] {
+    const out: number[] = [];
+    this.kinds.forEach((k, l) => { if (k.kind === 'full') out.push(l); });
+    return out;
+  }
+
+  /**
+   * Capacity a head of layer `l` holding `length` entries gets when `extra` more may come: length + extra, but on
+   * a sliding layer no more than its hold bound plus min(extra, spare rows), since older entries are dropped.
+   */
+  private roomFor(l: number, length: number, extra: number): number {
+    const k = this.kinds[l];
+    if (k.kind !== 'sliding') return length + extra;
+    return Math.max(length, Math.min(length + extra, slidingHoldBound(k.window!) + Math.min(extra, this.spareRows)));
+  }
+
+  /** A deep copy with the same layer kinds (each head with room for `extra` more entries, capped on sliding layers). */
   clone(extra = 0): RaggedKVCache {
-    const c = new RaggedKVCache(this.numLayers, this.numKvHeads, this.headDim, 0, this.dtype);
-    for (let l = 0; l < this.numLayers; l++) for (let h = 0; h < this.numKvHeads; h++) c.heads[l][h] = this.heads[l][h].clone(extra);
+    const c = new RaggedKVCache(this.numLayers, this.numKvHeads, this.headDim, 0, this.dtype, this.kinds);
+    c.kindsGiven = this.kindsGiven;
+    c.spareRows = this.spareRows;
+    for (let l = 0; l < this.numLayers; l++) {
+      for (let h = 0; h < this.numKvHeads; h++) {
+        const src = this.heads[l][h];
+        c.heads[l][h] = src.clone(this.roomFor(l, src.length, extra) - src.length);
+      }
+    }
     c.position = this.position;
     return c;
   }
@@ -258,30 +353,58 @@ export class RaggedKVCache {
     return this.heads[layer][kvHead];
   }
 
-  /** Ensure every head can take `extra` more entries without reallocating (done once before a decode loop). */
+  /**
+   * Ensure every head can take `extra` more entries without reallocating (done once before a decode loop); a
+   * sliding head only needs its window plus the rows of one pass.
+   */
   reserveExtra(extra: number): void {
-    for (const row of this.heads) for (const h of row) h.reserve(h.length + extra);
+    this.heads.forEach((row, l) => { for (const h of row) h.reserve(this.roomFor(l, h.length, extra)); });
   }
 
   /**
    * Drop, on every sliding-window layer, the entries no later query can see (positions ≤ position − window), so
-   * such a layer holds at most 1.25 × its window plus the last pass's rows. Called by the forward pass after each
-   * pass; entries are dropped in batches of a quarter window so decode does not move the whole window every token.
+   * such a layer holds at most {@link slidingHoldBound} entries between passes plus the last pass's rows during
+   * one. Called by the forward pass after each pass; entries are dropped in batches of a quarter window so decode
+   * does not move the whole window every token. A head that grew during a long pass (a whole prompt at once) is
+   * shrunk back to its window plus spare rows. `layers` (the model's) must agree with the cache's kinds; a cache
+   * made without kinds adopts them.
    */
-  trimSliding(layers: readonly { kind: 'full' | 'sliding'; window?: number }[]): void {
+  trimSliding(layers?: readonly CacheLayer[]): void {
+    if (layers && layers !== this.checkedLayers) {
+      this.adoptKinds(layers);
+      this.checkedLayers = layers;
+    }
     for (let l = 0; l < this.numLayers; l++) {
-      const spec = layers[l];
-      if (spec?.kind !== 'sliding') continue;
-      const oldest = this.position - spec.window!; // entries at or before this are out of every future window
+      const spec = this.kinds[l];
+      if (spec.kind !== 'sliding') continue;
+      const W = spec.window!;
+      const oldest = this.position - W; // entries at or before this are out of every future window
+      const limit = slidingHoldBound(W) + this.spareRows;
       for (const h of this.heads[l]) {
         let n = 0;
         while (n < h.length && h.positions[n] <= oldest) n++;
-        if (n >= Math.max(1, Math.ceil(spec.window! / 4))) h.dropFront(n);
+        if (n >= slidingDropBatch(W)) h.dropFront(n);
+        if (h.capacity > limit) h.shrink(limit);
       }
     }
   }
 
-  /** Exact K+V bytes held by all heads. */
+  private adoptKinds(layers: readonly CacheLayer[]): void {
+    const given = RaggedKVCache.checkKinds(layers, this.numLayers);
+    if (this.kindsGiven) {
+      given.forEach((k, l) => {
+        const mine = this.kinds[l];
+        if (k.kind !== mine.kind || k.window !== mine.window) {
+          throw new Error(`RaggedKVCache: layer ${l} is ${k.kind}${k.window ? ` (${k.window})` : ''} for the model, ${mine.kind}${mine.window ? ` (${mine.window})` : ''} in the cache`);
+        }
+      });
+      return;
+    }
+    this.kinds = given;
+    this.kindsGiven = true;
+  }
+
+  /** Exact K+V bytes held by all heads (every layer, sliding ones included). */
   bytes(): number {
     let b = 0;
     for (const row of this.heads) for (const h of row) b += h.bytes();
@@ -294,11 +417,40 @@ export class RaggedKVCache {
     return b;
   }
 
-  /** Bytes a full (uncompressed) cache of the same storage type would hold for the tokens seen so far. */
-  fullBytes(): number {
-    return this.position * this.numLayers * this.numKvHeads * kvEntryBytes(this.dtype, this.headDim);
+  private heldBytes(budgeted: boolean): number {
+    let b = 0;
+    this.heads.forEach((row, l) => { if (this.isBudgeted(l) === budgeted) for (const h of row) b += h.bytes(); });
+    return b;
   }
 
+  /** Exact K+V bytes held by the full-attention (budgeted) layers' heads. */
+  budgetedBytes(): number {
+    return this.heldBytes(true);
+  }
+
+  /** Exact K+V bytes held by the sliding layers' heads (never compressed by a press, so the same as a full cache's). */
+  slidingBytes(): number {
+    return this.heldBytes(false);
+  }
+
+  /**
+   * Bytes an uncompressed cache of the same storage type holds for the tokens seen so far on the full-attention
+   * layers: position entries per head, every one of them.
+   */
+  budgetedFullBytes(): number {
+    return this.position * this.budgetedLayers().length * this.numKvHeads * kvEntryBytes(this.dtype, this.headDim);
+  }
+
+  /**
+   * Bytes an uncompressed cache of the same storage type holds for the tokens seen so far: `budgetedFullBytes()`
+   * plus what the sliding layers hold. Presses never touch sliding layers, so those hold exactly what they would
+   * in a full cache: the last min(position, window − 1) positions plus fewer than a drop batch
+   * (⌈window/4⌉) of older ones not yet dropped — at most {@link slidingHoldBound} entries per head between passes.
+   * So a full cache has bytes() = fullBytes().
+   */
+  fullBytes(): number {
+    return this.budgetedFullBytes() + this.slidingBytes();
+  }
   /** Per-head lengths, [layer][kvHead]. */
   lengths(): number[][] {
     return this.heads.map((row) => row.map((h) => h.length));

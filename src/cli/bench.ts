@@ -12,6 +12,7 @@ import { loadModel } from '../engine.js';
 import { Rng } from '../generate/rng.js';
 import { modelName } from '../eval/runner.js';
 import { createPress } from '../press/registry.js';
+import { kvScopeLabel } from '../press/scope.js';
 import { addPressTuningFlags, pressOptionsFromFlags, type PressFlags } from './press-flags.js';
 import { formatBytes, numberFlag } from './util.js';
 import { peakRssBytes } from '../memory.js';
@@ -19,7 +20,12 @@ import { peakRssBytes } from '../memory.js';
 interface BenchFlags extends PressFlags { model: string; lengths: string; presses: string; budgets: string; decode: string; out?: string; json?: boolean }
 
 export interface BenchRow {
-  length: number; press: string; budget: number | null; prefillMs: number; decodeMsPerToken: number; kvBytes: number; peakRssBytes: number;
+  length: number; press: string; budget: number | null; prefillMs: number; decodeMsPerToken: number;
+  /** K+V bytes held after the prefill, every layer (sliding windows included): the memory. */
+  kvBytes: number;
+  /** The part of kvBytes in the full-attention layers, the ones a press budgets. */
+  budgetedKvBytes?: number;
+  peakRssBytes: number;
 }
 
 export function registerBench(program: Command, run: (fn: () => Promise<void>) => Promise<void>): void {
@@ -52,6 +58,7 @@ async function benchOne(f: PressFlags & { model: string; length: string; decode:
   let logits = model.prefill(ids, cache, press, steps + 1);
   const prefillMs = performance.now() - t0;
   const kvBytes = cache.bytes();
+  const budgetedKvBytes = cache.budgetedBytes();
   cache.reserveExtra(steps + 1);
   const times: number[] = [];
   const step = [0];
@@ -66,7 +73,7 @@ async function benchOne(f: PressFlags & { model: string; length: string; decode:
   times.sort((a, b) => a - b);
   const row: BenchRow = {
     length: L, press: f.press ?? 'full', budget: f.budget ? Number(f.budget) : null, prefillMs,
-    decodeMsPerToken: times[Math.floor(times.length / 2)], kvBytes, peakRssBytes: peakRssBytes(),
+    decodeMsPerToken: times[Math.floor(times.length / 2)], kvBytes, budgetedKvBytes, peakRssBytes: peakRssBytes(),
   };
   process.stdout.write(JSON.stringify(row) + '\n');
 }
@@ -105,11 +112,18 @@ async function benchCommand(f: BenchFlags): Promise<void> {
     fs.writeFileSync(path.join(f.out, 'bench', `${modelName(f.model)}.json`), JSON.stringify({ model: modelName(f.model), rows }, null, 1) + '\n');
   }
   if (f.json) { process.stdout.write(JSON.stringify(rows) + '\n'); return; }
-  const lines = ['| prompt | press | budget | prefill ms | decode ms/token | × full | KV held | × full | peak RSS |', '| --- | --- | --- | --- | --- | --- | --- | --- | --- |'];
+  // With sliding layers, also the budgeted (full-attention) part of the KV, the part a press compresses.
+  const sliding = model.config.layers.some((l) => l.kind === 'sliding');
+  const lines = [
+    `| prompt | press | budget | prefill ms | decode ms/token | × full | KV held | × full |${sliding ? ' budgeted KV | × full |' : ''} peak RSS |`,
+    `| --- | --- | --- | --- | --- | --- | --- | --- |${sliding ? ' --- | --- |' : ''} --- |`,
+  ];
   for (const r of rows) {
     const full = rows.find((x) => x.length === r.length && x.press === 'full');
     const rel = (a: number, b?: number) => (b ? (a / b).toFixed(3) : '');
-    lines.push(`| ${r.length} | ${r.press} | ${r.budget ?? '-'} | ${r.prefillMs.toFixed(0)} | ${r.decodeMsPerToken.toFixed(2)} | ${rel(r.decodeMsPerToken, full?.decodeMsPerToken)} | ${formatBytes(r.kvBytes)} | ${rel(r.kvBytes, full?.kvBytes)} | ${formatBytes(r.peakRssBytes)} |`);
+    const budgeted = sliding ? ` ${formatBytes(r.budgetedKvBytes ?? 0)} | ${rel(r.budgetedKvBytes ?? 0, full?.budgetedKvBytes)} |` : '';
+    lines.push(`| ${r.length} | ${r.press} | ${r.budget ?? '-'} | ${r.prefillMs.toFixed(0)} | ${r.decodeMsPerToken.toFixed(2)} | ${rel(r.decodeMsPerToken, full?.decodeMsPerToken)} | ${formatBytes(r.kvBytes)} | ${rel(r.kvBytes, full?.kvBytes)} |${budgeted} ${formatBytes(r.peakRssBytes)} |`);
   }
+  if (sliding) lines.push('', `KV held: every layer; budgeted KV: ${kvScopeLabel(model.config)}`);
   process.stdout.write(lines.join('\n') + '\n');
 }

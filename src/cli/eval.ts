@@ -110,4 +110,7 @@ async function evalCommand(f: EvalFlags): Promise<void> {
     const rel = full && full.score !== 0 ? `${((100 * r.score) / full.score).toFixed(1)}%` : '';
     process.stdout.write(`${r.press.padEnd(w)}  ${String(b).padStart(6)}  ${r.score.toFixed(2).padStart(7)} (${r.n})  ${rel.padStart(7)}  ${(100 * r.keptKvBytes / Math.max(1, r.fullKvBytes)).toFixed(1)}%\n`);
   }
+  // Kept KV covers the budgeted layers; say so when sliding layers are left out of it.
+  const scope = results.find((r) => r.kvScope)?.kvScope;
+  if (scope) process.stdout.write(`kept KV: ${scope}\n`);
 }

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
-import { parameterCount } from '../model/config.js';
+import { fullAttentionLayers, parameterCount } from '../model/config.js';
+import { slidingLayers } from '../press/scope.js';
 import { openModel } from '../model/load.js';
 import { CokvError } from '../errors.js';
 import { describeRule, type Tokenizer } from '../model/tokenizer/types.js';
@@ -68,7 +69,9 @@ async function inspectCommand(p: string, flags: { json?: boolean }): Promise<voi
     parameters: parameterCount(c),
     tensors: src.tensors.length,
     dtypes,
-    players: { layers: c.numLayers, kvHeads: c.numKvHeads, total: c.numLayers * c.numKvHeads },
+    // Players (and budgeted heads) are the KV heads of the full-attention layers; sliding layers keep their window.
+    players: { layers: fullAttentionLayers(c).length, kvHeads: c.numKvHeads, total: fullAttentionLayers(c).length * c.numKvHeads, fullAttentionLayers: fullAttentionLayers(c) },
+    slidingLayers: slidingLayers(c),
     chatTemplate: src.chatTemplate !== undefined,
     tokenizer,
   };
@@ -92,7 +95,11 @@ async function inspectCommand(p: string, flags: { json?: boolean }): Promise<voi
     ['attention bias', String(info.attentionBias)],
     ['parameters', info.parameters.toLocaleString('en-US')],
     ['tensors', `${info.tensors} (${Object.entries(dtypes).map(([k, v]) => `${k} ${v}`).join(', ')})`],
-    ['players', `${info.players.layers} layers × ${info.players.kvHeads} KV heads = ${info.players.total}`],
+    ['players', info.slidingLayers.length === 0
+      ? `${info.players.layers} layers × ${info.players.kvHeads} KV heads = ${info.players.total}`
+      : `${info.players.layers} full-attention layer${info.players.layers === 1 ? '' : 's'} × ${info.players.kvHeads} KV heads = ${info.players.total}`
+        + ` (layers ${info.players.fullAttentionLayers.join(', ') || 'none'})`],
+    ...(info.slidingLayers.length ? [['sliding layers', slidingSummary(info.slidingLayers)] as [string, string]] : []),
     ['chat template', info.chatTemplate ? 'yes' : 'no'],
   ];
   const t = info.tokenizer;
@@ -106,4 +113,21 @@ async function inspectCommand(p: string, flags: { json?: boolean }): Promise<voi
   }
   const w = Math.max(...rows.map((r) => r[0].length));
   for (const [k, v] of rows) process.stdout.write(`${k.padEnd(w)}  ${v}\n`);
+}
+
+/** "0-4, 6-10 (window 512)": runs of consecutive sliding layers, grouped by window. */
+function slidingSummary(list: { layer: number; window: number }[]): string {
+  const byWindow = new Map<number, number[]>();
+  for (const s of list) byWindow.set(s.window, [...(byWindow.get(s.window) ?? []), s.layer]);
+  const runs = (ls: number[]): string => {
+    const out: string[] = [];
+    for (let i = 0; i < ls.length;) {
+      let j = i;
+      while (j + 1 < ls.length && ls[j + 1] === ls[j] + 1) j++;
+      out.push(j > i ? `${ls[i]}-${ls[j]}` : String(ls[i]));
+      i = j + 1;
+    }
+    return out.join(', ');
+  };
+  return [...byWindow].map(([w, ls]) => `${runs(ls)} (window ${w})`).join('; ') + ` — ${list.length} layer${list.length === 1 ? '' : 's'}, not players`;
 }

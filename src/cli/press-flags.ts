@@ -25,8 +25,8 @@ export interface PressFlags {
 export function addPressFlags(cmd: Command): Command {
   cmd
     .option('--press <name>', `KV-cache press: ${PRESS_NAMES.join(', ')}`, 'full')
-    .option('--budget <n>', 'average prompt tokens kept per KV head, window included')
-    .option('--ratio <r>', 'or keep this fraction (0, 1] of the prompt per head on average');
+    .option('--budget <n>', 'average prompt tokens kept per KV head of the full-attention layers, window included (sliding layers keep their window)')
+    .option('--ratio <r>', 'or keep this fraction (0, 1] of the prompt per full-attention KV head on average');
   return addPressTuningFlags(cmd);
 }
 

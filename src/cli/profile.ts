@@ -15,9 +15,9 @@ import { readTextFile } from '../eval/jsonl.js';
 import { createHash } from 'node:crypto';
 import { defaultSizes, exactShapley, exactSliced, valueSizes } from '../game/sliced-shapley.js';
 import { mergeProfiles, runProfiler } from '../game/profiler.js';
-import { readProfile, writeProfileAtomic, type ProfileSettings } from '../game/profile-file.js';
+import { profileLayers, readProfile, writeProfileAtomic, type ProfileSettings } from '../game/profile-file.js';
 import { compareValues, topK } from '../game/compare.js';
-import { playerName } from '../game/players.js';
+import { Players, playerName } from '../game/players.js';
 import { numberFlag } from './util.js';
 import { ProgressBar } from './progress.js';
 
@@ -56,7 +56,7 @@ export function registerProfile(program: Command, run: Run): void {
   const profile = program.command('profile').description('estimate, merge, show and compare CoKV head-value profiles');
   profile
     .command('run', { isDefault: true })
-    .description('estimate Sliced Shapley values of every (layer, KV head) on validation data')
+    .description('estimate Sliced Shapley values of every KV head of the full-attention layers on validation data')
     .requiredOption('--model <path>', 'model file or folder')
     .requiredOption('--data <path>', 'dataset jsonl, or a folder with <task>.jsonl')
     .option('--task <name>', 'dataset (prompt format and metric): retrieval, stories, a LongBench task, …', 'retrieval')
@@ -112,6 +112,9 @@ export function registerProfile(program: Command, run: Run): void {
     .action((a: string, b: string, f: { json?: boolean }) => run(async () => {
       const pa = readProfile(a, 'profile compare'), pb = readProfile(b, 'profile compare');
       if (JSON.stringify(pa.shape) !== JSON.stringify(pb.shape)) throw new CokvError(`profile compare: shapes differ (${pa.shape} vs ${pb.shape})`, 'format');
+      if (JSON.stringify(profileLayers(pa)) !== JSON.stringify(profileLayers(pb))) {
+        throw new CokvError(`profile compare: player layers differ (${profileLayers(pa).join(',')} vs ${profileLayers(pb).join(',')})`, 'format');
+      }
       const r = compareValues(pa.values.flat(), pb.values.flat());
       if (f.json) { process.stdout.write(JSON.stringify(r) + '\n'); return; }
       process.stdout.write(`MAE ${r.mae.toPrecision(4)} | Spearman ${r.spearman.toFixed(3)} | ${r.topK.map((t) => `top-${t.k} overlap ${(100 * t.overlap).toFixed(0)}%`).join(' | ')}\n`);
@@ -152,7 +155,8 @@ async function profileRun(f: ProfileFlags): Promise<void> {
   const hash = createHash('sha256').update(readTextFile(dataFile(f.data, task))).digest('hex').slice(0, 16);
   const model = await loadModel(f.model);
   const c = model.config;
-  const n = c.numLayers * c.numKvHeads;
+  const players = Players.require(c);
+  const n = players.n;
   const sizes = f.sizes ? [...new Set(parseList('--sizes', f.sizes))].sort((a, b) => a - b) : defaultSizes(n);
   for (const j of sizes) if (j < 1 || j > n - 1) throw new CokvError(`--sizes: ${j} is outside [1, ${n - 1}] for ${n} players`, 'flag');
   const maxLength = Math.min(numberFlag('--max-length', f.maxLength, { integer: true, min: 16 }) ?? 8000, c.contextLength - maxNew - 1);
@@ -182,8 +186,9 @@ async function profileRun(f: ProfileFlags): Promise<void> {
     const U = (s: Uint8Array) => { let m = 0; for (let i = 0; i < n; i++) m |= s[i] << i; return values[m]; };
     const shapley = exactShapley(n, U);
     const sliced = exactSliced(n, U, sizes, f.sSideOnly ?? false);
-    const grid = (v: number[]) => Array.from({ length: c.numLayers }, (_, l) => v.slice(l * c.numKvHeads, (l + 1) * c.numKvHeads));
-    const out = { schema: 'cokv-exact/1', model: modelFingerprint(c), modelPath: f.model, shape: [c.numLayers, c.numKvHeads], utility, task, sizes, shapley: grid(shapley), values: grid(sliced), cost: game.cost };
+    const P = players.layers.length, G = c.numKvHeads;
+    const grid = (v: number[]) => Array.from({ length: P }, (_, r) => v.slice(r * G, (r + 1) * G));
+    const out = { schema: 'cokv-exact/1', model: modelFingerprint(c), modelPath: f.model, shape: [P, G], layers: [...players.layers], utility, task, sizes, shapley: grid(shapley), values: grid(sliced), cost: game.cost };
     const tmp = `${f.out}.tmp-${process.pid}`;
     fs.writeFileSync(tmp, JSON.stringify(out) + '\n');
     fs.renameSync(tmp, f.out);
@@ -192,7 +197,7 @@ async function profileRun(f: ProfileFlags): Promise<void> {
   }
 
   const settings: ProfileSettings = {
-    model: modelFingerprint(c), shape: [c.numLayers, c.numKvHeads], window, sizes,
+    model: modelFingerprint(c), shape: [players.layers.length, c.numKvHeads], layers: [...players.layers], window, sizes,
     sizeOrder: f.sizeOrder as 'round-robin' | 'random', sSideOnly: f.sSideOnly ?? false, utility, task, maxNew,
     dataFile: f.data, dataHash: hash, sampleIds: samples.map((s) => s.id), seed, runs,
   };
@@ -225,21 +230,25 @@ async function profileRun(f: ProfileFlags): Promise<void> {
 function showProfile(file: string, json: boolean): void {
   const p = readProfile(file, 'profile show');
   const [L, G] = p.shape;
+  const layers = profileLayers(p);
   const flat = p.values.flat();
-  if (json) { process.stdout.write(JSON.stringify({ shape: p.shape, values: p.values }) + '\n'); return; }
+  // The player layers are printed only when some layer is not a player (a model with sliding layers).
+  const partial = layers.some((l, r) => l !== r);
+  if (json) { process.stdout.write(JSON.stringify({ shape: p.shape, values: p.values, ...(partial ? { layers } : {}) }) + '\n'); return; }
   const lo = Math.min(...flat), hi = Math.max(...flat);
   const shades = [' ', '░', '▒', '▓', '█'];
   const cell = (v: number) => shades[Math.min(4, Math.floor(((v - lo) / (hi - lo || 1)) * 5))];
   const out: string[] = [];
   out.push(`${file}: ${p.utility} utility on ${p.task} (${p.samples} samples per run × ${p.runs} runs, ${p.converged ? 'converged' : 'not converged'})`);
+  if (partial) out.push(`players: the KV heads of full-attention layers ${layers.join(', ')}`);
   out.push(`values from ${lo.toPrecision(3)} (blank) to ${hi.toPrecision(3)} (█)`);
   const num = (v: number) => (v === 0 || Math.abs(v) >= 1e-3 ? v.toFixed(4) : v.toExponential(1)).padStart(9);
   out.push('     ' + Array.from({ length: G }, (_, g) => `H${g}`.padStart(12)).join(''));
   for (let l = 0; l < L; l++) {
-    out.push(`L${String(l).padEnd(4)}` + p.values[l].map((v) => ` ${cell(v).repeat(2)}${num(v)}`).join(''));
+    out.push(`L${String(layers[l]).padEnd(4)}` + p.values[l].map((v) => ` ${cell(v).repeat(2)}${num(v)}`).join(''));
   }
   const k = Math.min(5, flat.length);
-  const fmt = (i: number) => `${playerName(i, G)} ${flat[i].toPrecision(3)}`;
+  const fmt = (i: number) => `${playerName(i, G, layers)} ${flat[i].toPrecision(3)}`;
   out.push(`top ${k}: ${topK(flat, k).map(fmt).join(', ')}`);
   out.push(`bottom ${k}: ${topK(flat.map((v) => -v), k).map(fmt).join(', ')}`);
   process.stdout.write(out.join('\n') + '\n');

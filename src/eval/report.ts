@@ -411,6 +411,8 @@ export interface RunRow {
   ci95?: [number, number];
   keptKvBytes?: number;
   fullKvBytes?: number;
+  /** What the KV bytes cover when the model has sliding layers (the full-attention layers only); see RunMetrics. */
+  kvScope?: string;
   prefillMs?: number;
   decodeMsPerToken?: number;
   seconds?: number;
@@ -423,6 +425,8 @@ export interface ProfileData {
   model: string;
   shape: [number, number];
   values: number[][];
+  /** Model layer of each values row (the player layers); absent = row r is layer r. */
+  layers?: number[];
   utility?: string;
   task?: string;
   samples?: number;
@@ -535,6 +539,7 @@ function parseRun(o: unknown, source: string, fallback: { dataset?: string; mode
     ci95: ci,
     keptKvBytes: optNum(o.keptKvBytes),
     fullKvBytes: optNum(o.fullKvBytes),
+    kvScope: optStr(o.kvScope),
     prefillMs: optNum(t.prefillMs),
     decodeMsPerToken: optNum(t.decodeMsPerToken),
     seconds: optNum(t.seconds),
@@ -569,6 +574,13 @@ function parseProfile(o: unknown, file: string): ProfileData {
   }
   need(shape[0] * shape[1] <= 65536, `shape ${shape[0]}×${shape[1]} is too large`);
   const values = numberMatrix(m, shape[0], shape[1], 'values', false) as number[][];
+  let layers: number[] | undefined;
+  if (o.layers !== undefined) {
+    const l = o.layers;
+    need(Array.isArray(l) && l.length === shape[0] && l.every((x, i) => Number.isInteger(x) && x >= 0 && (i === 0 || x > (l[i - 1] as number))),
+      `"layers" must list the ascending model layer of each of the ${shape[0]} rows`);
+    layers = l as number[];
+  }
   let model = optStr(o.model);
   if (isObj(o.model)) {
     const f = o.model;
@@ -583,6 +595,7 @@ function parseProfile(o: unknown, file: string): ProfileData {
     model: modelPath ? path.basename(modelPath) : (model ?? path.basename(file, '.json')),
     shape,
     values,
+    layers,
     utility: optStr(o.utility),
     task: optStr(o.task),
     samples: optNum(o.samples),
@@ -868,7 +881,10 @@ function relativeTable(g: Group, datasets: string[], presses: string[], budgets:
       : '';
     return `<td><span class="ck-score">${r.score.toFixed(1)}</span>${Number.isFinite(rel) && !isFull(r.press) ? ` <span class="ck-rel ${relClass(rel)}">${(100 * rel).toFixed(0)}%</span>` : ''}${kv ? `<br><span class="ck-kv">${kv}</span>` : ''}</td>`;
   };
-  let h = '<div class="ck-tablewrap"><table class="ck-table"><caption>Score, score relative to Full (%), and mean kept KV bytes per sample (· % of the full cache)</caption>';
+  // With sliding layers the kept bytes cover only the budgeted (full-attention) layers: say which.
+  const scopes = uniq(g.runs.map((r) => r.kvScope).filter((x): x is string => x !== undefined));
+  const scope = scopes.length ? `; kept KV counts ${scopes.map(esc).join(' / ')}` : '';
+  let h = `<div class="ck-tablewrap"><table class="ck-table"><caption>Score, score relative to Full (%), and mean kept KV bytes per sample (· % of the full cache)${scope}</caption>`;
   h += `<thead><tr><th>dataset</th><th>press</th>${cols.map((b) => `<th>${b === null ? 'full cache' : `B=${b}`}</th>`).join('')}</tr></thead><tbody>`;
   for (const d of datasets) {
     const ps = presses.filter((p) => g.runs.some((r) => r.dataset === d && r.press === p));
@@ -935,8 +951,10 @@ function profileSection(profiles: ProfileData[], dir: string): string {
   for (const p of profiles) {
     const [L, H] = p.shape;
     const rel = path.relative(dir, p.file) || p.file;
+    const playerLayers = p.layers ?? Array.from({ length: L }, (_, i) => i);
+    const partial = playerLayers.some((l, r) => l !== r);
     const facts = [
-      `${L} layers × ${H} KV heads`,
+      partial ? `${L} full-attention layers (${playerLayers.join(', ')}) × ${H} KV heads` : `${L} layers × ${H} KV heads`,
       p.utility && `utility ${p.utility}`,
       p.task && `task ${p.task}`,
       p.samples !== undefined && `${p.samples} samples${p.runs ? ` × ${p.runs} run${p.runs > 1 ? 's' : ''}` : ''}`,
@@ -947,7 +965,7 @@ function profileSection(profiles: ProfileData[], dir: string): string {
     const kept = cokvKeptTokens(p.values);
     const n = L * H;
     const alpha = Math.max(1, Math.round((n * 10) / 256));
-    const layers = Array.from({ length: L }, (_, i) => String(i));
+    const layers = playerLayers.map(String);
     const heads = Array.from({ length: H }, (_, i) => String(i));
     let figs = figure(heatmap(p.values, {
       title: 'Head values (Shapley estimate)', subtitle: `${p.model} · ${L}×${H} players`,

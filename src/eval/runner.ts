@@ -10,6 +10,7 @@ import type { CokvModel } from '../engine.js';
 import type { KvDType } from '../cache/ragged.js';
 import type { PressOptions } from '../press/options.js';
 import { createPress } from '../press/registry.js';
+import { kvScopeLabel } from '../press/scope.js';
 import { continuationIds, tokenF1 } from '../game/samples.js';
 import { datasetInfo, loadEvalItems, splitItems, type DatasetInfo } from './datasets.js';
 import { longBenchGeneration, truncateMiddle, useChatTemplate } from './longbench.js';
@@ -62,8 +63,17 @@ export interface RunMetrics {
   n: number;
   ci95: [number, number];
   agreement?: number;
+  /**
+   * Mean K+V bytes per sample of the budgeted (full-attention) layers after compression, and in a full cache;
+   * sliding layers hold their window either way and are not counted (see `kvScope`).
+   */
   keptKvBytes: number;
   fullKvBytes: number;
+  /**
+   * What keptKvBytes / fullKvBytes cover when the model has sliding layers, e.g. "KV of 1 full-attention layer of 6;
+   * sliding layers hold their 512-token window"; absent when every layer is budgeted.
+   */
+  kvScope?: string;
   settings: Record<string, unknown>;
   timings: { prefillMs: number; decodeMsPerToken: number; seconds: number };
   createdAt: string;
@@ -265,7 +275,7 @@ export async function runEval(model: CokvModel, modelPath: string, o: EvalOption
       const pred: Prediction = {
         id: p.item.id, prediction: g.text, answers: p.item.answers,
         score: loglik ? 0 : scoreSample(o.dataset, g.text, p.item.answers, p.item.allClasses),
-        promptTokens: p.ids.length, keptKvBytes: s.promptKvBytes, fullKvBytes: s.promptFullKvBytes,
+        promptTokens: p.ids.length, keptKvBytes: s.promptBudgetedKvBytes, fullKvBytes: s.promptBudgetedFullKvBytes,
         prefillMs: s.prefillMs, decodeMsPerToken: s.generatedTokens > 1 ? s.decodeMs / (s.generatedTokens - 1) : 0,
       };
       if (loglik) {
@@ -297,6 +307,7 @@ export async function runEval(model: CokvModel, modelPath: string, o: EvalOption
       agreement: loglik ? meanCi(preds.map((p) => p.agreement ?? 0), 100).mean : undefined,
       keptKvBytes: preds.reduce((a, p) => a + p.keptKvBytes, 0) / preds.length,
       fullKvBytes: preds.reduce((a, p) => a + p.fullKvBytes, 0) / preds.length,
+      kvScope: model.config.layers.some((l) => l.kind === 'sliding') ? kvScopeLabel(model.config) : undefined,
       settings: { ...o.pressOptions, kvDtype: o.kvDtype ?? 'f32', split: o.split, splitSeed: o.splitSeed, limit: o.limit, subset: o.subset, lengths: o.lengths, maxLength: o.maxLength, itemIds: preds.map((p) => p.id) },
       timings: {
         prefillMs: preds.reduce((a, p) => a + p.prefillMs, 0) / preds.length,

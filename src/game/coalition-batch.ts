@@ -5,12 +5,16 @@
  * appends its own generated K/V to small per-coalition buffers. Rows of a forward call are coalition-major:
  * row = b·T + t for coalition b and new token t; all coalitions advance in lockstep, so weights are read once
  * per step for the whole batch.
+ *
+ * Players are the KV heads of the full-attention layers (see players.ts). A sliding-window layer is masked in no
+ * coalition: every query there reads the entries of its own window, from the (trimmed) prompt cache and the
+ * coalition's generated entries, exactly as the forward pass does.
  */
 import type { Backend } from '../backend/types.js';
 import type { RaggedKVCache } from '../cache/ragged.js';
 import type { ModelConfig } from '../model/config.js';
 import { attendSegments, type KvAttention } from '../model/forward.js';
-import type { Coalition } from './players.js';
+import { Players, type Coalition } from './players.js';
 
 export class CoalitionBatch implements KvAttention {
   readonly batch: number;
@@ -23,6 +27,8 @@ export class CoalitionBatch implements KvAttention {
   private readonly genV: Float32Array;
   private readonly starts: Int32Array;
   private scores = new Float32Array(0);
+  /** Per layer: its sliding window, or 0 for full attention. */
+  private readonly windows: Int32Array;
   readonly positionOf = (row: number): number => this.promptLength + this.generated + (row % this.T);
 
   constructor(
@@ -35,15 +41,23 @@ export class CoalitionBatch implements KvAttention {
     private readonly backend?: Backend,
   ) {
     this.batch = coalitions.length;
-    this.promptLength = prompt.head(0, 0).length;
+    // The position counter, not a head's length: sliding layers' prompt caches are trimmed to their window.
+    this.promptLength = prompt.position;
     if (prompt.dtype !== 'f32') throw new Error('coalition batches need an F32 prompt cache');
     const { numLayers: Ln, numKvHeads: G, headDim: hd } = c;
+    this.windows = Int32Array.from(c.layers, (l) => (l.kind === 'sliding' ? l.window! : 0));
+    const players = Players.of(c);
     this.genK = new Float32Array(this.batch * Ln * G * maxNew * hd);
     this.genV = new Float32Array(this.batch * Ln * G * maxNew * hd);
     this.starts = new Int32Array(this.batch * Ln * G);
-    const L = this.promptLength;
     coalitions.forEach((s, b) => {
-      for (let p = 0; p < Ln * G; p++) this.starts[b * Ln * G + p] = s[p] ? 0 : Math.max(0, L - window);
+      if (s.length !== players.n) throw new Error(`coalition batch: a coalition of ${s.length} players, the model has ${players.n}`);
+      players.layers.forEach((l, row) => {
+        for (let g = 0; g < G; g++) {
+          const L = prompt.head(l, g).length;
+          this.starts[(b * Ln + l) * G + g] = s[row * G + g] ? 0 : Math.max(0, L - window);
+        }
+      });
     });
   }
 
@@ -62,9 +76,10 @@ export class CoalitionBatch implements KvAttention {
     const { numHeads: nh, numKvHeads: G, headDim: hd, numLayers: Ln } = this.c;
     const T = this.T;
     const qDim = nh * hd, kvDim = G * hd, group = nh / G;
-    const scale = 1 / Math.sqrt(hd);
+    const scale = this.c.recipe.attentionScale;
     const span = this.maxNew * hd;
-    const need = this.promptLength + this.generated + T;
+    let need = this.generated + T;
+    for (let g = 0; g < G; g++) need = Math.max(need, this.prompt.head(layer, g).length + this.generated + T);
     if (this.scores.length < need) this.scores = new Float32Array(need);
     for (let r = 0; r < rows; r++) {
       const b = Math.floor(r / T), t = r % T;
@@ -77,25 +92,34 @@ export class CoalitionBatch implements KvAttention {
         }
       }
     }
+    const window = this.windows[layer];
     for (let r = 0; r < rows; r++) {
       const b = Math.floor(r / T), t = r % T;
+      const e = this.generated + t; // this row's own entry in the generated segment
       for (let g = 0; g < G; g++) {
         const head = this.prompt.head(layer, g);
-        const start = this.starts[(b * Ln + layer) * G + g];
         // Entry e of this coalition's generated segment sits at genK[(first + e) * hd].
         const first = ((b * Ln + layer) * G + g) * this.maxNew;
+        let start = this.starts[(b * Ln + layer) * G + g], genFrom = 0;
+        if (window > 0) {
+          // Sliding layer: the query at position p sees positions > p − window. Prompt entries hold consecutive
+          // positions from positions[0]; generated entry e' sits at position promptLength + e'.
+          const oldest = this.promptLength + e - window + 1;
+          start = head.length > 0 ? Math.min(head.length, Math.max(0, oldest - head.positions[0])) : 0;
+          genFrom = Math.max(0, oldest - this.promptLength);
+        }
         const keys = head.keys as Float32Array, values = head.values as Float32Array;
         if (this.backend?.attend) {
           // The group's query heads are adjacent in the row and read the same segments: one call for all of them.
           const off = r * qDim + g * group * hd;
-          this.backend.attend(out, off, hd, q, off, hd, group, hd, scale, keys, values, start, this.promptLength, null,
-            this.genK, this.genV, first, first + this.generated + t + 1);
+          this.backend.attend(out, off, hd, q, off, hd, group, hd, scale, keys, values, start, head.length, null,
+            this.genK, this.genV, first + genFrom, first + e + 1);
           continue;
         }
         for (let j = 0; j < group; j++) {
           const off = r * qDim + (g * group + j) * hd;
           attendSegments(q, off, hd, scale, out, off, this.scores,
-            keys, values, start, this.promptLength, this.genK, this.genV, first, first + this.generated + t + 1);
+            keys, values, start, head.length, this.genK, this.genV, first + genFrom, first + e + 1);
         }
       }
     }

@@ -1,6 +1,7 @@
 /**
  * The head game on a real model: U(S) = mean over validation samples of a utility measured with the coalition's
- * masked cache (members keep the full prompt cache, the others only the window).
+ * masked cache (members keep the full prompt cache, the others only the window). Players are the KV heads of the
+ * full-attention layers; sliding-window layers read their own window in every coalition.
  *
  * Cost: each sample is prefilled once per profiling run (the full per-head cache is kept); a coalition only
  * changes what each head may read during decode, so evaluating it costs only its decode rows, and many
@@ -17,7 +18,7 @@ import { argmax } from '../generate/sampling.js';
 import type { CokvModel } from '../engine.js';
 import type { RaggedKVCache } from '../cache/ragged.js';
 import { CoalitionBatch } from './coalition-batch.js';
-import type { Coalition } from './players.js';
+import { Players, type Coalition } from './players.js';
 
 export type UtilityKind = 'metric' | 'loglik' | 'kl';
 
@@ -81,13 +82,16 @@ function logSoftmax(logits: Float32Array, off: number, V: number, out?: Float64A
 
 export class ModelGame {
   readonly n: number;
+  /** Which (layer, KV head) each player id stands for. */
+  readonly players: Players;
   readonly cost: GameCost = { prefills: 0, prefillTokens: 0, decodeRows: 0, coalitionEvaluations: 0, seconds: 0, prefillSeconds: 0 };
   private prepared = new Map<number, Prepared>();
   private readonly newlineIds = new Set<number>();
 
   constructor(readonly model: CokvModel, readonly samples: GameSample[], readonly opts: ModelGameOptions) {
     const c = model.config;
-    this.n = c.numLayers * c.numKvHeads;
+    this.players = Players.require(c);
+    this.n = this.players.n;
     if (opts.utility === 'metric') {
       if (!opts.score) throw new Error('metric utility needs a score function');
       if (opts.stopAtNewline) for (const id of model.newlineIds()) this.newlineIds.add(id);

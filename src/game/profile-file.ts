@@ -16,7 +16,14 @@ export const PROFILE_SCHEMA = 'cokv-profile/1';
 /** Settings that must agree for records to be combined (resume, merge). */
 export interface ProfileSettings {
   model: ModelFingerprint;
+  /** [player layers, kvHeads]: the shape of every values table. */
   shape: [number, number];
+  /**
+   * The model layers whose KV heads are the players (its full-attention layers), ascending: row r of every
+   * [row][kvHead] table is layer layers[r]. Absent in profiles made before sliding layers were known, which
+   * count every layer (see {@link profileLayers}).
+   */
+  layers?: number[];
   window: number;
   sizes: number[];
   sizeOrder: 'round-robin' | 'random';
@@ -40,7 +47,7 @@ export interface RunState {
   sizes: number[];
   sums: number[][];
   counts: number[][];
-  /** Values of this run alone, [layer][kvHead]. */
+  /** Values of this run alone, [player layer][kvHead]. */
   values: number[][];
 }
 
@@ -52,13 +59,18 @@ export interface ProfileFile extends ProfileSettings {
   /** Shard this file covers ("i/k"), if any. */
   shard?: string;
   runStates: RunState[];
-  /** The estimate: the average of the runs' values, [layer][kvHead]. */
+  /** The estimate: the average of the runs' values, [player layer][kvHead] (see `layers`). */
   values: number[][];
   /** Samples per run evaluated so far. */
   samples: number;
   maeHistory: { samples: number; mae: number }[];
   converged: boolean;
   cost: { seconds: number; prefills: number; prefillTokens: number; decodeRows: number; coalitionEvaluations: number };
+}
+
+/** The model layer of each values row: `layers`, or every layer for profiles that predate it. */
+export function profileLayers(p: Pick<ProfileSettings, 'shape' | 'layers'>): number[] {
+  return p.layers ?? Array.from({ length: p.shape[0] }, (_, l) => l);
 }
 
 export function recordsToJson(records: SampleRecord[]): [number, number, number, string][] {
@@ -92,6 +104,13 @@ export function readProfile(file: string, flag = 'profile'): ProfileFile {
   }
   if (p.schema !== PROFILE_SCHEMA) throw new CokvError(`${flag} ${file}: not a cokv profile (schema ${String(p.schema)}, expected ${PROFILE_SCHEMA})`, 'format');
   if (!Array.isArray(p.runStates) || !Array.isArray(p.values)) throw new CokvError(`${flag} ${file}: profile is missing runStates or values`, 'format');
+  if (!Array.isArray(p.shape) || p.shape.length !== 2) throw new CokvError(`${flag} ${file}: profile has no [layers, kvHeads] shape`, 'format');
+  if (p.layers !== undefined) {
+    const l = p.layers;
+    if (!Array.isArray(l) || l.length !== p.shape[0] || !l.every((x, i) => Number.isInteger(x) && x >= 0 && (i === 0 || x > l[i - 1]))) {
+      throw new CokvError(`${flag} ${file}: "layers" must list the ascending model layer of each of the ${p.shape[0]} rows`, 'format');
+    }
+  }
   return p;
 }
 
@@ -103,5 +122,7 @@ export function settingsMismatch(a: ProfileSettings, b: ProfileSettings): string
   for (const k of keys) {
     if (JSON.stringify(a[k]) !== JSON.stringify(b[k])) return `${k} differs (${JSON.stringify(a[k]).slice(0, 80)} vs ${JSON.stringify(b[k]).slice(0, 80)})`;
   }
+  // Profiles without `layers` count every layer: the same players as an explicit full list.
+  if (JSON.stringify(profileLayers(a)) !== JSON.stringify(profileLayers(b))) return `layers differs (${profileLayers(a).join(',')} vs ${profileLayers(b).join(',')})`;
   return undefined;
 }

@@ -1,11 +1,13 @@
 /**
  * Reading per-head value files: CoKV profiles (the profiler's JSON, or the minimal
- * `{ "model", "shape": [layers, kvHeads], "scores": [[…]] }`) and HeadKV score files (same shape format with
- * [layers, heads] or [layers, kvHeads], or HeadKV's own `{ "layer-head": [values…] }`).
+ * `{ "model", "shape": [layers, kvHeads], "scores": [[…]] }`, optionally with "layers": the model layer of each row)
+ * and HeadKV score files (same shape format with [layers, heads] or [layers, kvHeads], or HeadKV's own
+ * `{ "layer-head": [values…] }`). Both return values for the model's full-attention layers only: those are the
+ * layers presses budget.
  */
 import fs from 'node:fs';
 import { CokvError } from '../errors.js';
-import type { ModelConfig } from '../model/config.js';
+import { fullAttentionLayers, type ModelConfig } from '../model/config.js';
 import { fingerprintMismatch, modelFingerprint, type ModelFingerprint } from '../model/fingerprint.js';
 
 function readJson(file: string, flag: string): unknown {
@@ -46,13 +48,45 @@ function checkModel(obj: Record<string, unknown>, c: ModelConfig, where: string,
   const shape = obj.shape;
   if (shape !== undefined) {
     if (!Array.isArray(shape) || shape.length !== 2) throw new CokvError(`${where}: "shape" must be [layers, heads]`, 'format');
-    if (shape[0] !== c.numLayers || !heads.includes(shape[1])) {
-      throw new CokvError(`${where}: made for another model (shape ${shape[0]}×${shape[1]}, the loaded model has ${c.numLayers} layers × ${c.numKvHeads} KV heads)`, 'format');
+    const full = fullAttentionLayers(c).length;
+    if ((shape[0] !== c.numLayers && shape[0] !== full) || !heads.includes(shape[1])) {
+      throw new CokvError(`${where}: made for another model (shape ${shape[0]}×${shape[1]}, the loaded model has ${modelRows(c)} × ${c.numKvHeads} KV heads)`, 'format');
     }
+    const m = obj.values ?? obj.scores;
+    if (Array.isArray(m) && m.length !== shape[0]) throw new CokvError(`${where}: "shape" says ${shape[0]} rows, the values have ${m.length}`, 'format');
   }
 }
 
-/** CoKV values, flat row-major [layer][kvHead]. */
+function modelRows(c: ModelConfig): string {
+  const full = fullAttentionLayers(c).length;
+  return full === c.numLayers ? `${c.numLayers} layers` : `${c.numLayers} layers (${full} full-attention)`;
+}
+
+/**
+ * The model layer of each of a value matrix's `rows` rows: the file's "layers" field (how profiles record which
+ * layers' KV heads are the players); without it, every layer when there is one row per layer, else the
+ * full-attention layers when there is one row for each of them.
+ */
+function rowLayers(o: Record<string, unknown>, rows: number, c: ModelConfig, where: string): number[] {
+  const full = fullAttentionLayers(c);
+  const given = o.layers;
+  if (given !== undefined) {
+    const ok = Array.isArray(given) && given.length === rows &&
+      given.every((l, i) => Number.isInteger(l) && l >= 0 && (i === 0 || l > given[i - 1]));
+    if (!ok) throw new CokvError(`${where}: "layers" must list the ascending model layer of each of the ${rows} rows`, 'format');
+    if ((given as number[]).some((l) => l >= c.numLayers)) throw new CokvError(`${where}: made for another model (layer ${Math.max(...(given as number[]))}, the loaded model has ${c.numLayers} layers)`, 'format');
+    return given as number[];
+  }
+  if (rows === c.numLayers) return Array.from({ length: rows }, (_, l) => l);
+  if (rows === full.length) return full;
+  throw new CokvError(`${where}: made for another model (${rows} layers of values, the loaded model has ${modelRows(c)})`, 'format');
+}
+
+/**
+ * CoKV values, flat row-major over the players: [player layer][kvHead] for the model's full-attention layers in
+ * order. Profiles record their player layers in "layers"; older ones (and minimal files) without it hold every
+ * layer, which is the same set for models without sliding layers.
+ */
 export function readProfileValues(file: string, c: ModelConfig): number[] {
   const where = `--profile ${file}`;
   const obj = readJson(file, '--profile');
@@ -61,21 +95,35 @@ export function readProfileValues(file: string, c: ModelConfig): number[] {
   checkModel(o, c, where, [c.numKvHeads]);
   const m = o.values ?? o.scores;
   if (m === undefined) throw new CokvError(`${where}: no "values" or "scores" field`, 'format');
-  if (Array.isArray(m) && m.length !== c.numLayers) {
-    throw new CokvError(`${where}: made for another model (${m.length} layers of values, the loaded model has ${c.numLayers})`, 'format');
+  if (!Array.isArray(m)) throw new CokvError(`${where}: "values" must be a [layer][kvHead] matrix`, 'format');
+  const layers = rowLayers(o, m.length, c, where);
+  const full = fullAttentionLayers(c);
+  if (JSON.stringify(layers) !== JSON.stringify(full)) {
+    throw new CokvError(`${where}: made for other players (values for layers ${layers.join(',')}; the loaded model's players are the KV heads of its full-attention layers ${full.join(',') || '(none)'}: profile it again)`, 'format');
   }
-  return checkMatrix(m, c.numLayers, [c.numKvHeads], where).flat();
+  return checkMatrix(m, m.length, [c.numKvHeads], where).flat();
 }
 
-/** HeadKV scores, [layer][head] with head = query heads or KV heads. */
+/**
+ * HeadKV scores of the full-attention layers, [full layer][head] with head = query heads or KV heads. Files may
+ * hold every layer (`cokv head-scores` writes them all; the full-attention rows are taken) or just those.
+ */
 export function readHeadScores(file: string, c: ModelConfig): number[][] {
   const where = `--head-scores ${file}`;
   const obj = readJson(file, '--head-scores');
   if (!obj || typeof obj !== 'object' || Array.isArray(obj)) throw new CokvError(`${where}: expected a JSON object`, 'format');
   const o = obj as Record<string, unknown>;
+  const full = fullAttentionLayers(c);
+  const pick = (rows: number[][], layers: number[]): number[][] => full.map((l) => {
+    const r = layers.indexOf(l);
+    if (r < 0) throw new CokvError(`${where}: no scores for full-attention layer ${l}`, 'format');
+    return rows[r];
+  });
   if (o.scores !== undefined) {
     checkModel(o, c, where, [c.numHeads, c.numKvHeads]);
-    return checkMatrix(o.scores, c.numLayers, [c.numHeads, c.numKvHeads], where);
+    if (!Array.isArray(o.scores)) throw new CokvError(`${where}: "scores" must be a [layer][head] matrix`, 'format');
+    const layers = rowLayers(o, o.scores.length, c, where);
+    return pick(checkMatrix(o.scores, layers.length, [c.numHeads, c.numKvHeads], where), layers);
   }
   // HeadKV's own format: "layer-head" → list of per-sample scores.
   const m = Array.from({ length: c.numLayers }, () => new Array<number>(c.numHeads).fill(0));
@@ -91,5 +139,5 @@ export function readHeadScores(file: string, c: ModelConfig): number[][] {
     seen++;
   }
   if (seen === 0) throw new CokvError(`${where}: no head scores found`, 'format');
-  return m;
+  return pick(m, Array.from({ length: c.numLayers }, (_, l) => l));
 }

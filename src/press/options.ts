@@ -2,9 +2,12 @@ import { CokvError } from '../errors.js';
 
 /** Everything a press can be configured with (CLI flags map one to one). */
 export interface PressOptions {
-  /** Average prompt tokens kept per KV head, including the window (and sink tokens). */
+  /**
+   * Average prompt tokens kept per budgeted KV head (the heads of full-attention layers; sliding layers keep their
+   * window), including the window (and sink tokens).
+   */
   budget?: number;
-  /** Alternatively a fraction (0, 1] of the prompt length. */
+  /** Alternatively a fraction (0, 1] of the prompt length, per budgeted head on average. */
   ratio?: number;
   /** Observation window: the last `window` prompt tokens are always kept and their queries score the rest. */
   window?: number;

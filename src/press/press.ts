@@ -2,6 +2,10 @@
  * A press = scorer × allocator (like kvpress): after each layer's prefill, score the prompt keys of every KV head,
  * let the allocator decide each head's count c_h, and keep the top c_h tokens (ties → lower position) plus the
  * last `window` tokens. Nothing is evicted when the prompt is no longer than the budget.
+ *
+ * Only full-attention layers are compressed: a sliding-window layer already holds just its window (the forward
+ * pass relies on its entries being consecutive positions), so it is left as it is, and allocators share the
+ * budget among the KV heads of the full-attention layers alone.
  */
 import type { LayerPrefillContext } from '../model/forward.js';
 import type { Press } from './types.js';
@@ -22,14 +26,19 @@ export function topIndices(scores: Float32Array, c: number): number[] {
 
 export class ScoredPress implements Press {
   readonly window: number;
-  /** Per-head selected counts of the last compression, [layer][kvHead] (window excluded). */
+  /** Per-head selected counts of the last compression, [layer][kvHead] (window excluded; sliding layers: no row). */
   lastAllocation: number[][] = [];
 
+  /**
+   * `layers`: the model's full-attention layers (from its config); without it, the cache's own layer kinds say
+   * which layers are budgeted.
+   */
   constructor(
     readonly name: string,
     private readonly scorer: Scorer | undefined,
     private readonly allocator: Allocator,
     readonly options: PressOptions,
+    private readonly layers?: readonly number[],
   ) {
     validatePressOptions(options);
     this.window = options.window ?? DEFAULT_WINDOW;
@@ -37,6 +46,10 @@ export class ScoredPress implements Press {
 
   compressLayer(ctx: LayerPrefillContext, reserve: number): void {
     const { cache, layer } = ctx;
+    if (!cache.isBudgeted(layer)) return;
+    const budgeted = this.layers ?? cache.budgetedLayers();
+    const row = budgeted.indexOf(layer);
+    if (row < 0) return;
     const L = cache.head(layer, 0).length;
     const w = this.window;
     const budget = this.allocator.name === 'mask' ? L : resolveBudget(this.options, L);
@@ -46,10 +59,10 @@ export class ScoredPress implements Press {
     const needScores = this.allocator.needsScores;
     let scores = needScores && this.scorer ? this.scorer(ctx, w) : undefined;
     const counts = this.allocator.allocate({
-      layer, numLayers: cache.numLayers, numKvHeads: cache.numKvHeads, promptLength: L, window: w, budget,
+      layer: row, modelLayer: layer, numLayers: budgeted.length, numKvHeads: cache.numKvHeads, promptLength: L, window: w, budget,
       scores: scores ?? [], redistribute: this.options.redistribute ?? true,
     });
-    if (layer === 0) this.lastAllocation = [];
+    if (row === 0) this.lastAllocation = [];
     this.lastAllocation[layer] = counts;
     for (let g = 0; g < cache.numKvHeads; g++) {
       const head = cache.head(layer, g);

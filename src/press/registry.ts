@@ -1,8 +1,9 @@
 /**
  * Press registry: name → scorer × allocator. Adding a method = one allocator or scorer file plus one line here.
+ * Every press budgets the KV heads of the model's full-attention layers only (sliding layers keep their window).
  */
 import { CokvError } from '../errors.js';
-import type { ModelConfig } from '../model/config.js';
+import { fullAttentionLayers, type ModelConfig } from '../model/config.js';
 import type { Press } from './types.js';
 import { ScoredPress, type Scorer } from './press.js';
 import { DEFAULT_WINDOW, validatePressOptions, type PressOptions } from './options.js';
@@ -19,14 +20,15 @@ import { readHeadScores, readProfileValues } from './head-values.js';
 export const PRESS_NAMES = ['full', 'streaming', 'snapkv', 'pyramidkv', 'adakv', 'ada-pyramidkv', 'headkv', 'cokv', 'random'] as const;
 export type PressName = (typeof PRESS_NAMES)[number];
 
-/** CoKV's default α: the paper's 10 of 256 players, scaled to the model's player count (at least 1). */
+/** CoKV's default α: the paper's 10 of 256 players, scaled to the model's player count (full-attention KV heads; at least 1). */
 export function defaultAlpha(c: ModelConfig): number {
-  return Math.max(1, Math.round((c.numLayers * c.numKvHeads * 10) / 256));
+  return Math.max(1, Math.round((fullAttentionLayers(c).length * c.numKvHeads * 10) / 256));
 }
 
 function snapkvScorer(o: PressOptions, c: ModelConfig): Scorer {
   return (ctx, window) => snapkvScores(ctx, {
     window, pool: o.pool ?? 'max', kernel: o.kernel ?? 7, groupAggregation: o.groupAggregation ?? 'mean', numHeads: c.numHeads,
+    scale: c.recipe.attentionScale,
   });
 }
 
@@ -41,36 +43,40 @@ export function createPress(name: string, options: PressOptions, config: ModelCo
     throw new CokvError(`--budget/--ratio: press '${name}' needs a budget (--budget N or --ratio R)`, 'flag');
   }
   const snap = snapkvScorer(options, config);
+  const layers = fullAttentionLayers(config);
   switch (name as PressName) {
     case 'streaming': {
       const sink = options.sink ?? 4;
-      return new ScoredPress(name, (ctx, w) => streamingScores(ctx, w, sink), { ...uniformAllocator(), needsScores: true }, options);
+      return new ScoredPress(name, (ctx, w) => streamingScores(ctx, w, sink), { ...uniformAllocator(), needsScores: true }, options, layers);
     }
     case 'snapkv':
-      return new ScoredPress(name, snap, { ...uniformAllocator(), needsScores: true }, options);
+      return new ScoredPress(name, snap, { ...uniformAllocator(), needsScores: true }, options, layers);
     case 'pyramidkv':
-      return new ScoredPress(name, snap, { ...pyramidAllocator(uniformAllocator(), options.pyramidBeta ?? 20), needsScores: true }, options);
+      return new ScoredPress(name, snap, { ...pyramidAllocator(uniformAllocator(), options.pyramidBeta ?? 20), needsScores: true }, options, layers);
     case 'adakv':
-      return new ScoredPress(name, snap, adaAllocator(options.adaFloor ?? 0.2), options);
+      return new ScoredPress(name, snap, adaAllocator(options.adaFloor ?? 0.2), options, layers);
     case 'ada-pyramidkv':
-      return new ScoredPress(name, snap, pyramidAllocator(adaAllocator(options.adaFloor ?? 0.2), options.pyramidBeta ?? 20), options);
+      return new ScoredPress(name, snap, pyramidAllocator(adaAllocator(options.adaFloor ?? 0.2), options.pyramidBeta ?? 20), options, layers);
     case 'headkv': {
       if (!options.headScores) throw new CokvError('--head-scores: press headkv needs a head scores file', 'flag');
-      return new ScoredPress(name, snap, headkvAllocator(readHeadScores(options.headScores, config), options.headkvBeta ?? 1.01), options);
+      return new ScoredPress(name, snap, headkvAllocator(readHeadScores(options.headScores, config), options.headkvBeta ?? 1.01), options, layers);
     }
     case 'cokv': {
       if (!options.profile) throw new CokvError('--profile: press cokv needs a profile file (cokv profile …)', 'flag');
       const values = readProfileValues(options.profile, config);
-      return new ScoredPress(name, snap, cokvAllocator(values, options.alpha ?? defaultAlpha(config)), options);
+      return new ScoredPress(name, snap, cokvAllocator(values, options.alpha ?? defaultAlpha(config)), options, layers);
     }
     case 'random':
-      return new ScoredPress(name, snap, randomAllocator(options.seed ?? 0), options);
+      return new ScoredPress(name, snap, randomAllocator(options.seed ?? 0), options, layers);
     default:
       throw new CokvError(`--press: unknown press '${name}'`, 'flag');
   }
 }
 
-/** The profiler's coalition press: `full[layer][kvHead]` keep the whole prompt, the rest only the window. */
-export function maskPress(full: boolean[][], window = DEFAULT_WINDOW): ScoredPress {
-  return new ScoredPress('mask', undefined, maskAllocator(full), { window });
+/**
+ * The profiler's coalition press: `full[layer][kvHead]` keep the whole prompt, the rest only the window (indexed by
+ * the model's layer; sliding layers are never masked). `layers`: the full-attention layers (default: the cache's).
+ */
+export function maskPress(full: boolean[][], window = DEFAULT_WINDOW, layers?: readonly number[]): ScoredPress {
+  return new ScoredPress('mask', undefined, maskAllocator(full), { window }, layers);
 }

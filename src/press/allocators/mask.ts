@@ -5,13 +5,13 @@
 import type { AllocationContext, Allocator } from './types.js';
 import { headCap } from './types.js';
 
-/** `full[layer][kvHead]` = true for coalition members. */
+/** `full[layer][kvHead]` = true for coalition members, indexed by the model's layer (sliding rows are unused). */
 export function maskAllocator(full: boolean[][]): Allocator {
   return {
     name: 'mask',
     needsScores: false,
     allocate(ctx: AllocationContext): number[] {
-      return full[ctx.layer].map((f) => (f ? headCap(ctx) : 0));
+      return full[ctx.modelLayer ?? ctx.layer].map((f) => (f ? headCap(ctx) : 0));
     },
   };
 }

@@ -1,6 +1,10 @@
 /** What an allocator knows when a layer is compressed. */
 export interface AllocationContext {
+  /** Index of this layer among the budgeted (full-attention) layers: the row of per-player tables. */
   layer: number;
+  /** The layer's index in the model (default `layer`: every layer budgeted). */
+  modelLayer?: number;
+  /** Budgeted layers of the model (sliding-window layers are not budgeted). */
   numLayers: number;
   numKvHeads: number;
   promptLength: number;

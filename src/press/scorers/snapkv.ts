@@ -2,7 +2,8 @@
  * SnapKV scoring as in the CoKV reference code (spec §4): the last `w` prompt queries attend to all prompt keys
  * (causal inside the last w×w block), softmax over keys in fp32, keep columns [0, L−w), mean over the w queries,
  * aggregate over the query heads of each KV group (mean, or max), then 1-D pooling (max by default, kernel 7,
- * stride 1, padding k/2). Returns one score array of length L−w per KV head.
+ * stride 1, padding k/2). Returns one score array of length L−w per KV head. Softmax uses the model's own q·k scale
+ * (Gemma: 1/√query_pre_attn_scalar), so the scores are the attention the model really computes.
  */
 import type { LayerPrefillContext } from '../../model/forward.js';
 
@@ -16,6 +17,8 @@ export interface SnapKvScoreOptions {
    * than `numTokens`, so the head count cannot always be inferred from `ctx.queries.length`.
    */
   numHeads?: number;
+  /** Multiplier of q·k: the model's recipe.attentionScale (default 1/√headDim, the Llama recipe). */
+  scale?: number;
 }
 
 export function snapkvScores(ctx: LayerPrefillContext, o: SnapKvScoreOptions): Float32Array[] {
@@ -28,7 +31,7 @@ export function snapkvScores(ctx: LayerPrefillContext, o: SnapKvScoreOptions): F
   }
   const qDim = numHeads * hd;
   const w = o.window;
-  const scale = 1 / Math.sqrt(hd);
+  const scale = o.scale ?? 1 / Math.sqrt(hd);
   const out: Float32Array[] = [];
   for (let g = 0; g < numKvHeads; g++) {
     const head = cache.head(ctx.layer, g);
