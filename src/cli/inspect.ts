@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { fullAttentionLayers, parameterCount } from '../model/config.js';
+import { fullAttentionLayers, parameterCount, type ModelConfig } from '../model/config.js';
 import { slidingLayers } from '../press/scope.js';
 import { openModel } from '../model/load.js';
 import { CokvError } from '../errors.js';
@@ -66,6 +66,8 @@ async function inspectCommand(p: string, flags: { json?: boolean }): Promise<voi
     rmsNormEps: c.rmsNormEps,
     tiedEmbeddings: c.tiedEmbeddings,
     attentionBias: c.attentionBias,
+    recipe: c.recipe,
+    rope: ropeSummary(c),
     parameters: parameterCount(c),
     tensors: src.tensors.length,
     dtypes,
@@ -89,7 +91,8 @@ async function inspectCommand(p: string, flags: { json?: boolean }): Promise<voi
     ['FFN size', String(info.intermediateSize)],
     ['vocab', String(info.vocabSize)],
     ['context length', String(info.contextLength)],
-    ['RoPE', `theta ${info.ropeTheta}, scaling ${info.ropeScaling}`],
+    ['RoPE', info.rope],
+    ['block', recipeSummary(c.recipe)],
     ['RMS eps', String(info.rmsNormEps)],
     ['tied embeddings', String(info.tiedEmbeddings)],
     ['attention bias', String(info.attentionBias)],
@@ -113,6 +116,34 @@ async function inspectCommand(p: string, flags: { json?: boolean }): Promise<voi
   }
   const w = Math.max(...rows.map((r) => r[0].length));
   for (const [k, v] of rows) process.stdout.write(`${k.padEnd(w)}  ${v}\n`);
+}
+
+/** "q/k norm, post-norms, GeGLU (tanh), attention scale 1/√24, embeddings × 8": what the block does beyond Llama's. */
+function recipeSummary(r: ModelConfig['recipe']): string {
+  const parts = [r.activation === 'silu' ? 'SwiGLU' : 'GeGLU (tanh GELU)'];
+  if (r.qkNorm) parts.push('q/k RMSNorm');
+  if (r.postNorms) parts.push('post-attention and post-FFN norms');
+  if (r.attentionBias) parts.push('q/k/v bias');
+  parts.push(`attention scale 1/√${+(1 / r.attentionScale ** 2).toPrecision(6)}`);
+  if (r.embeddingScale !== 1) parts.push(`embeddings × ${+r.embeddingScale.toPrecision(6)}`);
+  if (r.finalLogitSoftcap) parts.push(`logit soft-cap ${r.finalLogitSoftcap}`);
+  return parts.join(', ');
+}
+
+/** One line per distinct RoPE among the layers: "theta 1000000 (layers 5, 11); theta 10000 (sliding 0-4…); none (3)". */
+function ropeSummary(c: ModelConfig): string {
+  const groups = new Map<string, number[]>();
+  c.layers.forEach((l, i) => {
+    const r = l.rope;
+    const key = !r ? 'none (NoPE)' : [
+      `theta ${r.theta}`,
+      r.rotaryDim !== c.headDim ? `rotary ${r.rotaryDim} of ${c.headDim} dims` : '',
+      r.freqFactors ? 'rope_freqs factors' : r.scaling ? `${r.scaling.type} scaling` : '',
+    ].filter(Boolean).join(', ');
+    groups.set(key, [...(groups.get(key) ?? []), i]);
+  });
+  if (groups.size === 1) return [...groups.keys()][0] === 'none (NoPE)' ? 'none (NoPE)' : `${[...groups.keys()][0]}, every layer`;
+  return [...groups].map(([k, ls]) => `${k} (layers ${ls.join(', ')})`).join('; ');
 }
 
 /** "0-4, 6-10 (window 512)": runs of consecutive sliding layers, grouped by window. */
