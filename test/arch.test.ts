@@ -7,10 +7,12 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { fullAttentionLayers } from '../src/model/config.js';
+import { loadModel } from '../src/engine.js';
 import { configFromHf, openHfFolder } from '../src/model/loaders/hf.js';
+import { openSafetensorsFolder, writeSafetensors } from '../src/model/loaders/safetensors.js';
 import { gv, writeGguf, type GgufMetaValue } from '../src/model/loaders/gguf-writer.js';
 import { openGguf } from '../src/model/loaders/gguf.js';
-import { expectCokvError, tmpDir } from './helpers.js';
+import { expectCokvError, repoRoot, tmpDir } from './helpers.js';
 
 const base = {
   hidden_size: 64, num_hidden_layers: 6, num_attention_heads: 4, num_key_value_heads: 2, intermediate_size: 96,
@@ -75,7 +77,7 @@ describe('HF configs', () => {
 
   it('refuses hybrid, mixture-of-experts and vision-language checkpoints with one line naming the architecture', () => {
     for (const [type, why] of [['qwen3_next', 'Gated DeltaNet'], ['qwen3_5', 'Gated DeltaNet'], ['gemma3n', 'Gemma 3n'],
-      ['gemma4', 'Gemma 4'], ['lfm2', 'convolution'], ['qwen3_moe', 'mixture-of-experts'], ['gemma3', 'vision-language']]) {
+      ['gemma4', 'Gemma 4'], ['lfm2', 'convolution'], ['qwen3_moe', 'mixture-of-experts'], ['gemma3', 'without a text_config']]) {
       expectCokvError(() => configFromHf({ ...base, model_type: type }, 'cfg.json'), 'cfg.json', `"${type}"`, why, 'supported:');
     }
     expectCokvError(() => configFromHf({ ...base, model_type: 'gpt2' }, 'cfg.json'), 'cfg.json', 'unsupported model_type "gpt2"');
@@ -159,4 +161,42 @@ describe('GGUF metadata', () => {
     fs.writeFileSync(path.join(d, 'config.json'), JSON.stringify({ ...base, model_type: 'qwen3_next' }));
     expectCokvError(() => openHfFolder(d), 'qwen3_next', 'Gated DeltaNet');
   });
+});
+
+describe('Gemma 3 vision-language folders (Gemma3ForConditionalGeneration)', () => {
+  const fixture = path.join(repoRoot, 'test/fixtures/models/gemma3-tiny/hf-bf16');
+  const tmp = tmpDir('cokv-arch-vl-');
+  afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+  /** The text fixture re-packed as transformers saves the vision-language class: nested text_config, prefixed names, a vision tower. */
+  function vlFolder(prefix: string): string {
+    const d = path.join(tmp, prefix.replace(/\W/g, '_'));
+    fs.mkdirSync(d);
+    const text = JSON.parse(fs.readFileSync(path.join(fixture, 'config.json'), 'utf8')) as Record<string, unknown>;
+    fs.writeFileSync(path.join(d, 'config.json'), JSON.stringify({
+      model_type: 'gemma3', architectures: ['Gemma3ForConditionalGeneration'], text_config: text,
+      vision_config: { model_type: 'siglip_vision_model', hidden_size: 8 }, mm_tokens_per_image: 4,
+    }));
+    for (const f of ['tokenizer.json', 'tokenizer_config.json']) fs.copyFileSync(path.join(fixture, f), path.join(d, f));
+    const store = openSafetensorsFolder(fixture);
+    const tensors = [...store.tensors.values()].map((e) => ({
+      name: e.name.replace(/^model\./, prefix), shape: [...e.shape], dtype: 'F32' as const, data: store.read(e.name),
+    }));
+    tensors.push({ name: 'model.vision_tower.vision_model.embeddings.patch_embedding.weight', shape: [8, 3], dtype: 'F32', data: new Float32Array(24) });
+    tensors.push({ name: 'model.multi_modal_projector.mm_input_projection_weight', shape: [8, 64], dtype: 'F32', data: new Float32Array(512) });
+    writeSafetensors(path.join(d, 'model.safetensors'), tensors);
+    return d;
+  }
+
+  for (const prefix of ['model.language_model.', 'language_model.model.']) {
+    it(`runs the text tower (${prefix}…) with the same logits as the text-only checkpoint`, async () => {
+      const d = vlFolder(prefix);
+      const want = await loadModel(fixture, { backend: 'ts' });
+      const got = await loadModel(d, { backend: 'ts' });
+      expect(got.config.architecture).toBe('gemma3');
+      expect(got.config.layers).toEqual(want.config.layers);
+      const ids = [0, 17, 300, 42, 9, 1000, 77, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21];
+      expect(Array.from(got.prefill(ids, got.newCache()))).toEqual(Array.from(want.prefill(ids, want.newCache())));
+    });
+  }
 });

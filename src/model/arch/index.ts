@@ -50,7 +50,7 @@ const REFUSED: Record<string, string> = {
   qwen2_moe: 'a mixture-of-experts model',
   qwen2moe: 'a mixture-of-experts model',
   mixtral: 'a mixture-of-experts model',
-  gemma3: 'a Gemma 3 vision-language checkpoint (Gemma3ForConditionalGeneration); use its text-only GGUF or a gemma3_text folder',
+  gemma3: 'a Gemma 3 vision-language config without a text_config',
 };
 
 function supportedList(): string {

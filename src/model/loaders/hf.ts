@@ -80,8 +80,21 @@ export function hfArch(cfg: Json, file: string): ArchModule {
   return arch;
 }
 
+/**
+ * A vision-language checkpoint whose text tower cokv runs (Gemma3ForConditionalGeneration): its `text_config` as a
+ * text-only config, or undefined for any other config.
+ */
+function textTowerConfig(cfg: Json): Json | undefined {
+  if (cfg.model_type !== 'gemma3' || !isObj(cfg.text_config)) return undefined;
+  const text: Json = { ...cfg.text_config, model_type: 'gemma3_text', architectures: ['Gemma3ForCausalLM'] };
+  if (text.tie_word_embeddings === undefined && cfg.tie_word_embeddings !== undefined) text.tie_word_embeddings = cfg.tie_word_embeddings;
+  return text;
+}
+
 /** Map a transformers config.json object to our ModelConfig (validated): common keys here, the rest in the arch module. */
 export function configFromHf(cfg: Json, file: string): ModelConfig {
+  const tower = textTowerConfig(cfg);
+  if (tower) return configFromHf(tower, `${file} text_config`);
   const arch = hfArch(cfg, file);
   const r = hfConfigReader(cfg, file);
   const hiddenSize = r.num('hidden_size');
@@ -127,7 +140,26 @@ function listSome(names: string[]): string {
   return names.length > 5 ? `${shown} and ${names.length - 5} more` : shown;
 }
 
-function checkTensors(store: SafetensorsStore, c: ModelConfig, arch: ArchModule): void {
+/**
+ * The arch module with its HF names moved under a vision-language checkpoint's text-tower prefix
+ * (`model.language_model.` in transformers 5, `language_model.model.` in 4), or undefined when `store` holds a
+ * text-only checkpoint.
+ */
+function textTowerArch(store: SafetensorsStore, arch: ArchModule): { arch: ArchModule; prefix: string } | undefined {
+  const embed = arch.hfTensors.global.tokenEmbedding; // model.embed_tokens.weight
+  for (const [model, lmHead] of [['model.language_model.', 'lm_head.weight'], ['language_model.model.', 'language_model.lm_head.weight']]) {
+    if (!store.tensors.has(embed.replace(/^model\./, model))) continue;
+    const move = (n: string): string => (n === 'lm_head.weight' ? lmHead : n.replace(/^model\./, model));
+    const names = {
+      global: Object.fromEntries(Object.entries(arch.hfTensors.global).map(([k, v]) => [k, move(v)])) as typeof arch.hfTensors.global,
+      layer: Object.fromEntries(Object.entries(arch.hfTensors.layer).map(([k, v]) => [k, move(v)])),
+    };
+    return { arch: { ...arch, hfTensors: names }, prefix: model.split('.')[0] === 'model' ? 'model.language_model.' : 'language_model.' };
+  }
+  return undefined;
+}
+
+function checkTensors(store: SafetensorsStore, c: ModelConfig, arch: ArchModule, textPrefix?: string): void {
   const want = expectedTensors(c, arch, 'hf');
   const missing = [...want.keys()].filter((n) => !store.tensors.has(n));
   if (missing.length > 0) {
@@ -135,7 +167,9 @@ function checkTensors(store: SafetensorsStore, c: ModelConfig, arch: ArchModule)
       ? ' (tie_word_embeddings is false but there is no lm_head.weight)' : '';
     throw new CokvError(`${store.path}: missing tensors: ${listSome(missing)}${hint}`, 'format');
   }
-  const unexpected = [...store.tensors.keys()].filter((n) => !want.has(n) && !ignorable(n, c));
+  // A vision-language checkpoint also holds its vision tower and projector: only the text tower must be complete.
+  const unexpected = [...store.tensors.keys()].filter((n) => !want.has(n) && !ignorable(n, c) &&
+    !(textPrefix && !n.startsWith(textPrefix) && n !== arch.hfTensors.global.lmHead));
   if (unexpected.length > 0) {
     throw new CokvError(`${store.path}: unexpected tensors for this config: ${listSome(unexpected)}`, 'format');
   }
@@ -176,9 +210,10 @@ export function openHfFolder(dir: string): ModelSource {
   if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new CokvError(`${dir}: not a folder`, 'file');
   const rawConfig = readJsonObject(configPath);
   const config = configFromHf(rawConfig, configPath);
-  const arch = archModule(config.architecture);
   const store = openSafetensorsFolder(dir);
-  checkTensors(store, config, arch);
+  const tower = textTowerArch(store, archModule(config.architecture));
+  const arch = tower?.arch ?? archModule(config.architecture);
+  checkTensors(store, config, arch, tower?.prefix);
 
   const tokCfgPath = path.join(dir, 'tokenizer_config.json');
   const tokCfg = readJsonObject(tokCfgPath, true);
@@ -251,5 +286,5 @@ function loadWeights(store: SafetensorsStore, c: ModelConfig, arch: ArchModule):
       if (e.dtype === 'F16') return { dtype: 'f16', rows: e.shape[0], cols: e.shape[1], data: store.readRaw(name) };
       return { dtype: 'f32', rows: e.shape[0], cols: e.shape[1], data: store.read(name) };
     },
-  });
+  }, store.path);
 }
