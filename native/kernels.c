@@ -998,7 +998,8 @@ typedef struct {
   int from2, to2;
   atomic_int next;
   atomic_int failed;
-  int used[MAX_THREADS]; /* att_decode_job: which threads hold a partial state */
+  /* att_decode_job: one softmax state (m, l, o; ATT_STATE floats) per chunk of entries, merged in chunk order */
+  float *cstate;
 } att_t;
 
 static buf_t g_scores[MAX_THREADS];
@@ -1341,11 +1342,16 @@ AVX2_TARGET static void att_tiled_job(void *arg, int tid) {
 }
 /*
  * Decode (at most ATT_FEW queries that all see every entry, e.g. one token's query heads of a KV group): the
- * entries are split into chunks across threads (flash-decoding); each thread keeps its own online-softmax state
- * (m, l, o) over the chunks it takes, and the caller merges the states. K and V are read once for all the queries.
+ * entries are split into chunks across threads (flash-decoding). Each chunk gets its own online-softmax state
+ * (m, l, o) and the caller merges the states in chunk order, so the result is bit-identical whatever the thread
+ * count or which thread took which chunk (profiles and resumes must reproduce exactly). K and V are read once for
+ * all the queries.
  */
 #define ATT_FEW 8
 #define ATT_CHUNK 256
+/* Floats of one chunk's state: m and l (ATT_FEW each), then o (ATT_FEW × hd). */
+#define ATT_STATE(hd) ((size_t)2 * ATT_FEW + (size_t)ATT_FEW * (hd))
+static buf_t g_att_chunks;
 AVX2_TARGET static void att_decode_job(void *arg, int tid) {
   att_t *a = arg;
   const int hd = a->hd, nr4 = (a->nq + 3) & ~3;
@@ -1361,6 +1367,9 @@ AVX2_TARGET static void att_decode_job(void *arg, int tid) {
       started = 1;
       att_tile_start(a, &t, 0, a->nq, nr4);
     }
+    float *m = a->cstate + (size_t)c * ATT_STATE(hd), *l = m + ATT_FEW, *o = l + ATT_FEW;
+    for (int r = 0; r < nr4; r++) m[r] = -INFINITY, l[r] = 0;
+    memset(o, 0, (size_t)nr4 * hd * 4);
     int e0 = c * ATT_CHUNK, e1 = e0 + ATT_CHUNK < n ? e0 + ATT_CHUNK : n;
     for (int b0 = e0; b0 < e1;) {
       /* a block never crosses the boundary between the two segments */
@@ -1369,34 +1378,30 @@ AVX2_TARGET static void att_decode_job(void *arg, int tid) {
       const float *k = b0 < n1 ? a->k1 + (size_t)(a->from1 + b0) * hd : a->k2 + (size_t)(a->from2 + b0 - n1) * hd;
       const float *v = b0 < n1 ? a->v1 + (size_t)(a->from1 + b0) * hd : a->v2 + (size_t)(a->from2 + b0 - n1) * hd;
       for (int r = 0; r < nr4; r++) t.valid[r] = r < a->nq ? bn : 0;
-      att_block(t.qs, nr4, hd, k, v, bn, t.valid, t.kt, t.s, t.m, t.l, t.o, 1);
+      att_block(t.qs, nr4, hd, k, v, bn, t.valid, t.kt, t.s, m, l, o, 1);
       b0 += bn;
     }
   }
-  a->used[tid] = started;
 }
 
-/* Merge the per-thread states of att_decode_job into the output rows. */
-static void att_decode_merge(att_t *a, int nt) {
+/* Merge the per-chunk states of att_decode_job into the output rows, in chunk order (a fixed reduction order). */
+static void att_decode_merge(att_t *a, int nchunks) {
   const int hd = a->hd;
   for (int r = 0; r < a->nq; r++) {
     float mx = -INFINITY;
-    for (int t = 0; t < nt; t++) {
-      if (!a->used[t]) continue;
-      const float *mt = att_tile_at(g_att_tile[t].p, hd).m;
-      if (mt[r] > mx) mx = mt[r];
+    for (int c = 0; c < nchunks; c++) {
+      const float *mc = a->cstate + (size_t)c * ATT_STATE(hd);
+      if (mc[r] > mx) mx = mc[r];
     }
     float *dst = a->out + (size_t)r * a->oStride;
     memset(dst, 0, (size_t)hd * 4);
     float sum = 0;
-    for (int t = 0; t < nt; t++) {
-      if (!a->used[t]) continue;
-      att_tile_t tt = att_tile_at(g_att_tile[t].p, hd);
-      const float *ot = tt.o, *mt = tt.m, *lt = tt.l;
-      if (lt[r] <= 0) continue;
-      float w = expf(mt[r] - mx);
-      sum += w * lt[r];
-      for (int d = 0; d < hd; d++) dst[d] += w * ot[(size_t)r * hd + d];
+    for (int c = 0; c < nchunks; c++) {
+      const float *mc = a->cstate + (size_t)c * ATT_STATE(hd), *lc = mc + ATT_FEW, *oc = lc + ATT_FEW;
+      if (lc[r] <= 0) continue;
+      float w = expf(mc[r] - mx);
+      sum += w * lc[r];
+      for (int d = 0; d < hd; d++) dst[d] += w * oc[(size_t)r * hd + d];
     }
     float inv = sum > 0 ? 1.0f / sum : 0.0f;
     for (int d = 0; d < hd; d++) dst[d] *= inv;
@@ -1469,10 +1474,15 @@ int cokv_attend(float *out, int oStride, const float *q, int qStride, int nq, in
     if (nq <= ATT_FEW && same) {
       /* Decode: the few queries of a KV group share one pass over K/V, split across threads by entries. */
       int nchunks = ((to1 - from1) + (to2 - from2) + ATT_CHUNK - 1) / ATT_CHUNK;
+      a.cstate = buf_get(&g_att_chunks, (size_t)(nchunks > 0 ? nchunks : 1) * ATT_STATE(hd));
+      if (!a.cstate) {
+        pthread_mutex_unlock(&g_call_mu);
+        return -1;
+      }
       if (nt > nchunks) nt = nchunks;
       if (nt > g_nthreads) nt = g_nthreads;
       pool_run(att_decode_job, &a, nt);
-      if (!atomic_load(&a.failed)) att_decode_merge(&a, nt < 1 ? 1 : nt);
+      if (!atomic_load(&a.failed)) att_decode_merge(&a, nchunks);
       pthread_mutex_unlock(&g_call_mu);
       return atomic_load(&a.failed) ? -1 : 0;
     }
