@@ -124,7 +124,7 @@ describe('GGUF metadata', () => {
 
   it('gemma3: llama.cpp\'s default 6-layer pattern, freq_base_swa, 1/√key_length, post norms', () => {
     const gemmaLayer = (l: number): [string, number[]][] => [...llamaLayer(l), ['attn_q_norm.weight', [16]], ['attn_k_norm.weight', [16]],
-      ['attn_post_norm.weight', [64]], ['ffn_post_norm.weight', [64]]];
+      ['post_attention_norm.weight', [64]], ['post_ffw_norm.weight', [64]]];
     const f = write('gemma3', { 'attention.sliding_window': gv.u32(32), 'rope.freq_base': gv.f32(1e6), 'attention.layer_norm_rms_epsilon': gv.f32(1e-6) }, 7, gemmaLayer);
     const c = openGguf(f).config;
     expect(fullAttentionLayers(c)).toEqual([5]);

@@ -41,12 +41,12 @@ export const GGUF_NAMES: TensorNames = {
     bv: 'blk.{l}.attn_v.bias',
     qNorm: 'blk.{l}.attn_q_norm.weight',
     kNorm: 'blk.{l}.attn_k_norm.weight',
-    postAttnNorm: 'blk.{l}.attn_post_norm.weight',
+    postAttnNorm: 'blk.{l}.post_attention_norm.weight',
     ffnNorm: 'blk.{l}.ffn_norm.weight',
     wGate: 'blk.{l}.ffn_gate.weight',
     wUp: 'blk.{l}.ffn_up.weight',
     wDown: 'blk.{l}.ffn_down.weight',
-    postFfnNorm: 'blk.{l}.ffn_post_norm.weight',
+    postFfnNorm: 'blk.{l}.post_ffw_norm.weight',
   },
 };
 
