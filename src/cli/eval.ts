@@ -28,6 +28,7 @@ interface EvalFlags extends PressFlags {
   kvDtype: string;
   chat?: boolean;
   out: string;
+  overwrite?: boolean;
   quiet?: boolean;
   json?: boolean;
 }
@@ -61,7 +62,8 @@ export function registerEval(program: Command, run: (fn: () => Promise<void>) =>
     .option('--loglik-tokens <n>', 'reference tokens scored by --metric loglik', '16')
     .option('--kv-dtype <t>', KV_DTYPE_HELP, 'f32')
     .option('--skip-bad-lines', 'skip malformed jsonl lines with a warning instead of stopping')
-    .requiredOption('--out <dir>', 'results folder')
+    .requiredOption('--out <dir>', 'results folder: one folder per run, recording every setting that changes its results (run.json); a rerun with the same settings reuses finished runs and resumes cut ones')
+    .option('--overwrite', 'replace run folders that hold results for other settings (default: refuse them, naming what differs)')
     .option('--quiet', 'no progress output')
     .option('--json', 'print the metrics of every run as JSON');
   addPressTuningFlags(cmd).action((f: EvalFlags) => run(() => evalCommand(f)));
@@ -95,6 +97,7 @@ async function evalCommand(f: EvalFlags): Promise<void> {
     kvDtype,
     jsonl: { onBadLine: f.skipBadLines ? 'skip' : 'error' },
     out: f.out,
+    overwrite: f.overwrite ?? false,
     onProgress: (name, done, total) => bar.update(done, total, name),
   });
   bar.finish();

@@ -1,11 +1,15 @@
 /**
  * The evaluation runner: every press × budget on a dataset, with LongBench's protocol, one directory per run
- * (`dataset__model__press__budget/` with predictions.jsonl and metrics.json). Finished runs are skipped; an
- * interrupted run resumes from its predictions file (each line is appended as soon as it is scored).
+ * (`dataset__model__press__budget/` with run.json, predictions.jsonl and metrics.json). run.json records the
+ * run's settings and their hash (run-settings.ts); a rerun with the same settings skips finished runs and resumes
+ * an interrupted one from its predictions file (each line is appended as soon as it is scored, and every reused
+ * line and metrics file is validated first). A folder holding other settings — or none, from an older cokv — is
+ * refused, or replaced with `overwrite`; it is never answered with its stored numbers.
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { CokvError } from '../errors.js';
+import { CokvError, systemErrorLine } from '../errors.js';
+import { lockOutput, writeFileAtomic, type FileLock } from '../util/files.js';
 import type { CokvModel } from '../engine.js';
 import type { KvDType } from '../cache/ragged.js';
 import type { PressOptions } from '../press/options.js';
@@ -17,6 +21,7 @@ import { longBenchGeneration, truncateMiddle, useChatTemplate } from './longbenc
 import { scoreSample } from './metrics.js';
 import type { EvalItem } from './retrieval.js';
 import type { JsonlOptions } from './jsonl.js';
+import { fileDigest, modelDigest, pressSettings, RUN_SETTINGS_VERSION, settingsDiff, settingsHash } from './run-settings.js';
 
 export type Protocol = 'question-aware' | 'context-only';
 
@@ -46,6 +51,10 @@ export interface EvalOptions {
   /** KV storage type of every run (default f32). */
   kvDtype?: KvDType;
   out: string;
+  /** Replace run folders that hold results for other settings (default: refuse them). */
+  overwrite?: boolean;
+  /** Where warnings go (re-done prediction lines, recomputed metrics); default one line on stderr. */
+  warn?: (message: string) => void;
   jsonl?: JsonlOptions;
   onProgress?: (runName: string, done: number, total: number) => void;
 }
@@ -75,6 +84,8 @@ export interface RunMetrics {
    */
   kvScope?: string;
   settings: Record<string, unknown>;
+  /** Hash of everything the run was computed with (the folder's run.json holds the settings themselves). */
+  settingsHash?: string;
   timings: { prefillMs: number; decodeMsPerToken: number; seconds: number };
   createdAt: string;
 }
@@ -193,12 +204,181 @@ function meanCi(xs: number[], scale: number, digits = 2): { mean: number; ci: [n
   return { mean: r(mean), ci: [r(mean - h), r(mean + h)] };
 }
 
+/** One run's folder and what is known of it. */
+interface RunState {
+  press: string; budget: number | null; ratio?: number; dir: string; metricsFile: string; predFile: string;
+  instance: ReturnType<typeof createPress>; done: Map<string, Prediction>; finished?: RunMetrics; seconds: number;
+  settings: Record<string, unknown>; hash: string;
+}
+
+const RECORD_FILE = 'run.json';
+
+/** A CokvError for a failed file operation on the results folder, naming the file. */
+function outputError(file: string, e: unknown): CokvError {
+  if (e instanceof CokvError) return e;
+  const err = e as NodeJS.ErrnoException;
+  const line = systemErrorLine(err.path ? err : Object.assign(err, { path: file }));
+  return new CokvError(`--out ${line ?? `${file}: ${(e as Error).message}`}`, 'file');
+}
+
+/** 'none', 'file' (regular), 'dir', or what else the path is. */
+function entryKind(p: string): string {
+  let st: fs.Stats;
+  try {
+    st = fs.lstatSync(p);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return 'none';
+    throw outputError(p, e);
+  }
+  return st.isFile() ? 'file' : st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'a symbolic link' : 'not a regular file';
+}
+
+/** The text of a file of a run folder, which must be a regular file when present (undefined when absent). */
+function readRunFile(file: string): string | undefined {
+  const kind = entryKind(file);
+  if (kind === 'none') return undefined;
+  if (kind !== 'file') throw new CokvError(`--out ${file}: is ${kind === 'dir' ? 'a folder' : kind}, not a file cokv wrote (remove it)`, 'file');
+  try {
+    return fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    throw outputError(file, e);
+  }
+}
+
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+const isObject = (x: unknown): x is Record<string, unknown> => x !== null && typeof x === 'object' && !Array.isArray(x);
+const isNum = (x: unknown): x is number => typeof x === 'number' && Number.isFinite(x);
+
+/**
+ * Make `st.dir` a run folder for `st.settings`: a fresh one, or an existing one recorded with the same settings
+ * hash. A folder with other (or unknown) settings is refused, or emptied with `overwrite`.
+ */
+function openRunFolder(st: RunState, overwrite: boolean): void {
+  const record = path.join(st.dir, RECORD_FILE);
+  const kind = entryKind(st.dir);
+  if (kind !== 'none' && kind !== 'dir') {
+    throw new CokvError(`--out ${st.dir}: the run folder's name is taken by ${kind === 'file' ? 'a file' : `something that is ${kind}`} (remove it or choose another --out)`, 'file');
+  }
+  let recorded: { hash?: string; settings?: unknown; problem?: string } | undefined;
+  if (kind === 'dir') {
+    const text = readRunFile(record);
+    if (text !== undefined) {
+      const r = parseJson(text);
+      recorded = isObject(r) && typeof r.settingsHash === 'string' ? { hash: r.settingsHash, settings: r.settings } : { problem: `${record} is not a cokv run record` };
+    } else if (entryKind(st.metricsFile) !== 'none' || entryKind(st.predFile) !== 'none') {
+      // A folder from before run records: its settings cannot be checked, so it is not trusted.
+      const m = parseJson(readRunFile(st.metricsFile) ?? '');
+      recorded = isObject(m) && typeof m.settingsHash === 'string' ? { hash: m.settingsHash }
+        : { problem: 'holds results without a settings record (an older cokv?), so cokv cannot tell whether they match' };
+    }
+  }
+  if (recorded && recorded.hash !== st.hash) {
+    if (!overwrite) {
+      const diff = recorded.settings !== undefined ? settingsDiff(recorded.settings, st.settings) : [];
+      const why = recorded.problem ?? `holds results for other settings${diff.length ? ` (different ${diff.join(', ')})` : ''}`;
+      throw new CokvError(`--out ${st.dir}: ${why}; use another --out, or --overwrite to replace it`, 'file');
+    }
+    // Only files cokv wrote are removed; anything else in their place stops the run.
+    for (const f of [st.metricsFile, st.predFile, record]) {
+      const k = entryKind(f);
+      if (k === 'none') continue;
+      if (k !== 'file') throw new CokvError(`--out ${f}: is ${k === 'dir' ? 'a folder' : k}, not a file cokv wrote (remove it)`, 'file');
+      try {
+        fs.rmSync(f);
+      } catch (e) {
+        throw outputError(f, e);
+      }
+    }
+    recorded = undefined;
+  }
+  try {
+    fs.mkdirSync(st.dir, { recursive: true });
+  } catch (e) {
+    throw outputError(st.dir, e);
+  }
+  if (!recorded || readRunFile(record) === undefined) {
+    writeFileAtomic(record, JSON.stringify({ settingsHash: st.hash, settings: st.settings }, null, 2) + '\n', { what: '--out' });
+  }
+}
+
+/** The run's metrics.json when it is complete and was computed with these settings for these items. */
+function readFinished(st: RunState, itemIds: string[], warn: (m: string) => void): RunMetrics | undefined {
+  const text = readRunFile(st.metricsFile);
+  if (text === undefined) return undefined;
+  const m = parseJson(text);
+  let problem: string | undefined;
+  if (!isObject(m)) problem = 'not a JSON object';
+  else if (m.settingsHash !== st.hash) problem = 'computed with other settings';
+  else if (m.press !== st.press || m.budget !== st.budget || m.ratio !== st.ratio) problem = 'for another press or budget';
+  else if (!isNum(m.score) || m.n !== itemIds.length || !Array.isArray(m.ci95) || m.ci95.length !== 2 || !m.ci95.every(isNum)) problem = 'score, n or ci95 missing or malformed';
+  else if (!isNum(m.keptKvBytes) || !isNum(m.fullKvBytes) || typeof m.metric !== 'string' || !isObject(m.timings)) problem = 'fields missing or malformed';
+  else if (!isObject(m.settings) || !Array.isArray(m.settings.itemIds) || m.settings.itemIds.join('\u0000') !== itemIds.join('\u0000')) problem = 'for other items';
+  if (problem === undefined) return m as unknown as RunMetrics;
+  warn(`${st.metricsFile}: ${problem}; recomputed from predictions.jsonl`);
+  return undefined;
+}
+
+/** Why a predictions.jsonl value cannot be reused, or undefined when it can. */
+function predictionProblem(p: unknown, ids: ReadonlySet<string>, loglik: boolean): string | undefined {
+  if (!isObject(p)) return 'not a JSON object';
+  if (typeof p.id !== 'string' || !ids.has(p.id)) return 'unknown or missing id';
+  if (typeof p.prediction !== 'string' || !Array.isArray(p.answers) || !p.answers.every((a) => typeof a === 'string')) return 'prediction or answers missing';
+  for (const k of ['score', 'keptKvBytes', 'fullKvBytes', 'prefillMs', 'decodeMsPerToken', ...(loglik ? ['logprob', 'agreement'] : [])]) {
+    if (!isNum(p[k])) return `'${k}' missing or not a number`;
+  }
+  if (!(Number.isInteger(p.promptTokens) && (p.promptTokens as number) > 0)) return "'promptTokens' missing or not a positive integer";
+  return undefined;
+}
+
+/**
+ * Load the predictions of an interrupted run: every valid line is reused; a line cut by a kill, or one that is
+ * malformed (redone, with a warning), is dropped, and the file is rewritten without it before appending.
+ */
+function readPredictions(st: RunState, ids: ReadonlySet<string>, loglik: boolean, warn: (m: string) => void): void {
+  const text = readRunFile(st.predFile);
+  if (text === undefined) return;
+  const lines = text.split('\n');
+  let bad = 0;
+  let first = '';
+  lines.forEach((line, i) => {
+    if (!line.trim()) return;
+    const p = parseJson(line);
+    const problem = predictionProblem(p, ids, loglik);
+    if (problem === undefined) {
+      const pred = p as unknown as Prediction;
+      if (!st.done.has(pred.id)) st.done.set(pred.id, pred);
+    } else if (!(i === lines.length - 1 && p === undefined)) {
+      // (A last line without its newline that does not parse was cut by a kill: redone silently.)
+      bad++;
+      first ||= `line ${i + 1}: ${problem}`;
+    }
+  });
+  if (bad > 0) warn(`${st.predFile}: ${bad} malformed line${bad > 1 ? 's' : ''} (${first}) dropped; ${bad > 1 ? 'they are' : 'it is'} redone`);
+  writeFileAtomic(st.predFile, [...st.done.values()].map((p) => JSON.stringify(p) + '\n').join(''), { what: '--out' });
+}
+
+function defaultWarn(message: string): void {
+  process.stderr.write(`cokv: warning: ${message}\n`);
+}
+
 /** Run every press × budget; returns the metrics of every run (finished earlier or now). */
 export async function runEval(model: CokvModel, modelPath: string, o: EvalOptions): Promise<RunMetrics[]> {
   const info = datasetInfo(o.dataset);
   const items = selectItems(o);
   if (fs.existsSync(o.out) && !fs.statSync(o.out).isDirectory()) throw new CokvError(`--out ${o.out}: is a file, not a folder`, 'file');
-  fs.mkdirSync(o.out, { recursive: true });
+  try {
+    fs.mkdirSync(o.out, { recursive: true });
+  } catch (e) {
+    throw outputError(o.out, e);
+  }
+  const warn = o.warn ?? defaultWarn;
   const nl = info.stopAtNewline ? model.newlineIds() : [];
   const prepared: Prepared[] = [];
   for (const it of items) prepared.push(await prepareItem(model, info, it, o, nl));
@@ -215,37 +395,48 @@ export async function runEval(model: CokvModel, modelPath: string, o: EvalOption
   // Validate every press before the first run starts.
   for (const r of runs) createPress(r.press, { ...o.pressOptions, budget: r.budget ?? undefined, ratio: r.ratio }, model.config);
 
-  interface RunState {
-    press: string; budget: number | null; ratio?: number; dir: string; metricsFile: string; predFile: string;
-    instance: ReturnType<typeof createPress>; done: Map<string, Prediction>; finished?: RunMetrics; seconds: number;
-  }
+  // Every setting that changes a run's results; a folder holding other settings is never reused (see run-settings.ts).
+  const common: Record<string, unknown> = {
+    version: RUN_SETTINGS_VERSION, dataset: o.dataset, model: modelDigest(modelPath),
+    data: fileDigest(dataFile(o.data, o.dataset), '--data', true).sha256,
+    subset: o.subset, lengths: o.lengths, split: o.split, splitSeed: o.split === 'all' ? undefined : o.splitSeed, limit: o.limit,
+    skipBadLines: o.jsonl?.onBadLine === 'skip' ? true : undefined,
+    maxLength: info.family === 'longbench' ? Math.min(o.maxLength ?? 8000, model.config.contextLength - info.maxNewTokens - 1) : undefined,
+    chat: info.family === 'longbench' && useChatTemplate(o.dataset, o.chat ?? false) ? true : undefined,
+    protocol: o.protocol, metric: loglik ? `loglik@${loglikTokens}` : info.metric, kvDtype: o.kvDtype ?? 'f32',
+  };
+  const itemIds = prepared.map((p) => p.item.id);
+
   const states: RunState[] = runs.map((r) => {
     const dir = path.join(o.out, runName(o.dataset, name, r.press, r.label, o.protocol, o.kvDtype));
-    const metricsFile = path.join(dir, 'metrics.json');
-    const st: RunState = {
-      ...r, dir, metricsFile, predFile: path.join(dir, 'predictions.jsonl'), done: new Map(), seconds: 0,
+    const settings = { ...common, press: r.press, budget: r.budget, ratio: r.ratio, pressOptions: pressSettings(r.press, o.pressOptions) };
+    return {
+      ...r, dir, metricsFile: path.join(dir, 'metrics.json'), predFile: path.join(dir, 'predictions.jsonl'), done: new Map(), seconds: 0,
       instance: createPress(r.press, { ...o.pressOptions, budget: r.budget ?? undefined, ratio: r.ratio }, model.config),
+      settings, hash: settingsHash(settings),
     };
-    if (fs.existsSync(metricsFile)) {
-      st.finished = JSON.parse(fs.readFileSync(metricsFile, 'utf8')) as RunMetrics;
-      return st;
-    }
-    fs.mkdirSync(dir, { recursive: true });
-    if (fs.existsSync(st.predFile)) {
-      for (const line of fs.readFileSync(st.predFile, 'utf8').split('\n')) {
-        if (!line.trim()) continue;
-        try {
-          const p = JSON.parse(line) as Prediction;
-          st.done.set(p.id, p);
-        } catch {
-          // A line cut by a kill is redone.
-        }
-      }
-      // Rewrite without any torn last line before appending.
-      fs.writeFileSync(st.predFile, [...st.done.values()].map((p) => JSON.stringify(p) + '\n').join(''));
-    }
-    return st;
   });
+  // Check every folder before the first run starts, so a bad one does not cost the runs before it; each is locked
+  // so a second eval on the same --out is refused instead of interleaving lines.
+  const locks: FileLock[] = [];
+  try {
+    for (const st of states) {
+      locks.push(lockOutput(st.dir, '--out'));
+      openRunFolder(st, o.overwrite ?? false);
+      st.finished = readFinished(st, itemIds, warn);
+      if (!st.finished) readPredictions(st, new Set(itemIds), loglik, warn);
+    }
+    return await computeRuns(model, modelPath, o, info, prepared, states);
+  } finally {
+    for (const l of locks) l.release();
+  }
+}
+
+/** Score every pending item of every run, then write each run's metrics. */
+async function computeRuns(model: CokvModel, modelPath: string, o: EvalOptions, info: DatasetInfo, prepared: Prepared[], states: RunState[]): Promise<RunMetrics[]> {
+  const name = modelName(modelPath);
+  const loglik = o.metric === 'loglik';
+  const loglikTokens = o.loglikTokens ?? 16;
 
   // Item-major: one full prefill per item, shared by every press and budget (compressing a copy of it gives the
   // same cache a press gives during prefill, since prefill attention is always full).
@@ -287,7 +478,11 @@ export async function runEval(model: CokvModel, modelPath: string, o: EvalOption
         pred.agreement = tokenF1(g.text, [reference]);
       }
       st.done.set(p.item.id, pred);
-      fs.appendFileSync(st.predFile, JSON.stringify(pred) + '\n');
+      try {
+        fs.appendFileSync(st.predFile, JSON.stringify(pred) + '\n');
+      } catch (e) {
+        throw outputError(st.predFile, e);
+      }
       st.seconds += (performance.now() - t0) / 1000;
     }
   }
@@ -308,6 +503,7 @@ export async function runEval(model: CokvModel, modelPath: string, o: EvalOption
       keptKvBytes: preds.reduce((a, p) => a + p.keptKvBytes, 0) / preds.length,
       fullKvBytes: preds.reduce((a, p) => a + p.fullKvBytes, 0) / preds.length,
       kvScope: model.config.layers.some((l) => l.kind === 'sliding') ? kvScopeLabel(model.config) : undefined,
+      settingsHash: st.hash,
       settings: { ...o.pressOptions, kvDtype: o.kvDtype ?? 'f32', split: o.split, splitSeed: o.splitSeed, limit: o.limit, subset: o.subset, lengths: o.lengths, maxLength: o.maxLength, itemIds: preds.map((p) => p.id) },
       timings: {
         prefillMs: preds.reduce((a, p) => a + p.prefillMs, 0) / preds.length,
@@ -316,9 +512,7 @@ export async function runEval(model: CokvModel, modelPath: string, o: EvalOption
       },
       createdAt: new Date().toISOString(),
     };
-    const tmp = `${st.metricsFile}.tmp-${process.pid}`;
-    fs.writeFileSync(tmp, JSON.stringify(m, null, 2) + '\n');
-    fs.renameSync(tmp, st.metricsFile);
+    writeFileAtomic(st.metricsFile, JSON.stringify(m, null, 2) + '\n', { what: '--out' });
     results.push(m);
   }
   return results;
