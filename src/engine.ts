@@ -21,6 +21,7 @@ import { Sampler, type SamplingOptions } from './generate/sampling.js';
 import { TextStream } from './generate/text-stream.js';
 import type { Press } from './press/types.js';
 import { peakRssBytes } from './memory.js';
+import { bindModelSource } from './model/fingerprint.js';
 
 export interface GenerateOptions extends SamplingOptions {
   /** Most tokens to generate (default 256). */
@@ -162,6 +163,8 @@ export class CokvModel {
     backend: Backend,
   ) {
     this.transformer = new Transformer(source.config, source.loadWeights(), backend);
+    // Profiles read for this model are checked against its weight files, not just its shape.
+    bindModelSource(source.config, source.path);
   }
 
   get config(): ModelConfig {
@@ -308,9 +311,51 @@ export class CokvModel {
     return this.generate(prompt, { addSpecial: false, ...opts });
   }
 
+  /**
+   * Most UTF-16 code units a prompt that fits the context can have: each token covers at most its own text plus
+   * one character (a stripped leading space), and normalizers shorten text by well under 4× (e.g. NFC composes 3
+   * Hangul jamo into one syllable), so the bound is contextLength × (longest token + 1) × 4. It assumes the
+   * tokenizer does not delete input (no LLM tokenizer cokv reads does); longer text cannot fit and is refused
+   * before tokenizing.
+   */
+  maxPromptChars(): number {
+    if (this.maxPromptCharsCache === undefined) {
+      let longest = 1;
+      for (let id = 0; id < this.tokenizer.vocabSize; id++) longest = Math.max(longest, this.tokenizer.tokenText(id).length);
+      this.maxPromptCharsCache = this.config.contextLength * (longest + 1) * 4;
+    }
+    return this.maxPromptCharsCache;
+  }
+
+  private maxPromptCharsCache: number | undefined;
+
+  /**
+   * Refuse a long text prompt that cannot fit the context without tokenizing it whole (a 50 MB prompt would need
+   * gigabytes): first the character bound above, then token counts of bounded pieces cut at line or space
+   * boundaries, stopping once they exceed the context by more than the few tokens a cut can add or merge away.
+   * Prompts that pass are then tokenized whole, so the ids never depend on the pieces.
+   */
+  private checkPromptSize(text: string): void {
+    const ctx = this.config.contextLength;
+    if (text.length <= PROMPT_PIECE_CHARS) return;
+    const max = this.maxPromptChars();
+    if (text.length > max) throw new CokvError(`prompt: ${text.length} characters cannot fit the model's context of ${ctx} tokens (at most ${max} can)`, 'prompt');
+    let tokens = 0;
+    let cuts = 0;
+    for (let at = 0; at < text.length; cuts++) {
+      const end = pieceEnd(text, at);
+      tokens += this.tokenizer.encode(text.slice(at, end), { addSpecial: false }).length;
+      at = end;
+      if (tokens - PIECE_CUT_SLACK * cuts > ctx) {
+        throw new CokvError(`prompt: the first ${at} of ${text.length} characters already hold more than the ${ctx} tokens of the model's context`, 'prompt');
+      }
+    }
+  }
+
   /** Encode a prompt and check it fits the model. */
   promptIds(prompt: string | readonly number[], addSpecial?: boolean, addBos?: boolean): number[] {
     if (typeof prompt === 'string' && prompt.length === 0) throw new CokvError('prompt: the prompt is empty', 'prompt');
+    if (typeof prompt === 'string') this.checkPromptSize(prompt);
     const ids = typeof prompt === 'string' ? this.encode(prompt, addSpecial, addBos) : [...prompt];
     if (ids.length === 0) throw new CokvError('prompt: the prompt encodes to no tokens', 'prompt');
     if (ids.length >= this.config.contextLength) {
@@ -331,7 +376,12 @@ export class CokvModel {
   generate(prompt: string | readonly number[], opts: GenerateOptions = {}): Generation {
     const ids = this.promptIds(prompt, opts.addSpecial, opts.addBos);
     const maxTokens = opts.maxTokens ?? 256;
-    if (!(Number.isInteger(maxTokens) && maxTokens >= 0)) throw new CokvError(`maxTokens: ${maxTokens} is not a non-negative integer`, 'flag');
+    const ctx = this.config.contextLength;
+    if (!(Number.isSafeInteger(maxTokens) && maxTokens >= 0)) throw new CokvError(`maxTokens: ${maxTokens} is not a non-negative integer`, 'flag');
+    // The cache is preallocated for prompt + maxTokens: more than a whole context is refused rather than
+    // allocated (or run for hours), while a little past the trained context stays allowed (see below).
+    if (maxTokens > ctx) throw new CokvError(`maxTokens: ${maxTokens} is more than the model's context of ${ctx} tokens`, 'flag');
+    checkSampling(opts);
     const eos = new Set(opts.eosIds ?? this.eosIds);
     const sampler = new Sampler(opts);
     // Like transformers, generation may run past the trained context (RoPE positions keep counting); only the
@@ -408,6 +458,37 @@ export class CokvModel {
       stopReason,
     };
     if (tail) yield { token: -1, text: tail };
+  }
+}
+
+/** Prompts longer than this are counted piece by piece before being tokenized whole (see checkPromptSize). */
+const PROMPT_PIECE_CHARS = 1 << 16;
+/** Tokens one cut between pieces may add (an extra prefix space, a split word) beyond the whole text's count. */
+const PIECE_CUT_SLACK = 16;
+
+/**
+ * End of the piece of `text` starting at `at`: after the last newline in the next PROMPT_PIECE_CHARS characters,
+ * else before a space, else a hard cut (never inside a surrogate pair).
+ */
+function pieceEnd(text: string, at: number): number {
+  const limit = at + PROMPT_PIECE_CHARS;
+  if (limit >= text.length) return text.length;
+  const nl = text.lastIndexOf('\n', limit - 1);
+  if (nl >= at + PROMPT_PIECE_CHARS / 2) return nl + 1;
+  const sp = text.lastIndexOf(' ', limit - 1);
+  if (sp > at + PROMPT_PIECE_CHARS / 2) return sp;
+  const c = text.charCodeAt(limit - 1);
+  return c >= 0xd800 && c < 0xdc00 ? limit + 1 : limit;
+}
+
+/** Sampling options the sampler cannot use; each error names the option. */
+function checkSampling(o: GenerateOptions): void {
+  if (o.repetitionPenalty !== undefined && !(Number.isFinite(o.repetitionPenalty) && o.repetitionPenalty > 0)) {
+    throw new CokvError(`repetitionPenalty: ${o.repetitionPenalty} must be a number > 0 (1 = off)`, 'flag');
+  }
+  if (o.seed !== undefined && !Number.isSafeInteger(o.seed)) throw new CokvError(`seed: ${o.seed} must be a safe integer`, 'flag');
+  for (const s of o.stop ?? []) {
+    if (typeof s !== 'string' || s.length === 0) throw new CokvError('stop: stop strings must be non-empty', 'flag');
   }
 }
 

@@ -85,7 +85,13 @@ async function benchCommand(f: BenchFlags): Promise<void> {
   const presses = f.presses.split(',').map((x) => x.trim()).filter(Boolean);
   const decode = numberFlag('--decode', f.decode, { integer: true, min: 1 })!;
   const model = await loadModel(f.model);
-  for (const L of lengths) if (L + decode >= model.config.contextLength) process.stderr.write(`cokv: note: ${L} tokens exceed the model's trained context ${model.config.contextLength} (RoPE still runs; timings only)\n`);
+  const ctx = model.config.contextLength;
+  // A prompt beyond the context is refused (it would time nothing real, for minutes); decoding a few steps past
+  // it only notes so, as generate allows a little past the trained context.
+  const over = lengths.find((L) => L > ctx);
+  if (over !== undefined) throw new CokvError(`--lengths: ${over} tokens are more than the model's context of ${ctx} tokens`, 'flag');
+  if (decode > ctx) throw new CokvError(`--decode: ${decode} steps are more than the model's context of ${ctx} tokens`, 'flag');
+  for (const L of lengths) if (L + decode >= ctx) process.stderr.write(`cokv: note: ${L} + ${decode} decoded tokens exceed the model's trained context ${ctx} (RoPE still runs; timings only)\n`);
   const configs = presses.flatMap((p) => (p === 'full' ? [{ press: p, budget: null as number | null }] : budgets.map((b) => ({ press: p, budget: b as number | null }))));
   for (const cfg of configs) createPress(cfg.press, { ...pressOptionsFromFlags({ ...f, budget: undefined, ratio: undefined }), budget: cfg.budget ?? undefined }, model.config);
   if (f.out && fs.existsSync(f.out) && !fs.statSync(f.out).isDirectory()) throw new CokvError(`--out ${f.out}: is a file, not a folder`, 'file');

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import type { Command } from 'commander';
-import { CokvError } from '../errors.js';
-import { loadModel, type GenerateOptions } from '../engine.js';
+import { CokvError, systemErrorLine } from '../errors.js';
+import { loadModel, type GenerateOptions, type Generation } from '../engine.js';
 import { formatBytes, KV_DTYPE_HELP, kvDtypeFlag, numberFlag } from './util.js';
 import { addPressFlags, pressFromFlags, type PressFlags } from './press-flags.js';
 import { addBosFlags, bosOverride, type BosFlags } from './bos-flags.js';
@@ -47,40 +47,104 @@ export function registerGenerate(program: Command, run: (fn: () => Promise<void>
   addPressFlags(cmd).action((flags: GenerateFlags) => run(() => generateCommand(flags)));
 }
 
+/** Parse an integer flag that must be exactly representable (2^53 and beyond would silently round). */
+function safeIntFlag(flag: string, value: string | undefined, min?: number): number | undefined {
+  const v = numberFlag(flag, value, { integer: true, min });
+  if (v !== undefined && !Number.isSafeInteger(v)) throw new CokvError(`${flag}: '${value}' is not a safe integer (|n| < 2^53)`, 'flag');
+  return v;
+}
+
+/**
+ * The prompt file's text, read only when it can fit: a file larger than 3 × `maxChars` bytes holds more than
+ * `maxChars` UTF-16 code units (a code unit takes at most 3 UTF-8 bytes), so it is refused without being read.
+ */
+function readPromptFile(fd: number, file: string, maxChars: number, ctx: number): string {
+  const maxBytes = 3 * maxChars;
+  const chunks: Buffer[] = [];
+  let total = 0;
+  try {
+    const st = fs.fstatSync(fd);
+    if (st.isFile() && st.size > maxBytes) throw new CokvError(`--prompt-file ${file}: ${st.size} bytes cannot fit the model's context of ${ctx} tokens`, 'prompt');
+    // Pipes and devices have no size: read at most one byte past the bound.
+    const buf = Buffer.alloc(1 << 20);
+    for (;;) {
+      const n = fs.readSync(fd, buf, 0, buf.length, null);
+      if (n === 0) break;
+      chunks.push(Buffer.from(buf.subarray(0, n)));
+      total += n;
+      if (total > maxBytes) throw new CokvError(`--prompt-file ${file}: more than ${maxBytes} bytes cannot fit the model's context of ${ctx} tokens`, 'prompt');
+    }
+  } catch (e) {
+    if (e instanceof CokvError) throw e;
+    throw new CokvError(`--prompt-file: cannot read ${file} (${systemErrorLine(e) ?? (e as Error).message})`, 'file');
+  } finally {
+    fs.closeSync(fd);
+  }
+  return Buffer.concat(chunks, total).toString('utf8');
+}
+
 async function generateCommand(f: GenerateFlags): Promise<void> {
   if ((f.prompt === undefined) === (f.promptFile === undefined)) {
     throw new CokvError('--prompt/--prompt-file: give exactly one of them', 'flag');
   }
-  let prompt = f.prompt ?? '';
+  // Opened now so a missing file is reported before the model loads; read once the model bounds its size.
+  let promptFd: number | undefined;
   if (f.promptFile !== undefined) {
     try {
-      prompt = fs.readFileSync(f.promptFile, 'utf8');
+      promptFd = fs.openSync(f.promptFile, 'r');
+      if (fs.fstatSync(promptFd).isDirectory()) throw new Error('is a folder');
     } catch {
+      if (promptFd !== undefined) fs.closeSync(promptFd);
       throw new CokvError(`--prompt-file: cannot read ${f.promptFile}`, 'file');
+    }
+    const st = fs.fstatSync(promptFd);
+    if (st.isFile() && st.size === 0) {
+      fs.closeSync(promptFd);
+      throw new CokvError(`--prompt-file: the prompt is empty (${f.promptFile})`, 'prompt');
     }
   }
   bosOverride(f);
   if (f.chat && (f.addBos || f.bos === false)) {
     throw new CokvError('--add-bos/--no-bos: not with --chat (the chat template writes BOS itself)', 'flag');
   }
-  if (prompt.length === 0) throw new CokvError(`${f.promptFile !== undefined ? '--prompt-file' : '--prompt'}: the prompt is empty`, 'prompt');
+  if (f.prompt !== undefined && f.prompt.length === 0) throw new CokvError('--prompt: the prompt is empty', 'prompt');
+  if (f.stop.some((s) => s.length === 0)) throw new CokvError('--stop: a stop string must not be empty', 'flag');
+  const repetitionPenalty = numberFlag('--repetition-penalty', f.repetitionPenalty);
+  if (repetitionPenalty !== undefined && !(repetitionPenalty > 0)) {
+    throw new CokvError(`--repetition-penalty: ${repetitionPenalty} must be > 0 (1 = off)`, 'flag');
+  }
   const opts: GenerateOptions = {
-    maxTokens: numberFlag('--max-tokens', f.maxTokens, { integer: true, min: 0 }),
+    maxTokens: safeIntFlag('--max-tokens', f.maxTokens, 0),
     temperature: numberFlag('--temperature', f.temperature, { min: 0 }),
     topK: numberFlag('--top-k', f.topK, { integer: true, min: 0 }),
     topP: numberFlag('--top-p', f.topP, { min: 0, max: 1 }),
     minP: numberFlag('--min-p', f.minP, { min: 0, max: 1 }),
-    repetitionPenalty: numberFlag('--repetition-penalty', f.repetitionPenalty, { min: 0 }),
-    seed: numberFlag('--seed', f.seed, { integer: true }),
+    repetitionPenalty,
+    seed: safeIntFlag('--seed', f.seed),
     stop: f.stop,
   };
   opts.kvDtype = kvDtypeFlag(f.kvDtype);
   const model = await loadModel(f.model);
+  const ctx = model.config.contextLength;
+  if ((opts.maxTokens ?? 256) > ctx) {
+    throw new CokvError(`--max-tokens: ${opts.maxTokens ?? 256} is more than the model's context of ${ctx} tokens`, 'flag');
+  }
+  const prompt = promptFd !== undefined ? readPromptFile(promptFd, f.promptFile!, model.maxPromptChars(), ctx) : f.prompt!;
+  if (prompt.length === 0) throw new CokvError(`--prompt-file: the prompt is empty (${f.promptFile})`, 'prompt');
   opts.addBos = bosOverride(f, model.tokenizer, f.model);
   opts.press = pressFromFlags(f, model.config);
-  const gen = f.chat
-    ? await model.chat([...(f.system ? [{ role: 'system', content: f.system }] : []), { role: 'user', content: prompt }], opts)
-    : model.generate(prompt, opts);
+  let gen: Generation;
+  try {
+    gen = f.chat
+      ? await model.chat([...(f.system ? [{ role: 'system', content: f.system }] : []), { role: 'user', content: prompt }], opts)
+      : model.generate(prompt, opts);
+  } catch (e) {
+    // The engine names its argument ("prompt: …"); on the command line that is the flag (and file) it came from.
+    if (e instanceof CokvError && e.kind === 'prompt' && e.message.startsWith('prompt: ')) {
+      throw new CokvError(`${f.promptFile !== undefined ? `--prompt-file ${f.promptFile}` : '--prompt'}: ${e.message.slice(8)}`, 'prompt');
+    }
+    throw e;
+  }
   for await (const chunk of gen) {
     if (!f.json && chunk.text) process.stdout.write(chunk.text);
   }
