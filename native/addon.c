@@ -7,6 +7,7 @@
  *          k2, v2, from2, to2): void
  *   swiglu(gate, up, n): void     rmsNorm(out, x, w, rows, dim, eps): void
  *   info(): { avx2, simd, threads }      setThreads(n): number      setSimd(level): number
+ *   firstNonFinite(data: TypedArray, dtype, n): number   (index of the first NaN/Inf of n elements, or -1)
  */
 #define NAPI_VERSION 8
 #include <node_api.h>
@@ -214,6 +215,34 @@ static napi_value js_set_simd(napi_env env, napi_callback_info info) {
   return make_int(env, cokv_simd());
 }
 
+static napi_value js_first_nonfinite(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value a[3];
+  CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
+  if (argc < 3) return range_error(env, "cokv_native.firstNonFinite: expected (data, dtype, n)");
+  void *d;
+  size_t db;
+  int64_t dt, n;
+  if (!get_ta(env, a[0], "data", &d, &db, NULL) || !get_int(env, a[1], "dtype", &dt) || !get_int(env, a[2], "n", &n)) return NULL;
+  if (n < 0) return range_error(env, "cokv_native.firstNonFinite: bad n");
+  /* The bytes n elements need, checked against the array before the scan reads them. */
+  size_t need;
+  if (dt == DT_F32) need = (size_t)n * 4;
+  else if (dt == DT_F16 || dt == DT_BF16) need = (size_t)n * 2;
+  else {
+    size_t rb = cokv_row_bytes((int)dt, 256), rb32 = cokv_row_bytes((int)dt, 32);
+    if (rb32) need = (size_t)(n / 32) * rb32;
+    else if (rb) need = (size_t)(n / 256) * rb;
+    else return range_error(env, "cokv_native.firstNonFinite: unknown dtype");
+  }
+  if (need > db) return range_error(env, "cokv_native.firstNonFinite: data is smaller than n elements");
+  int64_t r = cokv_first_nonfinite(d, (int)dt, n);
+  if (r == -2) return range_error(env, "cokv_native.firstNonFinite: unknown dtype or n not a whole number of blocks");
+  napi_value out;
+  CHECK(napi_create_double(env, (double)r, &out));
+  return out;
+}
+
 NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
   napi_property_descriptor d[] = {
       {"matmul", NULL, js_matmul, NULL, NULL, NULL, napi_default, NULL},
@@ -223,6 +252,7 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
       {"info", NULL, js_info, NULL, NULL, NULL, napi_default, NULL},
       {"setThreads", NULL, js_set_threads, NULL, NULL, NULL, napi_default, NULL},
       {"setSimd", NULL, js_set_simd, NULL, NULL, NULL, napi_default, NULL},
+      {"firstNonFinite", NULL, js_first_nonfinite, NULL, NULL, NULL, napi_default, NULL},
   };
   if (napi_define_properties(env, exports, sizeof d / sizeof d[0], d) != napi_ok) return NULL;
   return exports;

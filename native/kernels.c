@@ -1530,3 +1530,82 @@ void cokv_rmsnorm(float *out, const float *x, const float *w, int rows, int dim,
     for (int i = 0; i < dim; i++) o[i] = w[i] * (xr[i] * inv);
   }
 }
+
+/* ------------------------------------------------------------------------------------------------------------ */
+/* Non-finite scan (load-time check of weights)                                                                   */
+
+/* Block layout of a type for the scan: bytes and elements per block, byte offsets of its f16 scales (-1: none). */
+static int scale_fields(int dt, int *bytes, int *elems, int *o0, int *o1) {
+  *o1 = -1;
+  switch (dt) {
+    case DT_Q8_0: *bytes = 34; *elems = 32; *o0 = 0; return 1;
+    case DT_Q4_0: case DT_IQ4_NL: *bytes = 18; *elems = 32; *o0 = 0; return 1;
+    case DT_Q4_1: *bytes = 20; *elems = 32; *o0 = 0; *o1 = 2; return 1;
+    case DT_Q5_0: *bytes = 22; *elems = 32; *o0 = 0; return 1;
+    case DT_Q5_1: *bytes = 24; *elems = 32; *o0 = 0; *o1 = 2; return 1;
+    case DT_Q2_K: *bytes = 84; *elems = 256; *o0 = 80; *o1 = 82; return 1;
+    case DT_Q3_K: *bytes = 110; *elems = 256; *o0 = 108; return 1;
+    case DT_Q4_K: *bytes = 144; *elems = 256; *o0 = 0; *o1 = 2; return 1;
+    case DT_Q5_K: *bytes = 176; *elems = 256; *o0 = 0; *o1 = 2; return 1;
+    case DT_Q6_K: *bytes = 210; *elems = 256; *o0 = 208; return 1;
+    case DT_IQ4_XS: *bytes = 136; *elems = 256; *o0 = 0; return 1;
+    default: return 0;
+  }
+}
+
+static inline uint16_t le16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
+
+/* Chunks are OR-reduced without early exit (the compiler vectorizes that); only a bad chunk is searched again. */
+#define SCAN_CHUNK 4096
+
+int64_t cokv_first_nonfinite(const void *data, int dt, int64_t n) {
+  const uint8_t *p = (const uint8_t *)data;
+  if (n < 0) return -2;
+  if (dt == DT_F32) {
+    for (int64_t i0 = 0; i0 < n; i0 += SCAN_CHUNK) {
+      int64_t i1 = i0 + SCAN_CHUNK < n ? i0 + SCAN_CHUNK : n;
+      unsigned bad = 0;
+      for (int64_t i = i0; i < i1; i++) {
+        uint32_t u;
+        memcpy(&u, p + 4 * i, 4);
+        bad |= (u & 0x7f800000u) == 0x7f800000u;
+      }
+      if (bad) {
+        for (int64_t i = i0; i < i1; i++) {
+          uint32_t u;
+          memcpy(&u, p + 4 * i, 4);
+          if ((u & 0x7f800000u) == 0x7f800000u) return i;
+        }
+      }
+    }
+    return -1;
+  }
+  if (dt == DT_F16 || dt == DT_BF16) {
+    const uint16_t mask = dt == DT_F16 ? 0x7c00 : 0x7f80;
+    for (int64_t i0 = 0; i0 < n; i0 += SCAN_CHUNK) {
+      int64_t i1 = i0 + SCAN_CHUNK < n ? i0 + SCAN_CHUNK : n;
+      unsigned bad = 0;
+      for (int64_t i = i0; i < i1; i++) {
+        uint16_t h;
+        memcpy(&h, p + 2 * i, 2);
+        bad |= (h & mask) == mask;
+      }
+      if (bad) {
+        for (int64_t i = i0; i < i1; i++) {
+          uint16_t h;
+          memcpy(&h, p + 2 * i, 2);
+          if ((h & mask) == mask) return i;
+        }
+      }
+    }
+    return -1;
+  }
+  int bytes, elems, o0, o1;
+  if (!scale_fields(dt, &bytes, &elems, &o0, &o1) || n % elems != 0) return -2;
+  int64_t nb = n / elems;
+  for (int64_t b = 0; b < nb; b++) {
+    const uint8_t *q = p + (size_t)b * (size_t)bytes;
+    if ((le16(q + o0) & 0x7c00) == 0x7c00 || (o1 >= 0 && (le16(q + o1) & 0x7c00) == 0x7c00)) return b * elems;
+  }
+  return -1;
+}

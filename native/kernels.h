@@ -11,7 +11,7 @@
 /* Weight types: ggml type ids. */
 enum {
   DT_F32 = 0, DT_F16 = 1, DT_Q4_0 = 2, DT_Q4_1 = 3, DT_Q5_0 = 6, DT_Q5_1 = 7, DT_Q8_0 = 8, DT_Q2_K = 10, DT_Q3_K = 11,
-  DT_Q4_K = 12, DT_Q5_K = 13, DT_Q6_K = 14, DT_IQ4_NL = 20, DT_IQ4_XS = 23
+  DT_Q4_K = 12, DT_Q5_K = 13, DT_Q6_K = 14, DT_IQ4_NL = 20, DT_IQ4_XS = 23, DT_BF16 = 30
 };
 
 /* Flags for cokv_matmul. */
@@ -46,5 +46,14 @@ void cokv_swiglu(float *gate, const float *up, size_t n);
 
 /* out[r] = w ⊙ x[r] / sqrt(mean(x[r]²) + eps) for each of `rows` rows of `dim` floats (sum of squares in double). */
 void cokv_rmsnorm(float *out, const float *x, const float *w, int rows, int dim, float eps);
+
+/*
+ * Index of the first non-finite (NaN/Inf) element among the n elements at `data` of type dt (F32, F16, BF16 or a
+ * block type), or -1 when all are finite; -2 for an unknown type or n not a whole number of blocks. Block types
+ * are judged by their f16 scale fields: the integer quants are always finite and every value of a block is a
+ * product or sum of its scales, so a block dequantizes to a non-finite value exactly when one of its scales is
+ * non-finite; the index returned is then the block's first element. Reads n's worth of bytes, no more.
+ */
+int64_t cokv_first_nonfinite(const void *data, int dt, int64_t n);
 
 #endif

@@ -24,6 +24,8 @@ export interface NativeAddon {
   info(): { avx2: boolean; simd: number; threads: number };
   setThreads(n: number): number;
   setSimd(level: number): number;
+  /** Index of the first NaN/Inf of n elements (ggml dtype id, BF16 = 30), or -1; absent in addons built before it. */
+  firstNonFinite?(data: ArrayBufferView, dtype: number, n: number): number;
 }
 
 /** ggml type ids, as the addon takes them. */

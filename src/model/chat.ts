@@ -2,7 +2,7 @@
  * Chat templates: the Jinja `chat_template` shipped in tokenizer_config.json (or GGUF `tokenizer.chat_template`),
  * rendered with `@huggingface/jinja` and the variables transformers' apply_chat_template passes.
  */
-import { Template } from '@huggingface/jinja';
+import { Environment, Interpreter, Template } from '@huggingface/jinja';
 import { CokvError } from '../errors.js';
 
 export interface ChatTurn {
@@ -22,6 +22,49 @@ export interface ChatTemplateOptions {
 }
 
 const cache = new Map<string, Template>();
+
+/**
+ * Bounds on one rendering. The jinja runtime has none, so a template from an untrusted model folder
+ * (`{% for i in range(100000000) %}`) would run the process out of heap; real templates take a few hundred steps
+ * per message.
+ */
+export const CHAT_TEMPLATE_LIMITS = { steps: 1_000_000, range: 1_000_000 };
+
+/** jinja's range() with the length bounded before the list is built. */
+function boundedRange(start: number, stop?: number, step = 1): number[] {
+  if (stop === undefined) [start, stop] = [0, start];
+  if (step === 0) throw new Error('range() step must not be zero');
+  const n = Math.max(0, Math.ceil((stop - start) / step));
+  if (!(n <= CHAT_TEMPLATE_LIMITS.range)) throw new Error(`range() of ${n} numbers is more than the ${CHAT_TEMPLATE_LIMITS.range} allowed`);
+  return Array.from({ length: n }, (_, i) => start + i * step);
+}
+
+type Method = (...args: unknown[]) => unknown;
+
+/**
+ * Run `render` with every interpreter step counted (jinja evaluates each node through Interpreter.evaluate) and
+ * the runtime's global range() replaced by boundedRange (globals are declared through Environment.set, and a
+ * render variable cannot shadow one). Rendering is synchronous, so the patch never leaks to other code.
+ */
+function withLimits<T>(render: () => T): T {
+  const interp = Interpreter.prototype as unknown as { evaluate: Method };
+  const env = Environment.prototype as unknown as { set: Method };
+  const evaluate = interp.evaluate, set = env.set;
+  let steps = 0;
+  interp.evaluate = function (this: unknown, ...args: unknown[]): unknown {
+    if (++steps > CHAT_TEMPLATE_LIMITS.steps) throw new Error(`rendering took more than ${CHAT_TEMPLATE_LIMITS.steps} steps (endless loop?)`);
+    return evaluate.apply(this, args);
+  };
+  env.set = function (this: unknown, name: unknown, value: unknown): unknown {
+    return set.call(this, name, name === 'range' ? boundedRange : value);
+  };
+  try {
+    return render();
+  } finally {
+    interp.evaluate = evaluate;
+    env.set = set;
+  }
+}
 
 function compile(template: string, where: string): Template {
   let t = cache.get(template);
@@ -66,13 +109,13 @@ export function applyChatTemplate(
     }
   }
   try {
-    return tpl.render({
+    return withLimits(() => tpl.render({
       ...opts.extra,
       messages: messages.map((m) => ({ ...m })),
       bos_token: opts.bosToken ?? '',
       eos_token: opts.eosToken ?? '',
       add_generation_prompt: opts.addGenerationPrompt ?? false,
-    });
+    }));
   } catch (e) {
     throw new CokvError(`${where}: chat template failed: ${oneLine(e)}`, 'prompt');
   }

@@ -628,3 +628,44 @@ export function dotRow(
   for (let i = 0; i < cols; i++) s += t[i] * x[xOff + i];
   return s;
 }
+
+/**
+ * Byte offsets of the f16 scale fields in one block of each block type (ggml-common.h). The integer quants are
+ * always finite and every dequantized value is built from its block's scales, so a block holds a non-finite value
+ * exactly when one of these fields is NaN/Inf (0·Inf is NaN too).
+ */
+export const BLOCK_SCALE_OFFSETS: Record<Exclude<QuantWeight['dtype'], 'f16'>, readonly number[]> = {
+  q8_0: [0], q4_0: [0], iq4_nl: [0], q5_0: [0], q4_1: [0, 2], q5_1: [0, 2],
+  q2_k: [80, 82], q3_k: [108], q4_k: [0, 2], q5_k: [0, 2], q6_k: [208], iq4_xs: [0],
+};
+
+/**
+ * Index of the first NaN/Inf among the first `n` elements of `data` (F32 values, or the raw little-endian bytes of
+ * F16 / BF16 / a block type), or -1. For block types the index is the first element of the first block whose scale
+ * is non-finite. The TS fallback of the native addon's firstNonFinite (same results).
+ */
+export function firstNonFinite(dtype: QuantWeight['dtype'] | 'f32' | 'bf16', data: Float32Array | Uint8Array, n: number): number {
+  if (dtype === 'f32') {
+    if (!(data instanceof Float32Array)) throw new RangeError('firstNonFinite: f32 data must be a Float32Array');
+    // v - v is 0 for every finite v and NaN for NaN and ±Inf.
+    for (let i = 0; i < n; i++) if (data[i] - data[i] !== 0) return i;
+    return -1;
+  }
+  if (data instanceof Float32Array) throw new RangeError(`firstNonFinite: ${dtype} data must be raw bytes`);
+  if (dtype === 'f16' || dtype === 'bf16') {
+    // The exponent bits all set means Inf or NaN; only the high byte holds them (f16 0x7c, bf16 0x7f80).
+    if (dtype === 'f16') {
+      for (let i = 0; i < n; i++) if ((data[2 * i + 1] & 0x7c) === 0x7c) return i;
+    } else {
+      for (let i = 0; i < n; i++) if ((data[2 * i + 1] & 0x7f) === 0x7f && (data[2 * i] & 0x80) !== 0) return i;
+    }
+    return -1;
+  }
+  const b = BLOCK[dtype], offs = BLOCK_SCALE_OFFSETS[dtype];
+  if (n % b.elements !== 0) throw new RangeError(`firstNonFinite: ${n} elements are not whole ${dtype} blocks`);
+  const nb = n / b.elements;
+  for (let k = 0, p = 0; k < nb; k++, p += b.bytes) {
+    for (const o of offs) if ((data[p + o + 1] & 0x7c) === 0x7c) return k * b.elements;
+  }
+  return -1;
+}

@@ -1,11 +1,13 @@
 /**
  * Format-independent weight assembly: the expected tensor names and shapes of a config under an architecture's
  * tensor map, and the ModelWeights built from a format's tensor readers (fused projections split by rows, Gemma's
- * HF norm offset added, llama-type GGUF Q/K rows un-permuted by the reader).
+ * HF norm offset added, llama-type GGUF Q/K rows un-permuted by the reader). Every tensor read is checked for
+ * NaN/Inf here, so no format's loader can skip it.
  */
 import { layerTensorName, type ArchModule, type LayerTensor } from '../arch/index.js';
 import type { ModelConfig } from '../config.js';
 import { quantRowBytes } from '../quant.js';
+import { assertFinite } from './finite.js';
 import type { LayerWeights, ModelWeights, Weight } from '../weights.js';
 
 /** Our [rows, cols] (or [n]) shape of a layer tensor role. */
@@ -54,8 +56,37 @@ export interface TensorReaders {
   mat(name: string, role?: LayerTensor | 'tokenEmbedding' | 'lmHead', permuteHeads?: number): Weight;
 }
 
-/** Build ModelWeights for `c` from the readers, following the architecture's tensor map for `format`. */
-export function assembleWeights(c: ModelConfig, arch: ArchModule, format: 'hf' | 'gguf', io: TensorReaders): ModelWeights {
+/**
+ * `io` with every tensor checked for NaN/Inf (naming `file`); element indices are reported in the file's order,
+ * so rows the reader un-permuted (`permuteHeads` > 0, head size `headDim`) are mapped back.
+ */
+export function finiteReaders(io: TensorReaders, file: string, headDim: number): TensorReaders {
+  const half = headDim / 2;
+  const fileOrder = (heads: number, cols: number) => (i: number): number => {
+    if (heads <= 0) return i;
+    const row = Math.floor(i / cols), h = Math.floor(row / headDim), d = row % headDim;
+    return (h * headDim + 2 * (d % half) + Math.floor(d / half)) * cols + (i % cols);
+  };
+  return {
+    vec(name, role, permuteHeads = 0) {
+      const a = io.vec(name, role, permuteHeads);
+      assertFinite(file, name, a, fileOrder(permuteHeads, 1));
+      return a;
+    },
+    mat(name, role, permuteHeads = 0) {
+      const w = io.mat(name, role, permuteHeads);
+      assertFinite(file, name, w, fileOrder(permuteHeads, w.cols));
+      return w;
+    },
+  };
+}
+
+/**
+ * Build ModelWeights for `c` from the readers, following the architecture's tensor map for `format`; `file` is
+ * named when a tensor holds NaN/Inf.
+ */
+export function assembleWeights(c: ModelConfig, arch: ArchModule, format: 'hf' | 'gguf', reader: TensorReaders, file: string): ModelWeights {
+  const io = finiteReaders(reader, file, c.headDim);
   const names = format === 'hf' ? arch.hfTensors : arch.ggufTensors;
   const normOffset = format === 'hf' ? arch.hfNormOffset : 0;
   const permute = format === 'gguf' && arch.ggufPermuteQK;

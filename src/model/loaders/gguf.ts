@@ -54,7 +54,26 @@ export interface GgufHeader {
 }
 
 const MAGIC = 0x46554747; // "GGUF" little-endian
-const MAX_STRING = 1 << 30;
+
+/**
+ * Bounds on what the header may make us allocate, far above any real model (a 262k-token vocabulary with scores,
+ * types and merges is ~10^6 array elements and ~10 MB of strings) and far below V8's limits (a string of at most
+ * 0x1fffffe8 characters, a heap of a few GB): checking counts only against the file size lets one lying count in a
+ * multi-GB (or sparse) file allocate gigabytes.
+ */
+export const GGUF_LIMITS = {
+  /** Bytes of one metadata string value (chat templates are the largest, ~100 KB). */
+  string: 1 << 24,
+  /** Bytes of one metadata key or tensor name (ggml's own limit for names is 64). */
+  name: 1 << 16,
+  /** Metadata array elements, all arrays together. */
+  arrayElements: 1 << 24,
+  /** Bytes of all metadata strings together. */
+  stringBytes: 1 << 28,
+  /** Metadata keys, and tensors. */
+  keys: 1 << 20,
+  tensors: 1 << 20,
+};
 
 const SUPPORTED_TYPES: Record<number, FileDType> = {
   [GGML_TYPE.F32]: 'f32',
@@ -80,6 +99,9 @@ class FileReader {
   private bufStart = 0;
   private bufLen = 0;
   pos = 0;
+  /** Metadata array elements and string bytes read so far (bounded by GGUF_LIMITS). */
+  elements = 0;
+  stringBytes = 0;
 
   constructor(
     readonly fd: number,
@@ -125,10 +147,15 @@ class FileReader {
     return Number(v);
   }
 
-  str(what: string): string {
+  str(what: string, max = GGUF_LIMITS.string): string {
     const n = this.u64n(`${what} length`);
-    if (n > MAX_STRING || this.pos + n > this.size) {
+    if (this.pos + n > this.size) {
       this.fail(`${what} claims ${n} bytes but only ${this.size - this.pos} remain in the file`);
+    }
+    if (n > max) this.fail(`${what} is ${n} bytes long, more than the ${max} allowed (corrupt length?)`);
+    this.stringBytes += n;
+    if (this.stringBytes > GGUF_LIMITS.stringBytes) {
+      this.fail(`${what}: metadata strings total more than ${GGUF_LIMITS.stringBytes} bytes (corrupt lengths?)`);
     }
     if (n === 0) return '';
     const o = this.ensure(n, what);
@@ -193,6 +220,10 @@ function readValue(r: FileReader, type: number, key: string, depth: number): Ggu
       if (n * minValueBytes(at) > r.size - r.pos) {
         r.fail(`metadata ${key}: array of ${n} elements does not fit in the file`);
       }
+      r.elements += n;
+      if (r.elements > GGUF_LIMITS.arrayElements) {
+        r.fail(`metadata ${key}: array of ${n} elements takes the metadata past ${GGUF_LIMITS.arrayElements} array elements (corrupt count?)`);
+      }
       const out: GgufValue[] = new Array<GgufValue>(n);
       for (let i = 0; i < n; i++) out[i] = readValue(r, at, key, depth + 1);
       return out;
@@ -250,10 +281,12 @@ function parseHeader(r: FileReader): GgufHeader {
   // Each kv needs at least 8 (key len) + 1 + 4 (type) + 1 bytes; each tensor info at least 8 + 1 + 4 + 8 + 4 + 8.
   if (nKv * 14 > r.size) r.fail(`metadata count ${nKv} is absurd for a file of ${r.size} bytes (truncated?)`);
   if (nTensors * 33 > r.size) r.fail(`tensor count ${nTensors} is absurd for a file of ${r.size} bytes (truncated?)`);
+  if (nKv > GGUF_LIMITS.keys) r.fail(`metadata count ${nKv} is more than the ${GGUF_LIMITS.keys} allowed (corrupt count?)`);
+  if (nTensors > GGUF_LIMITS.tensors) r.fail(`tensor count ${nTensors} is more than the ${GGUF_LIMITS.tensors} allowed (corrupt count?)`);
 
   const metadata = new Map<string, GgufValue>();
   for (let i = 0; i < nKv; i++) {
-    const key = r.str(`metadata key #${i}`);
+    const key = r.str(`metadata key #${i}`, GGUF_LIMITS.name);
     const type = r.u32(`type of ${key}`);
     const value = readValue(r, type, key, 0);
     if (metadata.has(key)) r.fail(`duplicate metadata key ${key}`);
@@ -272,7 +305,7 @@ function parseHeader(r: FileReader): GgufHeader {
   const tensors: GgufTensorInfo[] = [];
   const names = new Set<string>();
   for (let i = 0; i < nTensors; i++) {
-    const name = r.str(`tensor #${i} name`);
+    const name = r.str(`tensor #${i} name`, GGUF_LIMITS.name);
     if (names.has(name)) r.fail(`duplicate tensor ${name}`);
     names.add(name);
     const nd = r.u32(`${name} n_dims`);
@@ -315,7 +348,39 @@ function parseHeader(r: FileReader): GgufHeader {
       );
     }
   }
+  checkDataLayout(r, tensors, alignment);
   return { path: r.path, version, metadata, tensors, alignment, dataOffset, fileSize: r.size };
+}
+
+function describeTensor(t: GgufTensorInfo): string {
+  return `${t.name} (${ggmlTypeName(t.ggmlType)} ${t.dims.join('x')}, ${t.nbytes} bytes at data offset ${t.offset})`;
+}
+
+/**
+ * llama.cpp (gguf.cpp) requires tensor data to be contiguous in tensor-info order: each tensor starts where the
+ * previous one ends, padded to the alignment. Overlapping ranges would load one tensor's bytes as another's, and a
+ * gap or overlap is what a changed type or shape leaves behind (the tensor then reads its neighbours' bytes).
+ */
+function checkDataLayout(r: FileReader, tensors: GgufTensorInfo[], alignment: number): void {
+  const byStart = [...tensors].sort((a, b) => a.offset - b.offset);
+  for (let i = 1; i < byStart.length; i++) {
+    const p = byStart[i - 1], t = byStart[i];
+    if (t.offset < p.offset + p.nbytes) r.fail(`tensors ${describeTensor(p)} and ${describeTensor(t)} overlap`);
+  }
+  let expect = 0;
+  let prev: GgufTensorInfo | undefined;
+  for (const t of tensors) {
+    if (t.offset !== expect) {
+      r.fail(
+        prev
+          ? `tensor ${describeTensor(t)} does not start where ${describeTensor(prev)} ends (data offset ${expect}): ` +
+            'tensor data must be contiguous (changed type or shape?)'
+          : `first tensor ${describeTensor(t)} does not start at data offset 0`,
+      );
+    }
+    expect = Math.ceil((t.offset + t.nbytes) / alignment) * alignment;
+    prev = t;
+  }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -395,6 +460,12 @@ export function ggufConfig(h: GgufHeader): ModelConfig {
     throw new CokvError(`${h.path}: tensor token_embd.weight should be 2-D, has dims ${embd.dims.join('x')}`, 'format');
   }
   const tokens = h.metadata.get('tokenizer.ggml.tokens');
+  // llama.cpp requires one token per embedding row: extra rows would be ids that decode to nothing, missing rows
+  // ids the model cannot embed.
+  if (Array.isArray(tokens) && tokens.length !== embd.dims[1]) {
+    throw new CokvError(
+      `${h.path}: tokenizer.ggml.tokens has ${tokens.length} tokens but token_embd.weight has ${embd.dims[1]} rows`, 'format');
+  }
   const base: ModelConfig = {
     architecture: arch.architecture,
     hiddenSize,
@@ -404,7 +475,8 @@ export function ggufConfig(h: GgufHeader): ModelConfig {
     headDim,
     intermediateSize,
     vocabSize: embd.dims[1] ?? (Array.isArray(tokens) ? tokens.length : 0),
-    contextLength: meta.optNum('context_length') ?? 2048,
+    // Required, as in llama.cpp: a default would accept prompts far past the trained context.
+    contextLength: meta.num('context_length'),
     ropeTheta: meta.optNum('rope.freq_base') ?? 10000,
     rmsNormEps: meta.optNum('attention.layer_norm_rms_epsilon') ?? 1e-5,
     tiedEmbeddings: !h.tensors.some((t) => t.name === 'output.weight'),
@@ -416,6 +488,15 @@ export function ggufConfig(h: GgufHeader): ModelConfig {
   if (scaling) base.ropeScaling = scaling;
   const config = arch.fromGguf(base, meta);
   validateConfig(config, h.path);
+  // A block_count below the layers present would silently run a shallower model.
+  let maxBlk = -1;
+  for (const t of h.tensors) {
+    const m = /^blk\.(\d+)\./.exec(t.name);
+    if (m) maxBlk = Math.max(maxBlk, Number(m[1]));
+  }
+  if (maxBlk >= config.numLayers) {
+    throw new CokvError(`${h.path}: block_count is ${config.numLayers} but the file has tensors of layer ${maxBlk} (blk.${maxBlk}.*)`, 'format');
+  }
   return config;
 }
 
@@ -495,6 +576,7 @@ export function openGguf(path: string): ModelSource {
   }
 
   const tokens = h.metadata.get('tokenizer.ggml.tokens');
+  checkSpecialIds(h, Array.isArray(tokens) ? tokens.length : config.vocabSize);
   const tokenStr = (key: string): string | undefined => {
     const id = h.metadata.get(key);
     if (typeof id === 'number' && Array.isArray(tokens) && id >= 0 && id < tokens.length) {
@@ -528,6 +610,19 @@ export function openGguf(path: string): ModelSource {
       return loadGgufWeights(h, config, arch, byName);
     },
   };
+}
+
+/**
+ * Every `tokenizer.ggml.*_token_id` must name a token: an out-of-range BOS/EOS/UNK/PAD id would otherwise be
+ * dropped silently and the model run without the special token its file asks for.
+ */
+function checkSpecialIds(h: GgufHeader, nTokens: number): void {
+  for (const [key, v] of h.metadata) {
+    if (!/^tokenizer\.ggml\.[a-z_]+_token_id$/.test(key)) continue;
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v >= nTokens) {
+      throw new CokvError(`${h.path}: metadata ${key} = ${typeof v === 'number' ? v : describe(v)} is not a token id (the vocabulary has ${nTokens} tokens)`, 'format');
+    }
+  }
 }
 
 /** Read a tensor's raw bytes. */
@@ -571,13 +666,6 @@ function toF32(raw: Uint8Array, t: GgufTensorInfo): Float32Array {
       return out;
     }
   }
-}
-
-function checkFinite(h: GgufHeader, name: string, a: Float32Array): Float32Array {
-  for (let i = 0; i < a.length; i++) {
-    if (!Number.isFinite(a[i])) throw new CokvError(`${h.path}: tensor ${name} holds a non-finite value at index ${i}`, 'format');
-  }
-  return a;
 }
 
 /**
@@ -630,7 +718,7 @@ function loadGgufWeights(h: GgufHeader, c: ModelConfig, arch: ArchModule, byName
           const bytes = unpermuteRows(new Uint8Array(a.buffer, a.byteOffset, a.byteLength), 4, permuteHeads, c.headDim);
           a = new Float32Array(bytes.buffer);
         }
-        return checkFinite(h, name, a);
+        return a;
       },
       mat(name, _role, permuteHeads = 0): Weight {
         const t = info(name);
@@ -649,7 +737,7 @@ function loadGgufWeights(h: GgufHeader, c: ModelConfig, arch: ArchModule, byName
         const w: F32Weight = { dtype: 'f32', rows, cols, data };
         return w;
       },
-    });
+    }, h.path);
   } finally {
     fs.closeSync(fd);
   }

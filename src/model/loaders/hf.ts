@@ -247,7 +247,7 @@ export function openHfFolder(dir: string): ModelSource {
       return Promise.resolve().then(() => {
         const tokPath = path.join(dir, 'tokenizer.json');
         const tokJson = readJsonObject(tokPath);
-        return new HfTokenizer(tokJson, tokCfg ?? {}, { source: tokPath, extraEosIds: generation.eosIds });
+        return new HfTokenizer(tokJson, tokCfg ?? {}, { source: tokPath, extraEosIds: generation.eosIds, embeddingRows: config.vocabSize });
       });
     },
     loadWeights(): ModelWeights {

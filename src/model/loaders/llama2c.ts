@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { CokvError } from '../../errors.js';
 import { completeConfig, validateConfig, type ModelConfig } from '../config.js';
+import { assertFinite } from './finite.js';
 import type { ModelSource, TensorInfo } from '../source.js';
 import type { Tokenizer } from '../tokenizer/types.js';
 import type { F32Weight, LayerWeights, ModelWeights } from '../weights.js';
@@ -181,6 +182,8 @@ function readWeights(file: string, lay: Llama2cLayout, plan: { name: string; sha
       if (!t.name.startsWith('freq_cis')) {
         const arr = new Float32Array(n);
         fs.readSync(fd, new Uint8Array(arr.buffer), 0, n * 4, off);
+        // Before the Q/K row reordering, so the index is the file's.
+        assertFinite(file, t.name, arr.length === t.shape[0] ? arr : { dtype: 'f32', rows: t.shape[0], cols: t.shape[1], data: arr });
         byName.set(t.name, arr);
       }
       off += n * 4;

@@ -73,6 +73,51 @@ export interface HfTokenizerOptions {
   source?: string;
   /** More end-of-generation ids (generation_config.json eos_token_id). */
   extraEosIds?: readonly number[];
+  /** Rows of the model's embedding: a tokenizer with ids at or above it is refused (fewer ids is padding, fine). */
+  embeddingRows?: number;
+}
+
+const MODEL_TYPES = ['BPE', 'Unigram', 'WordPiece'];
+
+/**
+ * Refuse what the Rust `tokenizers` (and so transformers) refuses but the JS library would guess around: an unknown
+ * `model.type`, vocabulary ids that are not non-negative integers, and BPE merges whose parts or result are not in
+ * the vocabulary (MergeTokenOutOfVocabulary) — such a vocabulary was cut or edited and encodes text wrongly.
+ */
+function checkModel(model: Json, source: string): void {
+  const type = model.type;
+  if (type !== undefined && (typeof type !== 'string' || !MODEL_TYPES.includes(type))) {
+    throw new CokvError(`${source}: model.type ${JSON.stringify(type)?.slice(0, 60)} is not supported (supported: ${MODEL_TYPES.join(', ')})`, 'format');
+  }
+  const vocab = model.vocab;
+  if (!isObj(vocab)) return; // Unigram keeps a [piece, score] list; the library checks it
+  for (const [tok, id] of Object.entries(vocab)) {
+    if (typeof id !== 'number' || !Number.isSafeInteger(id) || id < 0) {
+      throw new CokvError(`${source}: model.vocab entry ${JSON.stringify(tok).slice(0, 60)} has id ${JSON.stringify(id)?.slice(0, 40)}, not a non-negative integer`, 'format');
+    }
+  }
+  if (type !== 'BPE' && !(type === undefined && Array.isArray(model.merges))) return;
+  const merges = model.merges;
+  if (merges === undefined || merges === null) return;
+  if (!Array.isArray(merges)) throw new CokvError(`${source}: model.merges is not a list`, 'format');
+  const prefix = typeof model.continuing_subword_prefix === 'string' ? model.continuing_subword_prefix : '';
+  const has = (t: string): boolean => Object.hasOwn(vocab, t);
+  for (let i = 0; i < merges.length; i++) {
+    const m: unknown = merges[i];
+    let a: string | undefined, b: string | undefined;
+    if (typeof m === 'string') {
+      const sp = m.indexOf(' ');
+      if (sp > 0) [a, b] = [m.slice(0, sp), m.slice(sp + 1)];
+    } else if (Array.isArray(m) && m.length === 2 && typeof m[0] === 'string' && typeof m[1] === 'string') {
+      [a, b] = m as [string, string];
+    }
+    if (a === undefined || b === undefined) throw new CokvError(`${source}: model.merges[${i}] is not a pair of tokens`, 'format');
+    for (const t of [a, b, a + b.slice(prefix.length)]) {
+      if (!has(t)) {
+        throw new CokvError(`${source}: model.merges[${i}] uses token ${JSON.stringify(t).slice(0, 60)}, which is not in model.vocab (cut or edited vocabulary?)`, 'format');
+      }
+    }
+  }
 }
 
 export class HfTokenizer implements Tokenizer {
@@ -95,6 +140,7 @@ export class HfTokenizer implements Tokenizer {
     this.source = opts.source ?? 'tokenizer.json';
     const tj = tokenizerJson as Json;
     if (!isObj(tj) || !isObj(tj.model)) throw new CokvError(`${this.source}: not a tokenizer.json (no "model")`, 'format');
+    checkModel(tj.model, this.source);
     const cfg: Json = isObj(tokenizerConfig) ? { ...tokenizerConfig } : {};
     // The library reads these as plain strings; transformers also accepts {content: ...}.
     for (const k of ['bos_token', 'eos_token', 'unk_token', 'pad_token', 'sep_token', 'cls_token', 'mask_token']) {
@@ -118,6 +164,11 @@ export class HfTokenizer implements Tokenizer {
     for (const id of this.tok.get_vocab(true).values()) if (id > maxId) maxId = id;
     this.vocabSize = maxId + 1;
     if (this.vocabSize <= 0) throw new CokvError(`${this.source}: empty vocabulary`, 'format');
+    if (opts.embeddingRows !== undefined && this.vocabSize > opts.embeddingRows) {
+      throw new CokvError(
+        `${this.source}: the vocabulary (with added tokens) has ids up to ${this.vocabSize - 1} but the model's embedding has ${opts.embeddingRows} rows`,
+        'format');
+    }
 
     const idOf = (s: string | undefined): number | undefined => (s === undefined ? undefined : this.tok.token_to_id(s));
     this.bosId = idOf(cfg.bos_token as string | undefined);
