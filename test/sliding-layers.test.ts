@@ -19,7 +19,7 @@ import { ModelGame, type GameSample } from '../src/game/model-game.js';
 import { Players, type Coalition } from '../src/game/players.js';
 import { buildProfile, runProfiler } from '../src/game/profiler.js';
 import { readProfile, settingsMismatch, writeProfileAtomic, type ProfileSettings } from '../src/game/profile-file.js';
-import { defaultSizes } from '../src/game/sliced-shapley.js';
+import { defaultSizes, drawCoalition } from '../src/game/sliced-shapley.js';
 import { Rng } from '../src/generate/rng.js';
 import { fullAttentionLayers, globalRope, llamaRecipe, validateConfig, type ModelConfig } from '../src/model/config.js';
 import { modelFingerprint } from '../src/model/fingerprint.js';
@@ -476,7 +476,8 @@ describe('the head game on a model with sliding layers', () => {
       model: modelFingerprint(plain), shape: [2, 2], window: 4, sizes: [1, 2], sizeOrder: 'round-robin', sSideOnly: false,
       utility: 'loglik', task: 't', maxNew: 1, dataFile: 'd', dataHash: 'h', sampleIds: ['a'], seed: 1, runs: 1,
     };
-    const rec = [{ k: 0, size: 1, u: 0.5, coalition: Uint8Array.from([0, 0, 1, 0]) }, { k: 1, size: 2, u: -0.25, coalition: Uint8Array.from([1, 0, 0, 1]) }];
+    // Records hold the coalitions their (seed, run, k) draw: profile files are checked for exactly that.
+    const rec = [0.5, -0.25].map((u, k) => ({ k, u, ...drawCoalition({ n: 4, sizes: old.sizes, seed: old.seed, run: 0 }, k) }));
     const profile = buildProfile(old, 'memory', [rec]);
     expect(profile.layers).toBeUndefined();
     const dir = tmpDir('cokv-old-profile-');

@@ -3,8 +3,10 @@
  * and `profile compare` work on the resulting files.
  */
 import fs from 'node:fs';
+import path from 'node:path';
 import type { Command } from 'commander';
-import { CokvError } from '../errors.js';
+import { CokvError, systemErrorLine } from '../errors.js';
+import { lockOutput, writeFileAtomic, type FileLock } from '../util/files.js';
 import { loadModel } from '../engine.js';
 import { modelFingerprint } from '../model/fingerprint.js';
 import { ModelGame, type UtilityKind } from '../game/model-game.js';
@@ -91,8 +93,10 @@ export function registerProfile(program: Command, run: Run): void {
     .argument('<files...>', 'profile files')
     .requiredOption('--out <file>', 'merged profile')
     .action((files: string[], f: { out: string }) => run(async () => {
+      const lock = prepareOutput(f.out, { mayExist: true });
       const merged = mergeProfiles(files);
       writeProfileAtomic(f.out, merged);
+      lock.release();
       process.stderr.write(`merged ${files.length} profiles: ${merged.samples} samples per run → ${f.out}\n`);
     }));
 
@@ -119,6 +123,31 @@ export function registerProfile(program: Command, run: Run): void {
       if (f.json) { process.stdout.write(JSON.stringify(r) + '\n'); return; }
       process.stdout.write(`MAE ${r.mae.toPrecision(4)} | Spearman ${r.spearman.toFixed(3)} | ${r.topK.map((t) => `top-${t.k} overlap ${(100 * t.overlap).toFixed(0)}%`).join(' | ')}\n`);
     }));
+}
+
+/**
+ * Check --out before any work and take its lock: the folder must exist, the path must be a regular file or
+ * absent (never a device, folder or link: the atomic rename would replace it), and exist only when `mayExist`.
+ */
+function prepareOutput(out: string, o: { mayExist: boolean; existsHint?: string }): FileLock {
+  const dir = path.dirname(path.resolve(out));
+  if (!fs.existsSync(dir)) throw new CokvError(`--out ${out}: folder ${dir} does not exist`, 'file');
+  let st: fs.Stats | undefined;
+  try {
+    st = fs.lstatSync(out);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw new CokvError(`--out ${systemErrorLine(e) ?? `${out}: ${(e as Error).message}`}`, 'file');
+  }
+  if (st && !st.isFile()) {
+    const what = st.isDirectory() ? 'a folder' : st.isSymbolicLink() ? 'a symbolic link' : st.isCharacterDevice() || st.isBlockDevice() ? 'a device' : 'not a regular file';
+    throw new CokvError(`--out ${out}: is ${what}; cokv writes only regular files (choose another path)`, 'file');
+  }
+  const lock = lockOutput(out, '--out');
+  if (st && !o.mayExist) {
+    lock.release();
+    throw new CokvError(`--out ${out}: file exists${o.existsHint ?? ''}`, 'file');
+  }
+  return lock;
 }
 
 function parseList(flag: string, s: string): number[] {
@@ -153,6 +182,10 @@ async function profileRun(f: ProfileFlags): Promise<void> {
     lengths: f.lengths?.split(',').map((x) => numberFlag('--lengths', x.trim(), { integer: true })!),
   });
   const hash = createHash('sha256').update(readTextFile(dataFile(f.data, task))).digest('hex').slice(0, 16);
+  // Before the model load and U(N)/U(∅): a bad --out (device node, unwritable folder, taken by another cokv
+  // process, or an existing profile without --resume) is refused at once, and the lock keeps a second
+  // writer from interleaving checkpoints with ours.
+  const lock = prepareOutput(f.out, { mayExist: (f.resume ?? false) && !f.exact, existsHint: f.exact ? '' : ' (use --resume to continue it, or another --out)' });
   const model = await loadModel(f.model);
   const c = model.config;
   const players = Players.require(c);
@@ -189,9 +222,8 @@ async function profileRun(f: ProfileFlags): Promise<void> {
     const P = players.layers.length, G = c.numKvHeads;
     const grid = (v: number[]) => Array.from({ length: P }, (_, r) => v.slice(r * G, (r + 1) * G));
     const out = { schema: 'cokv-exact/1', model: modelFingerprint(c), modelPath: f.model, shape: [P, G], layers: [...players.layers], utility, task, sizes, shapley: grid(shapley), values: grid(sliced), cost: game.cost };
-    const tmp = `${f.out}.tmp-${process.pid}`;
-    fs.writeFileSync(tmp, JSON.stringify(out) + '\n');
-    fs.renameSync(tmp, f.out);
+    writeFileAtomic(f.out, JSON.stringify(out) + '\n', { what: '--out', overwrite: false });
+    lock.release();
     process.stderr.write(`exact values of ${n} players from ${N} coalitions → ${f.out}\n`);
     return;
   }
@@ -201,7 +233,6 @@ async function profileRun(f: ProfileFlags): Promise<void> {
     sizeOrder: f.sizeOrder as 'round-robin' | 'random', sSideOnly: f.sSideOnly ?? false, utility, task, maxNew,
     dataFile: f.data, dataHash: hash, sampleIds: samples.map((s) => s.id), seed, runs,
   };
-  if (!f.resume && fs.existsSync(f.out)) throw new CokvError(`--out ${f.out}: file exists (use --resume to continue it, or another --out)`, 'flag');
   // The paper's criterion is MAE < 1/n for a utility on a 0–1 scale; scale it by the game's range U(N) − U(∅)
   // so it means the same for log-likelihoods and KL.
   const [uFull, uEmpty] = game.evaluate([new Uint8Array(n).fill(1), new Uint8Array(n)]);
@@ -217,6 +248,7 @@ async function profileRun(f: ProfileFlags): Promise<void> {
       `${p.samplesPerSecond.toFixed(2)} samples/s${p.mae !== undefined ? ` | MAE ${p.mae.toPrecision(3)}` : ''}`, p.etaSeconds),
   });
   bar.finish();
+  lock.release();
   if (!quiet) {
     const perSize = valueSizes(n, sizes, settings.sSideOnly).map((j, k) => `${j}:${Math.min(...profile.runStates[0].counts[k])}`).join(' ');
     process.stderr.write(

@@ -85,6 +85,9 @@ export function buildProfile(
     runStates,
     values: toGrid(mean, settings.shape[1]),
     samples: Math.min(...records.map((r) => r.length)),
+    // Explicit, so a merge's first shard does not lend the merged profile its own limit or tolerance.
+    maxSamples: extra.maxSamples,
+    tolerance: extra.tolerance,
     maeHistory: extra.maeHistory ?? [],
     converged: extra.converged ?? false,
     cost: extra.cost ?? { seconds: 0, prefills: 0, prefillTokens: 0, decodeRows: 0, coalitionEvaluations: 0 },
@@ -106,6 +109,7 @@ export async function runProfiler(game: Game, o: ProfilerOptions): Promise<Profi
   let maeHistory: ProfileFile['maeHistory'] = [];
   let createdAt: string | undefined;
   let prevConverged = false;
+  let prevMax: number | undefined;
   const baseCost = { seconds: 0, prefills: 0, prefillTokens: 0, decodeRows: 0, coalitionEvaluations: 0 };
 
   if (o.resume && o.out && fs.existsSync(o.out)) {
@@ -115,12 +119,20 @@ export async function runProfiler(game: Game, o: ProfilerOptions): Promise<Profi
     if ((prev.shard ?? '0/1') !== `${shard.index}/${shard.count}`) {
       throw new CokvError(`--resume ${o.out}: the profile is shard ${prev.shard ?? '0/1'}, not ${shard.index}/${shard.count}`, 'flag');
     }
+    // readProfile validated the records (k contiguous for this shard, sizes, u, coalitions) and settingsMismatch
+    // the run count, so they continue exactly where the killed run stopped.
     prev.runStates.forEach((rs, r) => records[r].push(...recordsFromJson(rs.records, n)));
     maeHistory = prev.maeHistory;
     createdAt = prev.createdAt;
     prevConverged = prev.converged;
+    prevMax = prev.maxSamples ?? prev.samples;
     Object.assign(baseCost, prev.cost);
   }
+  // A converged profile is finished: resuming it again (a retry loop, a second `--resume`) must not change it.
+  // Only a larger --samples than it was run with continues it, up to that many samples (it has converged
+  // already, so the tolerance no longer stops it).
+  const finished = prevConverged && o.maxSamples <= (prevMax ?? 0);
+  const stopOnConvergence = !prevConverged;
 
   // Sample indices of this shard, in order; resume continues after the last recorded one.
   let next = records[0].length ? Math.max(...records[0].map((r) => r.k)) + shard.count : shard.index;
@@ -131,7 +143,7 @@ export async function runProfiler(game: Game, o: ProfilerOptions): Promise<Profi
   // What is returned when nothing is left to do (a resumed profile that already has maxSamples): the file's own
   // cost and convergence, not zeros.
   let profile = buildProfile(s, o.modelPath, records, {
-    maeHistory, createdAt, shard: shardLabel(o.shard), cost: { ...baseCost }, converged: prevConverged,
+    maeHistory, createdAt, shard: shardLabel(o.shard), cost: { ...baseCost }, converged: prevConverged, maxSamples: prevMax, tolerance,
   });
   const currentCost = () => {
     const g = game.cost ?? { seconds: (performance.now() - t0) / 1000, prefills: 0, prefillTokens: 0, decodeRows: 0, coalitionEvaluations: 0 };
@@ -143,7 +155,7 @@ export async function runProfiler(game: Game, o: ProfilerOptions): Promise<Profi
       coalitionEvaluations: baseCost.coalitionEvaluations + g.coalitionEvaluations,
     };
   };
-  while (done < o.maxSamples) {
+  while (!finished && done < o.maxSamples) {
     const chunk: number[] = [];
     while (chunk.length < every && done + chunk.length < o.maxSamples) {
       chunk.push(next);
@@ -163,12 +175,13 @@ export async function runProfiler(game: Game, o: ProfilerOptions): Promise<Profi
     done += chunk.length;
 
     let mae: number | undefined;
-    profile = buildProfile(s, o.modelPath, records, { maeHistory, createdAt, shard: shardLabel(o.shard), cost: currentCost() });
+    profile = buildProfile(s, o.modelPath, records, {
+      maeHistory, createdAt, shard: shardLabel(o.shard), cost: currentCost(), maxSamples: o.maxSamples, tolerance,
+    });
     if (s.runs >= 2) {
       mae = meanAbsoluteError(profile.runStates[0].values.flat(), profile.runStates[1].values.flat());
       maeHistory.push({ samples: done, mae });
-      const covered = profile.runStates.every((rs) => rs.counts.every((row) => row.every((c) => c > 0)));
-      converged = shard.count === 1 && mae < tolerance && done >= minSamples && covered;
+      converged = shard.count === 1 && (prevConverged || isConverged(profile, mae, tolerance, minSamples));
     }
     profile.maeHistory = maeHistory;
     profile.converged = converged;
@@ -176,9 +189,15 @@ export async function runProfiler(game: Game, o: ProfilerOptions): Promise<Profi
     const elapsed = (performance.now() - t0) / 1000;
     const rate = (done - startDone) / Math.max(elapsed, 1e-9);
     o.onProgress?.({ samples: done, maxSamples: o.maxSamples, samplesPerSecond: rate, etaSeconds: (o.maxSamples - done) / Math.max(rate, 1e-9), mae });
-    if (converged) break;
+    if (converged && stopOnConvergence) break;
   }
   return profile;
+}
+
+/** The stopping rule: runs agree (MAE < tolerance), enough samples, every player sampled at every value size. */
+function isConverged(p: ProfileFile, mae: number, tolerance: number, minSamples: number): boolean {
+  const covered = p.runStates.every((rs) => rs.counts.every((row) => row.every((c) => c > 0)));
+  return mae < tolerance && p.samples >= minSamples && covered;
 }
 
 function shardLabel(shard?: { index: number; count: number }): string | undefined {
@@ -187,35 +206,65 @@ function shardLabel(shard?: { index: number; count: number }): string | undefine
 
 /**
  * Merge shard profiles: same settings, disjoint sample indices; the union of records gives exactly the profile
- * one run over all those samples gives.
+ * one run over all those samples gives. The shard set must be complete (every i/k once) and cover one contiguous
+ * range of sample indices: a partial set would otherwise look like a finished, unsharded profile.
  */
 export function mergeProfiles(files: string[]): ProfileFile {
   if (files.length === 0) throw new CokvError('profile merge: give at least one profile file', 'flag');
   const profiles = files.map((f) => readProfile(f, 'profile merge'));
   const first = profiles[0];
   const n = first.shape[0] * first.shape[1];
-  const records: SampleRecord[][] = Array.from({ length: first.runs }, () => []);
-  const seen = Array.from({ length: first.runs }, () => new Set<number>());
   profiles.forEach((p, i) => {
     const why = settingsMismatch(first, p);
     if (why) throw new CokvError(`profile merge ${files[i]}: other settings than ${files[0]} (${why})`, 'format');
-    p.runStates.forEach((rs, r) => {
-      for (const rec of recordsFromJson(rs.records, n)) {
-        if (seen[r].has(rec.k)) throw new CokvError(`profile merge ${files[i]}: sample ${rec.k} of run ${r} appears twice (overlapping shards?)`, 'format');
-        seen[r].add(rec.k);
-        records[r].push(rec);
-      }
-    });
+    if (p.tolerance !== first.tolerance) {
+      throw new CokvError(`profile merge ${files[i]}: tolerance ${String(p.tolerance)} differs from ${files[0]}'s ${String(first.tolerance)}`, 'format');
+    }
   });
+  const records: SampleRecord[][] = Array.from({ length: first.runs }, () => []);
+  const seen = Array.from({ length: first.runs }, () => new Set<number>());
+  profiles.forEach((p, i) => p.runStates.forEach((rs, r) => {
+    for (const rec of recordsFromJson(rs.records, n)) {
+      if (seen[r].has(rec.k)) throw new CokvError(`profile merge ${files[i]}: sample ${rec.k} of run ${r} appears twice (overlapping shards?)`, 'format');
+      seen[r].add(rec.k);
+      records[r].push(rec);
+    }
+  }));
+  const labels = profiles.map((p) => p.shard ?? '0/1');
+  const count = Number(labels[0].split('/')[1]);
+  const have = new Map<number, string>();
+  labels.forEach((l, i) => {
+    const [idx, k] = l.split('/').map(Number);
+    if (k !== count) throw new CokvError(`profile merge ${files[i]}: shard ${l}, but ${files[0]} is shard ${labels[0]} (shards of one split share k)`, 'format');
+    const dup = have.get(idx);
+    if (dup !== undefined) throw new CokvError(`profile merge ${files[i]}: shard ${l} appears twice (also ${dup}; overlapping shards?)`, 'format');
+    have.set(idx, files[i]);
+  });
+  const missing = Array.from({ length: count }, (_, i) => i).filter((i) => !have.has(i));
+  if (missing.length) {
+    throw new CokvError(`profile merge: shard${missing.length > 1 ? 's' : ''} ${missing.map((i) => `${i}/${count}`).join(', ')} missing; an incomplete shard set would make a profile that looks complete`, 'format');
+  }
+  const total = records[0].length;
+  // Shards that stopped at different --samples leave holes; a resume from the merged file would skip them.
+  const ks = records[0].map((r) => r.k).sort((a, b) => a - b);
+  const hole = ks.findIndex((k, i) => k !== i);
+  if (hole >= 0) {
+    const per = profiles.map((p, i) => `${labels[i]}: ${p.samples}`).join(', ');
+    throw new CokvError(`profile merge: the shards do not cover samples 0..${total - 1} (sample ${hole} is missing; samples per run ${per}): resume the shorter shards to the same --samples`, 'format');
+  }
   const cost = profiles.reduce((c, p) => ({
     seconds: c.seconds + p.cost.seconds, prefills: c.prefills + p.cost.prefills, prefillTokens: c.prefillTokens + p.cost.prefillTokens,
     decodeRows: c.decodeRows + p.cost.decodeRows, coalitionEvaluations: c.coalitionEvaluations + p.cost.coalitionEvaluations,
   }), { seconds: 0, prefills: 0, prefillTokens: 0, decodeRows: 0, coalitionEvaluations: 0 });
-  const merged = buildProfile(first, first.modelPath, records, { cost, createdAt: first.createdAt });
+  if (count === 1) return { ...first, updatedAt: new Date().toISOString() };
+  // Shards run to their own --samples (they never stop on convergence): together, the sum of those.
+  const maxSamples = profiles.every((p) => p.maxSamples !== undefined) ? profiles.reduce((a, p) => a + p.maxSamples!, 0) : undefined;
+  const merged = buildProfile(first, first.modelPath, records, { cost, createdAt: first.createdAt, tolerance: first.tolerance, maxSamples });
   if (first.runs >= 2) {
     const mae = meanAbsoluteError(merged.runStates[0].values.flat(), merged.runStates[1].values.flat());
     merged.maeHistory = [{ samples: merged.samples, mae }];
-    merged.converged = mae < 1 / n;
+    // The run's own stopping rule (its tolerance, recorded by the profiler); without one it cannot be judged.
+    merged.converged = first.tolerance !== undefined && isConverged(merged, mae, first.tolerance, 4 * first.sizes.length);
   }
   return merged;
 }

@@ -1,6 +1,6 @@
 /**
  * Integer apportionment used by the allocators: share `total` tokens among heads in proportion to `weights`
- * (negative weights count as 0), flooring and then giving the leftover tokens to the largest remainders
+ * (negative and NaN weights count as 0; huge ones are normalised, so any finite weights meet the total), flooring and then giving the leftover tokens to the largest remainders
  * (ties → larger weight, then lower index), so the sum is exact. With `caps`, no head gets more than its cap;
  * a head whose share exceeds its cap is fixed at the cap and the rest is re-shared among the others in proportion
  * to their weights (water-filling). When only zero-weight heads are left, they share the rest equally, so budget
@@ -14,10 +14,23 @@ export function apportion(weights: ArrayLike<number>, total: number, caps?: Arra
   for (let i = 0; i < n; i++) capSum += cap(i);
   let remaining = Math.max(0, Math.min(Math.floor(total), capSum));
   let free = Array.from({ length: n }, (_, i) => i).filter((i) => cap(i) > 0);
+  // Negative and NaN weights count as 0.
+  const pos = (i: number): number => (weights[i] > 0 ? weights[i] : 0);
   while (remaining > 0 && free.length > 0) {
     let wsum = 0;
-    for (const i of free) wsum += Math.max(0, weights[i]);
-    const w = (i: number) => (wsum > 0 ? Math.max(0, weights[i]) : 1);
+    for (const i of free) wsum += pos(i);
+    let weight = pos;
+    if (!Number.isFinite(wsum)) {
+      // Huge weights (1e308…) overflow the sum to Infinity and every share to 0 or NaN: divide by the largest
+      // first (shares are scale-free); infinite weights are the limit where they alone share equally.
+      let wmax = 0;
+      for (const i of free) wmax = Math.max(wmax, pos(i));
+      const scaled = new Map(free.map((i) => [i, wmax === Infinity ? (pos(i) === Infinity ? 1 : 0) : pos(i) / wmax]));
+      weight = (i: number) => scaled.get(i) ?? 0;
+      wsum = 0;
+      for (const i of free) wsum += weight(i);
+    }
+    const w = (i: number) => (wsum > 0 ? weight(i) : 1);
     const norm = wsum > 0 ? wsum : free.length;
     const exact = free.map((i) => (w(i) / norm) * remaining);
     const over = free.filter((i, k) => exact[k] > cap(i));

@@ -8,7 +8,7 @@
 import fs from 'node:fs';
 import { CokvError } from '../errors.js';
 import { fullAttentionLayers, type ModelConfig } from '../model/config.js';
-import { fingerprintMismatch, modelFingerprint, type ModelFingerprint } from '../model/fingerprint.js';
+import { FINGERPRINT_KEYS, fingerprintMismatch, fingerprintProblem, modelFingerprint, type ModelFingerprint } from '../model/fingerprint.js';
 
 function readJson(file: string, flag: string): unknown {
   let text: string;
@@ -37,12 +37,29 @@ function checkMatrix(m: unknown, rows: number, cols: number[], where: string): n
   });
 }
 
-/** `heads` = the second dimension a "shape" field may give (KV heads for profiles; query or KV heads for HeadKV). */
-function checkModel(obj: Record<string, unknown>, c: ModelConfig, where: string, heads: number[]): void {
-  const fp = modelFingerprint(c);
+/**
+ * `heads` = the second dimension a "shape" field may give (KV heads for profiles; query or KV heads for HeadKV).
+ * A "model" fingerprint, when present, must be complete and match the loaded model, weights included (the
+ * weights hash is what tells two models of one shape apart). cokv's own profiles must carry one; only the
+ * hand-written minimal formats (no "schema") may omit it. `requireWeights` (profiles): a fingerprint without the
+ * weights hash is refused too; HeadKV score files (retrieval heads, a coarser signal) are compared on what they hold.
+ */
+function checkModel(obj: Record<string, unknown>, c: ModelConfig, where: string, heads: number[], requireWeights: boolean): void {
   const model = obj.model;
-  if (model && typeof model === 'object') {
-    const why = fingerprintMismatch(fp, model as Partial<ModelFingerprint>);
+  if (model !== undefined || obj.schema !== undefined || obj.runStates !== undefined) {
+    const fp = modelFingerprint(c);
+    const got = model as ModelFingerprint;
+    // A key that is there and differs says more than "incomplete": report it first.
+    if (got && typeof got === 'object' && !Array.isArray(got)) {
+      const k = FINGERPRINT_KEYS.find((key) => got[key] !== undefined && got[key] !== fp[key]);
+      if (k) throw new CokvError(`${where}: made for another model (${k} is ${String(got[k])}, the loaded model has ${String(fp[k])})`, 'format');
+    }
+    const problem = fingerprintProblem(model, false);
+    if (problem) throw new CokvError(`${where}: ${problem}`, 'format');
+    if (requireWeights && fp.weights !== undefined && got.weights === undefined) {
+      throw new CokvError(`${where}: has no weights fingerprint ("model.weights"), so it cannot be checked against this model's weights (made before profiles were bound to the weights, or edited): profile the model again`, 'format');
+    }
+    const why = fingerprintMismatch(fp, got);
     if (why) throw new CokvError(`${where}: made for another model (${why})`, 'format');
   }
   const shape = obj.shape;
@@ -92,7 +109,7 @@ export function readProfileValues(file: string, c: ModelConfig): number[] {
   const obj = readJson(file, '--profile');
   if (!obj || typeof obj !== 'object') throw new CokvError(`${where}: expected a JSON object`, 'format');
   const o = obj as Record<string, unknown>;
-  checkModel(o, c, where, [c.numKvHeads]);
+  checkModel(o, c, where, [c.numKvHeads], true);
   const m = o.values ?? o.scores;
   if (m === undefined) throw new CokvError(`${where}: no "values" or "scores" field`, 'format');
   if (!Array.isArray(m)) throw new CokvError(`${where}: "values" must be a [layer][kvHead] matrix`, 'format');
@@ -120,7 +137,7 @@ export function readHeadScores(file: string, c: ModelConfig): number[][] {
     return rows[r];
   });
   if (o.scores !== undefined) {
-    checkModel(o, c, where, [c.numHeads, c.numKvHeads]);
+    checkModel(o, c, where, [c.numHeads, c.numKvHeads], false);
     if (!Array.isArray(o.scores)) throw new CokvError(`${where}: "scores" must be a [layer][head] matrix`, 'format');
     const layers = rowLayers(o, o.scores.length, c, where);
     return pick(checkMatrix(o.scores, layers.length, [c.numHeads, c.numKvHeads], where), layers);
