@@ -13,7 +13,10 @@ import { openModel } from '../src/model/load.js';
 import { gv, writeGguf } from '../src/model/loaders/gguf-writer.js';
 import { GGUF_LIMITS, openGguf, readGgufHeader } from '../src/model/loaders/gguf.js';
 import { openSafetensors, writeSafetensors } from '../src/model/loaders/safetensors.js';
-import { GGML_TYPE } from '../src/model/quant.js';
+import { NATIVE_ADDON_PATH, loadNativeAddon } from '../src/backend/native.js';
+import { Rng } from '../src/generate/rng.js';
+import { scanNonFinite } from '../src/model/loaders/finite.js';
+import { BLOCK, BLOCK_SCALE_OFFSETS, GGML_TYPE, firstNonFinite } from '../src/model/quant.js';
 import { HfTokenizer } from '../src/model/tokenizer/hf-tokenizer.js';
 import { kv, parseGguf, raw, readStrArray, serializeGguf, tensor, type GgufDoc } from './gguf-edit.js';
 import { asset, cokv, expectCokvError, haveAssets, repoRoot, tmpDir } from './helpers.js';
@@ -356,4 +359,42 @@ describe('the CLI: exit 1 with one line naming the file', () => {
       expect(lines[0]).toContain(want);
     }
   }, 60_000);
+});
+
+describe('the NaN/Inf scan: native addon and TS fallback agree', () => {
+  const types = ['f32', 'f16', 'bf16', ...Object.keys(BLOCK_SCALE_OFFSETS)] as const;
+  it('a built addon exports the scan (else the comparison below would be TS against TS)', () => {
+    const addon = loadNativeAddon();
+    if (fs.existsSync(NATIVE_ADDON_PATH)) expect(typeof addon?.firstNonFinite).toBe('function');
+  });
+  it.each(types)('%s: finite data passes, the first planted NaN/Inf is found (aligned and unaligned, odd lengths)', (dtype) => {
+    const rng = new Rng(7);
+    const per = dtype === 'f32' || dtype === 'f16' || dtype === 'bf16' ? 1 : BLOCK[dtype as keyof typeof BLOCK_SCALE_OFFSETS].elements;
+    const bytesPer = dtype === 'f32' ? 4 : dtype === 'f16' || dtype === 'bf16' ? 2 : BLOCK[dtype as keyof typeof BLOCK_SCALE_OFFSETS].bytes;
+    for (const units of [1, 3, 4097, 9001]) {
+      const n = units * per;
+      for (const shift of dtype === 'f32' ? [0] : [0, 1]) {
+        const buf = new Uint8Array(units * bytesPer + shift + 8);
+        const data = buf.subarray(shift, shift + units * bytesPer);
+        // Random finite values: halves with exponent < 31 (f16) / < 255 (bf16), f32 from floats, block scales 1.0.
+        for (let i = 0; i < data.length; i++) data[i] = Math.floor(rng.next() * 256);
+        const view = dtype === 'f32' ? new Float32Array(units) : data;
+        if (dtype === 'f32') for (let i = 0; i < units; i++) view[i] = rng.next() * 2 - 1;
+        const fix = (i: number, h: number): void => { data[2 * i] = h & 255; data[2 * i + 1] = h >> 8; };
+        if (dtype === 'f16') for (let i = 0; i < units; i++) if ((data[2 * i + 1] & 0x7c) === 0x7c) data[2 * i + 1] &= 0xbf;
+        if (dtype === 'bf16') for (let i = 0; i < units; i++) if ((data[2 * i + 1] & 0x7f) === 0x7f && data[2 * i] & 0x80) data[2 * i] &= 0x7f;
+        const offs = BLOCK_SCALE_OFFSETS[dtype as keyof typeof BLOCK_SCALE_OFFSETS] ?? [];
+        for (let b = 0; b < units && offs.length; b++) for (const o of offs) fix((b * bytesPer + o) / 2, 0x3c00);
+        const both = (): number[] => [scanNonFinite(dtype, view, n, true), scanNonFinite(dtype, view, n, false), firstNonFinite(dtype, view, n)];
+        expect(both()).toEqual([-1, -1, -1]);
+        for (const [unit, bits] of [[units - 1, 'inf'], [Math.floor(units / 2), 'nan'], [0, 'nan']] as const) {
+          if (dtype === 'f32') (view as Float32Array)[unit] = bits === 'inf' ? -Infinity : NaN;
+          else if (dtype === 'f16') fix(unit, bits === 'inf' ? 0x7c00 : 0xfe01);
+          else if (dtype === 'bf16') fix(unit, bits === 'inf' ? 0xff80 : 0x7fc1);
+          else data[unit * bytesPer + offs[offs.length - 1] + 1] = bits === 'inf' ? 0xfc : 0x7e;
+          expect(both()).toEqual(Array(3).fill(unit * per));
+        }
+      }
+    }
+  });
 });

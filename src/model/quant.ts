@@ -653,11 +653,22 @@ export function firstNonFinite(dtype: QuantWeight['dtype'] | 'f32' | 'bf16', dat
   }
   if (data instanceof Float32Array) throw new RangeError(`firstNonFinite: ${dtype} data must be raw bytes`);
   if (dtype === 'f16' || dtype === 'bf16') {
-    // The exponent bits all set means Inf or NaN; only the high byte holds them (f16 0x7c, bf16 0x7f80).
-    if (dtype === 'f16') {
-      for (let i = 0; i < n; i++) if ((data[2 * i + 1] & 0x7c) === 0x7c) return i;
-    } else {
-      for (let i = 0; i < n; i++) if ((data[2 * i + 1] & 0x7f) === 0x7f && (data[2 * i] & 0x80) !== 0) return i;
+    // Exponent bits all set means Inf or NaN. Adding one to the exponent field carries into the sign bit exactly
+    // then, so two halves per u32 are tested at once, OR-reduced per chunk and searched only in a bad chunk.
+    const [mask, one] = dtype === 'f16' ? [0x7c007c00, 0x04000400] : [0x7f807f80, 0x00800080];
+    const hiMask = mask & 0xffff;
+    const words = data.byteOffset % 4 === 0 ? new Uint32Array(data.buffer, data.byteOffset, n >>> 1) : undefined;
+    const CHUNK = 4096;
+    for (let i0 = 0; i0 < n; i0 += CHUNK) {
+      const i1 = Math.min(n, i0 + CHUNK);
+      let bad = 0;
+      if (words) {
+        for (let w = i0 >>> 1, we = i1 >>> 1; w < we; w++) bad |= ((words[w] & mask) + one) & 0x80008000;
+        // An odd end leaves its last half outside the words.
+        if (i1 & 1 && ((data[2 * i1 - 2] | (data[2 * i1 - 1] << 8)) & hiMask) === hiMask) bad = 1;
+      } else bad = 1;
+      if (bad === 0) continue;
+      for (let i = i0; i < i1; i++) if (((data[2 * i] | (data[2 * i + 1] << 8)) & hiMask) === hiMask) return i;
     }
     return -1;
   }
