@@ -48,7 +48,10 @@ export function writeFileAtomic(file: string, data: string | Uint8Array, opts: A
       // best effort: the temp file may not exist
     }
     if (e instanceof CokvError) throw e;
-    throw new CokvError(`${opts.what ? `${opts.what} ` : ''}${systemErrorLine(e) ?? `${file}: ${(e as Error).message}`}`, 'file');
+    // A failed write(2) (ENOSPC, EIO) carries no path: name the file being written.
+    const err = e as NodeJS.ErrnoException;
+    const line = systemErrorLine(err.path !== undefined ? err : Object.assign(err, { path: file }));
+    throw new CokvError(`${opts.what ? `${opts.what} ` : ''}${line ?? `${file}: ${(e as Error).message}`}`, 'file');
   }
 }
 
