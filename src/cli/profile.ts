@@ -139,7 +139,7 @@ function prepareOutput(out: string, o: { mayExist: boolean; existsHint?: string 
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw new CokvError(`--out ${systemErrorLine(e) ?? `${out}: ${(e as Error).message}`}`, 'file');
   }
   if (st && !st.isFile()) {
-    const what = st.isDirectory() ? 'a folder' : st.isSymbolicLink() ? 'a symbolic link' : st.isCharacterDevice() || st.isBlockDevice() ? 'a device' : 'not a regular file';
+    const what = st.isDirectory() ? 'a folder' : st.isSymbolicLink() ? 'a symbolic link' : st.isCharacterDevice() || st.isBlockDevice() ? 'a device' : st.isFIFO() ? 'a pipe' : 'not a regular file';
     throw new CokvError(`--out ${out}: is ${what}; cokv writes only regular files (choose another path)`, 'file');
   }
   const lock = lockOutput(out, '--out');
@@ -260,13 +260,18 @@ async function profileRun(f: ProfileFlags): Promise<void> {
 }
 
 function showProfile(file: string, json: boolean): void {
+  process.stdout.write(profileShowText(file, json));
+}
+
+/** What `profile show` prints (exported so tests can run it over many malformed files without a process each). */
+export function profileShowText(file: string, json: boolean): string {
   const p = readProfile(file, 'profile show');
   const [L, G] = p.shape;
   const layers = profileLayers(p);
   const flat = p.values.flat();
   // The player layers are printed only when some layer is not a player (a model with sliding layers).
   const partial = layers.some((l, r) => l !== r);
-  if (json) { process.stdout.write(JSON.stringify({ shape: p.shape, values: p.values, ...(partial ? { layers } : {}) }) + '\n'); return; }
+  if (json) return JSON.stringify({ shape: p.shape, values: p.values, ...(partial ? { layers } : {}) }) + '\n';
   const lo = Math.min(...flat), hi = Math.max(...flat);
   const shades = [' ', '░', '▒', '▓', '█'];
   const cell = (v: number) => shades[Math.min(4, Math.floor(((v - lo) / (hi - lo || 1)) * 5))];
@@ -283,5 +288,5 @@ function showProfile(file: string, json: boolean): void {
   const fmt = (i: number) => `${playerName(i, G, layers)} ${flat[i].toPrecision(3)}`;
   out.push(`top ${k}: ${topK(flat, k).map(fmt).join(', ')}`);
   out.push(`bottom ${k}: ${topK(flat.map((v) => -v), k).map(fmt).join(', ')}`);
-  process.stdout.write(out.join('\n') + '\n');
+  return out.join('\n') + '\n';
 }

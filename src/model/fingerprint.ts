@@ -102,10 +102,15 @@ export function weightFiles(modelPath: string): string[] {
   return files;
 }
 
-/** `md5:<hex>` over every weight file of `modelPath` (name, size and bytes of each, in name order). */
+/**
+ * `md5:<hex>`: of the file itself for a one-file model (what `md5sum` prints, whatever the file is called), or
+ * over the name and digest of each shard of a folder, in name order.
+ */
 export function weightsFingerprint(modelPath: string): string {
+  const files = weightFiles(modelPath);
+  if (files.length === 1 && !fs.statSync(modelPath).isDirectory()) return `md5:${fileDigest(files[0])}`;
   const h = createHash('md5');
-  for (const f of weightFiles(modelPath)) h.update(`${path.basename(f)}\0${fileDigest(f)}\n`);
+  for (const f of files) h.update(`${path.basename(f)}\0${fileDigest(f)}\n`);
   return `md5:${h.digest('hex')}`;
 }
 
