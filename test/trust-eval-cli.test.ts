@@ -120,6 +120,17 @@ describe.skipIf(!haveAssets)('eval reruns and resume (rows 803-810, 875-877)', (
     expect(JSON.parse(fs.readFileSync(path.join(out, SNAP, 'run.json'), 'utf8')).settings.lengths).toEqual([1024]);
   });
 
+  it('a cut run is not resumed with other settings, and a second eval on the same folder is refused', () => {
+    const out = copy('cut');
+    fs.rmSync(path.join(out, SNAP, 'metrics.json'));
+    expectUserError(cokv(...evalArgs(out, '--kernel', '5')), new RegExp(`${SNAP}: holds results for other settings \\(different pressOptions\\.kernel\\)`));
+    // Another live process (our parent) holds the run's lock.
+    fs.writeFileSync(path.join(out, `${SNAP}.lock`), `${process.ppid}\n`);
+    expectUserError(cokv(...evalArgs(out)), new RegExp(`--out .*${SNAP}: another cokv process \\(pid ${process.ppid}\\) is writing it`));
+    fs.rmSync(path.join(out, `${SNAP}.lock`));
+    expect(evalOk(evalArgs(out)).snapkv).toEqual(baseScores.snapkv);
+  });
+
   it('a folder written without a settings record (older cokv) is not trusted', () => {
     const out = copy('legacy');
     for (const d of fs.readdirSync(out)) fs.rmSync(path.join(out, d, 'run.json'));
