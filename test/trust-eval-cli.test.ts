@@ -71,7 +71,7 @@ describe.skipIf(!haveAssets)('eval reruns and resume (rows 803-810, 875-877)', (
     fs.writeFileSync(path.join(out, SNAP, 'metrics.json'), '{}');
     const r = cokv(...evalArgs(out).filter((a) => a !== '--json'));
     expect(r.code, r.stderr).toBe(0);
-    expect(r.stderr).toMatch(/metrics\.json: computed with other settings; recomputed/);
+    expect(r.stderr).toMatch(/metrics\.json: incomplete \(no settings hash\); recomputed/);
     expect(r.stdout).toMatch(new RegExp(`snapkv\\s+32\\s+${baseScores.snapkv.score.toFixed(2)} \\(2\\)`));
   });
 

@@ -315,6 +315,7 @@ function readFinished(st: RunState, itemIds: string[], warn: (m: string) => void
   const m = parseJson(text);
   let problem: string | undefined;
   if (!isObject(m)) problem = 'not a JSON object';
+  else if (typeof m.settingsHash !== 'string') problem = 'incomplete (no settings hash)';
   else if (m.settingsHash !== st.hash) problem = 'computed with other settings';
   else if (m.press !== st.press || m.budget !== st.budget || m.ratio !== st.ratio) problem = 'for another press or budget';
   else if (!isNum(m.score) || m.n !== itemIds.length || !Array.isArray(m.ci95) || m.ci95.length !== 2 || !m.ci95.every(isNum)) problem = 'score, n or ci95 missing or malformed';
