@@ -3,6 +3,11 @@
  * per-sample records (index, size, u, coalition), from which accumulators and values are recomputed exactly.
  * Written atomically (temp file + rename), so a killed process leaves the previous checkpoint intact; read back
  * only after every field has been validated (see {@link validateProfile}).
+ *
+ * Older profiles: a file without `model.weights` (made before profiles were bound to the weights) is still a valid
+ * file for show/compare/merge, but presses refuse it for a model read from disk, and `--resume` refuses it (the
+ * settings' model differs): it must be profiled again. The profiles committed under results/ carry the hash of
+ * the asset models they were measured on.
  */
 import fs from 'node:fs';
 import path from 'node:path';
