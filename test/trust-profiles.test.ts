@@ -360,8 +360,13 @@ describe('outputs (rows 683, 684, 690, 694, 695, 696, 878, 880)', () => {
     const dir = tmpDir();
     const out = path.join(dir, 'existing.json');
     fs.writeFileSync(out, '{"keep":1}\n');
+    // A temp file of a writer killed mid-write (its pid is gone) is cleaned up by the next writer of --out.
+    const dead = spawnSync(process.execPath, ['-e', '']).pid!;
+    const stale = path.join(dir, `.existing.json.tmp-${dead}`);
+    fs.writeFileSync(stale, '{"half');
     expectUserError(cokv('profile', '--model', llamaQ8, '--data', stories, '--task', 'stories', '--limit', '1', '--exact', '--out', out, '--quiet'), /--out .*existing\.json: file exists/);
     expect(fs.readFileSync(out, 'utf8')).toBe('{"keep":1}\n');
+    expect(fs.readdirSync(dir)).toEqual(['existing.json']);
   });
 
   it.skipIf(!haveAssets)('rows 690/695/696: merge --out and --exact --out on a pipe, a symlink to a device or (as root) a device node are refused and left alone', async () => {

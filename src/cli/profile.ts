@@ -143,11 +143,35 @@ function prepareOutput(out: string, o: { mayExist: boolean; existsHint?: string 
     throw new CokvError(`--out ${out}: is ${what}; cokv writes only regular files (choose another path)`, 'file');
   }
   const lock = lockOutput(out, '--out');
+  removeStaleTemps(out);
   if (st && !o.mayExist) {
     lock.release();
     throw new CokvError(`--out ${out}: file exists${o.existsHint ?? ''}`, 'file');
   }
   return lock;
+}
+
+/** Temp files of `out` left by writers that were killed mid-write (kill -9, power loss); ours holds the lock. */
+function removeStaleTemps(out: string): void {
+  const dir = path.dirname(path.resolve(out)), base = path.basename(out);
+  let names: string[] = [];
+  try {
+    names = fs.readdirSync(dir);
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    if (!name.startsWith(`.${base}.tmp-`)) continue;
+    const pid = Number(name.slice(base.length + 6));
+    if (!Number.isSafeInteger(pid) || pid <= 0 || pid === process.pid) continue;
+    let alive = true;
+    try {
+      process.kill(pid, 0);
+    } catch (e) {
+      alive = (e as NodeJS.ErrnoException).code === 'EPERM';
+    }
+    if (!alive) fs.rmSync(path.join(dir, name), { force: true });
+  }
 }
 
 function parseList(flag: string, s: string): number[] {

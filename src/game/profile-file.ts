@@ -180,8 +180,9 @@ export function validateProfile(raw: unknown, where: string): ProfileFile {
   }
   if (!isInt(p.window, 1)) bad(`"window" must be a positive integer, got ${short(p.window)}`);
   const sizes = p.sizes;
-  if (!Array.isArray(sizes) || sizes.length === 0 || !sizes.every((j, i) => isInt(j, 1, n - 1) && (i === 0 || j > (sizes[i - 1] as number)))) {
-    bad(`"sizes" must be ascending coalition sizes in [1, ${n - 1}], got ${short(sizes)}`);
+  // Order matters (round-robin draws sizes[k mod |H|]), so only distinctness is required.
+  if (!Array.isArray(sizes) || sizes.length === 0 || !sizes.every((j) => isInt(j, 1, n - 1)) || new Set(sizes).size !== sizes.length) {
+    bad(`"sizes" must be distinct coalition sizes in [1, ${n - 1}], got ${short(sizes)}`);
   }
   if (p.sizeOrder !== 'round-robin' && p.sizeOrder !== 'random') bad(`"sizeOrder" must be round-robin or random, got ${short(p.sizeOrder)}`);
   if (typeof p.sSideOnly !== 'boolean') bad(`"sSideOnly" must be true or false, got ${short(p.sSideOnly)}`);
