@@ -350,6 +350,9 @@ describe('merges (row 864 merge_incomplete_shards, merged convergence)', () => {
     const loose = mergeProfiles([l0, l1]);
     expect(loose.converged).toBe(true);
     expect(loose.tolerance).toBe(10);
+    // A shard from another machine whose range-based tolerance differs in the last bits still merges.
+    const l1b = await shard(1, 2, 'l1b.json', { tolerance: 10 * (1 + 1e-12), maxSamples: 200 });
+    expect(mergeProfiles([l0, l1b]).converged).toBe(true);
   });
 });
 

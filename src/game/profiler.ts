@@ -217,7 +217,9 @@ export function mergeProfiles(files: string[]): ProfileFile {
   profiles.forEach((p, i) => {
     const why = settingsMismatch(first, p);
     if (why) throw new CokvError(`profile merge ${files[i]}: other settings than ${files[0]} (${why})`, 'format');
-    if (p.tolerance !== first.tolerance) {
+    // Shards computed on other machines (backends) may differ in the last bits of the range-based tolerance.
+    const a = p.tolerance, b = first.tolerance;
+    if ((a === undefined) !== (b === undefined) || (a !== undefined && b !== undefined && Math.abs(a - b) > 1e-6 * Math.max(Math.abs(a), Math.abs(b)))) {
       throw new CokvError(`profile merge ${files[i]}: tolerance ${String(p.tolerance)} differs from ${files[0]}'s ${String(first.tolerance)}`, 'format');
     }
   });
