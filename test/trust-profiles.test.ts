@@ -298,6 +298,15 @@ describe('every field of a profile is validated (show, compare, merge, --resume)
     expect(accepted).toBeGreaterThan(0); // e.g. a changed createdAt still shows
   });
 
+  it('an older profile without model.weights still shows and merges; --resume for a weights-bound model refuses it', async () => {
+    expect(readProfile(good).model.weights).toBeUndefined(); // the synthetic game's model is not read from a file
+    expect(profileShowText(good, true)).toContain('"values"');
+    expect(mergeProfiles([good]).samples).toBe(24);
+    const bound = settings({ model: { ...settings().model, weights: `md5:${'0'.repeat(32)}` } });
+    await expect(runProfiler(game(), opts({ settings: bound, out: good, resume: true, maxSamples: 32 })))
+      .rejects.toThrow(/other settings \(model differs \(model weights differ \(md5:0+ vs none: made before profiles were bound/);
+  });
+
   it('a profile that would be written corrupt (NaN u from a broken game) is refused before it reaches the file', async () => {
     const out = path.join(tmpDir(), 'nan.json');
     const g: Game = { n, evaluate: (cs) => cs.map(() => NaN) };
