@@ -178,6 +178,27 @@ describe('NaN/Inf weights are refused at load, naming tensor and element (rows 2
   });
 });
 
+describe('llama2.c headers that do not match the weights (found by test/fuzz-trust.test.ts)', () => {
+  const copyWith = (field: number, v: number): string => {
+    const src = asset('models/stories260K');
+    const out = path.join(dir, `l2h${n++}`);
+    fs.mkdirSync(out);
+    fs.copyFileSync(path.join(src, 'tok512.bin'), path.join(out, 'tok512.bin'));
+    const b = fs.readFileSync(path.join(src, 'stories260K.bin'));
+    b.writeInt32LE(v, 4 * field);
+    fs.writeFileSync(path.join(out, 'stories260K.bin'), b);
+    return path.join(out, 'stories260K.bin');
+  };
+  it.skipIf(!haveAssets)('a smaller hidden_dim (172 -> 64) no longer loads shifted weights as a different model', async () => {
+    const f = copyWith(1, 64);
+    await expectLoadError(f, 'has 1056540 bytes but its header implies');
+  });
+  it.skipIf(!haveAssets)('2^31-1 layers: clean error before any per-layer list is built (was a heap OOM)', async () => {
+    const f = copyWith(2, 2 ** 31 - 1);
+    await expectLoadError(f, '2147483647 layers');
+  });
+});
+
 describe('lying counts in big sparse files (rows 286-288, 290-291)', () => {
   /** A GGUF header with one metadata entry of type `type` whose bytes are `value`, padded with a hole to `size`. */
   function sparseMeta(key: Buffer, type: number, value: Buffer, size: number): string {

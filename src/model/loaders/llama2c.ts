@@ -42,6 +42,8 @@ function readHeader(file: string, fd: number, size: number): Llama2cLayout {
   if (!(dim > 0 && hidden > 0 && layers > 0 && heads > 0 && kvHeads > 0 && vocab > 0 && seqLen > 0) || dim % heads !== 0) {
     throw new CokvError(`${file}: not a llama2.c checkpoint (header dims ${[dim, hidden, layers, heads, kvHeads, vocabRaw, seqLen].join(', ')})`);
   }
+  // Bounded before the config builds its per-layer list (the HF loader has the same bound).
+  if (layers > 100_000) throw new CokvError(`${file}: header says ${layers} layers, not a sensible llama2.c checkpoint`);
   const config: ModelConfig = completeConfig({
     architecture: 'llama',
     hiddenSize: dim,
@@ -85,6 +87,15 @@ function tensorPlan(lay: Llama2cLayout): { name: string; shape: number[] }[] {
     { name: 'freq_cis_real', shape: [lay.seqLen, half] }, { name: 'freq_cis_imag', shape: [lay.seqLen, half] },
     ...cls,
   ];
+}
+
+/** Floats of all tensors in the file (tensorPlan's total, computed without building it). */
+function impliedFloats(lay: Llama2cLayout): number {
+  const c = lay.config;
+  const L = c.numLayers, D = c.hiddenSize, F = c.intermediateSize, kv = c.numKvHeads * c.headDim, V = c.vocabSize;
+  const perLayer = 2 * D + D * D + 2 * kv * D + D * D + 3 * F * D;
+  const freqCis = lay.version === 0 ? 2 * lay.seqLen * (c.headDim / 2) : 0;
+  return L * perLayer + D + V * D + freqCis + (lay.sharedClassifier ? 0 : V * D);
 }
 
 /** Reorder rows of a [heads*headDim, cols] matrix from interleaved-pair RoPE to rotate_half RoPE. */
@@ -141,12 +152,17 @@ export function openLlama2c(file: string): ModelSource {
   try {
     const size = fs.fstatSync(fd).size;
     const lay = readHeader(file, fd, size);
-    const plan = tensorPlan(lay);
-    const floats = plan.reduce((s, t) => s + t.shape.reduce((a, b) => a * b, 1), 0);
-    const expected = lay.headerBytes + floats * 4;
+    // The size is checked before the tensor plan is built: a lying layer count would otherwise build billions of
+    // plan entries. The file must be exactly what the header implies (run.c's exporters write nothing else), or
+    // a changed dimension would read the weights at shifted offsets and load a different model.
+    const expected = lay.headerBytes + impliedFloats(lay) * 4;
     if (size < expected) {
       throw new CokvError(`${file}: truncated llama2.c checkpoint (${size} bytes, header implies ${expected})`);
     }
+    if (size > expected) {
+      throw new CokvError(`${file}: llama2.c checkpoint has ${size} bytes but its header implies ${expected} (header dims do not match the weights?)`);
+    }
+    const plan = tensorPlan(lay);
     const tensors: TensorInfo[] = plan.map((t) => ({ name: t.name, shape: t.shape, dtype: 'f32' }));
     const tokFile = findTokenizerFile(file, lay.config.vocabSize);
     return {
