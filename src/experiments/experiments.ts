@@ -98,6 +98,9 @@ const QUIET_COMMANDS = new Set(['eval', 'profile', 'needle']);
 async function cli(args: string[], o: ExperimentOptions): Promise<void> {
   args = args.filter((a) => a !== '--quiet');
   if (o.quiet && QUIET_COMMANDS.has(args[0])) args.push('--quiet');
+  // The pipeline owns its output folders: a run folder from an older cokv (no settings record) or from other
+  // settings is recomputed; a finished folder with the same settings is still reused.
+  if (args[0] === 'eval' && !args.includes('--overwrite')) args.push('--overwrite');
   o.log(`$ cokv ${args.join(' ')}`);
   const code = await main(args);
   if (code !== 0) throw new CokvError(`experiment step failed (exit ${code}): cokv ${args.join(' ')}`, 'internal');
