@@ -98,7 +98,8 @@ function optId(m: Meta, key: string, src: string, n: number): number | undefined
   if (v === undefined) return undefined;
   if (typeof v !== 'number' || !Number.isInteger(v)) throw new CokvError(`${src}: metadata ${key} should be an integer`, 'format');
   if (v < 0 || v >= n) {
-    // llama.cpp treats out-of-range special ids as absent (with a warning); -1 is a common "none".
+    // openGguf refuses out-of-range ids before a model gets here (a model must not silently lose its BOS); for
+    // bare metadata this keeps llama.cpp's reading: absent (it warns), -1 being a common "none".
     return undefined;
   }
   return v;
