@@ -22,8 +22,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadModel } from '../src/engine.js';
-import { createBackend, type BackendKind } from '../src/backend/select.js';
-import { repoRoot, maxRelDiff } from './helpers.js';
+import { createBackend } from '../src/backend/select.js';
+import { repoRoot, maxRelDiff, availableBackends } from './helpers.js';
 
 interface PromptRef {
   ids: number[];
@@ -45,14 +45,7 @@ interface Reference { model: string; generator: string; variants: Record<string,
 const GENERATOR = 'tools/reference/make_arch_fixtures.py';
 const dir = path.join(repoRoot, 'test/fixtures/models');
 /** The TS reference plus whichever of native and wasm load here (native needs the addon built by npm ci). */
-const BACKENDS: BackendKind[] = ['ts', ...(['native', 'wasm'] as const).filter((k) => {
-  try {
-    createBackend(k);
-    return true;
-  } catch {
-    return false;
-  }
-})];
+const BACKENDS = availableBackends();
 const refs = fs.readdirSync(dir)
   .filter((m) => fs.existsSync(path.join(dir, m, 'reference.json')))
   .map((m) => JSON.parse(fs.readFileSync(path.join(dir, m, 'reference.json'), 'utf8')) as Reference)

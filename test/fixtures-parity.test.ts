@@ -8,8 +8,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadModel } from '../src/engine.js';
-import { createBackend, type BackendKind } from '../src/backend/select.js';
-import { repoRoot, maxRelDiff } from './helpers.js';
+import { createBackend } from '../src/backend/select.js';
+import { repoRoot, maxRelDiff, availableBackends } from './helpers.js';
 
 interface PromptRef { ids: number[]; logits: number[]; greedy: number[] }
 interface Variant { path: string; format: string; dtype: string; prompts: PromptRef[] }
@@ -22,14 +22,7 @@ interface Reference {
 
 const dir = path.join(repoRoot, 'test/fixtures/models');
 /** The TS reference plus whichever of native and wasm load here (native needs the addon built by npm ci). */
-const BACKENDS: BackendKind[] = ['ts', ...(['native', 'wasm'] as const).filter((k) => {
-  try {
-    createBackend(k);
-    return true;
-  } catch {
-    return false;
-  }
-})];
+const BACKENDS = availableBackends();
 /** The models make_fixtures.py writes; make_arch_fixtures.py's (same folder) are tested in fixtures-arch.test.ts. */
 const models = fs.readdirSync(dir).filter((m) => {
   const file = path.join(dir, m, 'reference.json');

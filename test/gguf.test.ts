@@ -11,7 +11,7 @@ import { gv, writeGguf, writeLlamaGguf, type GgufMetaValue } from '../src/model/
 import { openGguf, readGgufHeader } from '../src/model/loaders/gguf.js';
 import { dequantize, GGML_TYPE } from '../src/model/quant.js';
 import type { Weight } from '../src/model/weights.js';
-import { expectCokvError } from './helpers.js';
+import { expectCokvError, spmTokenizerMeta } from './helpers.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const tinyDir = path.resolve(repoRoot, '../shared/assets/models/cokv-retrieval-tiny');
@@ -91,17 +91,9 @@ export function randomHfWeights(c: ModelConfig, seed = 1): Record<string, Float3
   return w;
 }
 
+/** The small SPM vocabulary plus a chat template. */
 function byteTokenizerMeta(n: number): Record<string, GgufMetaValue> {
-  const tokens = Array.from({ length: n }, (_, i) => (i < 3 ? ['<unk>', '<s>', '</s>'][i] : `t${i}`));
-  return {
-    'tokenizer.ggml.model': gv.str('llama'),
-    'tokenizer.ggml.tokens': gv.arr('string', tokens),
-    'tokenizer.ggml.scores': gv.arr('f32', tokens.map((_, i) => -i)),
-    'tokenizer.ggml.token_type': gv.arr('i32', tokens.map((_, i) => (i === 0 ? 2 : i < 3 ? 3 : 1))),
-    'tokenizer.ggml.bos_token_id': gv.u32(1),
-    'tokenizer.ggml.eos_token_id': gv.u32(2),
-    'tokenizer.chat_template': gv.str('{{ bos_token }}{% for m in messages %}{{ m.content }}{% endfor %}'),
-  };
+  return { ...spmTokenizerMeta(n), 'tokenizer.chat_template': gv.str('{{ bos_token }}{% for m in messages %}{{ m.content }}{% endfor %}') };
 }
 
 function writeSmall(file: string, c: ModelConfig, dtype: 'f32' | 'f16' | 'bf16' | 'q8_0' | 'q4_0', seed = 1): Record<string, Float32Array> {

@@ -1,6 +1,8 @@
 import { spawnSync } from 'node:child_process';
 import { expect } from 'vitest';
 import { CokvError } from '../src/errors.js';
+import { createBackend, type BackendKind } from '../src/backend/select.js';
+import { gv, type GgufMetaValue } from '../src/model/loaders/gguf-writer.js';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -64,4 +66,29 @@ export function expectUserError(r: { code: number; stderr: string }, re: RegExp)
   expect(r.stderr).toMatch(re);
   expect(r.stderr.trim().split('\n')).toHaveLength(1);
   expect(r.stderr).not.toMatch(/\n\s+at /);
+}
+
+/** The TS reference plus whichever of native and wasm load here (native needs the addon built by npm ci). */
+export function availableBackends(): BackendKind[] {
+  return ['ts', ...(['native', 'wasm'] as const).filter((k) => {
+    try {
+      createBackend(k);
+      return true;
+    } catch {
+      return false;
+    }
+  })];
+}
+
+/** GGUF tokenizer metadata of a small SentencePiece-type vocabulary: <unk>, <s>, </s>, then t3 … t(n−1). */
+export function spmTokenizerMeta(n: number): Record<string, GgufMetaValue> {
+  const tokens = Array.from({ length: n }, (_, i) => (i < 3 ? ['<unk>', '<s>', '</s>'][i] : `t${i}`));
+  return {
+    'tokenizer.ggml.model': gv.str('llama'),
+    'tokenizer.ggml.tokens': gv.arr('string', tokens),
+    'tokenizer.ggml.scores': gv.arr('f32', tokens.map((_, i) => -i)),
+    'tokenizer.ggml.token_type': gv.arr('i32', tokens.map((_, i) => (i === 0 ? 2 : i < 3 ? 3 : 1))),
+    'tokenizer.ggml.bos_token_id': gv.u32(1),
+    'tokenizer.ggml.eos_token_id': gv.u32(2),
+  };
 }

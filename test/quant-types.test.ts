@@ -7,7 +7,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { createBackend, type BackendKind } from '../src/backend/select.js';
+import { createBackend } from '../src/backend/select.js';
 import type { Backend } from '../src/backend/types.js';
 import { NativeBackend, loadNativeAddon } from '../src/backend/native.js';
 import { completeConfig, type ModelConfig } from '../src/model/config.js';
@@ -17,7 +17,7 @@ import { BLOCK, GGML_TYPE, dequantRow, dequantize, dotRow, isBlockType, quantRow
 import type { QuantWeight, Weight } from '../src/model/weights.js';
 import { loadModel } from '../src/engine.js';
 import { Rng } from '../src/generate/rng.js';
-import { expectCokvError, repoRoot, tmpDir } from './helpers.js';
+import { expectCokvError, repoRoot, tmpDir, availableBackends, spmTokenizerMeta, maxRelDiff } from './helpers.js';
 
 interface Entry {
   dtype: QuantWeight['dtype'];
@@ -81,14 +81,7 @@ function relToAbsSum(got: Float32Array, x: Float32Array, m: number, values: Floa
   return worst;
 }
 
-const BACKENDS: BackendKind[] = ['ts', ...(['native', 'wasm'] as const).filter((k) => {
-  try {
-    createBackend(k);
-    return true;
-  } catch {
-    return false;
-  }
-})];
+const BACKENDS = availableBackends();
 const addon = loadNativeAddon();
 
 describe('fixture set', () => {
@@ -206,17 +199,6 @@ const cfg: ModelConfig = completeConfig({
   vocabSize: 24, contextLength: 64, ropeTheta: 10000, rmsNormEps: 1e-5, tiedEmbeddings: false, attentionBias: false,
 });
 
-function tokenizerMeta(n: number): Record<string, GgufMetaValue> {
-  const tokens = Array.from({ length: n }, (_, i) => (i < 3 ? ['<unk>', '<s>', '</s>'][i] : `t${i}`));
-  return {
-    'tokenizer.ggml.model': gv.str('llama'),
-    'tokenizer.ggml.tokens': gv.arr('string', tokens),
-    'tokenizer.ggml.scores': gv.arr('f32', tokens.map((_, i) => -i)),
-    'tokenizer.ggml.token_type': gv.arr('i32', tokens.map((_, i) => (i === 0 ? 2 : i < 3 ? 3 : 1))),
-    'tokenizer.ggml.bos_token_id': gv.u32(1),
-    'tokenizer.ggml.eos_token_id': gv.u32(2),
-  };
-}
 
 function modelMetadata(c: ModelConfig): Record<string, GgufMetaValue> {
   return {
@@ -231,7 +213,7 @@ function modelMetadata(c: ModelConfig): Record<string, GgufMetaValue> {
     'llama.attention.layer_norm_rms_epsilon': gv.f32(c.rmsNormEps),
     'llama.rope.freq_base': gv.f32(c.ropeTheta),
     'llama.vocab_size': gv.u32(c.vocabSize),
-    ...tokenizerMeta(c.vocabSize),
+    ...spmTokenizerMeta(c.vocabSize),
   };
 }
 
@@ -284,15 +266,6 @@ function writeModels(e: Entry): { quant: string; f32: string; down: Float32Array
   return { ...files, down };
 }
 
-function relToRange(a: Float32Array, b: Float32Array): number {
-  let lo = Infinity, hi = -Infinity, d = 0;
-  for (let i = 0; i < b.length; i++) {
-    lo = Math.min(lo, b[i]);
-    hi = Math.max(hi, b[i]);
-    d = Math.max(d, Math.abs(a[i] - b[i]));
-  }
-  return d / (hi - lo);
-}
 
 describe('whole models stored in each block type', () => {
   const entries = manifest.entries.filter((e) => e.cols === 512);
@@ -317,7 +290,7 @@ describe('whole models stored in each block type', () => {
         const lf = mf.prefill(ids, mf.newCache());
         expect(lq.every(Number.isFinite)).toBe(true);
         // Same weights, same kernels modulo f32 summation order: the logits agree to f32 rounding.
-        expect(relToRange(lq, lf), `${kind} ${ids.length} tokens`).toBeLessThanOrEqual(1e-5);
+        expect(maxRelDiff(lq, lf), `${kind} ${ids.length} tokens`).toBeLessThanOrEqual(1e-5);
       }
     }
   });
