@@ -8,6 +8,7 @@
  * $XDG_CACHE_HOME/cokv, else ~/.cache/cokv, keyed by real path + size + mtime + inode (any rewrite of the file
  * invalidates its entry). A cache that cannot be read or written only costs a rehash.
  */
+import { archModule } from './arch/index.js';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -50,7 +51,8 @@ export function bindModelSource(c: ModelConfig, modelPath: string): void {
 
 export function modelFingerprint(c: ModelConfig): ModelFingerprint {
   const base = {
-    architecture: c.architecture === 'mistral' ? 'llama' : c.architecture,
+    // The GGUF name, so that a model and its GGUF conversion share a shape (Mistral converts to `llama`).
+    architecture: archModule(c.architecture).ggufArchs[0] ?? 'llama',
     layers: c.numLayers,
     heads: c.numHeads,
     kvHeads: c.numKvHeads,

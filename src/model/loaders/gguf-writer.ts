@@ -5,6 +5,7 @@
  */
 import * as fs from 'node:fs';
 import { CokvError } from '../../errors.js';
+import { archModule } from '../arch/index.js';
 import type { ModelConfig } from '../config.js';
 import { GGML_TYPE, f32ToF16, quantRowBytes, quantizeRowQ4_0, quantizeRowQ8_0 } from '../quant.js';
 
@@ -300,8 +301,14 @@ export function llama3RopeFactors(c: ModelConfig): Float32Array | undefined {
 /** Write a complete llama/qwen2 GGUF from HF-named F32 tensors. */
 export function writeLlamaGguf(path: string, spec: LlamaGgufSpec): void {
   const c = spec.config;
-  const arch = c.architecture === 'qwen2' ? 'qwen2' : 'llama';
-  const permute = arch === 'llama';
+  const module = archModule(c.architecture);
+  const r = c.recipe;
+  if (r.qkNorm || r.postNorms || r.activation !== 'silu' || c.layers.some((l) => l.kind !== 'full' || !l.rope)) {
+    throw new CokvError(`writeLlamaGguf: ${c.architecture} is not a Llama-recipe model; this writer covers llama, mistral and qwen2`, 'input');
+  }
+  // Mistral converts to the llama architecture; the module says whether llama.cpp permutes Q/K.
+  const arch = module.ggufArchs[0] ?? 'llama';
+  const permute = module.ggufArchs.length > 0 ? module.ggufPermuteQK : true;
   const get = (name: string): Float32Array => {
     const w = spec.weights[name];
     if (!w) throw new CokvError(`writeLlamaGguf: missing tensor ${name}`, 'input');
