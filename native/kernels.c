@@ -1558,7 +1558,7 @@ static inline uint16_t le16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] <<
 /* Chunks are OR-reduced without early exit (the compiler vectorizes that); only a bad chunk is searched again. */
 #define SCAN_CHUNK 4096
 
-int64_t cokv_first_nonfinite(const void *data, int dt, int64_t n) {
+static int64_t scan_range(const void *data, int dt, int64_t n) {
   const uint8_t *p = (const uint8_t *)data;
   if (n < 0) return -2;
   if (dt == DT_F32) {
@@ -1608,4 +1608,56 @@ int64_t cokv_first_nonfinite(const void *data, int dt, int64_t n) {
     if ((le16(q + o0) & 0x7c00) == 0x7c00 || (o1 >= 0 && (le16(q + o1) & 0x7c00) == 0x7c00)) return b * elems;
   }
   return -1;
+}
+
+/* Big tensors are scanned on the pool in chunks (the scan is memory-bound; one core reads ~15 GB/s); each thread
+ * keeps the smallest bad index found, and chunks past it are skipped, so the result is the serial one. */
+#define SCAN_PAR_CHUNK (1 << 20) /* elements: a multiple of every block size */
+
+typedef struct {
+  const uint8_t *p;
+  int dt;
+  int64_t n, chunks;
+  size_t unit_bytes, unit_elems;
+  atomic_llong next, best;
+} scan_t;
+
+static void scan_job(void *arg, int tid) {
+  (void)tid;
+  scan_t *s = (scan_t *)arg;
+  for (;;) {
+    int64_t c = atomic_fetch_add(&s->next, 1);
+    if (c >= s->chunks) return;
+    int64_t i0 = c * SCAN_PAR_CHUNK, cnt = s->n - i0 < SCAN_PAR_CHUNK ? s->n - i0 : SCAN_PAR_CHUNK;
+    int64_t best = atomic_load(&s->best);
+    if (best >= 0 && best < i0) continue;
+    int64_t r = scan_range(s->p + (size_t)(i0 / (int64_t)s->unit_elems) * s->unit_bytes, s->dt, cnt);
+    if (r < 0) continue;
+    r += i0;
+    while ((best = atomic_load(&s->best)) < 0 || r < best) {
+      if (atomic_compare_exchange_weak(&s->best, &best, r)) break;
+    }
+  }
+}
+
+int64_t cokv_first_nonfinite(const void *data, int dt, int64_t n) {
+  pthread_once(&g_init_once, init_once);
+  int bytes, elems, o0, o1;
+  size_t ub, ue;
+  if (dt == DT_F32) ub = 4, ue = 1;
+  else if (dt == DT_F16 || dt == DT_BF16) ub = 2, ue = 1;
+  else if (scale_fields(dt, &bytes, &elems, &o0, &o1)) ub = (size_t)bytes, ue = (size_t)elems;
+  else return -2;
+  int nthreads = cokv_threads();
+  if (n < 0 || n % (int64_t)ue != 0) return -2;
+  if (n <= 2 * SCAN_PAR_CHUNK || nthreads <= 1) return scan_range(data, dt, n);
+  scan_t s;
+  s.p = (const uint8_t *)data, s.dt = dt, s.n = n, s.chunks = (n + SCAN_PAR_CHUNK - 1) / SCAN_PAR_CHUNK;
+  s.unit_bytes = ub, s.unit_elems = ue;
+  atomic_init(&s.next, 0);
+  atomic_init(&s.best, -1);
+  pthread_mutex_lock(&g_call_mu);
+  pool_run(scan_job, &s, nthreads);
+  pthread_mutex_unlock(&g_call_mu);
+  return atomic_load(&s.best);
 }

@@ -52,7 +52,8 @@ void cokv_rmsnorm(float *out, const float *x, const float *w, int rows, int dim,
  * block type), or -1 when all are finite; -2 for an unknown type or n not a whole number of blocks. Block types
  * are judged by their f16 scale fields: the integer quants are always finite and every value of a block is a
  * product or sum of its scales, so a block dequantizes to a non-finite value exactly when one of its scales is
- * non-finite; the index returned is then the block's first element. Reads n's worth of bytes, no more.
+ * non-finite; the index returned is then the block's first element. Reads n's worth of bytes, no more; arrays of
+ * more than 2^21 elements are split across the thread pool (same result).
  */
 int64_t cokv_first_nonfinite(const void *data, int dt, int64_t n);
 

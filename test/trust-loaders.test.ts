@@ -388,6 +388,20 @@ describe('the NaN/Inf scan: native addon and TS fallback agree', () => {
     const addon = loadNativeAddon();
     if (fs.existsSync(NATIVE_ADDON_PATH)) expect(typeof addon?.firstNonFinite).toBe('function');
   });
+  it('big tensors (scanned on the thread pool in 2^20-element chunks) give the serial answer', () => {
+    const n = 5 * 2 ** 20 + 96;
+    const a = new Float32Array(n).fill(0.5);
+    const q = new Uint8Array((n / 32) * 34);
+    for (let b = 0; b < n / 32; b++) q[b * 34 + 1] = 0x3c; // scale 1.0
+    expect([scanNonFinite('f32', a, n), scanNonFinite('q8_0', q, n)]).toEqual([-1, -1]);
+    for (const at of [n - 1, 4 * 2 ** 20 + 7, 2 ** 20, 3]) {
+      a[at] = NaN;
+      q[Math.floor(at / 32) * 34 + 1] = 0x7e;
+      expect([scanNonFinite('f32', a, n), scanNonFinite('f32', a, n, false)]).toEqual([at, at]);
+      expect([scanNonFinite('q8_0', q, n), scanNonFinite('q8_0', q, n, false)]).toEqual([at - (at % 32), at - (at % 32)]);
+    }
+  });
+
   it.each(types)('%s: finite data passes, the first planted NaN/Inf is found (aligned and unaligned, odd lengths)', (dtype) => {
     const rng = new Rng(7);
     const per = dtype === 'f32' || dtype === 'f16' || dtype === 'bf16' ? 1 : BLOCK[dtype as keyof typeof BLOCK_SCALE_OFFSETS].elements;
