@@ -67,13 +67,22 @@ describe('atomic writes and locks', () => {
 
 describe.skipIf(!haveAssets)('the CLI on I/O faults', () => {
   const cli = path.join(repoRoot, 'src/cli/run.ts');
-  it('stdout on a full device: one line, exit 1, no stack trace', () => {
-    const out = fs.openSync('/dev/full', 'w');
-    const r = spawnSync(process.execPath, ['--import', 'tsx', cli, 'inspect', asset('models/stories260K')],
-      { cwd: repoRoot, stdio: ['ignore', out, 'pipe'], encoding: 'utf8', timeout: 60_000 });
-    fs.closeSync(out);
-    expect(r.status).toBe(1);
-    expect(r.stderr.trim().split('\n')).toHaveLength(1);
-    expect(r.stderr).toMatch(/standard output: .*no space left/);
-  });
+  // Rows 691 (generate_stdout_devfull) and 692 (profile_show_stdout_devfull) of the reliability review, and inspect.
+  const profile = path.join(repoRoot, 'results/profiles/stories260K__loglik.json');
+  const commands: [string, string[]][] = [
+    ['inspect', ['inspect', asset('models/stories260K')]],
+    ['generate', ['generate', '--model', asset('models/stories260K'), '--prompt', 'Once upon a time', '--max-tokens', '8', '--temperature', '0']],
+    ...(fs.existsSync(profile) ? [['profile show', ['profile', 'show', profile]] as [string, string[]]] : []),
+  ];
+  for (const [name, args] of commands) {
+    it(`${name} with stdout on a full device: one line, exit 1, no stack trace`, () => {
+      const out = fs.openSync('/dev/full', 'w');
+      const r = spawnSync(process.execPath, ['--import', 'tsx', cli, ...args],
+        { cwd: repoRoot, stdio: ['ignore', out, 'pipe'], encoding: 'utf8', timeout: 60_000 });
+      fs.closeSync(out);
+      expect(r.status).toBe(1);
+      expect(r.stderr.trim().split('\n')).toHaveLength(1);
+      expect(r.stderr).toMatch(/standard output: .*no space left/);
+    });
+  }
 });
