@@ -11,6 +11,9 @@ import type { QuantWeight, Weight } from '../weights.js';
 
 type ScanDType = QuantWeight['dtype'] | 'f32' | 'bf16';
 
+/** Milliseconds spent in assertFinite's scans since start (bench/scan-cost.ts reports it against the load). */
+export const scanClock = { ms: 0 };
+
 /** Index of the first NaN/Inf of the first `n` elements (see quant.ts firstNonFinite), native when available. */
 export function scanNonFinite(dtype: ScanDType, data: Float32Array | Uint8Array, n: number, useNative = true): number {
   const addon = useNative ? loadNativeAddon() : undefined;
@@ -31,7 +34,9 @@ export function assertFinite(file: string, name: string, w: Weight | Float32Arra
   const data = w instanceof Float32Array ? w : w.data;
   const n = w instanceof Float32Array ? w.length : w.rows * w.cols;
   const cols = w instanceof Float32Array ? 0 : w.cols;
+  const t0 = performance.now();
   const i = scanNonFinite(dtype, data, n);
+  scanClock.ms += performance.now() - t0;
   if (i < 0) return;
   const at = fileIndex(i);
   const where = cols > 0 ? `element ${at} (row ${Math.floor(at / cols)}, column ${at % cols})` : `element ${at}`;
