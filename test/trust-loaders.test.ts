@@ -383,7 +383,7 @@ describe('the CLI: exit 1 with one line naming the file', () => {
 });
 
 describe('the NaN/Inf scan: native addon and TS fallback agree', () => {
-  const types = ['f32', 'f16', 'bf16', ...Object.keys(BLOCK_SCALE_OFFSETS)] as const;
+  const types = ['f32', 'f16', 'bf16', ...(Object.keys(BLOCK_SCALE_OFFSETS) as (keyof typeof BLOCK_SCALE_OFFSETS)[])] as const;
   it('a built addon exports the scan (else the comparison below would be TS against TS)', () => {
     const addon = loadNativeAddon();
     if (fs.existsSync(NATIVE_ADDON_PATH)) expect(typeof addon?.firstNonFinite).toBe('function');
