@@ -1611,8 +1611,11 @@ static int64_t scan_range(const void *data, int dt, int64_t n) {
 }
 
 /* Big tensors are scanned on the pool in chunks (the scan is memory-bound; one core reads ~15 GB/s); each thread
- * keeps the smallest bad index found, and chunks past it are skipped, so the result is the serial one. */
+ * keeps the smallest bad index found, and chunks past it are skipped, so the result is the serial one. Only above
+ * SCAN_PAR_MIN elements: between the reads of a load the helpers fall asleep, and waking them cost more than they
+ * saved on a 4M-element F16 matrix (measured with bench/scan-cost.ts), while a 44M-element embedding gains. */
 #define SCAN_PAR_CHUNK (1 << 20) /* elements: a multiple of every block size */
+#define SCAN_PAR_MIN (1 << 24)
 
 typedef struct {
   const uint8_t *p;
@@ -1650,7 +1653,7 @@ int64_t cokv_first_nonfinite(const void *data, int dt, int64_t n) {
   else return -2;
   int nthreads = cokv_threads();
   if (n < 0 || n % (int64_t)ue != 0) return -2;
-  if (n <= 2 * SCAN_PAR_CHUNK || nthreads <= 1) return scan_range(data, dt, n);
+  if (n < SCAN_PAR_MIN || nthreads <= 1) return scan_range(data, dt, n);
   scan_t s;
   s.p = (const uint8_t *)data, s.dt = dt, s.n = n, s.chunks = (n + SCAN_PAR_CHUNK - 1) / SCAN_PAR_CHUNK;
   s.unit_bytes = ub, s.unit_elems = ue;

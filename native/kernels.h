@@ -53,7 +53,7 @@ void cokv_rmsnorm(float *out, const float *x, const float *w, int rows, int dim,
  * are judged by their f16 scale fields: the integer quants are always finite and every value of a block is a
  * product or sum of its scales, so a block dequantizes to a non-finite value exactly when one of its scales is
  * non-finite; the index returned is then the block's first element. Reads n's worth of bytes, no more; arrays of
- * more than 2^21 elements are split across the thread pool (same result).
+ * 2^24 elements and more are split across the thread pool (same result).
  */
 int64_t cokv_first_nonfinite(const void *data, int dt, int64_t n);
 
