@@ -92,9 +92,14 @@ describe('GGUF metadata consistency (rows 178-179, 210-211, 235, 239, 258-261)',
     expectCokvError(() => openGguf(f), f, 'block_count is 1', 'blk.1');
   });
 
-  it.each(['bos', 'unknown', 'eos', 'padding'])('refuses an out-of-range %s token id (meta_bos_oob, meta_unk_oob)', (which) => {
+  it.each(['bos', 'unknown', 'eos'])('refuses an out-of-range %s token id (meta_bos_oob, meta_unk_oob)', (which) => {
     const f = edited(Q8, (d) => { kv(d, `tokenizer.ggml.${which}_token_id`).raw = raw.u32(99999); });
     expectCokvError(() => openGguf(f), f, `tokenizer.ggml.${which}_token_id = 99999`, '2048 tokens');
+  });
+
+  it('accepts an out-of-range padding id, which cokv never uses (converters write vocab size or -1 for none)', () => {
+    const f = edited(Q8, (d) => { kv(d, 'tokenizer.ggml.padding_token_id').raw = raw.u32(2048); });
+    expect(openGguf(f).config.vocabSize).toBe(2048);
   });
 
   it.each([1000, 3048])('refuses %i tokenizer tokens for a 2048-row embedding (vocab_tokens_*)', (count) => {

@@ -618,7 +618,10 @@ export function openGguf(path: string): ModelSource {
  */
 function checkSpecialIds(h: GgufHeader, nTokens: number): void {
   for (const [key, v] of h.metadata) {
-    if (!/^tokenizer\.ggml\.[a-z_]+_token_id$/.test(key)) continue;
+    // The ids cokv acts on (BOS added, EOS/EOT/EOM stop, UNK substituted) must be real tokens. Others (padding,
+    // sep, mask, fim_*) are unused here, and real converters write e.g. padding = vocab size or -1 for "none":
+    // like llama.cpp, they are not an error.
+    if (!/^tokenizer\.ggml\.(bos|eos|eot|eom|unknown)_token_id$/.test(key)) continue;
     if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v >= nTokens) {
       throw new CokvError(`${h.path}: metadata ${key} = ${typeof v === 'number' ? v : describe(v)} is not a token id (the vocabulary has ${nTokens} tokens)`, 'format');
     }
