@@ -16,6 +16,7 @@ import { registerExperiment } from './experiment.js';
 import { registerHeadScores } from './head-scores.js';
 import { registerReport } from './report.js';
 import { registerGenRetrieval } from './gen-retrieval.js';
+import { registerServe } from './serve.js';
 
 let outputGuarded = false;
 
@@ -90,6 +91,7 @@ export async function main(argv: string[]): Promise<number> {
   registerHeadScores(program, run);
   registerReport(program, run);
   registerGenRetrieval(program, run);
+  registerServe(program, run);
   const override = (cmd: Command): void => { cmd.exitOverride(); cmd.commands.forEach(override); };
   program.commands.forEach(override);
   try {

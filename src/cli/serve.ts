@@ -1,0 +1,73 @@
+/** `cokv serve`: the OpenAI-compatible HTTP server (src/server) on one model, until SIGINT or SIGTERM. */
+import path from 'node:path';
+import type { Command } from 'commander';
+import { CokvError, sanitize, systemErrorLine } from '../errors.js';
+import { loadModel } from '../engine.js';
+import { createCokvServer } from '../server/server.js';
+import { KV_DTYPE_HELP, kvDtypeFlag, numberFlag } from './util.js';
+import { addPressFlags, pressFromFlags, pressOptionsFromFlags, type PressFlags } from './press-flags.js';
+
+interface ServeFlags extends PressFlags {
+  model: string;
+  modelName?: string;
+  port: string;
+  host: string;
+  apiKey?: string;
+  queue: string;
+  maxBody: string;
+  kvDtype?: string;
+}
+
+export function registerServe(program: Command, run: (fn: () => Promise<void>) => Promise<void>): void {
+  const cmd = program
+    .command('serve')
+    .description('serve the model over an OpenAI-compatible HTTP API (/v1/models, /v1/completions, /v1/chat/completions)')
+    .requiredOption('--model <path>', 'GGUF file, Hugging Face folder, or llama2.c checkpoint')
+    .option('--model-name <id>', 'the model id clients send and /v1/models lists (default: the file or folder name)')
+    .option('--port <n>', 'TCP port (0 = pick a free one)', '8080')
+    .option('--host <addr>', 'address to bind (the default serves this machine only)', '127.0.0.1')
+    .option('--api-key <key>', 'require "Authorization: Bearer <key>" (default: $COKV_API_KEY, else no key)')
+    .option('--queue <n>', 'requests that may wait behind the running one; more are answered 429', '16')
+    .option('--max-body <bytes>', 'largest request body accepted', String(8 << 20))
+    .option('--kv-dtype <t>', `${KV_DTYPE_HELP} (default for requests)`, 'f32');
+  addPressFlags(cmd).action((flags: ServeFlags) => run(() => serveCommand(flags)));
+}
+
+async function serveCommand(f: ServeFlags): Promise<void> {
+  const port = numberFlag('--port', f.port, { integer: true, min: 0, max: 65535 })!;
+  const queue = numberFlag('--queue', f.queue, { integer: true, min: 0 })!;
+  const maxBody = numberFlag('--max-body', f.maxBody, { integer: true, min: 1 })!;
+  const kvDtype = kvDtypeFlag(f.kvDtype);
+  // An environment variable keeps the key out of `ps` listings.
+  const apiKey = f.apiKey ?? (process.env.COKV_API_KEY || undefined);
+  if (apiKey !== undefined && apiKey.trim() === '') throw new CokvError('--api-key: the key is empty', 'flag');
+  const model = await loadModel(f.model);
+  // Build the default press once now so a bad --press/--budget/--profile stops the server before it listens.
+  pressFromFlags(f, model.config);
+  const modelId = f.modelName ?? path.basename(path.resolve(f.model));
+  const log = (line: string): void => { process.stderr.write(`cokv: ${line}\n`); };
+  const { server, close } = createCokvServer({
+    model, modelId, apiKey, queue, maxBody, kvDtype, log,
+    press: { name: f.press ?? 'full', options: pressOptionsFromFlags(f) },
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (e) => reject(new CokvError(`--host ${f.host} --port ${port}: cannot listen (${systemErrorLine(e) ?? sanitize(e.message)})`, 'flag')));
+    server.listen(port, f.host, () => resolve());
+  });
+  const addr = server.address();
+  const bound = typeof addr === 'object' && addr ? addr.port : port;
+  const host = f.host.includes(':') ? `[${f.host}]` : f.host;
+  process.stdout.write(`cokv: serving ${modelId} at http://${host}:${bound}/v1\n`);
+  await new Promise<void>((resolve) => {
+    const stop = (sig: string): void => {
+      process.off('SIGINT', onInt);
+      process.off('SIGTERM', onTerm);
+      log(`${sig}: stopping (queued and running requests are cancelled)`);
+      void close().then(resolve);
+    };
+    const onInt = (): void => stop('SIGINT');
+    const onTerm = (): void => stop('SIGTERM');
+    process.on('SIGINT', onInt);
+    process.on('SIGTERM', onTerm);
+  });
+}

@@ -1,0 +1,408 @@
+/**
+ * An OpenAI-compatible HTTP server over one loaded model (`cokv serve`): GET /v1/models, POST /v1/completions and
+ * POST /v1/chat/completions, streaming as server-sent events. Requests run one at a time (one model, one cache)
+ * through a bounded queue; a client that disconnects cancels its queued or running request. Every failure is
+ * answered as OpenAI-style JSON; nothing a client sends can crash the process or leave a socket hanging.
+ */
+import crypto from 'node:crypto';
+import http from 'node:http';
+import type { CokvModel, GenerateOptions, Generation, GenerationStats } from '../engine.js';
+import { KV_DTYPES, type KvDType } from '../cache/ragged.js';
+import { CokvError, sanitize } from '../errors.js';
+import type { PressOptions } from '../press/options.js';
+import { createPress } from '../press/registry.js';
+import { ApiError, parseRequest, type ParsedRequest } from './protocol.js';
+import { JobQueue } from './queue.js';
+
+export interface ServerOptions {
+  model: CokvModel;
+  /** The id clients send as `model` and see in /v1/models. */
+  modelId: string;
+  /** Require `Authorization: Bearer <apiKey>` on every request. */
+  apiKey?: string;
+  /** Requests that may wait behind the running one (default 16); more get 429. */
+  queue?: number;
+  /** Largest request body in bytes (default 8 MiB). */
+  maxBody?: number;
+  /** Press used when a request's `cokv` field names none (default: full cache). */
+  press?: { name: string; options: PressOptions };
+  kvDtype?: KvDType;
+  /** One line per request and event (default: none). */
+  log?: (line: string) => void;
+}
+
+export interface CokvServer {
+  server: http.Server;
+  /** Stop accepting, cancel queued and running requests, close every connection. */
+  close(): Promise<void>;
+}
+
+/** Chat replies without max_tokens stop here (or at the context): the cache is preallocated for them. */
+const DEFAULT_CHAT_MAX_TOKENS = 1024;
+/** OpenAI's default for /v1/completions. */
+const DEFAULT_COMPLETION_MAX_TOKENS = 16;
+
+interface Prepared {
+  gen: Generation;
+  promptTokens: number;
+  maxTokens: number;
+  pressName: string;
+}
+
+/** What a request did, for its log line. */
+interface Outcome {
+  promptTokens?: number;
+  generated?: number;
+  finish?: string;
+  cancelled?: 'queued' | 'running';
+}
+
+export function createCokvServer(o: ServerOptions): CokvServer {
+  const queue = new JobQueue(o.queue ?? 16);
+  const maxBody = o.maxBody ?? 8 << 20;
+  const created = Math.floor(Date.now() / 1000);
+  const modelEntry = { id: o.modelId, object: 'model', created, owned_by: 'cokv' };
+  const keyHash = o.apiKey !== undefined ? sha256(o.apiKey) : undefined;
+  const log = o.log ?? (() => {});
+
+  const server = http.createServer((req, res) => {
+    handle(req, res).catch((e: unknown) => {
+      // handle() answers its own errors; this is the last guard so a bug costs one request, not the process.
+      log(`internal error: ${sanitize(e instanceof Error ? e.message : String(e))}`);
+      if (!res.headersSent) sendJson(res, 500, new ApiError(500, 'internal server error', 'server_error').body());
+      else res.destroy();
+    });
+  });
+
+  async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const t0 = performance.now();
+    const ac = new AbortController();
+    // 'close' also follows a complete response; only an unfinished one means the client went away.
+    res.on('close', () => { if (!res.writableFinished) ac.abort(); });
+    res.on('error', () => {});
+    const path = new URL(req.url ?? '/', 'http://localhost').pathname;
+    const outcome: Outcome = {};
+    try {
+      if (keyHash && !authorized(req, keyHash)) {
+        throw new ApiError(401, 'missing or incorrect API key (send Authorization: Bearer <key>)', 'invalid_request_error', null, 'invalid_api_key');
+      }
+      const route = routeOf(path);
+      if (!route) throw new ApiError(404, `unknown request URL: ${req.method} ${sanitize(path, 200)}`, 'invalid_request_error', null, 'unknown_url');
+      if (req.method !== route.method) {
+        res.setHeader('Allow', route.method);
+        throw new ApiError(405, `${req.method} is not allowed on ${path} (use ${route.method})`, 'invalid_request_error', null, 'method_not_allowed');
+      }
+      if (route.kind === 'models') {
+        sendJson(res, 200, { object: 'list', data: [modelEntry] });
+      } else if (route.kind === 'model') {
+        if (route.id !== o.modelId) throw new ApiError(404, `the model '${sanitize(route.id, 200)}' does not exist (this server serves '${o.modelId}')`, 'invalid_request_error', 'model', 'model_not_found');
+        sendJson(res, 200, modelEntry);
+      } else {
+        const body = await readBody(req, maxBody);
+        let json: unknown;
+        try {
+          json = JSON.parse(body.toString('utf8'));
+        } catch (e) {
+          throw new ApiError(400, `the request body is not valid JSON (${sanitize((e as Error).message, 200)})`, 'invalid_request_error', null, 'invalid_json');
+        }
+        const p = parseRequest(route.kind, json);
+        const prep = await prepare(p);
+        outcome.promptTokens = prep.promptTokens;
+        const turn = queue.acquire(ac.signal);
+        if (!turn) {
+          throw new ApiError(429, `the server is busy: ${queue.limit} requests are already waiting (--queue); retry later`, 'requests', null, 'queue_full');
+        }
+        let release: () => void;
+        try {
+          release = await turn;
+        } catch {
+          outcome.cancelled = 'queued';
+          return;
+        }
+        try {
+          if (ac.signal.aborted) outcome.cancelled = 'queued';
+          else await respond(p, prep, res, ac.signal, outcome);
+        } finally {
+          release();
+        }
+      }
+    } catch (e) {
+      const err = toApiError(e);
+      if (err.status >= 500) log(`internal error: ${sanitize(e instanceof Error ? e.stack ?? e.message : String(e))}`);
+      if (!res.headersSent && !ac.signal.aborted) {
+        // A body we stopped reading may still be arriving: close rather than parse the rest as the next request.
+        if (err.code === 'body_too_large') res.setHeader('Connection', 'close');
+        sendJson(res, err.status, err.body());
+      } else if (!res.writableEnded) {
+        res.end();
+      }
+    } finally {
+      const ms = (performance.now() - t0).toFixed(0);
+      const what = outcome.cancelled
+        ? `cancelled by the client ${outcome.cancelled === 'queued' ? 'while queued' : `after ${outcome.generated ?? 0} tokens`}`
+        : outcome.generated !== undefined ? `prompt ${outcome.promptTokens} + ${outcome.generated} tokens (${outcome.finish})` : '';
+      log(`${req.method} ${sanitize(path, 200)} ${res.headersSent ? res.statusCode : '-'}${what ? ` ${what}` : ''} ${ms} ms`);
+    }
+  }
+
+  /** Check and tokenize a request and build its generation (nothing runs until it is iterated). */
+  async function prepare(p: ParsedRequest): Promise<Prepared> {
+    const model = o.model;
+    if (p.model !== undefined && p.model !== o.modelId) {
+      throw new ApiError(404, `the model '${sanitize(p.model, 200)}' does not exist (this server serves '${o.modelId}')`, 'invalid_request_error', 'model', 'model_not_found');
+    }
+    let ids: number[];
+    if (p.kind === 'chat') {
+      if (!model.source.chatTemplate) {
+        throw new ApiError(400, `the model '${o.modelId}' has no chat template: use /v1/completions with a prompt, or serve a model that ships one`, 'invalid_request_error', 'messages', 'no_chat_template');
+      }
+      let text: string;
+      try {
+        text = await model.applyChatTemplate(p.messages!);
+      } catch (e) {
+        // Templates refuse some conversations (raise_exception: roles must alternate, …): the client's input.
+        throw new ApiError(400, `messages: the chat template refused them (${sanitize((e as Error).message, 500)})`, 'invalid_request_error', 'messages');
+      }
+      // Templates write BOS themselves (as CokvModel.chat encodes them).
+      ids = promptIds(text, false, 'messages');
+    } else {
+      ids = promptIds(p.prompt!, undefined, 'prompt');
+    }
+    const ctx = model.config.contextLength;
+    const room = ctx - ids.length;
+    const maxTokens = p.maxTokens ?? Math.min(room, p.kind === 'chat' ? DEFAULT_CHAT_MAX_TOKENS : DEFAULT_COMPLETION_MAX_TOKENS);
+    if (maxTokens > room) {
+      throw new ApiError(400, `max_tokens: the model's context is ${ctx} tokens; the prompt holds ${ids.length}, so at most ${room} more fit (asked for ${maxTokens})`, 'invalid_request_error', 'max_tokens', 'context_length_exceeded');
+    }
+    const c = p.cokv;
+    const kvDtype = c.kvDtype ?? o.kvDtype ?? 'f32';
+    if (!(KV_DTYPES as readonly string[]).includes(kvDtype)) throw new ApiError(400, `cokv.kv_dtype: '${sanitize(kvDtype, 50)}' must be one of ${KV_DTYPES.join(', ')}`, 'invalid_request_error', 'cokv.kv_dtype');
+    const base = o.press ?? { name: 'full', options: {} };
+    const options: PressOptions = { ...base.options };
+    // budget and ratio are alternatives: a request giving either replaces the server's.
+    if (c.budget !== undefined || c.ratio !== undefined) {
+      options.budget = c.budget;
+      options.ratio = c.ratio;
+    }
+    if (c.window !== undefined) options.window = c.window;
+    if (c.profile !== undefined) options.profile = c.profile;
+    if (c.alpha !== undefined) options.alpha = c.alpha;
+    if (c.sink !== undefined) options.sink = c.sink;
+    if (c.kernel !== undefined) options.kernel = c.kernel;
+    if (c.pool !== undefined) options.pool = c.pool as PressOptions['pool'];
+    if (c.headScores !== undefined) options.headScores = c.headScores;
+    const pressName = c.press ?? base.name;
+    const opts: GenerateOptions = {
+      maxTokens,
+      // OpenAI's defaults: temperature 1, and without a seed every request draws differently.
+      temperature: p.temperature ?? 1,
+      topP: p.topP,
+      topK: p.topK,
+      minP: p.minP,
+      repetitionPenalty: p.repetitionPenalty,
+      seed: p.seed ?? crypto.randomInt(2 ** 31),
+      stop: p.stop,
+      kvDtype: kvDtype as KvDType,
+    };
+    try {
+      opts.press = createPress(pressName, options, model.config);
+      return { gen: model.generate(ids, opts), promptTokens: ids.length, maxTokens, pressName };
+    } catch (e) {
+      if (e instanceof CokvError) throw asFieldError(e);
+      throw e;
+    }
+  }
+
+  function promptIds(prompt: string | number[], addSpecial: boolean | undefined, param: string): number[] {
+    try {
+      return o.model.promptIds(prompt, addSpecial);
+    } catch (e) {
+      if (!(e instanceof CokvError)) throw e;
+      const msg = e.message.replace(/^prompt: /, '');
+      throw new ApiError(400, `${param}: ${msg}`, 'invalid_request_error', param, /context/.test(msg) ? 'context_length_exceeded' : null);
+    }
+  }
+
+  /** Run the generation (our turn in the queue) and answer, streaming or in one piece. */
+  async function respond(p: ParsedRequest, prep: Prepared, res: http.ServerResponse, signal: AbortSignal, outcome: Outcome): Promise<void> {
+    const chat = p.kind === 'chat';
+    const id = `${chat ? 'chatcmpl' : 'cmpl'}-${crypto.randomUUID()}`;
+    const object = chat ? (p.stream ? 'chat.completion.chunk' : 'chat.completion') : 'text_completion';
+    const base = { id, object, created: Math.floor(Date.now() / 1000), model: o.modelId, system_fingerprint: null };
+    const usageOf = (n: number): { prompt_tokens: number; completion_tokens: number; total_tokens: number } =>
+      ({ prompt_tokens: prep.promptTokens, completion_tokens: n, total_tokens: prep.promptTokens + n });
+    const gen = prep.gen;
+    outcome.generated = 0;
+    if (!p.stream) {
+      for await (const _ of gen) {
+        outcome.generated = gen.tokens.length;
+        if (signal.aborted) break;
+      }
+      if (signal.aborted) {
+        outcome.cancelled = 'running';
+        return;
+      }
+      const s = gen.stats!;
+      outcome.finish = finishReason(s);
+      const choice = chat
+        ? { index: 0, message: { role: 'assistant', content: gen.text, refusal: null }, logprobs: null, finish_reason: outcome.finish }
+        : { index: 0, text: gen.text, logprobs: null, finish_reason: outcome.finish };
+      sendJson(res, 200, { ...base, choices: [choice], usage: usageOf(s.generatedTokens), cokv: statsOf(s, prep.pressName) });
+      return;
+    }
+    res.writeHead(200, { 'Content-Type': 'text/event-stream; charset=utf-8', 'Cache-Control': 'no-cache', Connection: 'keep-alive', 'X-Accel-Buffering': 'no' });
+    const usage = p.includeUsage ? { usage: null } : {};
+    const event = (choice: Record<string, unknown>, extra: Record<string, unknown> = {}): Promise<void> =>
+      write(res, `data: ${JSON.stringify({ ...base, choices: [choice], ...usage, ...extra })}\n\n`);
+    const piece = (text: string, finish: string | null): Record<string, unknown> => chat
+      ? { index: 0, delta: finish ? {} : { content: text }, logprobs: null, finish_reason: finish }
+      : { index: 0, text, logprobs: null, finish_reason: finish };
+    try {
+      if (chat) await event({ index: 0, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null });
+      for await (const chunk of gen) {
+        outcome.generated = gen.tokens.length;
+        if (signal.aborted) break;
+        if (chunk.text) await event(piece(chunk.text, null));
+      }
+    } catch (e) {
+      // Headers are out: the error goes as an SSE event, which the OpenAI clients raise as an APIError.
+      log(`internal error: ${sanitize(e instanceof Error ? e.stack ?? e.message : String(e))}`);
+      if (!signal.aborted) await write(res, `data: ${JSON.stringify(new ApiError(500, 'internal server error during generation', 'server_error').body())}\n\n`);
+      res.end();
+      return;
+    }
+    if (signal.aborted) {
+      outcome.cancelled = 'running';
+      return;
+    }
+    const s = gen.stats!;
+    outcome.finish = finishReason(s);
+    await event(piece('', outcome.finish), { cokv: statsOf(s, prep.pressName) });
+    if (p.includeUsage) await write(res, `data: ${JSON.stringify({ ...base, choices: [], usage: usageOf(s.generatedTokens) })}\n\n`);
+    res.end('data: [DONE]\n\n');
+  }
+
+  function authorized(req: http.IncomingMessage, want: Buffer): boolean {
+    const m = /^Bearer\s+(\S.*)$/i.exec(req.headers.authorization ?? '');
+    // Hashes compare in constant time whatever the key's length.
+    return m !== null && crypto.timingSafeEqual(sha256(m[1].trim()), want);
+  }
+
+  return {
+    server,
+    close: () => new Promise<void>((resolve) => {
+      server.close(() => resolve());
+      // Destroyed sockets close their responses, which aborts their queued or running requests.
+      server.closeAllConnections();
+    }),
+  };
+}
+
+type Route = { kind: 'models'; method: 'GET' } | { kind: 'model'; method: 'GET'; id: string } | { kind: 'completion' | 'chat'; method: 'POST' };
+
+function routeOf(path: string): Route | undefined {
+  if (path === '/v1/models') return { kind: 'models', method: 'GET' };
+  if (path.startsWith('/v1/models/')) return { kind: 'model', method: 'GET', id: decodeURIComponentSafe(path.slice('/v1/models/'.length)) };
+  if (path === '/v1/completions') return { kind: 'completion', method: 'POST' };
+  if (path === '/v1/chat/completions') return { kind: 'chat', method: 'POST' };
+  return undefined;
+}
+
+function decodeURIComponentSafe(s: string): string {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return s;
+  }
+}
+
+function finishReason(s: GenerationStats): string {
+  return s.stopReason === 'length' ? 'length' : 'stop';
+}
+
+function statsOf(s: GenerationStats, press: string): Record<string, unknown> {
+  return {
+    press,
+    prefill_ms: s.prefillMs,
+    decode_tokens_per_second: s.decodeTokensPerSecond,
+    prompt_kv_bytes: s.promptKvBytes,
+    prompt_full_kv_bytes: s.promptFullKvBytes,
+    kv_bytes: s.kvBytes,
+  };
+}
+
+function sha256(s: string): Buffer {
+  return crypto.createHash('sha256').update(s).digest();
+}
+
+/** Library errors name CLI flags (`--budget: …`); a request sets them as `cokv.budget`. */
+function asFieldError(e: CokvError): ApiError {
+  const field = (flag: string): string => `cokv.${flag.replace(/-/g, '_')}`;
+  const msg = e.message.replace(/--([a-z][a-z-]*)/g, (_, f: string) => field(f));
+  const first = /--([a-z][a-z-]*)/.exec(e.message);
+  const param = first ? (['max-tokens', 'temperature', 'seed', 'stop'].includes(first[1]) ? first[1].replace(/-/g, '_') : field(first[1])) : null;
+  return new ApiError(400, msg, 'invalid_request_error', param);
+}
+
+function toApiError(e: unknown): ApiError {
+  if (e instanceof ApiError) return e;
+  if (e instanceof CokvError) return new ApiError(400, e.message, 'invalid_request_error');
+  return new ApiError(500, 'internal server error', 'server_error');
+}
+
+function sendJson(res: http.ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'Content-Type': 'application/json; charset=utf-8', 'Content-Length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+/** Write, waiting for the socket to drain when its buffer is full (a slow reader must not grow our memory). */
+function write(res: http.ServerResponse, data: string): Promise<void> {
+  if (res.destroyed || res.write(data)) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = (): void => {
+      res.off('drain', done);
+      res.off('close', done);
+      resolve();
+    };
+    res.on('drain', done);
+    res.on('close', done);
+  });
+}
+
+/**
+ * The request body, at most `max` bytes. A larger one is read to its end and dropped (up to a cap) so the 400 can
+ * be delivered instead of a connection reset; past the cap the connection is cut.
+ */
+function readBody(req: http.IncomingMessage, max: number): Promise<Buffer> {
+  const cap = Math.max(64 << 20, 4 * max);
+  const tooBig = (): ApiError => new ApiError(400, `the request body is larger than the server's limit of ${max} bytes (--max-body)`, 'invalid_request_error', null, 'body_too_large');
+  return new Promise((resolve, reject) => {
+    const declared = Number(req.headers['content-length']);
+    if (declared > cap) {
+      reject(tooBig());
+      return;
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let ended = false;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size <= max) chunks.push(c);
+      else {
+        chunks.length = 0;
+        if (size > cap) {
+          req.destroy();
+          reject(tooBig());
+        }
+      }
+    });
+    req.on('end', () => {
+      ended = true;
+      if (size > max) reject(tooBig());
+      else resolve(Buffer.concat(chunks, size));
+    });
+    req.on('error', () => reject(new ApiError(400, 'the request body was cut off', 'invalid_request_error')));
+    req.on('close', () => { if (!ended) reject(new ApiError(400, 'the request body was cut off', 'invalid_request_error')); });
+  });
+}
