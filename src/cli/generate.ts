@@ -21,6 +21,7 @@ interface GenerateFlags extends PressFlags, BosFlags {
   seed?: string;
   stop: string[];
   json?: boolean;
+  jsonStream?: boolean;
   kvDtype?: string;
 }
 
@@ -42,7 +43,8 @@ export function registerGenerate(program: Command, run: (fn: () => Promise<void>
     .option('--seed <s>', 'sampling seed')
     .option('--stop <str>', 'stop string (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
     .option('--kv-dtype <t>', KV_DTYPE_HELP, 'f32')
-    .option('--json', 'print one JSON object (text, tokens, stats) instead of streaming');
+    .option('--json', 'print one JSON object (text, tokens, stats) instead of streaming')
+    .option('--json-stream', 'print one JSON line per chunk ({"token", "text"}), then the --json object as the last line');
   addBosFlags(cmd);
   addPressFlags(cmd).action((flags: GenerateFlags) => run(() => generateCommand(flags)));
 }
@@ -146,10 +148,12 @@ async function generateCommand(f: GenerateFlags): Promise<void> {
     throw e;
   }
   for await (const chunk of gen) {
-    if (!f.json && chunk.text) process.stdout.write(chunk.text);
+    // The engine's last chunk (token -1) carries only text held back for a pending stop string or UTF-8 sequence.
+    if (f.jsonStream) process.stdout.write(JSON.stringify(chunk.token >= 0 ? chunk : { text: chunk.text }) + '\n');
+    else if (!f.json && chunk.text) process.stdout.write(chunk.text);
   }
   const s = gen.stats!;
-  if (f.json) {
+  if (f.json || f.jsonStream) {
     process.stdout.write(JSON.stringify({ text: gen.text, tokens: gen.tokens, stats: s }) + '\n');
     return;
   }
