@@ -17,19 +17,15 @@ import { Transformer, type LayerPrefillContext } from './model/forward.js';
 import { openModel } from './model/load.js';
 import type { ModelSource } from './model/source.js';
 import type { Tokenizer } from './model/tokenizer/types.js';
-import { Sampler, type SamplingOptions } from './generate/sampling.js';
-import { TextStream } from './generate/text-stream.js';
+import { checkDecodeOptions, Generation, type DecodeOptions, type GenerationChunk } from './generate/generation.js';
+import { Sequence, type SequenceOptions } from './session/sequence.js';
 import type { Press } from './press/types.js';
-import { peakRssBytes } from './memory.js';
 import { bindModelSource } from './model/fingerprint.js';
 
-export interface GenerateOptions extends SamplingOptions {
-  /** Most tokens to generate (default 256). */
-  maxTokens?: number;
-  /** Stop when any of these strings appears in the output (not included in the text). */
-  stop?: string[];
-  /** Ids that end generation; default: the model's EOS ids. */
-  eosIds?: number[];
+export { Generation } from './generate/generation.js';
+export type { DecodeOptions, GenerationChunk, GenerationStats } from './generate/generation.js';
+
+export interface GenerateOptions extends DecodeOptions {
   /** Add the tokenizer's special tokens (BOS/EOS by the file's rule) when encoding a text prompt; default true. */
   addSpecial?: boolean;
   /** Add BOS (true) or leave it out (false) when encoding a text prompt, whatever the file's rule says. */
@@ -42,8 +38,6 @@ export interface GenerateOptions extends SamplingOptions {
    * whole prompt is compressed in one prefill (the CoKV paper's protocol).
    */
   compressPrefix?: number;
-  /** EOS cannot end generation before this many tokens (transformers' min_new_tokens). */
-  minTokens?: number;
   /**
    * KV storage: 'f32' (default), 'f16' (half the bytes) or 'q8' (int8 rows with one F32 scale per row: 2 × (headDim + 4)
    * bytes per entry and head instead of 8 × headDim).
@@ -69,67 +63,6 @@ export interface SharedPrefill {
   queries: Float32Array[];
   windowRows: number;
   prefillMs: number;
-}
-
-export interface GenerationChunk {
-  /** The token just generated. */
-  token: number;
-  /** New text that can be shown (may be empty while a UTF-8 sequence or stop string is pending). */
-  text: string;
-}
-
-export interface GenerationStats {
-  promptTokens: number;
-  generatedTokens: number;
-  prefillMs: number;
-  decodeMs: number;
-  /** Generated tokens after the first, per second of decode time. */
-  decodeTokensPerSecond: number;
-  /** K+V bytes held by the cache at the end (every layer; see RaggedKVCache.bytes). */
-  kvBytes: number;
-  /** K+V bytes an uncompressed cache would hold for the same tokens (see RaggedKVCache.fullBytes). */
-  kvFullBytes: number;
-  /** K+V bytes held right after the prompt's prefill (and compression). */
-  promptKvBytes: number;
-  /** K+V bytes a full cache holds for the prompt. */
-  promptFullKvBytes: number;
-  /**
-   * Like promptKvBytes / promptFullKvBytes but over the full-attention layers only, the ones a press budgets
-   * (sliding layers hold their window either way): kept fractions are promptBudgetedKvBytes / promptBudgetedFullKvBytes.
-   */
-  promptBudgetedKvBytes: number;
-  promptBudgetedFullKvBytes: number;
-  /** Process peak resident set size, bytes. */
-  peakRssBytes: number;
-  stopReason: 'eos' | 'stop' | 'length';
-}
-
-/** A running generation: iterate it for chunks; `stats`, `text` and `tokens` are complete after iteration. */
-export class Generation implements AsyncIterable<GenerationChunk> {
-  stats: GenerationStats | undefined;
-  text = '';
-  tokens: number[] = [];
-  private started = false;
-
-  constructor(private readonly run: (g: Generation) => Generator<GenerationChunk>) {}
-
-  async *[Symbol.asyncIterator](): AsyncIterator<GenerationChunk> {
-    if (this.started) throw new Error('a Generation can be iterated only once');
-    this.started = true;
-    for (const chunk of this.run(this)) {
-      yield chunk;
-      // Let other tasks (I/O, timers) run between tokens.
-      await new Promise<void>((r) => setImmediate(r));
-    }
-  }
-
-  /** Run to the end and return the whole text. */
-  async complete(): Promise<string> {
-    for await (const _ of this) {
-      // drain
-    }
-    return this.text;
-  }
 }
 
 export interface ChatMessage {
@@ -372,92 +305,49 @@ export class CokvModel {
     return ids;
   }
 
-  /** Generate from a text prompt or prompt ids. Validation errors are thrown here, before iteration. */
-  generate(prompt: string | readonly number[], opts: GenerateOptions = {}): Generation {
-    const ids = this.promptIds(prompt, opts.addSpecial, opts.addBos);
-    const maxTokens = opts.maxTokens ?? 256;
-    const ctx = this.config.contextLength;
-    if (!(Number.isSafeInteger(maxTokens) && maxTokens >= 0)) throw new CokvError(`maxTokens: ${maxTokens} is not a non-negative integer`, 'flag');
-    // The cache is preallocated for prompt + maxTokens: more than a whole context is refused rather than
-    // allocated (or run for hours), while a little past the trained context stays allowed (see below).
-    if (maxTokens > ctx) throw new CokvError(`maxTokens: ${maxTokens} is more than the model's context of ${ctx} tokens`, 'flag');
-    checkSampling(opts);
-    const eos = new Set(opts.eosIds ?? this.eosIds);
-    const sampler = new Sampler(opts);
-    // Like transformers, generation may run past the trained context (RoPE positions keep counting); only the
-    // prompt must fit. The retrieval model's 2048-token items need a few answer tokens beyond position 2048.
-    const room = maxTokens;
-    return new Generation((g) => this.run(g, ids, room, maxTokens, eos, sampler, opts));
+  /**
+   * An empty sequence (session) on this model: prefill, compress, fork, generate, save (see src/session/sequence.ts).
+   * Async so that a later version can place it on a worker without changing callers.
+   */
+  async createSequence(opts: SequenceOptions = {}): Promise<Sequence> {
+    return Sequence.create(this, opts);
   }
 
-  private *run(
-    g: Generation, ids: number[], room: number, maxTokens: number, eos: Set<number>, sampler: Sampler, opts: GenerateOptions,
-  ): Generator<GenerationChunk> {
+  /**
+   * Generate from a text prompt or prompt ids: a one-shot Sequence (prefill with `press`, or the context-only
+   * protocol with `compressPrefix`, or the given `prefilled` cache), then its decode loop. Validation errors are
+   * thrown here, before iteration.
+   */
+  generate(prompt: string | readonly number[], opts: GenerateOptions = {}): Generation {
+    const ids = this.promptIds(prompt, opts.addSpecial, opts.addBos);
+    // Like transformers, generation may run past the trained context (RoPE positions keep counting); only the
+    // prompt must fit. The retrieval model's 2048-token items need a few answer tokens beyond position 2048.
+    const maxTokens = checkDecodeOptions(opts, this.config.contextLength);
+    return new Generation((g) => this.run(g, ids, maxTokens, opts));
+  }
+
+  private async *run(g: Generation, ids: number[], room: number, opts: GenerateOptions): AsyncGenerator<GenerationChunk> {
     const t0 = performance.now();
     const k = opts.compressPrefix;
-    let logits: Float32Array;
-    let cache: RaggedKVCache;
-    let prefillMs: number | undefined;
-    if (opts.prefilled) {
-      ({ cache, logits } = opts.prefilled);
-      logits = logits.slice();
-      prefillMs = opts.prefilled.prefillMs;
-      if (cache.position !== ids.length) throw new Error(`prefilled cache holds ${cache.position} tokens, the prompt has ${ids.length}`);
-    } else if (k !== undefined && k > 0 && k < ids.length) {
-      cache = this.newCache(ids.length + room, opts.kvDtype);
-      this.prefill(ids.slice(0, k), cache, opts.press, room + ids.length - k);
-      logits = this.transformer.forward(ids.slice(k), cache, { logits: 'last' }).slice();
+    let seq: Sequence;
+    const p = opts.prefilled;
+    if (p) {
+      seq = Sequence.adopt(this, p.cache, ids, p.logits, p.prefillMs);
     } else {
-      cache = this.newCache(ids.length + room, opts.kvDtype);
-      logits = this.prefill(ids, cache, opts.press, room);
+      seq = Sequence.create(this, { kvDtype: opts.kvDtype, capacity: ids.length + room });
+      const signal = opts.signal;
+      if (k !== undefined && k > 0 && k < ids.length) {
+        await seq.prefill(ids.slice(0, k), { press: opts.press, reserve: room + ids.length - k, signal });
+        await seq.append(ids.slice(k), { signal });
+      } else {
+        await seq.prefill(ids, { press: opts.press, reserve: room, signal });
+      }
     }
-    const t1 = performance.now();
-    const promptKvBytes = cache.bytes();
-    const promptFullKvBytes = cache.fullBytes();
-    const promptBudgetedKvBytes = cache.budgetedBytes();
-    const promptBudgetedFullKvBytes = cache.budgetedFullBytes();
-    cache.reserveExtra(room);
-    const history = [...ids];
-    const stream = new TextStream(this.tokenizer, ids[ids.length - 1], opts.stop ?? []);
-    let stopReason: GenerationStats['stopReason'] = 'length';
-    let tFirst = t1;
-    const step = new Int32Array(1);
-    const minTokens = opts.minTokens ?? 0;
-    for (let n = 0; n < room; n++) {
-      if (n < minTokens) for (const id of eos) logits[id] = -Infinity;
-      const next = sampler.sample(logits, history);
-      if (eos.has(next)) { stopReason = 'eos'; break; }
-      history.push(next);
-      g.tokens.push(next);
-      const text = stream.push(next);
-      g.text += text;
-      if (n === 0) tFirst = performance.now();
-      yield { token: next, text };
-      if (stream.stopped) { stopReason = 'stop'; break; }
-      if (n + 1 === room) break;
-      step[0] = next;
-      logits = this.transformer.forward(step, cache, { logits: 'last' });
+    try {
+      yield* seq.decode(g, room, opts, p ? { prefillMs: p.prefillMs } : { start: t0 });
+    } finally {
+      seq.dispose();
     }
-    const tail = stream.flush();
-    g.text += tail;
-    const t2 = performance.now();
-    const decodeMs = t2 - tFirst;
-    g.stats = {
-      promptTokens: ids.length,
-      generatedTokens: g.tokens.length,
-      prefillMs: prefillMs ?? t1 - t0,
-      decodeMs,
-      decodeTokensPerSecond: g.tokens.length > 1 ? ((g.tokens.length - 1) * 1000) / decodeMs : 0,
-      kvBytes: cache.bytes(),
-      kvFullBytes: cache.fullBytes(),
-      promptKvBytes,
-      promptFullKvBytes,
-      promptBudgetedKvBytes,
-      promptBudgetedFullKvBytes,
-      peakRssBytes: peakRssBytes(),
-      stopReason,
-    };
-    if (tail) yield { token: -1, text: tail };
   }
 }
 
@@ -479,17 +369,6 @@ function pieceEnd(text: string, at: number): number {
   if (sp > at + PROMPT_PIECE_CHARS / 2) return sp;
   const c = text.charCodeAt(limit - 1);
   return c >= 0xd800 && c < 0xdc00 ? limit + 1 : limit;
-}
-
-/** Sampling options the sampler cannot use; each error names the option. */
-function checkSampling(o: GenerateOptions): void {
-  if (o.repetitionPenalty !== undefined && !(Number.isFinite(o.repetitionPenalty) && o.repetitionPenalty > 0)) {
-    throw new CokvError(`repetitionPenalty: ${o.repetitionPenalty} must be a number > 0 (1 = off)`, 'flag');
-  }
-  if (o.seed !== undefined && !Number.isSafeInteger(o.seed)) throw new CokvError(`seed: ${o.seed} must be a safe integer`, 'flag');
-  for (const s of o.stop ?? []) {
-    if (typeof s !== 'string' || s.length === 0) throw new CokvError('stop: stop strings must be non-empty', 'flag');
-  }
 }
 
 /** Load a model (GGUF file, Hugging Face folder, or llama2.c checkpoint) with its tokenizer. */

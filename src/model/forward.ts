@@ -281,19 +281,65 @@ export class Transformer {
     throw new Error('unreachable');
   }
 
+  /**
+   * `forward` that awaits `pause()` after every layer of every pass, so a long prefill leaves the event loop free
+   * (and `pause` may throw to cancel). The arithmetic is `forward`'s, so results are bit-identical. Nothing else
+   * may use this Transformer while it is paused (its workspace holds the pass's hidden states): callers serialize.
+   */
+  async forwardAsync(tokens: ArrayLike<number>, cache: RaggedKVCache, opts: ForwardOptions & { pause: () => Promise<void> }): Promise<Float32Array> {
+    const T = tokens.length;
+    const chunk = opts.chunkSize ?? (opts.onLayer ? 0 : DEFAULT_PREFILL_CHUNK);
+    if (!(Number.isInteger(chunk) && chunk >= 0)) throw new RangeError(`chunkSize ${chunk} must be a non-negative integer`);
+    const mode = opts.logits ?? 'last';
+    const pass = async (rows: ArrayLike<number>, o: ForwardOptions): Promise<Float32Array> => {
+      const steps = this.rowSteps(rows, cache, o);
+      for (let r = steps.next(); ; r = steps.next()) {
+        if (r.done) return r.value;
+        await opts.pause();
+      }
+    };
+    if (chunk === 0 || T <= chunk || mode === 'all') return pass(tokens, opts);
+    const n = Math.ceil(T / chunk);
+    let off = 0;
+    for (let i = 0; i < n; i++) {
+      const len = i === 0 ? T - (n - 1) * chunk : chunk;
+      const rows = Array.from({ length: len }, (_, j) => tokens[off + j]);
+      off += len;
+      if (i < n - 1) await pass(rows, { logits: 'none' });
+      else return pass(rows, { logits: mode, onLayer: opts.onLayer });
+    }
+    throw new Error('unreachable');
+  }
+
   /** One pass of `tokens` through the layer stack (see `forward`). */
   private forwardRows(tokens: ArrayLike<number>, cache: RaggedKVCache, opts: ForwardOptions): Float32Array {
+    const steps = this.rowSteps(tokens, cache, opts);
+    for (;;) {
+      const r = steps.next();
+      if (r.done) return r.value;
+    }
+  }
+
+  /** `forwardRows` one layer at a time: yields after each layer, returns the logits. */
+  private *rowSteps(tokens: ArrayLike<number>, cache: RaggedKVCache, opts: ForwardOptions): Generator<number, Float32Array> {
     const start = cache.position;
     const T = tokens.length;
     const attention = this.cacheAttention;
-    attention.cache = cache;
-    attention.start = start;
     const onLayer = opts.onLayer;
-    const logits = this.run(tokens, attention.positionOf, attention, opts.logits ?? 'last',
+    const steps = this.layerSteps(tokens, attention.positionOf, attention, opts.logits ?? 'last',
       onLayer ? (layer, q) => onLayer({ layer, queries: q, numTokens: T, startPosition: start, cache }) : undefined);
-    cache.position = start + T;
-    cache.trimSliding(this.config.layers);
-    return logits;
+    for (;;) {
+      // Set before every layer: another pass may have run on this Transformer while this one was paused.
+      attention.cache = cache;
+      attention.start = start;
+      const r = steps.next();
+      if (r.done) {
+        cache.position = start + T;
+        cache.trimSliding(this.config.layers);
+        return r.value;
+      }
+      yield r.value;
+    }
   }
 
   /**
@@ -304,6 +350,18 @@ export class Transformer {
     tokens: ArrayLike<number>, positionOf: (row: number) => number, attention: KvAttention,
     logits: 'last' | 'all' | 'none', onLayer?: (layer: number, queries: Float32Array) => void,
   ): Float32Array {
+    const steps = this.layerSteps(tokens, positionOf, attention, logits, onLayer);
+    for (;;) {
+      const r = steps.next();
+      if (r.done) return r.value;
+    }
+  }
+
+  /** `run` as a generator that yields each layer's index once the layer is done (the async prefill pauses there). */
+  private *layerSteps(
+    tokens: ArrayLike<number>, positionOf: (row: number) => number, attention: KvAttention,
+    logits: 'last' | 'all' | 'none', onLayer?: (layer: number, queries: Float32Array) => void,
+  ): Generator<number, Float32Array> {
     const c = this.config;
     const T = tokens.length;
     const H = c.hiddenSize, hd = c.headDim, nh = c.numHeads, nkv = c.numKvHeads;
@@ -360,6 +418,7 @@ export class Transformer {
       be.matmul(ws.proj, ws.gate, T, lw.wDown);
       if (lw.postFfnNorm) norm(ws.proj, ws.proj, lw.postFfnNorm, T, H, c.rmsNormEps);
       for (let i = 0; i < T * H; i++) ws.x[i] += ws.proj[i];
+      yield l;
     }
 
     if (logits === 'none') return this.noLogits;

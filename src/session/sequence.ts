@@ -1,0 +1,400 @@
+/**
+ * A sequence (session): one KV cache with its position, tokens and last logits, on a loaded model — what
+ * node-llama-cpp calls a context sequence. Prefill appends to what is cached, a press compresses it, `fork()`
+ * copies it (cheap: no re-prefill), `generate()` continues from it, `save()` / `Sequence.load()` keep it on disk.
+ *
+ * ```ts
+ * const doc = await model.createSequence();
+ * await doc.prefill(context);
+ * await doc.compress(press);
+ * for (const q of questions) {
+ *   const s = doc.fork();
+ *   await s.append(model.encode(q, false));
+ *   console.log(await s.generate({ maxTokens: 20 }).complete());
+ *   s.dispose();
+ * }
+ * ```
+ *
+ * Async calls leave the event loop free: prefill awaits a macrotask after every layer of every chunk, decode
+ * between tokens. Sequences of one model share its Transformer (one workspace), so their forward passes are
+ * serialized by a per-model lock; the synchronous CokvModel methods (prefill, scoreContinuation, …) do not take
+ * it and must not run while a sequence is prefilling.
+ */
+import { DEFAULT_PREFILL_CHUNK, type LayerPrefillContext, type Transformer } from '../model/forward.js';
+import type { RaggedKVCache, KvDType } from '../cache/ragged.js';
+import { CokvError } from '../errors.js';
+import { Sampler } from '../generate/sampling.js';
+import { TextStream } from '../generate/text-stream.js';
+import {
+  checkDecodeOptions, Generation, throwIfAborted, type DecodeOptions, type GenerationChunk, type GenerationStats,
+} from '../generate/generation.js';
+import { peakRssBytes } from '../memory.js';
+import type { Press } from '../press/types.js';
+import type { CokvModel } from '../engine.js';
+import { readSavedCache, writeSavedCache } from '../cache/save.js';
+
+export interface SequenceOptions {
+  /** KV storage: 'f32' (default), 'f16' or 'q8' (see RaggedKVCache). */
+  kvDtype?: KvDType;
+  /** Entries per head to preallocate (it grows as needed). */
+  capacity?: number;
+  /** Queries of the last this many prefilled tokens kept for a later `compress()` (default 64, as prefillShared). */
+  windowRows?: number;
+}
+
+export interface PrefillOptions {
+  /** Compress the cache with this press right after each layer's prefill (the prompt is prefilled in one pass). */
+  press?: Press;
+  /** Cancels the prefill between layers (CokvError kind 'aborted'; the sequence is then unusable). */
+  signal?: AbortSignal;
+  /** Spare slots per head a press keeps for tokens still to come (saves a reallocation; default 0). */
+  reserve?: number;
+  /** Text prompts: add the tokenizer's special tokens (default: only when the sequence is empty). */
+  addSpecial?: boolean;
+  /** Text prompts: add BOS (true) or not (false), whatever the file's rule says. */
+  addBos?: boolean;
+  /**
+   * Rows per pass without a press (default 512; 0 = one pass). With a press the prompt always goes in one pass,
+   * so `compress()` after a prefill of more than one chunk is equal up to float rounding, not bit-identical, to a
+   * press during prefill; pass 0 for bit-identity.
+   */
+  chunkSize?: number;
+}
+
+/** What a sequence holds now. */
+export interface SequenceStats {
+  /** Tokens seen (prefilled or generated, evicted or not). */
+  tokens: number;
+  /** Generated tokens not yet run through the model (the last one of a generation; fed by the next call). */
+  pendingTokens: number;
+  kvDtype: KvDType;
+  /** K+V bytes held (every layer). */
+  kvBytes: number;
+  /** K+V bytes an uncompressed cache would hold for the same tokens. */
+  kvFullBytes: number;
+  /** K+V bytes held by the full-attention layers (the ones presses budget). */
+  kvBudgetedBytes: number;
+  kvBudgetedFullBytes: number;
+  /** Bytes allocated by the cache (spare capacity, Q8 scales and position index included). */
+  allocatedBytes: number;
+  /** Milliseconds spent in this sequence's prefills (and fed pending tokens) so far. */
+  prefillMs: number;
+}
+
+/** One lock per Transformer: its workspace holds a paused pass's hidden states. */
+const locks = new WeakMap<Transformer, { tail: Promise<void> }>();
+
+async function exclusive<T>(tf: Transformer, fn: () => Promise<T> | T): Promise<T> {
+  let lock = locks.get(tf);
+  if (!lock) locks.set(tf, (lock = { tail: Promise.resolve() }));
+  const before = lock.tail;
+  let release!: () => void;
+  lock.tail = new Promise<void>((r) => { release = r; });
+  await before;
+  try {
+    return await fn();
+  } finally {
+    release();
+  }
+}
+
+const nextMacrotask = (): Promise<void> => new Promise<void>((r) => setImmediate(r));
+
+export class Sequence {
+  private cacheRef: RaggedKVCache | undefined;
+  private ids: number[];
+  /** Tokens at the end of `ids` accepted but not yet run through the model (a generation's last token). */
+  private pending: number[];
+  /** Logits after the last token run through the model (undefined while the sequence is empty). */
+  private lastLogits: Float32Array | undefined;
+  /** Window queries of the last plain prefill, per full-attention layer; dropped by anything that changes the cache. */
+  private queries: Float32Array[] | undefined;
+  private queryRows = 0;
+  private broken: string | undefined;
+  private totalPrefillMs = 0;
+  /** Prefill time not yet reported by a generation's stats. */
+  private unreportedPrefillMs = 0;
+
+  private constructor(
+    /** The model this sequence runs on. */
+    readonly model: CokvModel, cache: RaggedKVCache, ids: number[], pending: number[], logits: Float32Array | undefined,
+    private readonly windowRows: number,
+  ) {
+    this.cacheRef = cache;
+    this.ids = ids;
+    this.pending = pending;
+    this.lastLogits = logits;
+  }
+
+  /** An empty sequence (use `model.createSequence`). */
+  static create(model: CokvModel, opts: SequenceOptions = {}): Sequence {
+    const windowRows = opts.windowRows ?? 64;
+    if (!(Number.isSafeInteger(windowRows) && windowRows > 0)) throw new CokvError(`windowRows: ${windowRows} must be a positive integer`, 'flag');
+    const capacity = opts.capacity ?? 0;
+    if (!(Number.isSafeInteger(capacity) && capacity >= 0)) throw new CokvError(`capacity: ${capacity} must be a non-negative integer`, 'flag');
+    return new Sequence(model, model.newCache(capacity, opts.kvDtype ?? 'f32'), [], [], undefined, windowRows);
+  }
+
+  /**
+   * A sequence over an already prefilled cache of exactly `ids` whose last position gave `logits` (the engine's
+   * `prefilled` option); the sequence takes ownership of the cache.
+   */
+  static adopt(model: CokvModel, cache: RaggedKVCache, ids: readonly number[], logits: Float32Array, prefillMs = 0): Sequence {
+    if (cache.position !== ids.length) throw new Error(`prefilled cache holds ${cache.position} tokens, the prompt has ${ids.length}`);
+    const s = new Sequence(model, cache, [...ids], [], logits.slice(), 64);
+    s.totalPrefillMs = s.unreportedPrefillMs = prefillMs;
+    return s;
+  }
+
+  /** Load a sequence saved by `save()`; refuses another model, another `kvDtype` (when given), or a bad file. */
+  static async load(model: CokvModel, file: string, opts: { kvDtype?: KvDType } = {}): Promise<Sequence> {
+    const saved = await readSavedCache(model, file, opts.kvDtype);
+    return new Sequence(model, saved.cache, saved.tokens, saved.tokens.slice(saved.tokens.length - saved.pending), saved.logits, 64);
+  }
+
+  private get cache(): RaggedKVCache {
+    if (!this.cacheRef) throw new CokvError('sequence: it was disposed', 'state');
+    if (this.broken) throw new CokvError(`sequence: ${this.broken} left it incomplete (fork before an operation you may cancel)`, 'state');
+    return this.cacheRef;
+  }
+
+  /** Tokens seen so far (prefilled and generated, evicted ones included; their count is the next position). */
+  get tokens(): readonly number[] {
+    return this.ids;
+  }
+
+  /** Next sequence position (= tokens.length). */
+  get position(): number {
+    return this.ids.length;
+  }
+
+  get kvDtype(): KvDType {
+    return this.cache.dtype;
+  }
+
+  /** Logits predicting the token after the last one run through the model (a copy), or undefined when empty. */
+  get logits(): Float32Array | undefined {
+    return this.lastLogits?.slice();
+  }
+
+  /** Per (layer, KV head), the entries held. */
+  lengths(): number[][] {
+    return this.cache.lengths();
+  }
+
+  /** Original positions of the entries a head holds (a copy). */
+  headPositions(layer: number, kvHead: number): Int32Array {
+    const h = this.cache.head(layer, kvHead);
+    return h.positions.slice(0, h.length);
+  }
+
+  get stats(): SequenceStats {
+    const c = this.cache;
+    return {
+      tokens: this.ids.length, pendingTokens: this.pending.length, kvDtype: c.dtype,
+      kvBytes: c.bytes(), kvFullBytes: c.fullBytes(), kvBudgetedBytes: c.budgetedBytes(), kvBudgetedFullBytes: c.budgetedFullBytes(),
+      allocatedBytes: c.allocatedBytes(), prefillMs: this.totalPrefillMs,
+    };
+  }
+
+  /** Ids of a prompt appended to this sequence, checked to fit the model's context together with what is held. */
+  private inputIds(input: string | readonly number[], opts: PrefillOptions): number[] {
+    const first = this.ids.length === 0;
+    const ids = this.model.promptIds(input, opts.addSpecial ?? (first ? undefined : false), opts.addBos);
+    const ctx = this.model.config.contextLength;
+    if (this.ids.length + ids.length >= ctx) {
+      throw new CokvError(`prompt: ${ids.length} more tokens after ${this.ids.length} do not fit the model's context of ${ctx} tokens`, 'prompt');
+    }
+    return ids;
+  }
+
+  /**
+   * Run `input` (text or ids) through the model after what is cached. With `press`, the cache (everything held,
+   * not only the new tokens) is compressed after each layer's prefill, as CokvModel.prefill does; without one,
+   * the last `windowRows` queries are kept so that `compress()` can follow.
+   */
+  async prefill(input: string | readonly number[], opts: PrefillOptions = {}): Promise<void> {
+    const ids = this.inputIds(input, opts);
+    throwIfAborted(opts.signal, 'prefill');
+    await exclusive(this.model.transformer, () => this.run(ids, opts.press, opts));
+  }
+
+  /** `prefill` without compression (e.g. a question after a compressed context). */
+  async append(input: string | readonly number[], opts: Omit<PrefillOptions, 'press'> = {}): Promise<void> {
+    return this.prefill(input, { ...opts, press: undefined });
+  }
+
+  /** The forward pass over pending + `ids`; the caller holds the lock. */
+  private async run(ids: readonly number[], press: Press | undefined, opts: Omit<PrefillOptions, 'press'>): Promise<void> {
+    const cache = this.cache;
+    const t0 = performance.now();
+    const feed = [...this.pending, ...ids];
+    const reserve = opts.reserve ?? 0;
+    const layers = this.model.config.layers;
+    const qDim = this.model.config.numHeads * this.model.config.headDim;
+    const queries: Float32Array[] = [];
+    let rows = 0;
+    const keep = (ctx: LayerPrefillContext): void => {
+      rows = Math.min(this.windowRows, ctx.numTokens);
+      if (layers[ctx.layer].kind === 'full') queries[ctx.layer] = ctx.queries.slice((ctx.numTokens - rows) * qDim, ctx.numTokens * qDim);
+    };
+    const onLayer = press ? (ctx: LayerPrefillContext) => press.compressLayer(ctx, reserve) : keep;
+    const signal = opts.signal;
+    this.queries = undefined;
+    let logits: Float32Array;
+    try {
+      logits = await this.model.transformer.forwardAsync(feed, cache, {
+        logits: 'last', onLayer, chunkSize: press ? 0 : opts.chunkSize ?? DEFAULT_PREFILL_CHUNK,
+        pause: async () => {
+          throwIfAborted(signal, 'prefill');
+          await nextMacrotask();
+          throwIfAborted(signal, 'prefill');
+        },
+      });
+    } catch (e) {
+      // Some layers hold the new tokens and others do not: nothing can continue from this cache.
+      this.broken = signal?.aborted ? 'an aborted prefill' : 'a failed prefill';
+      throw e;
+    }
+    this.lastLogits = logits.slice();
+    this.ids.push(...ids);
+    this.pending = [];
+    if (!press) {
+      this.queries = queries;
+      this.queryRows = rows;
+    }
+    const ms = performance.now() - t0;
+    this.totalPrefillMs += ms;
+    this.unreportedPrefillMs += ms;
+  }
+
+  /**
+   * Compress the cache with `press`, using the queries kept by the last prefill (which must have been plain and
+   * the last thing done): the same cache as prefilling with `press` (see PrefillOptions.chunkSize).
+   */
+  async compress(press: Press, opts: { reserve?: number } = {}): Promise<void> {
+    const cache = this.cache;
+    if (!this.queries) {
+      throw new CokvError('compress: needs a plain prefill (no press) just before it: the window queries a press scores with are kept only until the cache changes', 'state');
+    }
+    const queries = this.queries;
+    await exclusive(this.model.transformer, () => {
+      for (const l of cache.budgetedLayers()) {
+        press.compressLayer({ layer: l, queries: queries[l], numTokens: this.queryRows, startPosition: cache.position - this.queryRows, cache }, opts.reserve ?? 0);
+      }
+    });
+    this.queries = undefined;
+  }
+
+  /**
+   * An independent copy (deep: the cache's K/V are copied, nothing is re-run) with room for `reserve` more entries
+   * per head. A fork of a plain prefill can still be compressed.
+   */
+  fork(opts: { reserve?: number } = {}): Sequence {
+    const s = new Sequence(this.model, this.cache.clone(opts.reserve ?? 0), [...this.ids], [...this.pending], this.lastLogits?.slice(), this.windowRows);
+    // Kept query arrays are never written, so forks may share them.
+    s.queries = this.queries?.slice();
+    s.queryRows = this.queryRows;
+    return s;
+  }
+
+  /**
+   * Generate from the sequence's state (an async iterator of chunks, like CokvModel.generate); the sequence is
+   * left extended by the generated tokens (EOS is not added). Options are checked here, before iteration.
+   */
+  generate(opts: DecodeOptions = {}): Generation {
+    const maxTokens = checkDecodeOptions(opts, this.model.config.contextLength);
+    if (this.ids.length === 0) throw new CokvError('generate: the sequence is empty (prefill a prompt first)', 'prompt');
+    void this.cache; // refuse a disposed or broken sequence now
+    return new Generation((g) => this.decode(g, maxTokens, opts));
+  }
+
+  /**
+   * The decode loop behind `generate` (and CokvModel.generate, which passes the time its prefill started and the
+   * prefill time to report).
+   */
+  async *decode(g: Generation, maxTokens: number, opts: DecodeOptions, timing: { start?: number; prefillMs?: number } = {}): AsyncGenerator<GenerationChunk> {
+    const t0 = timing.start ?? performance.now();
+    const signal = opts.signal;
+    throwIfAborted(signal, 'generate');
+    if (this.pending.length > 0) await exclusive(this.model.transformer, () => this.run([], undefined, { signal }));
+    const cache = this.cache;
+    const t1 = performance.now();
+    const promptTokens = this.ids.length;
+    const promptKvBytes = cache.bytes();
+    const promptFullKvBytes = cache.fullBytes();
+    const promptBudgetedKvBytes = cache.budgetedBytes();
+    const promptBudgetedFullKvBytes = cache.budgetedFullBytes();
+    const prefillMs = timing.prefillMs ?? (timing.start !== undefined ? t1 - t0 : this.unreportedPrefillMs);
+    this.unreportedPrefillMs = 0;
+    cache.reserveExtra(maxTokens);
+    const eos = new Set(opts.eosIds ?? this.model.eosIds);
+    const sampler = new Sampler(opts);
+    const stream = new TextStream(this.model.tokenizer, this.ids[this.ids.length - 1], opts.stop ?? []);
+    let stopReason: GenerationStats['stopReason'] = 'length';
+    let tFirst = t1;
+    const minTokens = opts.minTokens ?? 0;
+    for (let n = 0; n < maxTokens; n++) {
+      // The sampler writes into its logits (repetition penalty): it gets a copy, the sequence keeps the original.
+      const logits = this.lastLogits!.slice();
+      if (n < minTokens) for (const id of eos) logits[id] = -Infinity;
+      const next = sampler.sample(logits, this.ids);
+      if (eos.has(next)) { stopReason = 'eos'; break; }
+      this.ids.push(next);
+      this.pending.push(next);
+      this.queries = undefined;
+      g.tokens.push(next);
+      const text = stream.push(next);
+      g.text += text;
+      if (n === 0) tFirst = performance.now();
+      yield { token: next, text };
+      if (stream.stopped) { stopReason = 'stop'; break; }
+      if (n + 1 === maxTokens) break;
+      throwIfAborted(signal, 'generate');
+      // The token is fed now, under the lock, so other sequences' passes interleave between tokens.
+      await exclusive(this.model.transformer, () => this.step());
+    }
+    const tail = stream.flush();
+    g.text += tail;
+    const decodeMs = performance.now() - tFirst;
+    g.stats = {
+      promptTokens,
+      generatedTokens: g.tokens.length,
+      prefillMs,
+      decodeMs,
+      decodeTokensPerSecond: g.tokens.length > 1 ? ((g.tokens.length - 1) * 1000) / decodeMs : 0,
+      kvBytes: cache.bytes(),
+      kvFullBytes: cache.fullBytes(),
+      promptKvBytes,
+      promptFullKvBytes,
+      promptBudgetedKvBytes,
+      promptBudgetedFullKvBytes,
+      peakRssBytes: peakRssBytes(),
+      stopReason,
+    };
+    if (tail) yield { token: -1, text: tail };
+  }
+
+  /** Feed the pending tokens one decode step (synchronous: no pause inside). */
+  private step(): void {
+    const step = Int32Array.from(this.pending);
+    this.lastLogits = this.model.transformer.forward(step, this.cache, { logits: 'last' }).slice();
+    this.pending = [];
+  }
+
+  /**
+   * Write the sequence to `file` (atomically; see src/cache/save.ts for the format). A pending token is saved as
+   * pending, so a loaded sequence continues exactly where this one would.
+   */
+  async save(file: string): Promise<void> {
+    const cache = this.cache;
+    await exclusive(this.model.transformer, () => writeSavedCache(this.model, file, { cache, tokens: this.ids, pending: this.pending.length, logits: this.lastLogits }));
+  }
+
+  /** Release the cache; any later call on this sequence throws. */
+  dispose(): void {
+    this.cacheRef = undefined;
+    this.queries = undefined;
+    this.lastLogits = undefined;
+  }
+}
