@@ -1,7 +1,9 @@
 import fs from 'node:fs';
 import type { Command } from 'commander';
 import { CokvError, systemErrorLine } from '../errors.js';
-import { loadModel, type GenerateOptions, type Generation } from '../engine.js';
+import { loadModel, type CokvModel, type GenerateOptions, type Generation } from '../engine.js';
+import { Sequence } from '../session/sequence.js';
+import { checkDecodeOptions } from '../generate/generation.js';
 import { formatBytes, KV_DTYPE_HELP, kvDtypeFlag, numberFlag } from './util.js';
 import { addPressFlags, pressFromFlags, type PressFlags } from './press-flags.js';
 import { addBosFlags, bosOverride, type BosFlags } from './bos-flags.js';
@@ -23,6 +25,8 @@ interface GenerateFlags extends PressFlags, BosFlags {
   json?: boolean;
   jsonStream?: boolean;
   kvDtype?: string;
+  saveCache?: string;
+  loadCache?: string;
 }
 
 export function registerGenerate(program: Command, run: (fn: () => Promise<void>) => Promise<void>): void {
@@ -42,9 +46,11 @@ export function registerGenerate(program: Command, run: (fn: () => Promise<void>
     .option('--repetition-penalty <r>', 'penalise tokens already seen (1 = off)')
     .option('--seed <s>', 'sampling seed')
     .option('--stop <str>', 'stop string (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
-    .option('--kv-dtype <t>', KV_DTYPE_HELP, 'f32')
+    .option('--kv-dtype <t>', `${KV_DTYPE_HELP} (default f32; with --load-cache, the file's)`)
     .option('--json', 'print one JSON object (text, tokens, stats) instead of streaming')
-    .option('--json-stream', 'print one JSON line per chunk ({"token", "text"}), then the --json object as the last line');
+    .option('--json-stream', 'print one JSON line per chunk ({"token", "text"}), then the --json object as the last line')
+    .option('--save-cache <file>', 'after the prompt\'s prefill (and compression), save the cache to this file')
+    .option('--load-cache <file>', 'start from a cache saved by --save-cache: the prompt is appended to it (no press)');
   addBosFlags(cmd);
   addPressFlags(cmd).action((flags: GenerateFlags) => run(() => generateCommand(flags)));
 }
@@ -126,6 +132,7 @@ async function generateCommand(f: GenerateFlags): Promise<void> {
     stop: f.stop,
   };
   opts.kvDtype = kvDtypeFlag(f.kvDtype);
+  if (f.loadCache !== undefined && f.chat) throw new CokvError('--chat: not with --load-cache (the loaded cache already holds its context; the prompt is appended as plain text)', 'flag');
   const model = await loadModel(f.model);
   const ctx = model.config.contextLength;
   if ((opts.maxTokens ?? 256) > ctx) {
@@ -135,11 +142,18 @@ async function generateCommand(f: GenerateFlags): Promise<void> {
   if (prompt.length === 0) throw new CokvError(`--prompt-file: the prompt is empty (${f.promptFile})`, 'prompt');
   opts.addBos = bosOverride(f, model.tokenizer, f.model);
   opts.press = pressFromFlags(f, model.config);
+  if (f.loadCache !== undefined && opts.press) {
+    throw new CokvError('--press: not with --load-cache (the cache was compressed before it was saved; the prompt is appended uncompressed)', 'flag');
+  }
   let gen: Generation;
   try {
-    gen = f.chat
-      ? await model.chat([...(f.system ? [{ role: 'system', content: f.system }] : []), { role: 'user', content: prompt }], opts)
-      : model.generate(prompt, opts);
+    if (f.saveCache !== undefined || f.loadCache !== undefined) {
+      gen = await sequenceGeneration(model, f, prompt, opts);
+    } else {
+      gen = f.chat
+        ? await model.chat([...(f.system ? [{ role: 'system', content: f.system }] : []), { role: 'user', content: prompt }], opts)
+        : model.generate(prompt, opts);
+    }
   } catch (e) {
     // The engine names its argument ("prompt: …"); on the command line that is the flag (and file) it came from.
     if (e instanceof CokvError && e.kind === 'prompt' && e.message.startsWith('prompt: ')) {
@@ -163,4 +177,25 @@ async function generateCommand(f: GenerateFlags): Promise<void> {
       `decode ${s.decodeTokensPerSecond.toFixed(1)} tok/s | KV ${formatBytes(s.kvBytes)} held vs ${formatBytes(s.kvFullBytes)} full (${((100 * s.kvBytes) / Math.max(1, s.kvFullBytes)).toFixed(1)}%) | ` +
       `peak RSS ${formatBytes(s.peakRssBytes)}\n`,
   );
+}
+
+/**
+ * --save-cache / --load-cache: the run goes through a Sequence, so the cache can be written after the prompt's
+ * prefill and compression, or the prompt appended to a loaded one.
+ */
+async function sequenceGeneration(model: CokvModel, f: GenerateFlags, prompt: string, opts: GenerateOptions): Promise<Generation> {
+  let text = prompt;
+  let addSpecial = opts.addSpecial;
+  if (f.chat) {
+    text = await model.applyChatTemplate([...(f.system ? [{ role: 'system', content: f.system }] : []), { role: 'user', content: prompt }]);
+    addSpecial = false; // the template writes BOS itself
+  }
+  // Refuse bad sampling options before loading or prefilling anything.
+  const maxTokens = checkDecodeOptions(opts, model.config.contextLength);
+  const seq = f.loadCache !== undefined
+    ? await Sequence.load(model, f.loadCache, { kvDtype: f.kvDtype !== undefined ? opts.kvDtype : undefined })
+    : await model.createSequence({ kvDtype: opts.kvDtype });
+  await seq.prefill(text, { press: opts.press, reserve: maxTokens, addSpecial, addBos: opts.addBos });
+  if (f.saveCache !== undefined) await seq.save(f.saveCache);
+  return seq.generate(opts);
 }
