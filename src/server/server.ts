@@ -108,10 +108,12 @@ export function createCokvServer(o: ServerOptions): CokvServer {
         const p = parseRequest(route.kind, json);
         const prep = await prepare(p);
         outcome.promptTokens = prep.promptTokens;
+        const busy = queue.running;
         const turn = queue.acquire(ac.signal);
         if (!turn) {
           throw new ApiError(429, `the server is busy: ${queue.limit} requests are already waiting (--queue); retry later`, 'requests', null, 'queue_full');
         }
+        if (busy) log(`${req.method} ${path} waiting (${queue.length} in the queue)`);
         let release: () => void;
         try {
           release = await turn;
