@@ -194,7 +194,7 @@ describe.skipIf(!haveAssets)('cokv serve', () => {
     const body = JSON.stringify({ prompt: 'Once upon a time', max_tokens: 400, temperature: 0 });
     const rs = await Promise.all(Array.from({ length: 12 }, () => post(`${S.url}/completions`, body)));
     const statuses = rs.map((r) => r.status);
-    const bodies = await Promise.all(rs.map((r) => r.json()));
+    const bodies = await Promise.all(rs.map((r) => r.json() as Promise<{ usage: { completion_tokens: number } }>));
     expect(statuses.filter((x) => x === 200).length).toBeGreaterThanOrEqual(9);
     expect(statuses.filter((x) => x === 429).length).toBeGreaterThanOrEqual(1);
     expect(statuses.every((x) => x === 200 || x === 429)).toBe(true);
