@@ -21,6 +21,7 @@ describe('messages', () => {
     const f = path.join(tmp, 'esc.gguf');
     writeGguf(f, { metadata: { 'general.architecture': gv.str('x\u001b[2J\u001b]0;owned\u0007\nsecond line') }, tensors: [] });
     const err = expectCokvError(() => openGguf(f), f, 'x\\x1b[2J');
+    // eslint-disable-next-line no-control-regex
     expect(err.message).not.toMatch(/[\u0000-\u001f\u007f-\u009f]/);
     expect(sanitize('a\tb')).toBe('a\\x09b');
     expect(new CokvError('x'.repeat(5000)).message.length).toBeLessThan(2100);
