@@ -1,6 +1,10 @@
 /** cokv: Llama-family inference in TypeScript with a ragged per-head KV cache. */
 export { loadModel, CokvModel, Generation } from './engine.js';
-export type { GenerateOptions, GenerationChunk, GenerationStats, ChatMessage, LoadOptions } from './engine.js';
+export type { GenerateOptions, DecodeOptions, GenerationChunk, GenerationStats, ChatMessage, LoadOptions } from './engine.js';
+export { Sequence } from './session/sequence.js';
+export type { SequenceOptions, PrefillOptions, SequenceStats } from './session/sequence.js';
+export { SAVED_CACHE_MAGIC, SAVED_CACHE_VERSION } from './cache/save.js';
+export type { SavedCacheHeader } from './cache/save.js';
 export { CokvError } from './errors.js';
 export type { ModelConfig, Architecture, RopeScaling } from './model/config.js';
 export { openModel } from './model/load.js';

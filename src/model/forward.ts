@@ -97,64 +97,75 @@ class CacheAttention implements KvAttention {
   constructor(private readonly c: ModelConfig, private readonly backend: Backend) {}
 
   attend(layer: number, q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, T: number): void {
+    for (let g = 0; g < this.c.numKvHeads; g++) this.attendHead(layer, g, q, k, v, out, T);
+  }
+
+  /** `attend` one KV head at a time, yielding after each (a long prefill's attention is most of a layer's time). */
+  *attendSteps(layer: number, q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, T: number): Generator<void> {
+    for (let g = 0; g < this.c.numKvHeads; g++) {
+      this.attendHead(layer, g, q, k, v, out, T);
+      yield;
+    }
+  }
+
+  /** Append KV head `g`'s new rows and write the attention output of its query heads. */
+  private attendHead(layer: number, g: number, q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, T: number): void {
     const { headDim: hd, numHeads: nh, numKvHeads: nkv } = this.c;
     const qDim = nh * hd, kvDim = nkv * hd, group = nh / nkv;
     const scale = this.c.recipe.attentionScale;
     const spec = this.c.layers[layer];
     const window = spec.kind === 'sliding' ? spec.window! : 0;
-    for (let g = 0; g < nkv; g++) {
-      const head = this.cache.head(layer, g);
-      for (let t = 0; t < T; t++) head.append(k, t * kvDim + g * hd, v, t * kvDim + g * hd, this.start + t);
-      const base = head.length - T;
-      if (this.scores.length < head.length) this.scores = new Float32Array(head.length * 2);
-      // F16 and Q8 caches are widened once per head and step into reused scratch (F32 ones are read in place).
-      const keys = head.keysF32(this.kScratch), values = head.valuesF32(this.vScratch);
-      if (head.dtype !== 'f32') { this.kScratch = keys; this.vScratch = values; }
-      const fused = this.backend.attend;
-      if (window > 0) {
-        // Sliding layer: entries hold consecutive positions (presses never touch these layers), so the query at
-        // position p sees entries [p - window + 1 - first, its own index].
-        const first = head.positions[0];
-        for (let t = 0; t < T; t++) {
-          const p = this.start + t;
-          const from = Math.max(0, p - window + 1 - first), to = base + t + 1;
-          for (let j = 0; j < group; j++) {
-            const off = t * qDim + (g * group + j) * hd;
-            if (fused) {
-              fused.call(this.backend, out, off, hd, q, off, hd, 1, hd, scale,
-                keys as Float32Array, values as Float32Array, from, to, null, this.empty, this.empty, 0, 0);
-            } else {
-              attendSegments(q, off, hd, scale, out, off, this.scores, keys, values, from, to, this.empty, this.empty, 0, 0);
-            }
+    const head = this.cache.head(layer, g);
+    for (let t = 0; t < T; t++) head.append(k, t * kvDim + g * hd, v, t * kvDim + g * hd, this.start + t);
+    const base = head.length - T;
+    if (this.scores.length < head.length) this.scores = new Float32Array(head.length * 2);
+    // F16 and Q8 caches are widened once per head and step into reused scratch (F32 ones are read in place).
+    const keys = head.keysF32(this.kScratch), values = head.valuesF32(this.vScratch);
+    if (head.dtype !== 'f32') { this.kScratch = keys; this.vScratch = values; }
+    const fused = this.backend.attend;
+    if (window > 0) {
+      // Sliding layer: entries hold consecutive positions (presses never touch these layers), so the query at
+      // position p sees entries [p - window + 1 - first, its own index].
+      const first = head.positions[0];
+      for (let t = 0; t < T; t++) {
+        const p = this.start + t;
+        const from = Math.max(0, p - window + 1 - first), to = base + t + 1;
+        for (let j = 0; j < group; j++) {
+          const off = t * qDim + (g * group + j) * hd;
+          if (fused) {
+            fused.call(this.backend, out, off, hd, q, off, hd, 1, hd, scale,
+              keys as Float32Array, values as Float32Array, from, to, null, this.empty, this.empty, 0, 0);
+          } else {
+            attendSegments(q, off, hd, scale, out, off, this.scores, keys, values, from, to, this.empty, this.empty, 0, 0);
           }
         }
-        continue;
       }
-      if (fused && T === 1) {
-        // Decode: the group's query heads are adjacent in the row and see every entry: one call shares the K/V pass.
-        const off = g * group * hd;
-        fused.call(this.backend, out, off, hd, q, off, hd, group, hd, scale,
-          keys as Float32Array, values as Float32Array, 0, head.length, null, this.empty, this.empty, 0, 0);
-        continue;
-      }
-      if (fused) {
-        // One call per query head: T causal queries over this KV head's entries.
-        if (this.counts.length < T) this.counts = new Int32Array(Math.max(T, 16));
-        for (let t = 0; t < T; t++) this.counts[t] = base + t + 1;
-        for (let j = 0; j < group; j++) {
-          const off = (g * group + j) * hd;
-          fused.call(this.backend, out, off, qDim, q, off, qDim, T, hd, scale,
-            keys as Float32Array, values as Float32Array, 0, head.length, this.counts, this.empty, this.empty, 0, 0);
-        }
-        continue;
-      }
+      return;
+    }
+    if (fused && T === 1) {
+      // Decode: the group's query heads are adjacent in the row and see every entry: one call shares the K/V pass.
+      const off = g * group * hd;
+      fused.call(this.backend, out, off, hd, q, off, hd, group, hd, scale,
+        keys as Float32Array, values as Float32Array, 0, head.length, null, this.empty, this.empty, 0, 0);
+      return;
+    }
+    if (fused) {
+      // One call per query head: T causal queries over this KV head's entries.
+      if (this.counts.length < T) this.counts = new Int32Array(Math.max(T, 16));
+      for (let t = 0; t < T; t++) this.counts[t] = base + t + 1;
       for (let j = 0; j < group; j++) {
-        const qh = g * group + j;
-        for (let t = 0; t < T; t++) {
-          const off = t * qDim + qh * hd;
-          attendSegments(q, off, hd, scale, out, off, this.scores,
-            keys, values, 0, base + t + 1, this.empty, this.empty, 0, 0);
-        }
+        const off = (g * group + j) * hd;
+        fused.call(this.backend, out, off, qDim, q, off, qDim, T, hd, scale,
+          keys as Float32Array, values as Float32Array, 0, head.length, this.counts, this.empty, this.empty, 0, 0);
+      }
+      return;
+    }
+    for (let j = 0; j < group; j++) {
+      const qh = g * group + j;
+      for (let t = 0; t < T; t++) {
+        const off = t * qDim + qh * hd;
+        attendSegments(q, off, hd, scale, out, off, this.scores,
+          keys, values, 0, base + t + 1, this.empty, this.empty, 0, 0);
       }
     }
   }
@@ -320,8 +331,8 @@ export class Transformer {
     }
   }
 
-  /** `forwardRows` one layer at a time: yields after each layer, returns the logits. */
-  private *rowSteps(tokens: ArrayLike<number>, cache: RaggedKVCache, opts: ForwardOptions): Generator<number, Float32Array> {
+  /** `forwardRows` in steps (see `layerSteps`): yields between them, returns the logits. */
+  private *rowSteps(tokens: ArrayLike<number>, cache: RaggedKVCache, opts: ForwardOptions): Generator<void, Float32Array> {
     const start = cache.position;
     const T = tokens.length;
     const attention = this.cacheAttention;
@@ -357,11 +368,14 @@ export class Transformer {
     }
   }
 
-  /** `run` as a generator that yields each layer's index once the layer is done (the async prefill pauses there). */
+  /**
+   * `run` as a generator that yields within and after each layer — after each KV head's attention of a multi-row
+   * pass, after the attention block, after the FFN — so the async prefill can pause there.
+   */
   private *layerSteps(
     tokens: ArrayLike<number>, positionOf: (row: number) => number, attention: KvAttention,
     logits: 'last' | 'all' | 'none', onLayer?: (layer: number, queries: Float32Array) => void,
-  ): Generator<number, Float32Array> {
+  ): Generator<void, Float32Array> {
     const c = this.config;
     const T = tokens.length;
     const H = c.hiddenSize, hd = c.headDim, nh = c.numHeads, nkv = c.numKvHeads;
@@ -403,9 +417,12 @@ export class Transformer {
           applyRope(ws.k, t * kvDim, nkv, hd, positionOf(t), cos, sin, rot);
         }
       }
-      attention.attend(l, ws.q, ws.k, ws.v, ws.att, T);
+      // Long passes on the plain cache path pause between KV heads too (see forwardAsync).
+      if (attention instanceof CacheAttention && T > 1) yield* attention.attendSteps(l, ws.q, ws.k, ws.v, ws.att, T);
+      else attention.attend(l, ws.q, ws.k, ws.v, ws.att, T);
       if (onLayer) onLayer(l, ws.q.subarray(0, T * qDim));
 
+      yield;
       be.matmul(ws.proj, ws.att, T, lw.wo);
       if (lw.postAttnNorm) norm(ws.proj, ws.proj, lw.postAttnNorm, T, H, c.rmsNormEps);
       for (let i = 0; i < T * H; i++) ws.x[i] += ws.proj[i];
@@ -418,7 +435,7 @@ export class Transformer {
       be.matmul(ws.proj, ws.gate, T, lw.wDown);
       if (lw.postFfnNorm) norm(ws.proj, ws.proj, lw.postFfnNorm, T, H, c.rmsNormEps);
       for (let i = 0; i < T * H; i++) ws.x[i] += ws.proj[i];
-      yield l;
+      yield;
     }
 
     if (logits === 'none') return this.noLogits;
