@@ -7,6 +7,7 @@ import net from 'node:net';
 import path from 'node:path';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadModel } from '../src/engine.js';
 import { asset, cokv, haveAssets, repoRoot } from './helpers.js';
 
 const stories = asset('models/stories260K');
@@ -106,6 +107,10 @@ describe.skipIf(!haveAssets)('cokv serve', () => {
     expect(r.choices[0].text).toBe(want.text);
     expect(r.choices[0].finish_reason).toBe('length');
     expect(r.usage).toEqual({ prompt_tokens: want.stats.promptTokens, completion_tokens: 30, total_tokens: want.stats.promptTokens + 30 });
+    // The same prompt as token ids.
+    const ids = (await loadModel(stories)).promptIds('Once upon a time');
+    const byIds = await s.completions.create({ model: 'stories260K', prompt: ids, max_tokens: 30, temperature: 0 });
+    expect(byIds.choices[0].text).toBe(want.text);
 
     const stream = await s.completions.create({
       model: 'stories260K', prompt: 'Once upon a time', max_tokens: 30, temperature: 0, stream: true, stream_options: { include_usage: true },
@@ -172,6 +177,10 @@ describe.skipIf(!haveAssets)('cokv serve', () => {
     expect(role).toBe('assistant');
     expect(text).toBe(full.text);
     expect(finish).toBe(full.stats.generatedTokens === 24 ? 'length' : 'stop');
+    // A conversation over the context (256 tokens) is refused before it runs.
+    const long = await fetch(`${L.url}/chat/completions`, { method: 'POST', body: JSON.stringify({ messages: [{ role: 'user', content: user.repeat(20) }] }) });
+    expect(long.status).toBe(400);
+    expectError(await long.json(), 'messages', 'context_length_exceeded');
   });
 
   it('chat on a model without a chat template is a clear 400', async () => {

@@ -80,7 +80,7 @@ export function createCokvServer(o: ServerOptions): CokvServer {
     // 'close' also follows a complete response; only an unfinished one means the client went away.
     res.on('close', () => { if (!res.writableFinished) ac.abort(); });
     res.on('error', () => {});
-    const path = new URL(req.url ?? '/', 'http://localhost').pathname;
+    const path = pathOf(req.url);
     const outcome: Outcome = {};
     try {
       if (keyHash && !authorized(req, keyHash)) {
@@ -308,6 +308,15 @@ function routeOf(path: string): Route | undefined {
   if (path === '/v1/completions') return { kind: 'completion', method: 'POST' };
   if (path === '/v1/chat/completions') return { kind: 'chat', method: 'POST' };
   return undefined;
+}
+
+/** The request's path; a target URL cannot parse from becomes one that routes nowhere (404), not an exception. */
+function pathOf(url: string | undefined): string {
+  try {
+    return new URL(url ?? '/', 'http://localhost').pathname;
+  } catch {
+    return url ?? '/';
+  }
 }
 
 function decodeURIComponentSafe(s: string): string {
