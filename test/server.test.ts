@@ -294,6 +294,17 @@ describe.skipIf(!haveAssets)('cokv serve', () => {
     expect((await fetch(`${S.url}/models`)).status).toBe(401);
   });
 
+  it('cokv generate --json-stream: one JSON line per chunk, then the --json object', () => {
+    const r = cokv('generate', '--model', stories, '--prompt', 'Once upon a time', '--max-tokens', '12', '--stop', 'Lily', '--json-stream');
+    expect(r.code, r.stderr).toBe(0);
+    const lines = r.stdout.trim().split('\n').map((x) => JSON.parse(x));
+    const last = lines.pop();
+    expect(last.text).toBe(', there was a little girl named ');
+    expect(last.stats.stopReason).toBe('stop');
+    expect(lines.filter((c) => 'token' in c).map((c) => c.token)).toEqual(last.tokens);
+    expect(lines.map((c) => c.text).join('')).toBe(last.text);
+  });
+
   it('SIGTERM stops the server cleanly (exit 0)', async () => {
     process.kill(L.child.pid!, 'SIGTERM');
     const code = await Promise.race([L.exited, new Promise((r) => setTimeout(() => r('timeout'), 10_000))]);
