@@ -232,6 +232,23 @@ describe.skipIf(!haveAssets)('Sequence on cokv-retrieval-tiny', () => {
     await expectRejects(model.generate(ctx, { maxTokens: 4, signal: cancelled.signal }).complete(), 'aborted');
   });
 
+  it('a sequence refuses fork/compress/save while its own prefill is running; prefills queued on it run in order', async () => {
+    const long = Array.from({ length: 1500 }, (_, i) => ctx[i % ctx.length]);
+    const s = await model.createSequence();
+    const running = s.prefill(long);
+    await new Promise((r) => setTimeout(r, 5));
+    expect(() => s.fork()).toThrow(/a prefill is running/);
+    await expectRejects(s.save(path.join(dir, 'busy.kvc')), 'state', 'a prefill is running');
+    const next = s.append(question); // queued behind the running one
+    await running;
+    await next;
+    expect(s.tokens).toEqual([...long, ...question]);
+    const ref = await model.createSequence();
+    await ref.prefill(long);
+    await ref.append(question);
+    expect(await greedy(s, 4)).toEqual(await greedy(ref, 4));
+  });
+
   it('the event loop stays responsive: a 5 ms timer lags < 50 ms during a 1500-token prefill', async () => {
     const long = Array.from({ length: 1500 }, (_, i) => ctx[i % ctx.length]);
     const s = await model.createSequence();

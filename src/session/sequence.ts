@@ -111,6 +111,8 @@ export class Sequence {
   private queries: Float32Array[] | undefined;
   private queryRows = 0;
   private broken: string | undefined;
+  /** Set while a forward pass over this sequence is under way (between its pauses). */
+  private running = false;
   private totalPrefillMs = 0;
   /** Prefill time not yet reported by a generation's stats. */
   private unreportedPrefillMs = 0;
@@ -154,6 +156,8 @@ export class Sequence {
 
   private get cache(): RaggedKVCache {
     if (!this.cacheRef) throw new CokvError('sequence: it was disposed', 'state');
+    // A call made without awaiting the previous prefill would see a cache that holds only some layers' tokens.
+    if (this.running) throw new CokvError('sequence: a prefill is running on it (await it before the next call)', 'state');
     if (this.broken) throw new CokvError(`sequence: ${this.broken} left it incomplete (fork before an operation you may cancel)`, 'state');
     return this.cacheRef;
   }
@@ -227,6 +231,15 @@ export class Sequence {
   /** The forward pass over pending + `ids`; the caller holds the lock. */
   private async run(ids: readonly number[], press: Press | undefined, opts: Omit<PrefillOptions, 'press'>): Promise<void> {
     const cache = this.cache;
+    this.running = true;
+    try {
+      await this.runPass(cache, ids, press, opts);
+    } finally {
+      this.running = false;
+    }
+  }
+
+  private async runPass(cache: RaggedKVCache, ids: readonly number[], press: Press | undefined, opts: Omit<PrefillOptions, 'press'>): Promise<void> {
     const t0 = performance.now();
     const feed = [...this.pending, ...ids];
     const reserve = opts.reserve ?? 0;
