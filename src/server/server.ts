@@ -106,7 +106,7 @@ export function createCokvServer(o: ServerOptions): CokvServer {
           throw new ApiError(400, `the request body is not valid JSON (${sanitize((e as Error).message, 200)})`, 'invalid_request_error', null, 'invalid_json');
         }
         const p = parseRequest(route.kind, json);
-        const prep = await prepare(p);
+        const prep = await prepare(p, ac.signal);
         outcome.promptTokens = prep.promptTokens;
         const busy = queue.running;
         const turn = queue.acquire(ac.signal);
@@ -148,7 +148,7 @@ export function createCokvServer(o: ServerOptions): CokvServer {
   }
 
   /** Check and tokenize a request and build its generation (nothing runs until it is iterated). */
-  async function prepare(p: ParsedRequest): Promise<Prepared> {
+  async function prepare(p: ParsedRequest, signal: AbortSignal): Promise<Prepared> {
     const model = o.model;
     if (p.model !== undefined && p.model !== o.modelId) {
       throw new ApiError(404, `the model '${sanitize(p.model, 200)}' does not exist (this server serves '${o.modelId}')`, 'invalid_request_error', 'model', 'model_not_found');
@@ -205,6 +205,8 @@ export function createCokvServer(o: ServerOptions): CokvServer {
       seed: p.seed ?? crypto.randomInt(2 ** 31),
       stop: p.stop,
       kvDtype: kvDtype as KvDType,
+      // A client that goes away stops its prefill between layers and its decode between tokens.
+      signal,
     };
     try {
       opts.press = createPress(pressName, options, model.config);
@@ -236,9 +238,13 @@ export function createCokvServer(o: ServerOptions): CokvServer {
     const gen = prep.gen;
     outcome.generated = 0;
     if (!p.stream) {
-      for await (const _ of gen) {
-        outcome.generated = gen.tokens.length;
-        if (signal.aborted) break;
+      try {
+        for await (const _ of gen) {
+          outcome.generated = gen.tokens.length;
+          if (signal.aborted) break;
+        }
+      } catch (e) {
+        if (!signal.aborted) throw e;
       }
       if (signal.aborted) {
         outcome.cancelled = 'running';
@@ -267,9 +273,13 @@ export function createCokvServer(o: ServerOptions): CokvServer {
         if (chunk.text) await event(piece(chunk.text, null));
       }
     } catch (e) {
+      if (signal.aborted) {
+        outcome.cancelled = 'running';
+        return;
+      }
       // Headers are out: the error goes as an SSE event, which the OpenAI clients raise as an APIError.
       log(`internal error: ${sanitize(e instanceof Error ? e.stack ?? e.message : String(e))}`);
-      if (!signal.aborted) await write(res, `data: ${JSON.stringify(new ApiError(500, 'internal server error during generation', 'server_error').body())}\n\n`);
+      await write(res, `data: ${JSON.stringify(new ApiError(500, 'internal server error during generation', 'server_error').body())}\n\n`);
       res.end();
       return;
     }
