@@ -301,5 +301,8 @@ describe.skipIf(!haveAssets)('Sequence on cokv-retrieval-tiny', () => {
     expect(wrong.code).toBe(1);
     expect(wrong.stderr).toContain('holds a f32 cache');
     expect(wrong.stderr.trim().split('\n')).toHaveLength(1);
+    const pressed = cokv('generate', '--model', m, '--load-cache', file, '--prompt', 'x', '--press', 'snapkv', '--budget', '16');
+    expect(pressed.code).toBe(1);
+    expect(pressed.stderr).toContain('--press: not with --load-cache');
   });
 });
