@@ -25,12 +25,23 @@ function fail(msg) {
 
 if (process.env.COKV_SKIP_NATIVE) fail('COKV_SKIP_NATIVE is set');
 if (!fs.existsSync(path.join(root, 'binding.gyp'))) fail('binding.gyp not found');
-let gyp;
-try {
-  gyp = createRequire(import.meta.url).resolve('node-gyp/bin/node-gyp.js');
-} catch {
-  fail('node-gyp is not installed (it is a devDependency)');
+/**
+ * node-gyp: the project's own (a devDependency, present in a clone), else the one npm ships with and names in
+ * `npm_config_node_gyp` during install scripts — what an `npm install cokv` user has — else npm's bundled copy
+ * found beside `npm_execpath`.
+ */
+function findNodeGyp() {
+  try {
+    return createRequire(import.meta.url).resolve('node-gyp/bin/node-gyp.js');
+  } catch {
+    // not installed here: try npm's
+  }
+  const candidates = [process.env.npm_config_node_gyp];
+  if (process.env.npm_execpath) candidates.push(path.resolve(path.dirname(process.env.npm_execpath), '../node_modules/node-gyp/bin/node-gyp.js'));
+  return candidates.find((c) => c && c.endsWith('.js') && fs.existsSync(c));
 }
+const gyp = findNodeGyp();
+if (!gyp) fail('node-gyp not found (neither this package\'s devDependency nor npm\'s bundled copy)');
 const args = [gyp, 'rebuild'];
 const nodedir = process.env.npm_config_nodedir
   || (fs.existsSync(path.join(process.execPath, '../../include/node/node_api.h')) ? path.resolve(process.execPath, '../..') : '')
