@@ -313,6 +313,11 @@ export class CokvModel {
     return Sequence.create(this, opts);
   }
 
+  /** A multi-turn chat over one kept sequence (see src/session/chat-session.ts). */
+  async createChatSession(opts: import('./session/chat-session.js').ChatSessionOptions = {}): Promise<import('./session/chat-session.js').ChatSession> {
+    return (await import('./session/chat-session.js')).ChatSession.create(this, opts);
+  }
+
   /**
    * Generate from a text prompt or prompt ids: a one-shot Sequence (prefill with `press`, or the context-only
    * protocol with `compressPrefix`, or the given `prefilled` cache), then its decode loop. Validation errors are

@@ -1,0 +1,401 @@
+/**
+ * A chat session: a conversation over one kept `Sequence`. Each turn renders the whole conversation with the chat
+ * template and prefills only the tokens beyond what the sequence already holds; when the rendering no longer
+ * starts with the held tokens (a template that re-renders earlier turns, or an answer whose text re-encodes to
+ * other tokens) the conversation is prefilled again from scratch, and `stats` says so. With a press, the history is
+ * compressed when its KV grows past the budget, and `stats.turns` reports how much of each turn's KV is kept.
+ *
+ * ```ts
+ * const chat = await model.createChatSession({ system: 'You are terse.' });
+ * const answer = chat.prompt('Hello!', { maxTokens: 40 });
+ * for await (const chunk of answer) process.stdout.write(chunk.text);
+ * console.log(chat.stats.lastTurn);
+ * ```
+ */
+import fs from 'node:fs';
+import type { CokvModel, ChatMessage } from '../engine.js';
+import type { KvDType } from '../cache/ragged.js';
+import { CokvError } from '../errors.js';
+import { Generation, checkDecodeOptions, type DecodeOptions, type GenerationChunk } from '../generate/generation.js';
+import { applyChatTemplate } from '../model/chat.js';
+import type { Press } from '../press/types.js';
+import { writeFileAtomic } from '../util/files.js';
+import { Sequence } from './sequence.js';
+
+export interface ChatSessionOptions {
+  /** Compress the history with this press when its KV exceeds the budget (see `maxHistoryTokens`). */
+  press?: Press;
+  /** A system message put first in every rendering. */
+  system?: string;
+  /** KV storage of the session's sequence: 'f32' (default), 'f16' or 'q8'. */
+  kvDtype?: KvDType;
+  /**
+   * With `press`: compress only once the entries held per budgeted KV head (on average, the new turn included)
+   * would exceed this many. Default: every turn is prefilled with the press, which itself evicts nothing while
+   * the cache is within its `budget` (a `ratio` press then shrinks the history every turn: give this bound).
+   */
+  maxHistoryTokens?: number;
+  /** A Jinja chat template to use instead of the model's own (required for a model that ships none). */
+  template?: string;
+}
+
+/** One exchange of the conversation. */
+export interface ChatTurn {
+  user: string;
+  /** The answer's text (what was generated, also when it was cancelled). */
+  assistant: string;
+  /** True when the answer was cancelled or failed part-way (the text is what came before). */
+  cancelled?: boolean;
+}
+
+/** How one turn's KV fares in the cache. */
+export interface ChatTurnStats {
+  /** Sequence positions [start, end) of the turn's tokens (its prompt part, then its answer; turn 0 includes the system message). */
+  start: number;
+  end: number;
+  /** Of this turn's entries, the fraction still held, over every KV head of the full-attention layers (1 = none evicted). */
+  kept: number;
+}
+
+/** What the last `prompt()` did before generating. */
+export interface ChatPrefillStats {
+  /** Tokens held from earlier turns and reused as they are. */
+  reusedTokens: number;
+  /** Tokens run through the model for this turn's prompt. */
+  prefilledTokens: number;
+  /** True when the rendered conversation did not extend the held tokens, so everything was prefilled again. */
+  reprefilled: boolean;
+  /** Why it was prefilled again (undefined when it was not). */
+  reprefillReason?: string;
+  /** True when the press ran over the cache during this turn's prefill. */
+  compressed: boolean;
+}
+
+export interface ChatSessionStats {
+  /** Finished exchanges in the history. */
+  turns: number;
+  /** Positions used (tokens seen, evicted ones included). */
+  tokens: number;
+  /** K+V bytes held, and what an uncompressed cache would hold for the same tokens. */
+  kvBytes: number;
+  kvFullBytes: number;
+  /** Average entries held per KV head of the full-attention layers. */
+  heldPerHead: number;
+  /** Times the press ran, and times the conversation was prefilled again from scratch. */
+  compressions: number;
+  reprefills: number;
+  /** Per history turn, its positions and kept fraction. */
+  perTurn: ChatTurnStats[];
+  /** The last turn's prefill (undefined before the first turn). */
+  lastTurn: ChatPrefillStats | undefined;
+}
+
+/** The file `save()` writes next to the sequence's saved cache (`<path>.kvc`). */
+interface SavedChat {
+  format: 'cokv-chat';
+  version: 1;
+  system?: string;
+  template?: string;
+  history: ChatTurn[];
+  spans: [number, number][];
+  tokens: number;
+  heldText?: string;
+  compressions: number;
+  reprefills: number;
+}
+
+/** The chat template a session renders with: the option, else the model's own. */
+function resolveTemplate(model: CokvModel, template: string | undefined): string {
+  const t = template ?? model.source.chatTemplate;
+  if (t === undefined || t.trim() === '') {
+    throw new CokvError(`${model.source.path}: this model has no chat template (pass one: template option / --template FILE)`, 'flag');
+  }
+  return t;
+}
+
+export class ChatSession {
+  private seq: Sequence | undefined;
+  private history: ChatTurn[] = [];
+  /** Per history turn, its positions [start, end) in the sequence. */
+  private spans: [number, number][] = [];
+  private busy = false;
+  private disposed = false;
+  private compressions = 0;
+  private reprefills = 0;
+  private last: ChatPrefillStats | undefined;
+  /** Set when the sequence had to be emptied (a cancelled prefill): why the next turn prefills everything. */
+  private rebuild: string | undefined;
+  /** The text of the held tokens (the last rendering plus its answer), when known. */
+  private heldText: string | undefined;
+  private readonly template: string;
+
+  private constructor(
+    /** The model the session runs on. */
+    readonly model: CokvModel,
+    private readonly opts: ChatSessionOptions,
+    seq: Sequence,
+  ) {
+    this.template = resolveTemplate(model, opts.template);
+    this.seq = seq;
+    const m = opts.maxHistoryTokens;
+    if (m !== undefined && !(Number.isSafeInteger(m) && m > 0)) throw new CokvError(`maxHistoryTokens: ${m} must be a positive integer`, 'flag');
+    if (m !== undefined && !opts.press) throw new CokvError('maxHistoryTokens: needs a press (it says when the press compresses the history)', 'flag');
+  }
+
+  /** A new, empty session (use `model.createChatSession`). */
+  static async create(model: CokvModel, opts: ChatSessionOptions = {}): Promise<ChatSession> {
+    resolveTemplate(model, opts.template);
+    return new ChatSession(model, { ...opts }, await model.createSequence({ kvDtype: opts.kvDtype }));
+  }
+
+  /**
+   * A session saved by `save(file)`: its history and its sequence's cache (`<file>.kvc`), so the next turn
+   * continues exactly as it would have. `opts` gives what a file cannot hold (the press) and may override the
+   * saved system message and template (a different rendering then prefills again).
+   */
+  static async load(model: CokvModel, file: string, opts: Omit<ChatSessionOptions, 'kvDtype'> & { kvDtype?: KvDType } = {}): Promise<ChatSession> {
+    let saved: SavedChat;
+    try {
+      saved = JSON.parse(fs.readFileSync(file, 'utf8')) as SavedChat;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code) throw e;
+      throw new CokvError(`${file}: not a saved chat (${(e as Error).message})`, 'format');
+    }
+    if (saved?.format !== 'cokv-chat' || saved.version !== 1 || !Array.isArray(saved.history) || !Array.isArray(saved.spans)) {
+      throw new CokvError(`${file}: not a saved chat of this cokv version`, 'format');
+    }
+    const seq = await Sequence.load(model, `${file}.kvc`, { kvDtype: opts.kvDtype });
+    if (seq.position !== saved.tokens) {
+      seq.dispose();
+      throw new CokvError(`${file}: its cache ${file}.kvc holds ${seq.position} tokens, the chat ${saved.tokens} (files from different saves)`, 'format');
+    }
+    const merged: ChatSessionOptions = { system: saved.system, template: saved.template, ...opts };
+    let s: ChatSession;
+    try {
+      s = new ChatSession(model, merged, seq);
+    } catch (e) {
+      seq.dispose();
+      throw e;
+    }
+    s.history = saved.history.map((t) => ({ ...t }));
+    s.spans = saved.spans.map(([a, b]) => [a, b]);
+    s.heldText = typeof saved.heldText === 'string' ? saved.heldText : undefined;
+    s.compressions = saved.compressions;
+    s.reprefills = saved.reprefills;
+    return s;
+  }
+
+  private get sequence(): Sequence {
+    if (this.disposed || !this.seq) throw new CokvError('chat session: it was disposed', 'state');
+    return this.seq;
+  }
+
+  /** The exchanges so far (copies). */
+  get turns(): ChatTurn[] {
+    return this.history.map((t) => ({ ...t }));
+  }
+
+  /** The conversation as chat messages (system first), optionally with a new user message. */
+  messages(user?: string): ChatMessage[] {
+    const m: ChatMessage[] = [];
+    if (this.opts.system !== undefined) m.push({ role: 'system', content: this.opts.system });
+    for (const t of this.history) m.push({ role: 'user', content: t.user }, { role: 'assistant', content: t.assistant });
+    if (user !== undefined) m.push({ role: 'user', content: user });
+    return m;
+  }
+
+  /** The conversation with `user` appended, rendered with the template (assistant turn opened). */
+  render(user: string): string {
+    return applyChatTemplate(this.template, this.messages(user), {
+      bosToken: this.model.source.bosToken, eosToken: this.model.source.eosToken, addGenerationPrompt: true, source: this.model.source.path,
+    });
+  }
+
+  /**
+   * Ask `user`: the answer streams from the returned Generation and is appended to the history when it ends
+   * (also when it is cancelled through `opts.signal`: the part generated is kept). One turn at a time.
+   */
+  prompt(user: string, opts: DecodeOptions = {}): Generation {
+    void this.sequence;
+    if (this.busy) throw new CokvError('chat session: a turn is running (finish or cancel it first)', 'state');
+    if (typeof user !== 'string' || user.length === 0) throw new CokvError('prompt: the message is empty', 'prompt');
+    const maxTokens = checkDecodeOptions(opts, this.model.config.contextLength);
+    const text = this.render(user);
+    return new Generation((g) => this.turn(g, user, text, maxTokens, opts));
+  }
+
+  private async *turn(g: Generation, user: string, text: string, maxTokens: number, opts: DecodeOptions): AsyncGenerator<GenerationChunk> {
+    if (this.busy) throw new CokvError('chat session: a turn is running (finish or cancel it first)', 'state');
+    this.busy = true;
+    let prefilled = false;
+    let start = 0;
+    try {
+      start = await this.prefillTurn(text, maxTokens, opts.signal);
+      prefilled = true;
+      yield* this.sequence.decode(g, maxTokens, opts);
+    } finally {
+      this.busy = false;
+      if (prefilled && this.seq) {
+        this.history.push({ user, assistant: g.text, ...(g.stats ? {} : { cancelled: true }) });
+        this.spans.push([start, this.seq.position]);
+        // The held tokens are the rendering plus the answer's tokens, whose text is g.text unless a stop string
+        // (generated, then cut from the text) or a cancellation (text still buffered) came between.
+        this.heldText = g.stats && g.stats.stopReason !== 'stop' ? text + g.text : undefined;
+      }
+    }
+  }
+
+  /**
+   * Prefill what the rendered conversation `text` adds to what is held (or all of it again); returns the turn's
+   * first position. The held part is compared as text when its text is known (the answer's tokens are kept as
+   * generated, not re-encoded), else as tokens.
+   */
+  private async prefillTurn(text: string, maxTokens: number, signal: AbortSignal | undefined): Promise<number> {
+    let seq = this.sequence;
+    let reason = this.rebuild;
+    let suffix: number[] | undefined;
+    if (reason === undefined && seq.position > 0) {
+      if (this.heldText !== undefined) {
+        if (text.length > this.heldText.length && text.startsWith(this.heldText)) suffix = this.model.encode(text.slice(this.heldText.length), false);
+        else reason = 'the rendered conversation does not start with the held text (the template renders earlier turns differently)';
+      } else {
+        const ids = this.model.promptIds(text, false);
+        const held = seq.tokens;
+        if (held.length >= ids.length) reason = `the rendered conversation (${ids.length} tokens) is not longer than the ${held.length} held`;
+        for (let i = 0; reason === undefined && i < held.length; i++) {
+          if (held[i] !== ids[i]) reason = `the rendered conversation re-encodes to other tokens than the held ones at position ${i}`;
+        }
+        if (reason === undefined) suffix = ids.slice(held.length);
+      }
+    }
+    let start = seq.position;
+    if (reason !== undefined) {
+      if (seq.position > 0) {
+        seq.dispose();
+        this.seq = seq = await this.model.createSequence({ kvDtype: this.opts.kvDtype });
+      }
+      this.reprefills++;
+      this.rebuild = undefined;
+      const n = this.history.length;
+      const at = Array.from({ length: n + 1 }, (_, i) => (i === 0 ? 0 : this.renderedLength(i)));
+      this.spans = this.history.map((_, i) => [at[i], at[i + 1]]);
+      start = at[n];
+    }
+    // Templates write BOS themselves (as in CokvModel.chat).
+    suffix ??= this.model.promptIds(text, false);
+    if (suffix.length === 0) throw new CokvError('prompt: the message adds no tokens to the conversation', 'prompt');
+    const press = this.pressFor(seq, suffix.length);
+    this.last = { reusedTokens: seq.position, prefilledTokens: suffix.length, reprefilled: reason !== undefined, reprefillReason: reason, compressed: press !== undefined };
+    try {
+      await seq.prefill(suffix, { press, reserve: maxTokens, signal });
+    } catch (e) {
+      // The sequence is incomplete now: the next turn starts from an empty one (the history is kept).
+      seq.dispose();
+      this.seq = await this.model.createSequence({ kvDtype: this.opts.kvDtype });
+      this.rebuild = 'the previous prefill was cancelled or failed';
+      throw e;
+    }
+    this.heldText = text;
+    if (press) this.compressions++;
+    return start;
+  }
+
+  /** Tokens of the rendering of history turns [0, n) (no assistant turn opened): where turn n starts. */
+  private renderedLength(n: number): number {
+    const keep = this.history;
+    this.history = keep.slice(0, n);
+    try {
+      const text = applyChatTemplate(this.template, this.messages(), {
+        bosToken: this.model.source.bosToken, eosToken: this.model.source.eosToken, addGenerationPrompt: false, source: this.model.source.path,
+      });
+      return this.model.encode(text, false).length;
+    } finally {
+      this.history = keep;
+    }
+  }
+
+  /** The press to prefill `n` new tokens with, or undefined when the history stays as it is. */
+  private pressFor(seq: Sequence, n: number): Press | undefined {
+    const press = this.opts.press;
+    if (!press) return undefined;
+    // A scored press needs at least its observation window of new rows; a shorter turn is compressed later.
+    const window = (press as { window?: unknown }).window;
+    const fed = n + seq.stats.pendingTokens;
+    if (typeof window === 'number' && fed < window) return undefined;
+    const max = this.opts.maxHistoryTokens;
+    if (max !== undefined && heldPerHead(seq) + fed <= max) return undefined;
+    return press;
+  }
+
+  get stats(): ChatSessionStats {
+    const seq = this.sequence;
+    const s = seq.stats;
+    const cached = seq.position - s.pendingTokens;
+    const full = this.model.config.layers.map((l, i) => (l.kind === 'full' ? i : -1)).filter((i) => i >= 0);
+    const heads = this.model.config.numKvHeads;
+    const counts = this.spans.map(() => 0);
+    for (const l of full) {
+      for (let h = 0; h < heads; h++) {
+        const pos = seq.headPositions(l, h);
+        for (const p of pos) {
+          // Spans are few and ordered: a linear scan per entry is cheap next to the attention it describes.
+          for (let t = 0; t < this.spans.length; t++) {
+            if (p >= this.spans[t][0] && p < this.spans[t][1]) { counts[t]++; break; }
+          }
+        }
+      }
+    }
+    const perTurn = this.spans.map(([a, b], t) => {
+      const n = Math.max(0, Math.min(b, cached) - a) * full.length * heads;
+      return { start: a, end: b, kept: n > 0 ? counts[t] / n : 1 };
+    });
+    return {
+      turns: this.history.length, tokens: seq.position, kvBytes: s.kvBytes, kvFullBytes: s.kvFullBytes,
+      heldPerHead: heldPerHead(seq), compressions: this.compressions, reprefills: this.reprefills, perTurn,
+      lastTurn: this.last ? { ...this.last } : undefined,
+    };
+  }
+
+  /** Forget the conversation (the system message stays) and free the cache. */
+  async reset(): Promise<void> {
+    if (this.busy) throw new CokvError('chat session: a turn is running (finish or cancel it first)', 'state');
+    this.sequence.dispose();
+    this.seq = await this.model.createSequence({ kvDtype: this.opts.kvDtype });
+    this.history = [];
+    this.spans = [];
+    this.last = undefined;
+    this.rebuild = undefined;
+    this.heldText = undefined;
+    this.compressions = this.reprefills = 0;
+  }
+
+  /** Write the history to `file` and the sequence to `<file>.kvc` (both atomically; see Sequence.save). */
+  async save(file: string): Promise<void> {
+    if (this.busy) throw new CokvError('chat session: a turn is running (finish or cancel it first)', 'state');
+    const seq = this.sequence;
+    await seq.save(`${file}.kvc`);
+    const saved: SavedChat = {
+      format: 'cokv-chat', version: 1, system: this.opts.system, template: this.opts.template, history: this.history, spans: this.spans,
+      tokens: seq.position, heldText: this.heldText, compressions: this.compressions, reprefills: this.reprefills,
+    };
+    writeFileAtomic(file, `${JSON.stringify(saved)}\n`, { what: 'save' });
+  }
+
+  /** Free the cache; later calls throw. */
+  dispose(): void {
+    this.seq?.dispose();
+    this.seq = undefined;
+    this.disposed = true;
+  }
+}
+
+/** Average entries held per KV head of the full-attention layers. */
+function heldPerHead(seq: Sequence): number {
+  const layers = seq.model.config.layers;
+  let n = 0, heads = 0;
+  seq.lengths().forEach((row, l) => {
+    if (layers[l].kind !== 'full') return;
+    for (const len of row) { n += len; heads++; }
+  });
+  return heads > 0 ? n / heads : 0;
+}
