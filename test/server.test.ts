@@ -8,6 +8,7 @@ import path from 'node:path';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadModel } from '../src/engine.js';
+import { createPress } from '../src/press/registry.js';
 import { asset, cokv, haveAssets, repoRoot } from './helpers.js';
 
 const stories = asset('models/stories260K');
@@ -73,18 +74,21 @@ function expectError(body: unknown, param: string | null, code?: string | null):
 }
 
 describe.skipIf(!haveAssets)('cokv serve', () => {
-  let S: Served, L: Served;
-  let s: OpenAI, l: OpenAI;
+  let S: Served, L: Served, F: Served;
+  let s: OpenAI, l: OpenAI, f: OpenAI;
 
   beforeAll(async () => {
-    [S, L] = await Promise.all([
+    [S, L, F] = await Promise.all([
       serve('--model', stories, '--api-key', KEY, '--queue', '8', '--max-body', '65536'),
       // A default press, so a request's `cokv` field is seen to override it.
       serve('--model', llama, '--model-name', 'llama3-tiny', '--press', 'snapkv', '--budget', '12'),
+      // A server that never reuses a prefix: what every request answers fresh.
+      serve('--model', stories, '--prefix-cache', '0'),
     ]);
     // No retries: a 429 or a dropped connection must reach the test as it happened.
     s = new OpenAI({ baseURL: S.url, apiKey: KEY, maxRetries: 0, timeout: 30_000 });
     l = new OpenAI({ baseURL: L.url, apiKey: 'unused', maxRetries: 0, timeout: 30_000 });
+    f = new OpenAI({ baseURL: F.url, apiKey: 'unused', maxRetries: 0, timeout: 30_000 });
   });
 
   afterAll(() => {
@@ -181,6 +185,85 @@ describe.skipIf(!haveAssets)('cokv serve', () => {
     const long = await fetch(`${L.url}/chat/completions`, { method: 'POST', body: JSON.stringify({ messages: [{ role: 'user', content: user.repeat(20) }] }) });
     expect(long.status).toBe(400);
     expectError(await long.json(), 'messages', 'context_length_exceeded');
+  });
+
+  /** The `cokv` object of a response. */
+  const cokvOf = (r: unknown): { press: string; reusedPromptTokens: number; prompt_kv_bytes: number } =>
+    (r as { cokv: { press: string; reusedPromptTokens: number; prompt_kv_bytes: number } }).cokv;
+
+  it('prefix reuse (full cache): a completion extending an earlier one reuses its tokens and answers exactly as a fresh server', async () => {
+    const model = await loadModel(stories);
+    const first = model.promptIds('Once upon a time there was a dog named Max who liked');
+    const ask = (c: OpenAI, prompt: number[], max: number) =>
+      c.completions.create({ model: 'stories260K', prompt, max_tokens: max, temperature: 0 });
+    const r1 = await ask(s, first, 20);
+    expect(r1.choices[0].finish_reason).toBe('length');
+    const g1 = model.generate(first, { maxTokens: 20, temperature: 0 });
+    await g1.complete();
+    expect(r1.choices[0].text).toBe(g1.text);
+    // The next turn: the first prompt, its answer, then new text.
+    const second = [...first, ...g1.tokens, ...model.encode(' The next day, Max', false)];
+    const r2 = await ask(s, second, 30);
+    // Every token of the first request but its last generated one (never run through the model) is reused.
+    expect(cokvOf(r2).reusedPromptTokens).toBe(first.length + 20 - 1);
+    const fresh = await ask(f, second, 30);
+    expect(cokvOf(fresh).reusedPromptTokens).toBe(0);
+    expect(r2.choices[0].text).toBe(fresh.choices[0].text);
+    expect(r2.usage).toEqual(fresh.usage);
+    expect(cokvOf(r2).prompt_kv_bytes).toBe(cokvOf(fresh).prompt_kv_bytes);
+    // A third turn extends the second one's sequence.
+    const g2 = model.generate(second, { maxTokens: 30, temperature: 0 });
+    expect(await g2.complete()).toBe(r2.choices[0].text);
+    const third = [...second, ...g2.tokens, ...model.encode(' Then', false)];
+    const r3 = await ask(s, third, 10);
+    const f3 = await ask(f, third, 10);
+    expect(cokvOf(r3).reusedPromptTokens).toBe(second.length + 30 - 1);
+    expect(r3.choices[0].text).toBe(f3.choices[0].text);
+    // A prompt that is not an extension (it diverges inside the cached tokens) is prefilled from scratch.
+    const diverged = [...first.slice(0, -1), ...model.encode(' cat', false)];
+    expect(cokvOf(await ask(s, diverged, 5)).reusedPromptTokens).toBe(0);
+  });
+
+  it('prefix reuse with a press: the earlier compressed prefix plus the new tokens uncompressed (the context-only protocol); other settings do not reuse', async () => {
+    const model = await loadModel(stories);
+    const first = model.promptIds('Once upon a time there was a dog named Max who liked to run in the big green park every day');
+    const cokvField = { press: 'snapkv', budget: 12 };
+    const ask = (prompt: number[], max: number, field: Record<string, unknown> = cokvField) =>
+      s.completions.create({ model: 'stories260K', prompt, max_tokens: max, temperature: 0, cokv: field } as OpenAI.CompletionCreateParamsNonStreaming);
+    const press = () => createPress('snapkv', { budget: 12 }, model.config);
+    const r1 = await ask(first, 16);
+    const g1 = model.generate(first, { maxTokens: 16, temperature: 0, press: press() });
+    await g1.complete();
+    expect(r1.choices[0].text).toBe(g1.text);
+    const second = [...first, ...g1.tokens, ...model.encode(' The next day, Max', false)];
+    // Another budget is another compressed cache: nothing to reuse.
+    expect(cokvOf(await ask(second, 8, { press: 'snapkv', budget: 16 })).reusedPromptTokens).toBe(0);
+    const r2 = await ask(second, 24);
+    expect(cokvOf(r2).reusedPromptTokens).toBe(first.length + 16 - 1);
+    // Exactly the context-only protocol with the first prompt as the compressed context.
+    const want = model.generate(second, { maxTokens: 24, temperature: 0, press: press(), compressPrefix: first.length });
+    await want.complete();
+    expect(r2.choices[0].text).toBe(want.text);
+    expect(cokvOf(r2).prompt_kv_bytes).toBe(want.stats!.promptKvBytes);
+    // ... which is not what compressing the whole second prompt gives (the full-cache server default differs too).
+    const whole = model.generate(second, { maxTokens: 24, temperature: 0, press: press() });
+    await whole.complete();
+    expect(whole.stats!.promptKvBytes).toBeLessThan(want.stats!.promptKvBytes);
+  });
+
+  it('prefix reuse in chat: the second turn reuses the first and replies as a fresh prefill does', async () => {
+    const model = await loadModel(llama);
+    const m1 = [{ role: 'system' as const, content: 'Be brief.' }, { role: 'user' as const, content: 'Tell me about a dog.' }];
+    const chat = (messages: OpenAI.ChatCompletionMessageParam[]) =>
+      l.chat.completions.create({ model: 'llama3-tiny', messages, max_tokens: 16, temperature: 0, cokv: { press: 'full' } } as OpenAI.ChatCompletionCreateParamsNonStreaming);
+    const r1 = await chat(m1);
+    const m2: OpenAI.ChatCompletionMessageParam[] = [...m1, { role: 'assistant', content: r1.choices[0].message.content }, { role: 'user', content: 'And a cat?' }];
+    const r2 = await chat(m2);
+    expect(cokvOf(r2).reusedPromptTokens).toBeGreaterThan(r1.usage!.prompt_tokens);
+    const fresh = await model.chat(m2 as { role: string; content: string }[], { maxTokens: 16, temperature: 0 });
+    await fresh.complete();
+    expect(r2.choices[0].message.content).toBe(fresh.text);
+    expect(r2.usage?.prompt_tokens).toBe(fresh.stats!.promptTokens);
   });
 
   it('chat on a model without a chat template is a clear 400', async () => {

@@ -29,7 +29,7 @@ import type { ModelWeights } from '../src/model/weights.js';
 import { buildReport } from '../src/eval/report.js';
 import { readProfileValues } from '../src/press/head-values.js';
 import { ScoredPress } from '../src/press/press.js';
-import { createPress, defaultAlpha, maskPress, PRESS_NAMES } from '../src/press/registry.js';
+import { createPress, defaultAlpha, FullPress, maskPress, PRESS_NAMES } from '../src/press/registry.js';
 import { kvScopeLabel } from '../src/press/scope.js';
 import { snapkvScores } from '../src/press/scorers/snapkv.js';
 import { maxRelDiff, tmpDir } from './helpers.js';
@@ -245,7 +245,7 @@ describe('presses on a model with sliding layers', () => {
       expectSlidingIntact(cache);
       expect(cache.slidingBytes()).toBe(reference.slidingBytes());
       if (name === 'full') {
-        expect(press).toBeUndefined();
+        expect(press).toBeInstanceOf(FullPress);
         expect(cache.budgetedBytes()).toBe(cache.budgetedFullBytes());
         return;
       }

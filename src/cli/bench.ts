@@ -11,7 +11,7 @@ import { CokvError } from '../errors.js';
 import { loadModel } from '../engine.js';
 import { Rng } from '../generate/rng.js';
 import { modelName } from '../eval/runner.js';
-import { createPress } from '../press/registry.js';
+import { createPress, resolvePress } from '../press/registry.js';
 import { kvScopeLabel } from '../press/scope.js';
 import { addPressTuningFlags, pressOptionsFromFlags, type PressFlags } from './press-flags.js';
 import { formatBytes, numberFlag } from './util.js';
@@ -50,7 +50,7 @@ async function benchOne(f: PressFlags & { model: string; length: string; decode:
   const model = await loadModel(f.model);
   const c = model.config;
   const L = Number(f.length), steps = Number(f.decode);
-  const press = createPress(f.press ?? 'full', pressOptionsFromFlags(f), c);
+  const press = resolvePress(f.press ?? 'full', pressOptionsFromFlags(f), c);
   const rng = new Rng(11);
   const ids = Array.from({ length: L }, (_, i) => (i === 0 && model.tokenizer.bosId !== undefined ? model.tokenizer.bosId : rng.int(c.vocabSize)));
   const cache = model.newCache(L + steps + 1);

@@ -17,6 +17,8 @@ import { registerHeadScores } from './head-scores.js';
 import { registerReport } from './report.js';
 import { registerGenRetrieval } from './gen-retrieval.js';
 import { registerServe } from './serve.js';
+import { registerChat } from './chat.js';
+import { flagWording } from './flag-names.js';
 
 let outputGuarded = false;
 
@@ -61,7 +63,7 @@ export async function main(argv: string[]): Promise<number> {
     } catch (err) {
       const sys = systemErrorLine(err);
       if (err instanceof CokvError || sys) {
-        process.stderr.write(`cokv: ${sys ?? (err as CokvError).message}\n`);
+        process.stderr.write(`cokv: ${sys ?? flagWording((err as CokvError).message)}\n`);
         if (verbose && err instanceof Error) process.stderr.write(`${err.stack}\n`);
         exitCode = 1;
       } else {
@@ -92,6 +94,7 @@ export async function main(argv: string[]): Promise<number> {
   registerReport(program, run);
   registerGenRetrieval(program, run);
   registerServe(program, run);
+  registerChat(program, run);
   const override = (cmd: Command): void => { cmd.exitOverride(); cmd.commands.forEach(override); };
   program.commands.forEach(override);
   try {

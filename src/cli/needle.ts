@@ -6,7 +6,7 @@ import { CokvError } from '../errors.js';
 import { loadModel } from '../engine.js';
 import { NEEDLE_MAX_NEW_TOKENS, NeedleBuilder, buildHaystack, depthPercents, gridResult, readHaystackFiles } from '../eval/needle.js';
 import { modelName } from '../eval/runner.js';
-import { createPress } from '../press/registry.js';
+import { createPress, resolvePress } from '../press/registry.js';
 import { addPressTuningFlags, pressOptionsFromFlags, type PressFlags } from './press-flags.js';
 import { ProgressBar } from './progress.js';
 import { numberFlag } from './util.js';
@@ -70,7 +70,7 @@ async function needleCommand(f: NeedleFlags): Promise<void> {
     const bosTag = bos === undefined ? '' : bos ? '__bos' : '__nobos';
     const file = path.join(outDir, `${modelName(f.model)}__${r.press}__${r.budget ?? 'full'}${bosTag}.json`.replace(/[^A-Za-z0-9._-]+/g, '-'));
     if (fs.existsSync(file)) continue;
-    const press = createPress(r.press, { ...base, budget: r.budget ?? undefined }, c);
+    const press = resolvePress(r.press, { ...base, budget: r.budget ?? undefined }, c);
     const bar = new ProgressBar(`needle ${r.press} ${r.budget ?? ''}`, f.quiet ?? false);
     let done = 0;
     const scores: number[][] = [];

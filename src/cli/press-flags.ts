@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { CokvError } from '../errors.js';
 import type { ModelConfig } from '../model/config.js';
 import type { PressOptions } from '../press/options.js';
-import { PRESS_NAMES, createPress } from '../press/registry.js';
+import { PRESS_NAMES, resolvePress } from '../press/registry.js';
 import type { Press } from '../press/types.js';
 import { numberFlag } from './util.js';
 
@@ -61,5 +61,5 @@ export function pressOptionsFromFlags(f: PressFlags): PressOptions {
 }
 
 export function pressFromFlags(f: PressFlags, config: ModelConfig): Press | undefined {
-  return createPress(f.press ?? 'full', pressOptionsFromFlags(f), config);
+  return resolvePress(f.press ?? 'full', pressOptionsFromFlags(f), config);
 }

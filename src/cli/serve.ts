@@ -16,6 +16,8 @@ interface ServeFlags extends PressFlags {
   queue: string;
   maxBody: string;
   kvDtype?: string;
+  prefixCache: string;
+  prefixCacheMb: string;
 }
 
 export function registerServe(program: Command, run: (fn: () => Promise<void>) => Promise<void>): void {
@@ -29,7 +31,9 @@ export function registerServe(program: Command, run: (fn: () => Promise<void>) =
     .option('--api-key <key>', 'require "Authorization: Bearer <key>" (default: $COKV_API_KEY, else no key)')
     .option('--queue <n>', 'requests that may wait behind the running one; more are answered 429', '16')
     .option('--max-body <bytes>', 'largest request body accepted', String(8 << 20))
-    .option('--kv-dtype <t>', `${KV_DTYPE_HELP} (default for requests)`, 'f32');
+    .option('--kv-dtype <t>', `${KV_DTYPE_HELP} (default for requests)`, 'f32')
+    .option('--prefix-cache <n>', 'finished sequences kept so a request extending one (the next turn) prefills only its new tokens; 0 = off', '4')
+    .option('--prefix-cache-mb <n>', 'most MiB those kept sequences may hold together', '512');
   addPressFlags(cmd).action((flags: ServeFlags) => run(() => serveCommand(flags)));
 }
 
@@ -38,6 +42,8 @@ async function serveCommand(f: ServeFlags): Promise<void> {
   const queue = numberFlag('--queue', f.queue, { integer: true, min: 0 })!;
   const maxBody = numberFlag('--max-body', f.maxBody, { integer: true, min: 1 })!;
   const kvDtype = kvDtypeFlag(f.kvDtype);
+  const prefixCache = numberFlag('--prefix-cache', f.prefixCache, { integer: true, min: 0 })!;
+  const prefixCacheBytes = numberFlag('--prefix-cache-mb', f.prefixCacheMb, { min: 0 })! * 2 ** 20;
   // An environment variable keeps the key out of `ps` listings.
   const apiKey = f.apiKey ?? (process.env.COKV_API_KEY || undefined);
   if (apiKey !== undefined && apiKey.trim() === '') throw new CokvError('--api-key: the key is empty', 'flag');
@@ -47,7 +53,7 @@ async function serveCommand(f: ServeFlags): Promise<void> {
   const modelId = f.modelName ?? path.basename(path.resolve(f.model));
   const log = (line: string): void => { process.stderr.write(`cokv: ${line}\n`); };
   const { server, close } = createCokvServer({
-    model, modelId, apiKey, queue, maxBody, kvDtype, log,
+    model, modelId, apiKey, queue, maxBody, kvDtype, log, prefixCache, prefixCacheBytes,
     press: { name: f.press ?? 'full', options: pressOptionsFromFlags(f) },
   });
   await new Promise<void>((resolve, reject) => {

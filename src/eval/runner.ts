@@ -13,7 +13,7 @@ import { lockOutput, writeFileAtomic, type FileLock } from '../util/files.js';
 import type { CokvModel } from '../engine.js';
 import type { KvDType } from '../cache/ragged.js';
 import type { PressOptions } from '../press/options.js';
-import { createPress } from '../press/registry.js';
+import { createPress, resolvePress } from '../press/registry.js';
 import { kvScopeLabel } from '../press/scope.js';
 import { continuationIds, tokenF1 } from '../game/samples.js';
 import { datasetInfo, loadEvalItems, splitItems, type DatasetInfo } from './datasets.js';
@@ -207,7 +207,7 @@ function meanCi(xs: number[], scale: number, digits = 2): { mean: number; ci: [n
 /** One run's folder and what is known of it. */
 interface RunState {
   press: string; budget: number | null; ratio?: number; dir: string; metricsFile: string; predFile: string;
-  instance: ReturnType<typeof createPress>; done: Map<string, Prediction>; finished?: RunMetrics; seconds: number;
+  instance: ReturnType<typeof resolvePress>; done: Map<string, Prediction>; finished?: RunMetrics; seconds: number;
   settings: Record<string, unknown>; hash: string;
 }
 
@@ -413,7 +413,7 @@ export async function runEval(model: CokvModel, modelPath: string, o: EvalOption
     const settings = { ...common, press: r.press, budget: r.budget, ratio: r.ratio, pressOptions: pressSettings(r.press, o.pressOptions) };
     return {
       ...r, dir, metricsFile: path.join(dir, 'metrics.json'), predFile: path.join(dir, 'predictions.jsonl'), done: new Map(), seconds: 0,
-      instance: createPress(r.press, { ...o.pressOptions, budget: r.budget ?? undefined, ratio: r.ratio }, model.config),
+      instance: resolvePress(r.press, { ...o.pressOptions, budget: r.budget ?? undefined, ratio: r.ratio }, model.config),
       settings, hash: settingsHash(settings),
     };
   });
@@ -452,7 +452,7 @@ async function computeRuns(model: CokvModel, modelPath: string, o: EvalOptions, 
     const suffix = ctxOnly ? p.ids.slice(p.contextTokens) : undefined;
     const reserve = Math.max(p.maxNew, loglikTokens) + 1;
     let reference: string | undefined;
-    const greedy = async (press: ReturnType<typeof createPress>) => {
+    const greedy = async (press: ReturnType<typeof resolvePress>) => {
       const g = model.generate(p.ids, {
         maxTokens: p.maxNew, temperature: 0, eosIds: p.stopIds, minTokens: p.minTokens,
         prefilled: model.fromShared(shared, press, reserve, suffix),

@@ -39,25 +39,25 @@ export interface PressOptions {
 
 export const DEFAULT_WINDOW = 8;
 
-/** Check option ranges once; throws CokvError naming the flag. */
+/** Check option ranges once; throws CokvError whose message starts with the option's name (`budget: …`). */
 export function validatePressOptions(o: PressOptions): void {
   const w = o.window ?? DEFAULT_WINDOW;
-  if (!(Number.isInteger(w) && w >= 1)) throw new CokvError(`--window: ${w} must be a positive integer`, 'flag');
-  if (o.budget !== undefined && o.ratio !== undefined) throw new CokvError('--budget/--ratio: give one, not both', 'flag');
+  if (!(Number.isInteger(w) && w >= 1)) throw new CokvError(`window: ${w} must be a positive integer`, 'flag');
+  if (o.budget !== undefined && o.ratio !== undefined) throw new CokvError('budget/ratio: give one, not both', 'flag');
   if (o.budget !== undefined) {
-    if (!(Number.isInteger(o.budget) && o.budget > 0)) throw new CokvError(`--budget: ${o.budget} must be a positive integer`, 'flag');
-    if (o.budget <= w) throw new CokvError(`--budget: ${o.budget} must be larger than the window (${w})`, 'flag');
+    if (!(Number.isInteger(o.budget) && o.budget > 0)) throw new CokvError(`budget: ${o.budget} must be a positive integer`, 'flag');
+    if (o.budget <= w) throw new CokvError(`budget: ${o.budget} must be larger than the window (${w})`, 'flag');
   }
-  if (o.ratio !== undefined && !(o.ratio > 0 && o.ratio <= 1)) throw new CokvError(`--ratio: ${o.ratio} must be in (0, 1]`, 'flag');
+  if (o.ratio !== undefined && !(o.ratio > 0 && o.ratio <= 1)) throw new CokvError(`ratio: ${o.ratio} must be in (0, 1]`, 'flag');
   if (o.kernel !== undefined && !(Number.isInteger(o.kernel) && o.kernel >= 1 && o.kernel % 2 === 1)) {
-    throw new CokvError(`--kernel: ${o.kernel} must be a positive odd integer`, 'flag');
+    throw new CokvError(`kernel: ${o.kernel} must be a positive odd integer`, 'flag');
   }
-  if (o.alpha !== undefined && !(Number.isInteger(o.alpha) && o.alpha >= 0)) throw new CokvError(`--alpha: ${o.alpha} must be a non-negative integer`, 'flag');
-  if (o.pool !== undefined && !['max', 'avg', 'none'].includes(o.pool)) throw new CokvError(`--pool: '${o.pool}' must be max, avg or none`, 'flag');
-  if (o.sink !== undefined && !(Number.isInteger(o.sink) && o.sink >= 0)) throw new CokvError(`--sink: ${o.sink} must be a non-negative integer`, 'flag');
-  if (o.headkvBeta !== undefined && !(o.headkvBeta > 1)) throw new CokvError(`--headkv-beta: ${o.headkvBeta} must be > 1`, 'flag');
-  if (o.pyramidBeta !== undefined && !(o.pyramidBeta >= 1)) throw new CokvError(`--pyramid-beta: ${o.pyramidBeta} must be ≥ 1`, 'flag');
-  if (o.adaFloor !== undefined && !(o.adaFloor >= 0 && o.adaFloor <= 1)) throw new CokvError(`--ada-floor: ${o.adaFloor} must be in [0, 1]`, 'flag');
+  if (o.alpha !== undefined && !(Number.isInteger(o.alpha) && o.alpha >= 0)) throw new CokvError(`alpha: ${o.alpha} must be a non-negative integer`, 'flag');
+  if (o.pool !== undefined && !['max', 'avg', 'none'].includes(o.pool)) throw new CokvError(`pool: '${o.pool}' must be max, avg or none`, 'flag');
+  if (o.sink !== undefined && !(Number.isInteger(o.sink) && o.sink >= 0)) throw new CokvError(`sink: ${o.sink} must be a non-negative integer`, 'flag');
+  if (o.headkvBeta !== undefined && !(o.headkvBeta > 1)) throw new CokvError(`headkvBeta: ${o.headkvBeta} must be > 1`, 'flag');
+  if (o.pyramidBeta !== undefined && !(o.pyramidBeta >= 1)) throw new CokvError(`pyramidBeta: ${o.pyramidBeta} must be ≥ 1`, 'flag');
+  if (o.adaFloor !== undefined && !(o.adaFloor >= 0 && o.adaFloor <= 1)) throw new CokvError(`adaFloor: ${o.adaFloor} must be in [0, 1]`, 'flag');
 }
 
 /** The average per-head budget (incl. window) for a prompt of `promptLength` tokens. */
@@ -65,5 +65,5 @@ export function resolveBudget(o: PressOptions, promptLength: number): number {
   const w = o.window ?? DEFAULT_WINDOW;
   if (o.budget !== undefined) return o.budget;
   if (o.ratio !== undefined) return Math.max(w + 1, Math.round(o.ratio * promptLength));
-  throw new CokvError('--budget/--ratio: this press needs a budget (--budget N or --ratio R)', 'flag');
+  throw new CokvError('budget/ratio: this press needs a budget or a ratio', 'flag');
 }

@@ -32,15 +32,39 @@ function snapkvScorer(o: PressOptions, c: ModelConfig): Scorer {
   });
 }
 
-/** Build a press by name; `full` returns undefined (no compression). Throws CokvError on bad options. */
-export function createPress(name: string, options: PressOptions, config: ModelConfig): Press | undefined {
+/**
+ * The `full` press: keeps every entry (the uncompressed cache). `CokvModel` treats it as no press at all; code
+ * that calls `compressLayer` itself gets a no-op.
+ */
+export class FullPress implements Press {
+  readonly name = 'full';
+
+  compressLayer(): void {
+    // Keeps everything.
+  }
+}
+
+/** True for the press `createPress('full', …)` returns (no compression). */
+export function isFullPress(p: Press | undefined): p is FullPress {
+  return p instanceof FullPress;
+}
+
+/**
+ * Build a press by name (`full` gives a FullPress, which compresses nothing). Throws CokvError on an unknown name
+ * or bad options; the message starts with the option's name (`press: …`, `budget: …`, `budget/ratio: …`).
+ *
+ * ```ts
+ * const press: Press = createPress('snapkv', { budget: 64 }, model.config);
+ * ```
+ */
+export function createPress(name: string, options: PressOptions, config: ModelConfig): Press {
   if (!(PRESS_NAMES as readonly string[]).includes(name)) {
-    throw new CokvError(`--press: unknown press '${name}' (known: ${PRESS_NAMES.join(', ')})`, 'flag');
+    throw new CokvError(`press: unknown press '${name}' (known: ${PRESS_NAMES.join(', ')})`, 'flag');
   }
   validatePressOptions(options);
-  if (name === 'full') return undefined;
+  if (name === 'full') return new FullPress();
   if (options.budget === undefined && options.ratio === undefined) {
-    throw new CokvError(`--budget/--ratio: press '${name}' needs a budget (--budget N or --ratio R)`, 'flag');
+    throw new CokvError(`budget/ratio: press '${name}' needs a budget or a ratio`, 'flag');
   }
   const snap = snapkvScorer(options, config);
   const layers = fullAttentionLayers(config);
@@ -58,19 +82,28 @@ export function createPress(name: string, options: PressOptions, config: ModelCo
     case 'ada-pyramidkv':
       return new ScoredPress(name, snap, pyramidAllocator(adaAllocator(options.adaFloor ?? 0.2), options.pyramidBeta ?? 20), options, layers);
     case 'headkv': {
-      if (!options.headScores) throw new CokvError('--head-scores: press headkv needs a head scores file', 'flag');
+      if (!options.headScores) throw new CokvError('headScores: press headkv needs a head scores file', 'flag');
       return new ScoredPress(name, snap, headkvAllocator(readHeadScores(options.headScores, config), options.headkvBeta ?? 1.01), options, layers);
     }
     case 'cokv': {
-      if (!options.profile) throw new CokvError('--profile: press cokv needs a profile file (cokv profile …)', 'flag');
+      if (!options.profile) throw new CokvError('profile: press cokv needs a profile file (made by cokv profile)', 'flag');
       const values = readProfileValues(options.profile, config);
       return new ScoredPress(name, snap, cokvAllocator(values, options.alpha ?? defaultAlpha(config)), options, layers);
     }
     case 'random':
       return new ScoredPress(name, snap, randomAllocator(options.seed ?? 0), options, layers);
     default:
-      throw new CokvError(`--press: unknown press '${name}'`, 'flag');
+      throw new CokvError(`press: unknown press '${name}'`, 'flag');
   }
+}
+
+/**
+ * `createPress`, except that `full` gives undefined: the form the engine's `press` options take (no press = the
+ * full cache).
+ */
+export function resolvePress(name: string, options: PressOptions, config: ModelConfig): Press | undefined {
+  const p = createPress(name, options, config);
+  return isFullPress(p) ? undefined : p;
 }
 
 /**

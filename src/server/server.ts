@@ -6,11 +6,14 @@
  */
 import crypto from 'node:crypto';
 import http from 'node:http';
-import type { CokvModel, GenerateOptions, Generation, GenerationStats } from '../engine.js';
+import type { CokvModel, DecodeOptions, Generation, GenerationStats } from '../engine.js';
 import { KV_DTYPES, type KvDType } from '../cache/ragged.js';
 import { CokvError, sanitize } from '../errors.js';
+import { checkDecodeOptions } from '../generate/generation.js';
 import type { PressOptions } from '../press/options.js';
-import { createPress } from '../press/registry.js';
+import { createPress, isFullPress } from '../press/registry.js';
+import type { Press } from '../press/types.js';
+import type { Sequence } from '../session/sequence.js';
 import { ApiError, parseRequest, type ParsedRequest } from './protocol.js';
 import { JobQueue } from './queue.js';
 
@@ -29,6 +32,13 @@ export interface ServerOptions {
   kvDtype?: KvDType;
   /** One line per request and event (default: none). */
   log?: (line: string) => void;
+  /**
+   * Finished requests' sequences kept so that a request whose prompt extends one of them (the next turn of a
+   * conversation) prefills only the new tokens: at most this many (default 4; 0 turns reuse off).
+   */
+  prefixCache?: number;
+  /** ... and at most this many bytes allocated by their caches together (default 512 MiB). */
+  prefixCacheBytes?: number;
 }
 
 export interface CokvServer {
@@ -43,10 +53,91 @@ const DEFAULT_CHAT_MAX_TOKENS = 1024;
 const DEFAULT_COMPLETION_MAX_TOKENS = 16;
 
 interface Prepared {
-  gen: Generation;
+  ids: number[];
+  /** Decode options, checked. */
+  opts: DecodeOptions;
+  /** undefined: the full cache. */
+  press: Press | undefined;
+  kvDtype: KvDType;
+  /** Press and KV settings: a cached sequence is reused only by a request with the same key. */
+  settings: string;
   promptTokens: number;
   maxTokens: number;
   pressName: string;
+}
+
+/** A finished request's sequence, kept for prefix reuse (see ServerOptions.prefixCache). */
+interface CachedSequence {
+  seq: Sequence;
+  settings: string;
+  bytes: number;
+}
+
+/**
+ * A small LRU of finished sequences. A prompt that starts with all of a cached sequence's tokens (and asks for the
+ * same press and KV settings) can fork it and prefill only the rest; the entry stays for other branches.
+ */
+export class PrefixCache {
+  private entries: CachedSequence[] = [];
+
+  /** At most `limit` sequences holding at most `maxBytes` allocated cache bytes together. */
+  constructor(readonly limit: number, readonly maxBytes: number) {}
+
+  /** Sequences held now. */
+  get size(): number {
+    return this.entries.length;
+  }
+
+  /** The longest cached sequence whose tokens are a strict prefix of `ids` with the same settings (now most recent). */
+  lookup(ids: readonly number[], settings: string): Sequence | undefined {
+    let best = -1;
+    for (let i = 0; i < this.entries.length; i++) {
+      const e = this.entries[i];
+      const t = e.seq.tokens;
+      if (e.settings !== settings || t.length >= ids.length || (best >= 0 && t.length <= this.entries[best].seq.tokens.length)) continue;
+      if (isPrefix(t, ids)) best = i;
+    }
+    if (best < 0) return undefined;
+    const [e] = this.entries.splice(best, 1);
+    this.entries.push(e);
+    return e.seq;
+  }
+
+  /**
+   * Keep `seq` (the cache takes it over): entries it extends are dropped (the conversation moved on), then the
+   * least recently used ones until both limits hold. A sequence larger than the byte limit alone is not kept.
+   */
+  add(seq: Sequence, settings: string): void {
+    const bytes = seq.stats.allocatedBytes;
+    if (this.limit <= 0 || bytes > this.maxBytes) {
+      seq.dispose();
+      return;
+    }
+    this.entries = this.entries.filter((e) => {
+      const superseded = e.settings === settings && isPrefix(e.seq.tokens, seq.tokens);
+      if (superseded) e.seq.dispose();
+      return !superseded;
+    });
+    this.entries.push({ seq, settings, bytes });
+    let total = this.entries.reduce((a, e) => a + e.bytes, 0);
+    while (this.entries.length > this.limit || total > this.maxBytes) {
+      const old = this.entries.shift()!;
+      total -= old.bytes;
+      old.seq.dispose();
+    }
+  }
+
+  /** Dispose every cached sequence. */
+  clear(): void {
+    for (const e of this.entries) e.seq.dispose();
+    this.entries = [];
+  }
+}
+
+function isPrefix(a: readonly number[], b: readonly number[]): boolean {
+  if (a.length > b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 /** What a request did, for its log line. */
@@ -55,6 +146,8 @@ interface Outcome {
   generated?: number;
   finish?: string;
   cancelled?: 'queued' | 'running';
+  /** Prompt tokens taken from the prefix cache. */
+  reused?: number;
 }
 
 export function createCokvServer(o: ServerOptions): CokvServer {
@@ -64,6 +157,7 @@ export function createCokvServer(o: ServerOptions): CokvServer {
   const modelEntry = { id: o.modelId, object: 'model', created, owned_by: 'cokv' };
   const keyHash = o.apiKey !== undefined ? sha256(o.apiKey) : undefined;
   const log = o.log ?? (() => {});
+  const prefixes = new PrefixCache(o.prefixCache ?? 4, o.prefixCacheBytes ?? 512 << 20);
 
   const server = http.createServer((req, res) => {
     handle(req, res).catch((e: unknown) => {
@@ -142,7 +236,7 @@ export function createCokvServer(o: ServerOptions): CokvServer {
       const ms = (performance.now() - t0).toFixed(0);
       const what = outcome.cancelled
         ? `cancelled by the client ${outcome.cancelled === 'queued' ? 'while queued' : `after ${outcome.generated ?? 0} tokens`}`
-        : outcome.generated !== undefined ? `prompt ${outcome.promptTokens} + ${outcome.generated} tokens (${outcome.finish})` : '';
+        : outcome.generated !== undefined ? `prompt ${outcome.promptTokens}${outcome.reused ? ` (${outcome.reused} reused)` : ''} + ${outcome.generated} tokens (${outcome.finish})` : '';
       log(`${req.method} ${sanitize(path, 200)} ${res.headersSent ? res.statusCode : '-'}${what ? ` ${what}` : ''} ${ms} ms`);
     }
   }
@@ -194,7 +288,7 @@ export function createCokvServer(o: ServerOptions): CokvServer {
     if (c.pool !== undefined) options.pool = c.pool as PressOptions['pool'];
     if (c.headScores !== undefined) options.headScores = c.headScores;
     const pressName = c.press ?? base.name;
-    const opts: GenerateOptions = {
+    const opts: DecodeOptions = {
       maxTokens,
       // OpenAI's defaults: temperature 1, and without a seed every request draws differently.
       temperature: p.temperature ?? 1,
@@ -204,17 +298,50 @@ export function createCokvServer(o: ServerOptions): CokvServer {
       repetitionPenalty: p.repetitionPenalty,
       seed: p.seed ?? crypto.randomInt(2 ** 31),
       stop: p.stop,
-      kvDtype: kvDtype as KvDType,
       // A client that goes away stops its prefill between layers and its decode between tokens.
       signal,
     };
+    let press: Press | undefined;
     try {
-      opts.press = createPress(pressName, options, model.config);
-      return { gen: model.generate(ids, opts), promptTokens: ids.length, maxTokens, pressName };
+      const made = createPress(pressName, options, model.config);
+      press = isFullPress(made) ? undefined : made;
+      checkDecodeOptions(opts, model.config.contextLength);
     } catch (e) {
       if (e instanceof CokvError) throw asFieldError(e);
       throw e;
     }
+    // The options that shape the compressed cache (a full cache: none but the storage type).
+    const settings = JSON.stringify(press ? [pressName, kvDtype, Object.entries(options).filter(([, v]) => v !== undefined).sort()] : ['full', kvDtype]);
+    return { ids, opts, press, kvDtype: kvDtype as KvDType, settings, promptTokens: ids.length, maxTokens, pressName };
+  }
+
+  /**
+   * The request's sequence, prefilled with its prompt: a fork of a cached sequence its prompt extends (only the new
+   * tokens are prefilled, uncompressed) or a fresh one (prefilled, and compressed when the request has a press).
+   * Returns it with the number of prompt tokens taken from the cache.
+   */
+  async function sequenceFor(prep: Prepared, signal: AbortSignal): Promise<{ seq: Sequence; reused: number }> {
+    const cached = prefixes.lookup(prep.ids, prep.settings);
+    if (cached) {
+      const st = cached.stats;
+      const reused = st.tokens - st.pendingTokens;
+      const seq = cached.fork({ reserve: prep.ids.length - st.tokens + prep.maxTokens });
+      try {
+        await seq.append(prep.ids.slice(st.tokens), { signal });
+      } catch (e) {
+        seq.dispose();
+        throw e;
+      }
+      return { seq, reused };
+    }
+    const seq = await o.model.createSequence({ kvDtype: prep.kvDtype, capacity: prep.ids.length + prep.maxTokens });
+    try {
+      await seq.prefill(prep.ids, { press: prep.press, reserve: prep.maxTokens, signal });
+    } catch (e) {
+      seq.dispose();
+      throw e;
+    }
+    return { seq, reused: 0 };
   }
 
   function promptIds(prompt: string | number[], addSpecial: boolean | undefined, param: string): number[] {
@@ -233,10 +360,33 @@ export function createCokvServer(o: ServerOptions): CokvServer {
     const id = `${chat ? 'chatcmpl' : 'cmpl'}-${crypto.randomUUID()}`;
     const object = chat ? (p.stream ? 'chat.completion.chunk' : 'chat.completion') : 'text_completion';
     const base = { id, object, created: Math.floor(Date.now() / 1000), model: o.modelId, system_fingerprint: null };
+    outcome.generated = 0;
+    let seq: Sequence;
+    let reused: number;
+    try {
+      ({ seq, reused } = await sequenceFor(prep, signal));
+    } catch (e) {
+      if (!signal.aborted) throw e;
+      outcome.cancelled = 'running';
+      return;
+    }
+    outcome.reused = reused;
+    const gen = seq.generate(prep.opts);
+    // Only a generation that ran to its end leaves a sequence worth keeping.
+    let finished = false;
+    try {
+      finished = await answer(p, prep, gen, res, signal, outcome, base, reused);
+    } finally {
+      if (finished && !signal.aborted) prefixes.add(seq, prep.settings);
+      else seq.dispose();
+    }
+  }
+
+  /** Stream or send `gen`'s answer; true when it ran to its end and was answered. */
+  async function answer(p: ParsedRequest, prep: Prepared, gen: Generation, res: http.ServerResponse, signal: AbortSignal, outcome: Outcome, base: Record<string, unknown>, reused: number): Promise<boolean> {
+    const chat = p.kind === 'chat';
     const usageOf = (n: number): { prompt_tokens: number; completion_tokens: number; total_tokens: number } =>
       ({ prompt_tokens: prep.promptTokens, completion_tokens: n, total_tokens: prep.promptTokens + n });
-    const gen = prep.gen;
-    outcome.generated = 0;
     if (!p.stream) {
       try {
         for await (const _ of gen) {
@@ -248,15 +398,15 @@ export function createCokvServer(o: ServerOptions): CokvServer {
       }
       if (signal.aborted) {
         outcome.cancelled = 'running';
-        return;
+        return false;
       }
       const s = gen.stats!;
       outcome.finish = finishReason(s);
       const choice = chat
         ? { index: 0, message: { role: 'assistant', content: gen.text, refusal: null }, logprobs: null, finish_reason: outcome.finish }
         : { index: 0, text: gen.text, logprobs: null, finish_reason: outcome.finish };
-      sendJson(res, 200, { ...base, choices: [choice], usage: usageOf(s.generatedTokens), cokv: statsOf(s, prep.pressName) });
-      return;
+      sendJson(res, 200, { ...base, choices: [choice], usage: usageOf(s.generatedTokens), cokv: statsOf(s, prep.pressName, reused) });
+      return true;
     }
     res.writeHead(200, { 'Content-Type': 'text/event-stream; charset=utf-8', 'Cache-Control': 'no-cache', Connection: 'keep-alive', 'X-Accel-Buffering': 'no' });
     const usage = p.includeUsage ? { usage: null } : {};
@@ -275,23 +425,24 @@ export function createCokvServer(o: ServerOptions): CokvServer {
     } catch (e) {
       if (signal.aborted) {
         outcome.cancelled = 'running';
-        return;
+        return false;
       }
       // Headers are out: the error goes as an SSE event, which the OpenAI clients raise as an APIError.
       log(`internal error: ${sanitize(e instanceof Error ? e.stack ?? e.message : String(e))}`);
       await write(res, `data: ${JSON.stringify(new ApiError(500, 'internal server error during generation', 'server_error').body())}\n\n`);
       res.end();
-      return;
+      return false;
     }
     if (signal.aborted) {
       outcome.cancelled = 'running';
-      return;
+      return false;
     }
     const s = gen.stats!;
     outcome.finish = finishReason(s);
-    await event(piece('', outcome.finish), { cokv: statsOf(s, prep.pressName) });
+    await event(piece('', outcome.finish), { cokv: statsOf(s, prep.pressName, reused) });
     if (p.includeUsage) await write(res, `data: ${JSON.stringify({ ...base, choices: [], usage: usageOf(s.generatedTokens) })}\n\n`);
     res.end('data: [DONE]\n\n');
+    return true;
   }
 
   function authorized(req: http.IncomingMessage, want: Buffer): boolean {
@@ -303,7 +454,10 @@ export function createCokvServer(o: ServerOptions): CokvServer {
   return {
     server,
     close: () => new Promise<void>((resolve) => {
-      server.close(() => resolve());
+      server.close(() => {
+        prefixes.clear();
+        resolve();
+      });
       // Destroyed sockets close their responses, which aborts their queued or running requests.
       server.closeAllConnections();
     }),
@@ -341,9 +495,11 @@ function finishReason(s: GenerationStats): string {
   return s.stopReason === 'length' ? 'length' : 'stop';
 }
 
-function statsOf(s: GenerationStats, press: string): Record<string, unknown> {
+function statsOf(s: GenerationStats, press: string, reused: number): Record<string, unknown> {
   return {
     press,
+    // Prompt tokens taken from a cached earlier sequence (prefix reuse) rather than prefilled for this request.
+    reusedPromptTokens: reused,
     prefill_ms: s.prefillMs,
     decode_tokens_per_second: s.decodeTokensPerSecond,
     prompt_kv_bytes: s.promptKvBytes,
@@ -356,13 +512,29 @@ function sha256(s: string): Buffer {
   return crypto.createHash('sha256').update(s).digest();
 }
 
-/** Library errors name CLI flags (`--budget: …`); a request sets them as `cokv.budget`. */
+/** Library option names (the start of a library error) → the request field that sets them. */
+const REQUEST_FIELDS: Record<string, string> = {
+  press: 'cokv.press', budget: 'cokv.budget', ratio: 'cokv.ratio', window: 'cokv.window', pool: 'cokv.pool',
+  kernel: 'cokv.kernel', alpha: 'cokv.alpha', profile: 'cokv.profile', headScores: 'cokv.head_scores', sink: 'cokv.sink',
+  kvDtype: 'cokv.kv_dtype', maxTokens: 'max_tokens', temperature: 'temperature', seed: 'seed', stop: 'stop',
+  topP: 'top_p', topK: 'top_k', minP: 'min_p', repetitionPenalty: 'repetition_penalty',
+};
+
+/**
+ * Library errors start with the option's name (`budget: …`, `budget/ratio: …`; value files still say `--profile F:
+ * …`); a request sets them as fields (`cokv.budget`, `max_tokens`), which the message and `param` name instead.
+ */
 function asFieldError(e: CokvError): ApiError {
+  const lead = /^([A-Za-z]+(?:\/[A-Za-z]+)?):/.exec(e.message);
+  const names = lead?.[1].split('/');
+  if (lead && names!.every((n) => Object.hasOwn(REQUEST_FIELDS, n))) {
+    const fields = names!.map((n) => REQUEST_FIELDS[n]);
+    return new ApiError(400, `${fields.join('/')}${e.message.slice(lead[1].length)}`, 'invalid_request_error', fields[0]);
+  }
   const field = (flag: string): string => `cokv.${flag.replace(/-/g, '_')}`;
   const msg = e.message.replace(/--([a-z][a-z-]*)/g, (_, f: string) => field(f));
   const first = /--([a-z][a-z-]*)/.exec(e.message);
-  const param = first ? (['max-tokens', 'temperature', 'seed', 'stop'].includes(first[1]) ? first[1].replace(/-/g, '_') : field(first[1])) : null;
-  return new ApiError(400, msg, 'invalid_request_error', param);
+  return new ApiError(400, msg, 'invalid_request_error', first ? field(first[1]) : null);
 }
 
 function toApiError(e: unknown): ApiError {
