@@ -17,9 +17,11 @@ import { Transformer, type LayerPrefillContext } from './model/forward.js';
 import { openModel } from './model/load.js';
 import type { ModelSource } from './model/source.js';
 import type { Tokenizer } from './model/tokenizer/types.js';
-import { checkDecodeOptions, Generation, type DecodeOptions, type GenerationChunk } from './generate/generation.js';
-import { Sequence, type SequenceOptions } from './session/sequence.js';
+import { checkDecodeOptions, Generation, type DecodeOptions, type GenerationChunk, type GenerationStats } from './generate/generation.js';
+import { Sequence, type SequenceOptions, type SequenceStats } from './session/sequence.js';
+import { peakRssBytes } from './memory.js';
 import type { Press } from './press/types.js';
+import { isFullPress } from './press/registry.js';
 import { bindModelSource } from './model/fingerprint.js';
 
 export { Generation } from './generate/generation.js';
@@ -88,16 +90,40 @@ export function resolveBackend(opt?: Backend | BackendKind): Backend {
 }
 
 export class CokvModel {
-  readonly transformer: Transformer;
+  private tf: Transformer | undefined;
 
   constructor(
     readonly source: ModelSource,
     readonly tokenizer: Tokenizer,
     backend: Backend,
   ) {
-    this.transformer = new Transformer(source.config, source.loadWeights(), backend);
+    this.tf = new Transformer(source.config, source.loadWeights(), backend);
     // Profiles read for this model are checked against its weight files, not just its shape.
     bindModelSource(source.config, source.path);
+  }
+
+  /** The forward pass (weights and workspace); throws CokvError kind 'state' after `dispose()`. */
+  get transformer(): Transformer {
+    return this.live('the forward pass');
+  }
+
+  /** True once `dispose()` has run. */
+  get disposed(): boolean {
+    return this.tf === undefined;
+  }
+
+  /**
+   * Release the weights and the workspace (kept until now by the model's Transformer). Every later call that runs
+   * the model — on it or on its sequences — throws CokvError kind 'state'; encode/decode still work. Idempotent.
+   */
+  dispose(): void {
+    this.tf = undefined;
+    this.newlineIdCache = undefined;
+  }
+
+  private live(what: string): Transformer {
+    if (!this.tf) throw new CokvError(`model: it was disposed (${what} needs a loaded model: load it again)`, 'state');
+    return this.tf;
   }
 
   get config(): ModelConfig {
@@ -132,6 +158,7 @@ export class CokvModel {
 
   /** A fresh, empty cache for this model (sliding layers' heads preallocate only their window plus a chunk). */
   newCache(capacity = 0, dtype: KvDType = 'f32'): RaggedKVCache {
+    this.live('a cache');
     const c = this.config;
     return new RaggedKVCache(c.numLayers, c.numKvHeads, c.headDim, capacity, dtype, c.layers);
   }
@@ -141,6 +168,7 @@ export class CokvModel {
    * Returns the last position's logits (a copy).
    */
   prefill(ids: readonly number[], cache: RaggedKVCache, press?: Press, reserve = 0): Float32Array {
+    if (isFullPress(press)) press = undefined;
     const onLayer = press ? (ctx: LayerPrefillContext) => press.compressLayer(ctx, reserve) : undefined;
     return this.transformer.forward(ids, cache, { logits: 'last', onLayer }).slice();
   }
@@ -310,6 +338,7 @@ export class CokvModel {
    * Async so that a later version can place it on a worker without changing callers.
    */
   async createSequence(opts: SequenceOptions = {}): Promise<Sequence> {
+    this.live('createSequence');
     return Sequence.create(this, opts);
   }
 
@@ -324,6 +353,9 @@ export class CokvModel {
    * thrown here, before iteration.
    */
   generate(prompt: string | readonly number[], opts: GenerateOptions = {}): Generation {
+    this.live('generate');
+    // createPress('full') is no press: the full cache, prefilled in chunks as without one.
+    if (isFullPress(opts.press)) opts = { ...opts, press: undefined };
     const ids = this.promptIds(prompt, opts.addSpecial, opts.addBos);
     // Like transformers, generation may run past the trained context (RoPE positions keep counting); only the
     // prompt must fit. The retrieval model's 2048-token items need a few answer tokens beyond position 2048.
@@ -348,12 +380,42 @@ export class CokvModel {
         await seq.prefill(ids, { press: opts.press, reserve: room, signal });
       }
     }
+    const t1 = performance.now();
+    const prompt = seq.stats;
     try {
       yield* seq.decode(g, room, opts, p ? { prefillMs: p.prefillMs } : { start: t0 });
     } finally {
+      // A consumer that breaks out early (or a cancelled or failed decode) still gets stats, for what was done.
+      if (!g.stats) g.stats = stoppedEarlyStats(g, seq, prompt, p ? p.prefillMs ?? 0 : t1 - t0, t1);
       seq.dispose();
     }
   }
+}
+
+/** Stats of a generation whose decode loop did not reach its end (stopReason 'cancelled'). */
+function stoppedEarlyStats(g: Generation, seq: Sequence, prompt: SequenceStats, prefillMs: number, decodeStart: number): GenerationStats {
+  let now = prompt;
+  try {
+    now = seq.stats;
+  } catch {
+    // A sequence left unusable by a failed step: report the prompt's bytes.
+  }
+  const decodeMs = performance.now() - decodeStart;
+  return {
+    promptTokens: prompt.tokens,
+    generatedTokens: g.tokens.length,
+    prefillMs,
+    decodeMs,
+    decodeTokensPerSecond: g.tokens.length > 1 && decodeMs > 0 ? ((g.tokens.length - 1) * 1000) / decodeMs : 0,
+    kvBytes: now.kvBytes,
+    kvFullBytes: now.kvFullBytes,
+    promptKvBytes: prompt.kvBytes,
+    promptFullKvBytes: prompt.kvFullBytes,
+    promptBudgetedKvBytes: prompt.kvBudgetedBytes,
+    promptBudgetedFullKvBytes: prompt.kvBudgetedFullBytes,
+    peakRssBytes: peakRssBytes(),
+    stopReason: 'cancelled',
+  };
 }
 
 /** Prompts longer than this are counted piece by piece before being tokenized whole (see checkPromptSize). */

@@ -19,7 +19,7 @@ export type { Backend } from './backend/types.js';
 export { Sampler, argmax } from './generate/sampling.js';
 export type { SamplingOptions } from './generate/sampling.js';
 export type { Press } from './press/types.js';
-export { createPress, maskPress, PRESS_NAMES, defaultAlpha } from './press/registry.js';
+export { createPress, resolvePress, FullPress, isFullPress, maskPress, PRESS_NAMES, defaultAlpha } from './press/registry.js';
 export type { PressOptions } from './press/options.js';
 export { ScoredPress, topIndices } from './press/press.js';
 export { apportion } from './press/apportion.js';

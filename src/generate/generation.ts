@@ -49,10 +49,17 @@ export interface GenerationStats {
   promptBudgetedFullKvBytes: number;
   /** Process peak resident set size, bytes. */
   peakRssBytes: number;
-  stopReason: 'eos' | 'stop' | 'length';
+  /**
+   * Why decoding ended: EOS, a stop string, maxTokens, or 'cancelled' — the consumer broke out of the iteration,
+   * the signal fired, or the decode failed (the stats then cover the tokens generated so far).
+   */
+  stopReason: 'eos' | 'stop' | 'length' | 'cancelled';
 }
 
-/** A running generation: iterate it for chunks; `stats`, `text` and `tokens` are complete after iteration. */
+/**
+ * A running generation: iterate it for chunks; `stats`, `text` and `tokens` are complete after iteration, also
+ * after breaking out of it early (`CokvModel.generate`: stopReason 'cancelled').
+ */
 export class Generation implements AsyncIterable<GenerationChunk> {
   stats: GenerationStats | undefined;
   text = '';
