@@ -9,6 +9,7 @@ import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadModel } from '../src/engine.js';
 import { createPress } from '../src/press/registry.js';
+import { PrefixCache } from '../src/server/server.js';
 import { asset, cokv, haveAssets, repoRoot } from './helpers.js';
 
 const stories = asset('models/stories260K');
@@ -72,6 +73,53 @@ function expectError(body: unknown, param: string | null, code?: string | null):
   expect(e.param).toBe(param);
   if (code !== undefined) expect(e.code).toBe(code);
 }
+
+describe.skipIf(!haveAssets)('PrefixCache', () => {
+  it('finds the longest strict prefix with the same settings, drops superseded entries, and holds its count and byte limits', async () => {
+    const model = await loadModel(stories);
+    const seqOf = async (ids: number[]) => {
+      const q = await model.createSequence();
+      await q.prefill(ids);
+      return q;
+    };
+    const base = model.promptIds('Once upon a time');
+    const c = new PrefixCache(2, 1 << 30);
+    const a = await seqOf(base);
+    c.add(a, 'full');
+    const longer = [...base, 5, 6, 7];
+    expect(c.lookup(base, 'full')).toBeUndefined(); // equal, not a strict prefix: nothing new to prefill
+    expect(c.lookup([...base, 9], 'snapkv')).toBeUndefined(); // other settings
+    expect(c.lookup([...base.slice(0, -1), 9, 9], 'full')).toBeUndefined(); // diverges inside
+    expect(c.lookup([...base, 9], 'full')).toBe(a);
+    const b = await seqOf(longer);
+    c.add(b, 'full'); // extends a: a is dropped and disposed
+    expect(c.size).toBe(1);
+    expect(() => a.stats).toThrow(/disposed/);
+    expect(c.lookup([...longer, 1], 'full')).toBe(b);
+    const other = await seqOf(model.promptIds('The dog'));
+    const third = await seqOf(model.promptIds('One day'));
+    c.add(other, 'full');
+    c.add(third, 'full'); // over the count: the least recently used (b) goes
+    expect(c.size).toBe(2);
+    expect(() => b.stats).toThrow(/disposed/);
+    expect(c.lookup([...model.promptIds('The dog'), 1], 'full')).toBe(other);
+    // A byte limit below one sequence keeps nothing; one fitting a single sequence keeps the newest.
+    const tight = new PrefixCache(4, other.stats.allocatedBytes + 1);
+    const x = await seqOf(model.promptIds('The sun'));
+    const y = await seqOf(model.promptIds('The cat'));
+    tight.add(x, 'full');
+    tight.add(y, 'full');
+    expect(tight.size).toBe(1);
+    expect(() => x.stats).toThrow(/disposed/);
+    const none = new PrefixCache(0, 1 << 30);
+    const z = await seqOf(base);
+    none.add(z, 'full');
+    expect(none.size).toBe(0);
+    c.clear();
+    expect(c.size).toBe(0);
+    expect(() => third.stats).toThrow(/disposed/);
+  });
+});
 
 describe.skipIf(!haveAssets)('cokv serve', () => {
   let S: Served, L: Served, F: Served;
