@@ -1,0 +1,249 @@
+import { execFileSync, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { loadModel, type CokvModel } from '../src/engine.js';
+import { ChatSession } from '../src/session/chat-session.js';
+import { applyChatTemplate } from '../src/model/chat.js';
+import { createPress } from '../src/press/registry.js';
+import { CokvError } from '../src/errors.js';
+import { asset, haveAssets, repoRoot, tmpDir } from './helpers.js';
+
+const LLAMA3_TINY = path.join(repoRoot, 'test/fixtures/models/llama3-tiny/hf-bf16');
+const RETRIEVAL = asset('models/cokv-retrieval-tiny');
+/** A plain template for a model that ships none. */
+const PLAIN = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}assistant: {% endif %}";
+/** A template that re-renders every earlier turn when a message is added (the count heads the prompt). */
+const COUNTING = "messages {{ messages|length }}\n{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}assistant: {% endif %}";
+
+const greedy = { temperature: 0, maxTokens: 8 };
+
+/** Greedy tokens of a fresh sequence fed `ids`. */
+async function freshAnswer(model: CokvModel, ids: readonly number[], maxTokens: number): Promise<number[]> {
+  const s = await model.createSequence();
+  await s.prefill(ids);
+  const g = s.generate({ temperature: 0, maxTokens });
+  await g.complete();
+  s.dispose();
+  return g.tokens;
+}
+
+function render(model: CokvModel, template: string, messages: { role: string; content: string }[]): string {
+  return applyChatTemplate(template, messages, { bosToken: model.source.bosToken, eosToken: model.source.eosToken, addGenerationPrompt: true });
+}
+
+describe('ChatSession', () => {
+  it('a second turn prefills only its new tokens and answers like a fresh sequence fed the whole rendered conversation', async () => {
+    const model = await loadModel(LLAMA3_TINY);
+    const chat = await model.createChatSession({ system: 'Be brief.' });
+    const a1 = chat.prompt('Hello there', greedy);
+    await a1.complete();
+    const held = chat.stats.tokens;
+    expect(chat.stats.lastTurn).toMatchObject({ reusedTokens: 0, reprefilled: false });
+
+    const a2 = chat.prompt('And then?', greedy);
+    await a2.complete();
+    const conv = render(model, model.source.chatTemplate!, [
+      { role: 'system', content: 'Be brief.' }, { role: 'user', content: 'Hello there' },
+      { role: 'assistant', content: a1.text }, { role: 'user', content: 'And then?' },
+    ]);
+    const last = chat.stats.lastTurn!;
+    expect(last.reprefilled).toBe(false);
+    expect(last.reusedTokens).toBe(held);
+    // Only the suffix of the rendering beyond the turn-1 rendering and answer is prefilled.
+    const turn1Text = render(model, model.source.chatTemplate!, [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'Hello there' }]) + a1.text;
+    expect(conv.startsWith(turn1Text)).toBe(true);
+    const suffix = model.encode(conv.slice(turn1Text.length), false);
+    expect(last.prefilledTokens).toBe(suffix.length);
+    expect(suffix.length).toBeLessThan(held);
+
+    // The same conversation fed from scratch (turn 1's rendering, its answer's tokens, the new suffix) answers alike.
+    const turn1Ids = model.promptIds(render(model, model.source.chatTemplate!, [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'Hello there' }]), false);
+    const ids = [...turn1Ids, ...a1.tokens, ...suffix];
+    expect(model.decode(ids)).toBe(model.decode(model.promptIds(conv, false)));
+    expect(a2.tokens).toEqual(await freshAnswer(model, ids, greedy.maxTokens));
+    expect(chat.turns.map((t) => t.user)).toEqual(['Hello there', 'And then?']);
+    expect(chat.stats.perTurn.map((t) => t.kept)).toEqual([1, 1]);
+    chat.dispose();
+    expect(() => chat.stats).toThrow(/disposed/);
+  });
+
+  it.skipIf(!haveAssets)('a template that re-renders earlier turns falls back to re-prefilling, says so, and answers like a fresh prefill', async () => {
+    const model = await loadModel(RETRIEVAL);
+    const chat = await ChatSession.create(model, { template: COUNTING });
+    const a1 = chat.prompt('The pass key is 123.', greedy);
+    await a1.complete();
+    const a2 = chat.prompt('What is the pass key?', greedy);
+    await a2.complete();
+    const last = chat.stats.lastTurn!;
+    expect(last.reprefilled).toBe(true);
+    expect(last.reprefillReason).toMatch(/does not start with the held text/);
+    expect(last.reusedTokens).toBe(0);
+    expect(chat.stats.reprefills).toBe(1);
+    const conv = render(model, COUNTING, [
+      { role: 'user', content: 'The pass key is 123.' }, { role: 'assistant', content: a1.text }, { role: 'user', content: 'What is the pass key?' },
+    ]);
+    const ids = model.promptIds(conv, false);
+    expect(last.prefilledTokens).toBe(ids.length);
+    expect(a2.tokens).toEqual(await freshAnswer(model, ids, greedy.maxTokens));
+    chat.dispose();
+  });
+
+  it.skipIf(!haveAssets)('refuses a model without a chat template unless one is given', async () => {
+    const model = await loadModel(RETRIEVAL);
+    await expect(model.createChatSession()).rejects.toThrow(/no chat template/);
+    await expect(model.createChatSession({ maxHistoryTokens: 10, template: PLAIN })).rejects.toThrow(/maxHistoryTokens: needs a press/);
+    const chat = await model.createChatSession({ template: PLAIN });
+    expect(() => chat.prompt('')).toThrow(CokvError);
+    chat.dispose();
+  });
+
+  it.skipIf(!haveAssets).each(['f32', 'q8'] as const)('save → load → next turn equals never saving (%s KV, SnapKV)', async (kvDtype) => {
+    const model = await loadModel(RETRIEVAL);
+    const press = createPress('snapkv', { budget: 24 }, model.config)!;
+    const dir = tmpDir();
+    const file = path.join(dir, 'chat.json');
+    const a = await model.createChatSession({ template: PLAIN, system: 'Answer.', kvDtype, press });
+    await a.prompt('The grass is green. The sky is blue. The sun is yellow. The pass key is 4417.', greedy).complete();
+    await a.save(file);
+    expect(fs.existsSync(`${file}.kvc`)).toBe(true);
+    const b = await ChatSession.load(model, file, { press });
+    expect(b.turns).toEqual(a.turns);
+    const ga = a.prompt('What is the pass key? The pass key is', greedy);
+    await ga.complete();
+    const gb = b.prompt('What is the pass key? The pass key is', greedy);
+    await gb.complete();
+    expect(gb.tokens).toEqual(ga.tokens);
+    expect(b.stats).toEqual(a.stats);
+    expect(b.stats.lastTurn!.reprefilled).toBe(false);
+    // A chat file whose cache comes from another save is refused.
+    fs.copyFileSync(`${file}.kvc`, path.join(dir, 'x.kvc'));
+    await b.save(file);
+    fs.copyFileSync(path.join(dir, 'x.kvc'), `${file}.kvc`);
+    await expect(ChatSession.load(model, file)).rejects.toThrow(/different saves/);
+    a.dispose();
+    b.dispose();
+  });
+
+  it.skipIf(!haveAssets)('a press bounds the history\'s KV and reports which turns it evicted', async () => {
+    const model = await loadModel(RETRIEVAL);
+    const budget = 32;
+    const press = createPress('snapkv', { budget }, model.config)!;
+    const chat = await model.createChatSession({ template: PLAIN, press });
+    const full = await model.createChatSession({ template: PLAIN });
+    const facts = ['The grass is green and the sky is blue.', 'The sun is yellow and the sea is wide.', 'Here we go, there and back again.', 'The pass key is 90210, remember it.'];
+    for (const fact of facts) {
+      await chat.prompt(fact, greedy).complete();
+      await full.prompt(fact, greedy).complete();
+      const s = chat.stats;
+      // After each turn's compressed prefill only the answer's tokens come on top of the budget.
+      expect(s.heldPerHead).toBeLessThanOrEqual(budget + greedy.maxTokens);
+    }
+    const s = chat.stats;
+    expect(s.tokens).toBeGreaterThan(3 * budget);
+    expect(s.kvBytes).toBeLessThan(full.stats.kvBytes / 2);
+    expect(s.compressions).toBe(facts.length);
+    expect(full.stats.perTurn.every((t) => t.kept === 1)).toBe(true);
+    // Older turns lost more than the newest one, which keeps at least its window.
+    expect(s.perTurn[0].kept).toBeLessThan(s.perTurn[facts.length - 1].kept);
+    expect(s.perTurn[facts.length - 1].kept).toBeGreaterThan(0);
+    // The kept fractions account for every entry held in the full-attention layers.
+    const heads = model.config.numKvHeads * model.config.layers.filter((l) => l.kind === 'full').length;
+    const cached = s.tokens - 1; // the answer's last token is pending
+    const entries = s.perTurn.reduce((n, t) => n + t.kept * (Math.min(t.end, cached) - t.start) * heads, 0);
+    expect(Math.round(entries)).toBe(Math.round(s.heldPerHead * heads));
+    // With a large maxHistoryTokens nothing is compressed.
+    const roomy = await model.createChatSession({ template: PLAIN, press, maxHistoryTokens: 10_000 });
+    for (const fact of facts.slice(0, 2)) await roomy.prompt(fact, greedy).complete();
+    expect(roomy.stats.compressions).toBe(0);
+    expect(roomy.stats.perTurn.every((t) => t.kept === 1)).toBe(true);
+    for (const c of [chat, full, roomy]) c.dispose();
+  });
+
+  it.skipIf(!haveAssets)('a cancelled answer is kept as far as it got; a cancelled prefill leaves the history and re-prefills next turn', async () => {
+    const model = await loadModel(RETRIEVAL);
+    const chat = await model.createChatSession({ template: PLAIN });
+    const ac = new AbortController();
+    const g = chat.prompt('Tell me a long story.', { temperature: 0, maxTokens: 50, minTokens: 50, signal: ac.signal });
+    let n = 0;
+    await expect((async () => { for await (const _ of g) { if (++n === 3) ac.abort(); } })()).rejects.toThrow(/aborted/);
+    expect(chat.turns).toEqual([{ user: 'Tell me a long story.', assistant: g.text, cancelled: true }]);
+    const aborted = new AbortController();
+    aborted.abort();
+    await expect(chat.prompt('Again?', { ...greedy, signal: aborted.signal }).complete()).rejects.toThrow(/aborted/);
+    expect(chat.turns).toHaveLength(1);
+    await chat.prompt('Again?', greedy).complete();
+    expect(chat.stats.lastTurn!.reprefilled).toBe(true);
+    expect(chat.turns).toHaveLength(2);
+    chat.dispose();
+  });
+});
+
+const haveTmux = spawnSync('tmux', ['-V']).status === 0;
+if (!haveTmux) console.warn('[cokv tests] tmux is absent: the `cokv chat` terminal test is skipped');
+
+/** A `cokv chat` in a detached tmux session; `exitCode()` reads the status the shell wrote when it ended. */
+function tmuxChat(tag: string) {
+  const name = `cokv-chat-${process.pid}-${tag}`;
+  const dir = tmpDir();
+  const done = path.join(dir, 'exit-code');
+  const tmux = (...args: string[]): string => execFileSync('tmux', args, { encoding: 'utf8' });
+  const cmd = `cd ${JSON.stringify(repoRoot)} && node --import tsx src/cli/run.ts chat --model ${JSON.stringify(LLAMA3_TINY)} --max-tokens 6 --system 'Be brief.'; echo $? > ${JSON.stringify(done)}; sleep 60`;
+  tmux('new-session', '-d', '-s', name, '-x', '200', '-y', '50', cmd);
+  const sleep = (): Promise<void> => new Promise((r) => setTimeout(r, 100));
+  return {
+    dir,
+    keys: (...keys: string[]): void => { tmux('send-keys', '-t', name, ...keys); },
+    /** Poll the pane until `re` matches (bounded by a number of polls, not by a clock). */
+    async waitFor(re: RegExp): Promise<string> {
+      let pane = '';
+      for (let i = 0; i < 600; i++) {
+        pane = tmux('capture-pane', '-p', '-t', name);
+        if (re.test(pane)) return pane;
+        await sleep();
+      }
+      throw new Error(`the chat never showed ${re}; the pane:\n${pane}`);
+    },
+    async exitCode(): Promise<string> {
+      for (let i = 0; i < 300 && !fs.existsSync(done); i++) await sleep();
+      return fs.existsSync(done) ? fs.readFileSync(done, 'utf8').trim() : 'still running';
+    },
+    kill: (): void => { spawnSync('tmux', ['kill-session', '-t', name]); },
+  };
+}
+
+describe.skipIf(!haveTmux)('cokv chat in a terminal (tmux)', () => {
+  it('streams one exchange, answers /stats, reports a bad /load in one line, exits on /exit', async () => {
+    const t = tmuxChat('exchange');
+    try {
+      // capture-pane drops trailing blanks: the prompt '> ' shows as '>'.
+      await t.waitFor(/^>$/m);
+      t.keys('Hello there', 'Enter');
+      // The answer line follows the user's line, then a new prompt.
+      const pane = await t.waitFor(/^> Hello there\n.+\n>$/m);
+      expect(pane).not.toMatch(/error/i);
+      t.keys('/stats', 'Enter');
+      const stats = await t.waitFor(/kept per turn: #1 100%/);
+      expect(stats).toMatch(/turns 1, tokens \d+/);
+      expect(stats).toMatch(/last turn: 0 tokens reused, \d+ prefilled/);
+      t.keys(`/load ${path.join(t.dir, 'missing.json')}`, 'Enter');
+      const err = await t.waitFor(/error: .*missing\.json/);
+      expect(err).not.toMatch(/\n\s+at /);
+      t.keys('/exit', 'Enter');
+      expect(await t.exitCode()).toBe('0');
+    } finally {
+      t.kill();
+    }
+  }, 120_000);
+
+  it.each([['Ctrl-C', 'C-c'], ['Ctrl-D', 'C-d']])('%s at the prompt ends the chat (exit 0)', async (_label, key) => {
+    const t = tmuxChat(key);
+    try {
+      await t.waitFor(/^>$/m);
+      t.keys(key);
+      expect(await t.exitCode()).toBe('0');
+    } finally {
+      t.kill();
+    }
+  }, 120_000);
+});
