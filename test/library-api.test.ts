@@ -109,6 +109,7 @@ describe.skipIf(!haveAssets)('library API', () => {
         [() => validatePressOptions({ headkvBeta: 1 }), 'headkvBeta: 1 must be > 1'],
         [() => createPress('cokv', { budget: 16 }, model.config), 'profile: press cokv needs a profile file'],
         [() => createPress('headkv', { budget: 16 }, model.config), 'headScores: press headkv needs a head scores file'],
+        [() => createPress('cokv', { budget: 16, profile: '/nonexistent/p.json' }, model.config), 'profile /nonexistent/p.json: cannot read the file'],
       ];
       for (const [fn, start] of cases) {
         const e = thrown(fn);
@@ -121,7 +122,10 @@ describe.skipIf(!haveAssets)('library API', () => {
       expect(flagWording("budget/ratio: press 'snapkv' needs a budget or a ratio")).toBe("--budget/--ratio: press 'snapkv' needs a budget or a ratio");
       expect(flagWording('headScores: press headkv needs a head scores file')).toBe('--head-scores: press headkv needs a head scores file');
       expect(flagWording('maxTokens: 9999 is more than the context')).toBe('--max-tokens: 9999 is more than the context');
+      expect(flagWording('profile p.json: cannot read the file')).toBe('--profile p.json: cannot read the file');
+      expect(flagWording('headScores h.json: not valid JSON')).toBe('--head-scores h.json: not valid JSON');
       expect(flagWording('prompt: the prompt is empty')).toBe('prompt: the prompt is empty');
+      expect(flagWording('press the button')).toBe('press the button');
       expect(flagWording('budget/nonsense: x')).toBe('budget/nonsense: x');
       expect(flagWording('no option here')).toBe('no option here');
     });
@@ -129,6 +133,7 @@ describe.skipIf(!haveAssets)('library API', () => {
     it('cokv generate names the flags', () => {
       expectUserError(cokv('generate', '--model', stories, '--prompt', 'x', '--press', 'snapkv'), /^cokv: --budget\/--ratio: press 'snapkv' needs a budget or a ratio$/m);
       expectUserError(cokv('generate', '--model', stories, '--prompt', 'x', '--press', 'snapkv', '--budget', '4'), /^cokv: --budget: 4 must be larger than the window \(8\)$/m);
+      expectUserError(cokv('generate', '--model', stories, '--prompt', 'x', '--press', 'cokv', '--budget', '16', '--profile', '/nonexistent/p.json'), /^cokv: --profile \/nonexistent\/p\.json: cannot read the file$/m);
     });
   });
 

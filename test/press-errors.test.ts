@@ -90,63 +90,63 @@ describe('value file errors', () => {
 
   it('missing file and non-JSON file name the flag and the file', () => {
     const missing = path.join(dir, 'nope.json');
-    expectCokvError(make('cokv', { budget: 16, profile: missing }), '--profile', missing, 'cannot read');
+    expectCokvError(make('cokv', { budget: 16, profile: missing }), `profile ${missing}:`, 'cannot read');
     const bad = file('bad.json', '{"shape": [2, 2], "scores": [[1, 2], [3, 4]');
-    expectCokvError(make('cokv', { budget: 16, profile: bad }), '--profile', bad, 'not valid JSON');
-    expectCokvError(make('headkv', { budget: 16, headScores: bad }), '--head-scores', bad, 'not valid JSON');
+    expectCokvError(make('cokv', { budget: 16, profile: bad }), `profile ${bad}:`, 'not valid JSON');
+    expectCokvError(make('headkv', { budget: 16, headScores: bad }), `headScores ${bad}:`, 'not valid JSON');
     const text = file('text.json', 'layer 0: 1 2');
-    expectCokvError(make('cokv', { budget: 16, profile: text }), '--profile', text, 'JSON');
+    expectCokvError(make('cokv', { budget: 16, profile: text }), `profile ${text}:`, 'JSON');
   });
 
   it('profile of another model: wrong shape', () => {
     // 3 layers instead of 2
     const p3 = file('p-3x2.json', { shape: [3, 2], scores: [[1, 2], [3, 4], [5, 6]] });
-    expectCokvError(make('cokv', { budget: 16, profile: p3 }), '--profile', p3, 'another model');
+    expectCokvError(make('cokv', { budget: 16, profile: p3 }), `profile ${p3}:`, 'another model');
     // 4 KV heads instead of 2
     const p4 = file('p-2x4.json', { shape: [2, 4], scores: [[1, 2, 3, 4], [5, 6, 7, 8]] });
-    expectCokvError(make('cokv', { budget: 16, profile: p4 }), '--profile', p4);
+    expectCokvError(make('cokv', { budget: 16, profile: p4 }), `profile ${p4}:`);
     // A shape field that disagrees with the model even though the matrix happens to fit.
     const lying = file('p-lying.json', { shape: [2, 3], scores: [[1, 2], [3, 4]] });
-    expectCokvError(make('cokv', { budget: 16, profile: lying }), '--profile', lying, 'another model');
+    expectCokvError(make('cokv', { budget: 16, profile: lying }), `profile ${lying}:`, 'another model');
     // No shape field, but the matrix has the wrong number of rows / columns.
     const rows = file('p-rows.json', { scores: [[1, 2]] });
-    expectCokvError(make('cokv', { budget: 16, profile: rows }), '--profile', rows, 'another model');
+    expectCokvError(make('cokv', { budget: 16, profile: rows }), `profile ${rows}:`, 'another model');
     const cols = file('p-cols.json', { scores: [[1, 2, 3], [4, 5, 6]] });
-    expectCokvError(make('cokv', { budget: 16, profile: cols }), '--profile', cols, '2');
+    expectCokvError(make('cokv', { budget: 16, profile: cols }), `profile ${cols}:`, '2');
   });
 
   it('profile of another model: fingerprint with other dims', () => {
     const other = modelFingerprint(tinyConfig({ numKvHeads: 4 }));
     const p = file('p-fp.json', { model: other, shape: [2, 2], scores: [[1, 2], [3, 4]] });
-    expectCokvError(make('cokv', { budget: 16, profile: p }), '--profile', p, 'another model', 'kvHeads is 4');
+    expectCokvError(make('cokv', { budget: 16, profile: p }), `profile ${p}:`, 'another model', 'kvHeads is 4');
     const partial = file('p-fp2.json', { model: { hiddenSize: 4096 }, scores: [[1, 2], [3, 4]] });
-    expectCokvError(make('cokv', { budget: 16, profile: partial }), '--profile', partial, 'hiddenSize is 4096');
+    expectCokvError(make('cokv', { budget: 16, profile: partial }), `profile ${partial}:`, 'hiddenSize is 4096');
   });
 
   it('profile with bad contents', () => {
     const noScores = file('p-none.json', { shape: [2, 2] });
-    expectCokvError(make('cokv', { budget: 16, profile: noScores }), '--profile', noScores, '"values" or "scores"');
+    expectCokvError(make('cokv', { budget: 16, profile: noScores }), `profile ${noScores}:`, '"values" or "scores"');
     const nan = file('p-str.json', { scores: [[1, 'x'], [3, 4]] });
-    expectCokvError(make('cokv', { budget: 16, profile: nan }), '--profile', nan, 'not a finite number');
+    expectCokvError(make('cokv', { budget: 16, profile: nan }), `profile ${nan}:`, 'not a finite number');
     const arr = file('p-arr.json', [[1, 2], [3, 4]]);
-    expectCokvError(make('cokv', { budget: 16, profile: arr }), '--profile', arr);
+    expectCokvError(make('cokv', { budget: 16, profile: arr }), `profile ${arr}:`);
     const nul = file('p-null.json', 'null');
-    expectCokvError(make('cokv', { budget: 16, profile: nul }), '--profile', nul, 'JSON object');
+    expectCokvError(make('cokv', { budget: 16, profile: nul }), `profile ${nul}:`, 'JSON object');
   });
 
   it('head scores of another model or malformed', () => {
     const wrong = file('h-wrong.json', { scores: [[1, 2, 3], [4, 5, 6]] });
-    expectCokvError(make('headkv', { budget: 16, headScores: wrong }), '--head-scores', wrong);
+    expectCokvError(make('headkv', { budget: 16, headScores: wrong }), `headScores ${wrong}:`);
     const fp = file('h-fp.json', { model: modelFingerprint(tinyConfig({ numLayers: 3 })), scores: [[1, 2, 3, 4], [5, 6, 7, 8]] });
-    expectCokvError(make('headkv', { budget: 16, headScores: fp }), '--head-scores', fp, 'another model', 'layers is 3');
+    expectCokvError(make('headkv', { budget: 16, headScores: fp }), `headScores ${fp}:`, 'another model', 'layers is 3');
     const head = file('h-lh.json', { '0-7': [0.5] });
-    expectCokvError(make('headkv', { budget: 16, headScores: head }), '--head-scores', head, 'another model', '0-7');
+    expectCokvError(make('headkv', { budget: 16, headScores: head }), `headScores ${head}:`, 'another model', '0-7');
     const key = file('h-key.json', { foo: [1] });
-    expectCokvError(make('headkv', { budget: 16, headScores: key }), '--head-scores', key, "'foo'");
+    expectCokvError(make('headkv', { budget: 16, headScores: key }), `headScores ${key}:`, "'foo'");
     const empty = file('h-empty.json', {});
-    expectCokvError(make('headkv', { budget: 16, headScores: empty }), '--head-scores', empty, 'no head scores');
+    expectCokvError(make('headkv', { budget: 16, headScores: empty }), `headScores ${empty}:`, 'no head scores');
     const strs = file('h-str.json', { '0-1': ['a'] });
-    expectCokvError(make('headkv', { budget: 16, headScores: strs }), '--head-scores', strs, "'0-1'");
+    expectCokvError(make('headkv', { budget: 16, headScores: strs }), `headScores ${strs}:`, "'0-1'");
     // Per-KV-head and per-query-head tables are both accepted, and "layer-head" files too.
     const kv = file('h-kv.json', { scores: [[1, 2], [3, 4]] });
     expect(createPress('headkv', { budget: 16, headScores: kv }, cfg)).toBeInstanceOf(ScoredPress);

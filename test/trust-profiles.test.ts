@@ -125,7 +125,7 @@ describe('content fingerprint: profiles are bound to the weights', () => {
     writeJson(p, { model: modelFingerprint(f32.config), shape: [f32.config.numLayers, f32.config.numKvHeads], values: valuesFor(f32) });
     expect(pressWith(p, f32)()).toBeDefined();
     expect(modelFingerprint(q8.config).hash).toBe(modelFingerprint(f32.config).hash); // same shape …
-    expectCokvError(pressWith(p, q8), '--profile', p, 'made for another model', 'other weights'); // … other weights
+    expectCokvError(pressWith(p, q8), `profile ${p}:`, 'made for another model', 'other weights'); // … other weights
   });
 
   it('row 745: one tensor byte changed (same dims, same name) → refused', async () => {
@@ -155,7 +155,7 @@ describe('content fingerprint: profiles are bound to the weights', () => {
     for (const [name, body, why] of cases) {
       const f = path.join(dir, name);
       writeJson(f, body);
-      expectCokvError(pressWith(f, f32), '--profile', f, why);
+      expectCokvError(pressWith(f, f32), `profile ${f}:`, why);
     }
     // The documented hand-written minimal format may omit "model" (the user vouches for it).
     const minimal = path.join(dir, 'minimal.json');

@@ -12,11 +12,16 @@ const FLAGS: Record<string, string> = {
   topP: '--top-p', topK: '--top-k', minP: '--min-p', kvDtype: '--kv-dtype', backend: '--backend',
 };
 
+/** Options naming a file: their errors start `profile FILE: …`. */
+const FILE_OPTIONS = new Set(['profile', 'headScores']);
+
 /**
- * `message` with a leading library option name (or `a/b` pair of them) written as the CLI's flag names; any other
- * message is returned as it is.
+ * `message` with a leading library option name (`budget: …`, an `a/b: …` pair, or `profile FILE: …`) written as
+ * the CLI's flag names; any other message is returned as it is.
  */
 export function flagWording(message: string): string {
+  const file = /^([A-Za-z]+) /.exec(message);
+  if (file && FILE_OPTIONS.has(file[1])) return `${FLAGS[file[1]]}${message.slice(file[1].length)}`;
   const m = /^([A-Za-z]+(?:\/[A-Za-z]+)?):/.exec(message);
   if (!m) return message;
   const names = m[1].split('/');

@@ -105,8 +105,8 @@ function rowLayers(o: Record<string, unknown>, rows: number, c: ModelConfig, whe
  * layer, which is the same set for models without sliding layers.
  */
 export function readProfileValues(file: string, c: ModelConfig): number[] {
-  const where = `--profile ${file}`;
-  const obj = readJson(file, '--profile');
+  const where = `profile ${file}`;
+  const obj = readJson(file, 'profile');
   if (!obj || typeof obj !== 'object') throw new CokvError(`${where}: expected a JSON object`, 'format');
   const o = obj as Record<string, unknown>;
   checkModel(o, c, where, [c.numKvHeads], true);
@@ -126,8 +126,8 @@ export function readProfileValues(file: string, c: ModelConfig): number[] {
  * hold every layer (`cokv head-scores` writes them all; the full-attention rows are taken) or just those.
  */
 export function readHeadScores(file: string, c: ModelConfig): number[][] {
-  const where = `--head-scores ${file}`;
-  const obj = readJson(file, '--head-scores');
+  const where = `headScores ${file}`;
+  const obj = readJson(file, 'headScores');
   if (!obj || typeof obj !== 'object' || Array.isArray(obj)) throw new CokvError(`${where}: expected a JSON object`, 'format');
   const o = obj as Record<string, unknown>;
   const full = fullAttentionLayers(c);

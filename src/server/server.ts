@@ -521,10 +521,12 @@ const REQUEST_FIELDS: Record<string, string> = {
 };
 
 /**
- * Library errors start with the option's name (`budget: …`, `budget/ratio: …`; value files still say `--profile F:
- * …`); a request sets them as fields (`cokv.budget`, `max_tokens`), which the message and `param` name instead.
+ * Library errors start with the option's name (`budget: …`, `budget/ratio: …`, `profile FILE: …`); a request sets
+ * them as fields (`cokv.budget`, `max_tokens`), which the message and `param` name instead.
  */
 function asFieldError(e: CokvError): ApiError {
+  const file = /^(profile|headScores) /.exec(e.message);
+  if (file) return new ApiError(400, `${REQUEST_FIELDS[file[1]]}${e.message.slice(file[1].length)}`, 'invalid_request_error', REQUEST_FIELDS[file[1]]);
   const lead = /^([A-Za-z]+(?:\/[A-Za-z]+)?):/.exec(e.message);
   const names = lead?.[1].split('/');
   if (lead && names!.every((n) => Object.hasOwn(REQUEST_FIELDS, n))) {
