@@ -93,8 +93,10 @@ describe('ChatSession', () => {
     const model = await loadModel(RETRIEVAL);
     await expect(model.createChatSession()).rejects.toThrow(/no chat template/);
     await expect(model.createChatSession({ maxHistoryTokens: 10, template: PLAIN })).rejects.toThrow(/maxHistoryTokens: needs a press/);
-    const chat = await model.createChatSession({ template: PLAIN });
+    const chat = await model.createChatSession({ template: PLAIN, press: createPress('full', {}, model.config) });
     expect(() => chat.prompt('')).toThrow(CokvError);
+    await chat.prompt('Hello', greedy).complete();
+    expect(chat.stats.compressions).toBe(0);
     chat.dispose();
   });
 
@@ -168,13 +170,21 @@ describe('ChatSession', () => {
     let n = 0;
     await expect((async () => { for await (const _ of g) { if (++n === 3) ac.abort(); } })()).rejects.toThrow(/aborted/);
     expect(chat.turns).toEqual([{ user: 'Tell me a long story.', assistant: g.text, cancelled: true }]);
+    expect(g.stats?.stopReason).toBe('cancelled');
+    expect(g.stats?.generatedTokens).toBe(3);
+    // Breaking out of the stream also ends the turn, kept as far as it got.
+    const early = chat.prompt('Go on.', { temperature: 0, maxTokens: 50, minTokens: 50 });
+    for await (const _ of early) break;
+    expect(chat.turns[1]).toEqual({ user: 'Go on.', assistant: early.text, cancelled: true });
+    expect(early.stats?.stopReason).toBe('cancelled');
     const aborted = new AbortController();
     aborted.abort();
     await expect(chat.prompt('Again?', { ...greedy, signal: aborted.signal }).complete()).rejects.toThrow(/aborted/);
-    expect(chat.turns).toHaveLength(1);
+    expect(chat.turns).toHaveLength(2);
     await chat.prompt('Again?', greedy).complete();
     expect(chat.stats.lastTurn!.reprefilled).toBe(true);
-    expect(chat.turns).toHaveLength(2);
+    expect(chat.stats.lastTurn!.reprefillReason).toMatch(/cancelled/);
+    expect(chat.turns).toHaveLength(3);
     chat.dispose();
   });
 });

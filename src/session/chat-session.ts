@@ -16,11 +16,15 @@ import fs from 'node:fs';
 import type { CokvModel, ChatMessage } from '../engine.js';
 import type { KvDType } from '../cache/ragged.js';
 import { CokvError } from '../errors.js';
-import { Generation, checkDecodeOptions, type DecodeOptions, type GenerationChunk } from '../generate/generation.js';
+import {
+  Generation, checkDecodeOptions, type DecodeOptions, type GenerationChunk, type GenerationStats,
+} from '../generate/generation.js';
 import { applyChatTemplate } from '../model/chat.js';
 import type { Press } from '../press/types.js';
 import { writeFileAtomic } from '../util/files.js';
-import { Sequence } from './sequence.js';
+import { isFullPress } from '../press/registry.js';
+import { peakRssBytes } from '../memory.js';
+import { Sequence, type SequenceStats } from './sequence.js';
 
 export interface ChatSessionOptions {
   /** Compress the history with this press when its KV exceeds the budget (see `maxHistoryTokens`). */
@@ -139,7 +143,7 @@ export class ChatSession {
     this.seq = seq;
     const m = opts.maxHistoryTokens;
     if (m !== undefined && !(Number.isSafeInteger(m) && m > 0)) throw new CokvError(`maxHistoryTokens: ${m} must be a positive integer`, 'flag');
-    if (m !== undefined && !opts.press) throw new CokvError('maxHistoryTokens: needs a press (it says when the press compresses the history)', 'flag');
+    if (m !== undefined && (!opts.press || isFullPress(opts.press))) throw new CokvError('maxHistoryTokens: needs a press (it says when the press compresses the history)', 'flag');
   }
 
   /** A new, empty session (use `model.createChatSession`). */
@@ -227,20 +231,27 @@ export class ChatSession {
   private async *turn(g: Generation, user: string, text: string, maxTokens: number, opts: DecodeOptions): AsyncGenerator<GenerationChunk> {
     if (this.busy) throw new CokvError('chat session: a turn is running (finish or cancel it first)', 'state');
     this.busy = true;
-    let prefilled = false;
+    let prompt: SequenceStats | undefined;
+    let finished = false;
     let start = 0;
+    const t0 = performance.now();
+    let t1 = t0;
     try {
       start = await this.prefillTurn(text, maxTokens, opts.signal);
-      prefilled = true;
+      prompt = this.sequence.stats;
+      t1 = performance.now();
       yield* this.sequence.decode(g, maxTokens, opts);
+      finished = true;
     } finally {
       this.busy = false;
-      if (prefilled && this.seq) {
-        this.history.push({ user, assistant: g.text, ...(g.stats ? {} : { cancelled: true }) });
+      if (prompt && this.seq) {
+        const cancelled = !finished || g.stats?.stopReason === 'cancelled';
+        g.stats ??= stoppedEarlyStats(g, this.seq, prompt, t1 - t0, t1);
+        this.history.push({ user, assistant: g.text, ...(cancelled ? { cancelled: true } : {}) });
         this.spans.push([start, this.seq.position]);
         // The held tokens are the rendering plus the answer's tokens, whose text is g.text unless a stop string
         // (generated, then cut from the text) or a cancellation (text still buffered) came between.
-        this.heldText = g.stats && g.stats.stopReason !== 'stop' ? text + g.text : undefined;
+        this.heldText = !cancelled && g.stats.stopReason !== 'stop' ? text + g.text : undefined;
       }
     }
   }
@@ -317,7 +328,7 @@ export class ChatSession {
   /** The press to prefill `n` new tokens with, or undefined when the history stays as it is. */
   private pressFor(seq: Sequence, n: number): Press | undefined {
     const press = this.opts.press;
-    if (!press) return undefined;
+    if (!press || isFullPress(press)) return undefined;
     // A scored press needs at least its observation window of new rows; a shorter turn is compressed later.
     const window = (press as { window?: unknown }).window;
     const fed = n + seq.stats.pendingTokens;
@@ -398,4 +409,22 @@ function heldPerHead(seq: Sequence): number {
     for (const len of row) { n += len; heads++; }
   });
   return heads > 0 ? n / heads : 0;
+}
+
+/** Stats of an answer whose decode did not reach its end (stopReason 'cancelled'), as CokvModel.generate reports. */
+function stoppedEarlyStats(g: Generation, seq: Sequence, prompt: SequenceStats, prefillMs: number, decodeStart: number): GenerationStats {
+  let now = prompt;
+  try {
+    now = seq.stats;
+  } catch {
+    // A sequence left unusable by a failed step: report the prompt's bytes.
+  }
+  const decodeMs = performance.now() - decodeStart;
+  return {
+    promptTokens: prompt.tokens, generatedTokens: g.tokens.length, prefillMs, decodeMs,
+    decodeTokensPerSecond: g.tokens.length > 1 && decodeMs > 0 ? ((g.tokens.length - 1) * 1000) / decodeMs : 0,
+    kvBytes: now.kvBytes, kvFullBytes: now.kvFullBytes, promptKvBytes: prompt.kvBytes, promptFullKvBytes: prompt.kvFullBytes,
+    promptBudgetedKvBytes: prompt.kvBudgetedBytes, promptBudgetedFullKvBytes: prompt.kvBudgetedFullBytes,
+    peakRssBytes: peakRssBytes(), stopReason: 'cancelled',
+  };
 }
