@@ -44,7 +44,7 @@ export interface ChatSessionOptions {
 }
 
 /** One exchange of the conversation. */
-export interface ChatTurn {
+export interface ChatExchange {
   user: string;
   /** The answer's text (what was generated, also when it was cancelled). */
   assistant: string;
@@ -100,7 +100,7 @@ interface SavedChat {
   version: 1;
   system?: string;
   template?: string;
-  history: ChatTurn[];
+  history: ChatExchange[];
   spans: [number, number][];
   tokens: number;
   heldText?: string;
@@ -119,7 +119,7 @@ function resolveTemplate(model: CokvModel, template: string | undefined): string
 
 export class ChatSession {
   private seq: Sequence | undefined;
-  private history: ChatTurn[] = [];
+  private history: ChatExchange[] = [];
   /** Per history turn, its positions [start, end) in the sequence. */
   private spans: [number, number][] = [];
   private busy = false;
@@ -195,7 +195,7 @@ export class ChatSession {
   }
 
   /** The exchanges so far (copies). */
-  get turns(): ChatTurn[] {
+  get turns(): ChatExchange[] {
     return this.history.map((t) => ({ ...t }));
   }
 
