@@ -81,11 +81,11 @@ export interface LoadOptions {
 export function resolveBackend(opt?: Backend | BackendKind): Backend {
   if (opt && typeof opt === 'object') return opt;
   const kind = opt ?? (process.env.COKV_BACKEND as BackendKind | undefined) ?? 'auto';
-  if (!BACKEND_KINDS.includes(kind)) throw new CokvError(`--backend: '${kind}' must be one of ${BACKEND_KINDS.join(', ')}`, 'flag');
+  if (!BACKEND_KINDS.includes(kind)) throw new CokvError(`backend: '${kind}' must be one of ${BACKEND_KINDS.join(', ')}`, 'flag');
   try {
     return createBackend(kind);
   } catch (e) {
-    throw new CokvError(`--backend ${kind}: ${(e as Error).message}`, 'flag');
+    throw new CokvError(`backend ${kind}: ${(e as Error).message}`, 'flag');
   }
 }
 

@@ -118,6 +118,11 @@ describe.skipIf(!haveAssets)('library API', () => {
       }
     });
 
+    it('loadModel names the backend option', async () => {
+      const e = await rejected(loadModel(stories, { backend: 'gpu' as 'ts' }));
+      expect(e.message).toMatch(/^backend: 'gpu' must be one of auto, /);
+    });
+
     it('the CLI writes a leading option name as its flag and leaves other messages alone', () => {
       expect(flagWording("budget/ratio: press 'snapkv' needs a budget or a ratio")).toBe("--budget/--ratio: press 'snapkv' needs a budget or a ratio");
       expect(flagWording('headScores: press headkv needs a head scores file')).toBe('--head-scores: press headkv needs a head scores file');
@@ -126,6 +131,7 @@ describe.skipIf(!haveAssets)('library API', () => {
       expect(flagWording('headScores h.json: not valid JSON')).toBe('--head-scores h.json: not valid JSON');
       expect(flagWording('prompt: the prompt is empty')).toBe('prompt: the prompt is empty');
       expect(flagWording('press the button')).toBe('press the button');
+      expect(flagWording("backend: 'gpu' must be one of auto, native, wasm, ts")).toBe("--backend: 'gpu' must be one of auto, native, wasm, ts");
       expect(flagWording('budget/nonsense: x')).toBe('budget/nonsense: x');
       expect(flagWording('no option here')).toBe('no option here');
     });

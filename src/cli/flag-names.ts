@@ -12,8 +12,8 @@ const FLAGS: Record<string, string> = {
   topP: '--top-p', topK: '--top-k', minP: '--min-p', kvDtype: '--kv-dtype', backend: '--backend',
 };
 
-/** Options naming a file: their errors start `profile FILE: …`. */
-const FILE_OPTIONS = new Set(['profile', 'headScores']);
+/** Options whose errors quote their value before the colon: `profile FILE: …`, `backend KIND: …`. */
+const VALUE_OPTIONS = new Set(['profile', 'headScores', 'backend']);
 
 /**
  * `message` with a leading library option name (`budget: …`, an `a/b: …` pair, or `profile FILE: …`) written as
@@ -21,7 +21,7 @@ const FILE_OPTIONS = new Set(['profile', 'headScores']);
  */
 export function flagWording(message: string): string {
   const file = /^([A-Za-z]+) /.exec(message);
-  if (file && FILE_OPTIONS.has(file[1])) return `${FLAGS[file[1]]}${message.slice(file[1].length)}`;
+  if (file && VALUE_OPTIONS.has(file[1])) return `${FLAGS[file[1]]}${message.slice(file[1].length)}`;
   const m = /^([A-Za-z]+(?:\/[A-Za-z]+)?):/.exec(message);
   if (!m) return message;
   const names = m[1].split('/');
