@@ -193,12 +193,12 @@ const haveTmux = spawnSync('tmux', ['-V']).status === 0;
 if (!haveTmux) console.warn('[cokv tests] tmux is absent: the `cokv chat` terminal test is skipped');
 
 /** A `cokv chat` in a detached tmux session; `exitCode()` reads the status the shell wrote when it ended. */
-function tmuxChat(tag: string) {
+function tmuxChat(tag: string, args = `--model ${JSON.stringify(LLAMA3_TINY)} --max-tokens 6 --system 'Be brief.'`) {
   const name = `cokv-chat-${process.pid}-${tag}`;
   const dir = tmpDir();
   const done = path.join(dir, 'exit-code');
   const tmux = (...args: string[]): string => execFileSync('tmux', args, { encoding: 'utf8' });
-  const cmd = `cd ${JSON.stringify(repoRoot)} && node --import tsx src/cli/run.ts chat --model ${JSON.stringify(LLAMA3_TINY)} --max-tokens 6 --system 'Be brief.'; echo $? > ${JSON.stringify(done)}; sleep 60`;
+  const cmd = `cd ${JSON.stringify(repoRoot)} && node --import tsx src/cli/run.ts chat ${args}; echo $? > ${JSON.stringify(done)}; sleep 60`;
   tmux('new-session', '-d', '-s', name, '-x', '200', '-y', '50', cmd);
   const sleep = (): Promise<void> => new Promise((r) => setTimeout(r, 100));
   return {
@@ -239,6 +239,28 @@ describe.skipIf(!haveTmux)('cokv chat in a terminal (tmux)', () => {
       t.keys(`/load ${path.join(t.dir, 'missing.json')}`, 'Enter');
       const err = await t.waitFor(/error: .*missing\.json/);
       expect(err).not.toMatch(/\n\s+at /);
+      t.keys('/exit', 'Enter');
+      expect(await t.exitCode()).toBe('0');
+    } finally {
+      t.kill();
+    }
+  }, 120_000);
+
+  it.skipIf(!haveAssets)('Ctrl-C during an answer cancels the answer, not the chat', async () => {
+    // A 2000-token answer (EOS held off) runs for seconds; Ctrl-C is sent once its first text shows.
+    const tpl = path.join(tmpDir(), 'plain.jinja');
+    fs.writeFileSync(tpl, PLAIN);
+    const t = tmuxChat('cancel', `--model ${JSON.stringify(RETRIEVAL)} --template ${JSON.stringify(tpl)} --max-tokens 2000 --min-tokens 2000`);
+    try {
+      await t.waitFor(/^>$/m);
+      t.keys('Tell me a story', 'Enter');
+      await t.waitFor(/^> Tell me a story\n\S/m);
+      t.keys('C-c');
+      await t.waitFor(/\[cancelled\]\n>$/m);
+      t.keys('/stats', 'Enter');
+      const stats = await t.waitFor(/kept per turn: #1/);
+      const tokens = Number(/turns 1, tokens (\d+)/.exec(stats)?.[1]);
+      expect(tokens).toBeLessThan(2000);
       t.keys('/exit', 'Enter');
       expect(await t.exitCode()).toBe('0');
     } finally {

@@ -11,6 +11,7 @@ import { loadModel, type CokvModel } from '../engine.js';
 import { ChatSession, type ChatSessionOptions, type ChatSessionStats } from '../session/chat-session.js';
 import type { DecodeOptions } from '../generate/generation.js';
 import { KV_DTYPE_HELP, formatBytes, kvDtypeFlag, numberFlag } from './util.js';
+import { flagWording } from './flag-names.js';
 import { addPressFlags, pressFromFlags, type PressFlags } from './press-flags.js';
 
 interface ChatFlags extends PressFlags {
@@ -22,6 +23,7 @@ interface ChatFlags extends PressFlags {
   topK?: string;
   topP?: string;
   seed?: string;
+  minTokens?: string;
   kvDtype?: string;
   maxHistory?: string;
 }
@@ -40,6 +42,7 @@ export function registerChat(program: Command, run: (fn: () => Promise<void>) =>
     .option('--top-k <k>', 'keep the k most likely tokens (0 = off)')
     .option('--top-p <p>', 'nucleus sampling threshold (1 = off)')
     .option('--seed <s>', 'sampling seed')
+    .option('--min-tokens <n>', 'EOS cannot end an answer before this many tokens')
     .option('--kv-dtype <t>', `${KV_DTYPE_HELP} (default f32)`)
     .option('--max-history <n>', 'with --press: compress only once the history holds more than n entries per KV head');
   addPressFlags(cmd).action((flags: ChatFlags) => run(() => chatCommand(flags)));
@@ -47,7 +50,7 @@ export function registerChat(program: Command, run: (fn: () => Promise<void>) =>
 
 /** One line for an error shown inside the chat (the chat goes on). */
 function errorLine(e: unknown): string {
-  if (e instanceof CokvError) return e.message;
+  if (e instanceof CokvError) return flagWording(e.message);
   return systemErrorLine(e) ?? `internal error: ${sanitize(e instanceof Error ? e.message : String(e))}`;
 }
 
@@ -72,6 +75,7 @@ async function chatCommand(f: ChatFlags): Promise<void> {
     topK: numberFlag('--top-k', f.topK, { integer: true, min: 0 }),
     topP: numberFlag('--top-p', f.topP, { min: 0, max: 1 }),
     seed: numberFlag('--seed', f.seed, { integer: true }),
+    minTokens: numberFlag('--min-tokens', f.minTokens, { integer: true, min: 0 }),
   };
   const maxHistoryTokens = numberFlag('--max-history', f.maxHistory, { integer: true, min: 1 });
   let template: string | undefined;
@@ -83,6 +87,9 @@ async function chatCommand(f: ChatFlags): Promise<void> {
     }
   }
   const model: CokvModel = await loadModel(f.model);
+  if (template === undefined && !model.source.chatTemplate?.trim()) {
+    throw new CokvError(`--template: ${f.model} has no chat template of its own (give one with --template FILE)`, 'flag');
+  }
   const press = pressFromFlags(f, model.config);
   if (maxHistoryTokens !== undefined && !press) throw new CokvError('--max-history: needs --press', 'flag');
   const opts: ChatSessionOptions = { press, system: f.system, kvDtype: kvDtypeFlag(f.kvDtype), maxHistoryTokens, template };
@@ -94,7 +101,8 @@ async function chatCommand(f: ChatFlags): Promise<void> {
   let wake: ((line: string | undefined) => void) | undefined;
   const lines: string[] = [];
   rl.on('line', (line) => { if (wake) { const w = wake; wake = undefined; w(line); } else lines.push(line); });
-  rl.on('close', () => { closed = true; answering?.abort(); wake?.(undefined); });
+  // End of input (Ctrl-D, or the end of piped lines) lets a running answer finish; the chat ends after it.
+  rl.on('close', () => { closed = true; wake?.(undefined); });
   // In a terminal readline turns Ctrl-C into this event; a piped chat gets the process signal.
   const interrupt = (): void => {
     if (answering) answering.abort();
@@ -149,7 +157,6 @@ async function chatCommand(f: ChatFlags): Promise<void> {
       } finally {
         answering = undefined;
       }
-      if (closed) break;
     }
   } finally {
     process.off('SIGINT', interrupt);

@@ -112,7 +112,7 @@ interface SavedChat {
 function resolveTemplate(model: CokvModel, template: string | undefined): string {
   const t = template ?? model.source.chatTemplate;
   if (t === undefined || t.trim() === '') {
-    throw new CokvError(`${model.source.path}: this model has no chat template (pass one: template option / --template FILE)`, 'flag');
+    throw new CokvError(`template: ${model.source.path} has no chat template of its own (pass one as the template option)`, 'flag');
   }
   return t;
 }
