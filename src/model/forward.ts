@@ -275,21 +275,9 @@ export class Transformer {
    * Returns the logits of the requested rows, [rows][vocab] (a view into a reused buffer: copy to keep).
    */
   forward(tokens: ArrayLike<number>, cache: RaggedKVCache, opts: ForwardOptions = {}): Float32Array {
-    const T = tokens.length;
-    const chunk = opts.chunkSize ?? (opts.onLayer ? 0 : DEFAULT_PREFILL_CHUNK);
-    if (!(Number.isInteger(chunk) && chunk >= 0)) throw new RangeError(`chunkSize ${chunk} must be a non-negative integer`);
-    const mode = opts.logits ?? 'last';
-    if (chunk === 0 || T <= chunk || mode === 'all') return this.forwardRows(tokens, cache, opts);
-    const n = Math.ceil(T / chunk);
-    let off = 0;
-    for (let i = 0; i < n; i++) {
-      const len = i === 0 ? T - (n - 1) * chunk : chunk;
-      const rows = Array.from({ length: len }, (_, j) => tokens[off + j]);
-      off += len;
-      if (i < n - 1) this.forwardRows(rows, cache, { logits: 'none' });
-      else return this.forwardRows(rows, cache, { logits: mode, onLayer: opts.onLayer });
-    }
-    throw new Error('unreachable');
+    let logits: Float32Array = this.noLogits;
+    for (const p of this.passes(tokens, opts)) logits = this.forwardRows(p.rows, cache, p.opts);
+    return logits;
   }
 
   /**
@@ -298,28 +286,42 @@ export class Transformer {
    * may use this Transformer while it is paused (its workspace holds the pass's hidden states): callers serialize.
    */
   async forwardAsync(tokens: ArrayLike<number>, cache: RaggedKVCache, opts: ForwardOptions & { pause: () => Promise<void> }): Promise<Float32Array> {
+    let logits: Float32Array = this.noLogits;
+    for (const p of this.passes(tokens, opts)) {
+      const steps = this.rowSteps(p.rows, cache, p.opts);
+      for (let r = steps.next(); ; r = steps.next()) {
+        if (r.done) {
+          logits = r.value;
+          break;
+        }
+        await opts.pause();
+      }
+    }
+    return logits;
+  }
+
+  /**
+   * The passes a forward makes: all rows at once, or chunks of `chunkSize` with the remainder first, only the last
+   * asking for logits and seeing the layer hook (see {@link ForwardOptions.chunkSize}).
+   */
+  private passes(tokens: ArrayLike<number>, opts: ForwardOptions): { rows: ArrayLike<number>; opts: ForwardOptions }[] {
     const T = tokens.length;
     const chunk = opts.chunkSize ?? (opts.onLayer ? 0 : DEFAULT_PREFILL_CHUNK);
     if (!(Number.isInteger(chunk) && chunk >= 0)) throw new RangeError(`chunkSize ${chunk} must be a non-negative integer`);
     const mode = opts.logits ?? 'last';
-    const pass = async (rows: ArrayLike<number>, o: ForwardOptions): Promise<Float32Array> => {
-      const steps = this.rowSteps(rows, cache, o);
-      for (let r = steps.next(); ; r = steps.next()) {
-        if (r.done) return r.value;
-        await opts.pause();
-      }
-    };
-    if (chunk === 0 || T <= chunk || mode === 'all') return pass(tokens, opts);
+    if (chunk === 0 || T <= chunk || mode === 'all') return [{ rows: tokens, opts }];
     const n = Math.ceil(T / chunk);
+    const out: { rows: ArrayLike<number>; opts: ForwardOptions }[] = [];
     let off = 0;
     for (let i = 0; i < n; i++) {
       const len = i === 0 ? T - (n - 1) * chunk : chunk;
-      const rows = Array.from({ length: len }, (_, j) => tokens[off + j]);
+      out.push({
+        rows: Array.from({ length: len }, (_, j) => tokens[off + j]),
+        opts: i < n - 1 ? { logits: 'none' } : { logits: mode, onLayer: opts.onLayer },
+      });
       off += len;
-      if (i < n - 1) await pass(rows, { logits: 'none' });
-      else return pass(rows, { logits: mode, onLayer: opts.onLayer });
     }
-    throw new Error('unreachable');
+    return out;
   }
 
   /** One pass of `tokens` through the layer stack (see `forward`). */
