@@ -123,6 +123,14 @@ describe('ChatSession', () => {
     await b.save(file);
     fs.copyFileSync(path.join(dir, 'x.kvc'), `${file}.kvc`);
     await expect(ChatSession.load(model, file)).rejects.toThrow(/different saves/);
+    // A damaged history is refused in one line; a loaded session keeps its cache's storage after reset().
+    const saved = JSON.parse(fs.readFileSync(file, 'utf8')) as { history: unknown[] };
+    fs.writeFileSync(path.join(dir, 'bad.json'), JSON.stringify({ ...saved, history: [{ user: 1 }] }));
+    fs.copyFileSync(`${file}.kvc`, path.join(dir, 'bad.json.kvc'));
+    await expect(ChatSession.load(model, path.join(dir, 'bad.json'))).rejects.toThrow(/damaged history/);
+    expect(b.stats.kvDtype).toBe(kvDtype);
+    await b.reset();
+    expect(b.stats).toMatchObject({ kvDtype, turns: 0, tokens: 0 });
     a.dispose();
     b.dispose();
   });

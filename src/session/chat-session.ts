@@ -80,6 +80,8 @@ export interface ChatSessionStats {
   turns: number;
   /** Positions used (tokens seen, evicted ones included). */
   tokens: number;
+  /** KV storage of the session's sequence. */
+  kvDtype: KvDType;
   /** K+V bytes held, and what an uncompressed cache would hold for the same tokens. */
   kvBytes: number;
   kvFullBytes: number;
@@ -157,7 +159,7 @@ export class ChatSession {
    * continues exactly as it would have. `opts` gives what a file cannot hold (the press) and may override the
    * saved system message and template (a different rendering then prefills again).
    */
-  static async load(model: CokvModel, file: string, opts: Omit<ChatSessionOptions, 'kvDtype'> & { kvDtype?: KvDType } = {}): Promise<ChatSession> {
+  static async load(model: CokvModel, file: string, opts: ChatSessionOptions = {}): Promise<ChatSession> {
     let saved: SavedChat;
     try {
       saved = JSON.parse(fs.readFileSync(file, 'utf8')) as SavedChat;
@@ -165,15 +167,21 @@ export class ChatSession {
       if ((e as NodeJS.ErrnoException).code) throw e;
       throw new CokvError(`${file}: not a saved chat (${(e as Error).message})`, 'format');
     }
-    if (saved?.format !== 'cokv-chat' || saved.version !== 1 || !Array.isArray(saved.history) || !Array.isArray(saved.spans)) {
-      throw new CokvError(`${file}: not a saved chat of this cokv version`, 'format');
+    if (saved?.format !== 'cokv-chat' || saved.version !== 1) throw new CokvError(`${file}: not a saved chat of this cokv version`, 'format');
+    const okTurn = (t: ChatExchange): boolean => typeof t?.user === 'string' && typeof t.assistant === 'string';
+    const okSpan = (p: [number, number]): boolean => Array.isArray(p) && p.length === 2 && p.every((x) => Number.isSafeInteger(x) && x >= 0);
+    if (!Array.isArray(saved.history) || !Array.isArray(saved.spans) || saved.spans.length !== saved.history.length
+      || !saved.history.every(okTurn) || !saved.spans.every(okSpan) || !Number.isSafeInteger(saved.tokens)
+      || (saved.system !== undefined && typeof saved.system !== 'string') || (saved.template !== undefined && typeof saved.template !== 'string')) {
+      throw new CokvError(`${file}: a saved chat with a damaged history`, 'format');
     }
     const seq = await Sequence.load(model, `${file}.kvc`, { kvDtype: opts.kvDtype });
     if (seq.position !== saved.tokens) {
       seq.dispose();
       throw new CokvError(`${file}: its cache ${file}.kvc holds ${seq.position} tokens, the chat ${saved.tokens} (files from different saves)`, 'format');
     }
-    const merged: ChatSessionOptions = { system: saved.system, template: saved.template, ...opts };
+    // Later sequences (reset, re-prefill) keep the loaded cache's storage.
+    const merged: ChatSessionOptions = { ...opts, system: opts.system ?? saved.system, template: opts.template ?? saved.template, kvDtype: seq.kvDtype };
     let s: ChatSession;
     try {
       s = new ChatSession(model, merged, seq);
@@ -184,8 +192,8 @@ export class ChatSession {
     s.history = saved.history.map((t) => ({ ...t }));
     s.spans = saved.spans.map(([a, b]) => [a, b]);
     s.heldText = typeof saved.heldText === 'string' ? saved.heldText : undefined;
-    s.compressions = saved.compressions;
-    s.reprefills = saved.reprefills;
+    s.compressions = Number.isSafeInteger(saved.compressions) ? saved.compressions : 0;
+    s.reprefills = Number.isSafeInteger(saved.reprefills) ? saved.reprefills : 0;
     return s;
   }
 
@@ -361,7 +369,7 @@ export class ChatSession {
       return { start: a, end: b, kept: n > 0 ? counts[t] / n : 1 };
     });
     return {
-      turns: this.history.length, tokens: seq.position, kvBytes: s.kvBytes, kvFullBytes: s.kvFullBytes,
+      turns: this.history.length, tokens: seq.position, kvDtype: s.kvDtype, kvBytes: s.kvBytes, kvFullBytes: s.kvFullBytes,
       heldPerHead: heldPerHead(seq), compressions: this.compressions, reprefills: this.reprefills, perTurn,
       lastTurn: this.last ? { ...this.last } : undefined,
     };
