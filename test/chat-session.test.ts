@@ -231,7 +231,7 @@ function tmuxChat(tag: string, args = `--model ${JSON.stringify(LLAMA3_TINY)} --
 }
 
 describe.skipIf(!haveTmux)('cokv chat in a terminal (tmux)', () => {
-  it('streams one exchange, answers /stats, reports a bad /load in one line, exits on /exit', async () => {
+  it('streams one exchange, answers /stats, /save, /load, /reset, reports a bad /load in one line, exits on /exit', async () => {
     const t = tmuxChat('exchange');
     try {
       // capture-pane drops trailing blanks: the prompt '> ' shows as '>'.
@@ -244,6 +244,12 @@ describe.skipIf(!haveTmux)('cokv chat in a terminal (tmux)', () => {
       const stats = await t.waitFor(/kept per turn: #1 100%/);
       expect(stats).toMatch(/turns 1, tokens \d+/);
       expect(stats).toMatch(/last turn: 0 tokens reused, \d+ prefilled/);
+      t.keys(`/save ${path.join(t.dir, 'c.json')}`, 'Enter');
+      await t.waitFor(/saved 1 turns to .*c\.json/);
+      t.keys(`/load ${path.join(t.dir, 'c.json')}`, 'Enter');
+      await t.waitFor(/loaded 1 turns from .*c\.json/);
+      t.keys('/reset', 'Enter');
+      await t.waitFor(/conversation cleared/);
       t.keys(`/load ${path.join(t.dir, 'missing.json')}`, 'Enter');
       const err = await t.waitFor(/error: .*missing\.json/);
       expect(err).not.toMatch(/\n\s+at /);

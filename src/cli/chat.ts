@@ -43,7 +43,7 @@ export function registerChat(program: Command, run: (fn: () => Promise<void>) =>
     .option('--top-p <p>', 'nucleus sampling threshold (1 = off)')
     .option('--seed <s>', 'sampling seed')
     .option('--min-tokens <n>', 'EOS cannot end an answer before this many tokens')
-    .option('--kv-dtype <t>', `${KV_DTYPE_HELP} (default f32)`)
+    .option('--kv-dtype <t>', `${KV_DTYPE_HELP} (default f32; /load keeps the file's unless given)`)
     .option('--max-history <n>', 'with --press: compress only once the history holds more than n entries per KV head');
   addPressFlags(cmd).action((flags: ChatFlags) => run(() => chatCommand(flags)));
 }
@@ -136,7 +136,7 @@ async function chatCommand(f: ChatFlags): Promise<void> {
             out(`saved ${session.stats.turns} turns to ${arg} (cache in ${arg}.kvc)\n`);
           } else if (command === '/load') {
             if (!arg) throw new CokvError('/load: give a file', 'flag');
-            const loaded = await ChatSession.load(model, arg, { press, maxHistoryTokens, kvDtype: opts.kvDtype, ...(template !== undefined ? { template } : {}), ...(f.system !== undefined ? { system: f.system } : {}) });
+            const loaded = await ChatSession.load(model, arg, { press, maxHistoryTokens, kvDtype: f.kvDtype === undefined ? undefined : opts.kvDtype, ...(template !== undefined ? { template } : {}), ...(f.system !== undefined ? { system: f.system } : {}) });
             session.dispose();
             session = loaded;
             out(`loaded ${session.stats.turns} turns from ${arg}\n`);
