@@ -17,9 +17,8 @@ import { Transformer, type LayerPrefillContext } from './model/forward.js';
 import { openModel } from './model/load.js';
 import type { ModelSource } from './model/source.js';
 import type { Tokenizer } from './model/tokenizer/types.js';
-import { checkDecodeOptions, Generation, type DecodeOptions, type GenerationChunk, type GenerationStats } from './generate/generation.js';
-import { Sequence, type SequenceOptions, type SequenceStats } from './session/sequence.js';
-import { peakRssBytes } from './memory.js';
+import { checkDecodeOptions, Generation, type DecodeOptions, type GenerationChunk } from './generate/generation.js';
+import { Sequence, stoppedEarlyStats, type SequenceOptions } from './session/sequence.js';
 import type { Press } from './press/types.js';
 import { isFullPress } from './press/registry.js';
 import { bindModelSource } from './model/fingerprint.js';
@@ -392,31 +391,6 @@ export class CokvModel {
   }
 }
 
-/** Stats of a generation whose decode loop did not reach its end (stopReason 'cancelled'). */
-function stoppedEarlyStats(g: Generation, seq: Sequence, prompt: SequenceStats, prefillMs: number, decodeStart: number): GenerationStats {
-  let now = prompt;
-  try {
-    now = seq.stats;
-  } catch {
-    // A sequence left unusable by a failed step: report the prompt's bytes.
-  }
-  const decodeMs = performance.now() - decodeStart;
-  return {
-    promptTokens: prompt.tokens,
-    generatedTokens: g.tokens.length,
-    prefillMs,
-    decodeMs,
-    decodeTokensPerSecond: g.tokens.length > 1 && decodeMs > 0 ? ((g.tokens.length - 1) * 1000) / decodeMs : 0,
-    kvBytes: now.kvBytes,
-    kvFullBytes: now.kvFullBytes,
-    promptKvBytes: prompt.kvBytes,
-    promptFullKvBytes: prompt.kvFullBytes,
-    promptBudgetedKvBytes: prompt.kvBudgetedBytes,
-    promptBudgetedFullKvBytes: prompt.kvBudgetedFullBytes,
-    peakRssBytes: peakRssBytes(),
-    stopReason: 'cancelled',
-  };
-}
 
 /** Prompts longer than this are counted piece by piece before being tokenized whole (see checkPromptSize). */
 const PROMPT_PIECE_CHARS = 1 << 16;

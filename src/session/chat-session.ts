@@ -17,14 +17,13 @@ import type { CokvModel, ChatMessage } from '../engine.js';
 import type { KvDType } from '../cache/ragged.js';
 import { CokvError } from '../errors.js';
 import {
-  Generation, checkDecodeOptions, type DecodeOptions, type GenerationChunk, type GenerationStats,
+  Generation, checkDecodeOptions, type DecodeOptions, type GenerationChunk,
 } from '../generate/generation.js';
 import { applyChatTemplate } from '../model/chat.js';
 import type { Press } from '../press/types.js';
 import { writeFileAtomic } from '../util/files.js';
 import { isFullPress } from '../press/registry.js';
-import { peakRssBytes } from '../memory.js';
-import { Sequence, type SequenceStats } from './sequence.js';
+import { Sequence, stoppedEarlyStats, type SequenceStats } from './sequence.js';
 
 export interface ChatSessionOptions {
   /** Compress the history with this press when its KV exceeds the budget (see `maxHistoryTokens`). */
@@ -419,20 +418,3 @@ function heldPerHead(seq: Sequence): number {
   return heads > 0 ? n / heads : 0;
 }
 
-/** Stats of an answer whose decode did not reach its end (stopReason 'cancelled'), as CokvModel.generate reports. */
-function stoppedEarlyStats(g: Generation, seq: Sequence, prompt: SequenceStats, prefillMs: number, decodeStart: number): GenerationStats {
-  let now = prompt;
-  try {
-    now = seq.stats;
-  } catch {
-    // A sequence left unusable by a failed step: report the prompt's bytes.
-  }
-  const decodeMs = performance.now() - decodeStart;
-  return {
-    promptTokens: prompt.tokens, generatedTokens: g.tokens.length, prefillMs, decodeMs,
-    decodeTokensPerSecond: g.tokens.length > 1 && decodeMs > 0 ? ((g.tokens.length - 1) * 1000) / decodeMs : 0,
-    kvBytes: now.kvBytes, kvFullBytes: now.kvFullBytes, promptKvBytes: prompt.kvBytes, promptFullKvBytes: prompt.kvFullBytes,
-    promptBudgetedKvBytes: prompt.kvBudgetedBytes, promptBudgetedFullKvBytes: prompt.kvBudgetedFullBytes,
-    peakRssBytes: peakRssBytes(), stopReason: 'cancelled',
-  };
-}

@@ -411,3 +411,32 @@ export class Sequence {
     this.lastLogits = undefined;
   }
 }
+
+/**
+ * Stats of a generation whose decode loop did not reach its end (stopReason 'cancelled'): what was generated, the
+ * bytes held now, the prompt's bytes. For drivers that stop early (CokvModel.generate, ChatSession).
+ */
+export function stoppedEarlyStats(g: Generation, seq: Sequence, prompt: SequenceStats, prefillMs: number, decodeStart: number): GenerationStats {
+  let now = prompt;
+  try {
+    now = seq.stats;
+  } catch {
+    // A sequence left unusable by a failed step: report the prompt's bytes.
+  }
+  const decodeMs = performance.now() - decodeStart;
+  return {
+    promptTokens: prompt.tokens,
+    generatedTokens: g.tokens.length,
+    prefillMs,
+    decodeMs,
+    decodeTokensPerSecond: g.tokens.length > 1 && decodeMs > 0 ? ((g.tokens.length - 1) * 1000) / decodeMs : 0,
+    kvBytes: now.kvBytes,
+    kvFullBytes: now.kvFullBytes,
+    promptKvBytes: prompt.kvBytes,
+    promptFullKvBytes: prompt.kvFullBytes,
+    promptBudgetedKvBytes: prompt.kvBudgetedBytes,
+    promptBudgetedFullKvBytes: prompt.kvBudgetedFullBytes,
+    peakRssBytes: peakRssBytes(),
+    stopReason: 'cancelled',
+  };
+}
