@@ -52,6 +52,17 @@ describe.skipIf(!haveAssets)('library API', () => {
       expect(s!.kvBytes).toBe((s!.promptKvBytes / s!.promptTokens) * (s!.promptTokens + 2));
     });
 
+    it('is defined after breaking out of a Sequence\'s own generate too', async () => {
+      const seq = await model.createSequence();
+      await seq.prefill('Once upon a time');
+      const gen = seq.generate({ maxTokens: 30, temperature: 0 });
+      let n = 0;
+      for await (const _ of gen) if (++n === 2) break;
+      expect(gen.stats?.stopReason).toBe('cancelled');
+      expect(gen.stats?.generatedTokens).toBe(2);
+      seq.dispose();
+    });
+
     it('is defined after the signal cancels the decode, and a run to the end still says why it ended', async () => {
       const ac = new AbortController();
       const gen = model.generate('Once upon a time', { maxTokens: 30, temperature: 0, signal: ac.signal });

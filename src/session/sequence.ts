@@ -347,25 +347,33 @@ export class Sequence {
     let stopReason: GenerationStats['stopReason'] = 'length';
     let tFirst = t1;
     const minTokens = opts.minTokens ?? 0;
-    for (let n = 0; n < maxTokens; n++) {
-      // The sampler writes into its logits (repetition penalty): it gets a copy, the sequence keeps the original.
-      const logits = this.lastLogits!.slice();
-      if (n < minTokens) for (const id of eos) logits[id] = -Infinity;
-      const next = sampler.sample(logits, this.ids);
-      if (eos.has(next)) { stopReason = 'eos'; break; }
-      this.ids.push(next);
-      this.pending.push(next);
-      this.queries = undefined;
-      g.tokens.push(next);
-      const text = stream.push(next);
-      g.text += text;
-      if (n === 0) tFirst = performance.now();
-      yield { token: next, text };
-      if (stream.stopped) { stopReason = 'stop'; break; }
-      if (n + 1 === maxTokens) break;
-      throwIfAborted(signal, 'generate');
-      // The token is fed now, under the lock, so other sequences' passes interleave between tokens.
-      await exclusive(this.model.transformer, () => this.step());
+    const promptStats = this.stats;
+    let finished = false;
+    try {
+      for (let n = 0; n < maxTokens; n++) {
+        // The sampler writes into its logits (repetition penalty): it gets a copy, the sequence keeps the original.
+        const logits = this.lastLogits!.slice();
+        if (n < minTokens) for (const id of eos) logits[id] = -Infinity;
+        const next = sampler.sample(logits, this.ids);
+        if (eos.has(next)) { stopReason = 'eos'; break; }
+        this.ids.push(next);
+        this.pending.push(next);
+        this.queries = undefined;
+        g.tokens.push(next);
+        const text = stream.push(next);
+        g.text += text;
+        if (n === 0) tFirst = performance.now();
+        yield { token: next, text };
+        if (stream.stopped) { stopReason = 'stop'; break; }
+        if (n + 1 === maxTokens) break;
+        throwIfAborted(signal, 'generate');
+        // The token is fed now, under the lock, so other sequences' passes interleave between tokens.
+        await exclusive(this.model.transformer, () => this.step());
+      }
+      finished = true;
+    } finally {
+      // A consumer that breaks out of the stream (or a cancelled or failed step) still gets stats for what was done.
+      if (!finished) g.stats ??= stoppedEarlyStats(g, this, promptStats, prefillMs, tFirst);
     }
     const tail = stream.flush();
     g.text += tail;
