@@ -745,21 +745,6 @@ def float32_checks(hf_dir: Path, sds: dict[str, dict[str, torch.Tensor]], overri
     return out
 
 
-def diff_vs(base: list[dict[str, Any]], other: list[dict[str, Any]]) -> dict[str, Any]:
-    per = []
-    for a, b in zip(base, other):
-        assert a["ids"] == b["ids"]
-        d = float((a["_logits64"] - b["_logits64"]).abs().max())
-        rng = float(a["_logits64"].max() - a["_logits64"].min())
-        agree = 0
-        for x, y in zip(a["greedy"], b["greedy"]):
-            if x != y:
-                break
-            agree += 1
-        per.append({"maxAbsDiff": d, "logitRange": rng, "greedyPrefixAgree": agree})
-    return {"maxAbsDiff": max(p["maxAbsDiff"] for p in per), "perPrompt": per}
-
-
 def patch_delta(hf_dir: Path, sd: dict[str, torch.Tensor], overrides: dict[str, Any], patched: torch.nn.Module) -> float:
     stock = load_model(hf_dir, sd, overrides, torch.float64, f64=False)
     probe = [BOS_ID] + list(range(100, 140))
@@ -887,7 +872,7 @@ def process_arch(spec: dict[str, Any], assets: Path, out_root: Path, llama_cpp: 
                                                  "scales by sqrtf(n_embd) in f32"}
 
     f32 = float32_checks(hf_dir, sds, overrides, prompts)
-    diffs = {v: diff_vs(prompts[hf_variant], prompts[v]) for v in sds if v != hf_variant}
+    diffs = {v: mf.diff_vs(prompts[hf_variant], prompts[v]) for v in sds if v != hf_variant}
     for v in variants:
         variants[v]["prompts"] = [strip_internal(p) for p in prompts[v]]
         if v in overrides:
@@ -1022,7 +1007,7 @@ def process_quant(spec: dict[str, Any], assets: Path, out_root: Path, llama_cpp:
             # prompts chosen per file: decisive in float64 and llama.cpp's greedy run equal to the float64 one
             ps, chosen, dis = select_prompts_quant(tok, m, gpath, lcpp, f"{name} {preset}")
             src_res = [run_prompt(src_model, p["ids"]) for p in ps]
-            diff_src[v] = diff_vs(src_res, ps)
+            diff_src[v] = mf.diff_vs(src_res, ps)
             for p in src_res:
                 if json.dumps(p["ids"]) not in src_llamacpp:
                     out = lcpp.run(src, p["ids"])

@@ -221,6 +221,22 @@ def _fmt(x: Any, ind: int) -> str:
     return json.dumps(x, ensure_ascii=False)
 
 
+def diff_vs(base: list[dict[str, Any]], other: list[dict[str, Any]]) -> dict[str, Any]:
+    """How far one variant's float64 reference is from another's (same prompts): max |dlogit|, range, greedy prefix agreement."""
+    per = []
+    for a, b in zip(base, other):
+        assert a["ids"] == b["ids"]
+        d = float((a["_logits64"] - b["_logits64"]).abs().max())
+        rng = float(a["_logits64"].max() - a["_logits64"].min())
+        agree = 0
+        for x, y in zip(a["greedy"], b["greedy"]):
+            if x != y:
+                break
+            agree += 1
+        per.append({"maxAbsDiff": d, "logitRange": rng, "greedyPrefixAgree": agree})
+    return {"maxAbsDiff": max(p["maxAbsDiff"] for p in per), "perPrompt": per}
+
+
 def dump_json(path: Path, obj: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     text = _fmt(obj, 0)
@@ -879,22 +895,7 @@ def process_model(spec: dict[str, Any], assets: Path, out_root: Path) -> dict[st
             f"{max(c['maxAbsDiff'] for c in f32[v]):.2e}, greedy match {[c['greedyMatches'] for c in f32[v]]}")
 
     # quantization / conversion error vs the original (HF) weights
-    diffs: dict[str, Any] = {}
-    base = prompts_by_variant[hf_variant]
-    for v in sds:
-        if v == hf_variant:
-            continue
-        per = []
-        for a, b in zip(base, prompts_by_variant[v]):
-            d = float((a["_logits64"] - b["_logits64"]).abs().max())
-            rng = float(a["_logits64"].max() - a["_logits64"].min())
-            agree = 0
-            for x, y in zip(a["greedy"], b["greedy"]):
-                if x != y:
-                    break
-                agree += 1
-            per.append({"maxAbsDiff": d, "logitRange": rng, "greedyPrefixAgree": agree})
-        diffs[v] = {"maxAbsDiff": max(p["maxAbsDiff"] for p in per), "perPrompt": per}
+    diffs = {v: diff_vs(prompts_by_variant[hf_variant], prompts_by_variant[v]) for v in sds if v != hf_variant}
 
     for v, plist in prompts_by_variant.items():
         for p in plist:
