@@ -9,37 +9,17 @@ import { describe, expect, it } from 'vitest';
 import { CokvError } from '../src/errors.js';
 import { ModelGame } from '../src/game/model-game.js';
 import type { Coalition } from '../src/game/players.js';
-import { buildProfile, mergeProfiles, runProfiler, type Game, type ProfilerOptions } from '../src/game/profiler.js';
+import { buildProfile, mergeProfiles, runProfiler, type ProfilerOptions } from '../src/game/profiler.js';
 import {
   readProfile, recordsFromJson, writeProfileAtomic, type ProfileFile, type ProfileSettings,
 } from '../src/game/profile-file.js';
-import { defaultSizes } from '../src/game/sliced-shapley.js';
 import { modelFingerprint } from '../src/model/fingerprint.js';
 import { tmpDir } from './helpers.js';
+import { game, n, profilerOptions, settings, utility } from './synthetic-game.js';
 import { plantedConfig, plantedModel, plantedSamples } from './planted-model.js';
 import { tinyConfig } from './random-model.js';
 
-const n = 12;
-const shape: [number, number] = [3, 4];
-const weights = [0.9, 0.3, 0.5, 0.1, 0.7, 0.2, 1.0, 0, 0.4, 0.8, 0.6, 0.15];
-/** A non-additive synthetic utility (so the records carry real information). */
-const utility = (s: Coalition): number => Math.sqrt(s.reduce((t, x, i) => t + x * weights[i], 0)) + 0.3 * s[1] * s[4];
-
-function game(u = utility): Game & { calls: number } {
-  return { n, calls: 0, evaluate(cs) { this.calls++; return cs.map(u); } };
-}
-
-function settings(over: Partial<ProfileSettings> = {}): ProfileSettings {
-  return {
-    model: modelFingerprint(tinyConfig({ numLayers: shape[0], numKvHeads: shape[1], numHeads: shape[1] })),
-    shape, window: 4, sizes: defaultSizes(n), sizeOrder: 'round-robin', sSideOnly: false, utility: 'loglik',
-    task: 'synthetic', maxNew: 1, dataFile: 'none', dataHash: 'abc', sampleIds: ['s0', 's1'], seed: 3, runs: 2, ...over,
-  };
-}
-
-function opts(over: Partial<ProfilerOptions> = {}): ProfilerOptions {
-  return { settings: settings(), modelPath: 'synthetic', maxSamples: 40, tolerance: 0, checkpointEvery: 8, ...over };
-}
+const opts = (over: Partial<ProfilerOptions> = {}): ProfilerOptions => profilerOptions(40, over);
 
 /** The profile without what legitimately differs between equivalent runs (clock, cost, convergence trace). */
 function essence(p: ProfileFile): unknown {

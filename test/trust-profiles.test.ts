@@ -11,10 +11,8 @@ import { afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { profileShowText } from '../src/cli/profile.js';
 import { loadModel, type CokvModel } from '../src/engine.js';
 import { CokvError } from '../src/errors.js';
-import type { Coalition } from '../src/game/players.js';
 import { mergeProfiles, runProfiler, type Game, type ProfilerOptions } from '../src/game/profiler.js';
-import { readProfile, writeProfileAtomic, type ProfileFile, type ProfileSettings } from '../src/game/profile-file.js';
-import { defaultSizes } from '../src/game/sliced-shapley.js';
+import { readProfile, writeProfileAtomic, type ProfileFile } from '../src/game/profile-file.js';
 import { Rng } from '../src/generate/rng.js';
 import { modelFingerprint, weightsFingerprint } from '../src/model/fingerprint.js';
 import { apportion } from '../src/press/apportion.js';
@@ -23,7 +21,7 @@ import { createPress } from '../src/press/registry.js';
 import { lockOutput } from '../src/util/files.js';
 import { NativeBackend, loadNativeAddon } from '../src/backend/native.js';
 import { asset, cokv, expectCokvError, expectUserError, haveAssets, repoRoot, tmpDir } from './helpers.js';
-import { tinyConfig } from './random-model.js';
+import { game, n, profilerOptions, settings } from './synthetic-game.js';
 
 // Weight digests of this file's runs go to a private cache (children inherit it), not the user's.
 process.env.COKV_CACHE_DIR = tmpDir('cokv-trust-cache-');
@@ -43,23 +41,7 @@ function cli(env: Record<string, string>, ...args: string[]): { code: number; st
 }
 
 // ---- a synthetic game (fast) for the file-format rows ----
-const n = 12;
-const shape: [number, number] = [3, 4];
-const w = [0.9, 0.3, 0.5, 0.1, 0.7, 0.2, 1.0, 0, 0.4, 0.8, 0.6, 0.15];
-const utility = (s: Coalition): number => Math.sqrt(s.reduce((t, x, i) => t + x * w[i], 0)) + 0.3 * s[1] * s[4];
-function game(): Game & { calls: number } {
-  return { n, calls: 0, evaluate(cs) { this.calls++; return cs.map(utility); } };
-}
-function settings(over: Partial<ProfileSettings> = {}): ProfileSettings {
-  return {
-    model: modelFingerprint(tinyConfig({ numLayers: shape[0], numKvHeads: shape[1], numHeads: shape[1] })),
-    shape, window: 4, sizes: defaultSizes(n), sizeOrder: 'round-robin', sSideOnly: false, utility: 'loglik',
-    task: 'synthetic', maxNew: 1, dataFile: 'none', dataHash: 'abc', sampleIds: ['s0', 's1'], seed: 3, runs: 2, ...over,
-  };
-}
-function opts(over: Partial<ProfilerOptions> = {}): ProfilerOptions {
-  return { settings: settings(), modelPath: 'synthetic', maxSamples: 24, tolerance: 0, checkpointEvery: 8, ...over };
-}
+const opts = (over: Partial<ProfilerOptions> = {}): ProfilerOptions => profilerOptions(24, over);
 const readJson = (f: string) => JSON.parse(fs.readFileSync(f, 'utf8')) as Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 const writeJson = (f: string, o: unknown) => fs.writeFileSync(f, JSON.stringify(o));
 
