@@ -362,6 +362,16 @@ export class RaggedKVCache {
   }
 
   /**
+   * Record that `tokens` more positions were processed (the forward pass calls this after a pass has appended
+   * their K/V), then drop what sliding-window layers can no longer see.
+   */
+  advance(tokens: number, layers: readonly { kind: 'full' | 'sliding'; window?: number }[]): void {
+    if (!(Number.isInteger(tokens) && tokens >= 0)) throw new RangeError(`advance: ${tokens} is not a token count`);
+    this.position += tokens;
+    this.trimSliding(layers);
+  }
+
+  /**
    * Drop, on every sliding-window layer, the entries no later query can see (positions ≤ position − window), so
    * such a layer holds at most {@link slidingHoldBound} entries between passes plus the last pass's rows during
    * one. Called by the forward pass after each pass; entries are dropped in batches of a quarter window so decode

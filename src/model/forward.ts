@@ -347,8 +347,7 @@ export class Transformer {
       attention.start = start;
       const r = steps.next();
       if (r.done) {
-        cache.position = start + T;
-        cache.trimSliding(this.config.layers);
+        cache.advance(T, this.config.layers);
         return r.value;
       }
       yield r.value;
