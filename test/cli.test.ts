@@ -1,18 +1,29 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { asset, haveAssets, tmpDir, cokv, expectUserError } from './helpers.js';
+import { asset, haveAssets, repoRoot, tmpDir, cokv, expectUserError } from './helpers.js';
 
 /** Run the CLI from source, like `npx cokv …` after a build. */
 const stories = asset('models/stories260K');
 const tiny = asset('models/cokv-retrieval-tiny');
+
+describe('cokv --version', () => {
+  it('prints package.json\'s version and exits 0', () => {
+    const want = (JSON.parse(fs.readFileSync(path.join(repoRoot, 'package.json'), 'utf8')) as { version: string }).version;
+    for (const flag of ['--version', '-V']) {
+      const r = cokv(flag);
+      expect(r.code).toBe(0);
+      expect(r.stdout.trim()).toBe(want);
+    }
+  });
+});
 
 describe.skipIf(!haveAssets)('cokv CLI', () => {
   it('generate on stories260K prints the known greedy continuation, summary on stderr', () => {
     const r = cokv('generate', '--model', stories, '--prompt', 'Once upon a time', '--max-tokens', '40', '--temperature', '0');
     expect(r.code).toBe(0);
     expect(r.stdout).toBe(', there was a little girl named Lily. She loved to play outside in the park. One day, she saw a big, red ball.\n');
-    expect(r.stderr).toMatch(/prompt 5 tok \| generated 40 tok .*prefill .* ms .*decode .* tok\/s .*KV .* peak RSS/);
+    expect(r.stderr).toMatch(/prompt 5 tok \| generated 40 tok .*prefill .* ms .*decode .* tok\/s .*KV .* peak RSS .* \| backend (native|wasm|ts)$/m);
   });
 
   it('generate --json gives text, tokens and stats; a press shrinks the KV bytes', () => {

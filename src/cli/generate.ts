@@ -175,7 +175,7 @@ async function generateCommand(f: GenerateFlags): Promise<void> {
   process.stderr.write(
     `prompt ${s.promptTokens} tok | generated ${s.generatedTokens} tok (${s.stopReason}) | prefill ${s.prefillMs.toFixed(1)} ms | ` +
       `decode ${s.decodeTokensPerSecond.toFixed(1)} tok/s | KV ${formatBytes(s.kvBytes)} held vs ${formatBytes(s.kvFullBytes)} full (${((100 * s.kvBytes) / Math.max(1, s.kvFullBytes)).toFixed(1)}%) | ` +
-      `peak RSS ${formatBytes(s.peakRssBytes)}\n`,
+      `peak RSS ${formatBytes(s.peakRssBytes)} | backend ${model.transformer.backend.name}\n`,
   );
 }
 

@@ -2,6 +2,9 @@
  * `cokv` command line. Exit codes: 0 success, 1 user error (bad file, flag or prompt: one line on stderr),
  * 2 internal error (stack trace with --verbose).
  */
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import { CokvError, sanitize, systemErrorLine } from '../errors.js';
 import { BACKEND_KINDS } from '../backend/select.js';
@@ -19,6 +22,16 @@ import { registerGenRetrieval } from './gen-retrieval.js';
 import { registerServe } from './serve.js';
 import { registerChat } from './chat.js';
 import { flagWording } from './flag-names.js';
+
+/** The version in package.json (the same relative path from src/cli and dist/cli). */
+function packageVersion(): string {
+  try {
+    const file = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../package.json');
+    return (JSON.parse(fs.readFileSync(file, 'utf8')) as { version?: string }).version ?? 'unknown';
+  } catch {
+    return 'unknown';
+  }
+}
 
 let outputGuarded = false;
 
@@ -78,6 +91,7 @@ export async function main(argv: string[]): Promise<number> {
   program
     .name('cokv')
     .description('Long-context LLM inference with a per-head KV cache budgeted by a cooperative game')
+    .version(packageVersion(), '-V, --version', 'print the version')
     .option('--verbose', 'print stack traces for errors')
     .option('--backend <kind>', `kernels: ${BACKEND_KINDS.join(', ')} (auto = native if built, else wasm, else ts)`)
     .exitOverride()
