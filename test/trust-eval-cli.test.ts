@@ -9,7 +9,8 @@ import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { loadModel, type CokvModel } from '../src/engine.js';
 import { runEval, type EvalOptions } from '../src/eval/runner.js';
-import { canonicalJson, settingsDiff } from '../src/eval/run-settings.js';
+import { canonicalJson, modelDigest, settingsDiff } from '../src/eval/run-settings.js';
+import { openModel } from '../src/model/load.js';
 import { asset, cokv, expectCokvError, expectUserError, haveAssets, repoRoot, tmpDir } from './helpers.js';
 
 const tiny = asset('models/cokv-retrieval-tiny');
@@ -38,6 +39,37 @@ describe('settings records', () => {
     expect(canonicalJson({ b: 1, a: { d: [1, 2], c: undefined } })).toBe(canonicalJson({ a: { d: [1, 2] }, b: 1 }));
     expect(settingsDiff({ lengths: [512], pressOptions: { window: 8, profile: 'x' } }, { lengths: [1024], pressOptions: { window: 8, profile: 'y' } }))
       .toEqual(['lengths', 'pressOptions.profile']);
+  });
+});
+
+describe('the model part of the settings', () => {
+  it('is the content: the same at another path, other after one weight byte or the tokenizer changes; llama2.c folders too', async () => {
+    const fixture = path.join(repoRoot, 'test/fixtures/models/qwen3-tiny/hf-bf16');
+    const copy = (name: string): string => {
+      const d = path.join(tmp, name);
+      fs.cpSync(fixture, d, { recursive: true });
+      return d;
+    };
+    const digest = async (d: string) => modelDigest(d, (await openModel(d)).path);
+    const want = await digest(fixture);
+    expect(await digest(copy('same'))).toEqual(want);
+    const weights = copy('weights');
+    const st = path.join(weights, 'model.safetensors');
+    const b = fs.readFileSync(st);
+    b[b.length - 1] ^= 1;
+    fs.writeFileSync(st, b);
+    expect((await digest(weights)).weights).not.toEqual(want.weights);
+    const tok = copy('tokenizer');
+    fs.appendFileSync(path.join(tok, 'tokenizer.json'), ' ');
+    const t = await digest(tok);
+    expect(t.weights).toEqual(want.weights);
+    expect(t.files).not.toEqual(want.files);
+    if (haveAssets) {
+      // A llama2.c folder resolves to its checkpoint; the tokenizer beside it counts as another file.
+      const d = await digest(stories);
+      expect(d.weights).toMatch(/^md5:[0-9a-f]{32}$/);
+      expect(Object.keys(d.files as object)).toEqual(['tok512.bin']);
+    }
   });
 });
 

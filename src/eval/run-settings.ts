@@ -1,22 +1,20 @@
 /**
  * What an eval run folder was computed with: every setting that changes its predictions or metrics, hashed, so
  * a rerun into the same folder can tell "the same run, resume it" from "another configuration" (which must never
- * be answered with the stored numbers). Files enter by content: the dataset and profile/head-score files are
- * hashed whole; model files up to 64 MiB whole, larger ones by size plus 32 evenly spaced 64 KiB samples (first
- * and last included), which tells apart two models of one shape without reading gigabytes per run.
+ * be answered with the stored numbers). Files enter by content, hashed whole: the model's weights through the
+ * weights fingerprint profiles are bound to (src/model/fingerprint.ts, cached by path, size and mtime, so a rerun
+ * does not read gigabytes again), its other files (config, tokenizer) and the dataset and profile/head-score files
+ * directly.
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { CokvError, systemErrorLine } from '../errors.js';
+import { weightFiles, weightsFingerprint } from '../model/fingerprint.js';
 import type { PressOptions } from '../press/options.js';
 
 /** Bumped when the meaning of the settings (or of a run folder) changes. */
 export const RUN_SETTINGS_VERSION = 1;
-
-const WHOLE_FILE_LIMIT = 64 * 2 ** 20;
-const SAMPLES = 32;
-const SAMPLE_BYTES = 64 * 1024;
 
 /** JSON with object keys sorted at every level (undefined members dropped), so equal settings hash equally. */
 export function canonicalJson(v: unknown): string {
@@ -37,8 +35,8 @@ function readFail(what: string, file: string, e: unknown): CokvError {
   return new CokvError(`${what} ${systemErrorLine(err.path ? err : Object.assign(err, { path: file })) ?? `${file}: ${(e as Error).message}`}`, 'file');
 }
 
-/** sha256 of a file (whole, or sampled above 64 MiB unless `whole`); `what` names the flag in errors. */
-export function fileDigest(file: string, what: string, whole = false): { size: number; sha256: string; sampled?: true } {
+/** sha256 of a file's bytes; `what` names the flag in errors. */
+export function fileDigest(file: string, what: string): { size: number; sha256: string } {
   let fd: number | undefined;
   try {
     fd = fs.openSync(file, 'r');
@@ -46,19 +44,13 @@ export function fileDigest(file: string, what: string, whole = false): { size: n
     if (!st.isFile()) throw new CokvError(`${what} ${file}: not a regular file`, 'file');
     const h = crypto.createHash('sha256');
     const buf = Buffer.alloc(2 ** 20);
-    const sampled = !whole && st.size > WHOLE_FILE_LIMIT;
-    const spans: [number, number][] = sampled
-      ? Array.from({ length: SAMPLES }, (_, i) => [Math.floor(((st.size - SAMPLE_BYTES) * i) / (SAMPLES - 1)), SAMPLE_BYTES])
-      : [[0, st.size]];
-    for (const [start, len] of spans) {
-      for (let off = 0; off < len;) {
-        const n = fs.readSync(fd, buf, 0, Math.min(buf.length, len - off), start + off);
-        if (n === 0) break;
-        h.update(buf.subarray(0, n));
-        off += n;
-      }
+    for (let off = 0; off < st.size;) {
+      const n = fs.readSync(fd, buf, 0, Math.min(buf.length, st.size - off), off);
+      if (n === 0) break;
+      h.update(buf.subarray(0, n));
+      off += n;
     }
-    return { size: st.size, sha256: h.digest('hex'), ...(sampled ? { sampled: true as const } : {}) };
+    return { size: st.size, sha256: h.digest('hex') };
   } catch (e) {
     throw readFail(what, file, e);
   } finally {
@@ -66,15 +58,21 @@ export function fileDigest(file: string, what: string, whole = false): { size: n
   }
 }
 
-/** The model's identity by content: its file, or every regular file of its folder (docs excluded). */
-export function modelDigest(modelPath: string): Record<string, unknown> {
+/**
+ * The model's identity by content: the weights fingerprint of what was loaded (`weightsPath`: the GGUF or llama2.c
+ * file a folder resolved to, or the HF folder itself), plus for a folder every other regular file (config,
+ * tokenizer, generation config; docs excluded) hashed whole.
+ */
+export function modelDigest(modelPath: string, weightsPath = modelPath): Record<string, unknown> {
   let st: fs.Stats;
   try {
     st = fs.statSync(modelPath);
   } catch (e) {
     throw readFail('--model', modelPath, e);
   }
-  if (!st.isDirectory()) return { file: fileDigest(modelPath, '--model') };
+  const weights = weightsFingerprint(weightsPath);
+  if (!st.isDirectory()) return { weights };
+  const weightPaths = new Set(weightFiles(weightsPath).map((f) => path.resolve(f)));
   const files: Record<string, unknown> = {};
   let names: string[];
   try {
@@ -83,17 +81,17 @@ export function modelDigest(modelPath: string): Record<string, unknown> {
     throw readFail('--model', modelPath, e);
   }
   for (const name of names) {
-    if (name.startsWith('.') || /\.md$/i.test(name)) continue;
     const f = path.join(modelPath, name);
+    if (name.startsWith('.') || /\.md$/i.test(name) || weightPaths.has(path.resolve(f))) continue;
     let s: fs.Stats;
     try {
       s = fs.statSync(f);
     } catch {
       continue; // a dangling link is not part of the model
     }
-    if (s.isFile()) files[name] = fileDigest(f, '--model');
+    if (s.isFile()) files[name] = fileDigest(f, '--model').sha256;
   }
-  return { files };
+  return { weights, files };
 }
 
 /**
@@ -104,8 +102,8 @@ export function pressSettings(press: string, o: Omit<PressOptions, 'budget' | 'r
   if (press === 'full') return {};
   const { profile, headScores, ...rest } = o;
   const out: Record<string, unknown> = { ...rest };
-  if (press === 'cokv' && profile !== undefined) out.profile = fileDigest(profile, '--profile', true).sha256;
-  if (press === 'headkv' && headScores !== undefined) out.headScores = fileDigest(headScores, '--head-scores', true).sha256;
+  if (press === 'cokv' && profile !== undefined) out.profile = fileDigest(profile, '--profile').sha256;
+  if (press === 'headkv' && headScores !== undefined) out.headScores = fileDigest(headScores, '--head-scores').sha256;
   return out;
 }
 

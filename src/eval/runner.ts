@@ -398,8 +398,8 @@ export async function runEval(model: CokvModel, modelPath: string, o: EvalOption
 
   // Every setting that changes a run's results; a folder holding other settings is never reused (see run-settings.ts).
   const common: Record<string, unknown> = {
-    version: RUN_SETTINGS_VERSION, dataset: o.dataset, model: modelDigest(modelPath),
-    data: fileDigest(dataFile(o.data, o.dataset), '--data', true).sha256,
+    version: RUN_SETTINGS_VERSION, dataset: o.dataset, model: modelDigest(modelPath, model.source.path),
+    data: fileDigest(dataFile(o.data, o.dataset), '--data').sha256,
     subset: o.subset, lengths: o.lengths, split: o.split, splitSeed: o.split === 'all' ? undefined : o.splitSeed, limit: o.limit,
     skipBadLines: o.jsonl?.onBadLine === 'skip' ? true : undefined,
     maxLength: info.family === 'longbench' ? Math.min(o.maxLength ?? 8000, model.config.contextLength - info.maxNewTokens - 1) : undefined,
