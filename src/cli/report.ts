@@ -3,6 +3,7 @@ import path from 'node:path';
 import type { Command } from 'commander';
 import { CokvError } from '../errors.js';
 import { buildReport } from '../eval/report.js';
+import { writeFileAtomic } from '../util/files.js';
 
 export function registerReport(program: Command, run: (fn: () => Promise<void>) => Promise<void>): void {
   program
@@ -19,13 +20,6 @@ function reportCommand(dir: string, flags: { out?: string }): void {
   if (!fs.existsSync(folder) || !fs.statSync(folder).isDirectory()) throw new CokvError(`--out ${out}: folder ${folder} does not exist`, 'file');
   if (fs.existsSync(out) && fs.statSync(out).isDirectory()) throw new CokvError(`--out ${out}: is a folder`, 'file');
   const html = buildReport(dir);
-  const tmp = `${out}.tmp-${process.pid}`;
-  try {
-    fs.writeFileSync(tmp, html);
-    fs.renameSync(tmp, out);
-  } catch (e) {
-    fs.rmSync(tmp, { force: true });
-    throw new CokvError(`--out ${out}: cannot write the file (${(e as Error).message})`, 'file');
-  }
+  writeFileAtomic(out, html, { what: '--out' });
   process.stderr.write(`wrote ${out} (${(Buffer.byteLength(html) / 1024).toFixed(0)} KiB)\n`);
 }

@@ -8,12 +8,13 @@
  * $XDG_CACHE_HOME/cokv, else ~/.cache/cokv, keyed by real path + size + mtime + inode (any rewrite of the file
  * invalidates its entry). A cache that cannot be read or written only costs a rehash.
  */
-import { archModule } from './arch/index.js';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { CokvError, systemErrorLine } from '../errors.js';
+import { writeFileAtomic } from '../util/files.js';
+import { archModule } from './arch/index.js';
 import type { ModelConfig } from './config.js';
 
 /** Identifies a model for profile files: its shape, and (`weights`) the exact weights. */
@@ -137,15 +138,13 @@ function readCache(dir: string): Record<string, CacheEntry> {
 }
 
 function writeCache(dir: string, cache: Record<string, CacheEntry>): void {
-  // Best effort: a read-only or full disk just means the next run hashes again. Temp file + rename so a
-  // concurrent reader never sees half a file.
-  const tmp = path.join(dir, `.${CACHE_FILE}.tmp-${process.pid}`);
+  // Best effort: a read-only or full disk just means the next run hashes again. Atomic, so a concurrent reader
+  // never sees half a file.
   try {
     fs.mkdirSync(dir, { recursive: true });
-    fs.writeFileSync(tmp, JSON.stringify(cache) + '\n');
-    fs.renameSync(tmp, path.join(dir, CACHE_FILE));
+    writeFileAtomic(path.join(dir, CACHE_FILE), JSON.stringify(cache) + '\n');
   } catch {
-    try { fs.rmSync(tmp, { force: true }); } catch { /* nothing to clean */ }
+    // not cached this time
   }
 }
 
