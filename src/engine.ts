@@ -391,7 +391,6 @@ export class CokvModel {
   }
 }
 
-
 /** Prompts longer than this are counted piece by piece before being tokenized whole (see checkPromptSize). */
 const PROMPT_PIECE_CHARS = 1 << 16;
 /** Tokens one cut between pieces may add (an extra prefix space, a split word) beyond the whole text's count. */

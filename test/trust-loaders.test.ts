@@ -112,6 +112,15 @@ describe('GGUF metadata consistency (rows 178-179, 210-211, 235, 239, 258-261)',
   });
 });
 
+describe('RoPE factor tensors', () => {
+  it('rope_freqs.weight must hold rotary dim/2 positive finite factors', () => {
+    const zero = edited(Q8, (d) => { d.data.writeFloatLE(0, elemAt(d, 'rope_freqs.weight', 2, 4)); });
+    expectCokvError(() => openGguf(zero), zero, 'rope_freqs.weight holds non-positive or non-finite factors');
+    const nan = edited(Q8, (d) => { d.data.writeFloatLE(NaN, elemAt(d, 'rope_freqs.weight', 0, 4)); });
+    expectCokvError(() => openGguf(nan), nan, 'rope_freqs.weight holds non-positive or non-finite factors');
+  });
+});
+
 describe('NaN/Inf weights are refused at load, naming tensor and element (rows 265-279, 381-385, 583-585)', () => {
   it('F32 GGUF: NaN / +Inf in attn_q, NaN in an embedding row', async () => {
     const nan = edited(F32, (d) => { d.data.writeFloatLE(NaN, elemAt(d, 'blk.0.attn_q.weight', 5, 4)); });

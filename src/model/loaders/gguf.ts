@@ -527,52 +527,28 @@ export function openGguf(path: string): ModelSource {
       );
     }
   }
+  // llama3 scaling as per-frequency divisors (convert_hf_to_gguf writes them for rope_type llama3): full layers only.
   const ropeFreqs = byName.get('rope_freqs.weight');
   if (ropeFreqs) {
-    // llama3 scaling as per-frequency divisors (convert_hf_to_gguf writes them for rope_type llama3): full layers only.
     const rot = config.layers.find((l) => l.kind === 'full' && l.rope)?.rope?.rotaryDim ?? config.headDim;
-    const n = ropeFreqs.dims.reduce((a, b) => a * b, 1);
-    if (ropeFreqs.dims.length !== 1 || n !== rot / 2) {
-      throw new CokvError(`${path}: rope_freqs.weight has ${n} values, expected rotary dim/2 = ${rot / 2}`, 'format');
-    }
-    const { fd } = openFd(path);
-    try {
-      const vals = Array.from(readTensorF32(fd, h, ropeFreqs));
-      if (vals.some((v) => !(v > 0) || !Number.isFinite(v))) {
-        throw new CokvError(`${path}: rope_freqs.weight holds non-positive or non-finite factors`, 'format');
-      }
-      config.ropeFreqFactors = vals;
-      config.layers = config.layers.map((l) => (l.kind === 'full' && l.rope ? { ...l, rope: { ...l.rope, freqFactors: vals } } : l));
-    } finally {
-      fs.closeSync(fd);
-    }
+    const vals = readRopeFactors(h, ropeFreqs, rot);
+    config.ropeFreqFactors = vals;
+    config.layers = config.layers.map((l) => (l.kind === 'full' && l.rope ? { ...l, rope: { ...l.rope, freqFactors: vals } } : l));
   }
 
+  // Phi-3.5 / Phi-4-mini longrope: per-frequency divisors for short and long contexts, a cos/sin multiplier.
   const ropeShort = byName.get('rope_factors_short.weight'), ropeLong = byName.get('rope_factors_long.weight');
   if (ropeShort || ropeLong) {
-    // Phi-3.5 / Phi-4-mini longrope: per-frequency divisors for short and long contexts, a cos/sin multiplier.
     if (!ropeShort || !ropeLong) throw new CokvError(`${path}: rope_factors_short.weight and rope_factors_long.weight come in pairs`, 'format');
     const rot = config.layers.find((l) => l.rope)?.rope?.rotaryDim ?? config.headDim;
-    const { fd } = openFd(path);
-    try {
-      const read = (t: GgufTensorInfo): number[] => {
-        const vals = Array.from(readTensorF32(fd, h, t));
-        if (vals.length !== rot / 2 || vals.some((v) => !(v > 0) || !Number.isFinite(v))) {
-          throw new CokvError(`${path}: ${t.name} must hold ${rot / 2} positive factors (rotary dim/2), has ${vals.length}`, 'format');
-        }
-        return vals;
-      };
-      const prefix = `${metaStr(h, 'general.architecture')}.`;
-      const scaling = {
-        type: 'longrope' as const, shortFactor: read(ropeShort), longFactor: read(ropeLong),
-        originalMaxPositionEmbeddings: metaNum(h, `${prefix}rope.scaling.original_context_length`) ?? config.contextLength,
-        attentionFactor: metaNum(h, `${prefix}rope.scaling.attn_factor`) ?? 1,
-      };
-      config.ropeScaling = scaling;
-      config.layers = config.layers.map((l) => (l.rope ? { ...l, rope: { ...l.rope, scaling } } : l));
-    } finally {
-      fs.closeSync(fd);
-    }
+    const prefix = `${metaStr(h, 'general.architecture')}.`;
+    const scaling = {
+      type: 'longrope' as const, shortFactor: readRopeFactors(h, ropeShort, rot), longFactor: readRopeFactors(h, ropeLong, rot),
+      originalMaxPositionEmbeddings: metaNum(h, `${prefix}rope.scaling.original_context_length`) ?? config.contextLength,
+      attentionFactor: metaNum(h, `${prefix}rope.scaling.attn_factor`) ?? 1,
+    };
+    config.ropeScaling = scaling;
+    config.layers = config.layers.map((l) => (l.rope ? { ...l, rope: { ...l.rope, scaling } } : l));
   }
 
   const tokens = h.metadata.get('tokenizer.ggml.tokens');
@@ -625,6 +601,24 @@ function checkSpecialIds(h: GgufHeader, nTokens: number): void {
     if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v >= nTokens) {
       throw new CokvError(`${h.path}: metadata ${key} = ${typeof v === 'number' ? v : describe(v)} is not a token id (the vocabulary has ${nTokens} tokens)`, 'format');
     }
+  }
+}
+
+/** A RoPE per-frequency factor tensor: exactly rotaryDim/2 positive finite values, or a CokvError naming it. */
+function readRopeFactors(h: GgufHeader, t: GgufTensorInfo, rotaryDim: number): number[] {
+  const n = t.dims.reduce((a, b) => a * b, 1);
+  if (t.dims.length !== 1 || n !== rotaryDim / 2) {
+    throw new CokvError(`${h.path}: ${t.name} has ${n} values, expected rotary dim/2 = ${rotaryDim / 2}`, 'format');
+  }
+  const { fd } = openFd(h.path);
+  try {
+    const vals = Array.from(readTensorF32(fd, h, t));
+    if (vals.some((v) => !(v > 0) || !Number.isFinite(v))) {
+      throw new CokvError(`${h.path}: ${t.name} holds non-positive or non-finite factors`, 'format');
+    }
+    return vals;
+  } finally {
+    fs.closeSync(fd);
   }
 }
 
