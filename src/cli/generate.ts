@@ -55,13 +55,6 @@ export function registerGenerate(program: Command, run: (fn: () => Promise<void>
   addPressFlags(cmd).action((flags: GenerateFlags) => run(() => generateCommand(flags)));
 }
 
-/** Parse an integer flag that must be exactly representable (2^53 and beyond would silently round). */
-function safeIntFlag(flag: string, value: string | undefined, min?: number): number | undefined {
-  const v = numberFlag(flag, value, { integer: true, min });
-  if (v !== undefined && !Number.isSafeInteger(v)) throw new CokvError(`${flag}: '${value}' is not a safe integer (|n| < 2^53)`, 'flag');
-  return v;
-}
-
 /**
  * The prompt file's text, read only when it can fit: a file larger than 3 × `maxChars` bytes holds more than
  * `maxChars` UTF-16 code units (a code unit takes at most 3 UTF-8 bytes), so it is refused without being read.
@@ -122,13 +115,13 @@ async function generateCommand(f: GenerateFlags): Promise<void> {
     throw new CokvError(`--repetition-penalty: ${repetitionPenalty} must be > 0 (1 = off)`, 'flag');
   }
   const opts: GenerateOptions = {
-    maxTokens: safeIntFlag('--max-tokens', f.maxTokens, 0),
+    maxTokens: numberFlag('--max-tokens', f.maxTokens, { integer: true, min: 0 }),
     temperature: numberFlag('--temperature', f.temperature, { min: 0 }),
     topK: numberFlag('--top-k', f.topK, { integer: true, min: 0 }),
     topP: numberFlag('--top-p', f.topP, { min: 0, max: 1 }),
     minP: numberFlag('--min-p', f.minP, { min: 0, max: 1 }),
     repetitionPenalty,
-    seed: safeIntFlag('--seed', f.seed),
+    seed: numberFlag('--seed', f.seed, { integer: true }),
     stop: f.stop,
   };
   opts.kvDtype = kvDtypeFlag(f.kvDtype);

@@ -9,6 +9,8 @@ export function numberFlag(
   const v = Number(value);
   if (value.trim() === '' || !Number.isFinite(v)) throw new CokvError(`${flag}: '${value}' is not a number`, 'flag');
   if (opts.integer && !Number.isInteger(v)) throw new CokvError(`${flag}: '${value}' is not an integer`, 'flag');
+  // 2^53 and beyond would silently round to another integer.
+  if (opts.integer && !Number.isSafeInteger(v)) throw new CokvError(`${flag}: '${value}' is not a safe integer (|n| < 2^53)`, 'flag');
   if (opts.min !== undefined && v < opts.min) throw new CokvError(`${flag}: ${v} is below the minimum ${opts.min}`, 'flag');
   if (opts.max !== undefined && v > opts.max) throw new CokvError(`${flag}: ${v} is above the maximum ${opts.max}`, 'flag');
   return v;
