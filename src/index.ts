@@ -17,6 +17,8 @@ export type { KvDType } from './cache/ragged.js';
 export { Transformer } from './model/forward.js';
 export type { LayerPrefillContext, ForwardOptions } from './model/forward.js';
 export { TsBackend } from './backend/ts.js';
+export { backendSelection, onBackendFallback, FALLBACK_SLOWDOWN } from './backend/select.js';
+export type { BackendSelection, BackendKind } from './backend/select.js';
 export type { Backend } from './backend/types.js';
 export { Sampler, argmax } from './generate/sampling.js';
 export type { SamplingOptions } from './generate/sampling.js';

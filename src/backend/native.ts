@@ -1,7 +1,9 @@
 /**
  * The Node-API backend: AVX2/FMA/F16C kernels in C (native/kernels.c) on a small pthread pool, loaded from
- * build/Release/cokv_native.node (built by `npm run build:native`, and by `npm ci` through the `install` hook when a
- * C compiler and the Node headers are present). Every matmul is one N-API call; the addon checks sizes itself.
+ * build/Release/cokv_native.node (built by `npm run build:native`, and by the `install` hook when no prebuilt binary
+ * loads and a C compiler and the Node headers are present), else from the prebuilt
+ * prebuilds/<platform>-<arch>/cokv_native.node that the package ships. Every matmul is one N-API call; the addon
+ * checks sizes itself.
  */
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
@@ -35,29 +37,87 @@ export const NATIVE_DTYPE = {
 } as const satisfies Record<Weight['dtype'], number>;
 const MM_Q8_INT8 = 1;
 
-/** Where the addon is looked for (the same relative path from src/backend and dist/backend). */
-export const NATIVE_ADDON_PATH = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../build/Release/cokv_native.node');
+/** The package root (the same relative path from src/backend and dist/backend). */
+const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+/** The addon's file name (binding.gyp's target), in build/Release and in prebuilds/<platform>-<arch>. */
+export const NATIVE_ADDON_FILE = 'cokv_native.node';
+/** A local build: `npm run build:native`, or the install hook's compile fallback. */
+export const NATIVE_ADDON_PATH = path.join(PACKAGE_ROOT, 'build', 'Release', NATIVE_ADDON_FILE);
+/** The binary shipped in the package for this platform (`npm run prebuild`, run by `prepack`). */
+export const NATIVE_PREBUILD_PATH = path.join(PACKAGE_ROOT, 'prebuilds', `${process.platform}-${process.arch}`, NATIVE_ADDON_FILE);
+
+export type NativeAddonSource = 'env' | 'build' | 'prebuild';
+
+/**
+ * Where the addon is looked for, in order: $COKV_NATIVE_ADDON alone when set (an override: nothing else is tried),
+ * else build/Release (a local build wins over the shipped binary), else prebuilds/<platform>-<arch>.
+ */
+export function nativeAddonCandidates(root = PACKAGE_ROOT, env: NodeJS.ProcessEnv = process.env): { file: string; source: NativeAddonSource }[] {
+  if (env.COKV_NATIVE_ADDON) return [{ file: path.resolve(env.COKV_NATIVE_ADDON), source: 'env' }];
+  return [
+    { file: path.join(root, 'build', 'Release', NATIVE_ADDON_FILE), source: 'build' },
+    { file: path.join(root, 'prebuilds', `${process.platform}-${process.arch}`, NATIVE_ADDON_FILE), source: 'prebuild' },
+  ];
+}
+
+export interface NativeAddonFound {
+  addon?: NativeAddon;
+  /** The file that loaded, and which candidate it was. */
+  file?: string;
+  source?: NativeAddonSource;
+  /** One line per candidate that was absent or failed to load, in the order tried. */
+  errors: string[];
+}
+
+/**
+ * Try the candidates in order (uncached; a candidate that exists but fails to load, e.g. a stale or foreign build,
+ * falls through to the next). `loadNativeAddon` is the cached form the backends use.
+ */
+export function findNativeAddon(root = PACKAGE_ROOT, env: NodeJS.ProcessEnv = process.env): NativeAddonFound {
+  const errors: string[] = [];
+  for (const c of nativeAddonCandidates(root, env)) {
+    if (!fs.existsSync(c.file)) {
+      errors.push(`${c.file} not found`);
+      continue;
+    }
+    try {
+      return { addon: createRequire(import.meta.url)(c.file) as NativeAddon, file: c.file, source: c.source, errors };
+    } catch (e) {
+      errors.push(`${c.file}: ${(e as Error).message.split('\n')[0]}`);
+    }
+  }
+  return { errors };
+}
 
 let cached: NativeAddon | undefined;
+let cachedFile: string | undefined;
 let loadError: string | undefined;
 
-/** Load the addon once; undefined (with the reason in `nativeLoadError()`) when it is not built or fails to load. */
-export function loadNativeAddon(file = process.env.COKV_NATIVE_ADDON ?? NATIVE_ADDON_PATH): NativeAddon | undefined {
+/**
+ * Load the addon once (from `file`, else the first of `nativeAddonCandidates()` that loads); undefined, with the
+ * reason in `nativeLoadError()`, when none does.
+ */
+export function loadNativeAddon(file?: string): NativeAddon | undefined {
   if (cached || loadError) return cached;
-  if (!fs.existsSync(file)) {
-    loadError = `${file} not found (run \`npm run build:native\`)`;
-    return undefined;
-  }
-  try {
-    cached = createRequire(import.meta.url)(file) as NativeAddon;
-  } catch (e) {
-    loadError = `${file}: ${(e as Error).message}`;
+  const found = file !== undefined ? findNativeAddon(PACKAGE_ROOT, { COKV_NATIVE_ADDON: file }) : findNativeAddon();
+  if (found.addon) {
+    cached = found.addon;
+    cachedFile = found.file;
+  } else {
+    const hint = file !== undefined || process.env.COKV_NATIVE_ADDON ? ''
+      : ` (no local build and no prebuilt binary for ${process.platform}-${process.arch}; \`npm rebuild cokv\`, or \`npm run build:native\` in a clone, compiles one with a C compiler)`;
+    loadError = `${found.errors.join('; ')}${hint}`;
   }
   return cached;
 }
 
 export function nativeLoadError(): string | undefined {
   return loadError;
+}
+
+/** The file the addon was loaded from (undefined before a successful `loadNativeAddon()`). */
+export function nativeAddonFile(): string | undefined {
+  return cachedFile;
 }
 
 export interface NativeOptions {

@@ -161,7 +161,8 @@ async function generateCommand(f: GenerateFlags): Promise<void> {
   }
   const s = gen.stats!;
   if (f.json || f.jsonStream) {
-    process.stdout.write(JSON.stringify({ text: gen.text, tokens: gen.tokens, stats: s }) + '\n');
+    // The engine's stats plus the backend that ran (native / wasm / ts), as the summary line names it.
+    process.stdout.write(JSON.stringify({ text: gen.text, tokens: gen.tokens, stats: { ...s, backend: model.transformer.backend.name } }) + '\n');
     return;
   }
   process.stdout.write('\n');

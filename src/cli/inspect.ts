@@ -4,11 +4,14 @@ import { slidingLayers } from '../press/scope.js';
 import { openModel } from '../model/load.js';
 import { CokvError } from '../errors.js';
 import { describeRule, type Tokenizer } from '../model/tokenizer/types.js';
+import { resolveBackend } from '../engine.js';
+import { FALLBACK_SLOWDOWN, backendSelection } from '../backend/select.js';
+import { NativeBackend, nativeAddonFile } from '../backend/native.js';
 
 export function registerInspect(program: Command, run: (fn: () => Promise<void>) => Promise<void>): void {
   program
     .command('inspect')
-    .description('show a model file\'s format, architecture, dimensions, dtypes and players')
+    .description('show a model file\'s format, architecture, dimensions, dtypes and players, and the backend that would run it')
     .argument('<path>', 'GGUF file, Hugging Face folder, or llama2.c checkpoint')
     .option('--json', 'machine-readable output')
     .action((p: string, flags: { json?: boolean }) => run(() => inspectCommand(p, flags)));
@@ -76,6 +79,7 @@ async function inspectCommand(p: string, flags: { json?: boolean }): Promise<voi
     slidingLayers: slidingLayers(c),
     chatTemplate: src.chatTemplate !== undefined,
     tokenizer,
+    ...backendInfo(),
   };
   if (flags.json) {
     process.stdout.write(JSON.stringify(info, null, 2) + '\n');
@@ -114,8 +118,30 @@ async function inspectCommand(p: string, flags: { json?: boolean }): Promise<voi
   } else {
     rows.push(['tokenizer', `unavailable: ${t.error}`]);
   }
+  rows.push(['backend', info.backendDetail]);
+  for (const n of info.backendNotes) rows.push(['backend note', n]);
   const w = Math.max(...rows.map((r) => r[0].length));
   for (const [k, v] of rows) process.stdout.write(`${k.padEnd(w)}  ${v}\n`);
+}
+
+/**
+ * The backend `generate` would use here ($COKV_BACKEND / --backend, default auto), chosen the same way; a kind that
+ * is unavailable is reported, not an error (inspect reads the file either way).
+ */
+function backendInfo(): { backend: string | null; backendDetail: string; backendNotes: string[] } {
+  try {
+    const be = resolveBackend();
+    const notes = backendSelection()?.notes ?? [];
+    if (be instanceof NativeBackend) {
+      const i = be.addon.info();
+      return { backend: be.name, backendDetail: `native (${nativeAddonFile() ?? 'addon'}; AVX2 ${i.avx2 ? 'yes' : 'no'}, ${i.threads} thread${i.threads === 1 ? '' : 's'})`, backendNotes: notes };
+    }
+    const fellBack = backendSelection()?.warning !== undefined && (be.name === 'wasm' || be.name === 'ts');
+    return { backend: be.name, backendDetail: fellBack ? `${be.name}, ${FALLBACK_SLOWDOWN[be.name as 'wasm' | 'ts']}` : be.name, backendNotes: notes };
+  } catch (e) {
+    if (!(e instanceof CokvError)) throw e;
+    return { backend: null, backendDetail: `unavailable: ${e.message}`, backendNotes: [] };
+  }
 }
 
 /** "q/k norm, post-norms, GeGLU (tanh), attention scale 1/√24, embeddings × 8": what the block does beyond Llama's. */

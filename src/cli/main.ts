@@ -7,7 +7,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import { CokvError, sanitize, systemErrorLine } from '../errors.js';
-import { BACKEND_KINDS } from '../backend/select.js';
+import { BACKEND_KINDS, onBackendFallback } from '../backend/select.js';
 import { registerGenerate } from './generate.js';
 import { registerInspect } from './inspect.js';
 import { registerScore } from './score.js';
@@ -54,8 +54,15 @@ function guardOutput(): void {
   });
 }
 
+let fallbackWarned = false;
+
 export async function main(argv: string[]): Promise<number> {
   guardOutput();
+  // 'auto' falling back to wasm/ts: one stderr line (why, how much slower), once per process, not per model load.
+  if (!fallbackWarned) {
+    fallbackWarned = true;
+    onBackendFallback((s) => process.stderr.write(`cokv: warning: ${sanitize(s.warning ?? '')}\n`));
+  }
   const verbose = argv.includes('--verbose');
   let args = argv.filter((a) => a !== '--verbose');
   // --backend applies to every command that loads a model; it travels as COKV_BACKEND (child processes too).
