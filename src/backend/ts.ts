@@ -5,7 +5,8 @@
  */
 import type { Backend } from './types.js';
 import type { QuantWeight, Weight } from '../model/weights.js';
-import { dequantRow, dotRow, quantRowBytes } from '../model/quant.js';
+import { dequantRow, dotRow, f16Lut, quantRowBytes } from '../model/quant.js';
+import { attendSegments } from '../model/forward.js';
 
 const K_BLOCK = 256;
 const QUANT_TILE_ROWS = 16;
@@ -109,5 +110,33 @@ export class TsBackend implements Backend {
       return;
     }
     dequantRow(w.dtype, w.data, row * quantRowBytes(w.dtype, w.cols), w.cols, out, outOff);
+  }
+}
+
+/** Entries [0, to) of a half-precision K or V buffer widened to F32 (exact: every half value is an F32 value). */
+function widenHalf(src: Uint16Array, to: number, hd: number): Float32Array {
+  const lut = f16Lut();
+  const out = new Float32Array(to * hd);
+  for (let i = 0; i < out.length; i++) out[i] = lut[src[i]];
+  return out;
+}
+
+/**
+ * Reference for `Backend.attendF16` (the contract native kernels are tested against): widen the half K/V to F32
+ * and run `attendSegments` for each query, with `count1[i]` limiting query i to entries [from1, from1 + count1[i]).
+ * It allocates per call, so the TS backend does not use it in the forward pass (which widens each F16 head once
+ * per step instead); the result equals that path's bit for bit.
+ */
+export function attendF16Reference(
+  out: Float32Array, oOff: number, oStride: number, q: Float32Array, qOff: number, qStride: number, nq: number, hd: number,
+  scale: number, k1: Uint16Array, v1: Uint16Array, from1: number, to1: number, count1: Int32Array | null,
+  k2: Uint16Array, v2: Uint16Array, from2: number, to2: number,
+): void {
+  const k1f = widenHalf(k1, to1, hd), v1f = widenHalf(v1, to1, hd);
+  const k2f = widenHalf(k2, to2, hd), v2f = widenHalf(v2, to2, hd);
+  const scores = new Float32Array(Math.max(1, to1 - from1 + to2 - from2));
+  for (let i = 0; i < nq; i++) {
+    const end1 = count1 ? from1 + count1[i] : to1;
+    attendSegments(q, qOff + i * qStride, hd, scale, out, oOff + i * oStride, scores, k1f, v1f, from1, end1, k2f, v2f, from2, to2);
   }
 }

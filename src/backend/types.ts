@@ -27,4 +27,15 @@ export interface Backend {
     scale: number, k1: Float32Array, v1: Float32Array, from1: number, to1: number, count1: Int32Array | null,
     k2: Float32Array, v2: Float32Array, from2: number, to2: number,
   ): void;
+  /**
+   * Optional `attend` over an F16 cache: the same arguments and result, except that k1/v1/k2/v2 hold IEEE
+   * half-precision bits (what an F16 HeadCache stores), read as their exact F32 values. The forward pass calls it
+   * for F16 heads when the backend has it; without it, F16 heads are widened to F32 scratch and go to `attend`
+   * (or the TypeScript loop). Reference: `attendF16Reference` in src/backend/ts.ts.
+   */
+  attendF16?(
+    out: Float32Array, oOff: number, oStride: number, q: Float32Array, qOff: number, qStride: number, nq: number, hd: number,
+    scale: number, k1: Uint16Array, v1: Uint16Array, from1: number, to1: number, count1: Int32Array | null,
+    k2: Uint16Array, v2: Uint16Array, from2: number, to2: number,
+  ): void;
 }

@@ -10,7 +10,7 @@
  * the recipe says) only for the rows whose logits are asked.
  */
 import type { Backend } from '../backend/types.js';
-import type { RaggedKVCache } from '../cache/ragged.js';
+import type { HeadCache, RaggedKVCache } from '../cache/ragged.js';
 import type { ModelConfig } from './config.js';
 import type { ModelWeights } from './weights.js';
 import { applyRope, LayerRope } from './rope.js';
@@ -87,6 +87,7 @@ export function attendSegments(
 class CacheAttention implements KvAttention {
   private scores = new Float32Array(0);
   private readonly empty = new Float32Array(0);
+  private readonly emptyHalf = new Uint16Array(0);
   private kScratch: Float32Array = new Float32Array(0);
   private vScratch: Float32Array = new Float32Array(0);
   /** Set before each forward (the object is reused so decode allocates nothing). */
@@ -108,6 +109,23 @@ class CacheAttention implements KvAttention {
     }
   }
 
+  /**
+   * The backend's fused attention over entries [from, to) of `head`: `attendF16` on the stored half bits of an F16
+   * head when the backend has it, else `attend` on `keys`/`values` (the head's F32 data or its widened copy).
+   */
+  private kernel(
+    head: HeadCache, keys: Float32Array, values: Float32Array, out: Float32Array, oOff: number, oStride: number,
+    q: Float32Array, qOff: number, qStride: number, nq: number, scale: number, from: number, to: number, counts: Int32Array | null,
+  ): void {
+    const be = this.backend, hd = this.c.headDim;
+    if (head.dtype === 'f16' && be.attendF16) {
+      be.attendF16(out, oOff, oStride, q, qOff, qStride, nq, hd, scale,
+        head.keys as Uint16Array, head.values as Uint16Array, from, to, counts, this.emptyHalf, this.emptyHalf, 0, 0);
+    } else {
+      be.attend!(out, oOff, oStride, q, qOff, qStride, nq, hd, scale, keys, values, from, to, counts, this.empty, this.empty, 0, 0);
+    }
+  }
+
   /** Append KV head `g`'s new rows and write the attention output of its query heads. */
   private attendHead(layer: number, g: number, q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, T: number): void {
     const { headDim: hd, numHeads: nh, numKvHeads: nkv } = this.c;
@@ -119,10 +137,17 @@ class CacheAttention implements KvAttention {
     for (let t = 0; t < T; t++) head.append(k, t * kvDim + g * hd, v, t * kvDim + g * hd, this.start + t);
     const base = head.length - T;
     if (this.scores.length < head.length) this.scores = new Float32Array(head.length * 2);
-    // F16 and Q8 caches are widened once per head and step into reused scratch (F32 ones are read in place).
-    const keys = head.keysF32(this.kScratch), values = head.valuesF32(this.vScratch);
-    if (head.dtype !== 'f32') { this.kScratch = keys; this.vScratch = values; }
-    const fused = this.backend.attend;
+    // F16 heads go to the backend's attendF16 as they are stored, when it has one. Otherwise F16 and Q8 heads are
+    // widened once per head and step into reused scratch (F32 ones are read in place).
+    const be = this.backend;
+    const halfKernel = head.dtype === 'f16' ? be.attendF16 : undefined;
+    let keys: Float32Array = this.empty, values: Float32Array = this.empty;
+    if (!halfKernel) {
+      keys = head.keysF32(this.kScratch);
+      values = head.valuesF32(this.vScratch);
+      if (head.dtype !== 'f32') { this.kScratch = keys; this.vScratch = values; }
+    }
+    const fused = halfKernel !== undefined || be.attend !== undefined;
     if (window > 0) {
       // Sliding layer: entries hold consecutive positions (presses never touch these layers), so the query at
       // position p sees entries [p - window + 1 - first, its own index].
@@ -132,12 +157,8 @@ class CacheAttention implements KvAttention {
         const from = Math.max(0, p - window + 1 - first), to = base + t + 1;
         for (let j = 0; j < group; j++) {
           const off = t * qDim + (g * group + j) * hd;
-          if (fused) {
-            fused.call(this.backend, out, off, hd, q, off, hd, 1, hd, scale,
-              keys as Float32Array, values as Float32Array, from, to, null, this.empty, this.empty, 0, 0);
-          } else {
-            attendSegments(q, off, hd, scale, out, off, this.scores, keys, values, from, to, this.empty, this.empty, 0, 0);
-          }
+          if (fused) this.kernel(head, keys, values, out, off, hd, q, off, hd, 1, scale, from, to, null);
+          else attendSegments(q, off, hd, scale, out, off, this.scores, keys, values, from, to, this.empty, this.empty, 0, 0);
         }
       }
       return;
@@ -145,8 +166,7 @@ class CacheAttention implements KvAttention {
     if (fused && T === 1) {
       // Decode: the group's query heads are adjacent in the row and see every entry: one call shares the K/V pass.
       const off = g * group * hd;
-      fused.call(this.backend, out, off, hd, q, off, hd, group, hd, scale,
-        keys as Float32Array, values as Float32Array, 0, head.length, null, this.empty, this.empty, 0, 0);
+      this.kernel(head, keys, values, out, off, hd, q, off, hd, group, scale, 0, head.length, null);
       return;
     }
     if (fused) {
@@ -155,8 +175,7 @@ class CacheAttention implements KvAttention {
       for (let t = 0; t < T; t++) this.counts[t] = base + t + 1;
       for (let j = 0; j < group; j++) {
         const off = (g * group + j) * hd;
-        fused.call(this.backend, out, off, qDim, q, off, qDim, T, hd, scale,
-          keys as Float32Array, values as Float32Array, 0, head.length, this.counts, this.empty, this.empty, 0, 0);
+        this.kernel(head, keys, values, out, off, qDim, q, off, qDim, T, scale, 0, head.length, this.counts);
       }
       return;
     }
@@ -181,10 +200,26 @@ export interface ForwardOptions {
    * activation buffers stay O(chunk) instead of O(prompt) (≈ 200 MiB at 8192 tokens for SmolLM2-135M, GBs for 8B
    * models at 32k). The first chunk takes the remainder, so the last one is whole; `onLayer` sees only the last
    * chunk, whose queries are the prompt's last rows with every earlier key already cached (what a press needs).
-   * Default: {@link DEFAULT_PREFILL_CHUNK} without a hook; all at once with one, so that a press compresses each
-   * layer right after its prefill and the cache never holds every layer in full. `logits: 'all'` is never chunked.
+   * Default: {@link DEFAULT_PREFILL_CHUNK} without a hook; all at once with one (a hook that reads every row's
+   * queries needs the one pass; presses pass a chunk size: see `pressChunkSize`). `logits: 'all'` is never chunked.
    */
   chunkSize?: number;
+  /**
+   * Call `onLayer` after every chunk's attention, not only the last one's (the bounded `prefillEvict` mode: a press
+   * compresses each layer after each chunk, with that chunk's queries). Default false.
+   */
+  hookEveryChunk?: boolean;
+}
+
+/**
+ * Rows per pass for a prefill whose hook is a press that compresses during the last chunk (the exact mode):
+ * `requested` (default {@link DEFAULT_PREFILL_CHUNK}; 0 = one pass), raised to the press's observation window so
+ * that the last chunk holds every window query. Until that chunk each layer keeps its full K/V, as a full-cache
+ * prefill does, so the peak memory of a press prefill is the full-cache run's (activations O(chunk)).
+ */
+export function pressChunkSize(window: number | undefined, requested?: number): number {
+  const chunk = requested ?? DEFAULT_PREFILL_CHUNK;
+  return chunk === 0 ? 0 : Math.max(chunk, window ?? 0);
 }
 
 /** Rows per prefill pass when the caller does not say (llama.cpp's default batch is 512 too). */
@@ -317,7 +352,7 @@ export class Transformer {
       const len = i === 0 ? T - (n - 1) * chunk : chunk;
       out.push({
         rows: Array.from({ length: len }, (_, j) => tokens[off + j]),
-        opts: i < n - 1 ? { logits: 'none' } : { logits: mode, onLayer: opts.onLayer },
+        opts: i < n - 1 ? { logits: 'none', onLayer: opts.hookEveryChunk ? opts.onLayer : undefined } : { logits: mode, onLayer: opts.onLayer },
       });
       off += len;
     }
