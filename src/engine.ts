@@ -13,12 +13,14 @@ import type { Backend } from './backend/types.js';
 import { RaggedKVCache, type KvDType } from './cache/ragged.js';
 import { CokvError } from './errors.js';
 import type { ModelConfig } from './model/config.js';
-import { Transformer, type LayerPrefillContext } from './model/forward.js';
+import { DEFAULT_PREFILL_CHUNK, Transformer } from './model/forward.js';
 import { openModel } from './model/load.js';
 import type { ModelSource } from './model/source.js';
 import type { Tokenizer } from './model/tokenizer/types.js';
 import { checkDecodeOptions, Generation, type DecodeOptions, type GenerationChunk } from './generate/generation.js';
-import { Sequence, stoppedEarlyStats, type SequenceOptions } from './session/sequence.js';
+import {
+  checkPrefillEvict, DEFAULT_KV_DTYPE, pressPrefillHook, Sequence, stoppedEarlyStats, type SequenceOptions,
+} from './session/sequence.js';
 import type { Press } from './press/types.js';
 import { isFullPress } from './press/registry.js';
 import { bindModelSource } from './model/fingerprint.js';
@@ -31,8 +33,17 @@ export interface GenerateOptions extends DecodeOptions {
   addSpecial?: boolean;
   /** Add BOS (true) or leave it out (false) when encoding a text prompt, whatever the file's rule says. */
   addBos?: boolean;
-  /** KV-cache compression applied after each layer's prefill. Default: none (full cache). */
+  /**
+   * KV-cache compression. The prompt is prefilled in chunks and each layer is compressed during the last one
+   * (the exact mode: peak memory as the full cache's). Default: none (full cache).
+   */
   press?: Press;
+  /**
+   * The bounded mode (`--prefill-evict`): compress each layer after every prefill chunk with that chunk's last
+   * window, so a budgeted head holds at most its allocation + window plus one chunk (see PrefillOptions.prefillEvict).
+   * Needs a press; not with `prefilled`.
+   */
+  prefillEvict?: boolean;
   /**
    * Compress only the first `compressPrefix` prompt tokens (e.g. the context), then prefill the rest (e.g. the
    * question) over the compressed cache without compression — kvpress's "context-only" protocol. Default: the
@@ -40,8 +51,8 @@ export interface GenerateOptions extends DecodeOptions {
    */
   compressPrefix?: number;
   /**
-   * KV storage: 'f32' (default), 'f16' (half the bytes) or 'q8' (int8 rows with one F32 scale per row: 2 × (headDim + 4)
-   * bytes per entry and head instead of 8 × headDim).
+   * KV storage: 'f16' (default: half the bytes of F32, what llama.cpp keeps), 'f32', or 'q8' (int8 rows with one F32
+   * scale per row: 2 × (headDim + 4) bytes per entry and head instead of 8 × headDim).
    */
   kvDtype?: KvDType;
   /**
@@ -155,7 +166,11 @@ export class CokvModel {
     return this.tokenizer.decode(ids);
   }
 
-  /** A fresh, empty cache for this model (sliding layers' heads preallocate only their window plus a chunk). */
+  /**
+   * A fresh, empty cache for this model (sliding layers' heads preallocate only their window plus a chunk). The raw
+   * cache keeps F32 unless told: the engine's entry points (sequences, generate, chat, eval, the CLI and the
+   * server) default to F16, and the profiler's coalition batches read an F32 prompt cache.
+   */
   newCache(capacity = 0, dtype: KvDType = 'f32'): RaggedKVCache {
     this.live('a cache');
     const c = this.config;
@@ -163,13 +178,16 @@ export class CokvModel {
   }
 
   /**
-   * Prefill `ids` into `cache` (full attention), compressing each layer with `press` if given.
-   * Returns the last position's logits (a copy).
+   * Prefill `ids` into `cache` (full attention) in chunks, compressing each layer with `press` if given during the
+   * last chunk (the exact mode; `opts.prefillEvict`: after every chunk). Returns the last position's logits (a copy).
    */
-  prefill(ids: readonly number[], cache: RaggedKVCache, press?: Press, reserve = 0): Float32Array {
+  prefill(ids: readonly number[], cache: RaggedKVCache, press?: Press, reserve = 0, opts: { prefillEvict?: boolean; chunkSize?: number } = {}): Float32Array {
     if (isFullPress(press)) press = undefined;
-    const onLayer = press ? (ctx: LayerPrefillContext) => press.compressLayer(ctx, reserve) : undefined;
-    return this.transformer.forward(ids, cache, { logits: 'last', onLayer }).slice();
+    checkPrefillEvict(press, opts);
+    const hook = press ? pressPrefillHook(press, reserve, cache.position + ids.length, opts) : undefined;
+    return this.transformer.forward(ids, cache, {
+      logits: 'last', onLayer: hook?.onLayer, chunkSize: hook?.chunkSize ?? opts.chunkSize ?? DEFAULT_PREFILL_CHUNK, hookEveryChunk: hook?.hookEveryChunk,
+    }).slice();
   }
 
   /**
@@ -179,9 +197,16 @@ export class CokvModel {
    */
   scoreContinuation(
     prompt: readonly number[], continuation: readonly number[],
-    opts: { press?: Press; compressPrefix?: number; prefilled?: { cache: RaggedKVCache; logits: Float32Array } } = {},
+    opts: {
+      press?: Press; compressPrefix?: number; prefilled?: { cache: RaggedKVCache; logits: Float32Array };
+      /** KV storage of the prompt's cache (default f16); unused with `prefilled`. */
+      kvDtype?: KvDType;
+      prefillEvict?: boolean;
+    } = {},
   ): { logProbs: number[]; mean: number; kvBytes: number; kvFullBytes: number } {
     if (continuation.length === 0) throw new CokvError('scoreContinuation: the continuation is empty', 'prompt');
+    const dtype = opts.kvDtype ?? DEFAULT_KV_DTYPE;
+    const evict = { prefillEvict: opts.prefillEvict };
     const ids = this.promptIds(prompt);
     let cache: RaggedKVCache;
     let first: Float32Array;
@@ -189,12 +214,12 @@ export class CokvModel {
     if (opts.prefilled) {
       ({ cache, logits: first } = opts.prefilled);
     } else if (k !== undefined && k > 0 && k < ids.length) {
-      cache = this.newCache(ids.length + continuation.length);
-      this.prefill(ids.slice(0, k), cache, opts.press, ids.length - k + continuation.length);
+      cache = this.newCache(ids.length + continuation.length, dtype);
+      this.prefill(ids.slice(0, k), cache, opts.press, ids.length - k + continuation.length, evict);
       first = this.transformer.forward(ids.slice(k), cache, { logits: 'last' }).slice();
     } else {
-      cache = this.newCache(ids.length + continuation.length);
-      first = this.prefill(ids, cache, opts.press, continuation.length);
+      cache = this.newCache(ids.length + continuation.length, dtype);
+      first = this.prefill(ids, cache, opts.press, continuation.length, evict);
     }
     const kvBytes = cache.bytes();
     const kvFullBytes = cache.fullBytes();
@@ -214,8 +239,12 @@ export class CokvModel {
     return { logProbs, mean: logProbs.reduce((a, b) => a + b, 0) / logProbs.length, kvBytes, kvFullBytes };
   }
 
-  /** Prefill `ids` with the full cache and keep what presses need to compress copies of it later. */
-  prefillShared(ids: readonly number[], windowRows = 64, dtype: KvDType = 'f32'): SharedPrefill {
+  /**
+   * Prefill `ids` with the full cache and keep what presses need to compress copies of it later. The prefill goes
+   * in chunks (at least `windowRows` long), like a press prefill in the exact mode, so a copy compressed by
+   * `fromShared` equals the cache `generate` with that press builds.
+   */
+  prefillShared(ids: readonly number[], windowRows = 64, dtype: KvDType = DEFAULT_KV_DTYPE): SharedPrefill {
     const t0 = performance.now();
     const cache = this.newCache(ids.length, dtype);
     const rows = Math.min(windowRows, ids.length);
@@ -223,7 +252,7 @@ export class CokvModel {
     const queries: Float32Array[] = [];
     const layers = this.config.layers;
     const logits = this.transformer.forward(ids, cache, {
-      logits: 'last',
+      logits: 'last', chunkSize: Math.max(DEFAULT_PREFILL_CHUNK, rows),
       // Only full-attention layers are ever compressed, so only theirs are kept (sliding entries stay empty).
       onLayer: (ctx) => {
         if (layers[ctx.layer].kind === 'full') queries[ctx.layer] = ctx.queries.slice((ctx.numTokens - rows) * qDim, ctx.numTokens * qDim);
@@ -242,7 +271,7 @@ export class CokvModel {
     const cache = shared.cache.clone(reserve + (suffix?.length ?? 0));
     if (press) {
       for (const l of cache.budgetedLayers()) {
-        press.compressLayer({ layer: l, queries: shared.queries[l], numTokens: shared.windowRows, startPosition: 0, cache }, reserve + (suffix?.length ?? 0));
+        press.compressLayer({ layer: l, queries: shared.queries[l], numTokens: shared.windowRows, startPosition: cache.position - shared.windowRows, cache }, reserve + (suffix?.length ?? 0));
       }
     }
     let logits = shared.logits;
@@ -355,6 +384,8 @@ export class CokvModel {
     this.live('generate');
     // createPress('full') is no press: the full cache, prefilled in chunks as without one.
     if (isFullPress(opts.press)) opts = { ...opts, press: undefined };
+    checkPrefillEvict(opts.press, opts);
+    if (opts.prefillEvict && opts.prefilled) throw new CokvError('prefillEvict: not with prefilled (that cache is prefilled already)', 'flag');
     const ids = this.promptIds(prompt, opts.addSpecial, opts.addBos);
     // Like transformers, generation may run past the trained context (RoPE positions keep counting); only the
     // prompt must fit. The retrieval model's 2048-token items need a few answer tokens beyond position 2048.
@@ -370,13 +401,15 @@ export class CokvModel {
     if (p) {
       seq = Sequence.adopt(this, p.cache, ids, p.logits, p.prefillMs);
     } else {
-      seq = Sequence.create(this, { kvDtype: opts.kvDtype, capacity: ids.length + room });
+      // The bounded mode must not preallocate the whole prompt per head: its heads grow by chunks.
+      seq = Sequence.create(this, { kvDtype: opts.kvDtype, capacity: opts.prefillEvict ? 0 : ids.length + room });
       const signal = opts.signal;
+      const prefillEvict = opts.prefillEvict;
       if (k !== undefined && k > 0 && k < ids.length) {
-        await seq.prefill(ids.slice(0, k), { press: opts.press, reserve: room + ids.length - k, signal });
+        await seq.prefill(ids.slice(0, k), { press: opts.press, reserve: room + ids.length - k, signal, prefillEvict });
         await seq.append(ids.slice(k), { signal });
       } else {
-        await seq.prefill(ids, { press: opts.press, reserve: room, signal });
+        await seq.prefill(ids, { press: opts.press, reserve: room, signal, prefillEvict });
       }
     }
     const t1 = performance.now();

@@ -37,7 +37,7 @@ describe.skipIf(!haveAssets)('cokv CLI', () => {
 
   it('--kv-dtype q8 holds 2·(hd + 4) bytes per entry and head (stories260K: 480 per token vs 1280 in F32)', () => {
     const args = ['generate', '--model', stories, '--prompt', 'Once upon a time', '--max-tokens', '8', '--temperature', '0', '--json'];
-    const a = cokv(...args), b = cokv(...args, '--kv-dtype', 'q8');
+    const a = cokv(...args, '--kv-dtype', 'f32'), b = cokv(...args, '--kv-dtype', 'q8');
     expect(b.code, b.stderr).toBe(0);
     const sa = JSON.parse(a.stdout).stats, sb = JSON.parse(b.stdout).stats;
     // 5 layers × 4 KV heads × 2 × (8 + 4) bytes per token.

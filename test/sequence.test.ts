@@ -182,7 +182,8 @@ describe.skipIf(!haveAssets)('Sequence on cokv-retrieval-tiny', () => {
     // Same shape, other weight bytes (the Q8_0 GGUF of this model): refused by the weights hash.
     const q8gguf = await loadModel(asset('models/cokv-retrieval-tiny/cokv-retrieval-tiny-q8_0.gguf'));
     await expectRejects(Sequence.load(q8gguf, file), 'model', file, 'other weights');
-    await expectRejects(Sequence.load(model, file, { kvDtype: 'f16' }), 'model', file, 'holds a f32 cache, f16 was asked');
+    // Sequences default to F16 storage.
+    await expectRejects(Sequence.load(model, file, { kvDtype: 'f32' }), 'model', file, 'holds a f16 cache, f32 was asked');
 
     const cut = path.join(dir, 'cut.kvc');
     fs.writeFileSync(cut, bytes.subarray(0, bytes.length - 1000));
@@ -302,7 +303,7 @@ describe.skipIf(!haveAssets)('Sequence on cokv-retrieval-tiny', () => {
     expect((JSON.parse(loaded.stdout) as { tokens: number[] }).tokens).toEqual(fresh.tokens);
     const wrong = cokv('generate', '--model', m, '--load-cache', file, '--prompt', 'x', '--kv-dtype', 'q8');
     expect(wrong.code).toBe(1);
-    expect(wrong.stderr).toContain('holds a f32 cache');
+    expect(wrong.stderr).toContain('holds a f16 cache'); // the default storage
     expect(wrong.stderr.trim().split('\n')).toHaveLength(1);
     const pressed = cokv('generate', '--model', m, '--load-cache', file, '--prompt', 'x', '--press', 'snapkv', '--budget', '16');
     expect(pressed.code).toBe(1);

@@ -43,7 +43,7 @@ export function registerChat(program: Command, run: (fn: () => Promise<void>) =>
     .option('--top-p <p>', 'nucleus sampling threshold (1 = off)')
     .option('--seed <s>', 'sampling seed')
     .option('--min-tokens <n>', 'EOS cannot end an answer before this many tokens')
-    .option('--kv-dtype <t>', `${KV_DTYPE_HELP} (default f32; /load keeps the file's unless given)`)
+    .option('--kv-dtype <t>', `${KV_DTYPE_HELP} (default f16; /load keeps the file's unless given)`)
     .option('--max-history <n>', 'with --press: compress only once the history holds more than n entries per KV head');
   addPressFlags(cmd).action((flags: ChatFlags) => run(() => chatCommand(flags)));
 }

@@ -31,6 +31,7 @@ interface EvalFlags extends PressFlags {
   overwrite?: boolean;
   quiet?: boolean;
   json?: boolean;
+  prefillEvict?: boolean;
 }
 
 function numberList(flag: string, s: string | undefined, integer: boolean): number[] | undefined {
@@ -60,7 +61,8 @@ export function registerEval(program: Command, run: (fn: () => Promise<void>) =>
     .option('--protocol <p>', 'question-aware (the paper) or context-only (kvpress)', 'question-aware')
     .option('--metric <m>', 'default (the dataset\'s metric) or loglik (teacher-forced reference log-prob + greedy agreement)', 'default')
     .option('--loglik-tokens <n>', 'reference tokens scored by --metric loglik', '16')
-    .option('--kv-dtype <t>', KV_DTYPE_HELP, 'f32')
+    .option('--kv-dtype <t>', KV_DTYPE_HELP, 'f16')
+    .option('--prefill-evict', 'bounded prefill: each press run compresses after every 512-token chunk (KV held ≤ budget + chunk per head) instead of compressing one full prefill at its end; folders end in __evict')
     .option('--skip-bad-lines', 'skip malformed jsonl lines with a warning instead of stopping')
     .requiredOption('--out <dir>', 'results folder: one folder per run, recording every setting that changes its results (run.json); a rerun with the same settings reuses finished runs and resumes cut ones')
     .option('--overwrite', 'replace run folders that hold results for other settings (default: refuse them, naming what differs)')
@@ -95,6 +97,7 @@ async function evalCommand(f: EvalFlags): Promise<void> {
     metric: f.metric as 'default' | 'loglik',
     loglikTokens: numberFlag('--loglik-tokens', f.loglikTokens, { integer: true, min: 1 }),
     kvDtype,
+    prefillEvict: f.prefillEvict ?? false,
     jsonl: { onBadLine: f.skipBadLines ? 'skip' : 'error' },
     out: f.out,
     overwrite: f.overwrite ?? false,

@@ -3,6 +3,7 @@ import type { Command } from 'commander';
 import { CokvError, systemErrorLine } from '../errors.js';
 import { loadModel, type CokvModel, type GenerateOptions, type Generation } from '../engine.js';
 import { Sequence } from '../session/sequence.js';
+import { DEFAULT_PREFILL_CHUNK } from '../model/forward.js';
 import { checkDecodeOptions } from '../generate/generation.js';
 import { formatBytes, KV_DTYPE_HELP, kvDtypeFlag, numberFlag } from './util.js';
 import { addPressFlags, pressFromFlags, type PressFlags } from './press-flags.js';
@@ -27,6 +28,7 @@ interface GenerateFlags extends PressFlags, BosFlags {
   kvDtype?: string;
   saveCache?: string;
   loadCache?: string;
+  prefillEvict?: boolean;
 }
 
 export function registerGenerate(program: Command, run: (fn: () => Promise<void>) => Promise<void>): void {
@@ -46,11 +48,12 @@ export function registerGenerate(program: Command, run: (fn: () => Promise<void>
     .option('--repetition-penalty <r>', 'penalise tokens already seen (1 = off)')
     .option('--seed <s>', 'sampling seed')
     .option('--stop <str>', 'stop string (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
-    .option('--kv-dtype <t>', `${KV_DTYPE_HELP} (default f32; with --load-cache, the file's)`)
+    .option('--kv-dtype <t>', `${KV_DTYPE_HELP} (default f16; with --load-cache, the file's)`)
     .option('--json', 'print one JSON object (text, tokens, stats) instead of streaming')
     .option('--json-stream', 'print one JSON line per chunk ({"token", "text"}), then the --json object as the last line')
     .option('--save-cache <file>', 'after the prompt\'s prefill (and compression), save the cache to this file')
-    .option('--load-cache <file>', 'start from a cache saved by --save-cache: the prompt is appended to it (no press)');
+    .option('--load-cache <file>', 'start from a cache saved by --save-cache: the prompt is appended to it (no press)')
+    .option('--prefill-evict', 'with --press: compress after every 512-token prefill chunk, so KV held stays ≤ budget + chunk per head (default: full K/V until the last chunk, then compress: the exact result)');
   addBosFlags(cmd);
   addPressFlags(cmd).action((flags: GenerateFlags) => run(() => generateCommand(flags)));
 }
@@ -125,6 +128,12 @@ async function generateCommand(f: GenerateFlags): Promise<void> {
     stop: f.stop,
   };
   opts.kvDtype = kvDtypeFlag(f.kvDtype);
+  if (f.prefillEvict) {
+    // Refused before the model loads: without a press there is nothing to evict, and a chunk must hold the window.
+    if ((f.press ?? 'full') === 'full') throw new CokvError('--prefill-evict: needs --press (with the full cache nothing is evicted)', 'flag');
+    const window = numberFlag('--window', f.window, { integer: true, min: 1 }) ?? 0;
+    if (window > DEFAULT_PREFILL_CHUNK) throw new CokvError(`--prefill-evict: --window ${window} is longer than the ${DEFAULT_PREFILL_CHUNK}-token prefill chunk`, 'flag');
+  }
   if (f.loadCache !== undefined && f.chat) throw new CokvError('--chat: not with --load-cache (the loaded cache already holds its context; the prompt is appended as plain text)', 'flag');
   const model = await loadModel(f.model);
   const ctx = model.config.contextLength;
@@ -138,6 +147,7 @@ async function generateCommand(f: GenerateFlags): Promise<void> {
   if (f.loadCache !== undefined && opts.press) {
     throw new CokvError('--press: not with --load-cache (the cache was compressed before it was saved; the prompt is appended uncompressed)', 'flag');
   }
+  opts.prefillEvict = f.prefillEvict === true ? true : undefined;
   let gen: Generation;
   try {
     if (f.saveCache !== undefined || f.loadCache !== undefined) {
@@ -168,7 +178,7 @@ async function generateCommand(f: GenerateFlags): Promise<void> {
   process.stdout.write('\n');
   process.stderr.write(
     `prompt ${s.promptTokens} tok | generated ${s.generatedTokens} tok (${s.stopReason}) | prefill ${s.prefillMs.toFixed(1)} ms | ` +
-      `decode ${s.decodeTokensPerSecond.toFixed(1)} tok/s | KV ${formatBytes(s.kvBytes)} held vs ${formatBytes(s.kvFullBytes)} full (${((100 * s.kvBytes) / Math.max(1, s.kvFullBytes)).toFixed(1)}%) | ` +
+      `decode ${s.decodeTokensPerSecond.toFixed(1)} tok/s | KV ${s.kvDtype} ${formatBytes(s.kvBytes)} held vs ${formatBytes(s.kvFullBytes)} full (${((100 * s.kvBytes) / Math.max(1, s.kvFullBytes)).toFixed(1)}%) | ` +
       `peak RSS ${formatBytes(s.peakRssBytes)} | backend ${model.transformer.backend.name}\n`,
   );
 }
@@ -189,7 +199,7 @@ async function sequenceGeneration(model: CokvModel, f: GenerateFlags, prompt: st
   const seq = f.loadCache !== undefined
     ? await Sequence.load(model, f.loadCache, { kvDtype: f.kvDtype !== undefined ? opts.kvDtype : undefined })
     : await model.createSequence({ kvDtype: opts.kvDtype });
-  await seq.prefill(text, { press: opts.press, reserve: maxTokens, addSpecial, addBos: opts.addBos });
+  await seq.prefill(text, { press: opts.press, reserve: maxTokens, addSpecial, addBos: opts.addBos, prefillEvict: opts.prefillEvict });
   if (f.saveCache !== undefined) await seq.save(f.saveCache);
   return seq.generate(opts);
 }

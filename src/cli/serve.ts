@@ -31,7 +31,7 @@ export function registerServe(program: Command, run: (fn: () => Promise<void>) =
     .option('--api-key <key>', 'require "Authorization: Bearer <key>" (default: $COKV_API_KEY, else no key)')
     .option('--queue <n>', 'requests that may wait behind the running one; more are answered 429', '16')
     .option('--max-body <bytes>', 'largest request body accepted', String(8 << 20))
-    .option('--kv-dtype <t>', `${KV_DTYPE_HELP} (default for requests)`, 'f32')
+    .option('--kv-dtype <t>', `${KV_DTYPE_HELP} (default for requests)`, 'f16')
     .option('--prefix-cache <n>', 'finished sequences kept so a request extending one (the next turn) prefills only its new tokens; 0 = off', '4')
     .option('--prefix-cache-mb <n>', 'most MiB those kept sequences may hold together', '512');
   addPressFlags(cmd).action((flags: ServeFlags) => run(() => serveCommand(flags)));

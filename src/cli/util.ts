@@ -16,9 +16,9 @@ export function numberFlag(
   return v;
 }
 
-/** Parse `--kv-dtype` (default f32). */
+/** Parse `--kv-dtype` (default f16, as llama.cpp's cache; f32 stays available). */
 export function kvDtypeFlag(value: string | undefined): KvDType {
-  if (value === undefined) return 'f32';
+  if (value === undefined) return 'f16';
   if (!(KV_DTYPES as readonly string[]).includes(value)) throw new CokvError(`--kv-dtype: '${value}' must be f32, f16 or q8`, 'flag');
   return value as KvDType;
 }

@@ -11,7 +11,8 @@ import path from 'node:path';
 import { CokvError, systemErrorLine } from '../errors.js';
 import { lockOutput, writeFileAtomic, type FileLock } from '../util/files.js';
 import type { CokvModel } from '../engine.js';
-import type { KvDType } from '../cache/ragged.js';
+import type { KvDType, RaggedKVCache } from '../cache/ragged.js';
+import { checkPrefillEvict, DEFAULT_KV_DTYPE } from '../session/sequence.js';
 import type { PressOptions } from '../press/options.js';
 import { createPress, resolvePress } from '../press/registry.js';
 import { kvScopeLabel } from '../press/scope.js';
@@ -48,8 +49,14 @@ export interface EvalOptions {
   /** `loglik`: score = mean log-prob of the first `loglikTokens` reference tokens, plus greedy agreement. */
   metric?: 'default' | 'loglik';
   loglikTokens?: number;
-  /** KV storage type of every run (default f32). */
+  /** KV storage type of every run (default f16; run folders of other types than f32 end in `__<type>`). */
   kvDtype?: KvDType;
+  /**
+   * The bounded prefill (`--prefill-evict`): each press run prefills its items itself, compressing after every
+   * chunk, instead of compressing a copy of one shared full prefill (the exact mode). Recorded in the settings;
+   * its folders end in `__evict`. The full-cache run is the same in both modes.
+   */
+  prefillEvict?: boolean;
   out: string;
   /** Replace run folders that hold results for other settings (default: refuse them). */
   overwrite?: boolean;
@@ -118,9 +125,9 @@ export function modelName(modelPath: string): string {
   return path.basename(modelPath.replace(/[/\\]+$/, '')).replace(/\.(gguf|bin|safetensors)$/, '');
 }
 
-function runName(dataset: string, model: string, press: string, budget: string, protocol: Protocol, kvDtype = 'f32'): string {
+function runName(dataset: string, model: string, press: string, budget: string, protocol: Protocol, kvDtype = 'f32', evict = false): string {
   const safe = (s: string) => s.replace(/[^A-Za-z0-9._-]+/g, '-');
-  return [dataset, model, press, budget].map(safe).join('__') + (protocol === 'context-only' ? '__ctx' : '') + (kvDtype === 'f32' ? '' : `__${kvDtype}`);
+  return [dataset, model, press, budget].map(safe).join('__') + (protocol === 'context-only' ? '__ctx' : '') + (kvDtype === 'f32' ? '' : `__${kvDtype}`) + (evict ? '__evict' : '');
 }
 
 /** Resolve the data file for a dataset: the file itself, or `<dir>/<dataset>.jsonl`. */
@@ -394,7 +401,13 @@ export async function runEval(model: CokvModel, modelPath: string, o: EvalOption
     for (const r of o.ratios ?? []) runs.push({ press, budget: null, ratio: r, label: `r${r}` });
   }
   // Validate every press before the first run starts.
-  for (const r of runs) createPress(r.press, { ...o.pressOptions, budget: r.budget ?? undefined, ratio: r.ratio }, model.config);
+  for (const r of runs) {
+    const press = createPress(r.press, { ...o.pressOptions, budget: r.budget ?? undefined, ratio: r.ratio }, model.config);
+    if (o.prefillEvict && r.press !== 'full') checkPrefillEvict(press, { prefillEvict: true });
+  }
+  if (o.prefillEvict && !runs.some((r) => r.press !== 'full')) {
+    throw new CokvError('--prefill-evict: needs a press other than full in --presses (with the full cache nothing is evicted)', 'flag');
+  }
 
   // Every setting that changes a run's results; a folder holding other settings is never reused (see run-settings.ts).
   const common: Record<string, unknown> = {
@@ -404,13 +417,16 @@ export async function runEval(model: CokvModel, modelPath: string, o: EvalOption
     skipBadLines: o.jsonl?.onBadLine === 'skip' ? true : undefined,
     maxLength: info.family === 'longbench' ? Math.min(o.maxLength ?? 8000, model.config.contextLength - info.maxNewTokens - 1) : undefined,
     chat: info.family === 'longbench' && useChatTemplate(o.dataset, o.chat ?? false) ? true : undefined,
-    protocol: o.protocol, metric: loglik ? `loglik@${loglikTokens}` : info.metric, kvDtype: o.kvDtype ?? 'f32',
+    protocol: o.protocol, metric: loglik ? `loglik@${loglikTokens}` : info.metric, kvDtype: o.kvDtype ?? DEFAULT_KV_DTYPE,
   };
   const itemIds = prepared.map((p) => p.item.id);
 
   const states: RunState[] = runs.map((r) => {
-    const dir = path.join(o.out, runName(o.dataset, name, r.press, r.label, o.protocol, o.kvDtype));
-    const settings = { ...common, press: r.press, budget: r.budget, ratio: r.ratio, pressOptions: pressSettings(r.press, o.pressOptions) };
+    const evict = o.prefillEvict === true && r.press !== 'full';
+    const dir = path.join(o.out, runName(o.dataset, name, r.press, r.label, o.protocol, o.kvDtype ?? DEFAULT_KV_DTYPE, evict));
+    const settings = {
+      ...common, press: r.press, budget: r.budget, ratio: r.ratio, pressOptions: pressSettings(r.press, o.pressOptions), ...(evict ? { prefillEvict: true } : {}),
+    };
     return {
       ...r, dir, metricsFile: path.join(dir, 'metrics.json'), predFile: path.join(dir, 'predictions.jsonl'), done: new Map(), seconds: 0,
       instance: resolvePress(r.press, { ...o.pressOptions, budget: r.budget ?? undefined, ratio: r.ratio }, model.config),
@@ -448,14 +464,26 @@ async function computeRuns(model: CokvModel, modelPath: string, o: EvalOptions, 
     const pending = states.filter((st) => !st.finished && !st.done.has(p.item.id));
     if (pending.length === 0) continue;
     const ctxOnly = p.contextTokens !== undefined;
-    const shared = model.prefillShared(ctxOnly ? p.ids.slice(0, p.contextTokens) : p.ids, windowRows, o.kvDtype ?? 'f32');
+    const kvDtype = o.kvDtype ?? DEFAULT_KV_DTYPE;
+    const shared = model.prefillShared(ctxOnly ? p.ids.slice(0, p.contextTokens) : p.ids, windowRows, kvDtype);
     const suffix = ctxOnly ? p.ids.slice(p.contextTokens) : undefined;
     const reserve = Math.max(p.maxNew, loglikTokens) + 1;
     let reference: string | undefined;
+    // The cache a run decodes from: a compressed copy of the shared prefill, or with --prefill-evict the run's own
+    // bounded prefill of the compressed part (then the suffix over it, for the context-only protocol).
+    const prefilled = (press: ReturnType<typeof resolvePress>): { cache: RaggedKVCache; logits: Float32Array; prefillMs: number } => {
+      if (!(o.prefillEvict && press)) return model.fromShared(shared, press, reserve, suffix);
+      const t0 = performance.now();
+      const head = ctxOnly ? p.ids.slice(0, p.contextTokens) : p.ids;
+      const cache = model.newCache(0, kvDtype);
+      let logits = model.prefill(head, cache, press, reserve + (suffix?.length ?? 0), { prefillEvict: true });
+      if (suffix && suffix.length > 0) logits = model.transformer.forward(suffix, cache, { logits: 'last' }).slice();
+      return { cache, logits, prefillMs: performance.now() - t0 };
+    };
     const greedy = async (press: ReturnType<typeof resolvePress>) => {
       const g = model.generate(p.ids, {
         maxTokens: p.maxNew, temperature: 0, eosIds: p.stopIds, minTokens: p.minTokens,
-        prefilled: model.fromShared(shared, press, reserve, suffix),
+        prefilled: prefilled(press),
       });
       await g.complete();
       return g;
@@ -472,7 +500,7 @@ async function computeRuns(model: CokvModel, modelPath: string, o: EvalOptions, 
       };
       if (loglik) {
         const cont = continuationIds(model.tokenizer, p.item.prompt, p.item.answers[0]).slice(0, loglikTokens);
-        const sc = model.scoreContinuation(p.ids, cont, { prefilled: model.fromShared(shared, st.instance, reserve, suffix) });
+        const sc = model.scoreContinuation(p.ids, cont, { prefilled: prefilled(st.instance) });
         pred.logprob = sc.mean;
         pred.score = sc.mean;
         reference ??= st.press === 'full' ? g.text : (await greedy(undefined)).text;
@@ -505,7 +533,7 @@ async function computeRuns(model: CokvModel, modelPath: string, o: EvalOptions, 
       fullKvBytes: preds.reduce((a, p) => a + p.fullKvBytes, 0) / preds.length,
       kvScope: model.config.layers.some((l) => l.kind === 'sliding') ? kvScopeLabel(model.config) : undefined,
       settingsHash: st.hash,
-      settings: { ...o.pressOptions, kvDtype: o.kvDtype ?? 'f32', split: o.split, splitSeed: o.splitSeed, limit: o.limit, subset: o.subset, lengths: o.lengths, maxLength: o.maxLength, itemIds: preds.map((p) => p.id) },
+      settings: { ...o.pressOptions, kvDtype: o.kvDtype ?? DEFAULT_KV_DTYPE, ...(o.prefillEvict && st.press !== 'full' ? { prefillEvict: true } : {}), split: o.split, splitSeed: o.splitSeed, limit: o.limit, subset: o.subset, lengths: o.lengths, maxLength: o.maxLength, itemIds: preds.map((p) => p.id) },
       timings: {
         prefillMs: preds.reduce((a, p) => a + p.prefillMs, 0) / preds.length,
         decodeMsPerToken: preds.reduce((a, p) => a + p.decodeMsPerToken, 0) / preds.length,

@@ -365,7 +365,7 @@ async function quant(o: ExperimentOptions): Promise<void> {
   // ⌊B · 4·hd/(hd + 4)⌋ (int8 rows plus one F32 scale per K and V row).
   const base = o.quick ? [16, 32] : [16, 32, 64];
   const { headDim } = (await openModel(p.tiny)).config;
-  await runEvalCli([...common, '--budgets', base.join(','), '--out', path.join(out, 'f32')], o);
+  await runEvalCli([...common, '--budgets', base.join(','), '--kv-dtype', 'f32', '--out', path.join(out, 'f32')], o);
   for (const dtype of ['f16', 'q8'] as const) {
     const budgets = base.map((b) => equalBytesLength(b, dtype, headDim));
     await runEvalCli([...common, '--budgets', budgets.join(','), '--kv-dtype', dtype, '--out', path.join(out, dtype)], o);

@@ -4,6 +4,7 @@
  */
 import { CokvError } from '../errors.js';
 import type { SamplingOptions } from './sampling.js';
+import type { KvDType } from '../cache/ragged.js';
 
 /** Options of a decode loop: sampling, stopping and cancellation. */
 export interface DecodeOptions extends SamplingOptions {
@@ -33,6 +34,8 @@ export interface GenerationStats {
   decodeMs: number;
   /** Generated tokens after the first, per second of decode time. */
   decodeTokensPerSecond: number;
+  /** KV storage of the cache (the engine's default is f16). */
+  kvDtype: KvDType;
   /** K+V bytes held by the cache at the end (every layer; see RaggedKVCache.bytes). */
   kvBytes: number;
   /** K+V bytes an uncompressed cache would hold for the same tokens (see RaggedKVCache.fullBytes). */

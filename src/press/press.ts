@@ -44,28 +44,40 @@ export class ScoredPress implements Press {
     this.window = options.window ?? DEFAULT_WINDOW;
   }
 
+  /**
+   * Heads of one layer may hold different counts (a cache compressed before, e.g. by the bounded `prefillEvict`
+   * mode after each chunk, or a chat history): each head keeps the top of its own entries plus its own last
+   * `window` ones, and the allocation is made for a prompt of P = max(longest head, tokens seen) tokens — so a
+   * budget stays a target per head (a head never keeps more than its allocation plus the window) and a ratio is a
+   * fraction of everything seen, not of what is still held. On a cache whose heads are all whole (one prefill), P is
+   * the prompt length, as before.
+   */
   compressLayer(ctx: LayerPrefillContext, reserve: number): void {
     const { cache, layer } = ctx;
     if (!cache.isBudgeted(layer)) return;
     const budgeted = this.layers ?? cache.budgetedLayers();
     const row = budgeted.indexOf(layer);
     if (row < 0) return;
-    const L = cache.head(layer, 0).length;
+    let longest = 0;
+    for (let g = 0; g < cache.numKvHeads; g++) longest = Math.max(longest, cache.head(layer, g).length);
+    const P = Math.max(longest, ctx.startPosition + ctx.numTokens);
     const w = this.window;
-    const budget = this.allocator.name === 'mask' ? L : resolveBudget(this.options, L);
-    if (this.allocator.name !== 'mask' && L <= budget) return;
-    if (L <= w) return;
+    const budget = this.allocator.name === 'mask' ? P : resolveBudget(this.options, P);
+    if (this.allocator.name !== 'mask' && longest <= budget) return;
+    if (longest <= w) return;
     if (ctx.numTokens < w) throw new Error(`press ${this.name}: the prefill chunk (${ctx.numTokens} tokens) is shorter than the window (${w})`);
     const needScores = this.allocator.needsScores;
     let scores = needScores && this.scorer ? this.scorer(ctx, w) : undefined;
     const counts = this.allocator.allocate({
-      layer: row, modelLayer: layer, numLayers: budgeted.length, numKvHeads: cache.numKvHeads, promptLength: L, window: w, budget,
+      layer: row, modelLayer: layer, numLayers: budgeted.length, numKvHeads: cache.numKvHeads, promptLength: P, window: w, budget,
       scores: scores ?? [], redistribute: this.options.redistribute ?? true,
     });
     if (row === 0) this.lastAllocation = [];
     this.lastAllocation[layer] = counts;
     for (let g = 0; g < cache.numKvHeads; g++) {
       const head = cache.head(layer, g);
+      const L = head.length;
+      if (L <= w) continue;
       const c = Math.min(counts[g], L - w);
       let chosen: number[];
       if (c >= L - w) {

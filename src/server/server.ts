@@ -13,7 +13,7 @@ import { checkDecodeOptions } from '../generate/generation.js';
 import type { PressOptions } from '../press/options.js';
 import { createPress, isFullPress } from '../press/registry.js';
 import type { Press } from '../press/types.js';
-import type { Sequence } from '../session/sequence.js';
+import { DEFAULT_KV_DTYPE, type Sequence } from '../session/sequence.js';
 import { ApiError, parseRequest, type ParsedRequest } from './protocol.js';
 import { JobQueue } from './queue.js';
 
@@ -29,6 +29,7 @@ export interface ServerOptions {
   maxBody?: number;
   /** Press used when a request's `cokv` field names none (default: full cache). */
   press?: { name: string; options: PressOptions };
+  /** KV storage of requests that do not name one (default f16). */
   kvDtype?: KvDType;
   /** One line per request and event (default: none). */
   log?: (line: string) => void;
@@ -271,7 +272,7 @@ export function createCokvServer(o: ServerOptions): CokvServer {
       throw new ApiError(400, `max_tokens: the model's context is ${ctx} tokens; the prompt holds ${ids.length}, so at most ${room} more fit (asked for ${maxTokens})`, 'invalid_request_error', 'max_tokens', 'context_length_exceeded');
     }
     const c = p.cokv;
-    const kvDtype = c.kvDtype ?? o.kvDtype ?? 'f32';
+    const kvDtype = c.kvDtype ?? o.kvDtype ?? DEFAULT_KV_DTYPE;
     if (!(KV_DTYPES as readonly string[]).includes(kvDtype)) throw new ApiError(400, `cokv.kv_dtype: '${sanitize(kvDtype, 50)}' must be one of ${KV_DTYPES.join(', ')}`, 'invalid_request_error', 'cokv.kv_dtype');
     const base = o.press ?? { name: 'full', options: {} };
     const options: PressOptions = { ...base.options };
@@ -502,6 +503,7 @@ function statsOf(s: GenerationStats, press: string, reused: number): Record<stri
     reusedPromptTokens: reused,
     prefill_ms: s.prefillMs,
     decode_tokens_per_second: s.decodeTokensPerSecond,
+    kv_dtype: s.kvDtype,
     prompt_kv_bytes: s.promptKvBytes,
     prompt_full_kv_bytes: s.promptFullKvBytes,
     kv_bytes: s.kvBytes,

@@ -30,7 +30,7 @@ export interface ChatSessionOptions {
   press?: Press;
   /** A system message put first in every rendering. */
   system?: string;
-  /** KV storage of the session's sequence: 'f32' (default), 'f16' or 'q8'. */
+  /** KV storage of the session's sequence: 'f16' (default), 'f32' or 'q8'. */
   kvDtype?: KvDType;
   /**
    * With `press`: compress only once the entries held per budgeted KV head (on average, the new turn included)

@@ -20,7 +20,7 @@
  * serialized by a per-model lock; the synchronous CokvModel methods (prefill, scoreContinuation, …) do not take
  * it and must not run while a sequence is prefilling.
  */
-import { DEFAULT_PREFILL_CHUNK, type LayerPrefillContext, type Transformer } from '../model/forward.js';
+import { DEFAULT_PREFILL_CHUNK, pressChunkSize, type LayerPrefillContext, type Transformer } from '../model/forward.js';
 import type { RaggedKVCache, KvDType } from '../cache/ragged.js';
 import { CokvError } from '../errors.js';
 import { Sampler } from '../generate/sampling.js';
@@ -30,11 +30,12 @@ import {
 } from '../generate/generation.js';
 import { peakRssBytes } from '../memory.js';
 import type { Press } from '../press/types.js';
+import { isFullPress } from '../press/registry.js';
 import type { CokvModel } from '../engine.js';
 import { readSavedCache, writeSavedCache } from '../cache/save.js';
 
 export interface SequenceOptions {
-  /** KV storage: 'f32' (default), 'f16' or 'q8' (see RaggedKVCache). */
+  /** KV storage: 'f16' (default, half the bytes of F32, as llama.cpp keeps it), 'f32' or 'q8' (see RaggedKVCache). */
   kvDtype?: KvDType;
   /** Entries per head to preallocate (it grows as needed). */
   capacity?: number;
@@ -43,8 +44,19 @@ export interface SequenceOptions {
 }
 
 export interface PrefillOptions {
-  /** Compress the cache with this press right after each layer's prefill (the prompt is prefilled in one pass). */
+  /**
+   * Compress the cache with this press. The prompt is prefilled in chunks; each layer keeps its full K/V until the
+   * last chunk (which holds the observation window) and is compressed there, right after that chunk's attention:
+   * the exact mode, whose peak memory is the full-cache prefill's (see `chunkSize` for how it relates to one pass).
+   */
   press?: Press;
+  /**
+   * The bounded mode: compress each layer after every chunk, with that chunk's last window, so that a budgeted head
+   * holds at most its allocation + window (on average the budget) plus one chunk at any time, whatever the prompt
+   * length. Later chunks attend to the compressed cache, so results differ from the exact mode. Needs a press
+   * (not `full`) and a chunk size ≥ the press's window; refused otherwise (CokvError kind 'flag').
+   */
+  prefillEvict?: boolean;
   /** Cancels the prefill between layers (CokvError kind 'aborted'; the sequence is then unusable). */
   signal?: AbortSignal;
   /** Spare slots per head a press keeps for tokens still to come (saves a reallocation; default 0). */
@@ -54,9 +66,11 @@ export interface PrefillOptions {
   /** Text prompts: add BOS (true) or not (false), whatever the file's rule says. */
   addBos?: boolean;
   /**
-   * Rows per pass without a press (default 512; 0 = one pass). With a press the prompt always goes in one pass,
-   * so `compress()` after a prefill of more than one chunk is equal up to float rounding, not bit-identical, to a
-   * press during prefill; pass 0 for bit-identity.
+   * Rows per pass (default 512, raised to the press's window; 0 = one pass). A press prefill in chunks and
+   * `prefill` + `compress()` see the same K/V and window queries, so they keep the same entries bit for bit. Against
+   * a one-pass prefill (0), chunked K/V and queries are equal up to float rounding on backends whose kernels
+   * block rows differently (the kept sets are then equal except where two scores tie within rounding); the TS
+   * backend computes every row alike, so there they are bit-identical.
    */
   chunkSize?: number;
 }
@@ -79,6 +93,55 @@ export interface SequenceStats {
   allocatedBytes: number;
   /** Milliseconds spent in this sequence's prefills (and fed pending tokens) so far. */
   prefillMs: number;
+}
+
+/** KV storage of a sequence (and of every engine entry point: generate, chat, the CLI, the server, eval). */
+export const DEFAULT_KV_DTYPE: KvDType = 'f16';
+
+/** What a press prefill passes to the forward pass: the hook and how the prompt is cut. */
+export interface PressPrefillHook {
+  onLayer: (ctx: LayerPrefillContext) => void;
+  chunkSize: number;
+  hookEveryChunk: boolean;
+}
+
+/**
+ * Refuse `prefillEvict` without a press (or with `full`), or with a chunk size it cannot honour (0 = one pass,
+ * or fewer rows than the press's window): one CokvError line (kind 'flag') naming the option.
+ */
+export function checkPrefillEvict(press: Press | undefined, opts: { prefillEvict?: boolean; chunkSize?: number }): void {
+  if (!opts.prefillEvict) return;
+  if (!press || isFullPress(press)) throw new CokvError('prefillEvict: needs a press (with the full cache nothing is evicted)', 'flag');
+  const chunk = opts.chunkSize ?? DEFAULT_PREFILL_CHUNK;
+  if (chunk === 0) throw new CokvError('prefillEvict: needs a chunked prefill (chunkSize 0 is one pass)', 'flag');
+  if (press.window !== undefined && chunk < press.window) {
+    throw new CokvError(`prefillEvict: the chunk size ${chunk} is shorter than the press's window ${press.window}`, 'flag');
+  }
+}
+
+/**
+ * The hook of a prefill with `press` that ends at position `end`: in the exact mode the press runs during the last
+ * chunk only (made ≥ its window); with `prefillEvict`, after every chunk, keeping room for the next chunk's rows
+ * (the last chunk keeps `reserve`).
+ */
+export function pressPrefillHook(press: Press, reserve: number, end: number, opts: { prefillEvict?: boolean; chunkSize?: number }): PressPrefillHook {
+  checkPrefillEvict(press, opts);
+  if (!opts.prefillEvict) {
+    return { onLayer: (ctx) => press.compressLayer(ctx, reserve), chunkSize: pressChunkSize(press.window, opts.chunkSize), hookEveryChunk: false };
+  }
+  const chunk = opts.chunkSize ?? DEFAULT_PREFILL_CHUNK;
+  const w = press.window ?? 0;
+  return {
+    onLayer: (ctx) => {
+      const last = ctx.startPosition + ctx.numTokens >= end;
+      // The first chunk takes the remainder: one shorter than the window (only possible after what the sequence
+      // already held) is left to the next chunk, which then compresses it too.
+      if (!last && ctx.numTokens < w) return;
+      press.compressLayer(ctx, last ? reserve : chunk);
+    },
+    chunkSize: chunk,
+    hookEveryChunk: true,
+  };
 }
 
 /** One lock per Transformer: its workspace holds a paused pass's hidden states. */
@@ -134,7 +197,7 @@ export class Sequence {
     if (!(Number.isSafeInteger(windowRows) && windowRows > 0)) throw new CokvError(`windowRows: ${windowRows} must be a positive integer`, 'flag');
     const capacity = opts.capacity ?? 0;
     if (!(Number.isSafeInteger(capacity) && capacity >= 0)) throw new CokvError(`capacity: ${capacity} must be a non-negative integer`, 'flag');
-    return new Sequence(model, model.newCache(capacity, opts.kvDtype ?? 'f32'), [], [], undefined, windowRows);
+    return new Sequence(model, model.newCache(capacity, opts.kvDtype ?? DEFAULT_KV_DTYPE), [], [], undefined, windowRows);
   }
 
   /**
@@ -214,18 +277,19 @@ export class Sequence {
 
   /**
    * Run `input` (text or ids) through the model after what is cached. With `press`, the cache (everything held,
-   * not only the new tokens) is compressed after each layer's prefill, as CokvModel.prefill does; without one,
-   * the last `windowRows` queries are kept so that `compress()` can follow.
+   * not only the new tokens) is compressed during the last chunk (or after every chunk with `prefillEvict`), as
+   * CokvModel.prefill does; without one, the last `windowRows` queries are kept so that `compress()` can follow.
    */
   async prefill(input: string | readonly number[], opts: PrefillOptions = {}): Promise<void> {
+    checkPrefillEvict(opts.press, opts);
     const ids = this.inputIds(input, opts);
     throwIfAborted(opts.signal, 'prefill');
     await exclusive(this.model.transformer, () => this.run(ids, opts.press, opts));
   }
 
   /** `prefill` without compression (e.g. a question after a compressed context). */
-  async append(input: string | readonly number[], opts: Omit<PrefillOptions, 'press'> = {}): Promise<void> {
-    return this.prefill(input, { ...opts, press: undefined });
+  async append(input: string | readonly number[], opts: Omit<PrefillOptions, 'press' | 'prefillEvict'> = {}): Promise<void> {
+    return this.prefill(input, { ...opts, press: undefined, prefillEvict: undefined });
   }
 
   /** The forward pass over pending + `ids`; the caller holds the lock. */
@@ -251,13 +315,14 @@ export class Sequence {
       rows = Math.min(this.windowRows, ctx.numTokens);
       if (layers[ctx.layer].kind === 'full') queries[ctx.layer] = ctx.queries.slice((ctx.numTokens - rows) * qDim, ctx.numTokens * qDim);
     };
-    const onLayer = press ? (ctx: LayerPrefillContext) => press.compressLayer(ctx, reserve) : keep;
+    const hook = press && !isFullPress(press) ? pressPrefillHook(press, reserve, cache.position + feed.length, opts) : undefined;
+    const onLayer = hook?.onLayer ?? keep;
     const signal = opts.signal;
     this.queries = undefined;
     let logits: Float32Array;
     try {
       logits = await this.model.transformer.forwardAsync(feed, cache, {
-        logits: 'last', onLayer, chunkSize: press ? 0 : opts.chunkSize ?? DEFAULT_PREFILL_CHUNK,
+        logits: 'last', onLayer, chunkSize: hook?.chunkSize ?? opts.chunkSize ?? DEFAULT_PREFILL_CHUNK, hookEveryChunk: hook?.hookEveryChunk,
         pause: async () => {
           throwIfAborted(signal, 'prefill');
           await nextMacrotask();
@@ -272,7 +337,7 @@ export class Sequence {
     this.lastLogits = logits.slice();
     this.ids.push(...ids);
     this.pending = [];
-    if (!press) {
+    if (!hook) {
       this.queries = queries;
       this.queryRows = rows;
     }
@@ -283,7 +348,8 @@ export class Sequence {
 
   /**
    * Compress the cache with `press`, using the queries kept by the last prefill (which must have been plain and
-   * the last thing done): the same cache as prefilling with `press` (see PrefillOptions.chunkSize).
+   * the last thing done): the same cache as prefilling with `press` in the same chunks (bit for bit, when the
+   * last chunk held the press's window; see PrefillOptions.chunkSize).
    */
   async compress(press: Press, opts: { reserve?: number } = {}): Promise<void> {
     const cache = this.cache;
@@ -384,6 +450,7 @@ export class Sequence {
       prefillMs,
       decodeMs,
       decodeTokensPerSecond: g.tokens.length > 1 ? ((g.tokens.length - 1) * 1000) / decodeMs : 0,
+      kvDtype: cache.dtype,
       kvBytes: cache.bytes(),
       kvFullBytes: cache.fullBytes(),
       promptKvBytes,
@@ -438,6 +505,7 @@ export function stoppedEarlyStats(g: Generation, seq: Sequence, prompt: Sequence
     prefillMs,
     decodeMs,
     decodeTokensPerSecond: g.tokens.length > 1 && decodeMs > 0 ? ((g.tokens.length - 1) * 1000) / decodeMs : 0,
+    kvDtype: now.kvDtype,
     kvBytes: now.kvBytes,
     kvFullBytes: now.kvFullBytes,
     promptKvBytes: prompt.kvBytes,
