@@ -12,6 +12,7 @@ import { loadModel } from '../engine.js';
 import { Rng } from '../generate/rng.js';
 import { modelName } from '../eval/runner.js';
 import { createPress, resolvePress } from '../press/registry.js';
+import { DEFAULT_KV_DTYPE } from '../session/sequence.js';
 import { kvScopeLabel } from '../press/scope.js';
 import { addPressTuningFlags, pressOptionsFromFlags, type PressFlags } from './press-flags.js';
 import { formatBytes, numberFlag } from './util.js';
@@ -53,7 +54,8 @@ async function benchOne(f: PressFlags & { model: string; length: string; decode:
   const press = resolvePress(f.press ?? 'full', pressOptionsFromFlags(f), c);
   const rng = new Rng(11);
   const ids = Array.from({ length: L }, (_, i) => (i === 0 && model.tokenizer.bosId !== undefined ? model.tokenizer.bosId : rng.int(c.vocabSize)));
-  const cache = model.newCache(L + steps + 1);
+  // The engine's default storage (F16), prefilled in chunks like every press prefill.
+  const cache = model.newCache(L + steps + 1, DEFAULT_KV_DTYPE);
   const t0 = performance.now();
   let logits = model.prefill(ids, cache, press, steps + 1);
   const prefillMs = performance.now() - t0;

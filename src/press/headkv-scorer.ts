@@ -47,8 +47,10 @@ export function retrievalHeadScores(model: CokvModel, o: HeadScoreOptions): numb
     const needleAt = (tok.bosId !== undefined ? 1 : 0) + depth;
     const repeatAt = ids.length - needle.length;
     const cache = model.newCache(ids.length);
+    // One pass (the hook reads the queries of rows spread over the whole prompt); not a press prefill: the cache is
+    // dropped after scoring.
     model.transformer.forward(ids, cache, {
-      logits: 'none',
+      logits: 'none', chunkSize: 0,
       onLayer: (ctx) => {
         for (let h = 0; h < c.numHeads; h++) {
           const keys = ctx.cache.head(ctx.layer, Math.floor(h / group)).keysF32();

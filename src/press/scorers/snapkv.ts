@@ -21,6 +21,8 @@ export interface SnapKvScoreOptions {
   scale?: number;
 }
 
+let keyScratch: Float32Array = new Float32Array(0);
+
 export function snapkvScores(ctx: LayerPrefillContext, o: SnapKvScoreOptions): Float32Array[] {
   const cache = ctx.cache;
   const { numKvHeads, headDim: hd } = cache;
@@ -35,7 +37,10 @@ export function snapkvScores(ctx: LayerPrefillContext, o: SnapKvScoreOptions): F
   const out: Float32Array[] = [];
   for (let g = 0; g < numKvHeads; g++) {
     const head = cache.head(ctx.layer, g);
-    const keys = head.keysF32();
+    // F16/Q8 heads are widened into one reused scratch buffer: a press prefill then leaves no per-head garbage of
+    // the whole prompt's keys behind (its peak memory stays the full-cache run's).
+    const keys = head.keysF32(keyScratch);
+    if (head.dtype !== 'f32') keyScratch = keys;
     const L = head.length;
     const n = L - w;
     const agg = new Float64Array(n);
