@@ -10,6 +10,7 @@
  * (Q4_0/1, Q5_0/1, Q2_K..Q6_K, IQ4_NL/XS) dequantize 4 rows into a scratch buffer first. Threads split W's rows (GEMV) or column tiles (GEMM) through an atomic counter.
  */
 #include "kernels.h"
+#include "qdot.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -525,6 +526,7 @@ typedef struct {
 static buf_t g_bpack[MAX_THREADS], g_rowtmp[MAX_THREADS];
 static buf_t g_apack;
 static buf_t g_xq; /* int8 x for MM_Q8_INT8, as floats' storage */
+static buf_t g_xqb; /* quantized x rows for MM_INT8_X */
 
 static float *buf_get(buf_t *b, size_t n) {
   if (b->n < n) {
@@ -556,6 +558,10 @@ typedef struct {
   /* Q8 int8 GEMV */
   const int8_t *xq;
   const float *xd;
+  /* MM_INT8_X: x quantized per row (xrb bytes each) for the weight type's integer dot */
+  const uint8_t *xqb;
+  size_t xrb;
+  cokv_qdot_fns qfn;
   atomic_int next;
   atomic_int failed;
 } job_t;
@@ -870,6 +876,45 @@ static void gemm_tiles(job_t *j, int tid) {
 }
 #endif
 
+#if COKV_X86
+/*
+ * MM_INT8_X: rows [n0, n1) of W against every quantized x row. x rows go in tiles of QM so a tile stays in L1/L2
+ * while the chunk's W rows stream past it once per tile (one W row per call for GEMV).
+ */
+#define QM 16
+static void qrows(job_t *j, int n0, int n1) {
+  const int M = j->m, N = j->n, K = j->k;
+  for (int m0 = 0; m0 < M; m0 += QM) {
+    int m1 = M - m0 < QM ? M : m0 + QM;
+    for (int n = n0; n < n1; n++) {
+      const uint8_t *wr = j->w + (size_t)n * j->rb;
+      if (PF_GROUPS > 0 && n + PF_GROUPS < n1) {
+        const char *pf = (const char *)j->w + (size_t)(n + PF_GROUPS) * j->rb;
+        for (size_t off = 0; off < j->rb; off += 64) _mm_prefetch(pf + off, _MM_HINT_T0);
+      }
+      int m = m0;
+      for (; m + COKV_QX <= m1; m += COKV_QX) {
+        float o[COKV_QX];
+        j->qfn.many(wr, j->xqb + (size_t)m * j->xrb, j->xrb, K, o);
+        for (int r = 0; r < COKV_QX; r++) j->out[(size_t)(m + r) * N + n] = o[r];
+      }
+      for (; m < m1; m++) j->qfn.one(wr, j->xqb + (size_t)m * j->xrb, j->xrb, K, j->out + (size_t)m * N + n);
+    }
+  }
+}
+
+static void qrows_job(void *arg, int tid) {
+  job_t *j = arg;
+  (void)tid;
+  for (;;) {
+    int c = atomic_fetch_add(&j->next, 1);
+    int n0 = c * j->chunk;
+    if (n0 >= j->n) break;
+    qrows(j, n0, n0 + j->chunk < j->n ? n0 + j->chunk : j->n);
+  }
+}
+#endif
+
 static void rows_job(void *arg, int tid) {
   job_t *j = arg;
   for (;;) {
@@ -920,6 +965,24 @@ int cokv_matmul(float *out, const float *x, int M, int N, int K, const void *w, 
   int nt = work < (double)(1 << 20) ? 1 : nthreads;
   int rc = 0;
 #if COKV_X86
+  if (g_simd && (flags & MM_INT8_X) && cokv_xq_kind(dt) != XQ_NONE) {
+    int kind = cokv_xq_kind(dt);
+    j.xrb = cokv_xq_row_bytes(kind, K);
+    uint8_t *xb = (uint8_t *)buf_get(&g_xqb, ((size_t)M * j.xrb + 3) / 4 + 16);
+    if (!xb) {
+      rc = -1;
+      goto done;
+    }
+    for (int r = 0; r < M; r++) cokv_quantize_x_row(kind, x + (size_t)r * K, K, xb + (size_t)r * j.xrb);
+    j.xqb = xb;
+    j.qfn = cokv_qdot_for(dt);
+    int chunk = (N + 8 * nt - 1) / (8 * nt);
+    chunk = (chunk + 3) & ~3;
+    if (chunk < 16) chunk = 16;
+    j.chunk = chunk;
+    pool_run(qrows_job, &j, nt);
+    goto done;
+  }
   if (g_simd && M >= GEMM_MIN_M) {
     int mpad = (M + MR - 1) / MR * MR;
     float *ap = buf_get(&g_apack, (size_t)mpad * K);

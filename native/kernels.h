@@ -15,7 +15,10 @@ enum {
 };
 
 /* Flags for cokv_matmul. */
-enum { MM_Q8_INT8 = 1 /* Q8_0 GEMV: quantize x to Q8_0 and use an int8 dot (llama.cpp style) */ };
+enum {
+  MM_Q8_INT8 = 1, /* Q8_0 GEMV: quantize x to Q8_0 and use an int8 dot (llama.cpp style) */
+  MM_INT8_X = 2   /* every block type, GEMV and GEMM: quantize x rows to q8_0 / q8_K and use integer dots (qdot.h) */
+};
 
 /* Bytes of one weight row of k elements, or 0 if k is not a whole number of blocks / the type is unknown. */
 size_t cokv_row_bytes(int dt, int k);

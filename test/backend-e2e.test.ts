@@ -34,7 +34,8 @@ async function greedy(modelPath: string, backend: Backend): Promise<number[][]> 
 }
 
 const cases: [string, () => Backend][] = [['wasm', () => new WasmBackend()]];
-if (addon) cases.push(['native', () => new NativeBackend(addon)]);
+if (addon) cases.push(['native', () => new NativeBackend(addon, { int8Activations: false })]);
+
 
 describe.skipIf(!present)('backends end to end on cokv-retrieval-tiny', () => {
   for (const [variant, file] of [['HF F32', ''], ['GGUF Q8_0', '/cokv-retrieval-tiny-q8_0.gguf']] as const) {
@@ -43,6 +44,14 @@ describe.skipIf(!present)('backends end to end on cokv-retrieval-tiny', () => {
       if (variant === 'HF F32') expect(want).toEqual(refs.map((r) => r.greedy_16_ids));
       for (const [name, make] of cases) {
         expect(await greedy(dir + file, make()), `${name} ${variant}`).toEqual(want);
+      }
+      if (addon && variant === 'GGUF Q8_0') {
+        // The default native backend quantizes activations to q8_0 for the integer dots (as llama.cpp does), so it is
+        // not bit-comparable with the f32 path above. On this trained model its 16 greedy tokens are the F32
+        // model's own (transformers' reference): prompt 1 has a near-tie at token 6 ("…23 27 28" vs "…23 27 27")
+        // that exact f32 on the Q8_0 weights resolves the other way, and int8 activations resolve as F32 does.
+        const int8 = await greedy(dir + file, new NativeBackend(addon, { int8Activations: true }));
+        expect(int8, 'native int8 GGUF Q8_0').toEqual(refs.map((r) => r.greedy_16_ids));
       }
     });
   }

@@ -117,14 +117,14 @@ describe('wasm backend vs TS reference', () => {
 
 describe.skipIf(!addon)('native backend vs TS reference', () => {
   it('matmul for F32, Q8_0, Q4_0, Q4_K, Q6_K over odd shapes (rel. error ≤ 1e-5)', () => {
-    checkBackend(new NativeBackend(addon!), ALL, 12);
+    checkBackend(new NativeBackend(addon!, { int8Activations: false }), ALL, 12);
   });
 
   it('scalar fallback (no AVX2) gives the same results', () => {
     addon!.setSimd(0);
     try {
       expect(addon!.info().simd).toBe(0);
-      checkBackend(new NativeBackend(addon!), ALL, 13);
+      checkBackend(new NativeBackend(addon!, { int8Activations: false }), ALL, 13);
     } finally {
       addon!.setSimd(1);
     }
@@ -135,7 +135,7 @@ describe.skipIf(!addon)('native backend vs TS reference', () => {
     try {
       for (const t of [1, 3]) {
         addon!.setThreads(t);
-        checkBackend(new NativeBackend(addon!), ['f32', 'q8_0'], 14 + t);
+        checkBackend(new NativeBackend(addon!, { int8Activations: false }), ['f32', 'q8_0'], 14 + t);
       }
     } finally {
       addon!.setThreads(before);
@@ -174,7 +174,7 @@ describe.skipIf(!addon)('native backend vs TS reference', () => {
   });
 
   it('F16 weights through F16C match the TS reference on the widened weights', () => {
-    const be = new NativeBackend(addon!);
+    const be = new NativeBackend(addon!, { int8Activations: false });
     const lut = f16Lut();
     const rng = new Rng(31);
     for (const simd of [1, 0]) {
@@ -197,7 +197,7 @@ describe.skipIf(!addon)('native backend vs TS reference', () => {
   });
 
   it('attend matches attendSegments (two segments, causal counts)', () => {
-    const be = new NativeBackend(addon!);
+    const be = new NativeBackend(addon!, { int8Activations: false });
     const rng = new Rng(41);
     // nq > 8 (or causal counts) with hd % 8 == 0 takes the tiled (online-softmax) kernel: cover partial query and key blocks, the
     // 8-column value tail (hd 40, 80), a causal diagonal inside a key block, and the per-query path (hd 6, nq < 4).
@@ -226,7 +226,7 @@ describe.skipIf(!addon)('native backend vs TS reference', () => {
   });
 
   it('swiglu and rmsNorm match the reference loops (AVX2 and scalar paths)', () => {
-    const be = new NativeBackend(addon!);
+    const be = new NativeBackend(addon!, { int8Activations: false });
     const rng = new Rng(43);
     for (const simd of [1, 0]) {
       addon!.setSimd(simd);
@@ -253,7 +253,7 @@ describe.skipIf(!addon)('native backend vs TS reference', () => {
 
   it('rejects arrays smaller than the shape', () => {
     const w: Weight = { dtype: 'f32', rows: 8, cols: 32, data: new Float32Array(8 * 32) };
-    expect(() => new NativeBackend(addon!).matmul(new Float32Array(7), new Float32Array(32), 1, w)).toThrow(/out is smaller/);
+    expect(() => new NativeBackend(addon!, { int8Activations: false }).matmul(new Float32Array(7), new Float32Array(32), 1, w)).toThrow(/out is smaller/);
     expect(() => addon!.matmul(new Float32Array(8), new Float32Array(32), 1, 8, 32, new Float32Array(10), 0)).toThrow(/w is smaller/);
     expect(() => addon!.matmul(new Float32Array(8), new Float32Array(40), 1, 8, 40, new Uint8Array(1000), 8)).toThrow(/whole number/);
   });

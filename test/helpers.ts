@@ -2,6 +2,8 @@ import { spawnSync } from 'node:child_process';
 import { expect } from 'vitest';
 import { CokvError } from '../src/errors.js';
 import { createBackend, type BackendKind } from '../src/backend/select.js';
+import { NativeBackend } from '../src/backend/native.js';
+import type { Backend } from '../src/backend/types.js';
 import { gv, type GgufMetaValue } from '../src/model/loaders/gguf-writer.js';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -66,6 +68,15 @@ export function expectUserError(r: { code: number; stderr: string }, re: RegExp)
   expect(r.stderr).toMatch(re);
   expect(r.stderr.trim().split('\n')).toHaveLength(1);
   expect(r.stderr).not.toMatch(/\n\s+at /);
+}
+
+/**
+ * A backend of `kind` computing exactly in f32 (native: `int8Activations: false`, so block-quantized weights meet f32
+ * activations as in the TS reference), for tests whose bound is f32 rounding. Native's default (int8 activations,
+ * like llama.cpp) is tested against its own bounds (qdot-kernels, fixtures-arch).
+ */
+export function exactBackend(kind: BackendKind): Backend {
+  return kind === 'native' ? NativeBackend.create({ int8Activations: false }) : createBackend(kind);
 }
 
 /** The TS reference plus whichever of native and wasm load here (native needs the addon built by npm ci). */

@@ -7,7 +7,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { createBackend } from '../src/backend/select.js';
 import type { Backend } from '../src/backend/types.js';
 import { NativeBackend, loadNativeAddon } from '../src/backend/native.js';
 import { completeConfig, type ModelConfig } from '../src/model/config.js';
@@ -17,7 +16,7 @@ import { BLOCK, GGML_TYPE, dequantRow, dequantize, dotRow, isBlockType, quantRow
 import type { QuantWeight, Weight } from '../src/model/weights.js';
 import { loadModel } from '../src/engine.js';
 import { Rng } from '../src/generate/rng.js';
-import { expectCokvError, repoRoot, tmpDir, availableBackends, spmTokenizerMeta, maxRelDiff } from './helpers.js';
+import { expectCokvError, repoRoot, tmpDir, availableBackends, spmTokenizerMeta, maxRelDiff, exactBackend } from './helpers.js';
 
 interface Entry {
   dtype: QuantWeight['dtype'];
@@ -134,7 +133,7 @@ describe.each(manifest.entries.map((e) => [`${e.dtype} k=${e.cols}`, e] as const
 
   for (const kind of BACKENDS) {
     it(`${kind}: matmul against one-hot x returns the dequantized values exactly (GEMV and GEMM)`, () => {
-      const be = createBackend(kind);
+      const be = exactBackend(kind);
       const { w, values } = tall(e, 40);
       const K = e.cols, N = w.rows;
       // GEMM: x = identity, so out[m][n] = W[n][m] with every other product an exact zero.
@@ -155,7 +154,7 @@ describe.each(manifest.entries.map((e) => [`${e.dtype} k=${e.cols}`, e] as const
     });
 
     it(`${kind}: matmul equals the dequantized float64 product (GEMV 1 row, GEMM 7 rows)`, () => {
-      const be = createBackend(kind);
+      const be = exactBackend(kind);
       // 304 rows so the native GEMM spans several column tiles and threads.
       const { w, values } = tall(e, 304);
       const rng = new Rng(e.ggmlType * 1000 + e.cols);
@@ -172,7 +171,7 @@ describe.each(manifest.entries.map((e) => [`${e.dtype} k=${e.cols}`, e] as const
     const { w, values } = tall(e, 40);
     addon!.setSimd(0);
     try {
-      const be = new NativeBackend(addon!);
+      const be = new NativeBackend(addon!, { int8Activations: false });
       const rng = new Rng(9);
       for (const m of [1, 6]) {
         const x = randArray(rng, m * e.cols);
@@ -282,7 +281,7 @@ describe('whole models stored in each block type', () => {
       .toEqual(new Uint32Array(files.down.buffer));
     const short = [1, 5], long = [1, 7, 3, 11, 4, 9, 20, 2];
     for (const kind of BACKENDS) {
-      const backend: Backend = createBackend(kind);
+      const backend: Backend = exactBackend(kind);
       const mq = await loadModel(files.quant, { backend });
       const mf = await loadModel(files.f32, { backend });
       for (const ids of [short, long]) {

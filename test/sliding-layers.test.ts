@@ -204,7 +204,7 @@ describe('sliding-window forward pass = naive windowed attention', () => {
   }
 
   it.skipIf(!loadNativeAddon())('the native backend (fused windowed attention) gives the same logits', () => {
-    const native = modelOf(cfg, weights, new NativeBackend(loadNativeAddon()!));
+    const native = modelOf(cfg, weights, new NativeBackend(loadNativeAddon()!, { int8Activations: false }));
     const a = model.transformer.forward(prompt, model.newCache(), { chunkSize: 64 }).slice();
     const b = native.transformer.forward(prompt, native.newCache(), { chunkSize: 64 }).slice();
     expect(maxRelDiff(b, a)).toBeLessThan(1e-4);
@@ -434,7 +434,7 @@ describe('the head game on a model with sliding layers', () => {
     expect(Math.min(...u)).toBeLessThan(0);
     const addon = loadNativeAddon();
     if (!addon) return;
-    const native = modelOf(cfg, weights, new NativeBackend(addon));
+    const native = modelOf(cfg, weights, new NativeBackend(addon, { int8Activations: false }));
     for (const utility of ['loglik', 'kl'] as const) {
       const a = new ModelGame(model, samples, { utility, window: WINDOW, maxNew: 4, batchSize: 8 }).evaluate(all);
       const b = new ModelGame(native, samples, { utility, window: WINDOW, maxNew: 4, batchSize: 8 }).evaluate(all);

@@ -436,7 +436,7 @@ describe('determinism with the default native backend (rows 866 profile_determin
   const addon = loadNativeAddon();
 
   it.skipIf(!addon)('native decode attention is bit-identical for 1 and 2 threads and across repeated calls', () => {
-    const nb = new NativeBackend(addon!);
+    const nb = new NativeBackend(addon!, { int8Activations: false });
     const rng = new Rng(5);
     const rand = (k: number) => Float32Array.from({ length: k }, () => rng.next() * 2 - 1);
     const before = addon!.setThreads(2);

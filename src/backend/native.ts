@@ -35,7 +35,7 @@ export const NATIVE_DTYPE = {
   f32: 0, f16: 1, q4_0: 2, q4_1: 3, q5_0: 6, q5_1: 7, q8_0: 8, q2_k: 10, q3_k: 11, q4_k: 12, q5_k: 13, q6_k: 14,
   iq4_nl: 20, iq4_xs: 23,
 } as const satisfies Record<Weight['dtype'], number>;
-const MM_Q8_INT8 = 1;
+const MM_INT8_X = 2;
 
 /** The package root (the same relative path from src/backend and dist/backend). */
 const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -122,11 +122,14 @@ export function nativeAddonFile(): string | undefined {
 
 export interface NativeOptions {
   /**
-   * Q8_0 GEMV (fewer than 4 rows): quantize x to Q8_0 per call and use an int8 dot, like llama.cpp. ~1.4x faster
-   * on cold weights here, but x loses precision (≈0.4% of each 32-block's max), so logits differ slightly from the
-   * reference. Default false: Q8_0 weights are dequantized on the fly against f32 x (matches the TS backend to f32
-   * rounding).
+   * Block-quantized weights (Q4_0 … Q6_K, IQ4_NL/XS, Q8_0): quantize each activation row to 8 bits per block
+   * (q8_0 blocks of 32, or q8_K blocks of 256 for the K types and IQ4_XS) and multiply in integers, as llama.cpp's
+   * CPU backend does — 2–4x faster than dequantizing weights to f32. Default true (env COKV_EXACT_ACTIVATIONS=1
+   * turns it off). Off, weights are dequantized against f32 activations, which matches the TS reference to f32
+   * rounding; on, results differ from it by the activation rounding (≈0.4% of each block's largest |x|).
    */
+  int8Activations?: boolean;
+  /** @deprecated Old name of `int8Activations` (then Q8_0 only). */
   q8Int8?: boolean;
   /** Threads per call (default: online CPUs, at most 8; env COKV_THREADS). Process-wide: the pool is shared. */
   threads?: number;
@@ -137,7 +140,8 @@ export class NativeBackend implements Backend {
   private readonly flags: number;
 
   constructor(readonly addon: NativeAddon, opts: NativeOptions = {}) {
-    this.flags = opts.q8Int8 ? MM_Q8_INT8 : 0;
+    const int8 = opts.int8Activations ?? opts.q8Int8 ?? !/^(1|true|yes)$/i.test(process.env.COKV_EXACT_ACTIVATIONS ?? '');
+    this.flags = int8 ? MM_INT8_X : 0;
     if (opts.threads !== undefined) addon.setThreads(opts.threads);
   }
 

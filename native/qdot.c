@@ -1,0 +1,478 @@
+/*
+ * Integer dots of quantized weight rows with quantized activation rows (see qdot.h). Weight block layouts are
+ * ggml's (ggml-common.h); each kernel reads one weight row block by block and keeps the integer part of a block's
+ * dot in int32 lanes, so the only rounding is the activation quantization and one float multiply-add per block
+ * (or per 256-element super-block for the K types), as in llama.cpp's CPU backend.
+ *
+ * Activation rows:
+ *   q8_0 kind: per 32 elements { float d; int32 s (sum of qs); int8 qs[32] }                         40 bytes
+ *   q8_K kind: per 256 elements { float d; int16 bsums[16] (sums of 16 qs each); int8 qs[256] }     292 bytes
+ * q8_0 rounds x/d (d = max|x|/127) to nearest; q8_K scales by the signed extreme (d = -max/127), as ggml does.
+ *
+ * Saturation: _mm256_maddubs_epi16 adds two u8·s8 products into int16; every use below stays under 32767
+ * (|w| ≤ 128 after sign folding with |x| ≤ 127, or w ≤ 63 unsigned), so no lane saturates.
+ */
+#include "qdot.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "kernels.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define QD_X86 1
+#else
+#define QD_X86 0
+#endif
+
+#define XQ0_BYTES 40
+#define XQK_BYTES 292
+#define XQK_QS 36 /* offset of qs in a q8_K block */
+
+int cokv_xq_kind(int dt) {
+  switch (dt) {
+    case DT_Q8_0: case DT_Q4_0: case DT_Q4_1: case DT_Q5_0: case DT_Q5_1: case DT_IQ4_NL: return XQ_Q8_0;
+    case DT_Q2_K: case DT_Q3_K: case DT_Q4_K: case DT_Q5_K: case DT_Q6_K: case DT_IQ4_XS: return XQ_Q8_K;
+    default: return XQ_NONE;
+  }
+}
+
+size_t cokv_xq_row_bytes(int kind, int k) {
+  if (kind == XQ_Q8_0) return (size_t)(k / 32) * XQ0_BYTES;
+  if (kind == XQ_Q8_K) return (size_t)(k / 256) * XQK_BYTES;
+  return 0;
+}
+
+/* f32 -> nearest f16 (ties to even) -> f32, for normal and subnormal halves; larger values saturate to inf. */
+static float f16_round(float f) {
+  if (!(fabsf(f) < 65520.0f)) return f != f ? f : copysignf(INFINITY, f);
+  if (fabsf(f) < 6.103515625e-05f) return nearbyintf(f * 16777216.0f) / 16777216.0f; /* subnormal: steps of 2^-24 */
+  int e;
+  float m = frexpf(f, &e); /* f = m·2^e, 0.5 ≤ |m| < 1: keep 11 significant bits */
+  return ldexpf(nearbyintf(ldexpf(m, 11)), e - 11);
+}
+
+void cokv_quantize_x_row(int kind, const float *x, int k, uint8_t *dst) {
+  if (kind == XQ_Q8_0) {
+    for (int b = 0; b < k / 32; b++, x += 32, dst += XQ0_BYTES) {
+      float amax = 0;
+      for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(x[i]));
+      /* As ggml's q8_0: the scale is kept as f16 (so the dots multiply f16(dw)·f16(dx)), x scaled by 127/amax. */
+      float d = f16_round(amax / 127.0f), id = amax != 0 ? 127.0f / amax : 0.0f;
+      int8_t *q = (int8_t *)(dst + 8);
+      int32_t s = 0;
+      for (int i = 0; i < 32; i++) {
+        q[i] = (int8_t)nearbyintf(x[i] * id);
+        s += q[i];
+      }
+      memcpy(dst, &d, 4);
+      memcpy(dst + 4, &s, 4);
+    }
+    return;
+  }
+  for (int b = 0; b < k / 256; b++, x += 256, dst += XQK_BYTES) {
+    float amax = 0, max = 0;
+    for (int i = 0; i < 256; i++) {
+      float a = fabsf(x[i]);
+      if (a > amax) amax = a, max = x[i];
+    }
+    int8_t *q = (int8_t *)(dst + XQK_QS);
+    int16_t bs[16];
+    float d = 0;
+    if (amax == 0) {
+      memset(q, 0, 256);
+      memset(bs, 0, sizeof bs);
+    } else {
+      float iscale = -127.0f / max;
+      for (int i = 0; i < 256; i++) {
+        int v = (int)nearbyintf(iscale * x[i]);
+        q[i] = (int8_t)(v > 127 ? 127 : v < -127 ? -127 : v);
+      }
+      for (int g = 0; g < 16; g++) {
+        int s = 0;
+        for (int i = 0; i < 16; i++) s += q[g * 16 + i];
+        bs[g] = (int16_t)s;
+      }
+      d = 1.0f / iscale;
+    }
+    memcpy(dst, &d, 4);
+    memcpy(dst + 4, bs, sizeof bs);
+  }
+}
+
+#if QD_X86
+#define AVX2_TARGET __attribute__((target("avx2,fma,f16c")))
+
+static const int8_t k_iq4nl[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+
+AVX2_TARGET static inline float f16at(const uint8_t *p) { return _cvtsh_ss((unsigned short)(p[0] | (p[1] << 8))); }
+static inline float f32at(const uint8_t *p) {
+  float f;
+  memcpy(&f, p, 4);
+  return f;
+}
+static inline int32_t i32at(const uint8_t *p) {
+  int32_t v;
+  memcpy(&v, p, 4);
+  return v;
+}
+
+AVX2_TARGET static inline float hsum_ps(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+AVX2_TARGET static inline __m256i loadu(const void *p) { return _mm256_loadu_si256((const __m256i *)p); }
+
+/* 16 bytes of nibbles -> 32 bytes: low nibbles (elements 0..15) then high nibbles (16..31). */
+AVX2_TARGET static inline __m256i nibbles32(const uint8_t *p) {
+  __m128i t = _mm_loadu_si128((const __m128i *)p);
+  return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), _mm256_set1_epi8(0x0f));
+}
+/* Byte j = 0xff where bit j of x is set. */
+AVX2_TARGET static inline __m256i bits_to_bytes(uint32_t x) {
+  const __m256i shuf = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3,
+                                        3, 3, 3, 3, 3);
+  const __m256i bit = _mm256_set1_epi64x(0x8040201008040201LL);
+  __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)x), shuf);
+  return _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
+}
+/* Unsigned bytes (≤ 128 as u8) · signed bytes, summed in 8 int32 lanes. */
+AVX2_TARGET static inline __m256i dot_u8(__m256i u, __m256i s) {
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+}
+/* int16 lanes: s0 in the low 128 bits, s1 in the high (the two 16-element groups of a 32-byte load). */
+AVX2_TARGET static inline __m256i scale2(int s0, int s1) {
+  return _mm256_set_m128i(_mm_set1_epi16((short)s1), _mm_set1_epi16((short)s0));
+}
+
+/*
+ * Each kernel is written once as an always-inline body over NX activation rows (rows at xq + r*xrb), so that one
+ * unpacking of a weight block (nibbles, high bits, scales) serves NX rows: NX = 1 for GEMV, QX for GEMM tiles.
+ * The wrappers below instantiate both with NX a constant, so the per-row loops unroll into registers.
+ */
+#define INL AVX2_TARGET static inline __attribute__((always_inline))
+#define XROW(r, b, bytes) (xq + (size_t)(r) * xrb + (size_t)(b) * (bytes))
+
+/* ---- 32-element block types against q8_0 activations ---- */
+
+/* Signed weight bytes (q8_0, q4_0, q5_0, iq4_nl): one block's 32 values -> Σ over NX rows, scaled by dw·dy. */
+#define BODY_SIGNED32(BYTES, UNPACK)                                                                  \
+  __m256 acc[NX];                                                                                     \
+  for (int r = 0; r < NX; r++) acc[r] = _mm256_setzero_ps();                                          \
+  for (int b = 0; b < k / 32; b++, w += (BYTES)) {                                                    \
+    __m256i q = UNPACK;                                                                               \
+    __m256i aq = _mm256_sign_epi8(q, q);                                                              \
+    float dw = f16at(w);                                                                              \
+    for (int r = 0; r < NX; r++) {                                                                    \
+      const uint8_t *y = XROW(r, b, XQ0_BYTES);                                                       \
+      __m256i p = dot_u8(aq, _mm256_sign_epi8(loadu(y + 8), q));                                      \
+      acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * f32at(y)), acc[r]);         \
+    }                                                                                                 \
+  }                                                                                                   \
+  for (int r = 0; r < NX; r++) out[r] = hsum_ps(acc[r]);
+
+/* Unsigned weight bytes with a per-block offset m (q4_1, q5_1): x = q·d + m. */
+#define BODY_OFFSET32(BYTES, UNPACK)                                                                  \
+  __m256 acc[NX];                                                                                     \
+  float accm[NX];                                                                                     \
+  for (int r = 0; r < NX; r++) acc[r] = _mm256_setzero_ps(), accm[r] = 0;                             \
+  for (int b = 0; b < k / 32; b++, w += (BYTES)) {                                                    \
+    __m256i q = UNPACK;                                                                               \
+    float dw = f16at(w), mw = f16at(w + 2);                                                           \
+    for (int r = 0; r < NX; r++) {                                                                    \
+      const uint8_t *y = XROW(r, b, XQ0_BYTES);                                                       \
+      float dy = f32at(y);                                                                            \
+      acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_u8(q, loadu(y + 8))), _mm256_set1_ps(dw * dy), acc[r]); \
+      accm[r] += mw * dy * (float)i32at(y + 4);                                                       \
+    }                                                                                                 \
+  }                                                                                                   \
+  for (int r = 0; r < NX; r++) out[r] = hsum_ps(acc[r]) + accm[r];
+
+static inline uint32_t u32at(const uint8_t *p) {
+  uint32_t v;
+  memcpy(&v, p, 4);
+  return v;
+}
+
+INL void body_q8_0(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, float *out, const int NX) {
+  BODY_SIGNED32(34, loadu(w + 2))
+}
+INL void body_q4_0(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, float *out, const int NX) {
+  const __m256i eight = _mm256_set1_epi8(8);
+  BODY_SIGNED32(18, _mm256_sub_epi8(nibbles32(w + 2), eight))
+}
+/* q − 16 as a signed byte: the nibble where the fifth bit is set, nibble | 0xf0 (= nibble − 16) where it is not. */
+INL void body_q5_0(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, float *out, const int NX) {
+  const __m256i f0 = _mm256_set1_epi8((char)0xf0);
+  BODY_SIGNED32(22, _mm256_or_si256(nibbles32(w + 6), _mm256_andnot_si256(bits_to_bytes(u32at(w + 2)), f0)))
+}
+INL void body_iq4_nl(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, float *out, const int NX) {
+  const __m256i tbl = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)k_iq4nl));
+  BODY_SIGNED32(18, _mm256_shuffle_epi8(tbl, nibbles32(w + 2)))
+}
+INL void body_q4_1(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, float *out, const int NX) {
+  BODY_OFFSET32(20, nibbles32(w + 4))
+}
+INL void body_q5_1(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, float *out, const int NX) {
+  const __m256i b4 = _mm256_set1_epi8(0x10);
+  BODY_OFFSET32(24, _mm256_or_si256(nibbles32(w + 8), _mm256_and_si256(bits_to_bytes(u32at(w + 4)), b4)))
+}
+
+/* ---- K types against q8_K activations ---- */
+
+/* Σ_g c[g]·bsums[g] of an activation block (c: 16 int16), and Σ_j c[j]·(bsums[2j] + bsums[2j+1]) (c: 8 int16). */
+INL int hsum_epi32x4(__m128i v) {
+  v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0x4e));
+  v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0xb1));
+  return _mm_cvtsi128_si32(v);
+}
+INL int bsum_dot16(const uint8_t *y, __m256i c) {
+  __m256i d = _mm256_madd_epi16(loadu(y + 4), c);
+  return hsum_epi32x4(_mm_add_epi32(_mm256_castsi256_si128(d), _mm256_extracti128_si256(d, 1)));
+}
+INL int bsum_dot8(const uint8_t *y, __m128i c) {
+  __m256i bs = loadu(y + 4);
+  __m128i pairs = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
+  return hsum_epi32x4(_mm_madd_epi16(pairs, c));
+}
+/* Q4_K/Q5_K 12 scale bytes -> 8 six-bit scales (bytes 0..7 of out) and 8 mins (bytes 8..15), as scale_min_k4. */
+static inline void unpack_k4_scales(const uint8_t *q, uint8_t *out) {
+  uint32_t u[4];
+  memcpy(u, q, 12);
+  const uint32_t m6 = 0x3f3f3f3f, m4 = 0x0f0f0f0f, m2 = 0x03030303;
+  u[3] = ((u[2] >> 4) & m4) | (((u[1] >> 6) & m2) << 4); /* mins 4..7 */
+  uint32_t mins03 = u[1] & m6;
+  u[1] = (u[2] & m4) | (((u[0] >> 6) & m2) << 4); /* scales 4..7 */
+  u[2] = mins03;
+  u[0] &= m6; /* scales 0..3 */
+  memcpy(out, u, 16);
+}
+
+/* Q4_K / Q5_K: x = d·sc·q − dmin·m per 32-element sub-block; the mins meet the activation's 16-element sums. */
+INL void body_q45_k(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, float *out, const int NX, const int five) {
+  const int bytes = five ? 176 : 144;
+  const __m256i m4 = _mm256_set1_epi8(0x0f), one = _mm256_set1_epi8(1);
+  __m256 acc[NX];
+  float accm[NX];
+  for (int r = 0; r < NX; r++) acc[r] = _mm256_setzero_ps(), accm[r] = 0;
+  for (int b = 0; b < k / 256; b++, w += bytes) {
+    uint8_t sm[16];
+    unpack_k4_scales(w + 4, sm);
+    __m128i mins = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)(sm + 8)));
+    const uint8_t *q = w + (five ? 48 : 16);
+    __m256i qh = five ? loadu(w + 16) : _mm256_setzero_si256();
+    __m256i sumi[NX];
+    for (int r = 0; r < NX; r++) sumi[r] = _mm256_setzero_si256();
+    for (int i = 0; i < 4; i++) {
+      __m256i qv = loadu(q + 32 * i);
+      __m256i lo = _mm256_and_si256(qv, m4), hi = _mm256_and_si256(_mm256_srli_epi16(qv, 4), m4);
+      if (five) {
+        lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(qh, one), 4));
+        hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 1), one), 4));
+        qh = _mm256_srli_epi16(qh, 2);
+      }
+      __m256i s0 = _mm256_set1_epi16((short)sm[2 * i]), s1 = _mm256_set1_epi16((short)sm[2 * i + 1]);
+      for (int r = 0; r < NX; r++) {
+        const int8_t *y = (const int8_t *)(XROW(r, b, XQK_BYTES) + XQK_QS) + 64 * i;
+        __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, loadu(y)), s0);
+        __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, loadu(y + 32)), s1);
+        sumi[r] = _mm256_add_epi32(sumi[r], _mm256_add_epi32(p0, p1));
+      }
+    }
+    float dw = f16at(w), dmin = f16at(w + 2);
+    for (int r = 0; r < NX; r++) {
+      const uint8_t *y = XROW(r, b, XQK_BYTES);
+      float dy = f32at(y);
+      acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[r]), _mm256_set1_ps(dw * dy), acc[r]);
+      accm[r] += dmin * dy * (float)bsum_dot8(y, mins);
+    }
+  }
+  for (int r = 0; r < NX; r++) out[r] = hsum_ps(acc[r]) - accm[r];
+}
+INL void body_q4_k(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, float *out, const int NX) {
+  body_q45_k(w, xq, xrb, k, out, NX, 0);
+}
+INL void body_q5_k(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, float *out, const int NX) {
+  body_q45_k(w, xq, xrb, k, out, NX, 1);
+}
+
+/* Q6_K: q (0..63) − 32 with an int8 scale per 16 elements; Σ sc·(q − 32)·y = Σ sc·q·y − 32·Σ sc·bsum. */
+INL void body_q6_k(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, float *out, const int NX) {
+  const __m256i m4 = _mm256_set1_epi8(0x0f), m3 = _mm256_set1_epi8(3);
+  __m256 acc[NX];
+  for (int r = 0; r < NX; r++) acc[r] = _mm256_setzero_ps();
+  for (int b = 0; b < k / 256; b++, w += 210) {
+    const int8_t *sc = (const int8_t *)(w + 192);
+    __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc));
+    __m256i sumi[NX];
+    for (int r = 0; r < NX; r++) sumi[r] = _mm256_setzero_si256();
+    for (int n = 0; n < 2; n++) {
+      const uint8_t *ql = w + 64 * n;
+      __m256i l0 = loadu(ql), l1 = loadu(ql + 32), h = loadu(w + 128 + 32 * n);
+      const int8_t *s = sc + 8 * n;
+      __m256i qs[4] = {
+        _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(h, m3), 4)),
+        _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 2), m3), 4)),
+        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+                        _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 4), m3), 4)),
+        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                        _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 6), m3), 4)),
+      };
+      for (int t = 0; t < 4; t++) {
+        __m256i sv = scale2(s[2 * t], s[2 * t + 1]);
+        for (int r = 0; r < NX; r++) {
+          const int8_t *y = (const int8_t *)(XROW(r, b, XQK_BYTES) + XQK_QS) + 128 * n + 32 * t;
+          sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(_mm256_maddubs_epi16(qs[t], loadu(y)), sv));
+        }
+      }
+    }
+    float dw = f16at(w + 208);
+    for (int r = 0; r < NX; r++) {
+      const uint8_t *y = XROW(r, b, XQK_BYTES);
+      __m256i si = _mm256_sub_epi32(sumi[r], _mm256_setr_epi32(32 * bsum_dot16(y, sc16), 0, 0, 0, 0, 0, 0, 0));
+      acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(si), _mm256_set1_ps(dw * f32at(y)), acc[r]);
+    }
+  }
+  for (int r = 0; r < NX; r++) out[r] = hsum_ps(acc[r]);
+}
+
+/*
+ * Q3_K / Q2_K element order: 32-byte chunk n of qs, bit pair j, byte l -> element 128n + 32j + l, scale 8n + 2j + l/16.
+ * Q3_K: 2-bit q plus a high bit (hmask bit 4n + j; clear = −4): Σ sc·(q3 − 4)·y with q3 = q | hbit << 2 in 0..7.
+ * Q2_K: x = d·(sc & 15)·q − dmin·(sc >> 4).
+ */
+INL void body_q23_k(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, float *out, const int NX, const int three) {
+  const int bytes = three ? 110 : 84;
+  const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
+  __m256 acc[NX];
+  float accm[NX];
+  for (int r = 0; r < NX; r++) acc[r] = _mm256_setzero_ps(), accm[r] = 0;
+  for (int b = 0; b < k / 256; b++, w += bytes) {
+    int s[16];
+    int16_t c[16];
+    if (three) {
+      const uint8_t *sc = w + 96;
+      for (int i = 0; i < 16; i++) {
+        int low = i < 8 ? sc[i] & 0xf : sc[i - 8] >> 4;
+        int high = (sc[8 + (i & 3)] >> (2 * (i >> 2))) & 3;
+        s[i] = (low | high << 4) - 32;
+        c[i] = (int16_t)(4 * s[i]);
+      }
+    } else {
+      for (int i = 0; i < 16; i++) s[i] = w[i] & 0xf, c[i] = (int16_t)(w[i] >> 4);
+    }
+    const uint8_t *qbase = w + (three ? 32 : 16);
+    __m256i hm = three ? loadu(w) : _mm256_setzero_si256();
+    __m256i sumi[NX];
+    for (int r = 0; r < NX; r++) sumi[r] = _mm256_setzero_si256();
+    for (int n = 0; n < 2; n++) {
+      __m256i qv = loadu(qbase + 32 * n);
+      for (int j = 0; j < 4; j++) {
+        __m256i q = _mm256_and_si256(_mm256_srl_epi16(qv, _mm_cvtsi32_si128(2 * j)), m3);
+        if (three) {
+          q = _mm256_or_si256(q, _mm256_slli_epi16(_mm256_and_si256(hm, one), 2));
+          hm = _mm256_srli_epi16(hm, 1);
+        }
+        __m256i sv = scale2(s[8 * n + 2 * j], s[8 * n + 2 * j + 1]);
+        for (int r = 0; r < NX; r++) {
+          const int8_t *y = (const int8_t *)(XROW(r, b, XQK_BYTES) + XQK_QS) + 128 * n + 32 * j;
+          sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(_mm256_maddubs_epi16(q, loadu(y)), sv));
+        }
+      }
+    }
+    __m256i cv = loadu(c);
+    float dw = f16at(w + (three ? 108 : 80)), dmin = three ? 0.0f : f16at(w + 82);
+    for (int r = 0; r < NX; r++) {
+      const uint8_t *y = XROW(r, b, XQK_BYTES);
+      float dy = f32at(y);
+      int corr = bsum_dot16(y, cv);
+      __m256i si = three ? _mm256_sub_epi32(sumi[r], _mm256_setr_epi32(corr, 0, 0, 0, 0, 0, 0, 0)) : sumi[r];
+      acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(si), _mm256_set1_ps(dw * dy), acc[r]);
+      if (!three) accm[r] += dmin * dy * (float)corr;
+    }
+  }
+  for (int r = 0; r < NX; r++) out[r] = hsum_ps(acc[r]) - accm[r];
+}
+INL void body_q3_k(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, float *out, const int NX) {
+  body_q23_k(w, xq, xrb, k, out, NX, 1);
+}
+INL void body_q2_k(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, float *out, const int NX) {
+  body_q23_k(w, xq, xrb, k, out, NX, 0);
+}
+
+/* IQ4_XS: 8 sub-blocks of 32 non-linear 4-bit levels, 6-bit scale each (ls − 32). */
+INL void body_iq4_xs(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, float *out, const int NX) {
+  const __m256i tbl = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)k_iq4nl));
+  __m256 acc[NX];
+  for (int r = 0; r < NX; r++) acc[r] = _mm256_setzero_ps();
+  for (int b = 0; b < k / 256; b++, w += 136) {
+    unsigned sh = w[2] | w[3] << 8;
+    __m256i sumi[NX];
+    for (int r = 0; r < NX; r++) sumi[r] = _mm256_setzero_si256();
+    for (int ib = 0; ib < 8; ib++) {
+      int ls = ((w[4 + ib / 2] >> (4 * (ib & 1))) & 0xf) | ((sh >> (2 * ib)) & 3) << 4;
+      __m256i q = _mm256_shuffle_epi8(tbl, nibbles32(w + 8 + 16 * ib)), aq = _mm256_sign_epi8(q, q);
+      __m256i sv = _mm256_set1_epi16((short)(ls - 32));
+      for (int r = 0; r < NX; r++) {
+        const int8_t *y = (const int8_t *)(XROW(r, b, XQK_BYTES) + XQK_QS) + 32 * ib;
+        __m256i p = _mm256_maddubs_epi16(aq, _mm256_sign_epi8(loadu(y), q));
+        sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(p, sv));
+      }
+    }
+    float dw = f16at(w);
+    for (int r = 0; r < NX; r++)
+      acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[r]), _mm256_set1_ps(dw * f32at(XROW(r, b, XQK_BYTES))), acc[r]);
+  }
+  for (int r = 0; r < NX; r++) out[r] = hsum_ps(acc[r]);
+}
+
+#define INSTANTIATE(T)                                                                                   \
+  AVX2_TARGET static void dot1_##T(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, float *out) { \
+    body_##T(w, xq, xrb, k, out, 1);                                                                     \
+  }                                                                                                      \
+  AVX2_TARGET static void dotx_##T(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, float *out) { \
+    body_##T(w, xq, xrb, k, out, COKV_QX);                                                               \
+  }
+INSTANTIATE(q8_0)
+INSTANTIATE(q4_0)
+INSTANTIATE(q4_1)
+INSTANTIATE(q5_0)
+INSTANTIATE(q5_1)
+INSTANTIATE(iq4_nl)
+INSTANTIATE(q2_k)
+INSTANTIATE(q3_k)
+INSTANTIATE(q4_k)
+INSTANTIATE(q5_k)
+INSTANTIATE(q6_k)
+INSTANTIATE(iq4_xs)
+
+cokv_qdot_fns cokv_qdot_for(int dt) {
+  cokv_qdot_fns f = {NULL, NULL};
+  switch (dt) {
+#define CASE(D, T) case D: f.one = dot1_##T, f.many = dotx_##T; break;
+    CASE(DT_Q8_0, q8_0)
+    CASE(DT_Q4_0, q4_0)
+    CASE(DT_Q4_1, q4_1)
+    CASE(DT_Q5_0, q5_0)
+    CASE(DT_Q5_1, q5_1)
+    CASE(DT_IQ4_NL, iq4_nl)
+    CASE(DT_Q2_K, q2_k)
+    CASE(DT_Q3_K, q3_k)
+    CASE(DT_Q4_K, q4_k)
+    CASE(DT_Q5_K, q5_k)
+    CASE(DT_Q6_K, q6_k)
+    CASE(DT_IQ4_XS, iq4_xs)
+#undef CASE
+  }
+  return f;
+}
+#else
+cokv_qdot_fns cokv_qdot_for(int dt) {
+  (void)dt;
+  cokv_qdot_fns f = {NULL, NULL};
+  return f;
+}
+#endif
