@@ -5,6 +5,7 @@
  *   matmul(out: Float32Array, x: Float32Array, rows, n, k, w: TypedArray, dtype, flags?): void
  *   attend(out, oOff, oStride, q, qOff, qStride, nq, hd, scale, k1, v1, from1, to1, count1: Int32Array|null,
  *          k2, v2, from2, to2): void
+ *   attend16(...): the same over Uint16Array k1/v1/k2/v2 (IEEE half bits: an F16 KV cache)
  *   swiglu(gate, up, n): void     rmsNorm(out, x, w, rows, dim, eps): void
  *   info(): { avx2, simd, threads }      setThreads(n): number      setSimd(level): number
  *   firstNonFinite(data: TypedArray, dtype, n): number   (index of the first NaN/Inf of n elements, or -1)
@@ -97,13 +98,17 @@ static napi_value js_matmul(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-static napi_value js_attend(napi_env env, napi_callback_info info) {
+static napi_value attend_common(napi_env env, napi_callback_info info, int half) {
   size_t argc = 18;
   napi_value a[18];
   CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
-  if (argc < 18) return range_error(env, "cokv_native.attend: expected 18 arguments");
+  const char *name = half ? "cokv_native.attend16" : "cokv_native.attend";
+  char msg[128];
+#define ATT_ERR(what) (snprintf(msg, sizeof msg, "%s: %s", name, what), range_error(env, msg))
+  if (argc < 18) return ATT_ERR("expected 18 arguments");
   void *out, *q, *k1, *v1, *k2, *v2, *cnt = NULL;
   size_t ob, qb, k1b, v1b, k2b, v2b, cb = 0;
+  napi_typedarray_type k1t, v1t, k2t, v2t;
   int64_t oOff, oStride, qOff, qStride, nq, hd, from1, to1, from2, to2;
   double scale;
   napi_valuetype ct;
@@ -111,33 +116,45 @@ static napi_value js_attend(napi_env env, napi_callback_info info) {
       !get_int(env, a[2], "oStride", &oStride) || !get_ta(env, a[3], "q", &q, &qb, NULL) ||
       !get_int(env, a[4], "qOff", &qOff) || !get_int(env, a[5], "qStride", &qStride) ||
       !get_int(env, a[6], "nq", &nq) || !get_int(env, a[7], "hd", &hd) ||
-      napi_get_value_double(env, a[8], &scale) != napi_ok || !get_ta(env, a[9], "k1", &k1, &k1b, NULL) ||
-      !get_ta(env, a[10], "v1", &v1, &v1b, NULL) || !get_int(env, a[11], "from1", &from1) ||
+      napi_get_value_double(env, a[8], &scale) != napi_ok || !get_ta(env, a[9], "k1", &k1, &k1b, &k1t) ||
+      !get_ta(env, a[10], "v1", &v1, &v1b, &v1t) || !get_int(env, a[11], "from1", &from1) ||
       !get_int(env, a[12], "to1", &to1) || napi_typeof(env, a[13], &ct) != napi_ok ||
       (ct != napi_null && ct != napi_undefined && !get_ta(env, a[13], "count1", &cnt, &cb, NULL)) ||
-      !get_ta(env, a[14], "k2", &k2, &k2b, NULL) || !get_ta(env, a[15], "v2", &v2, &v2b, NULL) ||
+      !get_ta(env, a[14], "k2", &k2, &k2b, &k2t) || !get_ta(env, a[15], "v2", &v2, &v2b, &v2t) ||
       !get_int(env, a[16], "from2", &from2) || !get_int(env, a[17], "to2", &to2))
     return NULL;
   if (nq <= 0) return NULL;
   if (hd <= 0 || oOff < 0 || qOff < 0 || oStride < hd || qStride < hd || from1 < 0 || to1 < from1 || from2 < 0 ||
       to2 < from2 || (to1 - from1) + (to2 - from2) <= 0)
-    return range_error(env, "cokv_native.attend: bad shape");
+    return ATT_ERR("bad shape");
+  const size_t es = half ? 2 : 4; /* bytes per K/V element */
+  if (half && (k1t != napi_uint16_array || v1t != napi_uint16_array || k2t != napi_uint16_array || v2t != napi_uint16_array))
+    return ATT_ERR("k1, v1, k2 and v2 must be Uint16Array (IEEE half bits)");
   if ((size_t)(oOff + (nq - 1) * oStride + hd) > ob / 4 || (size_t)(qOff + (nq - 1) * qStride + hd) > qb / 4 ||
-      (size_t)(to1 * hd) > k1b / 4 || (size_t)(to1 * hd) > v1b / 4 || (size_t)(to2 * hd) > k2b / 4 ||
-      (size_t)(to2 * hd) > v2b / 4)
-    return range_error(env, "cokv_native.attend: an array is too small for the shape");
+      (size_t)(to1 * hd) > k1b / es || (size_t)(to1 * hd) > v1b / es || (size_t)(to2 * hd) > k2b / es ||
+      (size_t)(to2 * hd) > v2b / es)
+    return ATT_ERR("an array is too small for the shape");
   if (cnt) {
-    if (cb / 4 < (size_t)nq) return range_error(env, "cokv_native.attend: count1 too short");
+    if (cb / 4 < (size_t)nq) return ATT_ERR("count1 too short");
     for (int64_t i = 0; i < nq; i++) {
       int c = ((const int32_t *)cnt)[i];
-      if (c < 0 || c > to1 - from1 || c + (to2 - from2) <= 0) return range_error(env, "cokv_native.attend: bad count1");
+      if (c < 0 || c > to1 - from1 || c + (to2 - from2) <= 0) return ATT_ERR("bad count1");
     }
   }
-  if (cokv_attend((float *)out + oOff, (int)oStride, (const float *)q + qOff, (int)qStride, (int)nq, (int)hd,
-                  (float)scale, k1, v1, (int)from1, (int)to1, cnt, k2, v2, (int)from2, (int)to2) != 0)
-    napi_throw_error(env, NULL, "cokv_native.attend: out of memory");
+  int rc = half ? cokv_attend16((float *)out + oOff, (int)oStride, (const float *)q + qOff, (int)qStride, (int)nq, (int)hd,
+                                (float)scale, k1, v1, (int)from1, (int)to1, cnt, k2, v2, (int)from2, (int)to2)
+               : cokv_attend((float *)out + oOff, (int)oStride, (const float *)q + qOff, (int)qStride, (int)nq, (int)hd,
+                             (float)scale, k1, v1, (int)from1, (int)to1, cnt, k2, v2, (int)from2, (int)to2);
+  if (rc != 0) {
+    snprintf(msg, sizeof msg, "%s: out of memory", name);
+    napi_throw_error(env, NULL, msg);
+  }
+#undef ATT_ERR
   return NULL;
 }
+
+static napi_value js_attend(napi_env env, napi_callback_info info) { return attend_common(env, info, 0); }
+static napi_value js_attend16(napi_env env, napi_callback_info info) { return attend_common(env, info, 1); }
 
 static napi_value js_swiglu(napi_env env, napi_callback_info info) {
   size_t argc = 3;
@@ -247,6 +264,7 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
   napi_property_descriptor d[] = {
       {"matmul", NULL, js_matmul, NULL, NULL, NULL, napi_default, NULL},
       {"attend", NULL, js_attend, NULL, NULL, NULL, napi_default, NULL},
+      {"attend16", NULL, js_attend16, NULL, NULL, NULL, napi_default, NULL},
       {"swiglu", NULL, js_swiglu, NULL, NULL, NULL, napi_default, NULL},
       {"rmsNorm", NULL, js_rmsnorm, NULL, NULL, NULL, napi_default, NULL},
       {"info", NULL, js_info, NULL, NULL, NULL, napi_default, NULL},

@@ -9,11 +9,15 @@
  * with MM_Q8_INT8 x quantized to Q8_0 and an int8 sign/maddubs/madd dot) read W directly; the other block types
  * (Q4_0/1, Q5_0/1, Q2_K..Q6_K, IQ4_NL/XS) dequantize 4 rows into a scratch buffer first. Threads split W's rows (GEMV) or column tiles (GEMM) through an atomic counter.
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
+#endif
 #include "kernels.h"
 #include "qdot.h"
 
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -444,9 +448,15 @@ static void *worker_main(void *arg) {
 static int default_threads(void) {
   const char *e = getenv("COKV_THREADS");
   long n = e ? strtol(e, NULL, 10) : 0;
+  /* Every core this process may run on (its affinity mask: taskset, cgroup cpusets, Slurm's --cpus-per-task). */
+#ifdef CPU_COUNT
+  if (n <= 0) {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0) n = CPU_COUNT(&set);
+  }
+#endif
   if (n <= 0) n = sysconf(_SC_NPROCESSORS_ONLN);
   if (n <= 0) n = 1;
-  if (n > 8 && !e) n = 8;
   if (n > MAX_THREADS) n = MAX_THREADS;
   const char *s = getenv("COKV_SPIN_US");
   if (s) g_spin_ns = strtol(s, NULL, 10) * 1000L;
@@ -1048,16 +1058,23 @@ done:
 /* ------------------------------------------------------------------------------------------------------------ */
 /* Attention                                                                                                      */
 
+#if COKV_X86
+AVX2_TARGET static void widen8(const uint16_t *h, float *dst) {
+  _mm256_storeu_ps(dst, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h)));
+}
+#endif
+
 typedef struct {
   float *out;
   int oStride;
   const float *q;
   int qStride, nq, hd;
   float scale;
-  const float *k1, *v1;
+  const void *k1, *v1; /* rows of hd floats, or of hd IEEE halves when `half` */
   int from1, to1;
   const int *count1;
-  const float *k2, *v2;
+  const void *k2, *v2;
+  int half;
   int from2, to2;
   atomic_int next;
   atomic_int failed;
@@ -1066,6 +1083,22 @@ typedef struct {
 } att_t;
 
 static buf_t g_scores[MAX_THREADS];
+static buf_t g_kvrow[MAX_THREADS]; /* F16 K/V widened: one row (att_job) or one block of ATT_BK rows per K and V */
+
+/* Rows [j, j + n) of a K/V segment as floats: the rows themselves, or (F16) widened into dst. */
+static const float *kv_rows(const att_t *a, const void *base, int j, int n, float *dst) {
+  const int hd = a->hd;
+  if (!a->half) return (const float *)base + (size_t)j * hd;
+  const uint16_t *h = (const uint16_t *)base + (size_t)j * hd;
+  size_t cnt = (size_t)n * hd, i = 0;
+#if COKV_X86
+  if (g_simd) {
+    for (; i + 8 <= cnt; i += 8) widen8(h + i, dst + i);
+  }
+#endif
+  for (; i < cnt; i++) dst[i] = g_f16[h[i]];
+  return dst;
+}
 
 static float dot_scalar(const float *a, const float *b, int n) {
   float s = 0;
@@ -1099,7 +1132,8 @@ static void att_job(void *arg, int tid) {
   att_t *a = arg;
   const int hd = a->hd;
   float *sc = buf_get(&g_scores[tid], (size_t)(a->to1 - a->from1) + (size_t)(a->to2 - a->from2) + 16);
-  if (!sc) {
+  float *row = a->half ? buf_get(&g_kvrow[tid], (size_t)hd + 16) : NULL;
+  if (!sc || (a->half && !row)) {
     atomic_store(&a->failed, 1);
     return;
   }
@@ -1119,12 +1153,12 @@ static void att_job(void *arg, int tid) {
     int n = 0;
     float mx = -INFINITY;
     for (int jj = a->from1; jj < to1; jj++, n++) {
-      float s = dot(q, a->k1 + (size_t)jj * hd, hd) * a->scale;
+      float s = dot(q, kv_rows(a, a->k1, jj, 1, row), hd) * a->scale;
       sc[n] = s;
       if (s > mx) mx = s;
     }
     for (int jj = a->from2; jj < a->to2; jj++, n++) {
-      float s = dot(q, a->k2 + (size_t)jj * hd, hd) * a->scale;
+      float s = dot(q, kv_rows(a, a->k2, jj, 1, row), hd) * a->scale;
       sc[n] = s;
       if (s > mx) mx = s;
     }
@@ -1137,8 +1171,8 @@ static void att_job(void *arg, int tid) {
     float inv = 1.0f / sum;
     memset(o, 0, (size_t)hd * 4);
     n = 0;
-    for (int jj = a->from1; jj < to1; jj++, n++) axpy(o, sc[n] * inv, a->v1 + (size_t)jj * hd, hd);
-    for (int jj = a->from2; jj < a->to2; jj++, n++) axpy(o, sc[n] * inv, a->v2 + (size_t)jj * hd, hd);
+    for (int jj = a->from1; jj < to1; jj++, n++) axpy(o, sc[n] * inv, kv_rows(a, a->v1, jj, 1, row), hd);
+    for (int jj = a->from2; jj < a->to2; jj++, n++) axpy(o, sc[n] * inv, kv_rows(a, a->v2, jj, 1, row), hd);
   }
 }
 
@@ -1365,6 +1399,15 @@ AVX2_TARGET static void att_tiled_job(void *arg, int tid) {
   const int hd = a->hd;
   att_tile_t t;
   if (!att_tile_get(a, tid, &t)) return;
+  float *kbuf = NULL, *vbuf = NULL;
+  if (a->half) {
+    kbuf = buf_get(&g_kvrow[tid], (size_t)2 * ATT_BK * hd + 16);
+    if (!kbuf) {
+      atomic_store(&a->failed, 1);
+      return;
+    }
+    vbuf = kbuf + (size_t)ATT_BK * hd;
+  }
   float *kt = t.kt, *s = t.s, *qs = t.qs, *o = t.o, *m = t.m, *l = t.l;
   int *valid = t.valid;
   const int nblocks = (a->nq + ATT_BQ - 1) / ATT_BQ;
@@ -1386,14 +1429,14 @@ AVX2_TARGET static void att_tiled_job(void *arg, int tid) {
         int c1 = r < nr ? (a->count1 ? a->count1[i0 + r] : n1) : 0, vis = c1 - b0;
         valid[r] = vis < 0 ? 0 : vis > bn ? bn : vis;
       }
-      const size_t off = (size_t)(a->from1 + b0) * hd;
-      att_block(qs, nr4, hd, a->k1 + off, a->v1 + off, bn, valid, kt, s, m, l, o, 0);
+      const float *kb = kv_rows(a, a->k1, a->from1 + b0, bn, kbuf), *vb = kv_rows(a, a->v1, a->from1 + b0, bn, vbuf);
+      att_block(qs, nr4, hd, kb, vb, bn, valid, kt, s, m, l, o, 0);
     }
     for (int b0 = 0; b0 < n2; b0 += ATT_BK) {
       int bn = n2 - b0 < ATT_BK ? n2 - b0 : ATT_BK;
       for (int r = 0; r < nr4; r++) valid[r] = r < nr ? bn : 0;
-      const size_t off = (size_t)(a->from2 + b0) * hd;
-      att_block(qs, nr4, hd, a->k2 + off, a->v2 + off, bn, valid, kt, s, m, l, o, 0);
+      const float *kb = kv_rows(a, a->k2, a->from2 + b0, bn, kbuf), *vb = kv_rows(a, a->v2, a->from2 + b0, bn, vbuf);
+      att_block(qs, nr4, hd, kb, vb, bn, valid, kt, s, m, l, o, 0);
     }
     for (int r = 0; r < nr; r++) {
       float *dst = a->out + (size_t)(i0 + r) * a->oStride;
@@ -1420,6 +1463,15 @@ AVX2_TARGET static void att_decode_job(void *arg, int tid) {
   const int hd = a->hd, nr4 = (a->nq + 3) & ~3;
   att_tile_t t;
   if (!att_tile_get(a, tid, &t)) return;
+  float *kbuf = NULL, *vbuf = NULL;
+  if (a->half) {
+    kbuf = buf_get(&g_kvrow[tid], (size_t)2 * ATT_BK * hd + 16);
+    if (!kbuf) {
+      atomic_store(&a->failed, 1);
+      return;
+    }
+    vbuf = kbuf + (size_t)ATT_BK * hd;
+  }
   const int n1 = a->to1 - a->from1, n = n1 + (a->to2 - a->from2);
   const int nchunks = (n + ATT_CHUNK - 1) / ATT_CHUNK;
   int started = 0;
@@ -1438,8 +1490,8 @@ AVX2_TARGET static void att_decode_job(void *arg, int tid) {
       /* a block never crosses the boundary between the two segments */
       int lim = b0 < n1 ? (e1 < n1 ? e1 : n1) : e1;
       int bn = lim - b0 < ATT_BK ? lim - b0 : ATT_BK;
-      const float *k = b0 < n1 ? a->k1 + (size_t)(a->from1 + b0) * hd : a->k2 + (size_t)(a->from2 + b0 - n1) * hd;
-      const float *v = b0 < n1 ? a->v1 + (size_t)(a->from1 + b0) * hd : a->v2 + (size_t)(a->from2 + b0 - n1) * hd;
+      const float *k = b0 < n1 ? kv_rows(a, a->k1, a->from1 + b0, bn, kbuf) : kv_rows(a, a->k2, a->from2 + b0 - n1, bn, kbuf);
+      const float *v = b0 < n1 ? kv_rows(a, a->v1, a->from1 + b0, bn, vbuf) : kv_rows(a, a->v2, a->from2 + b0 - n1, bn, vbuf);
       for (int r = 0; r < nr4; r++) t.valid[r] = r < a->nq ? bn : 0;
       att_block(t.qs, nr4, hd, k, v, bn, t.valid, t.kt, t.s, m, l, o, 1);
       b0 += bn;
@@ -1514,9 +1566,9 @@ AVX2_TARGET static void rmsnorm_avx2(float *out, const float *x, const float *w,
 }
 #endif
 
-int cokv_attend(float *out, int oStride, const float *q, int qStride, int nq, int hd, float scale,
-                const float *k1, const float *v1, int from1, int to1, const int *count1,
-                const float *k2, const float *v2, int from2, int to2) {
+static int attend_impl(float *out, int oStride, const float *q, int qStride, int nq, int hd, float scale,
+                       const void *k1, const void *v1, int from1, int to1, const int *count1,
+                       const void *k2, const void *v2, int from2, int to2, int half) {
   pthread_once(&g_init_once, init_once);
   int nthreads = cokv_threads();
   pthread_mutex_lock(&g_call_mu);
@@ -1524,7 +1576,7 @@ int cokv_attend(float *out, int oStride, const float *q, int qStride, int nq, in
   memset(&a, 0, sizeof a);
   a.out = out, a.oStride = oStride, a.q = q, a.qStride = qStride, a.nq = nq, a.hd = hd, a.scale = scale;
   a.k1 = k1, a.v1 = v1, a.from1 = from1, a.to1 = to1, a.count1 = count1;
-  a.k2 = k2, a.v2 = v2, a.from2 = from2, a.to2 = to2;
+  a.k2 = k2, a.v2 = v2, a.from2 = from2, a.to2 = to2, a.half = half;
   atomic_init(&a.next, 0);
   atomic_init(&a.failed, 0);
   double work = (double)nq * ((to1 - from1) + (to2 - from2)) * hd;
@@ -1560,6 +1612,18 @@ int cokv_attend(float *out, int oStride, const float *q, int qStride, int nq, in
 
 /* ------------------------------------------------------------------------------------------------------------ */
 /* Element-wise layers: SwiGLU and RMSNorm (vectorised; the exp in SiLU is most of a prefill's non-matmul time)    */
+
+int cokv_attend(float *out, int oStride, const float *q, int qStride, int nq, int hd, float scale,
+                const float *k1, const float *v1, int from1, int to1, const int *count1,
+                const float *k2, const float *v2, int from2, int to2) {
+  return attend_impl(out, oStride, q, qStride, nq, hd, scale, k1, v1, from1, to1, count1, k2, v2, from2, to2, 0);
+}
+
+int cokv_attend16(float *out, int oStride, const float *q, int qStride, int nq, int hd, float scale,
+                  const uint16_t *k1, const uint16_t *v1, int from1, int to1, const int *count1,
+                  const uint16_t *k2, const uint16_t *v2, int from2, int to2) {
+  return attend_impl(out, oStride, q, qStride, nq, hd, scale, k1, v1, from1, to1, count1, k2, v2, from2, to2, 1);
+}
 
 void cokv_swiglu(float *gate, const float *up, size_t n) {
   pthread_once(&g_init_once, init_once);

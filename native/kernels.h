@@ -44,6 +44,11 @@ int cokv_attend(float *out, int oStride, const float *q, int qStride, int nq, in
                 const float *k1, const float *v1, int from1, int to1, const int *count1,
                 const float *k2, const float *v2, int from2, int to2);
 
+/* cokv_attend over K/V rows stored as IEEE halves (an F16 KV cache): widened block by block, F16C. */
+int cokv_attend16(float *out, int oStride, const float *q, int qStride, int nq, int hd, float scale,
+                  const uint16_t *k1, const uint16_t *v1, int from1, int to1, const int *count1,
+                  const uint16_t *k2, const uint16_t *v2, int from2, int to2);
+
 /* gate[i] = silu(gate[i]) * up[i] (SwiGLU), in place. */
 void cokv_swiglu(float *gate, const float *up, size_t n);
 

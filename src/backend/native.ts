@@ -21,6 +21,12 @@ export interface NativeAddon {
     scale: number, k1: Float32Array, v1: Float32Array, from1: number, to1: number, count1: Int32Array | null,
     k2: Float32Array, v2: Float32Array, from2: number, to2: number,
   ): void;
+  /** `attend` over Uint16Array K/V (IEEE half bits, an F16 cache); absent in addons built before it. */
+  attend16?(
+    out: Float32Array, oOff: number, oStride: number, q: Float32Array, qOff: number, qStride: number, nq: number, hd: number,
+    scale: number, k1: Uint16Array, v1: Uint16Array, from1: number, to1: number, count1: Int32Array | null,
+    k2: Uint16Array, v2: Uint16Array, from2: number, to2: number,
+  ): void;
   swiglu(gate: Float32Array, up: Float32Array, n: number): void;
   rmsNorm(out: Float32Array, x: Float32Array, w: Float32Array, rows: number, dim: number, eps: number): void;
   info(): { avx2: boolean; simd: number; threads: number };
@@ -131,7 +137,7 @@ export interface NativeOptions {
   int8Activations?: boolean;
   /** @deprecated Old name of `int8Activations` (then Q8_0 only). */
   q8Int8?: boolean;
-  /** Threads per call (default: online CPUs, at most 8; env COKV_THREADS). Process-wide: the pool is shared. */
+  /** Threads per call (default: every core the process may run on, from its affinity mask; env COKV_THREADS). Process-wide: the pool is shared. */
   threads?: number;
 }
 
@@ -142,6 +148,8 @@ export class NativeBackend implements Backend {
   constructor(readonly addon: NativeAddon, opts: NativeOptions = {}) {
     const int8 = opts.int8Activations ?? opts.q8Int8 ?? !/^(1|true|yes)$/i.test(process.env.COKV_EXACT_ACTIVATIONS ?? '');
     this.flags = int8 ? MM_INT8_X : 0;
+    const attend16 = addon.attend16;
+    if (attend16) this.attendF16 = (...args) => attend16.apply(addon, args);
     if (opts.threads !== undefined) addon.setThreads(opts.threads);
   }
 
@@ -175,6 +183,13 @@ export class NativeBackend implements Backend {
   ): void {
     this.addon.attend(out, oOff, oStride, q, qOff, qStride, nq, hd, scale, k1, v1, from1, to1, count1, k2, v2, from2, to2);
   }
+
+  /**
+   * `attend` over an F16 cache's stored half bits (Backend.attendF16): K/V widened block by block with F16C inside
+   * the fused kernel, so an F16 head is read at half the bytes and never copied whole. Undefined for an addon built
+   * before attend16 (the forward pass then widens heads itself).
+   */
+  readonly attendF16?: NonNullable<Backend['attendF16']>;
 
   swiglu(gate: Float32Array, up: Float32Array, n: number): void {
     this.addon.swiglu(gate, up, n);
