@@ -36,6 +36,7 @@
 #define MR 6
 #define NR 16
 #define GEMM_MIN_M 4
+#define INT8_MAX_M 128
 #ifndef PF_GROUPS
 #define PF_GROUPS 2
 #endif
@@ -975,7 +976,10 @@ int cokv_matmul(float *out, const float *x, int M, int N, int K, const void *w, 
   int nt = work < (double)(1 << 20) ? 1 : nthreads;
   int rc = 0;
 #if COKV_X86
-  if (g_simd && (flags & MM_INT8_X) && cokv_xq_kind(dt) != XQ_NONE) {
+  /* Integer dots for GEMV and small batches; from INT8_MAX_M rows on, the f32 GEMM (weights dequantized once per
+   * KC x NC tile, 6x16 FMA micro-kernel) is as fast or faster on AVX2 (measured: docs/benchmarks.md), so prefill
+   * chunks take it with f32 activations. */
+  if (g_simd && (flags & MM_INT8_X) && cokv_xq_kind(dt) != XQ_NONE && M < INT8_MAX_M) {
     int kind = cokv_xq_kind(dt);
     j.xrb = cokv_xq_row_bytes(kind, K);
     uint8_t *xb = (uint8_t *)buf_get(&g_xqb, ((size_t)M * j.xrb + 3) / 4 + 16);
