@@ -14,6 +14,7 @@
 #endif
 #include "kernels.h"
 #include "qdot.h"
+#include "qgemm.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -37,6 +38,9 @@
 #define NR 16
 #define GEMM_MIN_M 4
 #define INT8_MAX_M 128
+#ifndef QG_MIN_M
+#define QG_MIN_M 32 /* VNNI GEMM from this many rows on (below: the integer dots' 4-row tiles) */
+#endif
 #ifndef PF_GROUPS
 #define PF_GROUPS 2
 #endif
@@ -73,6 +77,14 @@ static void init_once(void) {
   g_cpu_avx2 = 0;
 #endif
   g_simd = g_cpu_avx2;
+  /* Probed here, at the first kernel call (model loading runs a backend self-check first), while the process is
+   * still small: the probe forks. */
+  if (g_cpu_avx2) cokv_vnni_usable();
+}
+
+int cokv_vnni(void) {
+  pthread_once(&g_init_once, init_once);
+  return g_cpu_avx2 && cokv_vnni_usable();
 }
 
 static inline float h2f(const uint8_t *p) { return g_f16[p[0] | (p[1] << 8)]; }
@@ -538,6 +550,7 @@ static buf_t g_bpack[MAX_THREADS], g_rowtmp[MAX_THREADS];
 static buf_t g_apack;
 static buf_t g_xq; /* int8 x for MM_Q8_INT8, as floats' storage */
 static buf_t g_xqb; /* quantized x rows for MM_INT8_X */
+static buf_t g_qgs[MAX_THREADS]; /* VNNI GEMM: packed weight panels per thread */
 
 static float *buf_get(buf_t *b, size_t n) {
   if (b->n < n) {
@@ -573,6 +586,8 @@ typedef struct {
   const uint8_t *xqb;
   size_t xrb;
   cokv_qdot_fns qfn;
+  /* MM_INT8_X GEMM on AVX512-VNNI */
+  cokv_qgemm_t qg;
   atomic_int next;
   atomic_int failed;
 } job_t;
@@ -926,6 +941,23 @@ static void qrows_job(void *arg, int tid) {
 }
 #endif
 
+#if COKV_X86
+/* VNNI GEMM: threads take groups of up to 4 panels (64 weight rows) through the atomic counter. */
+static void qgemm_job(void *arg, int tid) {
+  job_t *j = arg;
+  uint8_t *scratch = (uint8_t *)buf_get(&g_qgs[tid], cokv_qgemm_scratch_bytes(&j->qg) / 4 + 16);
+  if (!scratch) {
+    atomic_store(&j->failed, 1);
+    return;
+  }
+  for (;;) {
+    int n0 = atomic_fetch_add(&j->next, 1) * 64;
+    if (n0 >= j->n) break;
+    cokv_qgemm_panel(&j->qg, n0, j->out, scratch);
+  }
+}
+#endif
+
 static void rows_job(void *arg, int tid) {
   job_t *j = arg;
   for (;;) {
@@ -979,6 +1011,18 @@ int cokv_matmul(float *out, const float *x, int M, int N, int K, const void *w, 
   /* Integer dots for GEMV and small batches; from INT8_MAX_M rows on, the f32 GEMM (weights dequantized once per
    * KC x NC tile, 6x16 FMA micro-kernel) is as fast or faster on AVX2 (measured: docs/benchmarks.md), so prefill
    * chunks take it with f32 activations. */
+  if (g_simd && (flags & MM_INT8_X) && M >= QG_MIN_M && cokv_qgemm_supports(dt) && cokv_vnni_usable()) {
+    j.qg.w = j.w, j.qg.rb = j.rb, j.qg.dt = dt, j.qg.M = M, j.qg.N = N, j.qg.K = K;
+    uint8_t *xb = (uint8_t *)buf_get(&g_xqb, cokv_qgemm_x_bytes(dt, M, K) / 4 + 16);
+    if (!xb) {
+      rc = -1;
+      goto done;
+    }
+    cokv_qgemm_prepare_x(&j.qg, x, xb);
+    pool_run(qgemm_job, &j, nt);
+    if (atomic_load(&j.failed)) rc = -1;
+    goto done;
+  }
   if (g_simd && (flags & MM_INT8_X) && cokv_xq_kind(dt) != XQ_NONE && M < INT8_MAX_M) {
     int kind = cokv_xq_kind(dt);
     j.xrb = cokv_xq_row_bytes(kind, K);

@@ -26,6 +26,8 @@ size_t cokv_row_bytes(int dt, int k);
 /* SIMD level in use: 1 = AVX2+FMA+F16C, 0 = scalar. cokv_set_simd can only lower it below what the CPU has. */
 int cokv_simd(void);
 int cokv_cpu_avx2(void);
+/* 1 when the integer GEMM for prefill runs on AVX512-VNNI (advertised and executed: probed once). */
+int cokv_vnni(void);
 void cokv_set_simd(int level);
 
 /* Threads used per call (the caller's thread included). */

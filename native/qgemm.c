@@ -1,0 +1,357 @@
+/* VNNI integer GEMM for block-quantized weights: see qgemm.h. */
+#include "qgemm.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "kernels.h"
+#include "qdot.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define QG_X86 1
+#else
+#define QG_X86 0
+#endif
+
+#define PANEL 16 /* weight rows per panel: two ymm of 8 int32 lanes */
+#define MX 6     /* activation rows per micro-kernel */
+#define PANELS_MAX 4
+
+static const int8_t k_iq4[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+
+static float f16(const uint8_t *p) {
+  uint16_t h = (uint16_t)(p[0] | p[1] << 8);
+  uint32_t s = (uint32_t)(h & 0x8000) << 16, e = (h >> 10) & 0x1f, m = h & 0x3ff, r;
+  if (e == 0) {
+    float f = ldexpf((float)m, -24);
+    return s ? -f : f;
+  }
+  if (e == 31) r = s | 0x7f800000u | (m << 13);
+  else r = s | ((e + 112) << 23) | (m << 13);
+  float f;
+  memcpy(&f, &r, 4);
+  return f;
+}
+
+int cokv_qgemm_supports(int dt) {
+  switch (dt) {
+    case DT_Q8_0: case DT_Q4_0: case DT_Q4_1: case DT_Q5_0: case DT_Q5_1: case DT_IQ4_NL: case DT_IQ4_XS:
+    case DT_Q2_K: case DT_Q3_K: case DT_Q4_K: case DT_Q5_K: case DT_Q6_K: return 1;
+    default: return 0;
+  }
+}
+
+static int block_of(int dt) { return dt == DT_Q2_K || dt == DT_Q3_K || dt == DT_Q6_K ? 16 : 32; }
+
+/* ---- one weight row -> unsigned bytes u[k] and per-block a, b with w = a·u − b (element order of ggml) ---- */
+static void unpack_row(int dt, const uint8_t *row, int K, uint8_t *u, float *a, float *b) {
+  switch (dt) {
+    case DT_Q8_0: case DT_Q4_0: case DT_Q5_0: case DT_IQ4_NL: case DT_Q4_1: case DT_Q5_1: {
+      const int bytes = dt == DT_Q8_0 ? 34 : dt == DT_Q4_0 || dt == DT_IQ4_NL ? 18 : dt == DT_Q5_0 ? 22 : dt == DT_Q4_1 ? 20 : 24;
+      for (int blk = 0; blk < K / 32; blk++, u += 32) {
+        const uint8_t *p = row + (size_t)blk * bytes;
+        float d = f16(p);
+        a[blk] = d;
+        if (dt == DT_Q8_0) {
+          for (int i = 0; i < 32; i++) u[i] = (uint8_t)((int8_t)p[2 + i] + 128);
+          b[blk] = 128 * d;
+        } else if (dt == DT_IQ4_NL) {
+          for (int j = 0; j < 16; j++) u[j] = (uint8_t)(k_iq4[p[2 + j] & 15] + 128), u[j + 16] = (uint8_t)(k_iq4[p[2 + j] >> 4] + 128);
+          b[blk] = 128 * d;
+        } else if (dt == DT_Q4_0 || dt == DT_Q4_1) {
+          const uint8_t *q = p + (dt == DT_Q4_0 ? 2 : 4);
+          for (int j = 0; j < 16; j++) u[j] = q[j] & 15, u[j + 16] = q[j] >> 4;
+          b[blk] = dt == DT_Q4_0 ? 8 * d : -f16(p + 2);
+        } else {
+          const int o = dt == DT_Q5_0 ? 2 : 4;
+          uint32_t qh;
+          memcpy(&qh, p + o, 4);
+          const uint8_t *q = p + o + 4;
+          for (int j = 0; j < 16; j++) {
+            u[j] = (uint8_t)((q[j] & 15) | ((qh >> j) & 1) << 4);
+            u[j + 16] = (uint8_t)((q[j] >> 4) | ((qh >> (j + 16)) & 1) << 4);
+          }
+          b[blk] = dt == DT_Q5_0 ? 16 * d : -f16(p + 2);
+        }
+      }
+      return;
+    }
+    case DT_IQ4_XS:
+      for (int sb = 0; sb < K / 256; sb++) {
+        const uint8_t *p = row + (size_t)sb * 136;
+        float d = f16(p);
+        unsigned sh = p[2] | p[3] << 8;
+        for (int ib = 0; ib < 8; ib++, u += 32) {
+          int ls = ((p[4 + ib / 2] >> (4 * (ib & 1))) & 0xf) | ((sh >> (2 * ib)) & 3) << 4;
+          float dl = d * (ls - 32);
+          const uint8_t *q = p + 8 + ib * 16;
+          for (int j = 0; j < 16; j++) u[j] = (uint8_t)(k_iq4[q[j] & 15] + 128), u[j + 16] = (uint8_t)(k_iq4[q[j] >> 4] + 128);
+          a[sb * 8 + ib] = dl, b[sb * 8 + ib] = 128 * dl;
+        }
+      }
+      return;
+    case DT_Q4_K: case DT_Q5_K: {
+      const int five = dt == DT_Q5_K, bytes = five ? 176 : 144;
+      for (int sb = 0; sb < K / 256; sb++) {
+        const uint8_t *p = row + (size_t)sb * bytes, *sc = p + 4, *qh = p + 16, *q = p + (five ? 48 : 16);
+        float d = f16(p), dmin = f16(p + 2);
+        for (int j = 0; j < 8; j++) {
+          int s, m;
+          if (j < 4) s = sc[j] & 63, m = sc[j + 4] & 63;
+          else s = (sc[j + 4] & 0xf) | ((sc[j - 4] >> 6) << 4), m = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
+          a[sb * 8 + j] = d * s, b[sb * 8 + j] = dmin * m;
+        }
+        for (int i = 0; i < 4; i++, q += 32, u += 64) {
+          for (int l = 0; l < 32; l++) {
+            u[l] = (uint8_t)((q[l] & 15) | (five ? ((qh[l] >> (2 * i)) & 1) << 4 : 0));
+            u[l + 32] = (uint8_t)((q[l] >> 4) | (five ? ((qh[l] >> (2 * i + 1)) & 1) << 4 : 0));
+          }
+        }
+      }
+      return;
+    }
+    case DT_Q6_K:
+      for (int sb = 0; sb < K / 256; sb++) {
+        const uint8_t *p = row + (size_t)sb * 210, *ql = p, *qh = p + 128;
+        const int8_t *sc = (const int8_t *)(p + 192);
+        float d = f16(p + 208);
+        for (int g = 0; g < 16; g++) a[sb * 16 + g] = d * sc[g], b[sb * 16 + g] = 32 * d * sc[g];
+        for (int n = 0; n < 2; n++, ql += 64, qh += 32, u += 128) {
+          for (int l = 0; l < 32; l++) {
+            u[l] = (uint8_t)((ql[l] & 15) | ((qh[l] >> 0) & 3) << 4);
+            u[l + 32] = (uint8_t)((ql[l + 32] & 15) | ((qh[l] >> 2) & 3) << 4);
+            u[l + 64] = (uint8_t)((ql[l] >> 4) | ((qh[l] >> 4) & 3) << 4);
+            u[l + 96] = (uint8_t)((ql[l + 32] >> 4) | ((qh[l] >> 6) & 3) << 4);
+          }
+        }
+      }
+      return;
+    case DT_Q3_K: case DT_Q2_K: {
+      const int three = dt == DT_Q3_K, bytes = three ? 110 : 84;
+      for (int sb = 0; sb < K / 256; sb++) {
+        const uint8_t *p = row + (size_t)sb * bytes, *hm = p, *qs = p + (three ? 32 : 16);
+        float d = f16(p + (three ? 108 : 80));
+        if (three) {
+          const uint8_t *sc = p + 96;
+          for (int i = 0; i < 16; i++) {
+            int low = i < 8 ? sc[i] & 0xf : sc[i - 8] >> 4, high = (sc[8 + (i & 3)] >> (2 * (i >> 2))) & 3;
+            float dl = d * ((low | high << 4) - 32);
+            a[sb * 16 + i] = dl, b[sb * 16 + i] = 4 * dl;
+          }
+        } else {
+          float dmin = f16(p + 82);
+          for (int i = 0; i < 16; i++) a[sb * 16 + i] = d * (p[i] & 0xf), b[sb * 16 + i] = dmin * (p[i] >> 4);
+        }
+        /* element 128n + 32j + l: bits 2j..2j+1 of qs[32n + l]; Q3_K's high bit is bit 4n + j of hmask[l] */
+        for (int n = 0; n < 2; n++) {
+          for (int j = 0; j < 4; j++, u += 32) {
+            for (int l = 0; l < 32; l++) {
+              int q = (qs[32 * n + l] >> (2 * j)) & 3;
+              if (three) q |= ((hm[l] >> (4 * n + j)) & 1) << 2;
+              u[l] = (uint8_t)q;
+            }
+          }
+        }
+      }
+      return;
+    }
+  }
+}
+
+/* ---- activations ---- */
+
+size_t cokv_qgemm_x_bytes(int dt, int M, int K) {
+  int mpad = (M + MX - 1) / MX * MX, nblk = K / block_of(dt);
+  size_t row = cokv_xq_row_bytes(cokv_xq_kind(dt), K);
+  return (size_t)mpad * K + 2 * (size_t)mpad * nblk * sizeof(float) + row + 64;
+}
+
+void cokv_qgemm_prepare_x(cokv_qgemm_t *g, const float *x, uint8_t *buf) {
+  const int K = g->K, B = block_of(g->dt), nblk = K / B, kind = cokv_xq_kind(g->dt);
+  g->block = B;
+  g->mpad = (g->M + MX - 1) / MX * MX;
+  float *xs = (float *)buf, *xb = xs + (size_t)g->mpad * nblk;
+  int8_t *xq = (int8_t *)(xb + (size_t)g->mpad * nblk);
+  uint8_t *row = (uint8_t *)(xq + (size_t)g->mpad * K);
+  for (int m = 0; m < g->mpad; m++) {
+    int8_t *q = xq + (size_t)m * K;
+    float *s = xs + (size_t)m * nblk, *sb = xb + (size_t)m * nblk;
+    if (m >= g->M) {
+      memset(q, 0, (size_t)K);
+      for (int i = 0; i < nblk; i++) s[i] = 0, sb[i] = 0;
+      continue;
+    }
+    /* the integer dots' own quantization (qdot.c), then copied out: GEMM and GEMV see identical activations */
+    cokv_quantize_x_row(kind, x + (size_t)m * K, K, row);
+    const int gsz = kind == XQ_Q8_0 ? 32 : 256, gbytes = kind == XQ_Q8_0 ? 40 : 292, qoff = kind == XQ_Q8_0 ? 8 : 36;
+    for (int gi = 0; gi < K / gsz; gi++) {
+      const uint8_t *blk = row + (size_t)gi * gbytes;
+      float d;
+      memcpy(&d, blk, 4);
+      memcpy(q + (size_t)gi * gsz, blk + qoff, (size_t)gsz);
+      for (int i = 0; i < gsz / B; i++) {
+        int sum = 0;
+        for (int e = 0; e < B; e++) sum += q[(size_t)gi * gsz + i * B + e];
+        s[gi * (gsz / B) + i] = d;
+        sb[gi * (gsz / B) + i] = d * (float)sum;
+      }
+    }
+  }
+  g->xs = xs, g->xb = xb, g->xq = xq;
+}
+
+/* ---- panels ---- */
+
+size_t cokv_qgemm_scratch_bytes(const cokv_qgemm_t *g) {
+  const int K = g->K, nblk = K / block_of(g->dt);
+  /* row temps (u, a, b), then PANELS_MAX packed panels: bytes [K/4][16][4], a and b [nblk][16] */
+  return (size_t)K + 2 * (size_t)nblk * 4 + (size_t)PANELS_MAX * ((size_t)PANEL * K + 2 * (size_t)nblk * PANEL * 4) + 128;
+}
+
+#if QG_X86
+#define VNNI_TARGET __attribute__((target("avx2,fma,avx512f,avx512vl,avx512bw,avx512vnni")))
+
+/* Pack rows [n0, n0 + 16) (rows ≥ N: zero) into one panel. */
+static void pack_panel(const cokv_qgemm_t *g, int n0, uint8_t *pu, float *pa, float *pb, uint8_t *tu, float *ta, float *tb) {
+  const int K = g->K, nblk = K / g->block;
+  for (int r = 0; r < PANEL; r++) {
+    int n = n0 + r;
+    if (n < g->N) {
+      unpack_row(g->dt, g->w + (size_t)n * g->rb, K, tu, ta, tb);
+    } else {
+      memset(tu, 0, (size_t)K);
+      for (int i = 0; i < nblk; i++) ta[i] = 0, tb[i] = 0;
+    }
+    for (int k4 = 0; k4 < K / 4; k4++) memcpy(pu + (size_t)k4 * 64 + r * 4, tu + (size_t)k4 * 4, 4);
+    for (int i = 0; i < nblk; i++) pa[(size_t)i * PANEL + r] = ta[i], pb[(size_t)i * PANEL + r] = tb[i];
+  }
+}
+
+/*
+ * out rows m0 .. m0+5 (< M), columns n0 .. n0+15 (< N) from one packed panel. The 12 int32 accumulators are named
+ * variables and the B/4 steps of a block are unrolled (B a constant per instantiation), so they stay in registers.
+ */
+#define STEP(k4)                                                                                       \
+  do {                                                                                                 \
+    __m256i w0 = _mm256_load_si256((const __m256i *)(pu + (size_t)(k4) * 64));                        \
+    __m256i w1 = _mm256_load_si256((const __m256i *)(pu + (size_t)(k4) * 64 + 32));                   \
+    __m256i x;                                                                                         \
+    x = _mm256_set1_epi32(ld4(x0 + (size_t)(k4) * 4)), c00 = _mm256_dpbusd_epi32(c00, w0, x), c01 = _mm256_dpbusd_epi32(c01, w1, x); \
+    x = _mm256_set1_epi32(ld4(x1 + (size_t)(k4) * 4)), c10 = _mm256_dpbusd_epi32(c10, w0, x), c11 = _mm256_dpbusd_epi32(c11, w1, x); \
+    x = _mm256_set1_epi32(ld4(x2 + (size_t)(k4) * 4)), c20 = _mm256_dpbusd_epi32(c20, w0, x), c21 = _mm256_dpbusd_epi32(c21, w1, x); \
+    x = _mm256_set1_epi32(ld4(x3 + (size_t)(k4) * 4)), c30 = _mm256_dpbusd_epi32(c30, w0, x), c31 = _mm256_dpbusd_epi32(c31, w1, x); \
+    x = _mm256_set1_epi32(ld4(x4 + (size_t)(k4) * 4)), c40 = _mm256_dpbusd_epi32(c40, w0, x), c41 = _mm256_dpbusd_epi32(c41, w1, x); \
+    x = _mm256_set1_epi32(ld4(x5 + (size_t)(k4) * 4)), c50 = _mm256_dpbusd_epi32(c50, w0, x), c51 = _mm256_dpbusd_epi32(c51, w1, x); \
+  } while (0)
+
+static inline int32_t ld4(const int8_t *p) {
+  int32_t v;
+  memcpy(&v, p, 4);
+  return v;
+}
+
+#define FLUSH(r, c0, c1)                                                                                \
+  do {                                                                                                  \
+    __m256 sx = _mm256_set1_ps(xs[(size_t)(m0 + (r)) * nblk + blk]);                                    \
+    __m256 bx = _mm256_set1_ps(xb[(size_t)(m0 + (r)) * nblk + blk]);                                    \
+    f##r##0 = _mm256_fnmadd_ps(b0, bx, _mm256_fmadd_ps(_mm256_cvtepi32_ps(c0), _mm256_mul_ps(a0, sx), f##r##0)); \
+    f##r##1 = _mm256_fnmadd_ps(b1, bx, _mm256_fmadd_ps(_mm256_cvtepi32_ps(c1), _mm256_mul_ps(a1, sx), f##r##1)); \
+  } while (0)
+
+__attribute__((always_inline)) VNNI_TARGET static inline void micro_b(const cokv_qgemm_t *g, int m0, int n0, const uint8_t *pu,
+                                                                    const float *pa, const float *pb, float *out, const int B) {
+  const int K = g->K, nblk = K / B;
+  const float *xs = g->xs, *xb = g->xb;
+  const int8_t *x0 = g->xq + (size_t)m0 * K, *x1 = x0 + K, *x2 = x1 + K, *x3 = x2 + K, *x4 = x3 + K, *x5 = x4 + K;
+  __m256 f00 = _mm256_setzero_ps(), f01 = f00, f10 = f00, f11 = f00, f20 = f00, f21 = f00;
+  __m256 f30 = f00, f31 = f00, f40 = f00, f41 = f00, f50 = f00, f51 = f00;
+  for (int blk = 0; blk < nblk; blk++) {
+    __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+    __m256i c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+    const int kb = blk * (B / 4);
+    for (int t = 0; t < B / 4; t++) STEP(kb + t);
+    __m256 a0 = _mm256_load_ps(pa + (size_t)blk * PANEL), a1 = _mm256_load_ps(pa + (size_t)blk * PANEL + 8);
+    __m256 b0 = _mm256_load_ps(pb + (size_t)blk * PANEL), b1 = _mm256_load_ps(pb + (size_t)blk * PANEL + 8);
+    FLUSH(0, c00, c01);
+    FLUSH(1, c10, c11);
+    FLUSH(2, c20, c21);
+    FLUSH(3, c30, c31);
+    FLUSH(4, c40, c41);
+    FLUSH(5, c50, c51);
+  }
+  __m256 fr[MX][2] = {{f00, f01}, {f10, f11}, {f20, f21}, {f30, f31}, {f40, f41}, {f50, f51}};
+  int nc = g->N - n0 < PANEL ? g->N - n0 : PANEL;
+  for (int r = 0; r < MX && m0 + r < g->M; r++) {
+    float tmp[PANEL];
+    _mm256_storeu_ps(tmp, fr[r][0]);
+    _mm256_storeu_ps(tmp + 8, fr[r][1]);
+    float *o = out + (size_t)(m0 + r) * g->N + n0;
+    for (int c = 0; c < nc; c++) o[c] = tmp[c];
+  }
+}
+VNNI_TARGET static void micro16(const cokv_qgemm_t *g, int m0, int n0, const uint8_t *pu, const float *pa, const float *pb, float *out) {
+  micro_b(g, m0, n0, pu, pa, pb, out, 16);
+}
+VNNI_TARGET static void micro32(const cokv_qgemm_t *g, int m0, int n0, const uint8_t *pu, const float *pa, const float *pb, float *out) {
+  micro_b(g, m0, n0, pu, pa, pb, out, 32);
+}
+
+void cokv_qgemm_panel(const cokv_qgemm_t *g, int n0, float *out, uint8_t *scratch) {
+  const int K = g->K, nblk = K / g->block;
+  uint8_t *base = (uint8_t *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
+  uint8_t *tu = base;
+  float *ta = (float *)(tu + K), *tb = ta + nblk;
+  uint8_t *p0 = (uint8_t *)(((uintptr_t)(tb + nblk) + 63) & ~(uintptr_t)63);
+  const size_t pstride = ((size_t)PANEL * K + 2 * (size_t)nblk * PANEL * 4 + 63) & ~(size_t)63;
+  int np = 0;
+  for (; np < PANELS_MAX && n0 + np * PANEL < g->N; np++) {
+    uint8_t *pu = p0 + np * pstride;
+    pack_panel(g, n0 + np * PANEL, pu, (float *)(pu + (size_t)PANEL * K), (float *)(pu + (size_t)PANEL * K) + (size_t)nblk * PANEL, tu, ta, tb);
+  }
+  /* every activation row group against the panels, so a group's rows stay in L1 across panels */
+  for (int m0 = 0; m0 < g->M; m0 += MX) {
+    for (int p = 0; p < np; p++) {
+      uint8_t *pu = p0 + p * pstride;
+      const float *pa = (const float *)(pu + (size_t)PANEL * K);
+      (g->block == 16 ? micro16 : micro32)(g, m0, n0 + p * PANEL, pu, pa, pa + (size_t)nblk * PANEL, out);
+    }
+  }
+}
+
+VNNI_TARGET static int vnni_probe_op(void) {
+  volatile int one = 1;
+  __m256i a = _mm256_set1_epi8((char)(2 * one)), b = _mm256_set1_epi8((char)(-3 * one));
+  __m256i r = _mm256_dpbusd_epi32(_mm256_set1_epi32(7), a, b); /* 7 + 4·(2·−3) = −17 */
+  return _mm256_extract_epi32(r, 3);
+}
+
+int cokv_vnni_usable(void) {
+  static int cached = -1;
+  if (cached >= 0) return cached;
+  cached = 0;
+  const char *off = getenv("COKV_NO_VNNI");
+  if (off && *off && *off != '0') return cached;
+  __builtin_cpu_init();
+  if (!__builtin_cpu_supports("avx512vnni") || !__builtin_cpu_supports("avx512vl") || !__builtin_cpu_supports("avx512bw")) return cached;
+  /* A CPU (or hypervisor) can advertise extensions it does not execute: run one in a child first. */
+  pid_t pid = fork();
+  if (pid < 0) return cached;
+  if (pid == 0) _exit(vnni_probe_op() == -17 ? 0 : 1);
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0) {
+    if (errno != EINTR) return cached;
+  }
+  cached = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+  return cached;
+}
+#else
+void cokv_qgemm_panel(const cokv_qgemm_t *g, int n0, float *out, uint8_t *scratch) {
+  (void)g, (void)n0, (void)out, (void)scratch;
+}
+int cokv_vnni_usable(void) { return 0; }
+#endif
