@@ -9,7 +9,8 @@
  * Models: cokv-retrieval-tiny (../shared/assets, context 2048) and a random-weight SmolLM2-135M-shaped F16 GGUF
  * made by ../shared/tools/make_shape_gguf.py (Python venv at /tmp/venv; the file is reused when present).
  * Options: --press snapkv --budget 128 --tiny-lengths 1024,2000 --smol-lengths 2048,8192 --models tiny,smollm2
- * --quality-budgets 64,128,256,512 --quality-limit N (first N items; default all 60) --no-quality; --child is internal.
+ * --repeats 2 (child processes per case: peak RSS moves by a few MiB between runs with GC timing; every run's
+ * peak is printed, the time is the median) --quality-budgets 64,128,256,512 --quality-limit N (first N items; default all 60) --no-quality; --child is internal.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -18,7 +19,7 @@ import path from 'node:path';
 import { loadModel } from '../src/engine.js';
 import { createPress } from '../src/press/registry.js';
 import type { KvDType } from '../src/cache/ragged.js';
-import { machineLine, markdownTable, randomIds } from './common.js';
+import { machineLine, markdownTable, median, randomIds } from './common.js';
 
 const args = process.argv.slice(2);
 const arg = (name: string, d: string) => { const i = args.indexOf(name); return i >= 0 ? args[i + 1] : d; };
@@ -102,13 +103,18 @@ async function main(): Promise<void> {
   if (which.includes('tiny')) models.push({ label: 'cokv-retrieval-tiny', file: tinyPath, lengths: arg('--tiny-lengths', '1024,2000').split(',').map(Number) });
   if (which.includes('smollm2')) models.push({ label: 'SmolLM2-135M shape (F16, random)', file: smolGguf(), lengths: arg('--smol-lengths', '2048,8192').split(',').map(Number) });
   const started = new Date().toISOString().slice(0, 16).replace('T', ' ');
-  const results: Result[] = [];
+  const repeats = Number(arg('--repeats', '2'));
+  const results: Result[][] = [];
   for (const m of models) {
     for (const length of m.lengths) {
       for (const mode of ['full-f32', 'full', 'exact', 'evict'] as const) {
-        const r = runCase({ model: m.file, label: m.label, length, mode, press, budget });
-        process.stderr.write(`${m.label} ${length} ${mode}: peak ${r.peakRssMiB.toFixed(0)} MiB, prefill ${(r.prefillMs / 1000).toFixed(1)} s\n`);
-        results.push(r);
+        const runs: Result[] = [];
+        for (let i = 0; i < repeats; i++) {
+          const r = runCase({ model: m.file, label: m.label, length, mode, press, budget });
+          process.stderr.write(`${m.label} ${length} ${mode}: peak ${r.peakRssMiB.toFixed(0)} MiB, prefill ${(r.prefillMs / 1000).toFixed(1)} s\n`);
+          runs.push(r);
+        }
+        results.push(runs);
       }
     }
   }
@@ -116,10 +122,14 @@ async function main(): Promise<void> {
     'full-f32': 'full cache, `--kv-dtype f32`', full: 'full cache (F16, the default)', exact: `${press} B=${budget}, exact (default)`, evict: `${press} B=${budget}, \`--prefill-evict\``,
   };
   const table = markdownTable(
-    ['model', 'prompt tokens', 'case', 'peak RSS MiB', 'RSS after load MiB', 'prompt KV held MiB', 'prefill s'],
-    results.map((r) => [r.label, r.length, name[r.mode], r.peakRssMiB.toFixed(0), r.loadRssMiB.toFixed(0), r.promptKvMiB.toFixed(2), (r.prefillMs / 1000).toFixed(2)]),
+    ['model', 'prompt tokens', 'case', 'peak RSS MiB (each run)', 'RSS after load MiB', 'prompt KV held MiB', 'prefill s (median)'],
+    results.map((runs) => {
+      const r = runs[0];
+      return [r.label, r.length, name[r.mode], runs.map((x) => x.peakRssMiB.toFixed(0)).join(' / '), r.loadRssMiB.toFixed(0), r.promptKvMiB.toFixed(2),
+        (median(runs.map((x) => x.prefillMs)) / 1000).toFixed(2)];
+    }),
   );
-  process.stdout.write(`Run ${started} UTC, ${machineLine()}, backend ${results[0]?.backend ?? '?'}\n\n${table}\n`);
+  process.stdout.write(`Run ${started} UTC, ${machineLine()}, backend ${results[0]?.[0]?.backend ?? '?'}\n\n${table}\n`);
   if (!args.includes('--no-quality')) {
     const limit = args.includes('--quality-limit') ? Number(arg('--quality-limit', '0')) : undefined;
     const q = quality(limit, arg('--quality-budgets', '64,128,256,512').split(',').map(Number), press);

@@ -19,10 +19,15 @@ export function topIndices(scores: Float32Array, c: number): number[] {
   const n = scores.length;
   if (c >= n) return Array.from({ length: n }, (_, i) => i);
   if (c <= 0) return [];
-  const idx = Array.from({ length: n }, (_, i) => i);
+  // One reused index buffer (a press over a long prompt would otherwise leave one n-entry array per head behind).
+  if (indexScratch.length < n) indexScratch = new Uint32Array(n);
+  const idx = indexScratch.subarray(0, n);
+  for (let i = 0; i < n; i++) idx[i] = i;
   idx.sort((a, b) => scores[b] - scores[a] || a - b);
-  return idx.slice(0, c).sort((a, b) => a - b);
+  return Array.from(idx.subarray(0, c)).sort((a, b) => a - b);
 }
+
+let indexScratch = new Uint32Array(0);
 
 export class ScoredPress implements Press {
   readonly window: number;

@@ -22,6 +22,8 @@ export interface SnapKvScoreOptions {
 }
 
 let keyScratch: Float32Array = new Float32Array(0);
+/** Per-head accumulators (agg, perHead, logits), reused by every call. */
+let f64Scratch = new Float64Array(0);
 
 export function snapkvScores(ctx: LayerPrefillContext, o: SnapKvScoreOptions): Float32Array[] {
   const cache = ctx.cache;
@@ -43,9 +45,10 @@ export function snapkvScores(ctx: LayerPrefillContext, o: SnapKvScoreOptions): F
     if (head.dtype !== 'f32') keyScratch = keys;
     const L = head.length;
     const n = L - w;
-    const agg = new Float64Array(n);
-    const perHead = new Float64Array(n);
-    const logits = new Float64Array(L);
+    if (f64Scratch.length < 3 * L) f64Scratch = new Float64Array(3 * L);
+    const agg = f64Scratch.subarray(0, n).fill(0);
+    const perHead = f64Scratch.subarray(L, L + n);
+    const logits = f64Scratch.subarray(2 * L, 3 * L);
     for (let j = 0; j < group; j++) {
       const qh = g * group + j;
       perHead.fill(0);
