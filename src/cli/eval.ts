@@ -3,9 +3,10 @@ import type { Command } from 'commander';
 import { CokvError } from '../errors.js';
 import { loadModel } from '../engine.js';
 import { datasetInfo } from '../eval/datasets.js';
-import { runEval, type Protocol } from '../eval/runner.js';
+import { mergeEvalShards, runEval, type Protocol, type RunMetrics } from '../eval/runner.js';
 import { addPressTuningFlags, pressOptionsFromFlags, type PressFlags } from './press-flags.js';
 import { ProgressBar } from './progress.js';
+import { parseShard, shardText, SHARDS_HELP } from './shard.js';
 import { KV_DTYPE_HELP, kvDtypeFlag, numberFlag } from './util.js';
 
 interface EvalFlags extends PressFlags {
@@ -32,6 +33,8 @@ interface EvalFlags extends PressFlags {
   quiet?: boolean;
   json?: boolean;
   prefillEvict?: boolean;
+  shard?: string;
+  shards?: string;
 }
 
 function numberList(flag: string, s: string | undefined, integer: boolean): number[] | undefined {
@@ -42,8 +45,9 @@ function numberList(flag: string, s: string | undefined, integer: boolean): numb
 }
 
 export function registerEval(program: Command, run: (fn: () => Promise<void>) => Promise<void>): void {
-  const cmd = program
-    .command('eval')
+  const evalCmd = program.command('eval').description('score presses × budgets on a dataset (LongBench protocol); merge sharded evals');
+  const cmd = evalCmd
+    .command('run', { isDefault: true })
     .description('score presses × budgets on a dataset (LongBench protocol); resumable, one folder per run')
     .requiredOption('--model <path>', 'model file or folder')
     .requiredOption('--data <path>', 'dataset jsonl, or a folder with <dataset>.jsonl')
@@ -66,9 +70,27 @@ export function registerEval(program: Command, run: (fn: () => Promise<void>) =>
     .option('--skip-bad-lines', 'skip malformed jsonl lines with a warning instead of stopping')
     .requiredOption('--out <dir>', 'results folder: one folder per run, recording every setting that changes its results (run.json); a rerun with the same settings reuses finished runs and resumes cut ones')
     .option('--overwrite', 'replace run folders that hold results for other settings (default: refuse them, naming what differs)')
+    .option('--shard <i/k|auto>', 'score only part i of k of the (run, item) pairs, into this shard\'s own --out; join the shards with `cokv eval merge` (auto: the Slurm array task or Kubernetes Indexed Job completion index)')
+    .option('--shards <n>', SHARDS_HELP)
     .option('--quiet', 'no progress output')
     .option('--json', 'print the metrics of every run as JSON');
   addPressTuningFlags(cmd).action((f: EvalFlags) => run(() => evalCommand(f)));
+
+  evalCmd
+    .command('merge')
+    .description('join the --out folders of the shards of one eval (--shard i/k, every i once) into the results of one unsharded run')
+    .argument('<dirs...>', 'the shards\' --out folders')
+    .requiredOption('--out <dir>', 'results folder (the run folders one unsharded cokv eval writes)')
+    .option('--json', 'print the metrics of every run as JSON')
+    .action((dirs: string[], f: { out: string; json?: boolean }) => run(async () => {
+      const results = mergeEvalShards(dirs, f.out);
+      if (f.json) {
+        process.stdout.write(JSON.stringify(results) + '\n');
+        return;
+      }
+      process.stderr.write(`merged ${dirs.length} shards: ${results.length} runs → ${f.out}\n`);
+      printTable(results);
+    }));
 }
 
 async function evalCommand(f: EvalFlags): Promise<void> {
@@ -81,6 +103,7 @@ async function evalCommand(f: EvalFlags): Promise<void> {
   if (presses.length === 0) throw new CokvError('--presses: empty list', 'flag');
   const budgets = numberList('--budgets', f.budgets, true)!;
   const ratios = numberList('--ratios', f.ratios, false);
+  const shard = parseShard(f.shard, f.shards);
   const model = await loadModel(f.model);
   const bar = new ProgressBar('eval', f.quiet ?? false);
   const results = await runEval(model, f.model, {
@@ -101,13 +124,24 @@ async function evalCommand(f: EvalFlags): Promise<void> {
     jsonl: { onBadLine: f.skipBadLines ? 'skip' : 'error' },
     out: f.out,
     overwrite: f.overwrite ?? false,
+    shard,
     onProgress: (name, done, total) => bar.update(done, total, name),
   });
   bar.finish();
+  if (shard && shard.count > 1) {
+    const line = `shard ${shardText(shard)} done → ${f.out} (join every shard's --out with \`cokv eval merge DIR… --out DIR\`)`;
+    if (f.json) process.stdout.write(JSON.stringify({ shard: shardText(shard), out: f.out }) + '\n');
+    else process.stderr.write(line + '\n');
+    return;
+  }
   if (f.json) {
     process.stdout.write(JSON.stringify(results) + '\n');
     return;
   }
+  printTable(results);
+}
+
+function printTable(results: RunMetrics[]): void {
   const full = results.find((r) => r.press === 'full');
   const w = Math.max(...results.map((r) => r.press.length), 5);
   process.stdout.write(`${'press'.padEnd(w)}  budget  ${results[0]?.metric ?? ''}  (n)   vs full   kept KV\n`);

@@ -21,7 +21,8 @@ const VALUE_OPTIONS = new Set(['profile', 'headScores', 'backend']);
  */
 export function flagWording(message: string): string {
   const file = /^([A-Za-z]+) /.exec(message);
-  if (file && VALUE_OPTIONS.has(file[1])) return `${FLAGS[file[1]]}${message.slice(file[1].length)}`;
+  // (`profile merge: …` and the other profile subcommands name a command, not the --profile flag.)
+  if (file && VALUE_OPTIONS.has(file[1]) && !/^profile (merge|show|compare)\b/.test(message)) return `${FLAGS[file[1]]}${message.slice(file[1].length)}`;
   const m = /^([A-Za-z]+(?:\/[A-Za-z]+)?):/.exec(message);
   if (!m) return message;
   const names = m[1].split('/');

@@ -22,6 +22,7 @@ import { compareValues, topK } from '../game/compare.js';
 import { Players, playerName } from '../game/players.js';
 import { numberFlag } from './util.js';
 import { ProgressBar } from './progress.js';
+import { parseShard, SHARDS_HELP } from './shard.js';
 
 interface ProfileFlags {
   model: string;
@@ -36,6 +37,7 @@ interface ProfileFlags {
   out: string;
   resume?: boolean;
   shard?: string;
+  shards?: string;
   tolerance?: string;
   maxNew?: string;
   batch: string;
@@ -70,7 +72,8 @@ export function registerProfile(program: Command, run: Run): void {
     .option('--seed <s>', 'seed; run r draws sample k from a generator seeded by (seed, r, k)', '1')
     .requiredOption('--out <file>', 'profile JSON (checkpointed atomically)')
     .option('--resume', 'continue the profile in --out')
-    .option('--shard <i/k>', 'run only sample indices ≡ i (mod k); merge shards with `cokv profile merge`')
+    .option('--shard <i/k|auto>', 'run only sample indices ≡ i (mod k), or auto (Slurm array task / Kubernetes Indexed Job); merge shards with `cokv profile merge`')
+    .option('--shards <n>', SHARDS_HELP)
     .option('--tolerance <t>', 'stop when the runs\' MAE is below this (default |U(N) − U(∅)|/n, the paper\'s 1/n on a 0–1 scale)')
     .option('--max-new <n>', 'answer tokens scored (loglik, kl) or generated (metric)')
     .option('--batch <b>', 'coalitions per batched decode', '16')
@@ -192,12 +195,8 @@ async function profileRun(f: ProfileFlags): Promise<void> {
   const batch = numberFlag('--batch', f.batch, { integer: true, min: 1 })!;
   const maxNew = numberFlag('--max-new', f.maxNew, { integer: true, min: 1 }) ?? (utility === 'metric' ? 32 : 16);
   const limit = numberFlag('--limit', f.limit, { integer: true, min: 1 });
-  let shard: { index: number; count: number } | undefined;
-  if (f.shard !== undefined) {
-    const m = /^(\d+)\/(\d+)$/.exec(f.shard);
-    if (!m || Number(m[2]) < 1 || Number(m[1]) >= Number(m[2])) throw new CokvError(`--shard: '${f.shard}' must be i/k with 0 ≤ i < k`, 'flag');
-    shard = { index: Number(m[1]), count: Number(m[2]) };
-  }
+  const shard = parseShard(f.shard, f.shards);
+  if (shard && f.exact) throw new CokvError('--shard: not with --exact (it enumerates every coalition in one process)', 'flag');
 
   const items = selectItems({
     dataset: task, data: f.data, presses: [], budgets: [], pressOptions: {}, protocol: 'question-aware', out: '',

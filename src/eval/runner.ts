@@ -58,6 +58,13 @@ export interface EvalOptions {
    */
   prefillEvict?: boolean;
   out: string;
+  /**
+   * Do only part `index` of `count` of the work (`cokv eval --shard i/k`): the (run, item) pairs in item-major
+   * order are cut into `count` contiguous blocks, and this process scores block `index` into its own `out`
+   * (predictions and a shard.json per run folder, no metrics.json); `mergeEvalShards` joins the shards' folders
+   * into the results one unsharded run gives. runEval returns no metrics for a shard.
+   */
+  shard?: { index: number; count: number };
   /** Replace run folders that hold results for other settings (default: refuse them). */
   overwrite?: boolean;
   /** Where warnings go (re-done prediction lines, recomputed metrics); default one line on stderr. */
@@ -216,9 +223,65 @@ interface RunState {
   press: string; budget: number | null; ratio?: number; dir: string; metricsFile: string; predFile: string;
   instance: ReturnType<typeof resolvePress>; done: Map<string, Prediction>; finished?: RunMetrics; seconds: number;
   settings: Record<string, unknown>; hash: string;
+  /** A shard's items of this run (undefined: every item), and what its metrics will say besides. */
+  assigned?: Set<string>;
+  base?: RunBase;
+  /** Seconds a resumed shard had spent before. */
+  shardSeconds?: number;
+  runIndex?: number;
 }
 
 const RECORD_FILE = 'run.json';
+/** A shard's record in each of its run folders (see {@link EvalOptions.shard}). */
+export const SHARD_FILE = 'shard.json';
+export const SHARD_SCHEMA = 'cokv-eval-shard/1';
+
+/**
+ * Everything of a run's metrics.json but what its predictions give: recorded by each shard, so that a merge
+ * writes the very metrics one unsharded run writes.
+ */
+export interface RunBase {
+  dataset: string; model: string; modelPath: string; press: string; budget: number | null; ratio?: number;
+  protocol: Protocol; metric: string; loglik: boolean; kvScope?: string; settingsHash: string;
+  /** metrics.json's `settings` without `itemIds`. */
+  settings: Record<string, unknown>;
+  /** Every item of the run, in order. */
+  itemIds: string[];
+}
+
+/** The record a shard keeps in each run folder. */
+export interface ShardRecord {
+  schema: string;
+  shard: string;
+  /** The run's place in the run list (full, then each press × budget, then ratios): merges keep that order. */
+  run: number;
+  /** This shard's items of the run, in run order. */
+  items: string[];
+  complete: boolean;
+  seconds: number;
+  base: RunBase;
+}
+
+/** A run's metrics from its base and its predictions, in item order (the unsharded run and merges share it). */
+export function runMetrics(b: RunBase, preds: Prediction[], seconds: number): RunMetrics {
+  const { mean, ci } = meanCi(preds.map((p) => p.score), b.loglik ? 1 : 100, b.loglik ? 4 : 2);
+  return {
+    dataset: b.dataset, model: b.model, modelPath: b.modelPath, press: b.press, budget: b.budget, ratio: b.ratio, protocol: b.protocol,
+    metric: b.metric, score: mean, n: preds.length, ci95: ci,
+    agreement: b.loglik ? meanCi(preds.map((p) => p.agreement ?? 0), 100).mean : undefined,
+    keptKvBytes: preds.reduce((a, p) => a + p.keptKvBytes, 0) / preds.length,
+    fullKvBytes: preds.reduce((a, p) => a + p.fullKvBytes, 0) / preds.length,
+    kvScope: b.kvScope,
+    settingsHash: b.settingsHash,
+    settings: { ...b.settings, itemIds: preds.map((p) => p.id) },
+    timings: {
+      prefillMs: preds.reduce((a, p) => a + p.prefillMs, 0) / preds.length,
+      decodeMsPerToken: preds.reduce((a, p) => a + p.decodeMsPerToken, 0) / preds.length,
+      seconds,
+    },
+    createdAt: new Date().toISOString(),
+  };
+}
 
 /** A CokvError for a failed file operation on the results folder, naming the file. */
 function outputError(file: string, e: unknown): CokvError {
@@ -293,7 +356,7 @@ function openRunFolder(st: RunState, overwrite: boolean): void {
       throw new CokvError(`--out ${st.dir}: ${why}; use another --out, or --overwrite to replace it`, 'file');
     }
     // Only files cokv wrote are removed; anything else in their place stops the run.
-    for (const f of [st.metricsFile, st.predFile, record]) {
+    for (const f of [st.metricsFile, st.predFile, record, path.join(st.dir, SHARD_FILE)]) {
       const k = entryKind(f);
       if (k === 'none') continue;
       if (k !== 'file') throw new CokvError(`--out ${f}: is ${k === 'dir' ? 'a folder' : k}, not a file cokv wrote (remove it)`, 'file');
@@ -372,6 +435,30 @@ function readPredictions(st: RunState, ids: ReadonlySet<string>, loglik: boolean
   writeFileAtomic(st.predFile, [...st.done.values()].map((p) => JSON.stringify(p) + '\n').join(''), { what: '--out' });
 }
 
+/** A run folder's shard record, validated (undefined when there is none). */
+function readShardRecord(file: string, what = '--out'): ShardRecord | undefined {
+  const text = readRunFile(file);
+  if (text === undefined) return undefined;
+  const r = parseJson(text);
+  const strings = (x: unknown): x is string[] => Array.isArray(x) && x.every((v) => typeof v === 'string');
+  const ok = isObject(r) && r.schema === SHARD_SCHEMA && typeof r.shard === 'string' && /^\d+\/\d+$/.test(r.shard) && strings(r.items)
+    && typeof r.complete === 'boolean' && isNum(r.seconds) && Number.isSafeInteger(r.run) && (r.run as number) >= 0 && isObject(r.base) && typeof r.base.settingsHash === 'string' && strings(r.base.itemIds)
+    && isObject(r.base.settings) && typeof r.base.press === 'string' && typeof r.base.metric === 'string' && typeof r.base.loglik === 'boolean';
+  if (!ok) throw new CokvError(`${what} ${file}: not a cokv eval shard record (remove it, or the run folder)`, 'format');
+  const rec = r as unknown as ShardRecord;
+  const [i, k] = rec.shard.split('/').map(Number);
+  if (!(k >= 2 && i < k)) throw new CokvError(`${what} ${file}: shard ${rec.shard} is not i/k with 0 ≤ i < k, k ≥ 2`, 'format');
+  return rec;
+}
+
+function writeShardRecord(st: RunState, o: EvalOptions, complete: boolean): void {
+  const items = st.base!.itemIds.filter((id) => st.assigned!.has(id));
+  const rec: ShardRecord = {
+    schema: SHARD_SCHEMA, shard: `${o.shard!.index}/${o.shard!.count}`, run: st.runIndex!, items, complete, seconds: (st.shardSeconds ?? 0) + st.seconds, base: st.base!,
+  };
+  writeFileAtomic(path.join(st.dir, SHARD_FILE), JSON.stringify(rec, null, 2) + '\n', { what: '--out' });
+}
+
 function defaultWarn(message: string): void {
   process.stderr.write(`cokv: warning: ${message}\n`);
 }
@@ -435,13 +522,44 @@ export async function runEval(model: CokvModel, modelPath: string, o: EvalOption
   });
   // Check every folder before the first run starts, so a bad one does not cost the runs before it; each is locked
   // so a second eval on the same --out is refused instead of interleaving lines.
+  if (o.shard && o.shard.count > 1) {
+    const { index, count } = o.shard;
+    // Item-major pairs (the order runs are computed in, one shared prefill per item), cut into contiguous blocks:
+    // at most one item per shard boundary is prefilled twice.
+    const total = itemIds.length * states.length;
+    const lo = Math.floor((index * total) / count), hi = Math.floor(((index + 1) * total) / count);
+    for (const [r, st] of states.entries()) {
+      st.runIndex = r;
+      st.assigned = new Set();
+      st.base = runBase(model, modelPath, o, info, st, itemIds);
+    }
+    for (let j = lo; j < hi; j++) states[j % states.length].assigned!.add(itemIds[Math.floor(j / states.length)]);
+  }
   const locks: FileLock[] = [];
   try {
     for (const st of states) {
       locks.push(lockOutput(st.dir, '--out'));
       openRunFolder(st, o.overwrite ?? false);
-      st.finished = readFinished(st, itemIds, warn);
-      if (!st.finished) readPredictions(st, new Set(itemIds), loglik, warn);
+      const shardRecord = readShardRecord(path.join(st.dir, SHARD_FILE));
+      if (st.assigned) {
+        const label = `${o.shard!.index}/${o.shard!.count}`;
+        if (entryKind(st.metricsFile) !== 'none') {
+          throw new CokvError(`--out ${st.dir}: holds a whole (unsharded) run; give each shard its own --out`, 'file');
+        }
+        const items = itemIds.filter((id) => st.assigned!.has(id));
+        if (shardRecord && (shardRecord.shard !== label || shardRecord.items.join('\u0000') !== items.join('\u0000'))) {
+          throw new CokvError(`--out ${st.dir}: holds shard ${shardRecord.shard}${shardRecord.shard === label ? ' of other items' : ''}, not ${label}; give each shard its own --out`, 'file');
+        }
+        st.shardSeconds = shardRecord?.seconds ?? 0;
+        readPredictions(st, st.assigned, loglik, warn);
+        writeShardRecord(st, o, false);
+      } else {
+        if (shardRecord) {
+          throw new CokvError(`--out ${st.dir}: holds shard ${shardRecord.shard} of a sharded eval; join the shards with \`cokv eval merge\`, or use another --out`, 'file');
+        }
+        st.finished = readFinished(st, itemIds, warn);
+        if (!st.finished) readPredictions(st, new Set(itemIds), loglik, warn);
+      }
     }
     return await computeRuns(model, modelPath, o, info, prepared, states);
   } finally {
@@ -451,7 +569,6 @@ export async function runEval(model: CokvModel, modelPath: string, o: EvalOption
 
 /** Score every pending item of every run, then write each run's metrics. */
 async function computeRuns(model: CokvModel, modelPath: string, o: EvalOptions, info: DatasetInfo, prepared: Prepared[], states: RunState[]): Promise<RunMetrics[]> {
-  const name = modelName(modelPath);
   const loglik = o.metric === 'loglik';
   const loglikTokens = o.loglikTokens ?? 16;
 
@@ -461,7 +578,7 @@ async function computeRuns(model: CokvModel, modelPath: string, o: EvalOptions, 
   const label = `${o.dataset} (${states.length} runs)`;
   for (const [k, p] of prepared.entries()) {
     o.onProgress?.(label, k, prepared.length);
-    const pending = states.filter((st) => !st.finished && !st.done.has(p.item.id));
+    const pending = states.filter((st) => !st.finished && (!st.assigned || st.assigned.has(p.item.id)) && !st.done.has(p.item.id));
     if (pending.length === 0) continue;
     const ctxOnly = p.contextTokens !== undefined;
     const kvDtype = o.kvDtype ?? DEFAULT_KV_DTYPE;
@@ -519,30 +636,163 @@ async function computeRuns(model: CokvModel, modelPath: string, o: EvalOptions, 
 
   const results: RunMetrics[] = [];
   for (const st of states) {
+    if (st.assigned) {
+      // A shard: its predictions are its result; the record says it is complete (and what a merge needs).
+      writeShardRecord(st, o, true);
+      continue;
+    }
     if (st.finished) {
       results.push(st.finished);
       continue;
     }
     const preds = prepared.map((p) => st.done.get(p.item.id)!);
-    const { mean, ci } = meanCi(preds.map((p) => p.score), loglik ? 1 : 100, loglik ? 4 : 2);
-    const m: RunMetrics = {
-      dataset: o.dataset, model: name, modelPath, press: st.press, budget: st.budget, ratio: st.ratio, protocol: o.protocol,
-      metric: loglik ? `loglik@${loglikTokens}` : info.metric, score: mean, n: preds.length, ci95: ci,
-      agreement: loglik ? meanCi(preds.map((p) => p.agreement ?? 0), 100).mean : undefined,
-      keptKvBytes: preds.reduce((a, p) => a + p.keptKvBytes, 0) / preds.length,
-      fullKvBytes: preds.reduce((a, p) => a + p.fullKvBytes, 0) / preds.length,
-      kvScope: model.config.layers.some((l) => l.kind === 'sliding') ? kvScopeLabel(model.config) : undefined,
-      settingsHash: st.hash,
-      settings: { ...o.pressOptions, kvDtype: o.kvDtype ?? DEFAULT_KV_DTYPE, ...(o.prefillEvict && st.press !== 'full' ? { prefillEvict: true } : {}), split: o.split, splitSeed: o.splitSeed, limit: o.limit, subset: o.subset, lengths: o.lengths, maxLength: o.maxLength, itemIds: preds.map((p) => p.id) },
-      timings: {
-        prefillMs: preds.reduce((a, p) => a + p.prefillMs, 0) / preds.length,
-        decodeMsPerToken: preds.reduce((a, p) => a + p.decodeMsPerToken, 0) / preds.length,
-        seconds: st.seconds,
-      },
-      createdAt: new Date().toISOString(),
-    };
+    const m = runMetrics(runBase(model, modelPath, o, info, st, prepared.map((p) => p.item.id)), preds, st.seconds);
     writeFileAtomic(st.metricsFile, JSON.stringify(m, null, 2) + '\n', { what: '--out' });
     results.push(m);
   }
   return results;
+}
+
+/** The run's metrics fields that do not come from its predictions. */
+function runBase(model: CokvModel, modelPath: string, o: EvalOptions, info: DatasetInfo, st: RunState, itemIds: string[]): RunBase {
+  const loglik = o.metric === 'loglik';
+  return {
+    dataset: o.dataset, model: modelName(modelPath), modelPath, press: st.press, budget: st.budget, ratio: st.ratio, protocol: o.protocol,
+    metric: loglik ? `loglik@${o.loglikTokens ?? 16}` : info.metric, loglik,
+    kvScope: model.config.layers.some((l) => l.kind === 'sliding') ? kvScopeLabel(model.config) : undefined,
+    settingsHash: st.hash,
+    settings: { ...o.pressOptions, kvDtype: o.kvDtype ?? DEFAULT_KV_DTYPE, ...(o.prefillEvict && st.press !== 'full' ? { prefillEvict: true } : {}), split: o.split, splitSeed: o.splitSeed, limit: o.limit, subset: o.subset, lengths: o.lengths, maxLength: o.maxLength },
+    itemIds,
+  };
+}
+
+/**
+ * `cokv eval merge DIR… --out OUT`: join the folders of the shards of one sharded eval (`--shard i/k`, every i
+ * once) into the run folders one unsharded run writes: the same run.json, the predictions in item order and the
+ * metrics computed by the same code (only timings and createdAt differ). Everything is checked before anything is
+ * written: the same runs in every folder, the same settings (hash), every shard once and complete, every item in
+ * exactly one shard with its prediction. An existing OUT run folder is replaced only when it holds the same
+ * settings (a merge retried), never another run's results.
+ */
+export function mergeEvalShards(dirs: string[], out: string): RunMetrics[] {
+  const W = 'eval merge';
+  if (dirs.length === 0) throw new CokvError(`${W}: give the shards' --out folders`, 'flag');
+  const runNames = dirs.map((d) => {
+    if (entryKind(d) !== 'dir') throw new CokvError(`${W} ${d}: not a folder`, 'file');
+    let names: string[];
+    try {
+      names = fs.readdirSync(d).sort();
+    } catch (e) {
+      throw outputError(d, e);
+    }
+    const shards = names.filter((n) => entryKind(path.join(d, n, SHARD_FILE)) === 'file');
+    if (shards.length === 0) {
+      const whole = names.some((n) => entryKind(path.join(d, n, RECORD_FILE)) === 'file');
+      throw new CokvError(`${W} ${d}: no shard run folders${whole ? ' (it holds unsharded runs)' : ''}; give the --out folders of cokv eval --shard i/k`, 'file');
+    }
+    return shards;
+  });
+  runNames.forEach((names, i) => {
+    const a = new Set(runNames[0]), b = new Set(names);
+    const extra = names.filter((n) => !a.has(n)), lack = runNames[0].filter((n) => !b.has(n));
+    if (extra.length || lack.length) {
+      throw new CokvError(`${W} ${dirs[i]}: other runs than ${dirs[0]} (${lack.length ? `lacks ${lack.join(', ')}` : ''}${lack.length && extra.length ? '; ' : ''}${extra.length ? `has ${extra.join(', ')}` : ''}): shards of one eval share its presses and budgets`, 'format');
+    }
+  });
+  let merged: { name: string; run: number; record: string; preds: Prediction[]; metrics: RunMetrics }[] = [];
+  for (const name of runNames[0]) {
+    const at = (i: number) => path.join(dirs[i], name);
+    const recs = dirs.map((_, i) => readShardRecord(path.join(at(i), SHARD_FILE), W)!);
+    const runJson = dirs.map((_, i) => {
+      const text = readRunFile(path.join(at(i), RECORD_FILE));
+      const r = parseJson(text ?? '');
+      if (!isObject(r) || r.settingsHash !== recs[i].base.settingsHash) throw new CokvError(`${W} ${at(i)}: ${RECORD_FILE} is missing or does not match ${SHARD_FILE}`, 'format');
+      return { text: text!, settings: r.settings };
+    });
+    const first = recs[0];
+    const count = Number(first.shard.split('/')[1]);
+    const byIndex = new Map<number, number>();
+    recs.forEach((r, i) => {
+      if (r.base.settingsHash !== first.base.settingsHash) {
+        const diff = settingsDiff(runJson[0].settings, runJson[i].settings);
+        throw new CokvError(`${W} ${at(i)}: other settings than ${at(0)}${diff.length ? ` (different ${diff.join(', ')})` : ''}`, 'format');
+      }
+      const [idx, k] = r.shard.split('/').map(Number);
+      if (k !== count) throw new CokvError(`${W} ${at(i)}: shard ${r.shard}, but ${at(0)} is shard ${first.shard} (shards of one split share k)`, 'format');
+      const dup = byIndex.get(idx);
+      if (dup !== undefined) throw new CokvError(`${W} ${at(i)}: shard ${r.shard} appears twice (also ${dirs[dup]}; overlapping shards?)`, 'format');
+      byIndex.set(idx, i);
+      if (!r.complete) throw new CokvError(`${W} ${at(i)}: shard ${r.shard} is unfinished (rerun the same command to complete it)`, 'format');
+      if (r.base.itemIds.join('\u0000') !== first.base.itemIds.join('\u0000') || r.base.loglik !== first.base.loglik || r.run !== first.run) {
+        throw new CokvError(`${W} ${at(i)}: the run's items differ from ${at(0)}'s (other data, split or filters)`, 'format');
+      }
+    });
+    const missing = Array.from({ length: count }, (_, i) => i).filter((i) => !byIndex.has(i));
+    if (missing.length) {
+      throw new CokvError(`${W}: shard${missing.length > 1 ? 's' : ''} ${missing.map((i) => `${i}/${count}`).join(', ')} of ${name} missing; an incomplete shard set would give results that look complete`, 'format');
+    }
+    const owner = new Map<string, number>();
+    recs.forEach((r, i) => r.items.forEach((id) => {
+      const o = owner.get(id);
+      if (o !== undefined) throw new CokvError(`${W} ${name}: item ${id} is in shard ${recs[o].shard} and ${r.shard} (overlapping shards)`, 'format');
+      owner.set(id, i);
+    }));
+    const uncovered = first.base.itemIds.filter((id) => !owner.has(id));
+    const foreign = [...owner.keys()].filter((id) => !first.base.itemIds.includes(id));
+    if (uncovered.length || foreign.length) {
+      throw new CokvError(`${W} ${name}: ${uncovered.length ? `item ${uncovered[0]} is in no shard` : `item ${foreign[0]} is not one of the run's items`} (shards of another split?)`, 'format');
+    }
+    const preds = new Map<string, Prediction>();
+    recs.forEach((r, i) => {
+      const mine = new Set(r.items);
+      const file = path.join(at(i), 'predictions.jsonl');
+      for (const line of (readRunFile(file) ?? '').split('\n')) {
+        if (!line.trim()) continue;
+        const p = parseJson(line);
+        const problem = predictionProblem(p, mine, first.base.loglik);
+        if (problem) throw new CokvError(`${W} ${file}: ${problem} (a line of another shard, or edited)`, 'format');
+        const pred = p as unknown as Prediction;
+        if (!preds.has(pred.id)) preds.set(pred.id, pred);
+      }
+      const lack = r.items.find((id) => !preds.has(id));
+      if (lack !== undefined) throw new CokvError(`${W} ${file}: no prediction for item ${lack} of shard ${r.shard} (rerun the shard)`, 'format');
+    });
+    const ordered = first.base.itemIds.map((id) => preds.get(id)!);
+    const seconds = recs.reduce((a, r) => a + r.seconds, 0);
+    merged.push({ name, run: first.run, record: runJson[0].text, preds: ordered, metrics: runMetrics(first.base, ordered, seconds) });
+  }
+  merged = merged.sort((a, b) => a.run - b.run);
+  // Write: OUT may hold earlier merges of the same runs (same settings hash), nothing else.
+  const outKind = entryKind(out);
+  if (outKind !== 'none' && outKind !== 'dir') throw new CokvError(`--out ${out}: is ${outKind === 'file' ? 'a file' : outKind}, not a folder`, 'file');
+  const locks: FileLock[] = [];
+  try {
+    fs.mkdirSync(out, { recursive: true });
+    for (const m of merged) {
+      const dir = path.join(out, m.name);
+      locks.push(lockOutput(dir, '--out'));
+      const kind = entryKind(dir);
+      if (kind !== 'none' && kind !== 'dir') throw new CokvError(`--out ${dir}: the run folder's name is taken by something that is not a folder`, 'file');
+      if (kind === 'dir') {
+        if (entryKind(path.join(dir, SHARD_FILE)) !== 'none') throw new CokvError(`--out ${dir}: holds a shard; merge into another --out`, 'file');
+        const r = parseJson(readRunFile(path.join(dir, RECORD_FILE)) ?? '');
+        const hasResults = entryKind(path.join(dir, 'metrics.json')) !== 'none' || entryKind(path.join(dir, 'predictions.jsonl')) !== 'none';
+        if ((hasResults || r !== undefined) && !(isObject(r) && r.settingsHash === m.metrics.settingsHash)) {
+          throw new CokvError(`--out ${dir}: holds results for other settings; merge into another --out`, 'file');
+        }
+      }
+    }
+    for (const m of merged) {
+      const dir = path.join(out, m.name);
+      fs.mkdirSync(dir, { recursive: true });
+      writeFileAtomic(path.join(dir, RECORD_FILE), m.record, { what: '--out' });
+      writeFileAtomic(path.join(dir, 'predictions.jsonl'), m.preds.map((p) => JSON.stringify(p) + '\n').join(''), { what: '--out' });
+      writeFileAtomic(path.join(dir, 'metrics.json'), JSON.stringify(m.metrics, null, 2) + '\n', { what: '--out' });
+    }
+  } catch (e) {
+    throw outputError(out, e);
+  } finally {
+    for (const l of locks) l.release();
+  }
+  return merged.map((m) => m.metrics);
 }
