@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "kernels.h"
+#include "simd.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -53,7 +54,7 @@ static float f16_round(float f) {
   return ldexpf(nearbyintf(ldexpf(m, 11)), e - 11);
 }
 
-void cokv_quantize_x_row(int kind, const float *x, int k, uint8_t *dst) {
+static void quantize_x_row_scalar(int kind, const float *x, int k, uint8_t *dst) {
   if (kind == XQ_Q8_0) {
     for (int b = 0; b < k / 32; b++, x += 32, dst += XQ0_BYTES) {
       float amax = 0;
@@ -102,43 +103,105 @@ void cokv_quantize_x_row(int kind, const float *x, int k, uint8_t *dst) {
 }
 
 #if QD_X86
-#define AVX2_TARGET __attribute__((target("avx2,fma,f16c")))
+#define QAVX2 __attribute__((target("avx2,fma,f16c")))
+/* 32 floats (4 vectors) rounded to nearest-even int8 (values already within ±127.5), in order. */
+QAVX2 static inline __m256i round_pack32(__m256 a, __m256 b, __m256 c, __m256 d, __m256i *sum32) {
+  const int rm = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+  __m256i i0 = _mm256_cvtps_epi32(_mm256_round_ps(a, rm)), i1 = _mm256_cvtps_epi32(_mm256_round_ps(b, rm));
+  __m256i i2 = _mm256_cvtps_epi32(_mm256_round_ps(c, rm)), i3 = _mm256_cvtps_epi32(_mm256_round_ps(d, rm));
+  *sum32 = _mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3));
+  __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
+  return _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+QAVX2 static inline float hmax8(__m256 v) {
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_max_ss(m, _mm_movehdup_ps(m));
+  return _mm_cvtss_f32(m);
+}
+QAVX2 static inline int hsum8i(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+  return _mm_cvtsi128_si32(s);
+}
+/* Bit-identical to quantize_x_row_scalar (same products, nearest-even rounding, same clamps). */
+QAVX2 static void quantize_x_row_avx2(int kind, const float *x, int k, uint8_t *dst) {
+  const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  if (kind == XQ_Q8_0) {
+    for (int b = 0; b < k / 32; b++, x += 32, dst += XQ0_BYTES) {
+      __m256 v0 = _mm256_loadu_ps(x), v1 = _mm256_loadu_ps(x + 8), v2 = _mm256_loadu_ps(x + 16), v3 = _mm256_loadu_ps(x + 24);
+      __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_and_ps(v0, absmask), _mm256_and_ps(v1, absmask)),
+                               _mm256_max_ps(_mm256_and_ps(v2, absmask), _mm256_and_ps(v3, absmask)));
+      float amax = hmax8(m);
+      float d = f16_round(amax / 127.0f), id = amax != 0 ? 127.0f / amax : 0.0f;
+      __m256 iv = _mm256_set1_ps(id), sum;
+      __m256i s32;
+      __m256i q = round_pack32(_mm256_mul_ps(v0, iv), _mm256_mul_ps(v1, iv), _mm256_mul_ps(v2, iv), _mm256_mul_ps(v3, iv), &s32);
+      (void)sum;
+      _mm256_storeu_si256((__m256i *)(dst + 8), q);
+      int32_t s = hsum8i(s32);
+      memcpy(dst, &d, 4);
+      memcpy(dst + 4, &s, 4);
+    }
+    return;
+  }
+  for (int b = 0; b < k / 256; b++, x += 256, dst += XQK_BYTES) {
+    __m256 m = _mm256_setzero_ps();
+    for (int i = 0; i < 256; i += 8) m = _mm256_max_ps(m, _mm256_and_ps(_mm256_loadu_ps(x + i), absmask));
+    float amax = hmax8(m), max = 0;
+    int8_t *q = (int8_t *)(dst + XQK_QS);
+    int16_t bs[16];
+    float d = 0;
+    if (amax == 0) {
+      memset(q, 0, 256);
+      memset(bs, 0, sizeof bs);
+    } else {
+      for (int i = 0; i < 256; i++)
+        if (fabsf(x[i]) == amax) {
+          max = x[i];
+          break;
+        }
+      float iscale = -127.0f / max;
+      __m256 iv = _mm256_set1_ps(iscale);
+      const __m256 lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
+      for (int g = 0; g < 8; g++) {
+        const float *xg = x + 32 * g;
+        __m256 a = _mm256_min_ps(hi, _mm256_max_ps(lo, _mm256_mul_ps(_mm256_loadu_ps(xg), iv)));
+        __m256 bb = _mm256_min_ps(hi, _mm256_max_ps(lo, _mm256_mul_ps(_mm256_loadu_ps(xg + 8), iv)));
+        __m256 c = _mm256_min_ps(hi, _mm256_max_ps(lo, _mm256_mul_ps(_mm256_loadu_ps(xg + 16), iv)));
+        __m256 dd = _mm256_min_ps(hi, _mm256_max_ps(lo, _mm256_mul_ps(_mm256_loadu_ps(xg + 24), iv)));
+        __m256i s32;
+        __m256i qv = round_pack32(a, bb, c, dd, &s32);
+        _mm256_storeu_si256((__m256i *)(q + 32 * g), qv);
+      }
+      for (int g = 0; g < 16; g++) {
+        __m128i v = _mm_cvtepi8_epi16(_mm_loadl_epi64((const __m128i *)(q + 16 * g)));
+        __m128i w = _mm_cvtepi8_epi16(_mm_loadl_epi64((const __m128i *)(q + 16 * g + 8)));
+        __m128i t = _mm_madd_epi16(_mm_add_epi16(v, w), _mm_set1_epi16(1));
+        t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0x4e));
+        t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0xb1));
+        bs[g] = (int16_t)_mm_cvtsi128_si32(t);
+      }
+      d = 1.0f / iscale;
+    }
+    memcpy(dst, &d, 4);
+    memcpy(dst + 4, bs, sizeof bs);
+  }
+}
+#endif
 
-static const int8_t k_iq4nl[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
-
-AVX2_TARGET static inline float f16at(const uint8_t *p) { return _cvtsh_ss((unsigned short)(p[0] | (p[1] << 8))); }
-static inline float f32at(const uint8_t *p) {
-  float f;
-  memcpy(&f, p, 4);
-  return f;
-}
-static inline int32_t i32at(const uint8_t *p) {
-  int32_t v;
-  memcpy(&v, p, 4);
-  return v;
+void cokv_quantize_x_row(int kind, const float *x, int k, uint8_t *dst) {
+#if QD_X86
+  quantize_x_row_avx2(kind, x, k, dst);
+#else
+  quantize_x_row_scalar(kind, x, k, dst);
+#endif
 }
 
-AVX2_TARGET static inline float hsum_ps(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-AVX2_TARGET static inline __m256i loadu(const void *p) { return _mm256_loadu_si256((const __m256i *)p); }
+#if QD_X86
 
-/* 16 bytes of nibbles -> 32 bytes: low nibbles (elements 0..15) then high nibbles (16..31). */
-AVX2_TARGET static inline __m256i nibbles32(const uint8_t *p) {
-  __m128i t = _mm_loadu_si128((const __m128i *)p);
-  return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), _mm256_set1_epi8(0x0f));
-}
-/* Byte j = 0xff where bit j of x is set. */
-AVX2_TARGET static inline __m256i bits_to_bytes(uint32_t x) {
-  const __m256i shuf = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3,
-                                        3, 3, 3, 3, 3);
-  const __m256i bit = _mm256_set1_epi64x(0x8040201008040201LL);
-  __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)x), shuf);
-  return _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
-}
+
 /* Unsigned bytes (≤ 128 as u8) · signed bytes, summed in 8 int32 lanes. */
 AVX2_TARGET static inline __m256i dot_u8(__m256i u, __m256i s) {
   return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
@@ -191,11 +254,6 @@ AVX2_TARGET static inline __m256i scale2(int s0, int s1) {
   }                                                                                                   \
   for (int r = 0; r < NX; r++) out[r] = hsum_ps(acc[r]) + accm[r];
 
-static inline uint32_t u32at(const uint8_t *p) {
-  uint32_t v;
-  memcpy(&v, p, 4);
-  return v;
-}
 
 INL void body_q8_0(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, float *out, const int NX) {
   BODY_SIGNED32(34, loadu(w + 2))
@@ -237,18 +295,6 @@ INL int bsum_dot8(const uint8_t *y, __m128i c) {
   __m256i bs = loadu(y + 4);
   __m128i pairs = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
   return hsum_epi32x4(_mm_madd_epi16(pairs, c));
-}
-/* Q4_K/Q5_K 12 scale bytes -> 8 six-bit scales (bytes 0..7 of out) and 8 mins (bytes 8..15), as scale_min_k4. */
-static inline void unpack_k4_scales(const uint8_t *q, uint8_t *out) {
-  uint32_t u[4];
-  memcpy(u, q, 12);
-  const uint32_t m6 = 0x3f3f3f3f, m4 = 0x0f0f0f0f, m2 = 0x03030303;
-  u[3] = ((u[2] >> 4) & m4) | (((u[1] >> 6) & m2) << 4); /* mins 4..7 */
-  uint32_t mins03 = u[1] & m6;
-  u[1] = (u[2] & m4) | (((u[0] >> 6) & m2) << 4); /* scales 4..7 */
-  u[2] = mins03;
-  u[0] &= m6; /* scales 0..3 */
-  memcpy(out, u, 16);
 }
 
 /* Q4_K / Q5_K: x = d·sc·q − dmin·m per 32-element sub-block; the mins meet the activation's 16-element sums. */

@@ -10,6 +10,7 @@
 
 #include "kernels.h"
 #include "qdot.h"
+#include "simd.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -22,22 +23,6 @@
 #define MX 6     /* activation rows per micro-kernel */
 #define PANELS_MAX 4
 
-static const int8_t k_iq4[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
-
-static float f16(const uint8_t *p) {
-  uint16_t h = (uint16_t)(p[0] | p[1] << 8);
-  uint32_t s = (uint32_t)(h & 0x8000) << 16, e = (h >> 10) & 0x1f, m = h & 0x3ff, r;
-  if (e == 0) {
-    float f = ldexpf((float)m, -24);
-    return s ? -f : f;
-  }
-  if (e == 31) r = s | 0x7f800000u | (m << 13);
-  else r = s | ((e + 112) << 23) | (m << 13);
-  float f;
-  memcpy(&f, &r, 4);
-  return f;
-}
-
 int cokv_qgemm_supports(int dt) {
   switch (dt) {
     case DT_Q8_0: case DT_Q4_0: case DT_Q4_1: case DT_Q5_0: case DT_Q5_1: case DT_IQ4_NL: case DT_IQ4_XS:
@@ -48,120 +33,134 @@ int cokv_qgemm_supports(int dt) {
 
 static int block_of(int dt) { return dt == DT_Q2_K || dt == DT_Q3_K || dt == DT_Q6_K ? 16 : 32; }
 
-/* ---- one weight row -> unsigned bytes u[k] and per-block a, b with w = a·u − b (element order of ggml) ---- */
-static void unpack_row(int dt, const uint8_t *row, int K, uint8_t *u, float *a, float *b) {
+/*
+ * ---- one weight row -> unsigned bytes u[k] and per-block a, b with w = a·u − b (element order of ggml) ----
+ * The bytes come from the same AVX2 bit unpacking as the integer dots (simd.h); the scales are a few per block.
+ */
+#if QG_X86
+AVX2_TARGET static void unpack_row(int dt, const uint8_t *row, int K, uint8_t *u, float *a, float *b) {
+  const __m256i m4 = _mm256_set1_epi8(0x0f), m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
+  const __m256i x80 = _mm256_set1_epi8((char)0x80), b4 = _mm256_set1_epi8(0x10);
+  const __m256i tbl = _mm256_xor_si256(_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)k_iq4nl)), x80);
+#define PUT(off, v) _mm256_storeu_si256((__m256i *)(u + (off)), (v))
   switch (dt) {
-    case DT_Q8_0: case DT_Q4_0: case DT_Q5_0: case DT_IQ4_NL: case DT_Q4_1: case DT_Q5_1: {
-      const int bytes = dt == DT_Q8_0 ? 34 : dt == DT_Q4_0 || dt == DT_IQ4_NL ? 18 : dt == DT_Q5_0 ? 22 : dt == DT_Q4_1 ? 20 : 24;
+    case DT_Q8_0:
       for (int blk = 0; blk < K / 32; blk++, u += 32) {
-        const uint8_t *p = row + (size_t)blk * bytes;
-        float d = f16(p);
-        a[blk] = d;
-        if (dt == DT_Q8_0) {
-          for (int i = 0; i < 32; i++) u[i] = (uint8_t)((int8_t)p[2 + i] + 128);
-          b[blk] = 128 * d;
-        } else if (dt == DT_IQ4_NL) {
-          for (int j = 0; j < 16; j++) u[j] = (uint8_t)(k_iq4[p[2 + j] & 15] + 128), u[j + 16] = (uint8_t)(k_iq4[p[2 + j] >> 4] + 128);
-          b[blk] = 128 * d;
-        } else if (dt == DT_Q4_0 || dt == DT_Q4_1) {
-          const uint8_t *q = p + (dt == DT_Q4_0 ? 2 : 4);
-          for (int j = 0; j < 16; j++) u[j] = q[j] & 15, u[j + 16] = q[j] >> 4;
-          b[blk] = dt == DT_Q4_0 ? 8 * d : -f16(p + 2);
-        } else {
-          const int o = dt == DT_Q5_0 ? 2 : 4;
-          uint32_t qh;
-          memcpy(&qh, p + o, 4);
-          const uint8_t *q = p + o + 4;
-          for (int j = 0; j < 16; j++) {
-            u[j] = (uint8_t)((q[j] & 15) | ((qh >> j) & 1) << 4);
-            u[j + 16] = (uint8_t)((q[j] >> 4) | ((qh >> (j + 16)) & 1) << 4);
-          }
-          b[blk] = dt == DT_Q5_0 ? 16 * d : -f16(p + 2);
-        }
+        const uint8_t *p = row + (size_t)blk * 34;
+        PUT(0, _mm256_xor_si256(loadu(p + 2), x80)); /* q + 128 */
+        a[blk] = f16at(p), b[blk] = 128 * a[blk];
+      }
+      return;
+    case DT_Q4_0: case DT_Q4_1:
+      for (int blk = 0; blk < K / 32; blk++, u += 32) {
+        const uint8_t *p = row + (size_t)blk * (dt == DT_Q4_0 ? 18 : 20);
+        PUT(0, nibbles32(p + (dt == DT_Q4_0 ? 2 : 4)));
+        a[blk] = f16at(p), b[blk] = dt == DT_Q4_0 ? 8 * a[blk] : -f16at(p + 2);
+      }
+      return;
+    case DT_Q5_0: case DT_Q5_1: {
+      const int o = dt == DT_Q5_0 ? 2 : 4;
+      for (int blk = 0; blk < K / 32; blk++, u += 32) {
+        const uint8_t *p = row + (size_t)blk * (dt == DT_Q5_0 ? 22 : 24);
+        PUT(0, _mm256_or_si256(nibbles32(p + o + 4), _mm256_and_si256(bits_to_bytes(u32at(p + o)), b4)));
+        a[blk] = f16at(p), b[blk] = dt == DT_Q5_0 ? 16 * a[blk] : -f16at(p + 2);
       }
       return;
     }
+    case DT_IQ4_NL:
+      for (int blk = 0; blk < K / 32; blk++, u += 32) {
+        const uint8_t *p = row + (size_t)blk * 18;
+        PUT(0, _mm256_shuffle_epi8(tbl, nibbles32(p + 2))); /* level + 128 */
+        a[blk] = f16at(p), b[blk] = 128 * a[blk];
+      }
+      return;
     case DT_IQ4_XS:
       for (int sb = 0; sb < K / 256; sb++) {
         const uint8_t *p = row + (size_t)sb * 136;
-        float d = f16(p);
+        float d = f16at(p);
         unsigned sh = p[2] | p[3] << 8;
         for (int ib = 0; ib < 8; ib++, u += 32) {
           int ls = ((p[4 + ib / 2] >> (4 * (ib & 1))) & 0xf) | ((sh >> (2 * ib)) & 3) << 4;
-          float dl = d * (ls - 32);
-          const uint8_t *q = p + 8 + ib * 16;
-          for (int j = 0; j < 16; j++) u[j] = (uint8_t)(k_iq4[q[j] & 15] + 128), u[j + 16] = (uint8_t)(k_iq4[q[j] >> 4] + 128);
-          a[sb * 8 + ib] = dl, b[sb * 8 + ib] = 128 * dl;
+          PUT(0, _mm256_shuffle_epi8(tbl, nibbles32(p + 8 + ib * 16)));
+          a[sb * 8 + ib] = d * (ls - 32), b[sb * 8 + ib] = 128 * a[sb * 8 + ib];
         }
       }
       return;
     case DT_Q4_K: case DT_Q5_K: {
       const int five = dt == DT_Q5_K, bytes = five ? 176 : 144;
       for (int sb = 0; sb < K / 256; sb++) {
-        const uint8_t *p = row + (size_t)sb * bytes, *sc = p + 4, *qh = p + 16, *q = p + (five ? 48 : 16);
-        float d = f16(p), dmin = f16(p + 2);
-        for (int j = 0; j < 8; j++) {
-          int s, m;
-          if (j < 4) s = sc[j] & 63, m = sc[j + 4] & 63;
-          else s = (sc[j + 4] & 0xf) | ((sc[j - 4] >> 6) << 4), m = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
-          a[sb * 8 + j] = d * s, b[sb * 8 + j] = dmin * m;
-        }
-        for (int i = 0; i < 4; i++, q += 32, u += 64) {
-          for (int l = 0; l < 32; l++) {
-            u[l] = (uint8_t)((q[l] & 15) | (five ? ((qh[l] >> (2 * i)) & 1) << 4 : 0));
-            u[l + 32] = (uint8_t)((q[l] >> 4) | (five ? ((qh[l] >> (2 * i + 1)) & 1) << 4 : 0));
+        const uint8_t *p = row + (size_t)sb * bytes, *q = p + (five ? 48 : 16);
+        float d = f16at(p), dmin = f16at(p + 2);
+        uint8_t sm[16];
+        unpack_k4_scales(p + 4, sm);
+        for (int j = 0; j < 8; j++) a[sb * 8 + j] = d * sm[j], b[sb * 8 + j] = dmin * sm[8 + j];
+        __m256i qh = five ? loadu(p + 16) : _mm256_setzero_si256();
+        for (int i = 0; i < 4; i++, u += 64) {
+          __m256i qv = loadu(q + 32 * i);
+          __m256i lo = _mm256_and_si256(qv, m4), hi = _mm256_and_si256(_mm256_srli_epi16(qv, 4), m4);
+          if (five) {
+            lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(qh, one), 4));
+            hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 1), one), 4));
+            qh = _mm256_srli_epi16(qh, 2);
           }
+          PUT(0, lo);
+          PUT(32, hi);
         }
       }
       return;
     }
     case DT_Q6_K:
       for (int sb = 0; sb < K / 256; sb++) {
-        const uint8_t *p = row + (size_t)sb * 210, *ql = p, *qh = p + 128;
+        const uint8_t *p = row + (size_t)sb * 210;
         const int8_t *sc = (const int8_t *)(p + 192);
-        float d = f16(p + 208);
-        for (int g = 0; g < 16; g++) a[sb * 16 + g] = d * sc[g], b[sb * 16 + g] = 32 * d * sc[g];
-        for (int n = 0; n < 2; n++, ql += 64, qh += 32, u += 128) {
-          for (int l = 0; l < 32; l++) {
-            u[l] = (uint8_t)((ql[l] & 15) | ((qh[l] >> 0) & 3) << 4);
-            u[l + 32] = (uint8_t)((ql[l + 32] & 15) | ((qh[l] >> 2) & 3) << 4);
-            u[l + 64] = (uint8_t)((ql[l] >> 4) | ((qh[l] >> 4) & 3) << 4);
-            u[l + 96] = (uint8_t)((ql[l + 32] >> 4) | ((qh[l] >> 6) & 3) << 4);
-          }
+        float d = f16at(p + 208);
+        for (int g = 0; g < 16; g++) a[sb * 16 + g] = d * sc[g], b[sb * 16 + g] = 32 * a[sb * 16 + g];
+        for (int n = 0; n < 2; n++, u += 128) {
+          __m256i l0 = loadu(p + 64 * n), l1 = loadu(p + 64 * n + 32), h = loadu(p + 128 + 32 * n);
+          PUT(0, _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(h, m3), 4)));
+          PUT(32, _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 2), m3), 4)));
+          PUT(64, _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+                                  _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 4), m3), 4)));
+          PUT(96, _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                                  _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 6), m3), 4)));
         }
       }
       return;
     case DT_Q3_K: case DT_Q2_K: {
       const int three = dt == DT_Q3_K, bytes = three ? 110 : 84;
       for (int sb = 0; sb < K / 256; sb++) {
-        const uint8_t *p = row + (size_t)sb * bytes, *hm = p, *qs = p + (three ? 32 : 16);
-        float d = f16(p + (three ? 108 : 80));
+        const uint8_t *p = row + (size_t)sb * bytes, *qs = p + (three ? 32 : 16);
+        float d = f16at(p + (three ? 108 : 80));
         if (three) {
           const uint8_t *sc = p + 96;
           for (int i = 0; i < 16; i++) {
             int low = i < 8 ? sc[i] & 0xf : sc[i - 8] >> 4, high = (sc[8 + (i & 3)] >> (2 * (i >> 2))) & 3;
-            float dl = d * ((low | high << 4) - 32);
-            a[sb * 16 + i] = dl, b[sb * 16 + i] = 4 * dl;
+            a[sb * 16 + i] = d * ((low | high << 4) - 32), b[sb * 16 + i] = 4 * a[sb * 16 + i];
           }
         } else {
-          float dmin = f16(p + 82);
+          float dmin = f16at(p + 82);
           for (int i = 0; i < 16; i++) a[sb * 16 + i] = d * (p[i] & 0xf), b[sb * 16 + i] = dmin * (p[i] >> 4);
         }
         /* element 128n + 32j + l: bits 2j..2j+1 of qs[32n + l]; Q3_K's high bit is bit 4n + j of hmask[l] */
+        __m256i hm = three ? loadu(p) : _mm256_setzero_si256();
         for (int n = 0; n < 2; n++) {
+          __m256i qv = loadu(qs + 32 * n);
           for (int j = 0; j < 4; j++, u += 32) {
-            for (int l = 0; l < 32; l++) {
-              int q = (qs[32 * n + l] >> (2 * j)) & 3;
-              if (three) q |= ((hm[l] >> (4 * n + j)) & 1) << 2;
-              u[l] = (uint8_t)q;
+            __m256i q = _mm256_and_si256(_mm256_srl_epi16(qv, _mm_cvtsi32_si128(2 * j)), m3);
+            if (three) {
+              q = _mm256_or_si256(q, _mm256_slli_epi16(_mm256_and_si256(hm, one), 2));
+              hm = _mm256_srli_epi16(hm, 1);
             }
+            PUT(0, q);
           }
         }
       }
       return;
     }
   }
+#undef PUT
 }
+#endif
 
 /* ---- activations ---- */
 
