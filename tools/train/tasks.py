@@ -195,10 +195,12 @@ class Generator:
         frac = frac if frac is not None else rng.uniform(0.3, 0.9)
         line_tok = self.line_tok
         nlines = max(3, int(frac * budget / line_tok))
-        keys = set()
+        keys, seen = [], set()  # a list, not a set: set order of str depends on PYTHONHASHSEED (not reproducible)
         while len(keys) < nlines:
-            keys.add(rng.choice(KEY_WORDS) + "-" + rng.choice(KEY_WORDS))
-        keys = list(keys); rng.shuffle(keys)
+            k = rng.choice(KEY_WORDS) + "-" + rng.choice(KEY_WORDS)
+            if k not in seen:
+                seen.add(k); keys.append(k)
+        rng.shuffle(keys)
         vals = [digits(rng, 5) for _ in keys]
         block = intro + "\n" + "\n".join(KV_LINE.format(k=k, v=v) for k, v in zip(keys, vals)) + "\n"
         ask = rng.sample(range(nlines), min(nq, nlines))
@@ -259,7 +261,7 @@ EVAL_KW = {"passkey": {}, "multikey": {"nkeys": 4}, "kv": {"frac": 0.6}, "vartra
 
 def make_eval_item(gen, rng, task, length):
     """Single-question item whose prompt (bos + context + '\n' + input) is ~length tokens."""
-    for _ in range(10):
+    for _ in range(50):
         ctx, qs, meta = gen.make(rng, task, length - 2, nq=1, **EVAL_KW[task])
         inp, ans = qs[0]
         n = 1 + gen.ntok(ctx + "\n" + inp)
