@@ -4,7 +4,7 @@
 # submit deploy/slurm/profile.sbatch (a 4-task array + the afterok merge job) and deploy/slurm/eval.sbatch the
 # same way, wait (bounded polling), check the merged profile equals the single-process profile bit for bit and
 # the merged eval equals the single-process eval (run.json byte for byte; predictions and metrics field for field,
-# timings aside), then stop the daemons it started, by pid.
+# timings aside), then stop the daemons it started, by pid. First it validates deploy/k8s (tools/validate-k8s.mjs).
 # Exit 0: passed; 1: failed; 77: cannot run here (not root, or the packages cannot be installed).
 # Needs ../shared/assets (the bundled cokv-retrieval-tiny model and retrieval data). Takes a few minutes.
 set -euo pipefail
@@ -12,6 +12,9 @@ REPO="$(cd "$(dirname "$0")/.." && pwd)"
 ASSETS="${COKV_ASSETS:-$REPO/../shared/assets}"
 say() { echo "test:slurm: $*"; }
 
+# The Kubernetes manifests first (no cluster, no root needed): the Kubernetes schema and cokv's shard checks.
+rc=0; node "$REPO/tools/validate-k8s.mjs" || rc=$?
+[ "$rc" = 0 ] || [ "$rc" = 77 ] || { say "deploy/k8s does not validate"; exit 1; }
 if [ "$(id -u)" != 0 ]; then say "skipped: needs root (installs slurm-wlm and munge, starts slurmctld, slurmd, munged)"; exit 77; fi
 if [ ! -d "$ASSETS/models/cokv-retrieval-tiny" ]; then say "skipped: $ASSETS/models/cokv-retrieval-tiny is absent"; exit 77; fi
 if ! command -v sbatch >/dev/null || ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! command -v munged >/dev/null; then
