@@ -3,7 +3,7 @@
  * `cokv eval` + `cokv eval merge` = one unsharded run, merges (profile and eval) that refuse mismatched settings
  * and overlapping, missing or unfinished shards, and profiles that are bit-identical for any thread count.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -133,8 +133,14 @@ describe.skipIf(!haveAssets)('cokv eval --shard + cokv eval merge', () => {
     const cutRun = fs.readdirSync(at('s1-cut')).find((r) => readJson(path.join(at('s1-cut'), r, 'shard.json')).items.length > 0)!;
     const rec = path.join(at('s1-cut'), cutRun, 'shard.json');
     fs.writeFileSync(rec, JSON.stringify({ ...readJson(rec), complete: false }));
+    // As a kill leaves it: the last prediction cut in half.
+    const predFile = path.join(at('s1-cut'), cutRun, 'predictions.jsonl');
+    const lines = fs.readFileSync(predFile, 'utf8').trim().split('\n');
+    fs.writeFileSync(predFile, lines.slice(0, -1).map((l) => l + '\n').join('') + lines[lines.length - 1].slice(0, 20));
+    expectUserError(cli({}, 'eval', 'merge', at('s0'), at('s1-cut'), at('s2'), '--out', at('m2')), /shard 1\/3 is unfinished/);
     expectUserError(cli({}, 'eval', 'merge', at('s0'), at('s1-cut'), at('s2'), '--out', at('m2')), /shard 1\/3 is unfinished/);
     expect(cli({}, ...E, '--shard', '1/3', '--out', at('s1-cut')).code).toBe(0); // resuming it completes it
+    expect(fs.readFileSync(predFile, 'utf8').trim().split('\n')).toHaveLength(lines.length);
     expect(cli({}, 'eval', 'merge', at('s0'), at('s1-cut'), at('s2'), '--out', at('m3')).code).toBe(0);
     expect(results(at('m3'))).toEqual(results(at('whole')));
     expect(cli({}, ...E, '--window', '4', '--shard', '1/3', '--out', at('s1-w4')).code).toBe(0);
@@ -153,6 +159,60 @@ describe.skipIf(!haveAssets)('profiles: shards from a scheduler, incomplete merg
   // 2048-token prompts: decode attention and the GEMMs split over threads.
   const P = ['profile', '--model', tiny, '--data', retrieval, '--task', 'retrieval', '--lengths', '2048', '--limit', '1', '--runs', '2', '--seed', '5', '--quiet'];
   const essence = (f: string) => { const p = readJson(f) as ProfileFile; return { values: p.values, records: p.runStates.map((r) => r.records), mae: p.maeHistory, samples: p.samples }; };
+
+  it('the coalition batch size (GEMV or GEMM rows, chunk composition) does not change a bit', { timeout: 200_000 }, () => {
+    const dir = tmpDir();
+    for (const b of ['16', '1', '7']) expect(cli({}, ...P, '--samples', '8', '--batch', b, '--out', path.join(dir, `b${b}.json`)).code).toBe(0);
+    expect(essence(path.join(dir, 'b1.json'))).toEqual(essence(path.join(dir, 'b16.json')));
+    expect(essence(path.join(dir, 'b7.json'))).toEqual(essence(path.join(dir, 'b16.json')));
+  });
+
+  it('a shard killed -9 twice, at checkpoints 1 and 3, then resumed (2 threads) = the uninterrupted shard (1 thread)', { timeout: 300_000 }, async () => {
+    const dir = tmpDir();
+    const S = [...P, '--samples', '16', '--shard', '1/2', '--checkpoint-every', '2'];
+    const ref = path.join(dir, 'ref.json'), out = path.join(dir, 'k.json');
+    expect(cli({ COKV_THREADS: '1' }, ...S, '--out', ref).code).toBe(0);
+    for (const [i, killAt] of [1, 3].entries()) {
+      const child = spawn(process.execPath, ['--import', 'tsx', path.join(repoRoot, 'src/cli/run.ts'), ...S, '--out', out, ...(i ? ['--resume'] : [])],
+        { cwd: repoRoot, stdio: 'ignore', env: { ...process.env, COKV_THREADS: '2' } });
+      const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
+      const samples = () => { try { return (readJson(out) as ProfileFile).samples; } catch { return 0; } };
+      for (let t = 0; t < 2400 && samples() < 2 * killAt && child.exitCode === null; t++) await new Promise((r) => setTimeout(r, 25));
+      child.kill('SIGKILL');
+      await exited;
+      expect(samples()).toBeGreaterThanOrEqual(2 * killAt);
+      expect(samples()).toBeLessThan(16);
+    }
+    const r = cli({ COKV_THREADS: '2' }, ...S, '--out', out, '--resume');
+    expect(r.code, r.stderr).toBe(0);
+    const { mae: _m, ...a } = essence(out), { mae: _n, ...b } = essence(ref);
+    expect(a).toEqual(b);
+    expect(readJson(out).maeHistory).toEqual(readJson(ref).maeHistory);
+    expect(fs.readdirSync(dir).sort()).toEqual(['k.json', 'ref.json']);
+  });
+
+  it('resuming a converged profile (CLI) rewrites nothing; a --samples above the one it ran with continues it', { timeout: 200_000 }, () => {
+    const dir = tmpDir();
+    const out = path.join(dir, 'c.json');
+    // One 512-token item: it converges (every player sampled at every size) after about 112 samples.
+    const C = [...P.filter((x) => x !== '--quiet').map((x) => (x === '2048' ? '512' : x)), '--samples', '256', '--tolerance', '1000', '--out', out];
+    expect(cli({}, ...C).code).toBe(0);
+    const first = readJson(out) as ProfileFile;
+    expect(first.converged).toBe(true);
+    expect(first.samples).toBeLessThan(256);
+    const bytes = fs.readFileSync(out);
+    const again = cli({}, ...C, '--resume');
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stderr).toContain(`${first.samples} samples per run`);
+    expect(fs.readFileSync(out).equals(bytes)).toBe(true);
+    // --samples at most what it ran with (256) changes nothing either; more than that continues it to that many.
+    expect(cli({}, ...C.map((x) => (x === '256' ? '200' : x)), '--resume').code).toBe(0);
+    expect(fs.readFileSync(out).equals(bytes)).toBe(true);
+    const more = cli({}, ...C.map((x) => (x === '256' ? '264' : x)), '--resume');
+    expect(more.code, more.stderr).toBe(0);
+    expect((readJson(out) as ProfileFile).samples).toBe(264);
+    expect(essence(out).records[0].slice(0, first.samples)).toEqual(first.runStates[0].records);
+  });
 
   it('COKV_THREADS=1, 2 and 3 give the same profile bit for bit; Slurm-array shards merge to it; an incomplete set is refused', { timeout: 400_000 }, () => {
     const dir = tmpDir();
