@@ -1,0 +1,452 @@
+/**
+ * A model that runs in a worker thread: `loadModelWorker(path)` starts one `node:worker_threads` Worker that
+ * loads the model and runs every forward pass, so the calling thread's event loop stays free however long a
+ * prefill or generation takes (an HTTP server keeps answering, timers keep firing).
+ *
+ * ```ts
+ * const model = await loadModelWorker('../shared/assets/models/stories260K');
+ * for await (const chunk of model.generate('Once upon a time', { maxTokens: 20, temperature: 0 })) process.stdout.write(chunk.text);
+ * const doc = await model.createSequence();
+ * await doc.prefill('Once upon a time, there was a little girl named Lily.');
+ * await doc.compress({ name: 'snapkv', options: { budget: 12 } });
+ * const s = await doc.fork();
+ * console.log(await s.generate({ maxTokens: 10, temperature: 0 }).complete());
+ * await model.dispose();
+ * ```
+ *
+ * The API mirrors CokvModel and Sequence, with three differences: every call is async (sequence `fork` too);
+ * presses cross the thread boundary as descriptors (`PressSpec`: the registry name and options `createPress`
+ * takes), not Press objects; and a generation's options are checked when it is first iterated. Errors reach the
+ * caller as the CokvError the model threw (same message and kind). An AbortSignal is forwarded to the worker,
+ * which stops a prefill at its next layer step and a generation before its next token. `dispose()` ends the
+ * worker and frees the model's memory.
+ */
+import { Worker } from 'node:worker_threads';
+import { createRequire } from 'node:module';
+import fs from 'node:fs';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import type { BackendKind } from '../backend/select.js';
+import type { KvDType } from '../cache/ragged.js';
+import type { ChatMessage, GenerateOptions } from '../engine.js';
+import { CokvError } from '../errors.js';
+import { Generation, type DecodeOptions, type GenerationChunk } from '../generate/generation.js';
+import type { ModelConfig } from '../model/config.js';
+import type { PrefillOptions, SequenceOptions, SequenceStats } from './sequence.js';
+import {
+  fromWire, type FromWorker, type GenerationStep, type PressSpec, type RemoteModelInfo, type SequenceState, type ToWorker,
+  type WireError, type WorkerInit,
+} from './worker-protocol.js';
+
+export type { PressSpec, RemoteModelInfo } from './worker-protocol.js';
+
+export interface WorkerLoadOptions {
+  /** The worker's backend: 'auto' (default: native if built, else wasm, else ts), 'native', 'wasm' or 'ts'. */
+  backend?: BackendKind;
+}
+
+/** GenerateOptions across the thread boundary: `press` is a descriptor; a `prefilled` cache cannot cross. */
+export type RemoteGenerateOptions = Omit<GenerateOptions, 'press' | 'prefilled'> & { press?: PressSpec };
+
+/** Progress of a remote prefill: forward-pass steps done so far (a layer's attention or FFN, a KV head's part). */
+export interface PrefillProgress {
+  steps: number;
+}
+
+/** PrefillOptions across the thread boundary: `press` is a descriptor; `onProgress` hears every layer step. */
+export type RemotePrefillOptions = Omit<PrefillOptions, 'press'> & {
+  press?: PressSpec;
+  /** Called (on this thread) after each forward-pass step of the prefill, as the worker reports it. */
+  onProgress?: (p: PrefillProgress) => void;
+};
+
+interface Pending {
+  resolve: (v: unknown) => void;
+  reject: (e: Error) => void;
+  onProgress?: (p: PrefillProgress) => void;
+}
+
+interface CallExtra {
+  signal?: AbortSignal;
+  /** A key chosen by the caller (generations keep theirs); default: the call's own. */
+  abortKey?: number;
+  onProgress?: (p: PrefillProgress) => void;
+}
+
+/** @internal The worker and its calls in flight (shared by a RemoteModel and its sequences). */
+export class ModelChannel {
+  private pending = new Map<number, Pending>();
+  private nextId = 1;
+  /** Why no call can be made any more: the model was disposed, or the worker died. */
+  private closed: (() => Error) | undefined;
+
+  constructor(private readonly worker: Worker) {
+    worker.on('message', (m: FromWorker) => this.receive(m));
+    worker.on('error', (e: Error) => this.fail(() => new CokvError(`model worker: it failed (${e.message})`, 'worker')));
+    worker.on('exit', (code) => this.fail(() => new CokvError(`model worker: it exited (code ${code}) before answering: load the model again`, 'worker')));
+    worker.unref();
+  }
+
+  get isClosed(): boolean {
+    return this.closed !== undefined;
+  }
+
+  newKey(): number {
+    return this.nextId++;
+  }
+
+  post(m: ToWorker): void {
+    if (!this.closed) this.worker.postMessage(m);
+  }
+
+  /** Run `method` in the worker (see the methods of src/session/model-worker.ts). */
+  call<T>(method: string, args: unknown[], extra: CallExtra = {}): Promise<T> {
+    if (this.closed) return Promise.reject(this.closed());
+    const id = this.nextId++;
+    const { signal, onProgress } = extra;
+    const abortKey = extra.abortKey ?? (signal ? id : undefined);
+    // Only the call's own key is forwarded from here; a generation forwards its signal itself (it spans calls).
+    const onAbort = extra.abortKey === undefined && abortKey !== undefined ? (): void => this.post({ type: 'abort', abortKey }) : undefined;
+    if (onAbort) signal!.addEventListener('abort', onAbort, { once: true });
+    const done = (): void => {
+      if (onAbort) signal!.removeEventListener('abort', onAbort);
+      this.pending.delete(id);
+      if (this.pending.size === 0 && !this.closed) this.worker.unref();
+    };
+    return new Promise<T>((resolve, reject) => {
+      if (this.pending.size === 0) this.worker.ref();
+      this.pending.set(id, {
+        resolve: (v) => { done(); resolve(v as T); },
+        reject: (e) => { done(); reject(e); },
+        onProgress,
+      });
+      this.worker.postMessage({ type: 'call', id, method, args, abortKey, aborted: signal?.aborted, progress: onProgress !== undefined } satisfies ToWorker);
+    });
+  }
+
+  private receive(m: FromWorker): void {
+    if (m.type === 'progress') {
+      this.pending.get(m.id)?.onProgress?.({ steps: m.steps });
+      return;
+    }
+    if (m.type !== 'result' && m.type !== 'error') return;
+    const p = this.pending.get(m.id);
+    if (!p) return;
+    if (m.type === 'result') p.resolve(m.value);
+    else p.reject(fromWire(m.error));
+  }
+
+  /** Refuse every call from now on with `why()`, pending ones included. */
+  fail(why: () => Error): void {
+    if (this.closed) return;
+    this.closed = why;
+    for (const p of [...this.pending.values()]) p.reject(why());
+    this.pending.clear();
+  }
+
+  async terminate(): Promise<void> {
+    await this.worker.terminate();
+  }
+}
+
+/** The error every call on a disposed remote model rejects with (worded as CokvModel's). */
+function disposedError(): CokvError {
+  return new CokvError('model: it was disposed (its worker has ended: load the model again)', 'state');
+}
+
+/**
+ * A model loaded in its own worker thread (see `loadModelWorker`). Its methods mirror CokvModel's, all async.
+ * Calls run in the worker one at a time, in the order they are made.
+ */
+export class RemoteModel {
+  private disposing: Promise<void> | undefined;
+
+  private constructor(private readonly channel: ModelChannel, /** The model's shape and chat settings. */ readonly info: RemoteModelInfo) {}
+
+  /** Start a worker that loads `modelPath` (use `loadModelWorker`). */
+  static async start(modelPath: string, opts: WorkerLoadOptions = {}): Promise<RemoteModel> {
+    const worker = startWorker({ path: modelPath, backend: opts.backend });
+    const info = await new Promise<RemoteModelInfo>((resolve, reject) => {
+      const onMessage = (m: FromWorker): void => {
+        if (m.type === 'ready') resolve(m.info);
+        else if (m.type === 'failed') reject(fromWire(m.error));
+        else return;
+        off();
+      };
+      const onError = (e: Error): void => { off(); reject(new CokvError(`model worker: it failed while loading ${modelPath} (${e.message})`, 'worker')); };
+      const onExit = (code: number): void => { off(); reject(new CokvError(`model worker: it exited (code ${code}) while loading ${modelPath}`, 'worker')); };
+      const off = (): void => {
+        worker.off('message', onMessage);
+        worker.off('error', onError);
+        worker.off('exit', onExit);
+      };
+      worker.on('message', onMessage);
+      worker.on('error', onError);
+      worker.on('exit', onExit);
+    }).catch(async (e: unknown) => {
+      await worker.terminate();
+      throw e;
+    });
+    return new RemoteModel(new ModelChannel(worker), info);
+  }
+
+  get config(): ModelConfig {
+    return this.info.config;
+  }
+
+  /** Ids that stop generation by default. */
+  get eosIds(): number[] {
+    return [...this.info.eosIds];
+  }
+
+  /** True once `dispose()` has been called. */
+  get disposed(): boolean {
+    return this.disposing !== undefined;
+  }
+
+  /** Text to ids (CokvModel.encode). */
+  encode(text: string, addSpecial?: boolean, addBos?: boolean): Promise<number[]> {
+    return this.channel.call('encode', [text, addSpecial, addBos]);
+  }
+
+  /** Ids to text (CokvModel.decode). */
+  decode(ids: readonly number[]): Promise<string> {
+    return this.channel.call('decode', [[...ids]]);
+  }
+
+  /** Encode a prompt and check it fits the model (CokvModel.promptIds). */
+  promptIds(prompt: string | readonly number[], addSpecial?: boolean, addBos?: boolean): Promise<number[]> {
+    return this.channel.call('promptIds', [typeof prompt === 'string' ? prompt : [...prompt], addSpecial, addBos]);
+  }
+
+  /** Apply the model's chat template to `messages`, with the assistant turn opened (CokvModel.applyChatTemplate). */
+  applyChatTemplate(messages: ChatMessage[]): Promise<string> {
+    return this.channel.call('applyChatTemplate', [messages]);
+  }
+
+  /**
+   * Generate from a text prompt or ids (CokvModel.generate), in the worker: iterate the Generation for chunks;
+   * `stats`, `text` and `tokens` are complete after iteration (also after breaking out early). Options are checked
+   * by the worker when iteration starts, so a bad option throws from the first step.
+   */
+  generate(prompt: string | readonly number[], opts: RemoteGenerateOptions = {}): Generation {
+    const { signal, ...wire } = opts;
+    const input = typeof prompt === 'string' ? prompt : [...prompt];
+    return remoteGeneration(this.channel, signal, (extra) => this.channel.call('generate', [input, wire], extra));
+  }
+
+  /** Template the messages, then generate the assistant's reply (CokvModel.chat). */
+  async chat(messages: ChatMessage[], opts: RemoteGenerateOptions = {}): Promise<Generation> {
+    const prompt = await this.applyChatTemplate(messages);
+    return this.generate(prompt, { addSpecial: false, ...opts });
+  }
+
+  /** An empty sequence in the worker (CokvModel.createSequence). */
+  async createSequence(opts: SequenceOptions = {}): Promise<RemoteSequence> {
+    const r = await this.channel.call<{ seq: number; state: SequenceState }>('createSequence', [opts]);
+    return new RemoteSequence(this, this.channel, r.seq, r.state);
+  }
+
+  /** A sequence saved by `save()` (Sequence.load): refuses another model, another `kvDtype` (when given), a bad file. */
+  async loadSequence(file: string, opts: { kvDtype?: KvDType } = {}): Promise<RemoteSequence> {
+    const r = await this.channel.call<{ seq: number; state: SequenceState }>('loadSequence', [file, opts]);
+    return new RemoteSequence(this, this.channel, r.seq, r.state);
+  }
+
+  /**
+   * End the worker: the model's weights, workspace and every sequence's cache are freed. Calls still running
+   * reject, and so does every later call (CokvError kind 'state'). Idempotent.
+   */
+  dispose(): Promise<void> {
+    if (!this.disposing) {
+      this.channel.fail(disposedError);
+      this.disposing = this.channel.terminate();
+    }
+    return this.disposing;
+  }
+}
+
+/**
+ * A sequence (session) held by a RemoteModel's worker: Sequence's API, all async. `tokens` and `stats` are kept
+ * here as of the last call that finished (a generation updates them when it ends).
+ */
+export class RemoteSequence {
+  private ids: number[] = [];
+  private st: SequenceStats | undefined;
+  private unusable: WireError | undefined;
+  private id: number | undefined;
+
+  /** @internal Use `model.createSequence()`, `fork()` or `RemoteSequence.load()`. */
+  constructor(readonly model: RemoteModel, private readonly channel: ModelChannel, id: number, state: SequenceState) {
+    this.id = id;
+    this.apply(state);
+  }
+
+  /** Load a sequence saved by `save()` into `model`'s worker (Sequence.load). */
+  static load(model: RemoteModel, file: string, opts: { kvDtype?: KvDType } = {}): Promise<RemoteSequence> {
+    return model.loadSequence(file, opts);
+  }
+
+  private apply(s: SequenceState): void {
+    this.ids.push(...s.tail);
+    this.st = s.stats;
+    this.unusable = s.unusable;
+  }
+
+  private get handle(): number {
+    if (this.id === undefined) throw new CokvError('sequence: it was disposed', 'state');
+    return this.id;
+  }
+
+  /** Tokens seen so far (prefilled and generated, evicted ones included). */
+  get tokens(): readonly number[] {
+    return this.ids;
+  }
+
+  /** Next sequence position (= tokens.length). */
+  get position(): number {
+    return this.ids.length;
+  }
+
+  get kvDtype(): KvDType {
+    return this.stats.kvDtype;
+  }
+
+  /** What the sequence holds, as of the last call that finished; throws as Sequence.stats on a disposed or broken one. */
+  get stats(): SequenceStats {
+    void this.handle;
+    if (this.unusable || !this.st) throw fromWire(this.unusable ?? { name: 'CokvError', message: 'sequence: it is unusable', kind: 'state' });
+    return this.st;
+  }
+
+  /** Run `input` (text or ids) through the model after what is cached (Sequence.prefill). */
+  async prefill(input: string | readonly number[], opts: RemotePrefillOptions = {}): Promise<void> {
+    const { signal, onProgress, ...wire } = opts;
+    const id = this.handle;
+    try {
+      this.apply(await this.channel.call<SequenceState>('prefill', [id, typeof input === 'string' ? input : [...input], wire], { signal, onProgress }));
+    } catch (e) {
+      // A cancelled or failed pass may have left the sequence unusable: fetch what it is now.
+      if (!this.channel.isClosed) this.apply(await this.channel.call<SequenceState>('state', [id]));
+      throw e;
+    }
+  }
+
+  /** `prefill` without compression (Sequence.append). */
+  append(input: string | readonly number[], opts: Omit<RemotePrefillOptions, 'press' | 'prefillEvict'> = {}): Promise<void> {
+    return this.prefill(input, { ...opts, press: undefined, prefillEvict: undefined });
+  }
+
+  /** Compress the cache with the press `press` describes, using the last plain prefill's queries (Sequence.compress). */
+  async compress(press: PressSpec, opts: { reserve?: number } = {}): Promise<void> {
+    this.apply(await this.channel.call<SequenceState>('compress', [this.handle, press, opts]));
+  }
+
+  /** An independent copy with room for `reserve` more entries per head (Sequence.fork). */
+  async fork(opts: { reserve?: number } = {}): Promise<RemoteSequence> {
+    const r = await this.channel.call<{ seq: number; state: SequenceState }>('fork', [this.handle, opts]);
+    return new RemoteSequence(this.model, this.channel, r.seq, r.state);
+  }
+
+  /**
+   * Generate from the sequence's state (Sequence.generate); it is left extended by the generated tokens. Options
+   * are checked by the worker when iteration starts.
+   */
+  generate(opts: DecodeOptions = {}): Generation {
+    const { signal, ...wire } = opts;
+    const id = this.handle;
+    return remoteGeneration(this.channel, signal, (extra) => this.channel.call('seqGenerate', [id, wire], extra), (s) => this.apply(s));
+  }
+
+  /** Write the sequence to `file`, atomically (Sequence.save). */
+  async save(file: string): Promise<void> {
+    await this.channel.call('save', [this.handle, file]);
+  }
+
+  /** Per (layer, KV head), the entries held. */
+  lengths(): Promise<number[][]> {
+    return this.channel.call('lengths', [this.handle]);
+  }
+
+  /** Release the cache in the worker; any later call on this sequence throws. */
+  dispose(): void {
+    if (this.id === undefined) return;
+    const id = this.id;
+    this.id = undefined;
+    if (!this.channel.isClosed) this.channel.call('disposeSequence', [id]).catch(() => {});
+  }
+}
+
+/**
+ * A Generation whose chunks come from the worker one step at a time (each pulled when the consumer asks, as an
+ * in-process generation computes each token when asked). `start` creates it in the worker; `onSeq` receives the
+ * sequence's state when it ends.
+ */
+function remoteGeneration(
+  channel: ModelChannel, signal: AbortSignal | undefined, start: (extra: { abortKey: number; signal?: AbortSignal }) => Promise<{ gen: number }>,
+  onSeq?: (s: SequenceState) => void,
+): Generation {
+  return new Generation((g) => steps(g));
+  async function* steps(g: Generation): AsyncGenerator<GenerationChunk> {
+    // One abort key for the whole generation: its signal is forwarded whichever step is running.
+    const abortKey = channel.newKey();
+    const onAbort = (): void => channel.post({ type: 'abort', abortKey });
+    signal?.addEventListener('abort', onAbort, { once: true });
+    let gen: number | undefined;
+    let end: Extract<GenerationStep, { done: true }> | undefined;
+    try {
+      ({ gen } = await start({ abortKey, signal }));
+      for (;;) {
+        const step = await channel.call<GenerationStep>('next', [gen]);
+        if (step.done) {
+          end = step;
+          break;
+        }
+        if (step.chunk.token >= 0) g.tokens.push(step.chunk.token);
+        g.text += step.chunk.text;
+        yield step.chunk;
+      }
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+      // Broken out of, cancelled or failed: the worker ends its side and reports the stats of what was done.
+      if (!end && gen !== undefined && !channel.isClosed) end = await channel.call<GenerationStep & { done: true }>('return', [gen]).catch(() => undefined);
+      if (end?.stats) {
+        g.stats = end.stats;
+        g.text = end.text;
+        g.tokens = end.tokens;
+      }
+      if (end?.seq) onSeq?.(end.seq);
+    }
+  }
+}
+
+/**
+ * Start the worker. From the compiled package it is dist/session/model-worker.js; from the TypeScript sources
+ * (vitest, tsx) the worker registers tsx's loader first and imports model-worker.ts.
+ */
+function startWorker(init: WorkerInit): Worker {
+  const here = import.meta.url;
+  if (!here.endsWith('.ts')) return new Worker(new URL('./model-worker.js', here), { workerData: init });
+  const entry = new URL('./model-worker.ts', here).href;
+  const boot = `import(${JSON.stringify(tsxApi())}).then((m) => { m.register(); return import(${JSON.stringify(entry)}); })`;
+  return new Worker(boot, { eval: true, workerData: init });
+}
+
+/** File URL of tsx's ESM API (`tsx/esm/api`, import condition), which registers its loader in the worker. */
+function tsxApi(): string {
+  const require = createRequire(import.meta.url);
+  const pkgFile = require.resolve('tsx/package.json');
+  const pkg = JSON.parse(fs.readFileSync(pkgFile, 'utf8')) as { exports?: Record<string, { import?: { default?: string } | string }> };
+  const exp = pkg.exports?.['./esm/api']?.import;
+  const rel = typeof exp === 'string' ? exp : exp?.default;
+  if (!rel) throw new CokvError(`model worker: cannot find tsx's esm/api in ${pkgFile} (needed to run the worker from TypeScript sources)`, 'worker');
+  return pathToFileURL(path.join(path.dirname(pkgFile), rel)).href;
+}
+
+/**
+ * Load a model in a worker thread of its own (see RemoteModel): the weights live there and every forward pass
+ * runs there, so this thread's event loop is never blocked by inference. Call `dispose()` to end the worker.
+ */
+export function loadModelWorker(modelPath: string, opts: WorkerLoadOptions = {}): Promise<RemoteModel> {
+  return RemoteModel.start(modelPath, opts);
+}

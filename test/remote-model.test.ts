@@ -1,0 +1,264 @@
+/**
+ * Issue 17 item 5: a model in a worker thread (loadModelWorker → RemoteModel). The worker answers exactly as the
+ * in-process model; the calling thread's event loop stays free during a long prefill; an AbortSignal stops a
+ * prefill within a few layer steps and a generation within one token; dispose() ends the worker; presses cross as
+ * descriptors; errors arrive as the same CokvError. Every check is structural (counts, order), never a wall time.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Worker } from 'node:worker_threads';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadModel, type CokvModel } from '../src/engine.js';
+import { CokvError } from '../src/errors.js';
+import { createPress } from '../src/press/registry.js';
+import { Sequence } from '../src/session/sequence.js';
+import { loadModelWorker, type RemoteModel } from '../src/session/remote-model.js';
+import { asset, haveAssets, tmpDir } from './helpers.js';
+
+const stories = asset('models/stories260K');
+const retrieval = asset('models/cokv-retrieval-tiny');
+
+async function rejection(p: Promise<unknown>): Promise<CokvError> {
+  const e = await p.then(() => undefined, (err: unknown) => err);
+  expect(e, 'expected a CokvError').toBeInstanceOf(CokvError);
+  return e as CokvError;
+}
+
+/** A long retrieval-style prompt (about 1800 tokens by default). */
+function longContext(n = 60): string {
+  const lines: string[] = [];
+  for (let i = 0; i < n; i++) lines.push(`The grass is green and the sky is blue; line ${i} of the story goes on and on.`);
+  return `${lines.join(' ')}\nThe pass key is`;
+}
+
+describe.skipIf(!haveAssets)('RemoteModel (a model in a worker thread)', () => {
+  let local: CokvModel;
+  let remote: RemoteModel;
+  let localR: CokvModel;
+  let remoteR: RemoteModel;
+
+  beforeAll(async () => {
+    [local, remote, localR, remoteR] = await Promise.all([loadModel(stories), loadModelWorker(stories), loadModel(retrieval), loadModelWorker(retrieval)]);
+  });
+  afterAll(async () => {
+    await Promise.all([remote?.dispose(), remoteR?.dispose()]);
+  });
+
+  it('generates the in-process tokens, text and stats shape on both bundled models (greedy, sampled, with a press)', async () => {
+    const gen = remote.generate('Once upon a time', { maxTokens: 30, temperature: 0 });
+    const chunks: number[] = [];
+    for await (const c of gen) if (c.token >= 0) chunks.push(c.token);
+    expect(gen.text.startsWith(', there was a little girl named Lily.')).toBe(true);
+    const want = local.generate('Once upon a time', { maxTokens: 30, temperature: 0 });
+    await want.complete();
+    expect(gen.tokens).toEqual(want.tokens);
+    expect(chunks).toEqual(want.tokens);
+    expect(gen.text).toBe(want.text);
+    expect(Object.keys(gen.stats!).sort()).toEqual(Object.keys(want.stats!).sort());
+    const { prefillMs: _a, decodeMs: _b, decodeTokensPerSecond: _c, peakRssBytes: _d, ...same } = gen.stats!;
+    const { prefillMs: _e, decodeMs: _f, decodeTokensPerSecond: _g, peakRssBytes: _h, ...sameWant } = want.stats!;
+    expect(same).toEqual(sameWant);
+
+    const sampled = { maxTokens: 20, temperature: 0.9, topP: 0.9, seed: 7 };
+    const a = remote.generate('The dog', sampled);
+    const b = local.generate('The dog', sampled);
+    expect(await a.complete()).toBe(await b.complete());
+    expect(a.tokens).toEqual(b.tokens);
+
+    const prompt = longContext(20);
+    const options = { budget: 24 };
+    const r = remoteR.generate(prompt, { maxTokens: 16, temperature: 0, press: { name: 'snapkv', options } });
+    const l = localR.generate(prompt, { maxTokens: 16, temperature: 0, press: createPress('snapkv', options, localR.config) });
+    await Promise.all([r.complete(), l.complete()]);
+    expect(r.tokens).toEqual(l.tokens);
+    expect(r.stats!.promptKvBytes).toBe(l.stats!.promptKvBytes);
+    expect(r.stats!.promptKvBytes).toBeLessThan(r.stats!.promptFullKvBytes);
+    expect(await remoteR.encode('is 58213')).toEqual(localR.encode('is 58213'));
+    expect(await remoteR.decode(localR.encode('is 58213', false))).toBe(localR.decode(localR.encode('is 58213', false)));
+    expect(remoteR.config).toEqual(localR.config);
+    expect(remoteR.eosIds).toEqual(localR.eosIds);
+  });
+
+  it('sequences: prefill, compress and fork through descriptors answer as in-process ones; save / load cross over', async () => {
+    const context = longContext(12);
+    const questions = ['\nThe grass is', '\nThe sky is'];
+    const rdoc = await remoteR.createSequence();
+    await rdoc.prefill(context);
+    await rdoc.compress({ name: 'pyramidkv', options: { budget: 20 } });
+    const ldoc = await localR.createSequence();
+    await ldoc.prefill(context);
+    await ldoc.compress(createPress('pyramidkv', { budget: 20 }, localR.config));
+    expect(await rdoc.lengths()).toEqual(ldoc.lengths());
+    expect(rdoc.tokens).toEqual(ldoc.tokens);
+    const { prefillMs: _p, ...rs } = rdoc.stats;
+    const { prefillMs: _q, ...ls } = ldoc.stats;
+    expect(rs).toEqual(ls);
+    for (const q of questions) {
+      const rf = await rdoc.fork();
+      const lf = ldoc.fork();
+      await rf.append(localR.encode(q, false));
+      await lf.append(localR.encode(q, false));
+      const rg = rf.generate({ maxTokens: 8, temperature: 0 });
+      const lg = lf.generate({ maxTokens: 8, temperature: 0 });
+      expect(await rg.complete()).toBe(await lg.complete());
+      expect(rg.tokens).toEqual(lg.tokens);
+      // The mirror follows the generation: the sequence is left extended by what was generated.
+      expect(rf.tokens).toEqual(lf.tokens);
+      expect(rf.stats.tokens).toBe(lf.stats.tokens);
+      rf.dispose();
+      lf.dispose();
+    }
+    // The parent is untouched by its forks.
+    expect(rdoc.tokens).toEqual(ldoc.tokens);
+
+    const dir = tmpDir();
+    const file = path.join(dir, 'doc.cokv');
+    await rdoc.save(file);
+    const back = await remoteR.loadSequence(file);
+    const inProcess = await Sequence.load(localR, file);
+    expect(back.tokens).toEqual(rdoc.tokens);
+    const a = back.generate({ maxTokens: 6, temperature: 0 });
+    const b = inProcess.generate({ maxTokens: 6, temperature: 0 });
+    const c = ldoc.generate({ maxTokens: 6, temperature: 0 });
+    await Promise.all([a.complete(), b.complete(), c.complete()]);
+    expect(a.tokens).toEqual(c.tokens);
+    expect(b.tokens).toEqual(c.tokens);
+    fs.writeFileSync(file, 'not a cache');
+    const bad = await rejection(remoteR.loadSequence(file));
+    const badLocal = await rejection(Sequence.load(localR, file));
+    expect(bad.message).toBe(badLocal.message);
+    fs.rmSync(dir, { recursive: true, force: true });
+    rdoc.dispose();
+    back.dispose();
+  });
+
+  it('a 1 ms timer keeps firing during a remote prefill of a long prompt; the in-process synchronous prefill blocks it', async () => {
+    const ids = localR.promptIds(longContext());
+    expect(ids.length).toBeGreaterThan(1000);
+    const ticking = async (run: () => Promise<unknown> | unknown): Promise<number> => {
+      let ticks = 0;
+      const t = setInterval(() => { ticks++; }, 1);
+      try {
+        await run();
+      } finally {
+        clearInterval(t);
+      }
+      return ticks;
+    };
+    let steps = 0;
+    const seq = await remoteR.createSequence();
+    const remoteTicks = await ticking(() => seq.prefill(ids, { onProgress: (p) => { steps = p.steps; } }));
+    const blockedTicks = await ticking(() => { localR.prefill(ids, localR.newCache(ids.length)); });
+    expect(blockedTicks).toBe(0);
+    // Hundreds of layer steps ran in the worker while this thread's timer kept running.
+    expect(steps).toBeGreaterThan(50);
+    expect(remoteTicks).toBeGreaterThan(3);
+    seq.dispose();
+  });
+
+  it('an AbortSignal stops a prefill within a few layer steps and a generation within one token', async () => {
+    const ids = localR.promptIds(longContext());
+    const full = await remoteR.createSequence();
+    let fullSteps = 0;
+    await full.prefill(ids, { onProgress: (p) => { fullSteps = p.steps; } });
+    full.dispose();
+
+    const seq = await remoteR.createSequence();
+    const ac = new AbortController();
+    let seen = 0;
+    const err = await rejection(seq.prefill(ids, { signal: ac.signal, onProgress: (p) => { seen = p.steps; ac.abort(); } }));
+    expect(err.kind).toBe('aborted');
+    expect(err.message).toBe('prefill: aborted');
+    expect(seen).toBeGreaterThan(0);
+    expect(seen).toBeLessThan(fullSteps / 4);
+    // The cancelled prefill left this sequence incomplete (as in process); the model goes on.
+    expect(() => seq.stats).toThrow(/aborted prefill left it incomplete/);
+    seq.dispose();
+
+    const pre = await remoteR.createSequence();
+    const fired = new AbortController();
+    fired.abort();
+    let any = 0;
+    expect((await rejection(pre.prefill(ids, { signal: fired.signal, onProgress: () => { any++; } }))).message).toBe('prefill: aborted');
+    expect(any).toBe(0);
+    pre.dispose();
+
+    const gac = new AbortController();
+    const gen = remote.generate('Once upon a time', { maxTokens: 30, temperature: 0, signal: gac.signal });
+    const gerr = await (async () => {
+      for await (const _ of gen) gac.abort();
+    })().then(() => undefined, (e: unknown) => e);
+    expect(gerr).toBeInstanceOf(CokvError);
+    expect((gerr as CokvError).message).toBe('generate: aborted');
+    expect(gen.stats?.stopReason).toBe('cancelled');
+    expect(gen.stats?.generatedTokens).toBe(1);
+
+    // Breaking out of the stream ends the worker's generation too, with stats for what ran.
+    const brk = remote.generate('Once upon a time', { maxTokens: 30, temperature: 0 });
+    let n = 0;
+    for await (const _ of brk) if (++n === 3) break;
+    expect(brk.stats?.stopReason).toBe('cancelled');
+    expect(brk.stats?.generatedTokens).toBe(3);
+    expect(brk.tokens).toHaveLength(3);
+    expect(await remote.generate('Once upon a time', { maxTokens: 5, temperature: 0 }).complete()).toBe(', there was a little');
+  });
+
+  it('errors from the worker arrive as the same one-line CokvError', async () => {
+    const same = async (p: Promise<unknown>, fn: () => unknown): Promise<void> => {
+      const e = await rejection(p);
+      let want: unknown;
+      try {
+        await fn();
+      } catch (x) {
+        want = x;
+      }
+      expect(want).toBeInstanceOf(CokvError);
+      expect(e.message).toBe((want as CokvError).message);
+      expect(e.kind).toBe((want as CokvError).kind);
+      expect(e.message).not.toContain('\n');
+    };
+    await same(remote.promptIds(''), () => local.promptIds(''));
+    await same(remote.generate('Once', { press: { name: 'snapkvv', options: { budget: 16 } } }).complete(), () => createPress('snapkvv', { budget: 16 }, local.config));
+    await same(remote.generate('Once', { press: { name: 'snapkv', options: { budget: 4 } } }).complete(), () => createPress('snapkv', { budget: 4 }, local.config));
+    await same(remote.generate('Once', { maxTokens: -1 }).complete(), () => local.generate('Once', { maxTokens: -1 }));
+    const s = await remote.createSequence();
+    const l = await local.createSequence();
+    await same(s.compress({ name: 'snapkv', options: { budget: 16 } }), () => l.compress(createPress('snapkv', { budget: 16 }, local.config)));
+    await same(s.prefill([1, 1e6]), () => l.prefill([1, 1e6]));
+    s.dispose();
+    expect(() => s.stats).toThrow(/sequence: it was disposed/);
+    await same(loadModelWorker('no/such/model'), () => loadModel('no/such/model'));
+    // The worker is still there after all of these.
+    expect(await remote.generate('Once upon a time', { maxTokens: 3, temperature: 0 }).complete()).toBe(', there was');
+  });
+
+  it('dispose() ends the worker: a running call and every later call reject with one clear error', async () => {
+    const m = await loadModelWorker(retrieval);
+    const seq = await m.createSequence();
+    const running = seq.prefill(localR.promptIds(longContext()));
+    const disposing = m.dispose();
+    const e = await rejection(running);
+    expect(e.message).toBe('model: it was disposed (its worker has ended: load the model again)');
+    await disposing;
+    expect(m.disposed).toBe(true);
+    expect((await rejection(m.encode('x'))).message).toBe(e.message);
+    expect((await rejection(m.createSequence())).message).toBe(e.message);
+    expect((await rejection(seq.fork())).message).toBe(e.message);
+    expect((await rejection(m.generate('x', { maxTokens: 2 }).complete())).message).toBe(e.message);
+    await m.dispose(); // idempotent
+    seq.dispose(); // nothing left to free: no error
+  });
+
+  it('a worker that dies rejects pending calls with a clear error', async () => {
+    const m = await loadModelWorker(retrieval);
+    const seq = await m.createSequence();
+    const pending = seq.prefill(localR.promptIds(longContext()));
+    // No public way to crash it: reach the worker the channel holds.
+    const worker = (m as unknown as { channel: { worker: Worker } }).channel.worker;
+    void worker.terminate();
+    const e = await rejection(pending);
+    expect(e.message).toMatch(/^model worker: it exited \(code \d+\) before answering: load the model again$/);
+    expect((await rejection(m.encode('x'))).message).toBe(e.message);
+    await m.dispose();
+  });
+});
