@@ -2,7 +2,7 @@
 import path from 'node:path';
 import type { Command } from 'commander';
 import { CokvError, sanitize, systemErrorLine } from '../errors.js';
-import { loadModel } from '../engine.js';
+import { loadModelWorker } from '../session/remote-model.js';
 import { createCokvServer } from '../server/server.js';
 import { KV_DTYPE_HELP, kvDtypeFlag, numberFlag } from './util.js';
 import { addPressFlags, pressFromFlags, pressOptionsFromFlags, type PressFlags } from './press-flags.js';
@@ -47,7 +47,8 @@ async function serveCommand(f: ServeFlags): Promise<void> {
   // An environment variable keeps the key out of `ps` listings.
   const apiKey = f.apiKey ?? (process.env.COKV_API_KEY || undefined);
   if (apiKey !== undefined && apiKey.trim() === '') throw new CokvError('--api-key: the key is empty', 'flag');
-  const model = await loadModel(f.model);
+  // The model runs in a worker thread: requests' inference never blocks the server's event loop.
+  const model = await loadModelWorker(f.model);
   // Build the default press once now so a bad --press/--budget/--profile stops the server before it listens.
   pressFromFlags(f, model.config);
   const modelId = f.modelName ?? path.basename(path.resolve(f.model));
@@ -69,7 +70,7 @@ async function serveCommand(f: ServeFlags): Promise<void> {
       process.off('SIGINT', onInt);
       process.off('SIGTERM', onTerm);
       log(`${sig}: stopping (queued and running requests are cancelled)`);
-      void close().then(resolve);
+      void close().then(() => model.dispose()).then(resolve);
     };
     const onInt = (): void => stop('SIGINT');
     const onTerm = (): void => stop('SIGTERM');

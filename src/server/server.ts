@@ -1,24 +1,26 @@
 /**
  * An OpenAI-compatible HTTP server over one loaded model (`cokv serve`): GET /v1/models, POST /v1/completions and
- * POST /v1/chat/completions, streaming as server-sent events. Requests run one at a time (one model, one cache)
+ * POST /v1/chat/completions, streaming as server-sent events, and GET /health. The model runs in its worker
+ * thread, so /health and /v1/models answer while a long prefill or generation is under way. Requests run one at a time (one model, one cache)
  * through a bounded queue; a client that disconnects cancels its queued or running request. Every failure is
  * answered as OpenAI-style JSON; nothing a client sends can crash the process or leave a socket hanging.
  */
 import crypto from 'node:crypto';
 import http from 'node:http';
-import type { CokvModel, DecodeOptions, Generation, GenerationStats } from '../engine.js';
+import type { DecodeOptions, Generation, GenerationStats } from '../engine.js';
 import { KV_DTYPES, type KvDType } from '../cache/ragged.js';
 import { CokvError, sanitize } from '../errors.js';
 import { checkDecodeOptions } from '../generate/generation.js';
 import type { PressOptions } from '../press/options.js';
 import { createPress, isFullPress } from '../press/registry.js';
-import type { Press } from '../press/types.js';
-import { DEFAULT_KV_DTYPE, type Sequence } from '../session/sequence.js';
+import { DEFAULT_KV_DTYPE, type SequenceStats } from '../session/sequence.js';
+import type { PressSpec, RemoteModel, RemoteSequence } from '../session/remote-model.js';
 import { ApiError, parseRequest, type ParsedRequest } from './protocol.js';
 import { JobQueue } from './queue.js';
 
 export interface ServerOptions {
-  model: CokvModel;
+  /** The model, in its worker (`loadModelWorker`): inference never blocks the server's event loop. */
+  model: RemoteModel;
   /** The id clients send as `model` and see in /v1/models. */
   modelId: string;
   /** Require `Authorization: Bearer <apiKey>` on every request. */
@@ -57,8 +59,8 @@ interface Prepared {
   ids: number[];
   /** Decode options, checked. */
   opts: DecodeOptions;
-  /** undefined: the full cache. */
-  press: Press | undefined;
+  /** undefined: the full cache (checked here, built in the model's worker). */
+  press: PressSpec | undefined;
   kvDtype: KvDType;
   /** Press and KV settings: a cached sequence is reused only by a request with the same key. */
   settings: string;
@@ -67,9 +69,16 @@ interface Prepared {
   pressName: string;
 }
 
+/** What the prefix cache needs of a sequence (a RemoteSequence in the server; a Sequence does too). */
+export interface PrefixSequence {
+  readonly tokens: readonly number[];
+  readonly stats: SequenceStats;
+  dispose(): void;
+}
+
 /** A finished request's sequence, kept for prefix reuse (see ServerOptions.prefixCache). */
-interface CachedSequence {
-  seq: Sequence;
+interface CachedSequence<S> {
+  seq: S;
   settings: string;
   bytes: number;
 }
@@ -78,8 +87,8 @@ interface CachedSequence {
  * A small LRU of finished sequences. A prompt that starts with all of a cached sequence's tokens (and asks for the
  * same press and KV settings) can fork it and prefill only the rest; the entry stays for other branches.
  */
-export class PrefixCache {
-  private entries: CachedSequence[] = [];
+export class PrefixCache<S extends PrefixSequence = PrefixSequence> {
+  private entries: CachedSequence<S>[] = [];
 
   /** At most `limit` sequences holding at most `maxBytes` allocated cache bytes together. */
   constructor(readonly limit: number, readonly maxBytes: number) {}
@@ -90,7 +99,7 @@ export class PrefixCache {
   }
 
   /** The longest cached sequence whose tokens are a strict prefix of `ids` with the same settings (now most recent). */
-  lookup(ids: readonly number[], settings: string): Sequence | undefined {
+  lookup(ids: readonly number[], settings: string): S | undefined {
     let best = -1;
     for (let i = 0; i < this.entries.length; i++) {
       const e = this.entries[i];
@@ -108,7 +117,7 @@ export class PrefixCache {
    * Keep `seq` (the cache takes it over): entries it extends are dropped (the conversation moved on), then the
    * least recently used ones until both limits hold. A sequence larger than the byte limit alone is not kept.
    */
-  add(seq: Sequence, settings: string): void {
+  add(seq: S, settings: string): void {
     const bytes = seq.stats.allocatedBytes;
     if (this.limit <= 0 || bytes > this.maxBytes) {
       seq.dispose();
@@ -158,7 +167,7 @@ export function createCokvServer(o: ServerOptions): CokvServer {
   const modelEntry = { id: o.modelId, object: 'model', created, owned_by: 'cokv' };
   const keyHash = o.apiKey !== undefined ? sha256(o.apiKey) : undefined;
   const log = o.log ?? (() => {});
-  const prefixes = new PrefixCache(o.prefixCache ?? 4, o.prefixCacheBytes ?? 512 << 20);
+  const prefixes = new PrefixCache<RemoteSequence>(o.prefixCache ?? 4, o.prefixCacheBytes ?? 512 << 20);
 
   const server = http.createServer((req, res) => {
     handle(req, res).catch((e: unknown) => {
@@ -178,7 +187,8 @@ export function createCokvServer(o: ServerOptions): CokvServer {
     const path = pathOf(req.url);
     const outcome: Outcome = {};
     try {
-      if (keyHash && !authorized(req, keyHash)) {
+      // /health answers without a key (probes carry none; it tells nothing but that the server is up).
+      if (keyHash && path !== '/health' && !authorized(req, keyHash)) {
         throw new ApiError(401, 'missing or incorrect API key (send Authorization: Bearer <key>)', 'invalid_request_error', null, 'invalid_api_key');
       }
       const route = routeOf(path);
@@ -187,7 +197,9 @@ export function createCokvServer(o: ServerOptions): CokvServer {
         res.setHeader('Allow', route.method);
         throw new ApiError(405, `${req.method} is not allowed on ${path} (use ${route.method})`, 'invalid_request_error', null, 'method_not_allowed');
       }
-      if (route.kind === 'models') {
+      if (route.kind === 'health') {
+        sendJson(res, 200, { status: 'ok' });
+      } else if (route.kind === 'models') {
         sendJson(res, 200, { object: 'list', data: [modelEntry] });
       } else if (route.kind === 'model') {
         if (route.id !== o.modelId) throw new ApiError(404, `the model '${sanitize(route.id, 200)}' does not exist (this server serves '${o.modelId}')`, 'invalid_request_error', 'model', 'model_not_found');
@@ -250,7 +262,7 @@ export function createCokvServer(o: ServerOptions): CokvServer {
     }
     let ids: number[];
     if (p.kind === 'chat') {
-      if (!model.source.chatTemplate) {
+      if (!model.info.chatTemplate) {
         throw new ApiError(400, `the model '${o.modelId}' has no chat template: use /v1/completions with a prompt, or serve a model that ships one`, 'invalid_request_error', 'messages', 'no_chat_template');
       }
       let text: string;
@@ -261,9 +273,9 @@ export function createCokvServer(o: ServerOptions): CokvServer {
         throw new ApiError(400, `messages: the chat template refused them (${sanitize((e as Error).message, 500)})`, 'invalid_request_error', 'messages');
       }
       // Templates write BOS themselves (as CokvModel.chat encodes them).
-      ids = promptIds(text, false, 'messages');
+      ids = await promptIds(text, false, 'messages');
     } else {
-      ids = promptIds(p.prompt!, undefined, 'prompt');
+      ids = await promptIds(p.prompt!, undefined, 'prompt');
     }
     const ctx = model.config.contextLength;
     const room = ctx - ids.length;
@@ -302,10 +314,11 @@ export function createCokvServer(o: ServerOptions): CokvServer {
       // A client that goes away stops its prefill between layers and its decode between tokens.
       signal,
     };
-    let press: Press | undefined;
+    let press: PressSpec | undefined;
     try {
+      // Built here to check it (errors name the request's fields); the worker builds its own from the descriptor.
       const made = createPress(pressName, options, model.config);
-      press = isFullPress(made) ? undefined : made;
+      press = isFullPress(made) ? undefined : { name: pressName, options };
       checkDecodeOptions(opts, model.config.contextLength);
     } catch (e) {
       if (e instanceof CokvError) throw asFieldError(e);
@@ -321,12 +334,12 @@ export function createCokvServer(o: ServerOptions): CokvServer {
    * tokens are prefilled, uncompressed) or a fresh one (prefilled, and compressed when the request has a press).
    * Returns it with the number of prompt tokens taken from the cache.
    */
-  async function sequenceFor(prep: Prepared, signal: AbortSignal): Promise<{ seq: Sequence; reused: number }> {
+  async function sequenceFor(prep: Prepared, signal: AbortSignal): Promise<{ seq: RemoteSequence; reused: number }> {
     const cached = prefixes.lookup(prep.ids, prep.settings);
     if (cached) {
       const st = cached.stats;
       const reused = st.tokens - st.pendingTokens;
-      const seq = cached.fork({ reserve: prep.ids.length - st.tokens + prep.maxTokens });
+      const seq = await cached.fork({ reserve: prep.ids.length - st.tokens + prep.maxTokens });
       try {
         await seq.append(prep.ids.slice(st.tokens), { signal });
       } catch (e) {
@@ -345,9 +358,9 @@ export function createCokvServer(o: ServerOptions): CokvServer {
     return { seq, reused: 0 };
   }
 
-  function promptIds(prompt: string | number[], addSpecial: boolean | undefined, param: string): number[] {
+  async function promptIds(prompt: string | number[], addSpecial: boolean | undefined, param: string): Promise<number[]> {
     try {
-      return o.model.promptIds(prompt, addSpecial);
+      return await o.model.promptIds(prompt, addSpecial);
     } catch (e) {
       if (!(e instanceof CokvError)) throw e;
       const msg = e.message.replace(/^prompt: /, '');
@@ -362,7 +375,7 @@ export function createCokvServer(o: ServerOptions): CokvServer {
     const object = chat ? (p.stream ? 'chat.completion.chunk' : 'chat.completion') : 'text_completion';
     const base = { id, object, created: Math.floor(Date.now() / 1000), model: o.modelId, system_fingerprint: null };
     outcome.generated = 0;
-    let seq: Sequence;
+    let seq: RemoteSequence;
     let reused: number;
     try {
       ({ seq, reused } = await sequenceFor(prep, signal));
@@ -465,9 +478,10 @@ export function createCokvServer(o: ServerOptions): CokvServer {
   };
 }
 
-type Route = { kind: 'models'; method: 'GET' } | { kind: 'model'; method: 'GET'; id: string } | { kind: 'completion' | 'chat'; method: 'POST' };
+type Route = { kind: 'health' | 'models'; method: 'GET' } | { kind: 'model'; method: 'GET'; id: string } | { kind: 'completion' | 'chat'; method: 'POST' };
 
 function routeOf(path: string): Route | undefined {
+  if (path === '/health') return { kind: 'health', method: 'GET' };
   if (path === '/v1/models') return { kind: 'models', method: 'GET' };
   if (path.startsWith('/v1/models/')) return { kind: 'model', method: 'GET', id: decodeURIComponentSafe(path.slice('/v1/models/'.length)) };
   if (path === '/v1/completions') return { kind: 'completion', method: 'POST' };
