@@ -148,7 +148,7 @@ describe.skipIf(!haveAssets)('cokv gen-retrieval', () => {
     expect(e.code).toBe(0);
     const [res] = JSON.parse(e.stdout) as { press: string; n: number; score: number }[];
     expect(res).toMatchObject({ press: 'full', n: 2 });
-    const preds = fs.readFileSync(path.join(dir, 'runs', 'retrieval__cokv-retrieval-tiny__full__full', 'predictions.jsonl'), 'utf8')
+    const preds = fs.readFileSync(path.join(dir, 'runs', 'retrieval__cokv-retrieval-tiny__full__full__f16', 'predictions.jsonl'), 'utf8')
       .trim().split('\n').map((l) => JSON.parse(l) as { id: string });
     expect(preds.map((p) => p.id).sort()).toEqual(['gen-passkey-512-9-0', 'gen-passkey-512-9-1']);
   });

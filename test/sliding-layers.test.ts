@@ -336,9 +336,10 @@ describe('presses on a model with sliding layers', () => {
   for (const name of ['snapkv', 'adakv', 'cokv']) {
     it(`${name}: compressing a shared prefill copy = compressing during prefill; stats split budgeted and sliding bytes`, async () => {
       const press = createPress(name, { budget: B, window: w, profile }, cfg);
-      const direct = model.generate(ids, { maxTokens: 5, temperature: 0, press });
+      // F32 storage, the byte counts' `entry` (the engine's default is F16).
+      const direct = model.generate(ids, { maxTokens: 5, temperature: 0, press, kvDtype: 'f32' });
       await direct.complete();
-      const shared = model.prefillShared(ids);
+      const shared = model.prefillShared(ids, 64, 'f32');
       expect(SLIDING.map((l) => shared.queries[l])).toEqual([undefined, undefined]);
       const via = model.generate(ids, { maxTokens: 5, temperature: 0, prefilled: model.fromShared(shared, press, 6) });
       await via.complete();

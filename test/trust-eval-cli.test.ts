@@ -19,8 +19,9 @@ const data = asset('data/retrieval-dev.jsonl');
 const tmp = tmpDir('cokv-trust-eval-');
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
-const SNAP = 'retrieval__cokv-retrieval-tiny__snapkv__32';
-const COKV = 'retrieval__cokv-retrieval-tiny__cokv__32';
+// Run folders of the default F16 storage end in __f16.
+const SNAP = 'retrieval__cokv-retrieval-tiny__snapkv__32__f16';
+const COKV = 'retrieval__cokv-retrieval-tiny__cokv__32__f16';
 const evalArgs = (out: string, ...more: string[]) => ['eval', '--model', tiny, '--data', data, '--dataset', 'retrieval', '--subset', 'passkey',
   '--lengths', '512', '--split', 'all', '--limit', '2', '--presses', 'full,snapkv', '--budgets', '32', '--quiet', '--json', '--out', out, ...more];
 
@@ -79,7 +80,7 @@ describe.skipIf(!haveAssets)('eval reruns and resume (rows 803-810, 875-877)', (
   beforeAll(() => {
     base = path.join(tmp, 'base');
     baseScores = evalOk(evalArgs(base));
-    expect(fs.readdirSync(base).sort()).toEqual(['retrieval__cokv-retrieval-tiny__full__full', SNAP]);
+    expect(fs.readdirSync(base).sort()).toEqual(['retrieval__cokv-retrieval-tiny__full__full__f16', SNAP]);
     expect(JSON.parse(fs.readFileSync(path.join(base, SNAP, 'run.json'), 'utf8')).settingsHash).toMatch(/^[0-9a-f]{64}$/);
   }, 120_000);
   const copy = (name: string) => {
@@ -233,7 +234,7 @@ describe.skipIf(!haveAssets)('eval output faults (rows 685, 693, 881)', () => {
       let err: unknown;
       await runEval(model, tiny, opts(out)).catch((e: unknown) => { err = e; });
       expect(() => { throw err; }).toThrow(/--out .*metrics\.json.*no space left on the device \(ENOSPC/);
-      const dir = path.join(out, 'retrieval__cokv-retrieval-tiny__full__full');
+      const dir = path.join(out, 'retrieval__cokv-retrieval-tiny__full__full__f16');
       expect(fs.readdirSync(dir).sort()).toEqual(['predictions.jsonl', 'run.json']);
       expect(fs.readdirSync(out).filter((f) => f.endsWith('.lock'))).toEqual([]);
       // The predictions survive: the rerun (disk freed) only writes the metrics.

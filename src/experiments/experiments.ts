@@ -101,6 +101,9 @@ async function cli(args: string[], o: ExperimentOptions): Promise<void> {
   // The pipeline owns its output folders: a run folder from an older cokv (no settings record) or from other
   // settings is recomputed; a finished folder with the same settings is still reused.
   if (args[0] === 'eval' && !args.includes('--overwrite')) args.push('--overwrite');
+  // docs/results.md was measured with an F32 KV cache (the default then): its eval steps keep F32 unless a step asks
+  // for another storage, so finished run folders stay reusable and the numbers reproducible.
+  if (args[0] === 'eval' && !args.includes('--kv-dtype')) args.push('--kv-dtype', 'f32');
   o.log(`$ cokv ${args.join(' ')}`);
   const code = await main(args);
   if (code !== 0) throw new CokvError(`experiment step failed (exit ${code}): cokv ${args.join(' ')}`, 'internal');
@@ -243,7 +246,7 @@ async function maskedScorer(model: CokvModel, dataset: string, items: ReturnType
     const game = new ModelGame(model, samples, { utility: 'loglik', window: 8, maxNew: 16, batchSize: 16 });
     return async (s) => game.evaluate([s])[0];
   }
-  const prepared = items.map((it) => ({ it, shared: model.prefillShared(promptIdsFor(dataset, it, model.tokenizer, 8000)) }));
+  const prepared = items.map((it) => ({ it, shared: model.prefillShared(promptIdsFor(dataset, it, model.tokenizer, 8000), 64, 'f32') }));
   return async (s) => {
     let total = 0;
     for (const { it, shared } of prepared) {
@@ -365,7 +368,7 @@ async function quant(o: ExperimentOptions): Promise<void> {
   // ⌊B · 4·hd/(hd + 4)⌋ (int8 rows plus one F32 scale per K and V row).
   const base = o.quick ? [16, 32] : [16, 32, 64];
   const { headDim } = (await openModel(p.tiny)).config;
-  await runEvalCli([...common, '--budgets', base.join(','), '--kv-dtype', 'f32', '--out', path.join(out, 'f32')], o);
+  await runEvalCli([...common, '--budgets', base.join(','), '--out', path.join(out, 'f32')], o);
   for (const dtype of ['f16', 'q8'] as const) {
     const budgets = base.map((b) => equalBytesLength(b, dtype, headDim));
     await runEvalCli([...common, '--budgets', budgets.join(','), '--kv-dtype', dtype, '--out', path.join(out, dtype)], o);
