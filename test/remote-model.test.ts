@@ -175,6 +175,15 @@ describe.skipIf(!haveAssets)('RemoteModel (a model in a worker thread)', () => {
     expect(() => seq.stats).toThrow(/aborted prefill left it incomplete/);
     seq.dispose();
 
+    // A progress callback that throws cancels the prefill with its error.
+    const thrower = await remoteR.createSequence();
+    let calls = 0;
+    const boom = await thrower.prefill(ids, { onProgress: () => { calls++; throw new Error('enough'); } }).then(() => undefined, (e: unknown) => e);
+    expect((boom as Error).message).toBe('enough');
+    expect(() => thrower.stats).toThrow(/aborted prefill left it incomplete/);
+    expect(calls).toBe(1);
+    thrower.dispose();
+
     const pre = await remoteR.createSequence();
     const fired = new AbortController();
     fired.abort();

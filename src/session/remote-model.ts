@@ -56,7 +56,10 @@ export interface PrefillProgress {
 /** PrefillOptions across the thread boundary: `press` is a descriptor; `onProgress` hears every layer step. */
 export type RemotePrefillOptions = Omit<PrefillOptions, 'press'> & {
   press?: PressSpec;
-  /** Called (on this thread) after each forward-pass step of the prefill, as the worker reports it. */
+  /**
+   * Called (on this thread) after each forward-pass step of the prefill, as the worker reports it. One that throws
+   * cancels the prefill (the worker stops at its next step) and the prefill rejects with its error.
+   */
   onProgress?: (p: PrefillProgress) => void;
 };
 
@@ -64,6 +67,7 @@ interface Pending {
   resolve: (v: unknown) => void;
   reject: (e: Error) => void;
   onProgress?: (p: PrefillProgress) => void;
+  abortKey?: number;
 }
 
 interface CallExtra {
@@ -104,9 +108,10 @@ export class ModelChannel {
     if (this.closed) return Promise.reject(this.closed());
     const id = this.nextId++;
     const { signal, onProgress } = extra;
-    const abortKey = extra.abortKey ?? (signal ? id : undefined);
+    // A call with a signal or a progress callback can be cancelled (by the signal, or by a callback that throws).
+    const abortKey = extra.abortKey ?? (signal || onProgress ? id : undefined);
     // Only the call's own key is forwarded from here; a generation forwards its signal itself (it spans calls).
-    const onAbort = extra.abortKey === undefined && abortKey !== undefined ? (): void => this.post({ type: 'abort', abortKey }) : undefined;
+    const onAbort = signal && extra.abortKey === undefined ? (): void => this.post({ type: 'abort', abortKey: abortKey! }) : undefined;
     if (onAbort) signal!.addEventListener('abort', onAbort, { once: true });
     const done = (): void => {
       if (onAbort) signal!.removeEventListener('abort', onAbort);
@@ -119,6 +124,7 @@ export class ModelChannel {
         resolve: (v) => { done(); resolve(v as T); },
         reject: (e) => { done(); reject(e); },
         onProgress,
+        abortKey,
       });
       this.worker.postMessage({ type: 'call', id, method, args, abortKey, aborted: signal?.aborted, progress: onProgress !== undefined } satisfies ToWorker);
     });
@@ -126,7 +132,14 @@ export class ModelChannel {
 
   private receive(m: FromWorker): void {
     if (m.type === 'progress') {
-      this.pending.get(m.id)?.onProgress?.({ steps: m.steps });
+      const p = this.pending.get(m.id);
+      try {
+        p?.onProgress?.({ steps: m.steps });
+      } catch (e) {
+        // A callback that throws cancels its call with that error (the worker stops at its next step).
+        if (p!.abortKey !== undefined) this.post({ type: 'abort', abortKey: p!.abortKey });
+        p!.reject(e instanceof Error ? e : new Error(String(e)));
+      }
       return;
     }
     if (m.type !== 'result' && m.type !== 'error') return;
