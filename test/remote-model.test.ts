@@ -12,7 +12,7 @@ import { loadModel, type CokvModel } from '../src/engine.js';
 import { CokvError } from '../src/errors.js';
 import { createPress } from '../src/press/registry.js';
 import { Sequence } from '../src/session/sequence.js';
-import { loadModelWorker, type RemoteModel } from '../src/session/remote-model.js';
+import { loadModelWorker, workerExecArgv, type RemoteModel } from '../src/session/remote-model.js';
 import { asset, haveAssets, tmpDir } from './helpers.js';
 
 const stories = asset('models/stories260K');
@@ -30,6 +30,14 @@ function longContext(n = 60): string {
   for (let i = 0; i < n; i++) lines.push(`The grass is green and the sky is blue; line ${i} of the story goes on and on.`);
   return `${lines.join(' ')}\nThe pass key is`;
 }
+
+describe('workerExecArgv', () => {
+  it('keeps the parent\'s Node options but those of a main script given as code', () => {
+    expect(workerExecArgv(['--import', 'tsx', '--enable-source-maps'])).toEqual(['--import', 'tsx', '--enable-source-maps']);
+    expect(workerExecArgv(['--input-type=module', '-e', 'code', '--max-old-space-size=100'])).toEqual(['--max-old-space-size=100']);
+    expect(workerExecArgv(['--input-type', 'module', '--eval', 'code', '-p', 'x', '--print', 'y'])).toEqual([]);
+  });
+});
 
 describe.skipIf(!haveAssets)('RemoteModel (a model in a worker thread)', () => {
   let local: CokvModel;

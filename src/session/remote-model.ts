@@ -439,10 +439,35 @@ function remoteGeneration(
  */
 function startWorker(init: WorkerInit): Worker {
   const here = import.meta.url;
-  if (!here.endsWith('.ts')) return new Worker(new URL('./model-worker.js', here), { workerData: init });
-  const entry = new URL('./model-worker.ts', here).href;
-  const boot = `import(${JSON.stringify(tsxApi())}).then((m) => { m.register(); return import(${JSON.stringify(entry)}); })`;
-  return new Worker(boot, { eval: true, workerData: init });
+  const ts = here.endsWith('.ts');
+  const entry = ts
+    ? `import(${JSON.stringify(tsxApi())}).then((m) => { m.register(); return import(${JSON.stringify(new URL('./model-worker.ts', here).href)}); })`
+    : new URL('./model-worker.js', here);
+  const start = (execArgv?: string[]): Worker => new Worker(entry, { eval: ts, workerData: init, execArgv });
+  // The worker inherits the parent's Node options, except those meant for a main script given as code.
+  const execArgv = workerExecArgv(process.execArgv);
+  if (execArgv.length === process.execArgv.length) return start();
+  try {
+    return start(execArgv);
+  } catch (e) {
+    // Given explicitly, per-process options (--max-old-space-size, …) are refused: start with none then.
+    if ((e as NodeJS.ErrnoException).code !== 'ERR_WORKER_INVALID_EXEC_ARGV') throw e;
+    return start([]);
+  }
+}
+
+/**
+ * Node options without those that only make sense for a main script given as code: `--input-type` (a worker
+ * started from a file refuses it) and `-e`/`-p` with their code.
+ */
+export function workerExecArgv(argv: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--input-type' || a === '-e' || a === '--eval' || a === '-p' || a === '--print') i++;
+    else if (!a.startsWith('--input-type=')) out.push(a);
+  }
+  return out;
 }
 
 /** File URL of tsx's ESM API (`tsx/esm/api`, import condition), which registers its loader in the worker. */
