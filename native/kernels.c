@@ -1413,6 +1413,18 @@ static att_tile_t att_tile_at(float *base, int hd) {
   return t;
 }
 
+/* F16 K/V: this thread's widened key and value blocks (ATT_BK rows each), or 0 with a->failed set. */
+static int att_kv_scratch(att_t *a, int tid, float **kbuf, float **vbuf) {
+  if (!a->half) return 1;
+  *kbuf = buf_get(&g_kvrow[tid], (size_t)2 * ATT_BK * a->hd + 16);
+  if (!*kbuf) {
+    atomic_store(&a->failed, 1);
+    return 0;
+  }
+  *vbuf = *kbuf + (size_t)ATT_BK * a->hd;
+  return 1;
+}
+
 /* This thread's tile (grown on demand), or 0 with a->failed set. */
 static int att_tile_get(att_t *a, int tid, att_tile_t *t) {
   size_t need = (size_t)2 * ATT_BQ * a->hd + (size_t)a->hd * ATT_BK + (size_t)ATT_BQ * ATT_BK + 3 * ATT_BQ + 16;
@@ -1448,14 +1460,7 @@ AVX2_TARGET static void att_tiled_job(void *arg, int tid) {
   att_tile_t t;
   if (!att_tile_get(a, tid, &t)) return;
   float *kbuf = NULL, *vbuf = NULL;
-  if (a->half) {
-    kbuf = buf_get(&g_kvrow[tid], (size_t)2 * ATT_BK * hd + 16);
-    if (!kbuf) {
-      atomic_store(&a->failed, 1);
-      return;
-    }
-    vbuf = kbuf + (size_t)ATT_BK * hd;
-  }
+  if (!att_kv_scratch(a, tid, &kbuf, &vbuf)) return;
   float *kt = t.kt, *s = t.s, *qs = t.qs, *o = t.o, *m = t.m, *l = t.l;
   int *valid = t.valid;
   const int nblocks = (a->nq + ATT_BQ - 1) / ATT_BQ;
@@ -1512,14 +1517,7 @@ AVX2_TARGET static void att_decode_job(void *arg, int tid) {
   att_tile_t t;
   if (!att_tile_get(a, tid, &t)) return;
   float *kbuf = NULL, *vbuf = NULL;
-  if (a->half) {
-    kbuf = buf_get(&g_kvrow[tid], (size_t)2 * ATT_BK * hd + 16);
-    if (!kbuf) {
-      atomic_store(&a->failed, 1);
-      return;
-    }
-    vbuf = kbuf + (size_t)ATT_BK * hd;
-  }
+  if (!att_kv_scratch(a, tid, &kbuf, &vbuf)) return;
   const int n1 = a->to1 - a->from1, n = n1 + (a->to2 - a->from2);
   const int nchunks = (n + ATT_CHUNK - 1) / ATT_CHUNK;
   int started = 0;

@@ -300,7 +300,6 @@ INL int bsum_dot8(const uint8_t *y, __m128i c) {
 /* Q4_K / Q5_K: x = d·sc·q − dmin·m per 32-element sub-block; the mins meet the activation's 16-element sums. */
 INL void body_q45_k(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, float *out, const int NX, const int five) {
   const int bytes = five ? 176 : 144;
-  const __m256i m4 = _mm256_set1_epi8(0x0f), one = _mm256_set1_epi8(1);
   __m256 acc[NX];
   float accm[NX];
   for (int r = 0; r < NX; r++) acc[r] = _mm256_setzero_ps(), accm[r] = 0;
@@ -313,13 +312,8 @@ INL void body_q45_k(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, floa
     __m256i sumi[NX];
     for (int r = 0; r < NX; r++) sumi[r] = _mm256_setzero_si256();
     for (int i = 0; i < 4; i++) {
-      __m256i qv = loadu(q + 32 * i);
-      __m256i lo = _mm256_and_si256(qv, m4), hi = _mm256_and_si256(_mm256_srli_epi16(qv, 4), m4);
-      if (five) {
-        lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(qh, one), 4));
-        hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 1), one), 4));
-        qh = _mm256_srli_epi16(qh, 2);
-      }
+      __m256i lo, hi;
+      unpack_q45k_pair(loadu(q + 32 * i), &qh, five, &lo, &hi);
       __m256i s0 = _mm256_set1_epi16((short)sm[2 * i]), s1 = _mm256_set1_epi16((short)sm[2 * i + 1]);
       for (int r = 0; r < NX; r++) {
         const int8_t *y = (const int8_t *)(XROW(r, b, XQK_BYTES) + XQK_QS) + 64 * i;
@@ -347,7 +341,6 @@ INL void body_q5_k(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, float
 
 /* Q6_K: q (0..63) − 32 with an int8 scale per 16 elements; Σ sc·(q − 32)·y = Σ sc·q·y − 32·Σ sc·bsum. */
 INL void body_q6_k(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, float *out, const int NX) {
-  const __m256i m4 = _mm256_set1_epi8(0x0f), m3 = _mm256_set1_epi8(3);
   __m256 acc[NX];
   for (int r = 0; r < NX; r++) acc[r] = _mm256_setzero_ps();
   for (int b = 0; b < k / 256; b++, w += 210) {
@@ -356,17 +349,9 @@ INL void body_q6_k(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, float
     __m256i sumi[NX];
     for (int r = 0; r < NX; r++) sumi[r] = _mm256_setzero_si256();
     for (int n = 0; n < 2; n++) {
-      const uint8_t *ql = w + 64 * n;
-      __m256i l0 = loadu(ql), l1 = loadu(ql + 32), h = loadu(w + 128 + 32 * n);
       const int8_t *s = sc + 8 * n;
-      __m256i qs[4] = {
-        _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(h, m3), 4)),
-        _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 2), m3), 4)),
-        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
-                        _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 4), m3), 4)),
-        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
-                        _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 6), m3), 4)),
-      };
+      __m256i qs[4];
+      unpack_q6k_half(w + 64 * n, w + 128 + 32 * n, qs);
       for (int t = 0; t < 4; t++) {
         __m256i sv = scale2(s[2 * t], s[2 * t + 1]);
         for (int r = 0; r < NX; r++) {
@@ -392,7 +377,6 @@ INL void body_q6_k(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, float
  */
 INL void body_q23_k(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, float *out, const int NX, const int three) {
   const int bytes = three ? 110 : 84;
-  const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
   __m256 acc[NX];
   float accm[NX];
   for (int r = 0; r < NX; r++) acc[r] = _mm256_setzero_ps(), accm[r] = 0;
@@ -417,11 +401,7 @@ INL void body_q23_k(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, floa
     for (int n = 0; n < 2; n++) {
       __m256i qv = loadu(qbase + 32 * n);
       for (int j = 0; j < 4; j++) {
-        __m256i q = _mm256_and_si256(_mm256_srl_epi16(qv, _mm_cvtsi32_si128(2 * j)), m3);
-        if (three) {
-          q = _mm256_or_si256(q, _mm256_slli_epi16(_mm256_and_si256(hm, one), 2));
-          hm = _mm256_srli_epi16(hm, 1);
-        }
+        __m256i q = unpack_q23k_run(qv, j, three ? &hm : NULL);
         __m256i sv = scale2(s[8 * n + 2 * j], s[8 * n + 2 * j + 1]);
         for (int r = 0; r < NX; r++) {
           const int8_t *y = (const int8_t *)(XROW(r, b, XQK_BYTES) + XQK_QS) + 128 * n + 32 * j;

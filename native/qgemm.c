@@ -39,7 +39,6 @@ static int block_of(int dt) { return dt == DT_Q2_K || dt == DT_Q3_K || dt == DT_
  */
 #if QG_X86
 AVX2_TARGET static void unpack_row(int dt, const uint8_t *row, int K, uint8_t *u, float *a, float *b) {
-  const __m256i m4 = _mm256_set1_epi8(0x0f), m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
   const __m256i x80 = _mm256_set1_epi8((char)0x80), b4 = _mm256_set1_epi8(0x10);
   const __m256i tbl = _mm256_xor_si256(_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)k_iq4nl)), x80);
 #define PUT(off, v) _mm256_storeu_si256((__m256i *)(u + (off)), (v))
@@ -96,13 +95,8 @@ AVX2_TARGET static void unpack_row(int dt, const uint8_t *row, int K, uint8_t *u
         for (int j = 0; j < 8; j++) a[sb * 8 + j] = d * sm[j], b[sb * 8 + j] = dmin * sm[8 + j];
         __m256i qh = five ? loadu(p + 16) : _mm256_setzero_si256();
         for (int i = 0; i < 4; i++, u += 64) {
-          __m256i qv = loadu(q + 32 * i);
-          __m256i lo = _mm256_and_si256(qv, m4), hi = _mm256_and_si256(_mm256_srli_epi16(qv, 4), m4);
-          if (five) {
-            lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(qh, one), 4));
-            hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 1), one), 4));
-            qh = _mm256_srli_epi16(qh, 2);
-          }
+          __m256i lo, hi;
+          unpack_q45k_pair(loadu(q + 32 * i), &qh, five, &lo, &hi);
           PUT(0, lo);
           PUT(32, hi);
         }
@@ -116,13 +110,9 @@ AVX2_TARGET static void unpack_row(int dt, const uint8_t *row, int K, uint8_t *u
         float d = f16at(p + 208);
         for (int g = 0; g < 16; g++) a[sb * 16 + g] = d * sc[g], b[sb * 16 + g] = 32 * a[sb * 16 + g];
         for (int n = 0; n < 2; n++, u += 128) {
-          __m256i l0 = loadu(p + 64 * n), l1 = loadu(p + 64 * n + 32), h = loadu(p + 128 + 32 * n);
-          PUT(0, _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(h, m3), 4)));
-          PUT(32, _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 2), m3), 4)));
-          PUT(64, _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
-                                  _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 4), m3), 4)));
-          PUT(96, _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
-                                  _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 6), m3), 4)));
+          __m256i q[4];
+          unpack_q6k_half(p + 64 * n, p + 128 + 32 * n, q);
+          for (int t = 0; t < 4; t++) PUT(32 * t, q[t]);
         }
       }
       return;
@@ -146,12 +136,7 @@ AVX2_TARGET static void unpack_row(int dt, const uint8_t *row, int K, uint8_t *u
         for (int n = 0; n < 2; n++) {
           __m256i qv = loadu(qs + 32 * n);
           for (int j = 0; j < 4; j++, u += 32) {
-            __m256i q = _mm256_and_si256(_mm256_srl_epi16(qv, _mm_cvtsi32_si128(2 * j)), m3);
-            if (three) {
-              q = _mm256_or_si256(q, _mm256_slli_epi16(_mm256_and_si256(hm, one), 2));
-              hm = _mm256_srli_epi16(hm, 1);
-            }
-            PUT(0, q);
+            PUT(0, unpack_q23k_run(qv, j, three ? &hm : NULL));
           }
         }
       }

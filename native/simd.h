@@ -64,5 +64,41 @@ static inline void unpack_k4_scales(const uint8_t *q, uint8_t *out) {
   memcpy(out, u, 16);
 }
 
+/* Q4_K/Q5_K: the 64 values of sub-block pair i from its 32 bytes of nibbles (lo: sub-block 2i, hi: 2i+1); for Q5_K
+ * the fifth bits come from *qh (bits 0 and 1 of each byte), which is shifted on to the next pair's bits. */
+AVX2_TARGET static inline void unpack_q45k_pair(__m256i qv, __m256i *qh, int five, __m256i *lo, __m256i *hi) {
+  const __m256i m4 = _mm256_set1_epi8(0x0f), one = _mm256_set1_epi8(1);
+  *lo = _mm256_and_si256(qv, m4);
+  *hi = _mm256_and_si256(_mm256_srli_epi16(qv, 4), m4);
+  if (five) {
+    *lo = _mm256_or_si256(*lo, _mm256_slli_epi16(_mm256_and_si256(*qh, one), 4));
+    *hi = _mm256_or_si256(*hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(*qh, 1), one), 4));
+    *qh = _mm256_srli_epi16(*qh, 2);
+  }
+}
+
+/* Q6_K: the 128 values (0..63, before − 32) of one half of a block from ql (64 bytes) and qh (32 bytes), in order. */
+AVX2_TARGET static inline void unpack_q6k_half(const uint8_t *ql, const uint8_t *qhp, __m256i q[4]) {
+  const __m256i m4 = _mm256_set1_epi8(0x0f), m3 = _mm256_set1_epi8(3);
+  __m256i l0 = loadu(ql), l1 = loadu(ql + 32), h = loadu(qhp);
+  q[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(h, m3), 4));
+  q[1] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 2), m3), 4));
+  q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+                         _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 4), m3), 4));
+  q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                         _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 6), m3), 4));
+}
+
+/* Q2_K / Q3_K: the 32 values of bit pair j of a 32-byte qs chunk; for Q3_K (hm != NULL) plus the high bit from bit 0
+ * of each byte of *hm (clear = −4 later), which is shifted on to the next run's bit. */
+AVX2_TARGET static inline __m256i unpack_q23k_run(__m256i qv, int j, __m256i *hm) {
+  __m256i q = _mm256_and_si256(_mm256_srl_epi16(qv, _mm_cvtsi32_si128(2 * j)), _mm256_set1_epi8(3));
+  if (hm) {
+    q = _mm256_or_si256(q, _mm256_slli_epi16(_mm256_and_si256(*hm, _mm256_set1_epi8(1)), 2));
+    *hm = _mm256_srli_epi16(*hm, 1);
+  }
+  return q;
+}
+
 #endif
 #endif
