@@ -227,6 +227,11 @@ describe.skipIf(!haveAssets)('CLI: F16 by default, --prefill-evict', () => {
     expect(e.code).toBe(1);
     expect(e.stderr).toContain('--prefill-evict: needs a press other than full');
     expect(e.stderr.trim().split('\n')).toHaveLength(1);
+    const w = cokv('eval', '--model', tinyPath, '--data', asset('data/retrieval-dev.jsonl'), '--dataset', 'retrieval', '--presses', 'snapkv',
+      '--budgets', '700', '--window', '600', '--prefill-evict', '--out', tmpDir(), '--quiet');
+    expect(w.code).toBe(1);
+    expect(w.stderr).toContain("--prefill-evict: the chunk size 512 is shorter than the press's window 600");
+    expect(w.stderr.trim().split('\n')).toHaveLength(1);
   });
 
   it('eval records the F16 default and --prefill-evict in its settings and folder names', () => {

@@ -490,7 +490,14 @@ export async function runEval(model: CokvModel, modelPath: string, o: EvalOption
   // Validate every press before the first run starts.
   for (const r of runs) {
     const press = createPress(r.press, { ...o.pressOptions, budget: r.budget ?? undefined, ratio: r.ratio }, model.config);
-    if (o.prefillEvict && r.press !== 'full') checkPrefillEvict(press, { prefillEvict: true });
+    if (o.prefillEvict && r.press !== 'full') {
+      try {
+        checkPrefillEvict(press, { prefillEvict: true });
+      } catch (e) {
+        // Named as the eval flag (e.g. a --window longer than the 512-token chunk).
+        throw e instanceof CokvError ? new CokvError(e.message.replace(/^prefillEvict: /, '--prefill-evict: '), e.kind) : e;
+      }
+    }
   }
   if (o.prefillEvict && !runs.some((r) => r.press !== 'full')) {
     throw new CokvError('--prefill-evict: needs a press other than full in --presses (with the full cache nothing is evicted)', 'flag');
