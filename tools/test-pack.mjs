@@ -4,7 +4,8 @@
  * compiler. Packs the package (prepack compiles prebuilds/<platform>-<arch>/cokv_native.node), installs the tarball
  * with npm into a temporary project (--prefer-offline, install scripts on) with PATH holding only node, npm and sh
  * (no cc/gcc/clang/make; CC/CXX point at /bin/false), then runs the installed `cokv generate` and `cokv inspect` on
- * ../shared/assets/models/stories260K and checks that the prebuilt addon runs. Prints PASS/FAIL lines, exits 1 on
+ * ../shared/assets/models/stories260K and checks that the prebuilt addon runs, and that the library's
+ * `loadModelWorker` starts its worker from the installed dist/. Prints PASS/FAIL lines, exits 1 on
  * any failure, removes its temporary folder. Not part of `npm test` (it takes a minute or more).
  */
 import { spawnSync } from 'node:child_process';
@@ -108,4 +109,12 @@ function steps() {
   const insp = run('inspect', model);
   check(insp.status === 0 && insp.stdout.includes(`backend`) && insp.stdout.includes(path.join(pkg, 'prebuilds', target, 'cokv_native.node')),
     `cokv inspect: native from node_modules/cokv/prebuilds/${target}`, `${insp.stdout}\n${insp.stderr}`);
+
+  // 5. The library's worker API from the installed package (dist/session/model-worker.js, no tsx).
+  const script = `import { loadModelWorker } from 'cokv';
+const m = await loadModelWorker(${JSON.stringify(model)});
+process.stdout.write(await m.generate('Once upon a time', { maxTokens: 40, temperature: 0 }).complete());
+await m.dispose();`;
+  const lib = spawnSync(process.execPath, ['--input-type=module', '-e', script], { cwd: app, env, encoding: 'utf8', timeout: 120_000 });
+  check(lib.status === 0 && lib.stdout.trim() === expected, 'loadModelWorker (the worker from dist/) generates the README text', `exit ${lib.status}\n${lib.stdout}\n${lib.stderr}`);
 }
