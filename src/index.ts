@@ -3,8 +3,10 @@ export { loadModel, CokvModel, Generation } from './engine.js';
 export type { GenerateOptions, DecodeOptions, GenerationChunk, GenerationStats, ChatMessage, LoadOptions } from './engine.js';
 export { Sequence } from './session/sequence.js';
 export type { SequenceOptions, PrefillOptions, SequenceStats } from './session/sequence.js';
-export { loadModelWorker, RemoteModel, RemoteSequence } from './session/remote-model.js';
-export type { PressSpec, RemoteModelInfo, RemoteGenerateOptions, RemotePrefillOptions, PrefillProgress, WorkerLoadOptions } from './session/remote-model.js';
+export { loadModelWorker, RemoteModel, RemoteSequence, RemoteChatSession } from './session/remote-model.js';
+export type {
+  PressSpec, RemoteModelInfo, RemoteGenerateOptions, RemotePrefillOptions, RemoteChatSessionOptions, PrefillProgress, WorkerLoadOptions,
+} from './session/remote-model.js';
 export { ChatSession } from './session/chat-session.js';
 export type { ChatSessionOptions, ChatSessionStats, ChatExchange, ChatTurnStats, ChatPrefillStats } from './session/chat-session.js';
 export { SAVED_CACHE_MAGIC, SAVED_CACHE_VERSION } from './cache/save.js';

@@ -140,6 +140,44 @@ describe.skipIf(!haveAssets)('RemoteModel (a model in a worker thread)', () => {
     back.dispose();
   });
 
+  it('a chat session in the worker answers, keeps its history and stats, saves and loads as an in-process one', async () => {
+    const template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}assistant: {% endif %}";
+    const rchat = await remoteR.createChatSession({ template, system: 'Answer briefly.', press: { name: 'snapkv', options: { budget: 32 } } });
+    const lchat = await localR.createChatSession({ template, system: 'Answer briefly.', press: createPress('snapkv', { budget: 32 }, localR.config) });
+    const qs = ['The grass is green. The sky is blue. The pass key is 4417.', 'What is the pass key? The pass key is'];
+    for (const q of qs) {
+      const a = rchat.prompt(q, { maxTokens: 8, temperature: 0 });
+      const b = lchat.prompt(q, { maxTokens: 8, temperature: 0 });
+      expect(await a.complete()).toBe(await b.complete());
+      expect(a.tokens).toEqual(b.tokens);
+      expect(rchat.turns).toEqual(lchat.turns);
+      expect(rchat.stats).toEqual(lchat.stats);
+    }
+    expect(await rchat.render('And the sky?')).toBe(lchat.render('And the sky?'));
+    const dir = tmpDir();
+    const file = path.join(dir, 'chat.json');
+    await rchat.save(file);
+    const again = await remoteR.loadChatSession(file, { press: { name: 'snapkv', options: { budget: 32 } } });
+    const a = again.prompt('And the sky?', { maxTokens: 8, temperature: 0 });
+    const b = lchat.prompt('And the sky?', { maxTokens: 8, temperature: 0 });
+    expect(await a.complete()).toBe(await b.complete());
+    expect(again.turns).toEqual(lchat.turns);
+    // A cancelled answer stays in the history as far as it got, as in process.
+    const ac = new AbortController();
+    const cut = again.prompt('Say more.', { maxTokens: 8, temperature: 0, signal: ac.signal });
+    const err = await (async () => { for await (const _ of cut) ac.abort(); })().then(() => undefined, (e: unknown) => e);
+    expect((err as CokvError).message).toBe('generate: aborted');
+    expect(again.turns.at(-1)).toMatchObject({ user: 'Say more.', cancelled: true });
+    await again.reset();
+    expect(again.turns).toEqual([]);
+    expect(again.stats.turns).toBe(0);
+    again.dispose();
+    rchat.dispose();
+    expect(() => rchat.prompt('x')).toThrow(/chat session: it was disposed/);
+    lchat.dispose();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
   it('a 1 ms timer keeps firing during a remote prefill of a long prompt; the in-process synchronous prefill blocks it', async () => {
     const ids = localR.promptIds(longContext());
     expect(ids.length).toBeGreaterThan(1000);

@@ -12,7 +12,10 @@ import { CokvError } from '../errors.js';
 import { createPress, isFullPress } from '../press/registry.js';
 import type { Press } from '../press/types.js';
 import { Sequence, type PrefillOptions, type SequenceOptions } from './sequence.js';
-import { toWire, type FromWorker, type GenerationStep, type PressSpec, type SequenceState, type ToWorker, type WorkerInit } from './worker-protocol.js';
+import { ChatSession, type ChatSessionOptions } from './chat-session.js';
+import {
+  toWire, type ChatState, type FromWorker, type GenerationStep, type PressSpec, type SequenceState, type ToWorker, type WorkerInit,
+} from './worker-protocol.js';
 
 const port = parentPort;
 if (!port) throw new Error('model-worker: not started as a worker thread');
@@ -24,6 +27,7 @@ function post(m: FromWorker): void {
 /** Options of remote prefills as they arrive: a press descriptor instead of a press, no signal. */
 type WirePrefillOptions = Omit<PrefillOptions, 'press' | 'signal'> & { press?: PressSpec };
 type WireGenerateOptions = Omit<GenerateOptions, 'press' | 'prefilled' | 'signal'> & { press?: PressSpec };
+type WireChatOptions = Omit<ChatSessionOptions, 'press'> & { press?: PressSpec };
 
 interface SeqEntry {
   seq: Sequence;
@@ -32,10 +36,16 @@ interface SeqEntry {
   disposed: boolean;
 }
 
+interface ChatEntry {
+  chat: ChatSession;
+  disposed: boolean;
+}
+
 interface GenEntry {
   gen: Generation;
   it: AsyncIterator<GenerationChunk>;
   seq?: SeqEntry;
+  chat?: ChatEntry;
   /** The abort key of the generation (its signal lives until it ends). */
   key?: number;
 }
@@ -48,6 +58,7 @@ interface CallContext {
 
 class WorkerHost {
   private seqs = new Map<number, SeqEntry>();
+  private chats = new Map<number, ChatEntry>();
   private gens = new Map<number, GenEntry>();
   private nextId = 1;
   /** Abort controllers of running calls and generations, by the key the main thread gave them. */
@@ -99,10 +110,31 @@ class WorkerHost {
     }
   }
 
-  private addGen(gen: Generation, ctx: CallContext, seq?: SeqEntry): { gen: number } {
+  private addGen(gen: Generation, ctx: CallContext, on: { seq?: SeqEntry; chat?: ChatEntry } = {}): { gen: number } {
     const id = this.nextId++;
-    this.gens.set(id, { gen, it: gen[Symbol.asyncIterator](), seq, key: ctx.key });
+    this.gens.set(id, { gen, it: gen[Symbol.asyncIterator](), ...on, key: ctx.key });
     return { gen: id };
+  }
+
+  private chat(id: number): ChatEntry {
+    const e = this.chats.get(id);
+    if (!e) throw new CokvError('chat session: it was disposed', 'state');
+    return e;
+  }
+
+  private addChat(chat: ChatSession): { chat: number; state: ChatState } {
+    const id = this.nextId++;
+    const e: ChatEntry = { chat, disposed: false };
+    this.chats.set(id, e);
+    return { chat: id, state: this.chatState(e) };
+  }
+
+  private chatState(e: ChatEntry): ChatState {
+    try {
+      return { stats: e.chat.stats, turns: e.chat.turns };
+    } catch {
+      return { stats: undefined, turns: e.chat.turns };
+    }
   }
 
   /** The calls, by method name. */
@@ -145,11 +177,31 @@ class WorkerHost {
     fork: (_s, seq: number, opts: { reserve?: number }) => this.addSeq(this.seq(seq).seq.fork(opts)),
     seqGenerate: (ctx, seq: number, opts: Omit<DecodeOptions, 'signal'>) => {
       const e = this.seq(seq);
-      return this.addGen(e.seq.generate({ ...opts, signal: ctx.signal }), ctx, e);
+      return this.addGen(e.seq.generate({ ...opts, signal: ctx.signal }), ctx, { seq: e });
     },
     state: (_s, seq: number) => this.state(this.seq(seq)),
     save: (_s, seq: number, file: string) => this.seq(seq).seq.save(file),
     lengths: (_s, seq: number) => this.seq(seq).seq.lengths(),
+    createChatSession: async (_s, opts: WireChatOptions) => this.addChat(await this.model.createChatSession({ ...opts, press: this.press(opts.press) })),
+    loadChatSession: async (_s, file: string, opts: WireChatOptions) => this.addChat(await ChatSession.load(this.model, file, { ...opts, press: this.press(opts.press) })),
+    chatPrompt: (ctx, chat: number, user: string, opts: Omit<DecodeOptions, 'signal'>) => {
+      const e = this.chat(chat);
+      return this.addGen(e.chat.prompt(user, { ...opts, signal: ctx.signal }), ctx, { chat: e });
+    },
+    chatRender: (_s, chat: number, user: string) => this.chat(chat).chat.render(user),
+    chatReset: async (_s, chat: number) => {
+      const e = this.chat(chat);
+      await e.chat.reset();
+      return this.chatState(e);
+    },
+    chatSave: (_s, chat: number, file: string) => this.chat(chat).chat.save(file),
+    disposeChat: (_s, chat: number) => {
+      const e = this.chats.get(chat);
+      if (!e) return;
+      e.chat.dispose();
+      e.disposed = true;
+      this.chats.delete(chat);
+    },
     disposeSequence: (_s, seq: number) => {
       const e = this.seqs.get(seq);
       if (!e) return;
@@ -163,12 +215,16 @@ class WorkerHost {
   private endGen(id: number, g: GenEntry): GenerationStep {
     this.gens.delete(id);
     if (g.key !== undefined) this.aborts.delete(g.key);
-    return { done: true, stats: g.gen.stats, text: g.gen.text, tokens: g.gen.tokens, seq: g.seq && !g.seq.disposed ? this.state(g.seq) : undefined };
+    return {
+      done: true, stats: g.gen.stats, text: g.gen.text, tokens: g.gen.tokens,
+      seq: g.seq && !g.seq.disposed ? this.state(g.seq) : undefined,
+      chat: g.chat && !g.chat.disposed ? this.chatState(g.chat) : undefined,
+    };
   }
 }
 
 /** Calls whose abort key belongs to the generation they start (its steps, `next` and `return`, carry none). */
-const GENERATION_CALLS = new Set(['generate', 'seqGenerate']);
+const GENERATION_CALLS = new Set(['generate', 'seqGenerate', 'chatPrompt']);
 
 async function main(): Promise<void> {
   const init = workerData as WorkerInit;

@@ -33,9 +33,10 @@ import { CokvError } from '../errors.js';
 import { Generation, type DecodeOptions, type GenerationChunk } from '../generate/generation.js';
 import type { ModelConfig } from '../model/config.js';
 import type { PrefillOptions, SequenceOptions, SequenceStats } from './sequence.js';
+import type { ChatExchange, ChatSessionOptions, ChatSessionStats } from './chat-session.js';
 import {
-  fromWire, type FromWorker, type GenerationStep, type PressSpec, type RemoteModelInfo, type SequenceState, type ToWorker,
-  type WireError, type WorkerInit,
+  fromWire, type ChatState, type FromWorker, type GenerationStep, type PressSpec, type RemoteModelInfo, type SequenceState,
+  type ToWorker, type WireError, type WorkerInit,
 } from './worker-protocol.js';
 
 export type { PressSpec, RemoteModelInfo } from './worker-protocol.js';
@@ -62,6 +63,9 @@ export type RemotePrefillOptions = Omit<PrefillOptions, 'press'> & {
    */
   onProgress?: (p: PrefillProgress) => void;
 };
+
+/** ChatSessionOptions across the thread boundary: `press` is a descriptor. */
+export type RemoteChatSessionOptions = Omit<ChatSessionOptions, 'press'> & { press?: PressSpec };
 
 interface Pending {
   resolve: (v: unknown) => void;
@@ -266,6 +270,18 @@ export class RemoteModel {
     return new RemoteSequence(this, this.channel, r.seq, r.state);
   }
 
+  /** A multi-turn chat over one kept sequence in the worker (CokvModel.createChatSession). */
+  async createChatSession(opts: RemoteChatSessionOptions = {}): Promise<RemoteChatSession> {
+    const r = await this.channel.call<{ chat: number; state: ChatState }>('createChatSession', [opts]);
+    return new RemoteChatSession(this.channel, r.chat, r.state);
+  }
+
+  /** A chat session saved by `save(file)` (ChatSession.load); `opts` gives the press, and may override the rest. */
+  async loadChatSession(file: string, opts: RemoteChatSessionOptions = {}): Promise<RemoteChatSession> {
+    const r = await this.channel.call<{ chat: number; state: ChatState }>('loadChatSession', [file, opts]);
+    return new RemoteChatSession(this.channel, r.chat, r.state);
+  }
+
   /**
    * End the worker: the model's weights, workspace and every sequence's cache are freed. Calls still running
    * reject, and so does every later call (CokvError kind 'state'). Idempotent.
@@ -368,7 +384,7 @@ export class RemoteSequence {
   generate(opts: DecodeOptions = {}): Generation {
     const { signal, ...wire } = opts;
     const id = this.handle;
-    return remoteGeneration(this.channel, signal, (extra) => this.channel.call('seqGenerate', [id, wire], extra), (s) => this.apply(s));
+    return remoteGeneration(this.channel, signal, (extra) => this.channel.call('seqGenerate', [id, wire], extra), (end) => { if (end.seq) this.apply(end.seq); });
   }
 
   /** Write the sequence to `file`, atomically (Sequence.save). */
@@ -391,13 +407,84 @@ export class RemoteSequence {
 }
 
 /**
+ * A chat session held by a RemoteModel's worker: ChatSession's API, all async. `turns` and `stats` are kept here as
+ * of the last call that finished (a turn updates them when its answer ends).
+ */
+export class RemoteChatSession {
+  private history: ChatExchange[] = [];
+  private st: ChatSessionStats | undefined;
+  private id: number | undefined;
+
+  /** @internal Use `model.createChatSession()` or `model.loadChatSession()`. */
+  constructor(private readonly channel: ModelChannel, id: number, state: ChatState) {
+    this.id = id;
+    this.apply(state);
+  }
+
+  private apply(s: ChatState): void {
+    this.history = s.turns;
+    this.st = s.stats;
+  }
+
+  private get handle(): number {
+    if (this.id === undefined) throw new CokvError('chat session: it was disposed', 'state');
+    return this.id;
+  }
+
+  /** The exchanges so far (copies). */
+  get turns(): ChatExchange[] {
+    return this.history.map((t) => ({ ...t }));
+  }
+
+  /** What the session holds, as of the last call that finished (ChatSession.stats). */
+  get stats(): ChatSessionStats {
+    void this.handle;
+    if (!this.st) throw new CokvError('chat session: it is unusable', 'state');
+    return this.st;
+  }
+
+  /**
+   * Ask `user` (ChatSession.prompt): the answer streams from the Generation and joins the history when it ends
+   * (also when cancelled through `opts.signal`). Options and the message are checked when iteration starts.
+   */
+  prompt(user: string, opts: DecodeOptions = {}): Generation {
+    const { signal, ...wire } = opts;
+    const id = this.handle;
+    return remoteGeneration(this.channel, signal, (extra) => this.channel.call('chatPrompt', [id, user, wire], extra), (end) => { if (end.chat) this.apply(end.chat); });
+  }
+
+  /** The conversation with `user` appended, rendered with the template (ChatSession.render). */
+  render(user: string): Promise<string> {
+    return this.channel.call('chatRender', [this.handle, user]);
+  }
+
+  /** Forget the conversation (the system message stays) and free the cache (ChatSession.reset). */
+  async reset(): Promise<void> {
+    this.apply(await this.channel.call<ChatState>('chatReset', [this.handle]));
+  }
+
+  /** Write the history to `file` and the sequence to `<file>.kvc` (ChatSession.save). */
+  async save(file: string): Promise<void> {
+    await this.channel.call('chatSave', [this.handle, file]);
+  }
+
+  /** Free the session's cache in the worker; later calls throw. */
+  dispose(): void {
+    if (this.id === undefined) return;
+    const id = this.id;
+    this.id = undefined;
+    if (!this.channel.isClosed) this.channel.call('disposeChat', [id]).catch(() => {});
+  }
+}
+
+/**
  * A Generation whose chunks come from the worker one step at a time (each pulled when the consumer asks, as an
- * in-process generation computes each token when asked). `start` creates it in the worker; `onSeq` receives the
- * sequence's state when it ends.
+ * in-process generation computes each token when asked). `start` creates it in the worker; `onEnd` receives its
+ * last step (with the state of the sequence or chat session it ran on).
  */
 function remoteGeneration(
   channel: ModelChannel, signal: AbortSignal | undefined, start: (extra: { abortKey: number; signal?: AbortSignal }) => Promise<{ gen: number }>,
-  onSeq?: (s: SequenceState) => void,
+  onEnd?: (end: Extract<GenerationStep, { done: true }>) => void,
 ): Generation {
   return new Generation((g) => steps(g));
   async function* steps(g: Generation): AsyncGenerator<GenerationChunk> {
@@ -428,7 +515,7 @@ function remoteGeneration(
         g.text = end.text;
         g.tokens = end.tokens;
       }
-      if (end?.seq) onSeq?.(end.seq);
+      if (end) onEnd?.(end);
     }
   }
 }

@@ -9,6 +9,7 @@ import type { ModelConfig } from '../model/config.js';
 import type { PressOptions } from '../press/options.js';
 import type { GenerationChunk, GenerationStats } from '../generate/generation.js';
 import type { SequenceStats } from './sequence.js';
+import type { ChatExchange, ChatSessionStats } from './chat-session.js';
 
 /**
  * A press as it crosses the thread boundary: the registry name and options `createPress(name, options, config)`
@@ -48,10 +49,16 @@ export interface SequenceState {
   unusable?: WireError;
 }
 
-/** One step of a remote generation. */
+/** A chat session's state after a call: its stats (undefined once unusable) and its exchanges. */
+export interface ChatState {
+  stats: ChatSessionStats | undefined;
+  turns: ChatExchange[];
+}
+
+/** One step of a remote generation; the last carries the state of the sequence or chat session it ran on. */
 export type GenerationStep =
   | { done: false; chunk: GenerationChunk }
-  | { done: true; stats: GenerationStats | undefined; text: string; tokens: number[]; seq?: SequenceState };
+  | { done: true; stats: GenerationStats | undefined; text: string; tokens: number[]; seq?: SequenceState; chat?: ChatState };
 
 /** main → worker */
 export type ToWorker =
