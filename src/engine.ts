@@ -208,17 +208,19 @@ export class CokvModel {
     const dtype = opts.kvDtype ?? DEFAULT_KV_DTYPE;
     const evict = { prefillEvict: opts.prefillEvict };
     const ids = this.promptIds(prompt);
+    // The bounded mode grows its heads by chunks instead of preallocating the whole prompt.
+    const capacity = opts.prefillEvict ? 0 : ids.length + continuation.length;
     let cache: RaggedKVCache;
     let first: Float32Array;
     const k = opts.compressPrefix;
     if (opts.prefilled) {
       ({ cache, logits: first } = opts.prefilled);
     } else if (k !== undefined && k > 0 && k < ids.length) {
-      cache = this.newCache(ids.length + continuation.length, dtype);
+      cache = this.newCache(capacity, dtype);
       this.prefill(ids.slice(0, k), cache, opts.press, ids.length - k + continuation.length, evict);
       first = this.transformer.forward(ids.slice(k), cache, { logits: 'last' }).slice();
     } else {
-      cache = this.newCache(ids.length + continuation.length, dtype);
+      cache = this.newCache(capacity, dtype);
       first = this.prefill(ids, cache, opts.press, continuation.length, evict);
     }
     const kvBytes = cache.bytes();
