@@ -24,16 +24,17 @@ if (!addon) {
   console.error(`bench:quant: native addon unavailable: ${nativeLoadError()}`);
   process.exit(1);
 }
-const types = opt('--types', 'q4_0,q4_1,q5_0,q5_1,q8_0,iq4_nl,q2_k,q3_k,q4_k,q5_k,q6_k,iq4_xs').split(',') as QuantWeight['dtype'][];
+type BlockType = Exclude<QuantWeight['dtype'], 'f16'>;
+const types = opt('--types', 'q4_0,q4_1,q5_0,q5_1,q8_0,iq4_nl,q2_k,q3_k,q4_k,q5_k,q6_k,iq4_xs').split(',') as BlockType[];
 const rowsList = opt('--rows', '1,512').split(',').map(Number);
 const threadsList = opt('--threads', '1,2').split(',').map(Number);
 const repeats = Number(opt('--repeats', '5'));
-const F16_FIELDS: Record<QuantWeight['dtype'], number[]> = {
+const F16_FIELDS: Record<BlockType, number[]> = {
   q8_0: [0], q4_0: [0], q4_1: [0, 2], q5_0: [0], q5_1: [0, 2], iq4_nl: [0],
   q2_k: [80, 82], q3_k: [108], q4_k: [0, 2], q5_k: [0, 2], q6_k: [208], iq4_xs: [0],
 };
 
-function weight(dtype: QuantWeight['dtype'], rows: number, cols: number): QuantWeight {
+function weight(dtype: BlockType, rows: number, cols: number): QuantWeight {
   const { elements, bytes } = BLOCK[dtype];
   const nb = (rows * cols) / elements;
   const data = new Uint8Array(nb * bytes);

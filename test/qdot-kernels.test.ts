@@ -18,7 +18,7 @@ const avx2 = addon?.info().avx2 ?? false;
 const vnni = (addon?.info() as { vnni?: boolean } | undefined)?.vnni ?? false;
 if (addon && !avx2) console.warn('[qdot tests] CPU without AVX2: the integer dots are not used, skipped');
 
-type BlockType = QuantWeight['dtype'];
+type BlockType = Exclude<QuantWeight['dtype'], 'f16'>;
 /** Byte offsets of each type's f16 scale fields in a block (ggml-common.h). */
 const F16_FIELDS: Record<BlockType, number[]> = {
   q8_0: [0], q4_0: [0], q4_1: [0, 2], q5_0: [0], q5_1: [0, 2], iq4_nl: [0],
