@@ -211,7 +211,7 @@ describe('buildReport on bad input', () => {
     const { html } = build(only);
     expect(html).toContain('<section id="bench">');
     expect(html).not.toContain('<section id="results">');
-    expect(html).toContain('(no scores, profiles, needle grids)');
+    expect(html).toMatch(/<dt>not in this folder<\/dt><dd class="ck-muted">scores \(<code>cokv eval --out DIR<\/code>\); profiles \(.*\); needle grids \(<code>cokv needle --out DIR<\/code>\)<\/dd>/);
   });
 });
 
