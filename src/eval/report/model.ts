@@ -224,6 +224,12 @@ function variantFigures(runs: RunRow[], colors: PressColors): FigureModel[] {
     if (!fams.has(key)) fams.set(key, { base: v.base, family: v.family, rows: [] });
     fams.get(key)!.rows.push({ ...r, variant: v.variant });
   }
+  // KV storage types are compared with the f32 runs of the same dataset and presses
+  for (const f of fams.values()) {
+    if (f.family !== 'kv-dtype') continue;
+    const presses = new Set(f.rows.map((r) => r.press));
+    for (const r of runs) if (r.dataset === f.base && presses.has(r.press)) f.rows.push({ ...r, variant: 'f32' });
+  }
   const out: FigureModel[] = [];
   for (const f of [...fams.values()].sort((a, b) => (a.family + a.base < b.family + b.base ? -1 : 1))) {
     const vs = uniq(f.rows.map((r) => r.variant)).sort((a, b) => a.localeCompare(b, 'en', { numeric: true }));
@@ -281,7 +287,7 @@ function profilePanel(p: ProfileData, dir: string): ProfilePanel {
     const dims = `${L} layers × ${H} query heads${p.kvHeads !== undefined && p.kvHeads !== H ? ` (${p.kvHeads} KV heads)` : ''}`;
     const facts = [dims, p.method && `method ${p.method}`, 'HeadKV head scores (cokv head-scores), not Shapley values'].filter(Boolean).join(' · ');
     return { model: p.model, file, kind: p.kind, facts, figures: [{ chart: { kind: 'heatmap', values: p.values, opts: {
-      title: 'HeadKV head scores', subtitle: `${p.model} · ${dims}${flatNote(p.values)}`,
+      title: 'HeadKV head scores', subtitle: `${dims}${flatNote(p.values)}`,
       xLabel: 'query head', yLabel: 'layer', xTicks: heads, yTicks: layers, scale: 'sequential', legendLabel: 'head score',
     } } }] };
   }

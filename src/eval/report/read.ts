@@ -172,7 +172,8 @@ function parseRun(o: unknown, source: string, fallback: { dataset?: string; mode
   const ci = Array.isArray(o.ci95) && o.ci95.length === 2 && finite(o.ci95[0]) && finite(o.ci95[1]) ? [o.ci95[0], o.ci95[1]] as [number, number] : undefined;
   let name = promptLength !== undefined && !optStr(o.dataset) ? `${dataset}@${promptLength}` : dataset;
   // a run with another KV storage type is its own result (not a duplicate of the f32 one): tag the dataset
-  if (kvDtype && kvDtype !== 'f32' && !/\[[^\]]*\]\s*$/.test(name)) name = `${name} [${kvDtype} KV]`;
+  // (a variant of the dataset: the report draws it beside the f32 runs)
+  if (kvDtype && kvDtype !== 'f32' && !/\[[^\]]*\]\s*$/.test(name)) name = `${name} [kv-dtype/${kvDtype}]`;
   return {
     dataset: name,
     model,
