@@ -117,6 +117,20 @@ describe('report model', () => {
     expect(cokv('report', dir, '--out', out, '--profile', `${fx.readmeProfile}.missing`).stderr).toMatch(/--profile .*: no such file/);
   });
 
+  it('crowded log-axis labels are thinned; log-likelihood scores get no ratio to Full', () => {
+    const svg = lineChart([{ name: 'a', points: [[16, 1], [56, 2], [64, 3], [113, 4], [128, 5], [227, 6]] }], { title: 't', xLabel: 'x', yLabel: 'y' });
+    const xt = [...svg.matchAll(/<text class="ck-tick" x="[\d.]+" y="\d+" text-anchor="middle"[^>]*>([^<]*)</g)].map((m) => m[1]);
+    expect(xt).toContain('16');
+    expect(xt.includes('56') && xt.includes('64')).toBe(false);
+    const dir = path.join(path.dirname(fx.dir), 'loglik');
+    const run = (press: string, budget: number | null, score: number) => ({ dataset: 'stories', model: 'm', press, budget, protocol: 'question-aware', metric: 'loglik@16', score });
+    fs.mkdirSync(dir, { recursive: true });
+    fs.writeFileSync(path.join(dir, 'summary.json'), JSON.stringify({ entries: [run('full', null, -1.2), run('cokv', 64, -1.3)] }));
+    const html = buildReport(dir, { warn: quiet });
+    expect(html).toContain('<span class="ck-score">-1.3</span>');
+    expect(html).not.toMatch(/class="ck-rel/);
+  });
+
   it('every chart of the fixture report has data: no "no data" placeholder, data marks with values', () => {
     const html = buildReport(fx.dir, { warn: quiet });
     const svgs = html.match(/<svg [\s\S]*?<\/svg>/g) ?? [];

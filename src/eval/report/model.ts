@@ -242,7 +242,8 @@ function variantFigures(runs: RunRow[], colors: PressColors): FigureModel[] {
         const name = `${pressName(p)} · ${v}`;
         for (const r of rows.filter((x) => x.budget === null)) refs.push({ name, y: r.score, color: vi, dash: 1 });
         const pts = rows.filter((r) => r.budget !== null).map((r) => ({ x: r.budget as number, y: r.score, label: `${name} B=${r.budget}: ${r.score.toFixed(2)}` }));
-        if (pts.length) series.push({ name, points: pts, color: vi, dash: pi % 4, marker: pi % 4 });
+        // past 10 variants the colors repeat: the dash pattern tells them apart
+        if (pts.length) series.push({ name, points: pts, color: vi, dash: (pi + Math.floor(vi / 10)) % 4, marker: pi % 4 });
       }
     }
     out.push({ chart: { kind: 'line', series, opts: {

@@ -6,7 +6,7 @@
 import path from 'node:path';
 import { CokvError } from '../../errors.js';
 import { DARK, LIGHT, REF_DARK, REF_LIGHT, esc, fmtBytes, heatmap, lineChart, mean } from './charts.js';
-import { buildModel, isFull, pressName, shownCi, uniq, type ChartSpec, type FigureModel, type ReportModel, type ResultGroupModel } from './model.js';
+import { buildModel, isFull, isPercentMetric, pressName, shownCi, uniq, type ChartSpec, type FigureModel, type ReportModel, type ResultGroupModel } from './model.js';
 import { readResults, type RunRow } from './read.js';
 
 export function renderChart(c: ChartSpec): string {
@@ -45,7 +45,8 @@ function relativeTable(group: ResultGroupModel): string {
   const fullOf = (d: string) => g.runs.find((r) => r.dataset === d && isFull(r.press));
   const cell = (r: RunRow | undefined, full: RunRow | undefined): string => {
     if (!r) return '<td class="ck-empty">—</td>';
-    const rel = full && full.score !== 0 ? r.score / full.score : NaN;
+    // a ratio of log-likelihoods (negative, higher is better) means nothing: only percentage scores get one
+    const rel = full && full.score !== 0 && isPercentMetric(r.metric) ? r.score / full.score : NaN;
     const kv = r.keptKvBytes !== undefined
       ? `${fmtBytes(r.keptKvBytes)}${r.fullKvBytes ? ` · ${((100 * r.keptKvBytes) / r.fullKvBytes).toFixed(r.keptKvBytes / r.fullKvBytes < 0.1 ? 1 : 0)}%` : ''}`
       : '';
@@ -73,7 +74,7 @@ function relativeTable(group: ResultGroupModel): string {
           const r = find(d, p, b);
           const f = fullOf(d);
           if (r) scores.push(r.score);
-          if (r && f && f.score !== 0) rels.push(r.score / f.score);
+          if (r && f && f.score !== 0 && isPercentMetric(r.metric)) rels.push(r.score / f.score);
         }
         if (scores.length === 0) return '<td class="ck-empty">—</td>';
         const partial = scores.length < datasets.length ? `<sup title="${scores.length} of ${datasets.length} datasets">*</sup>` : '';
