@@ -35,12 +35,12 @@ function fill(h: HeadCache, ks: Float32Array[], vs: Float32Array[]): void {
 /** Check that entry `e` of `h` dequantizes to `x` within half a quantization step (scale = max|x|/127). */
 function expectRow(h: HeadCache, keys: boolean, e: number, deq: Float32Array, x: Float32Array): void {
   const amax = Math.max(...Array.from(x, Math.abs));
-  const scale = (keys ? h.keyScales : h.valueScales)[e];
+  const scale = (keys ? h.entries().keyScales : h.entries().valueScales)[e];
   expect(scale).toBe(Math.fround(amax / 127));
   for (let i = 0; i < hd; i++) {
     const got = deq[e * hd + i];
     expect(Math.abs(got - x[i])).toBeLessThanOrEqual(scale / 2 + scale * F32_EPS);
-    const q = (keys ? h.keys : h.values)[e * hd + i];
+    const q = (keys ? h.entries().keys : h.entries().values)[e * hd + i];
     expect(Math.abs(q)).toBeLessThanOrEqual(127);
     if (Math.abs(x[i]) === amax && amax > 0) expect(Math.abs(q)).toBe(127);
   }
@@ -69,14 +69,14 @@ describe('Q8 KV storage: HeadCache', () => {
     const h = new HeadCache(hd, 0, 'q8');
     fill(h, ks, vs);
     expect(h.length).toBe(40);
-    expect(h.keys).toBeInstanceOf(Int8Array);
+    expect(h.entries().keys).toBeInstanceOf(Int8Array);
     expect(h.bytes()).toBe(40 * 2 * (hd + 4));
     const K = h.keysF32(), V = h.valuesF32();
     for (let e = 0; e < 40; e++) {
       expectRow(h, true, e, K, ks[e]);
       expectRow(h, false, e, V, vs[e]);
     }
-    expect(h.keyScales[2]).toBe(0);
+    expect(h.entries().keyScales[2]).toBe(0);
     expect(Array.from(K.subarray(2 * hd, 3 * hd))).toEqual(new Array(hd).fill(0));
     expect(K[3 * hd + 5]).toBeCloseTo(-7.25, 5);
     expect(Array.from(h.positions.subarray(0, 40))).toEqual(Array.from({ length: 40 }, (_, j) => 100 + j));
@@ -124,8 +124,8 @@ describe('Q8 KV storage: HeadCache', () => {
     const K = h.keysF32().slice(0, 10 * hd), V = h.valuesF32().slice(0, 10 * hd);
     expect(Array.from(c.keysF32().subarray(0, 10 * hd))).toEqual(Array.from(K));
     h.keep([1, 4]);
-    h.keys[0] = 99;
-    h.keyScales[0] = 1e9;
+    h.entries().keys[0] = 99; // writes through the views into h's storage, not c's
+    h.entries().keyScales[0] = 1e9;
     h.append(ks[20], 0, vs[20], 0, 7);
     expect(c.length).toBe(10);
     expect(Array.from(c.keysF32().subarray(0, 10 * hd))).toEqual(Array.from(K));

@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { loadModel, type CokvModel } from '../src/engine.js';
-import { kvEntryBytes } from '../src/cache/ragged.js';
+import { kvEntryBytes, type RaggedKVCache } from '../src/cache/ragged.js';
 import type { LayerPrefillContext } from '../src/model/forward.js';
 import { createPress } from '../src/press/registry.js';
 import type { Press } from '../src/press/types.js';
@@ -98,11 +98,11 @@ describe.skipIf(!haveAssets)('press prefill in chunks (exact mode) keeps what on
         await b.compress(press());
         expect(kept(b)).toEqual(kept(a));
         expect(a.logits).toEqual(b.logits);
-        const ca = (a as unknown as { cache: { head(l: number, g: number): { keys: Uint16Array; length: number } } }).cache;
-        const cb = (b as unknown as { cache: { head(l: number, g: number): { keys: Uint16Array; length: number } } }).cache;
+        const ca = (a as unknown as { cache: RaggedKVCache }).cache;
+        const cb = (b as unknown as { cache: RaggedKVCache }).cache;
         for (let l = 0; l < model.config.numLayers; l++) {
           const ha = ca.head(l, 0), hb = cb.head(l, 0);
-          expect(Array.from(hb.keys.subarray(0, hb.length * model.config.headDim))).toEqual(Array.from(ha.keys.subarray(0, ha.length * model.config.headDim)));
+          expect(Array.from(hb.entries().keys)).toEqual(Array.from(ha.entries().keys));
         }
       });
     });

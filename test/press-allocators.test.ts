@@ -257,7 +257,7 @@ describe('invariants through createPress, every press name', () => {
       }
       press?.compressLayer({ layer: l, queries, numTokens: L, startPosition: 0, cache }, 0);
     }
-    cache.position = L;
+    cache.advance(L);
     return { press, cache, alpha };
   }
 

@@ -23,7 +23,7 @@ function handCtx(keys: number[][][], numHeads: number, query: (t: number, qh: nu
     const kv = Float32Array.from(k);
     cache.head(0, g).append(kv, 0, kv, 0, t);
   }));
-  cache.position = L;
+  cache.advance(L);
   const queries = new Float32Array(L * numHeads * hd);
   for (let t = 0; t < L; t++) for (let qh = 0; qh < numHeads; qh++) queries.set(query(t, qh), (t * numHeads + qh) * hd);
   return { layer: 0, queries, numTokens: L, startPosition: 0, cache };

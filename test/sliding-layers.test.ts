@@ -564,7 +564,7 @@ describe('byte accounting by hand', () => {
 
   it('without layer kinds every layer is full: fullBytes = position × layers × heads × entry', () => {
     const cache = new RaggedKVCache(3, 2, 8, 4, 'f16');
-    cache.position = 5;
+    cache.advance(5);
     expect(cache.budgetedLayers()).toEqual([0, 1, 2]);
     expect(cache.fullBytes()).toBe(5 * 3 * 2 * 32);
     expect(cache.budgetedFullBytes()).toBe(cache.fullBytes());

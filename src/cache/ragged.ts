@@ -62,28 +62,94 @@ function quantizeRow(src: Float32Array, off: number, d: number, dst: Store, o: n
 }
 
 /**
- * One KV head's storage. Entry j occupies [j*headDim, (j+1)*headDim) of `keys` and `values`; for Q8 storage its
- * row scales are `keyScales[j]` and `valueScales[j]` (empty arrays for F32 and F16).
+ * The stored entries of one head, as views of its buffers (the first `length` entries, not copies): `keys` and
+ * `values` (length × headDim elements each, in the storage type), Q8 row scales (empty for F32 and F16) and each
+ * entry's original position. Read only: writing through them changes the cache.
  */
-export class HeadCache {
+export interface HeadEntries {
   keys: Store;
   values: Store;
   keyScales: Float32Array;
   valueScales: Float32Array;
-  /** Original sequence position of each entry (bookkeeping for presses and tests). */
   positions: Int32Array;
-  length = 0;
+}
+
+/**
+ * One KV head's storage. Entry j occupies [j*headDim, (j+1)*headDim) of the K and V buffers; for Q8 storage its
+ * row scales are at index j of the scale buffers (empty for F32 and F16). The buffers are private: attention
+ * and scorers read K/V through `keysF32` / `valuesF32` (F32, widened when stored narrower), positions through
+ * `positions` / `positionAt`; only the kernels that read the stored bits (F16 attention) and the cache file use
+ * `entries()`. Entries change only through `append`, `keep`, `dropFront` (and `reserve` / `shrink` for room).
+ */
+export class HeadCache {
+  private keys: Store;
+  private values: Store;
+  private keyScales: Float32Array;
+  private valueScales: Float32Array;
+  /** Original sequence position of each entry (bookkeeping for presses and tests). */
+  private pos: Int32Array;
+  private n = 0;
 
   constructor(readonly headDim: number, capacity: number, readonly dtype: KvDType = 'f32') {
     this.keys = alloc(dtype, capacity * headDim);
     this.values = alloc(dtype, capacity * headDim);
     this.keyScales = new Float32Array(dtype === 'q8' ? capacity : 0);
     this.valueScales = new Float32Array(dtype === 'q8' ? capacity : 0);
-    this.positions = new Int32Array(capacity);
+    this.pos = new Int32Array(capacity);
+  }
+
+  /**
+   * A head holding exactly `e` (taken over, not copied; keys/values of length × headDim elements of `dtype`'s
+   * storage type, scales for Q8): how a saved cache is loaded.
+   */
+  static fromEntries(headDim: number, dtype: KvDType, e: HeadEntries): HeadCache {
+    const n = e.positions.length;
+    const h = new HeadCache(headDim, 0, dtype);
+    const kind = alloc(dtype, 0).constructor;
+    if (!(e.keys.constructor === kind && e.values.constructor === kind && e.keys.length === n * headDim && e.values.length === n * headDim)) {
+      throw new Error(`HeadCache.fromEntries: keys/values are not ${n} × ${headDim} ${dtype} elements`);
+    }
+    const scales = dtype === 'q8' ? n : 0;
+    if (e.keyScales.length !== scales || e.valueScales.length !== scales) throw new Error(`HeadCache.fromEntries: ${scales} row scales expected`);
+    h.keys = e.keys;
+    h.values = e.values;
+    h.keyScales = e.keyScales;
+    h.valueScales = e.valueScales;
+    h.pos = e.positions;
+    h.n = n;
+    return h;
+  }
+
+  /** Entries held. */
+  get length(): number {
+    return this.n;
+  }
+
+  /** Each held entry's original sequence position, ascending (a view of the first `length`; read only). */
+  get positions(): Int32Array {
+    return this.pos.subarray(0, this.n);
+  }
+
+  /** Original sequence position of entry `j` (< length). */
+  positionAt(j: number): number {
+    return this.pos[j];
+  }
+
+  /**
+   * The stored entries as views (see {@link HeadEntries}): for kernels that read the storage type itself (F16
+   * attention) and for the cache file. Everything else reads `keysF32` / `valuesF32`.
+   */
+  entries(): HeadEntries {
+    const n = this.n, d = this.headDim, q8 = this.dtype === 'q8';
+    return {
+      keys: this.keys.subarray(0, n * d), values: this.values.subarray(0, n * d),
+      keyScales: this.keyScales.subarray(0, q8 ? n : 0), valueScales: this.valueScales.subarray(0, q8 ? n : 0),
+      positions: this.pos.subarray(0, n),
+    };
   }
 
   get capacity(): number {
-    return this.positions.length;
+    return this.pos.length;
   }
 
   /** Make room for at least `capacity` entries (copying what is held). */
@@ -93,18 +159,18 @@ export class HeadCache {
 
   /** Release spare room beyond `capacity` entries (never below `length`), so the memory is really returned. */
   shrink(capacity: number): void {
-    const cap = Math.max(this.length, capacity);
+    const cap = Math.max(this.n, capacity);
     if (cap < this.capacity) this.realloc(cap);
   }
 
   private realloc(capacity: number): void {
-    const d = this.headDim, n = this.length;
+    const d = this.headDim, n = this.n;
     const k = alloc(this.dtype, capacity * d);
     const v = alloc(this.dtype, capacity * d);
     const p = new Int32Array(capacity);
     k.set(this.keys.subarray(0, n * d));
     v.set(this.values.subarray(0, n * d));
-    p.set(this.positions.subarray(0, n));
+    p.set(this.pos.subarray(0, n));
     if (this.dtype === 'q8') {
       const ks = new Float32Array(capacity), vs = new Float32Array(capacity);
       ks.set(this.keyScales.subarray(0, n));
@@ -114,14 +180,14 @@ export class HeadCache {
     }
     this.keys = k;
     this.values = v;
-    this.positions = p;
+    this.pos = p;
   }
 
   /** Append one entry; `src` arrays hold the vector at offset `off`. */
   append(k: Float32Array, kOff: number, v: Float32Array, vOff: number, position: number): void {
-    if (this.length === this.capacity) this.reserve(Math.max(16, Math.ceil(this.capacity * 1.5)));
+    if (this.n === this.capacity) this.reserve(Math.max(16, Math.ceil(this.capacity * 1.5)));
     const d = this.headDim;
-    const o = this.length * d;
+    const o = this.n * d;
     if (this.dtype === 'f32') {
       for (let i = 0; i < d; i++) {
         this.keys[o + i] = k[kOff + i];
@@ -133,11 +199,11 @@ export class HeadCache {
         this.values[o + i] = f32ToF16(v[vOff + i]);
       }
     } else {
-      this.keyScales[this.length] = quantizeRow(k, kOff, d, this.keys, o);
-      this.valueScales[this.length] = quantizeRow(v, vOff, d, this.values, o);
+      this.keyScales[this.n] = quantizeRow(k, kOff, d, this.keys, o);
+      this.valueScales[this.n] = quantizeRow(v, vOff, d, this.values, o);
     }
-    this.positions[this.length] = position;
-    this.length++;
+    this.pos[this.n] = position;
+    this.n++;
   }
 
   /**
@@ -155,13 +221,13 @@ export class HeadCache {
   private widen(src: Store, scales: Float32Array, scratch?: Float32Array): Float32Array {
     if (src instanceof Float32Array) return src;
     const d = this.headDim;
-    const n = this.length * d;
+    const n = this.n * d;
     const out = scratch && scratch.length >= n ? scratch : new Float32Array(Math.max(n, 16));
     if (src instanceof Uint16Array) {
       const lut = f16Lut();
       for (let i = 0; i < n; i++) out[i] = lut[src[i]];
     } else {
-      for (let j = 0; j < this.length; j++) {
+      for (let j = 0; j < this.n; j++) {
         const s = scales[j], o = j * d;
         for (let i = 0; i < d; i++) out[o + i] = src[o + i] * s;
       }
@@ -178,7 +244,7 @@ export class HeadCache {
     let prev = -1;
     for (let n = 0; n < indices.length; n++) {
       const j = indices[n];
-      if (!(j > prev && j < this.length)) throw new Error(`HeadCache.keep: indices must be ascending and < ${this.length}`);
+      if (!(j > prev && j < this.n)) throw new Error(`HeadCache.keep: indices must be ascending and < ${this.n}`);
       prev = j;
     }
     const cap = indices.length + reserveExtra;
@@ -195,52 +261,52 @@ export class HeadCache {
         ks[n] = this.keyScales[j];
         vs[n] = this.valueScales[j];
       }
-      p[n] = this.positions[j];
+      p[n] = this.pos[j];
     }
     this.keys = k;
     this.values = v;
     this.keyScales = ks;
     this.valueScales = vs;
-    this.positions = p;
-    this.length = indices.length;
+    this.pos = p;
+    this.n = indices.length;
   }
 
   /** Drop the `n` oldest entries (in place: the rest move to the front; capacity is kept for the next appends). */
   dropFront(n: number): void {
     if (n <= 0) return;
-    if (n > this.length) throw new Error(`HeadCache.dropFront: ${n} > ${this.length} entries`);
-    const d = this.headDim, rest = this.length - n;
-    this.keys.copyWithin(0, n * d, this.length * d);
-    this.values.copyWithin(0, n * d, this.length * d);
+    if (n > this.n) throw new Error(`HeadCache.dropFront: ${n} > ${this.n} entries`);
+    const d = this.headDim, rest = this.n - n;
+    this.keys.copyWithin(0, n * d, this.n * d);
+    this.values.copyWithin(0, n * d, this.n * d);
     if (this.dtype === 'q8') {
-      this.keyScales.copyWithin(0, n, this.length);
-      this.valueScales.copyWithin(0, n, this.length);
+      this.keyScales.copyWithin(0, n, this.n);
+      this.valueScales.copyWithin(0, n, this.n);
     }
-    this.positions.copyWithin(0, n, this.length);
-    this.length = rest;
+    this.pos.copyWithin(0, n, this.n);
+    this.n = rest;
   }
 
   /** A copy holding the same entries, with room for `extra` more. */
   clone(extra = 0): HeadCache {
-    const n = this.length;
+    const n = this.n;
     const h = new HeadCache(this.headDim, n + extra, this.dtype);
     h.keys.set(this.keys.subarray(0, n * this.headDim));
     h.values.set(this.values.subarray(0, n * this.headDim));
     h.keyScales.set(this.keyScales.subarray(0, n));
     h.valueScales.set(this.valueScales.subarray(0, n));
-    h.positions.set(this.positions.subarray(0, n));
-    h.length = n;
+    h.pos.set(this.pos.subarray(0, n));
+    h.n = n;
     return h;
   }
 
   /** Bytes of K and V actually held: length × `kvEntryBytes` (Q8 row scales included). */
   bytes(): number {
-    return this.length * kvEntryBytes(this.dtype, this.headDim);
+    return this.n * kvEntryBytes(this.dtype, this.headDim);
   }
 
   /** Bytes allocated, including spare capacity, Q8 row scales and the position index. */
   allocatedBytes(): number {
-    return this.keys.byteLength + this.values.byteLength + this.keyScales.byteLength + this.valueScales.byteLength + this.positions.byteLength;
+    return this.keys.byteLength + this.values.byteLength + this.keyScales.byteLength + this.valueScales.byteLength + this.pos.byteLength;
   }
 }
 
@@ -262,9 +328,9 @@ export function slidingHoldBound(window: number): number {
 
 /** The whole model's cache: layers × kvHeads independent heads plus the sequence position counter. */
 export class RaggedKVCache {
-  readonly heads: HeadCache[][];
-  /** Position of the next token to be processed (= tokens seen so far, evicted or not). */
-  position = 0;
+  private readonly rows: HeadCache[][];
+  /** Position of the next token to be processed (= tokens seen so far, evicted or not); see `position`. */
+  private pos = 0;
   private kinds: CacheLayer[];
   /** Whether `kinds` were given (a cache made without them takes them from the first `trimSliding`). */
   private kindsGiven: boolean;
@@ -287,13 +353,53 @@ export class RaggedKVCache {
     this.kindsGiven = layers !== undefined;
     this.kinds = RaggedKVCache.checkKinds(layers ?? Array.from({ length: numLayers }, () => ({ kind: 'full' as const })), numLayers);
     this.spareRows = capacity > 0 ? Math.min(capacity, DEFAULT_PREFILL_CHUNK) : DEFAULT_PREFILL_CHUNK;
-    this.heads = [];
+    this.rows = [];
     for (let l = 0; l < numLayers; l++) {
       const row: HeadCache[] = [];
       const cap = this.roomFor(l, 0, capacity);
       for (let h = 0; h < numKvHeads; h++) row.push(new HeadCache(headDim, cap, dtype));
-      this.heads.push(row);
+      this.rows.push(row);
     }
+  }
+
+  /**
+   * A cache holding `heads` ([layer][kvHead], taken over) at `position`: how a saved cache is loaded. Each head
+   * must have this cache's head size and storage type.
+   */
+  static restore(
+    heads: HeadCache[][], position: number, headDim: number, dtype: KvDType, layers: readonly CacheLayer[],
+  ): RaggedKVCache {
+    const c = new RaggedKVCache(heads.length, heads[0]?.length ?? 0, headDim, 0, dtype, layers);
+    heads.forEach((row, l) => row.forEach((h, g) => {
+      if (row.length !== c.numKvHeads || h.headDim !== headDim || h.dtype !== dtype) throw new Error(`RaggedKVCache.restore: head (${l}, ${g}) does not fit the cache`);
+      c.rows[l][g] = h;
+    }));
+    c.setPosition(position);
+    return c;
+  }
+
+  /** Every head, [layer][kvHead] (the arrays are read only; each head changes only through its methods). */
+  get heads(): readonly (readonly HeadCache[])[] {
+    return this.rows;
+  }
+
+  /** Position of the next token to be processed (= tokens seen so far, evicted or not). Moves only by `advance`. */
+  get position(): number {
+    return this.pos;
+  }
+
+  /**
+   * @deprecated Outside code must not set the position: use `advance(tokens)`. Kept only so bench/cache.ts
+   * (owned elsewhere) still compiles; equivalent to `advance(p - position)` without trimming, and refuses to go back.
+   */
+  set position(p: number) {
+    if (!(Number.isInteger(p) && p >= this.pos)) throw new RangeError(`position: ${p} is not a token count ≥ ${this.pos}`);
+    this.setPosition(p);
+  }
+
+  private setPosition(p: number): void {
+    if (!(Number.isInteger(p) && p >= 0)) throw new RangeError(`position: ${p} is not a token count`);
+    this.pos = p;
   }
 
   private static checkKinds(layers: readonly CacheLayer[], numLayers: number): CacheLayer[] {
@@ -342,15 +448,15 @@ export class RaggedKVCache {
     for (let l = 0; l < this.numLayers; l++) {
       for (let h = 0; h < this.numKvHeads; h++) {
         const src = this.heads[l][h];
-        c.heads[l][h] = src.clone(this.roomFor(l, src.length, extra) - src.length);
+        c.rows[l][h] = src.clone(this.roomFor(l, src.length, extra) - src.length);
       }
     }
-    c.position = this.position;
+    c.pos = this.pos;
     return c;
   }
 
   head(layer: number, kvHead: number): HeadCache {
-    return this.heads[layer][kvHead];
+    return this.rows[layer][kvHead];
   }
 
   /**
@@ -365,9 +471,9 @@ export class RaggedKVCache {
    * Record that `tokens` more positions were processed (the forward pass calls this after a pass has appended
    * their K/V), then drop what sliding-window layers can no longer see.
    */
-  advance(tokens: number, layers: readonly { kind: 'full' | 'sliding'; window?: number }[]): void {
+  advance(tokens: number, layers?: readonly CacheLayer[]): void {
     if (!(Number.isInteger(tokens) && tokens >= 0)) throw new RangeError(`advance: ${tokens} is not a token count`);
-    this.position += tokens;
+    this.pos += tokens;
     this.trimSliding(layers);
   }
 
@@ -392,7 +498,7 @@ export class RaggedKVCache {
       const limit = slidingHoldBound(W) + this.spareRows;
       for (const h of this.heads[l]) {
         let n = 0;
-        while (n < h.length && h.positions[n] <= oldest) n++;
+        while (n < h.length && h.positionAt(n) <= oldest) n++;
         if (n >= slidingDropBatch(W)) h.dropFront(n);
         if (h.capacity > limit) h.shrink(limit);
       }

@@ -82,12 +82,11 @@ export function writeSavedCache(model: CokvModel, file: string, s: { cache: Ragg
   pre.writeUInt32LE(json.length, 12);
   const parts: Buffer[] = [pre, json];
   if (s.logits) parts.push(bytesOf(s.logits));
-  const hd = c.headDim;
   for (let l = 0; l < c.numLayers; l++) {
     for (let g = 0; g < c.numKvHeads; g++) {
-      const h = c.head(l, g), n = h.length;
-      parts.push(bytesOf(h.positions.subarray(0, n)), bytesOf(h.keys.subarray(0, n * hd)), bytesOf(h.values.subarray(0, n * hd)));
-      if (h.dtype === 'q8') parts.push(bytesOf(h.keyScales.subarray(0, n)), bytesOf(h.valueScales.subarray(0, n)));
+      const e = c.head(l, g).entries();
+      parts.push(bytesOf(e.positions), bytesOf(e.keys), bytesOf(e.values));
+      if (c.dtype === 'q8') parts.push(bytesOf(e.keyScales), bytesOf(e.valueScales));
     }
   }
   const hash = createHash('sha256');
@@ -159,33 +158,32 @@ export async function readSavedCache(model: CokvModel, file: string, kvDtype?: K
     return a;
   };
   const logits = h.logits ? take((n) => new Float32Array(n), h.vocabSize, 4) : undefined;
-  const cache = new RaggedKVCache(h.layers, h.kvHeads, hd, 0, h.kvDtype, c.layers);
+  const heads: HeadCache[][] = [];
   const el = h.kvDtype === 'f32' ? 4 : h.kvDtype === 'f16' ? 2 : 1;
   const store = (n: number): Float32Array | Uint16Array | Int8Array => (h.kvDtype === 'f32' ? new Float32Array(n) : h.kvDtype === 'f16' ? new Uint16Array(n) : new Int8Array(n));
   for (let l = 0; l < h.layers; l++) {
+    const row: HeadCache[] = [];
     for (let g = 0; g < h.kvHeads; g++) {
       const n = h.lengths[l][g];
-      const head = new HeadCache(hd, 0, h.kvDtype);
-      head.positions = take((m) => new Int32Array(m), n, 4);
-      head.keys = take(store, n * hd, el);
-      head.values = take(store, n * hd, el);
-      if (h.kvDtype === 'q8') {
-        head.keyScales = take((m) => new Float32Array(m), n, 4);
-        head.valueScales = take((m) => new Float32Array(m), n, 4);
-      }
-      head.length = n;
+      const positions = take((m) => new Int32Array(m), n, 4);
+      const keys = take(store, n * hd, el);
+      const values = take(store, n * hd, el);
+      const q8 = h.kvDtype === 'q8';
+      const keyScales = q8 ? take((m) => new Float32Array(m), n, 4) : new Float32Array(0);
+      const valueScales = q8 ? take((m) => new Float32Array(m), n, 4) : new Float32Array(0);
       // Attention relies on ascending positions below the cache's, and consecutive ones on sliding layers.
       const sliding = c.layers[l].kind === 'sliding';
       for (let j = 0; j < n; j++) {
-        const p = head.positions[j];
-        if (!(p >= 0 && p < h.position && (j === 0 || p > head.positions[j - 1]) && (!sliding || j === 0 || p === head.positions[j - 1] + 1))) {
+        const p = positions[j];
+        if (!(p >= 0 && p < h.position && (j === 0 || p > positions[j - 1]) && (!sliding || j === 0 || p === positions[j - 1] + 1))) {
           throw bad(`corrupt (layer ${l} head ${g}: entry ${j} has position ${p})`);
         }
       }
-      cache.heads[l][g] = head;
+      row.push(HeadCache.fromEntries(hd, h.kvDtype, { keys, values, keyScales, valueScales, positions }));
     }
+    heads.push(row);
   }
-  cache.position = h.position;
+  const cache = RaggedKVCache.restore(heads, h.position, hd, h.kvDtype, c.layers);
   return { cache, tokens: h.tokens, pending: h.pending, logits };
 }
 

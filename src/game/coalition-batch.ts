@@ -105,10 +105,10 @@ export class CoalitionBatch implements KvAttention {
           // Sliding layer: the query at position p sees positions > p − window. Prompt entries hold consecutive
           // positions from positions[0]; generated entry e' sits at position promptLength + e'.
           const oldest = this.promptLength + e - window + 1;
-          start = head.length > 0 ? Math.min(head.length, Math.max(0, oldest - head.positions[0])) : 0;
+          start = head.length > 0 ? Math.min(head.length, Math.max(0, oldest - head.positionAt(0))) : 0;
           genFrom = Math.max(0, oldest - this.promptLength);
         }
-        const keys = head.keys as Float32Array, values = head.values as Float32Array;
+        const keys = head.keysF32(), values = head.valuesF32(); // the F32 buffers themselves (no copy)
         if (this.backend?.attend) {
           // The group's query heads are adjacent in the row and read the same segments: one call for all of them.
           const off = r * qDim + g * group * hd;

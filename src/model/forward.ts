@@ -10,7 +10,7 @@
  * the recipe says) only for the rows whose logits are asked.
  */
 import type { Backend } from '../backend/types.js';
-import type { HeadCache, RaggedKVCache } from '../cache/ragged.js';
+import type { HeadEntries, RaggedKVCache } from '../cache/ragged.js';
 import type { ModelConfig } from './config.js';
 import type { ModelWeights } from './weights.js';
 import { applyRope, LayerRope } from './rope.js';
@@ -111,16 +111,17 @@ class CacheAttention implements KvAttention {
 
   /**
    * The backend's fused attention over entries [from, to) of `head`: `attendF16` on the stored half bits of an F16
-   * head when the backend has it, else `attend` on `keys`/`values` (the head's F32 data or its widened copy).
+   * head when the backend has it (`half`: the head's stored entries), else `attend` on `keys`/`values` (the head's
+   * F32 data or its widened copy).
    */
   private kernel(
-    head: HeadCache, keys: Float32Array, values: Float32Array, out: Float32Array, oOff: number, oStride: number,
+    half: HeadEntries | undefined, keys: Float32Array, values: Float32Array, out: Float32Array, oOff: number, oStride: number,
     q: Float32Array, qOff: number, qStride: number, nq: number, scale: number, from: number, to: number, counts: Int32Array | null,
   ): void {
     const be = this.backend, hd = this.c.headDim;
-    if (head.dtype === 'f16' && be.attendF16) {
+    if (half && be.attendF16) {
       be.attendF16(out, oOff, oStride, q, qOff, qStride, nq, hd, scale,
-        head.keys as Uint16Array, head.values as Uint16Array, from, to, counts, this.emptyHalf, this.emptyHalf, 0, 0);
+        half.keys as Uint16Array, half.values as Uint16Array, from, to, counts, this.emptyHalf, this.emptyHalf, 0, 0);
     } else {
       be.attend!(out, oOff, oStride, q, qOff, qStride, nq, hd, scale, keys, values, from, to, counts, this.empty, this.empty, 0, 0);
     }
@@ -142,6 +143,8 @@ class CacheAttention implements KvAttention {
     const be = this.backend;
     const halfKernel = head.dtype === 'f16' ? be.attendF16 : undefined;
     let keys: Float32Array = this.empty, values: Float32Array = this.empty;
+    // The stored half bits, read in place by attendF16 (views taken once per head and step).
+    const half = halfKernel ? head.entries() : undefined;
     if (!halfKernel) {
       keys = head.keysF32(this.kScratch);
       values = head.valuesF32(this.vScratch);
@@ -151,13 +154,13 @@ class CacheAttention implements KvAttention {
     if (window > 0) {
       // Sliding layer: entries hold consecutive positions (presses never touch these layers), so the query at
       // position p sees entries [p - window + 1 - first, its own index].
-      const first = head.positions[0];
+      const first = head.positionAt(0);
       for (let t = 0; t < T; t++) {
         const p = this.start + t;
         const from = Math.max(0, p - window + 1 - first), to = base + t + 1;
         for (let j = 0; j < group; j++) {
           const off = t * qDim + (g * group + j) * hd;
-          if (fused) this.kernel(head, keys, values, out, off, hd, q, off, hd, 1, scale, from, to, null);
+          if (fused) this.kernel(half, keys, values, out, off, hd, q, off, hd, 1, scale, from, to, null);
           else attendSegments(q, off, hd, scale, out, off, this.scores, keys, values, from, to, this.empty, this.empty, 0, 0);
         }
       }
@@ -166,7 +169,7 @@ class CacheAttention implements KvAttention {
     if (fused && T === 1) {
       // Decode: the group's query heads are adjacent in the row and see every entry: one call shares the K/V pass.
       const off = g * group * hd;
-      this.kernel(head, keys, values, out, off, hd, q, off, hd, group, scale, 0, head.length, null);
+      this.kernel(half, keys, values, out, off, hd, q, off, hd, group, scale, 0, head.length, null);
       return;
     }
     if (fused) {
@@ -175,7 +178,7 @@ class CacheAttention implements KvAttention {
       for (let t = 0; t < T; t++) this.counts[t] = base + t + 1;
       for (let j = 0; j < group; j++) {
         const off = (g * group + j) * hd;
-        this.kernel(head, keys, values, out, off, qDim, q, off, qDim, T, scale, 0, head.length, this.counts);
+        this.kernel(half, keys, values, out, off, qDim, q, off, qDim, T, scale, 0, head.length, this.counts);
       }
       return;
     }
