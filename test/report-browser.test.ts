@@ -30,7 +30,7 @@ interface Doc { querySelectorAll(sel: string): Iterable<El>; createElement(t: 'c
 
 describe.skipIf(!exe)('report screenshot (Chromium)', () => {
   it('every chart has data marks, and the screenshot is not blank', async () => {
-    const { dir } = writeReportFixture();
+    const { root, dir } = writeReportFixture();
     const outDir = path.join(repoRoot, 'test-output');
     fs.mkdirSync(outDir, { recursive: true });
     const file = path.join(outDir, 'report-bugs.html');
@@ -82,6 +82,7 @@ describe.skipIf(!exe)('report screenshot (Chromium)', () => {
       expect(errors).toEqual([]);
     } finally {
       await browser.close();
+      fs.rmSync(root, { recursive: true, force: true });
     }
   });
 });

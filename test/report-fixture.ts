@@ -35,7 +35,7 @@ export const HEAD_SCORES = {
 };
 
 /** Writes the folder; returns it and the README-flow pair (a runs/ folder whose run names a profile outside it). */
-export function writeReportFixture(): { dir: string; readmeRuns: string; readmeProfile: string } {
+export function writeReportFixture(): { root: string; dir: string; readmeRuns: string; readmeProfile: string } {
   const root = tmpDir('cokv-report-fix-');
   const dir = path.join(root, 'results');
   fs.cpSync(path.join(repoRoot, 'test/fixtures/report'), dir, { recursive: true });
@@ -52,5 +52,5 @@ export function writeReportFixture(): { dir: string; readmeRuns: string; readmeP
   const run = JSON.parse(fs.readFileSync(path.join(dir, 'qasper__llama3-tiny__cokv__64/metrics.json'), 'utf8'));
   writeJson(path.join(readmeRuns, 'qasper__llama3-tiny__cokv__64/metrics.json'), { ...run, settings: { ...run.settings, profile: readmeProfile } });
   fs.cpSync(path.join(dir, 'needle'), path.join(readmeRuns, 'needle'), { recursive: true });
-  return { dir, readmeRuns, readmeProfile };
+  return { root, dir, readmeRuns, readmeProfile };
 }

@@ -1,12 +1,13 @@
 // The report bugs of docs/findings/ecosystem.md item 8, each checked on the report model or the SVG.
 import fs from 'node:fs';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { buildModel, buildReport, lineChart, readResults, shownCi, type ChartSpec, type ReportModel } from '../src/eval/report.js';
 import { cokv } from './helpers.js';
 import { writeReportFixture } from './report-fixture.js';
 
 const fx = writeReportFixture();
+afterAll(() => fs.rmSync(fx.root, { recursive: true, force: true }));
 const quiet = () => {};
 const model: ReportModel = buildModel(readResults(fx.dir, quiet));
 const group = model.results.find((g) => g.model === 'llama3-tiny')!;
