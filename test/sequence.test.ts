@@ -1,4 +1,5 @@
 /** Sequences: prefill / compress / fork / generate / save / load, abort, and event-loop responsiveness. */
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -169,6 +170,53 @@ describe.skipIf(!haveAssets)('Sequence on cokv-retrieval-tiny', () => {
       }
     });
   }
+
+  it('a sequence saved after a plain prefill loads compressible: load → compress equals compress of the original (every dtype, snapkv and cokv)', async () => {
+    for (const dtype of KV_DTYPES) {
+      const s = await model.createSequence({ kvDtype: dtype });
+      await s.prefill(ctx);
+      const file = path.join(dir, `plain-${dtype}.kvc`);
+      await s.save(file);
+      for (const [name, press] of presses().filter(([, p]) => p !== undefined)) {
+        const a = s.fork();
+        await a.compress(press!);
+        const b = await Sequence.load(model, file, { kvDtype: dtype });
+        await b.compress(press!);
+        expect(b.lengths(), `${dtype} ${name}`).toEqual(a.lengths());
+        for (let l = 0; l < model.config.numLayers; l++) {
+          for (let g = 0; g < model.config.numKvHeads; g++) expect(b.headPositions(l, g)).toEqual(a.headPositions(l, g));
+        }
+        expect(b.stats.kvBytes).toBe(a.stats.kvBytes);
+        await a.append(question);
+        await b.append(question);
+        expect(b.logits, `${dtype} ${name}`).toEqual(a.logits);
+        expect(await greedy(b, 8)).toEqual(await greedy(a, 8));
+      }
+    }
+  });
+
+  it('a version 1 file (no window queries) still loads and continues; compressing it is refused in one line', async () => {
+    const s = await model.createSequence();
+    await s.prefill(ctx, { press: createPress('snapkv', { budget: 32 }, model.config) });
+    const file = path.join(dir, 'v2.kvc');
+    await s.save(file);
+    const bytes = fs.readFileSync(file);
+    expect(bytes.readUInt32LE(8)).toBe(2);
+    // A press prefill keeps no window queries, so its body is what version 1 wrote: rewrite the version and digest.
+    const v1 = Buffer.from(bytes);
+    v1.writeUInt32LE(1, 8);
+    createHash('sha256').update(v1.subarray(0, v1.length - 32)).digest().copy(v1, v1.length - 32);
+    const old = path.join(dir, 'v1.kvc');
+    fs.writeFileSync(old, v1);
+    const loaded = await Sequence.load(model, old);
+    expect(loaded.lengths()).toEqual(s.lengths());
+    expect(await greedy(loaded, 6)).toEqual(await greedy(s.fork(), 6));
+    await expectRejects((await Sequence.load(model, old)).compress(createPress('snapkv', { budget: 16 }, model.config)), 'state', 'plain prefill');
+    const v9 = Buffer.from(bytes);
+    v9.writeUInt32LE(9, 8);
+    fs.writeFileSync(old, v9);
+    await expectRejects(Sequence.load(model, old), 'format', 'version 9', 'versions 1 and 2');
+  });
 
   it('load refuses another model (shape or weights), another dtype, and truncated or corrupt files, in one line naming the file', async () => {
     const s = await model.createSequence();

@@ -2,12 +2,14 @@
  * Saved sequences: a (possibly compressed) ragged KV cache with its tokens and last logits, in one binary file.
  *
  *   bytes 0–7    magic "COKVKVC\n"
- *   bytes 8–11   format version (u32 little-endian), 1
+ *   bytes 8–11   format version (u32 little-endian), 2 (version 1, without window queries, still loads)
  *   bytes 12–15  header length H (u32 LE)
  *   H bytes      header, UTF-8 JSON (SavedCacheHeader)
  *   body         logits: f32 × vocabSize (when the header says so); then per layer, per KV head, `lengths[l][h]`
  *                entries: positions i32 × n, keys and values (f32 / f16 bits u16 / int8) × n·headDim each, and
- *                for q8 the key and value row scales f32 × n each. All little-endian, unpadded.
+ *                for q8 the key and value row scales f32 × n each; then (version 2, when `queryRows` > 0) the
+ *                window queries of the last plain prefill: per full-attention layer, ascending, f32 × queryRows ·
+ *                queryDim (so a loaded sequence can still be compressed exactly). All little-endian, unpadded.
  *   32 bytes     SHA-256 of every byte before it
  *
  * The header binds the file to the model (shape and weights content hash, see modelFingerprint), so a cache is
@@ -23,7 +25,9 @@ import { writeFileAtomic } from '../util/files.js';
 import type { CokvModel } from '../engine.js';
 
 export const SAVED_CACHE_MAGIC = 'COKVKVC\n';
-export const SAVED_CACHE_VERSION = 1;
+export const SAVED_CACHE_VERSION = 2;
+/** The versions this cokv reads (1: no window queries). */
+const READ_VERSIONS = [1, 2];
 const PREAMBLE = 16;
 const DIGEST = 32;
 
@@ -46,6 +50,21 @@ export interface SavedCacheHeader {
   logits: boolean;
   /** Entries held per [layer][kvHead]. */
   lengths: number[][];
+  /**
+   * Version 2: rows of window queries saved (the last plain prefill's, for a later compress; 0 or absent: none)
+   * and the width of one row (query heads × head size).
+   */
+  queryRows?: number;
+  queryDim?: number;
+}
+
+/**
+ * The queries of the last plain prefill's window (what a press scores with): `rows` rows per full-attention layer,
+ * `perLayer[l]` for each such layer l (rows × query heads × head size).
+ */
+export interface WindowQueries {
+  rows: number;
+  perLayer: Float32Array[];
 }
 
 /** What a saved file holds, as loaded. */
@@ -54,6 +73,8 @@ export interface SavedSequence {
   tokens: number[];
   pending: number;
   logits: Float32Array | undefined;
+  /** The window queries, when the file has them. */
+  queries?: WindowQueries;
 }
 
 function bytesOf(a: ArrayBufferView): Buffer {
@@ -67,7 +88,10 @@ function headBytes(dtype: KvDType, n: number, hd: number): number {
 }
 
 /** Write `s` to `file` atomically in the format above. */
-export function writeSavedCache(model: CokvModel, file: string, s: { cache: RaggedKVCache; tokens: readonly number[]; pending: number; logits: Float32Array | undefined }): void {
+export function writeSavedCache(
+  model: CokvModel, file: string,
+  s: { cache: RaggedKVCache; tokens: readonly number[]; pending: number; logits: Float32Array | undefined; queries?: WindowQueries },
+): void {
   if (os.endianness() !== 'LE') throw new CokvError('save: saved caches are little-endian; this machine is not', 'file');
   const c = s.cache;
   const header: SavedCacheHeader = {
@@ -75,6 +99,15 @@ export function writeSavedCache(model: CokvModel, file: string, s: { cache: Ragg
     vocabSize: model.config.vocabSize, layerKinds: [...c.layers], position: c.position, tokens: [...s.tokens], pending: s.pending,
     logits: s.logits !== undefined, lengths: c.lengths(),
   };
+  const qDim = model.config.numHeads * model.config.headDim;
+  const q = s.queries && s.queries.rows > 0 ? s.queries : undefined;
+  if (q) {
+    for (const l of c.budgetedLayers()) {
+      if (q.perLayer[l]?.length !== q.rows * qDim) throw new Error(`save: layer ${l}'s window queries are not ${q.rows} × ${qDim}`);
+    }
+    header.queryRows = q.rows;
+    header.queryDim = qDim;
+  }
   const json = Buffer.from(JSON.stringify(header), 'utf8');
   const pre = Buffer.alloc(PREAMBLE);
   pre.write(SAVED_CACHE_MAGIC, 0, 'latin1');
@@ -89,6 +122,7 @@ export function writeSavedCache(model: CokvModel, file: string, s: { cache: Ragg
       if (c.dtype === 'q8') parts.push(bytesOf(e.keyScales), bytesOf(e.valueScales));
     }
   }
+  if (q) for (const l of c.budgetedLayers()) parts.push(bytesOf(q.perLayer[l]));
   const hash = createHash('sha256');
   for (const p of parts) hash.update(p);
   parts.push(hash.digest());
@@ -114,7 +148,7 @@ export async function readSavedCache(model: CokvModel, file: string, kvDtype?: K
   }
   if (buf.length < PREAMBLE) throw bad(`truncated (${buf.length} bytes)`);
   const version = buf.readUInt32LE(8);
-  if (version !== SAVED_CACHE_VERSION) throw bad(`saved cache format version ${version}; this cokv reads version ${SAVED_CACHE_VERSION}`);
+  if (!READ_VERSIONS.includes(version)) throw bad(`saved cache format version ${version}; this cokv reads versions ${READ_VERSIONS.join(' and ')}`);
   const H = buf.readUInt32LE(12);
   if (PREAMBLE + H + DIGEST > buf.length) throw bad(`truncated (${buf.length} bytes; the header alone needs ${PREAMBLE + H + DIGEST})`);
   let h: SavedCacheHeader;
@@ -123,11 +157,14 @@ export async function readSavedCache(model: CokvModel, file: string, kvDtype?: K
   } catch {
     throw bad('corrupt (the header is not valid JSON)');
   }
-  const problem = headerProblem(h);
+  const problem = headerProblem(h, version);
   if (problem) throw bad(`corrupt header (${problem})`);
   const hd = h.headDim;
   let body = h.logits ? 4 * h.vocabSize : 0;
   for (const row of h.lengths) for (const n of row) body += headBytes(h.kvDtype, n, hd);
+  const queryRows = h.queryRows ?? 0;
+  const fullLayers = h.layerKinds.filter((k) => k.kind === 'full').length;
+  if (queryRows > 0) body += 4 * fullLayers * queryRows * h.queryDim!;
   const total = PREAMBLE + H + body + DIGEST;
   if (buf.length < total) throw bad(`truncated (${buf.length} bytes; the header says ${total})`);
   if (buf.length > total) throw bad(`corrupt (${buf.length - total} bytes after the end the header gives)`);
@@ -184,11 +221,18 @@ export async function readSavedCache(model: CokvModel, file: string, kvDtype?: K
     heads.push(row);
   }
   const cache = RaggedKVCache.restore(heads, h.position, hd, h.kvDtype, c.layers);
-  return { cache, tokens: h.tokens, pending: h.pending, logits };
+  let queries: WindowQueries | undefined;
+  if (queryRows > 0) {
+    if (h.queryDim !== c.numHeads * c.headDim) throw bad(`saved for another shape (window queries of ${h.queryDim} per row, the model's are ${c.numHeads * c.headDim})`, 'model');
+    const perLayer: Float32Array[] = [];
+    for (const l of cache.budgetedLayers()) perLayer[l] = take((n) => new Float32Array(n), queryRows * h.queryDim, 4);
+    queries = { rows: queryRows, perLayer };
+  }
+  return { cache, tokens: h.tokens, pending: h.pending, logits, queries };
 }
 
 /** What is wrong with a parsed header's fields, or undefined. */
-function headerProblem(h: SavedCacheHeader): string | undefined {
+function headerProblem(h: SavedCacheHeader, version: number): string | undefined {
   if (!h || typeof h !== 'object' || Array.isArray(h)) return 'not an object';
   const fp = fingerprintProblem(h.model, false);
   if (fp) return fp;
@@ -204,6 +248,12 @@ function headerProblem(h: SavedCacheHeader): string | undefined {
   if (!Array.isArray(h.lengths) || h.lengths.length !== h.layers) return 'lengths';
   for (const row of h.lengths) {
     if (!Array.isArray(row) || row.length !== h.kvHeads || row.some((n) => !isInt(n) || n > h.position)) return 'lengths';
+  }
+  if (version < 2 && (h.queryRows !== undefined || h.queryDim !== undefined)) return 'queryRows in a version 1 file';
+  if (h.queryRows !== undefined && h.queryRows !== 0) {
+    // Window queries are those of the last prefilled rows, so never more rows than tokens fed nor with one pending.
+    if (!isInt(h.queryRows, 1) || h.queryRows > h.position || h.pending !== 0) return 'queryRows';
+    if (!isInt(h.queryDim, 1) || h.queryDim > 1 << 24) return 'queryDim';
   }
   return undefined;
 }

@@ -211,10 +211,20 @@ export class Sequence {
     return s;
   }
 
-  /** Load a sequence saved by `save()`; refuses another model, another `kvDtype` (when given), or a bad file. */
+  /**
+   * Load a sequence saved by `save()`; refuses another model, another `kvDtype` (when given), or a bad file. One
+   * saved right after a plain prefill can be compressed (the file keeps the window queries), with the same result
+   * as compressing the original.
+   */
   static async load(model: CokvModel, file: string, opts: { kvDtype?: KvDType } = {}): Promise<Sequence> {
     const saved = await readSavedCache(model, file, opts.kvDtype);
-    return new Sequence(model, saved.cache, saved.tokens, saved.tokens.slice(saved.tokens.length - saved.pending), saved.logits, 64);
+    const s = new Sequence(model, saved.cache, saved.tokens, saved.tokens.slice(saved.tokens.length - saved.pending), saved.logits, 64);
+    // A sequence saved right after a plain prefill keeps its window queries: it can still be compressed.
+    if (saved.queries) {
+      s.queries = saved.queries.perLayer;
+      s.queryRows = saved.queries.rows;
+    }
+    return s;
   }
 
   private get cache(): RaggedKVCache {
@@ -472,11 +482,15 @@ export class Sequence {
 
   /**
    * Write the sequence to `file` (atomically; see src/cache/save.ts for the format). A pending token is saved as
-   * pending, so a loaded sequence continues exactly where this one would.
+   * pending, so a loaded sequence continues exactly where this one would; the window queries of a plain prefill
+   * are saved too, so the loaded one can be compressed like this one.
    */
   async save(file: string): Promise<void> {
     const cache = this.cache;
-    await exclusive(this.model.transformer, () => writeSavedCache(this.model, file, { cache, tokens: this.ids, pending: this.pending.length, logits: this.lastLogits }));
+    await exclusive(this.model.transformer, () => writeSavedCache(this.model, file, {
+      cache, tokens: this.ids, pending: this.pending.length, logits: this.lastLogits,
+      queries: this.queries && { rows: this.queryRows, perLayer: this.queries },
+    }));
   }
 
   /** Release the cache; any later call on this sequence throws. */
