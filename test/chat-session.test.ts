@@ -142,14 +142,26 @@ describe('ChatSession', () => {
     const chat = await model.createChatSession({ template: PLAIN, press });
     const full = await model.createChatSession({ template: PLAIN });
     const facts = ['The grass is green and the sky is blue.', 'The sun is yellow and the sea is wide.', 'Here we go, there and back again.', 'The pass key is 90210, remember it.'];
-    for (const fact of facts) {
+    const evictedSoFar: number[] = [];
+    for (const [i, fact] of facts.entries()) {
       await chat.prompt(fact, greedy).complete();
       await full.prompt(fact, greedy).complete();
       const s = chat.stats;
       // After each turn's compressed prefill only the answer's tokens come on top of the budget.
       expect(s.heldPerHead).toBeLessThanOrEqual(budget + greedy.maxTokens);
+      // Which turns this turn's compression evicted: one count per turn so far, this one included.
+      const ev = s.lastTurn!.evicted!;
+      expect(ev).toHaveLength(i + 1);
+      ev.forEach((n, t) => { evictedSoFar[t] = (evictedSoFar[t] ?? 0) + n; });
+      for (const t of s.perTurn) expect(t.held + t.evicted).toBe(t.entries);
+      expect(full.stats.lastTurn!.evicted).toBeUndefined();
     }
     const s = chat.stats;
+    // The evictions reported turn by turn add up to what each turn has lost; the last compression evicted some of
+    // the earlier turns' entries.
+    expect(s.perTurn.map((t) => t.evicted)).toEqual(evictedSoFar);
+    expect(s.lastTurn!.evicted!.slice(0, -1).some((n) => n > 0)).toBe(true);
+    expect(s.perTurn[0].evicted).toBeGreaterThan(0);
     expect(s.tokens).toBeGreaterThan(3 * budget);
     expect(s.kvBytes).toBeLessThan(full.stats.kvBytes / 2);
     expect(s.compressions).toBe(facts.length);
@@ -168,6 +180,31 @@ describe('ChatSession', () => {
     expect(roomy.stats.compressions).toBe(0);
     expect(roomy.stats.perTurn.every((t) => t.kept === 1)).toBe(true);
     for (const c of [chat, full, roomy]) c.dispose();
+  });
+
+  it.skipIf(!haveAssets)('a turn that would reach the model\'s context is refused in one line naming the limit; the session goes on as it was', async () => {
+    const model = await loadModel(RETRIEVAL);
+    const ctx = model.config.contextLength;
+    for (const press of [undefined, createPress('snapkv', { budget: 32 }, model.config)!]) {
+      const chat = await model.createChatSession({ template: PLAIN, press });
+      await chat.prompt('The pass key is 4417.', greedy).complete();
+      const before = chat.stats;
+      const err = await chat.prompt('word '.repeat(ctx), greedy).complete().then(() => undefined, (e: unknown) => e);
+      expect(err).toBeInstanceOf(CokvError);
+      const e = err as CokvError;
+      expect(e.kind).toBe('prompt');
+      expect(e.message).toContain(`the model's context of ${ctx} tokens`);
+      expect(e.message).toMatch(new RegExp(`brings the conversation to \\d+ tokens \\(\\d+ new after ${before.tokens}\\)`));
+      if (press) expect(e.message).toContain('compressing the history cannot make room');
+      expect(e.message).not.toContain('\n');
+      // Nothing changed: the next turn reuses the held cache.
+      expect(chat.turns).toHaveLength(1);
+      expect(chat.stats).toEqual(before);
+      await chat.prompt('What is the pass key?', greedy).complete();
+      expect(chat.stats.lastTurn).toMatchObject({ reprefilled: false, reusedTokens: before.tokens });
+      expect(chat.turns).toHaveLength(2);
+      chat.dispose();
+    }
   });
 
   it.skipIf(!haveAssets)('a cancelled answer is kept as far as it got; a cancelled prefill leaves the history and re-prefills next turn', async () => {

@@ -61,9 +61,11 @@ export function formatChatStats(s: ChatSessionStats): string {
   ];
   const t = s.lastTurn;
   if (t) {
-    lines.push(`last turn: ${t.reusedTokens} tokens reused, ${t.prefilledTokens} prefilled${t.compressed ? ', compressed' : ''}${t.reprefilled ? ` (re-prefilled: ${t.reprefillReason})` : ''}`);
+    const evicted = t.evicted?.map((n, i) => (n > 0 ? `#${i + 1} ${n}` : '')).filter((x) => x !== '').join(', ');
+    const compressed = t.compressed ? `, compressed${evicted ? ` (entries evicted: ${evicted})` : ' (nothing evicted)'}` : '';
+    lines.push(`last turn: ${t.reusedTokens} tokens reused, ${t.prefilledTokens} prefilled${compressed}${t.reprefilled ? ` (re-prefilled: ${t.reprefillReason})` : ''}`);
   }
-  if (s.perTurn.length > 0) lines.push(`kept per turn: ${s.perTurn.map((p, i) => `#${i + 1} ${(100 * p.kept).toFixed(0)}%`).join(' ')}`);
+  if (s.perTurn.length > 0) lines.push(`kept per turn: ${s.perTurn.map((p, i) => `#${i + 1} ${(100 * p.kept).toFixed(0)}%${p.evicted > 0 ? ` (${p.evicted} of ${p.entries} entries evicted)` : ''}`).join(' ')}`);
   return lines.join('\n');
 }
 

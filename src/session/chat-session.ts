@@ -3,7 +3,12 @@
  * template and prefills only the tokens beyond what the sequence already holds; when the rendering no longer
  * starts with the held tokens (a template that re-renders earlier turns, or an answer whose text re-encodes to
  * other tokens) the conversation is prefilled again from scratch, and `stats` says so. With a press, the history is
- * compressed when its KV grows past the budget, and `stats.turns` reports how much of each turn's KV is kept.
+ * compressed when its KV grows past the budget, `stats.perTurn` reports how much of each turn's KV is kept, and
+ * `stats.lastTurn.evicted` which turns' entries the last compression evicted.
+ *
+ * The model's context bounds the positions, and evicted tokens keep theirs (keys are stored rotated), so no press
+ * can make room in it: a turn whose prompt would reach the context is refused (CokvError kind 'prompt', naming
+ * the limit) before anything changes, and the session goes on as it was (`reset()` to start over).
  *
  * ```ts
  * const chat = await model.createChatSession({ system: 'You are terse.' });
@@ -58,6 +63,13 @@ export interface ChatTurnStats {
   end: number;
   /** Of this turn's entries, the fraction still held, over every KV head of the full-attention layers (1 = none evicted). */
   kept: number;
+  /**
+   * Entries the turn put in the full-attention layers' KV heads (its tokens run through the model × those heads),
+   * how many are still held, and how many presses evicted (entries = held + evicted).
+   */
+  entries: number;
+  held: number;
+  evicted: number;
 }
 
 /** What the last `prompt()` did before generating. */
@@ -72,6 +84,11 @@ export interface ChatPrefillStats {
   reprefillReason?: string;
   /** True when the press ran over the cache during this turn's prefill. */
   compressed: boolean;
+  /**
+   * When it ran: per turn (the history's, then this one's prompt), the entries of the full-attention layers' KV
+   * heads this compression evicted (0 where it evicted none of that turn's).
+   */
+  evicted?: number[];
 }
 
 export interface ChatSessionStats {
@@ -286,6 +303,10 @@ export class ChatSession {
         if (reason === undefined) suffix = ids.slice(held.length);
       }
     }
+    // Templates write BOS themselves (as in CokvModel.chat).
+    suffix ??= this.model.promptIds(text, false);
+    if (suffix.length === 0) throw new CokvError('prompt: the message adds no tokens to the conversation', 'prompt');
+    this.checkContext(reason === undefined ? seq.position : 0, suffix.length, reason !== undefined);
     let start = seq.position;
     if (reason !== undefined) {
       if (seq.position > 0) {
@@ -299,11 +320,11 @@ export class ChatSession {
       this.spans = this.history.map((_, i) => [at[i], at[i + 1]]);
       start = at[n];
     }
-    // Templates write BOS themselves (as in CokvModel.chat).
-    suffix ??= this.model.promptIds(text, false);
-    if (suffix.length === 0) throw new CokvError('prompt: the message adds no tokens to the conversation', 'prompt');
     const press = this.pressFor(seq, suffix.length);
     this.last = { reusedTokens: seq.position, prefilledTokens: suffix.length, reprefilled: reason !== undefined, reprefillReason: reason, compressed: press !== undefined };
+    // For the eviction report: what each turn held before, and which positions this pass feeds.
+    const fedFrom = seq.position - seq.stats.pendingTokens;
+    const before = press ? heldBySpan(seq, this.spans) : undefined;
     try {
       await seq.prefill(suffix, { press, reserve: maxTokens, signal });
     } catch (e) {
@@ -314,8 +335,27 @@ export class ChatSession {
       throw e;
     }
     this.heldText = text;
-    if (press) this.compressions++;
+    if (press && before) {
+      this.compressions++;
+      const spans: [number, number][] = [...this.spans, [start, seq.position]];
+      const after = heldBySpan(seq, spans);
+      const H = budgetedHeads(this.model);
+      const fed = spans.map(([a, b]) => Math.max(0, Math.min(b, seq.position) - Math.max(a, fedFrom)) * H);
+      this.last.evicted = spans.map((_, i) => (before[i] ?? 0) + fed[i] - after[i]);
+    }
     return start;
+  }
+
+  /**
+   * Refuse (before anything changes) a prompt of `n` tokens after `held` that would leave no position for the
+   * answer in the model's context: evicted tokens keep their positions, so compressing cannot help.
+   */
+  private checkContext(held: number, n: number, reprefill: boolean): void {
+    const ctx = this.model.config.contextLength;
+    if (held + n < ctx) return;
+    const what = reprefill ? `the conversation prefilled again is ${n} tokens` : `this message brings the conversation to ${held + n} tokens (${n} new after ${held})`;
+    const press = this.opts.press && !isFullPress(this.opts.press) ? ' (compressing the history cannot make room: evicted tokens keep their positions)' : '';
+    throw new CokvError(`prompt: ${what}, which leaves no room for an answer in the model's context of ${ctx} tokens${press}; reset the chat or start a new one`, 'prompt');
   }
 
   /** Tokens of the rendering of history turns [0, n) (no assistant turn opened): where turn n starts. */
@@ -349,28 +389,16 @@ export class ChatSession {
     const seq = this.sequence;
     const s = seq.stats;
     const cached = seq.position - s.pendingTokens;
-    const full = this.model.config.layers.map((l, i) => (l.kind === 'full' ? i : -1)).filter((i) => i >= 0);
-    const heads = this.model.config.numKvHeads;
-    const counts = this.spans.map(() => 0);
-    for (const l of full) {
-      for (let h = 0; h < heads; h++) {
-        const pos = seq.headPositions(l, h);
-        for (const p of pos) {
-          // Spans are few and ordered: a linear scan per entry is cheap next to the attention it describes.
-          for (let t = 0; t < this.spans.length; t++) {
-            if (p >= this.spans[t][0] && p < this.spans[t][1]) { counts[t]++; break; }
-          }
-        }
-      }
-    }
+    const counts = heldBySpan(seq, this.spans);
+    const H = budgetedHeads(this.model);
     const perTurn = this.spans.map(([a, b], t) => {
-      const n = Math.max(0, Math.min(b, cached) - a) * full.length * heads;
-      return { start: a, end: b, kept: n > 0 ? counts[t] / n : 1 };
+      const n = Math.max(0, Math.min(b, cached) - a) * H;
+      return { start: a, end: b, kept: n > 0 ? counts[t] / n : 1, entries: n, held: counts[t], evicted: n - counts[t] };
     });
     return {
       turns: this.history.length, tokens: seq.position, kvDtype: s.kvDtype, kvBytes: s.kvBytes, kvFullBytes: s.kvFullBytes,
       heldPerHead: heldPerHead(seq), compressions: this.compressions, reprefills: this.reprefills, perTurn,
-      lastTurn: this.last ? { ...this.last } : undefined,
+      lastTurn: this.last ? { ...this.last, ...(this.last.evicted ? { evicted: [...this.last.evicted] } : {}) } : undefined,
     };
   }
 
@@ -405,6 +433,28 @@ export class ChatSession {
     this.seq = undefined;
     this.disposed = true;
   }
+}
+
+/** KV heads of the full-attention layers (layers × KV heads): the entries one token puts in them. */
+function budgetedHeads(model: CokvModel): number {
+  return model.config.layers.filter((l) => l.kind === 'full').length * model.config.numKvHeads;
+}
+
+/** Per span [start, end) of positions, the entries held in the full-attention layers' KV heads. */
+function heldBySpan(seq: Sequence, spans: readonly [number, number][]): number[] {
+  const counts = spans.map(() => 0);
+  seq.model.config.layers.forEach((spec, l) => {
+    if (spec.kind !== 'full') return;
+    for (let h = 0; h < seq.model.config.numKvHeads; h++) {
+      for (const p of seq.headPositions(l, h)) {
+        // Spans are few and ordered: a linear scan per entry is cheap next to the attention it describes.
+        for (let t = 0; t < spans.length; t++) {
+          if (p >= spans[t][0] && p < spans[t][1]) { counts[t]++; break; }
+        }
+      }
+    }
+  });
+  return counts;
 }
 
 /** Average entries held per KV head of the full-attention layers. */
