@@ -22,6 +22,7 @@ import { registerGenRetrieval } from './gen-retrieval.js';
 import { registerServe } from './serve.js';
 import { registerChat } from './chat.js';
 import { flagWording } from './flag-names.js';
+import { addExamples } from './examples.js';
 
 /** The version in package.json (the same relative path from src/cli and dist/cli). */
 function packageVersion(): string {
@@ -116,6 +117,7 @@ export async function main(argv: string[]): Promise<number> {
   registerGenRetrieval(program, run);
   registerServe(program, run);
   registerChat(program, run);
+  addExamples(program);
   const override = (cmd: Command): void => { cmd.exitOverride(); cmd.commands.forEach(override); };
   program.commands.forEach(override);
   try {
