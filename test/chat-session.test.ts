@@ -297,6 +297,27 @@ describe.skipIf(!haveTmux)('cokv chat in a terminal (tmux)', () => {
     }
   }, 120_000);
 
+  it.skipIf(!haveAssets)('one exchange on the bundled stories260K (no chat template of its own: --template), /stats, /exit', async () => {
+    const tpl = path.join(tmpDir(), 'plain.jinja');
+    fs.writeFileSync(tpl, PLAIN);
+    const t = tmuxChat('stories', `--model ${JSON.stringify(asset('models/stories260K'))} --template ${JSON.stringify(tpl)} --max-tokens 12 --press snapkv --budget 16`);
+    try {
+      await t.waitFor(/^>$/m);
+      t.keys('Once upon a time there was a little girl named Lily.', 'Enter');
+      // The answer (stories260K's may span lines) follows the user's line, then a new prompt.
+      const pane = await t.waitFor(/^> Once upon a time there was a little girl named Lily\.\n[^>]*\S[^>]*\n>$/m);
+      expect(pane).not.toMatch(/error/i);
+      t.keys('/stats', 'Enter');
+      const stats = await t.waitFor(/kept per turn: #1 \d+%/);
+      expect(stats).toMatch(/turns 1, tokens \d+, KV /);
+      expect(stats).toMatch(/last turn: 0 tokens reused, \d+ prefilled/);
+      t.keys('/exit', 'Enter');
+      expect(await t.exitCode()).toBe('0');
+    } finally {
+      t.kill();
+    }
+  }, 120_000);
+
   it.skipIf(!haveAssets)('Ctrl-C during an answer cancels the answer, not the chat', async () => {
     // A 2000-token answer (EOS held off) runs for seconds; Ctrl-C is sent once its first text shows.
     const tpl = path.join(tmpDir(), 'plain.jinja');
