@@ -51,3 +51,29 @@ describe.skipIf(!haveAssets)('cokv experiment all --quick --slice tiny', () => {
     expect(fs.readdirSync(path.join(out, 'figures')).filter((f) => f.endsWith('.svg')).length).toBeGreaterThan(3);
   });
 });
+
+describe.skipIf(!haveAssets)('cokv experiment --quiet', () => {
+  const run = (...args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', path.join(repoRoot, 'src/cli/run.ts'), 'experiment', ...args],
+    { cwd: repoRoot, encoding: 'utf8', timeout: 120_000 });
+
+  it('prints only the step lines: no sub-command lines, output, bars or warnings', () => {
+    const out = tmpDir();
+    const r = run('profiles', '--quick', '--slice', 'tiny', '--quiet', '--out', out, '--assets', assetsDir);
+    expect(r.status, r.stderr.slice(-2000)).toBe(0);
+    expect(r.stdout).toBe('');
+    const lines = r.stderr.trimEnd().split('\n');
+    expect(lines).toEqual([expect.stringMatching(/^\[\d+s\] == step 1\/1: profiles \(quick\)$/), expect.stringMatching(/^\[\d+s\] == profiles done in \d+ s$/)]);
+    expect(fs.existsSync(path.join(out, 'profiles/cokv-retrieval-tiny__headkv.json'))).toBe(true);
+    fs.rmSync(out, { recursive: true, force: true });
+  }, 120_000);
+
+  it('a failing step still shows its command and its error', () => {
+    const out = tmpDir(), assets = tmpDir();
+    const r = run('profiles', '--slice', 'tiny', '--quiet', '--out', out, '--assets', assets);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/\$ cokv profile --model .*cokv-retrieval-tiny/);
+    expect(r.stderr).toMatch(/^cokv: --data .*retrieval-dev.jsonl: no such file/m);
+    expect(r.stderr).toMatch(/experiment step failed \(exit 1\)/);
+    for (const d of [out, assets]) fs.rmSync(d, { recursive: true, force: true });
+  }, 60_000);
+});

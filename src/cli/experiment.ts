@@ -15,7 +15,7 @@ export function registerExperiment(program: Command, run: (fn: () => Promise<voi
     .option('--out <dir>', 'results folder', 'results')
     .option('--assets <dir>', 'the shared assets folder', path.join('..', 'shared', 'assets'))
     .option('--seed <s>', 'seed of splits and profiles', '0')
-    .option('--quiet', 'no progress bars (the step log lines stay)')
+    .option('--quiet', 'only the step lines (== step i/n, done in …) and errors: no progress bars, no sub-command output unless it fails')
     .option('--sensitivity-samples <n>', 'samples per run for the metric/kl sensitivity profiles (default as the main profile)')
     .action((name: string, f: { quick?: boolean; slice?: string; out: string; assets: string; seed: string; sensitivitySamples?: string; quiet?: boolean }) => run(async () => {
       if (f.slice !== undefined && f.slice !== 'tiny') throw new CokvError(`--slice: '${f.slice}' must be tiny`, 'flag');

@@ -50,7 +50,10 @@ export interface ExperimentOptions {
   out: string;
   assets: string;
   seed: number;
-  /** No progress bars from the sub-commands and loops (the step log lines stay). */
+  /**
+   * No progress bars, no sub-command lines or output (shown only for a step that fails) and no per-loop log lines:
+   * only the `== step` lines and where the summary went.
+   */
   quiet?: boolean;
   log: (msg: string) => void;
 }
@@ -88,6 +91,36 @@ function paths(o: ExperimentOptions) {
   };
 }
 
+/**
+ * Run `fn` with what it writes to stdout and stderr held back (in order); it is written out after `before()` only
+ * when `show(result)` says so or `fn` throws — so a quiet experiment prints a step's output only when it fails.
+ */
+async function heldBack<T>(fn: () => Promise<T>, show: (r: T) => boolean, before: () => void): Promise<T> {
+  const out = process.stdout.write, err = process.stderr.write;
+  const held: [NodeJS.WriteStream, string | Uint8Array][] = [];
+  const hold = (stream: NodeJS.WriteStream) => ((chunk: string | Uint8Array, ...rest: unknown[]): boolean => {
+    held.push([stream, chunk]);
+    const cb = rest.find((r) => typeof r === 'function') as (() => void) | undefined;
+    cb?.();
+    return true;
+  }) as typeof out;
+  process.stdout.write = hold(process.stdout);
+  process.stderr.write = hold(process.stderr);
+  let result: T, failed = true;
+  try {
+    result = await fn();
+    failed = show(result);
+  } finally {
+    process.stdout.write = out;
+    process.stderr.write = err;
+    if (failed) {
+      before();
+      for (const [stream, chunk] of held) stream.write(chunk);
+    }
+  }
+  return result;
+}
+
 /** Commands with a progress bar (and an ETA) that `--quiet` turns off. */
 const QUIET_COMMANDS = new Set(['eval', 'profile', 'needle']);
 
@@ -104,8 +137,9 @@ async function cli(args: string[], o: ExperimentOptions): Promise<void> {
   // docs/results.md was measured with an F32 KV cache (the default then): its eval steps keep F32 unless a step asks
   // for another storage, so finished run folders stay reusable and the numbers reproducible.
   if (args[0] === 'eval' && !args.includes('--kv-dtype')) args.push('--kv-dtype', 'f32');
-  o.log(`$ cokv ${args.join(' ')}`);
-  const code = await main(args);
+  const line = `$ cokv ${args.join(' ')}`;
+  if (!o.quiet) o.log(line);
+  const code = o.quiet ? await heldBack(() => main(args), (c) => c !== 0, () => o.log(line)) : await main(args);
   if (code !== 0) throw new CokvError(`experiment step failed (exit ${code}): cokv ${args.join(' ')}`, 'internal');
 }
 
@@ -226,7 +260,7 @@ async function masking(o: ExperimentOptions): Promise<void> {
       const rnd = topK(values.map(() => rng.next()), k);
       const mask = (set: number[]) => Uint8Array.from({ length: n }, (_, i) => (set.includes(i) ? 1 : 0));
       rows.push({ k, top: await score(mask(top)), bottom: await score(mask(bottom)), random: await score(mask(rnd)) });
-      o.log(`masking ${name} k=${k}: top ${rows[rows.length - 1].top.toFixed(3)} bottom ${rows[rows.length - 1].bottom.toFixed(3)}`);
+      if (!o.quiet) o.log(`masking ${name} k=${k}: top ${rows[rows.length - 1].top.toFixed(3)} bottom ${rows[rows.length - 1].bottom.toFixed(3)}`);
     }
     bar.update(3 * ks.length, total, 'full and window-only');
     const full = await score(new Uint8Array(n).fill(1)), none = await score(new Uint8Array(n));
@@ -297,7 +331,7 @@ async function estimator(o: ExperimentOptions): Promise<void> {
     }
     bar.update(N, N);
     bar.finish();
-    o.log(`exact enumeration: ${N} coalitions in ${formatDuration((performance.now() - t0) / 1000)}`);
+    if (!o.quiet) o.log(`exact enumeration: ${N} coalitions in ${formatDuration((performance.now() - t0) / 1000)}`);
     const seconds = (performance.now() - t0) / 1000;
     const Uof = (s: Uint8Array) => { let m = 0; for (let i = 0; i < sub; i++) m |= s[i] << i; return U[m]; };
     const shapley = exactShapley(sub, Uof);

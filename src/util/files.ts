@@ -71,6 +71,10 @@ export interface FileLock {
   release(): void;
 }
 
+/** The locks this process holds, released on exit by one listener (one per lock trips MaxListenersExceededWarning past 10). */
+const heldLocks = new Set<() => void>();
+let exitListener = false;
+
 /**
  * Take `<file>.lock` (holding this pid) or refuse with a CokvError naming the process that holds it. A lock
  * left by a dead process is taken over.
@@ -84,14 +88,18 @@ export function lockOutput(file: string, what = '--out'): FileLock {
       const release = (): void => {
         if (!held) return;
         held = false;
-        process.off('exit', release);
+        heldLocks.delete(release);
         try {
           fs.rmSync(lock, { force: true });
         } catch {
           // already gone
         }
       };
-      process.on('exit', release);
+      heldLocks.add(release);
+      if (!exitListener) {
+        exitListener = true;
+        process.on('exit', () => { for (const r of [...heldLocks]) r(); });
+      }
       return { file: lock, release };
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') {
