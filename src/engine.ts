@@ -19,7 +19,7 @@ import type { ModelSource } from './model/source.js';
 import type { Tokenizer } from './model/tokenizer/types.js';
 import { checkDecodeOptions, Generation, type DecodeOptions, type GenerationChunk } from './generate/generation.js';
 import {
-  checkPrefillEvict, DEFAULT_KV_DTYPE, pressPrefillHook, Sequence, stoppedEarlyStats, type SequenceOptions,
+  checkPrefillEvict, DEFAULT_KV_DTYPE, logProbAt, pressPrefillHook, Sequence, stoppedEarlyStats, type SequenceOptions,
 } from './session/sequence.js';
 import type { Press } from './press/types.js';
 import { isFullPress } from './press/registry.js';
@@ -226,13 +226,7 @@ export class CokvModel {
     const kvBytes = cache.bytes();
     const kvFullBytes = cache.fullBytes();
     const V = this.config.vocabSize;
-    const logp = (logits: Float32Array, off: number, id: number): number => {
-      let max = -Infinity;
-      for (let i = 0; i < V; i++) if (logits[off + i] > max) max = logits[off + i];
-      let z = 0;
-      for (let i = 0; i < V; i++) z += Math.exp(logits[off + i] - max);
-      return logits[off + id] - max - Math.log(z);
-    };
+    const logp = (logits: Float32Array, off: number, id: number): number => logProbAt(logits, off, id, V);
     const logProbs = [logp(first, 0, continuation[0])];
     if (continuation.length > 1) {
       const rest = this.transformer.forward(continuation.slice(0, -1), cache, { logits: 'all' });

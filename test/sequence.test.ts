@@ -195,6 +195,23 @@ describe.skipIf(!haveAssets)('Sequence on cokv-retrieval-tiny', () => {
     }
   });
 
+  it('scoreContinuation on a compressed fork equals CokvModel.scoreContinuation prefilling with that press', async () => {
+    const cont = question.slice(0, 12);
+    const press = createPress('snapkv', { budget: 48 }, model.config)!;
+    const doc = await model.createSequence();
+    await doc.prefill(ctx);
+    const s = doc.fork();
+    await s.compress(press);
+    const got = await s.scoreContinuation(cont);
+    const want = model.scoreContinuation(ctx, cont, { press });
+    expect(got.logProbs).toEqual(want.logProbs);
+    expect(got.mean).toBe(want.mean);
+    expect(s.position).toBe(ctx.length + cont.length - 1);
+    await expectRejects(s.scoreContinuation([]), 'prompt', 'empty');
+    doc.dispose();
+    s.dispose();
+  });
+
   it('a version 1 file (no window queries) still loads and continues; compressing it is refused in one line', async () => {
     const s = await model.createSequence();
     await s.prefill(ctx, { press: createPress('snapkv', { budget: 32 }, model.config) });

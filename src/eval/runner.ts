@@ -11,8 +11,9 @@ import path from 'node:path';
 import { CokvError, systemErrorLine } from '../errors.js';
 import { lockOutput, writeFileAtomic, type FileLock } from '../util/files.js';
 import type { CokvModel } from '../engine.js';
-import type { KvDType, RaggedKVCache } from '../cache/ragged.js';
-import { checkPrefillEvict, DEFAULT_KV_DTYPE } from '../session/sequence.js';
+import type { KvDType } from '../cache/ragged.js';
+import { DEFAULT_PREFILL_CHUNK } from '../model/forward.js';
+import { checkPrefillEvict, DEFAULT_KV_DTYPE, Sequence } from '../session/sequence.js';
 import type { PressOptions } from '../press/options.js';
 import { createPress, resolvePress } from '../press/registry.js';
 import { kvScopeLabel } from '../press/scope.js';
@@ -579,8 +580,9 @@ async function computeRuns(model: CokvModel, modelPath: string, o: EvalOptions, 
   const loglik = o.metric === 'loglik';
   const loglikTokens = o.loglikTokens ?? 16;
 
-  // Item-major: one full prefill per item, shared by every press and budget (compressing a copy of it gives the
-  // same cache a press gives during prefill, since prefill attention is always full).
+  // Item-major: one full prefill per item (a Sequence keeping its window queries), shared by every press and
+  // budget: each run compresses a fork of it, which gives the same cache a press gives during prefill, since
+  // prefill attention is always full.
   const windowRows = Math.max(64, o.pressOptions.window ?? 8);
   const label = `${o.dataset} (${states.length} runs)`;
   for (const [k, p] of prepared.entries()) {
@@ -589,54 +591,76 @@ async function computeRuns(model: CokvModel, modelPath: string, o: EvalOptions, 
     if (pending.length === 0) continue;
     const ctxOnly = p.contextTokens !== undefined;
     const kvDtype = o.kvDtype ?? DEFAULT_KV_DTYPE;
-    const shared = model.prefillShared(ctxOnly ? p.ids.slice(0, p.contextTokens) : p.ids, windowRows, kvDtype);
-    const suffix = ctxOnly ? p.ids.slice(p.contextTokens) : undefined;
+    const head = ctxOnly ? p.ids.slice(0, p.contextTokens) : p.ids;
+    const suffix = ctxOnly ? p.ids.slice(p.contextTokens) : [];
     const reserve = Math.max(p.maxNew, loglikTokens) + 1;
+    const room = reserve + suffix.length;
+    const doc = Sequence.create(model, { kvDtype, capacity: head.length, windowRows });
+    const tDoc = performance.now();
+    // Chunks of at least the window, so that the last one holds every window query.
+    await doc.prefill(head, { chunkSize: Math.max(DEFAULT_PREFILL_CHUNK, Math.min(windowRows, head.length)) });
+    const docMs = performance.now() - tDoc;
     let reference: string | undefined;
-    // The cache a run decodes from: a compressed copy of the shared prefill, or with --prefill-evict the run's own
-    // bounded prefill of the compressed part (then the suffix over it, for the context-only protocol).
-    const prefilled = (press: ReturnType<typeof resolvePress>): { cache: RaggedKVCache; logits: Float32Array; prefillMs: number } => {
-      if (!(o.prefillEvict && press)) return model.fromShared(shared, press, reserve, suffix);
+    // The sequence a run decodes from: a compressed fork of the shared prefill, or with --prefill-evict the run's
+    // own bounded prefill of the compressed part; then the suffix over it (the context-only protocol). Its
+    // prefill time counts the shared prefill (it stands for one prefill with the press).
+    const prepare = async (press: ReturnType<typeof resolvePress>): Promise<{ seq: Sequence; prefillMs: number }> => {
       const t0 = performance.now();
-      const head = ctxOnly ? p.ids.slice(0, p.contextTokens) : p.ids;
-      const cache = model.newCache(0, kvDtype);
-      let logits = model.prefill(head, cache, press, reserve + (suffix?.length ?? 0), { prefillEvict: true });
-      if (suffix && suffix.length > 0) logits = model.transformer.forward(suffix, cache, { logits: 'last' }).slice();
-      return { cache, logits, prefillMs: performance.now() - t0 };
+      let seq: Sequence;
+      if (o.prefillEvict && press) {
+        seq = Sequence.create(model, { kvDtype });
+        await seq.prefill(head, { press, prefillEvict: true, reserve: room });
+      } else {
+        seq = doc.fork({ reserve: room });
+        if (press) await seq.compress(press, { reserve: room });
+      }
+      if (suffix.length > 0) await seq.append(suffix);
+      return { seq, prefillMs: (o.prefillEvict && press ? 0 : docMs) + performance.now() - t0 };
     };
     const greedy = async (press: ReturnType<typeof resolvePress>) => {
-      const g = model.generate(p.ids, {
-        maxTokens: p.maxNew, temperature: 0, eosIds: p.stopIds, minTokens: p.minTokens,
-        prefilled: prefilled(press),
-      });
-      await g.complete();
-      return g;
-    };
-    for (const st of pending) {
-      const t0 = performance.now();
-      const g = await greedy(st.instance);
-      const s = g.stats!;
-      const pred: Prediction = {
-        id: p.item.id, prediction: g.text, answers: p.item.answers,
-        score: loglik ? 0 : scoreSample(o.dataset, g.text, p.item.answers, p.item.allClasses),
-        promptTokens: p.ids.length, keptKvBytes: s.promptBudgetedKvBytes, fullKvBytes: s.promptBudgetedFullKvBytes,
-        prefillMs: s.prefillMs, decodeMsPerToken: s.generatedTokens > 1 ? s.decodeMs / (s.generatedTokens - 1) : 0,
-      };
-      if (loglik) {
-        const cont = continuationIds(model.tokenizer, p.item.prompt, p.item.answers[0]).slice(0, loglikTokens);
-        const sc = model.scoreContinuation(p.ids, cont, { prefilled: prefilled(st.instance) });
-        pred.logprob = sc.mean;
-        pred.score = sc.mean;
-        reference ??= st.press === 'full' ? g.text : (await greedy(undefined)).text;
-        pred.agreement = tokenF1(g.text, [reference]);
-      }
-      st.done.set(p.item.id, pred);
+      const { seq, prefillMs } = await prepare(press);
       try {
-        fs.appendFileSync(st.predFile, JSON.stringify(pred) + '\n');
-      } catch (e) {
-        throw outputError(st.predFile, e);
+        const g = seq.generate({ maxTokens: p.maxNew, temperature: 0, eosIds: p.stopIds, minTokens: p.minTokens });
+        await g.complete();
+        return { g, prefillMs };
+      } finally {
+        seq.dispose();
       }
-      st.seconds += (performance.now() - t0) / 1000;
+    };
+    try {
+      for (const st of pending) {
+        const t0 = performance.now();
+        const { g, prefillMs } = await greedy(st.instance);
+        const s = g.stats!;
+        const pred: Prediction = {
+          id: p.item.id, prediction: g.text, answers: p.item.answers,
+          score: loglik ? 0 : scoreSample(o.dataset, g.text, p.item.answers, p.item.allClasses),
+          promptTokens: p.ids.length, keptKvBytes: s.promptBudgetedKvBytes, fullKvBytes: s.promptBudgetedFullKvBytes,
+          prefillMs, decodeMsPerToken: s.generatedTokens > 1 ? s.decodeMs / (s.generatedTokens - 1) : 0,
+        };
+        if (loglik) {
+          const cont = continuationIds(model.tokenizer, p.item.prompt, p.item.answers[0]).slice(0, loglikTokens);
+          const { seq } = await prepare(st.instance);
+          try {
+            const sc = await seq.scoreContinuation(cont);
+            pred.logprob = sc.mean;
+            pred.score = sc.mean;
+          } finally {
+            seq.dispose();
+          }
+          reference ??= st.press === 'full' ? g.text : (await greedy(undefined)).g.text;
+          pred.agreement = tokenF1(g.text, [reference]);
+        }
+        st.done.set(p.item.id, pred);
+        try {
+          fs.appendFileSync(st.predFile, JSON.stringify(pred) + '\n');
+        } catch (e) {
+          throw outputError(st.predFile, e);
+        }
+        st.seconds += (performance.now() - t0) / 1000;
+      }
+    } finally {
+      doc.dispose();
     }
   }
   o.onProgress?.(label, prepared.length, prepared.length);

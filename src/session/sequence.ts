@@ -481,6 +481,32 @@ export class Sequence {
   }
 
   /**
+   * Teacher-forced log-probabilities of `continuation` after what the sequence holds (the first token is scored
+   * from the last logits, the rest by one pass over all but the last token); the sequence is left extended by
+   * those tokens. Returns the per-token values and their mean.
+   */
+  async scoreContinuation(continuation: readonly number[]): Promise<{ logProbs: number[]; mean: number }> {
+    if (continuation.length === 0) throw new CokvError('scoreContinuation: the continuation is empty', 'prompt');
+    if (this.ids.length === 0) throw new CokvError('scoreContinuation: the sequence is empty (prefill a prompt first)', 'prompt');
+    const V = this.model.config.vocabSize;
+    for (const id of continuation) {
+      if (!(Number.isInteger(id) && id >= 0 && id < V)) throw new CokvError(`scoreContinuation: token id ${id} is outside the vocabulary (0..${V - 1})`, 'prompt');
+    }
+    if (this.pending.length > 0) await exclusive(this.model.transformer, () => this.run([], undefined, {}));
+    const cache = this.cache;
+    const logProbs = [logProbAt(this.lastLogits!, 0, continuation[0], V)];
+    if (continuation.length > 1) {
+      const fed = continuation.slice(0, -1);
+      const rest = await exclusive(this.model.transformer, () => this.model.transformer.forward(fed, cache, { logits: 'all' }));
+      for (let t = 1; t < continuation.length; t++) logProbs.push(logProbAt(rest, (t - 1) * V, continuation[t], V));
+      this.ids.push(...fed);
+      this.lastLogits = rest.slice((fed.length - 1) * V, fed.length * V);
+      this.queries = undefined;
+    }
+    return { logProbs, mean: logProbs.reduce((a, b) => a + b, 0) / logProbs.length };
+  }
+
+  /**
    * Write the sequence to `file` (atomically; see src/cache/save.ts for the format). A pending token is saved as
    * pending, so a loaded sequence continues exactly where this one would; the window queries of a plain prefill
    * are saved too, so the loaded one can be compressed like this one.
@@ -499,6 +525,15 @@ export class Sequence {
     this.queries = undefined;
     this.lastLogits = undefined;
   }
+}
+
+/** log softmax(logits[off .. off + V))[id]: the log-probability the row at `off` gives token `id`. */
+export function logProbAt(logits: Float32Array, off: number, id: number, V: number): number {
+  let max = -Infinity;
+  for (let i = 0; i < V; i++) if (logits[off + i] > max) max = logits[off + i];
+  let z = 0;
+  for (let i = 0; i < V; i++) z += Math.exp(logits[off + i] - max);
+  return logits[off + id] - max - Math.log(z);
 }
 
 /**
