@@ -13,6 +13,10 @@
  *    (negated so that higher is better, like the other utilities).
  *  - `metric`: greedy generation under the masked cache, scored by the task metric (the paper's choice).
  * The first answer token always comes from the full prefill (spec §1), so it is the same for every coalition.
+ *
+ * Not on `Sequence`, on purpose: a sample's F32 prompt cache is read at once by many coalitions, each masking
+ * other heads in its own attention (`CoalitionBatch`, run through `Transformer.run`), while a sequence owns one
+ * cache behind one attention. The prompt cache is prefilled with `CokvModel.prefill` and only read afterwards.
  */
 import { argmax } from '../generate/sampling.js';
 import type { CokvModel } from '../engine.js';
