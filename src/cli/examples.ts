@@ -18,13 +18,21 @@ const GENERATE = [
 ];
 const PROFILE_RUN = [
   `cokv profile --model ${TINY} --data ${DEV} --task retrieval --subset passkey --limit 2 --samples 8 --out profile.json`,
-  `cokv profile --model ${TINY} --data ${DEV} --task retrieval --limit 2 --samples 16 --resume --out profile.json   # more samples, same file`,
-  `cokv profile --model ${TINY} --data ${DEV} --task retrieval --limit 2 --samples 8 --shard 0/2 --out shard-0.json`,
+  `cokv profile --model ${TINY} --data ${DEV} --task retrieval --subset passkey --limit 2 --samples 16 --resume --out profile.json   # more samples, same file`,
+];
+const PROFILE_SHARDS = [
+  `cokv profile --model ${TINY} --data ${DEV} --task retrieval --limit 2 --samples 8 --tolerance 0 --shard 0/2 --out shard-0.json`,
+  `cokv profile --model ${TINY} --data ${DEV} --task retrieval --limit 2 --samples 8 --tolerance 0 --shard 1/2 --out shard-1.json`,
+  'cokv profile merge shard-0.json shard-1.json --out merged.json',
 ];
 const EVAL_RUN = [
   `cokv eval --model ${TINY} --data ${DEV} --dataset retrieval --subset passkey --lengths 512 --limit 4 --presses full,snapkv --budgets 16,32 --out runs/`,
   `cokv eval --model ${TINY} --data ${DEV} --dataset retrieval --subset passkey --lengths 512 --limit 4 --presses cokv --budgets 16 --profile profile.json --out runs/`,
+];
+const EVAL_SHARDS = [
   `cokv eval --model ${TINY} --data ${DEV} --dataset retrieval --subset passkey --lengths 512 --limit 4 --presses full,snapkv --budgets 16 --shard 0/2 --out eval-shard-0`,
+  `cokv eval --model ${TINY} --data ${DEV} --dataset retrieval --subset passkey --lengths 512 --limit 4 --presses full,snapkv --budgets 16 --shard 1/2 --out eval-shard-1`,
+  'cokv eval merge eval-shard-0 eval-shard-1 --out eval-merged',
 ];
 
 export const EXAMPLES: Record<string, string[]> = {
@@ -36,19 +44,16 @@ export const EXAMPLES: Record<string, string[]> = {
   generate: GENERATE,
   inspect: [`cokv inspect ${TINY}/cokv-retrieval-tiny-q8_0.gguf`, `cokv inspect ${STORIES} --json`],
   score: [
-    `cokv score --dataset retrieval --predictions runs/retrieval__cokv-retrieval-tiny__full__full/predictions.jsonl   # a folder cokv eval wrote`,
+    `cokv score --dataset retrieval --predictions runs/retrieval__cokv-retrieval-tiny__full__full__f16/predictions.jsonl   # a folder cokv eval wrote`,
   ],
-  profile: PROFILE_RUN.slice(0, 1).concat([
-    'cokv profile show profile.json',
-    'cokv profile merge shard-0.json shard-1.json --out merged.json',
-  ]),
-  'profile run': PROFILE_RUN,
-  'profile merge': ['cokv profile merge shard-0.json shard-1.json --out merged.json'],
+  profile: [PROFILE_RUN[0], 'cokv profile show profile.json', PROFILE_SHARDS[2]],
+  'profile run': [...PROFILE_RUN, PROFILE_SHARDS[0]],
+  'profile merge': PROFILE_SHARDS,
   'profile show': ['cokv profile show profile.json', 'cokv profile show profile.json --json'],
   'profile compare': ['cokv profile compare profile.json merged.json'],
-  eval: EVAL_RUN.slice(0, 1).concat(['cokv eval merge eval-shard-0 eval-shard-1 --out eval-merged']),
-  'eval run': EVAL_RUN,
-  'eval merge': ['cokv eval merge eval-shard-0 eval-shard-1 --out eval-merged'],
+  eval: [EVAL_RUN[0], EVAL_SHARDS[2]],
+  'eval run': [...EVAL_RUN, EVAL_SHARDS[0]],
+  'eval merge': EVAL_SHARDS,
   needle: [
     `cokv needle --model ${TINY} --haystack ${HAYSTACK} --lengths 512 --depths 3 --presses full,snapkv --budgets 32 --out runs/`,
   ],
