@@ -51,7 +51,7 @@ function syntheticCache(c: ModelConfig, length: number, keep: number): RaggedKVC
       h.append(k, 0, v, 0, length - kept + j);
     }
   }
-  cache.position = length;
+  cache.advance(length);
   return cache;
 }
 

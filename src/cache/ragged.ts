@@ -388,15 +388,6 @@ export class RaggedKVCache {
     return this.pos;
   }
 
-  /**
-   * @deprecated Outside code must not set the position: use `advance(tokens)`. Kept only so bench/cache.ts
-   * (owned elsewhere) still compiles; equivalent to `advance(p - position)` without trimming, and refuses to go back.
-   */
-  set position(p: number) {
-    if (!(Number.isInteger(p) && p >= this.pos)) throw new RangeError(`position: ${p} is not a token count ≥ ${this.pos}`);
-    this.setPosition(p);
-  }
-
   private setPosition(p: number): void {
     if (!(Number.isInteger(p) && p >= 0)) throw new RangeError(`position: ${p} is not a token count`);
     this.pos = p;
