@@ -523,17 +523,21 @@ describe('byte accounting by hand', () => {
   const make = () => {
     const cache = new RaggedKVCache(2, 2, 8, 0, 'q8', [{ kind: 'sliding', window: 8 }, { kind: 'full' }]);
     const x = Float32Array.from({ length: 8 }, (_, i) => i - 3);
+    // step() appends the next position's K/V; sync() records the steps (advance) and trims the sliding layer, as the
+    // forward pass does after each pass.
+    let next = 0;
     const step = () => {
-      for (const row of cache.heads) for (const h of row) h.append(x, 0, x, 0, cache.position);
-      cache.position++;
+      for (const row of cache.heads) for (const h of row) h.append(x, 0, x, 0, next);
+      next++;
     };
-    return { cache, step };
+    const sync = () => cache.advance(next - cache.position);
+    return { cache, step, sync };
   };
 
   it('bytes, budgeted and full bytes through a prefill, a press and decode', () => {
-    const { cache, step } = make();
+    const { cache, step, sync } = make();
     for (let i = 0; i < 10; i++) step();
-    cache.trimSliding();
+    sync();
     // Position 10: the sliding layer keeps positions 3..9 (3 older ones dropped as one batch ≥ ⌈8/4⌉).
     expect(cache.lengths()).toEqual([[7, 7], [10, 10]]);
     expect(cache.slidingBytes()).toBe(7 * 2 * E);
@@ -550,13 +554,13 @@ describe('byte accounting by hand', () => {
     expect(cache.fullBytes()).toBe(17 * 2 * E);
     // Decode: position 11 holds 3..10 (one old entry waits for a batch), position 12 drops 3, 4.
     step();
-    cache.trimSliding();
+    sync();
     expect(cache.head(0, 0).length).toBe(8);
     expect(cache.fullBytes()).toBe((11 + 8) * 2 * E);
     expect(cache.budgetedFullBytes()).toBe(11 * 2 * E);
     expect(cache.budgetedBytes()).toBe(12 * E);
     step();
-    cache.trimSliding();
+    sync();
     expect(Array.from(cache.head(0, 1).positions.subarray(0, cache.head(0, 1).length))).toEqual([5, 6, 7, 8, 9, 10, 11]);
     expect(cache.fullBytes()).toBe((12 + 7) * 2 * E);
     expect(cache.bytes()).toBe((14 + 14) * E);
