@@ -1,63 +1,74 @@
 /**
- * `npm run bench:llamacpp` (issue #7): cokv's CLI against llama.cpp (through node-llama-cpp, CPU only) on the same
- * GGUF files and prompt tokens, measured the way a user sees it — whole processes, start-up included.
+ * `npm run bench:llamacpp` (issues #7, #13): cokv's CLI against llama.cpp (through node-llama-cpp 3.22.1, CPU only)
+ * on the same GGUF files and prompt tokens, side by side in one run, each engine in its own process.
  *
- * Models: a random-weight GGUF with SmolLM2-135M's exact shapes and its real tokenizer (gpt2 BPE metadata from
- * tokenizer.json, pre-tokenizer `smollm`) in Q8_0 / F16 / F32, written to a temp dir; and the cokv-retrieval-tiny
- * GGUFs. Prompts: Paul Graham essay text trimmed to exactly N tokens of the model's tokenizer (512 and 2048; and 8192
- * for the SmolLM2-shaped Q8_0 file, where cokv runs `--press snapkv --budget 128` against llama.cpp's full cache).
- * retrieval-tiny was trained on up to 2048 tokens: its long prompt has 2047 (cokv requires room for one generated
- * token inside the trained context), and both engines then generate past it.
+ * Models (--models, keys `<shape>-<type>`): random-weight GGUFs with the real shapes of Llama-3.2-1B (`llama32-1b`),
+ * Qwen2.5-0.5B (`qwen25-05b`) and SmolLM2-135M (`smollm2-135m`), SmolLM2's tokenizer, as written by
+ * `../shared/tools/make_shape_gguf.py` (F16, context_length 33024 = 32768 + 256) and shrunk by llama.cpp's own
+ * `llama-quantize` (types `q4_k_m`, `q8_0`; `f16` is the script's output itself). They are cached in --model-dir
+ * (default /tmp/cokv-bench-models) and reused; a missing one is made there (python with numpy + gguf, then
+ * llama-quantize, see ../shared/docs/llamacpp-tools.md), or, without those tools, skipped with one line saying what is
+ * missing. `tiny-q8_0` / `tiny-f32` are the cokv-retrieval-tiny GGUFs (trained context 2048).
  *
- * Decode rate = (n65 − n1) / (wall(65 tokens) − wall(1 token)) with n the tokens actually generated (64 unless EOS
- * came first), wall = the whole process: `node bin/cokv.js generate --json` for cokv, and a child Node process that
- * loads the model in node-llama-cpp, evaluates the same prompt ids and samples greedily, for llama.cpp. Each wall
- * time is the minimum over --repeats runs. Prefill tok/s comes from cokv's `--json` stats (and, for llama.cpp, from
- * the child's own clock). The in-process decode rates (cokv's stats; the child's clock after the first token) are
- * printed as a cross-check. Peak RSS = the process's maximum resident set (cokv's `--json` stats; the child's
- * VmHWM, see src/memory.ts), from the 65-token runs.
+ * Prompts (--prompts): Paul Graham essay text trimmed to exactly N tokens of the model's tokenizer; a length is
+ * skipped where prompt + generated tokens do not fit the file's context_length.
+ * Caches (--caches): cokv runs `full`, `snapkv` and/or `cokv` at --budget B (default 128); llama.cpp always keeps its
+ * full cache, measured once per (model, prompt) and compared with every cokv cache row. CoKV needs a head-value profile
+ * per model: --cokv-profile FILE, else <model-dir>/<model>.cokv-profile.json, made when missing by a quick
+ * `cokv profile run` on retrieval-dev (few samples: random weights have no meaningful head values, so the profile only
+ * exercises CoKV's non-uniform per-head budgets; its speed, not its accuracy, is what is measured).
+ * Several grids run in one invocation: --grid 'MODELS:PROMPTS:CACHES' (repeatable, comma lists), e.g.
+ * `--grid smollm2-135m-q8_0,qwen25-05b-q8_0:8192:full,snapkv`; without --grid, one grid of --models × --prompts × --caches.
  *
- * Options: --prompts 512,2048 (prompt lengths of the full-cache rows), --repeats N (those runs, default 2), --repeats-long N (8192-token runs, default 1), --threads N
- * (default 2), --dtypes q8_0,f16,f32, --no-long (skip the 8192-token rows), --full-long (add cokv full cache at
- * 8192), --llama-threads 2,1 (llama.cpp thread counts; default: --threads and 1), --no-build (do not run
- * `npm run build` first). Needs `node-llama-cpp`, which `npm run bench:llamacpp` installs on demand (--no-save)
- * rather than as a devDependency: with it in package.json, `npm ci` fails here (EUSAGE, lock file out of sync: the
- * registry this project builds from has node-llama-cpp's Linux binary packages but not its macOS/Windows optional
- * ones, checked 2026-11-28), and every `npm ci` would download ~670 MB of prebuilt Linux binaries (CUDA, Vulkan,
- * ARM) that only this benchmark uses.
+ * Each repeat runs, for one (model, prompt), every cokv cache and llama.cpp at every --llama-threads count, in an order
+ * that alternates between repeats (the VM is noisy); rates are the best over --repeats (default 2) and peak RSS the
+ * largest. Rates are in-process: cokv's `--json` stats (prefill = prompt tokens / prefill ms, compression included;
+ * decode = tokens after the first / the time after the first), and the llama.cpp child's own clock the same way
+ * (prefill = evaluate() until the first token). Peak RSS is each process's VmHWM (src/memory.ts). Both engines keep
+ * an F16 KV cache by default; llama.cpp runs with node-llama-cpp's defaults otherwise (batch size, no flash attention),
+ * contextSize = prompt + decode + 8 rounded up to 256. cokv runs with COKV_THREADS = --threads (default 2).
  *
- * The SmolLM2-shaped files declare context_length 8320 (not 8192) so that an 8192-token prompt leaves room for
- * 65 generated tokens in both engines; nothing else depends on it (no RoPE scaling).
+ * Options: --models, --prompts (default 512,2048), --caches (default full), --grid (repeatable), --budget 128,
+ * --decode-tokens 64, --repeats 2, --threads 2, --llama-threads 1,2, --model-dir DIR, --python PY, --quantize BIN,
+ * --cokv-profile FILE, --out FILE (raw results as JSON, rewritten after every (model, prompt)), --report A.json,B.json (only
+ * print the tables of saved runs, merged), --no-build (skip `npm run build`).
+ * Needs `node-llama-cpp`, which `npm run bench:llamacpp` installs on demand (--no-save) rather than as a
+ * devDependency: with it in package.json, `npm ci` fails here (EUSAGE, lock file out of sync: the registry this
+ * project builds from has node-llama-cpp's Linux binary packages but not its macOS/Windows optional ones, checked
+ * 2026-11-28), and every `npm ci` would download ~670 MB of prebuilt Linux binaries that only this benchmark uses.
  */
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { ModelConfig } from '../src/model/config.js';
-import { readGgufHeader, type GgufValue } from '../src/model/loaders/gguf.js';
-import { gv, writeLlamaGguf, type GgufMetaValue, type GgufWriteDType } from '../src/model/loaders/gguf-writer.js';
+import { readGgufHeader } from '../src/model/loaders/gguf.js';
 import { tokenizerFromGguf } from '../src/model/tokenizer/gguf-tokenizer.js';
 import type { Tokenizer } from '../src/model/tokenizer/types.js';
 import { peakRssBytes } from '../src/memory.js';
-import { SMOLLM2_135M, machineLine, markdownTable, median, randomModelWeights } from './common.js';
+import { machineLine, markdownTable } from './common.js';
 
 /** Held in a variable so TypeScript does not try to resolve the (optional) package. */
 const LLAMA_PKG = 'node-llama-cpp';
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const ASSETS = '/work/shared/assets';
+const SHARED = path.resolve(ROOT, '../shared');
+const ASSETS = `${SHARED}/assets`;
 const SMOL_TOKENIZER = `${ASSETS}/tokenizers/SmolLM2-135M-Instruct/tokenizer.json`;
+const MAKE_SHAPE = `${SHARED}/tools/make_shape_gguf.py`;
 const TINY_DIR = `${ASSETS}/models/cokv-retrieval-tiny`;
 const ESSAYS = `${ASSETS}/data/needle/PaulGrahamEssays`;
+const RETRIEVAL_DEV = `${ASSETS}/data/retrieval-dev.jsonl`;
 
 const args = process.argv.slice(2);
 const arg = (name: string): string | undefined => {
   const i = args.indexOf(name);
   return i >= 0 ? args[i + 1] : undefined;
 };
+const argAll = (name: string): string[] => args.flatMap((a, i) => (a === name && i + 1 < args.length ? [args[i + 1]] : []));
+const list = (s: string): string[] => s.split(',').map((x) => x.trim()).filter((x) => x.length > 0);
 
 // ---------------------------------------------------------------------------------------------------------------
-// Child mode: one llama.cpp generation, timed from inside (the parent times the whole process).
+// Child mode: one llama.cpp generation, timed from inside.
 // ---------------------------------------------------------------------------------------------------------------
 
 interface ChildJob {
@@ -98,7 +109,8 @@ async function child(jobFile: string): Promise<void> {
   const tokenizeAgrees = llamaIds.length === job.ids.length && llamaIds.every((t, i) => t === job.ids[i]);
   const tokens: number[] = [];
   let stopReason: ChildResult['stopReason'] = 'length';
-  let t2 = t1;
+  const t1b = performance.now();
+  let t2 = t1b;
   if (job.maxTokens > 0) {
     for await (const t of seq.evaluate(job.ids as Parameters<typeof seq.evaluate>[0], { temperature: 0 })) {
       if (tokens.length === 0) t2 = performance.now();
@@ -109,7 +121,7 @@ async function child(jobFile: string): Promise<void> {
   }
   const t3 = performance.now();
   const res: ChildResult = {
-    tokens, stopReason, loadMs: t1 - t0, prefillMs: t2 - t1, decodeMs: t3 - t2, tokenizeAgrees, llamaPromptTokens: llamaIds.length,
+    tokens, stopReason, loadMs: t1 - t0, prefillMs: t2 - t1b, decodeMs: t3 - t2, tokenizeAgrees, llamaPromptTokens: llamaIds.length,
     peakRssBytes: peakRssBytes(),
   };
   process.stdout.write(JSON.stringify(res) + '\n');
@@ -119,64 +131,120 @@ async function child(jobFile: string): Promise<void> {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Parent mode
+// Models
 // ---------------------------------------------------------------------------------------------------------------
 
-/** tokenizer.ggml.* metadata for SmolLM2's tokenizer.json, as llama.cpp's converter writes a gpt2 BPE vocab. */
-function smolTokenizerMeta(): Record<string, GgufMetaValue> {
-  const tj = JSON.parse(fs.readFileSync(SMOL_TOKENIZER, 'utf8')) as {
-    added_tokens: { id: number; content: string; special: boolean }[];
-    model: { vocab: Record<string, number>; merges: (string | [string, string])[] };
-  };
-  const n = SMOLLM2_135M.vocabSize;
-  const tokens = new Array<string>(n);
-  const types = new Array<number>(n).fill(1); // NORMAL
-  for (const [t, id] of Object.entries(tj.model.vocab)) tokens[id] = t;
-  for (const a of tj.added_tokens) {
-    tokens[a.id] = a.content;
-    types[a.id] = a.special ? 3 : 4; // CONTROL : USER_DEFINED
+const SHAPES: Record<string, string> = {
+  'llama32-1b': 'Llama-3.2-1B shape',
+  'qwen25-05b': 'Qwen2.5-0.5B shape',
+  'smollm2-135m': 'SmolLM2-135M shape',
+};
+const QUANT_TYPES: Record<string, string> = { q4_k_m: 'Q4_K_M', q8_0: 'Q8_0' };
+const DEFAULT_MODELS = ['llama32-1b-q4_k_m', 'llama32-1b-q8_0', 'qwen25-05b-q4_k_m', 'qwen25-05b-q8_0', 'smollm2-135m-q8_0', 'smollm2-135m-q4_k_m'];
+
+const modelDir = arg('--model-dir') ?? path.join(os.tmpdir(), 'cokv-bench-models');
+const python = arg('--python') ?? (fs.existsSync('/tmp/venv/bin/python') ? '/tmp/venv/bin/python' : 'python3');
+const quantizer = arg('--quantize') ?? '/tmp/llama.cpp/build/bin/llama-quantize';
+const GGUF_PY = '/tmp/llama.cpp/gguf-py';
+
+interface ModelInfo {
+  key: string;
+  label: string;
+  weights: string;
+  file: string;
+  contextLength: number;
+  tok: Tokenizer;
+  /** Prompts are cached per tokenizer. */
+  tokKey: string;
+}
+
+function parseKey(key: string): { shape: string; type: string } | undefined {
+  const m = /^(.*)-(q4_k_m|q8_0|f16)$/.exec(key);
+  return m && SHAPES[m[1]] ? { shape: m[1], type: m[2] } : undefined;
+}
+
+let pythonProblem: string | null | undefined;
+/** Why python cannot run make_shape_gguf.py here, or null when it can. */
+function pythonMissing(): string | null {
+  if (pythonProblem !== undefined) return pythonProblem;
+  if (!fs.existsSync(MAKE_SHAPE)) return (pythonProblem = `${MAKE_SHAPE} not found`);
+  const r = spawnSync(python, ['-c', 'import numpy, gguf'], { env: pyEnv(), encoding: 'utf8' });
+  pythonProblem = r.status === 0 ? null : `${python} cannot import numpy and gguf (${(r.error?.message ?? r.stderr ?? '').trim().split('\n').pop()})`;
+  return pythonProblem;
+}
+
+function pyEnv(): NodeJS.ProcessEnv {
+  const extra = fs.existsSync(GGUF_PY) ? GGUF_PY : '';
+  return { ...process.env, PYTHONPATH: [extra, process.env.PYTHONPATH ?? ''].filter((x) => x).join(path.delimiter) };
+}
+
+/** The shape file for `key`, made (and cached) when missing; or a reason it cannot be. */
+function ensureShapeFile(key: string): { file: string } | { missing: string } {
+  const file = path.join(modelDir, `${key}.gguf`);
+  if (fs.existsSync(file)) return { file };
+  const k = parseKey(key)!;
+  fs.mkdirSync(modelDir, { recursive: true });
+  const f16 = path.join(modelDir, `${k.shape}-f16.gguf`);
+  if (!fs.existsSync(f16)) {
+    const why = pythonMissing();
+    if (why) return { missing: `${f16} (to make it: ${why})` };
+    console.error(`making ${f16} (random weights, ${SHAPES[k.shape]}) ...`);
+    const r = spawnSync(python, [MAKE_SHAPE, SMOL_TOKENIZER, `${f16}.tmp`, k.shape], { env: pyEnv(), encoding: 'utf8', maxBuffer: 1 << 26 });
+    if (r.status !== 0) return { missing: `${f16} (make_shape_gguf.py failed: ${(r.stderr ?? '').trim().split('\n').pop()})` };
+    fs.renameSync(`${f16}.tmp`, f16);
   }
-  for (let i = 0; i < n; i++) if (tokens[i] === undefined) throw new Error(`tokenizer.json: no token for id ${i}`);
-  const merges = tj.model.merges.map((m) => (typeof m === 'string' ? m : m.join(' ')));
-  return {
-    'tokenizer.ggml.model': gv.str('gpt2'),
-    'tokenizer.ggml.pre': gv.str('smollm'),
-    'tokenizer.ggml.tokens': gv.arr('string', tokens),
-    'tokenizer.ggml.token_type': gv.arr('i32', types),
-    'tokenizer.ggml.merges': gv.arr('string', merges),
-    'tokenizer.ggml.bos_token_id': gv.u32(1),
-    'tokenizer.ggml.eos_token_id': gv.u32(2),
-    'tokenizer.ggml.unknown_token_id': gv.u32(0),
-    'tokenizer.ggml.padding_token_id': gv.u32(2),
-    'tokenizer.ggml.add_bos_token': gv.bool(false),
-  };
+  if (k.type === 'f16') return { file };
+  if (!fs.existsSync(quantizer)) return { missing: `${file} (to make it: llama-quantize not found at ${quantizer}; see ../shared/docs/llamacpp-tools.md, or pass --quantize BIN)` };
+  console.error(`making ${file} (llama-quantize ${QUANT_TYPES[k.type]}) ...`);
+  const r = spawnSync(quantizer, [f16, `${file}.tmp`, QUANT_TYPES[k.type]], { encoding: 'utf8', maxBuffer: 1 << 28 });
+  if (r.status !== 0) return { missing: `${file} (llama-quantize failed: ${(r.stderr ?? '').trim().split('\n').pop()})` };
+  fs.renameSync(`${file}.tmp`, file);
+  return { file };
 }
 
-function metaMap(meta: Record<string, GgufMetaValue>): Map<string, GgufValue> {
-  const m = new Map<string, GgufValue>();
-  for (const [k, v] of Object.entries(meta)) m.set(k, (v.type === 'array' ? [...v.value] : v.value) as GgufValue);
-  return m;
+/** Tensor types of a GGUF, e.g. "Q4_K 16, Q5_0 166, …" (K-quants fall back per tensor where rows are not a multiple of 256). */
+function tensorTypes(file: string): string {
+  const h = readGgufHeader(file);
+  const counts = new Map<string, number>();
+  for (const t of h.tensors) {
+    const name = String(t.dtype).toUpperCase();
+    counts.set(name, (counts.get(name) ?? 0) + 1);
+  }
+  return [...counts].filter(([n]) => n !== 'F32').map(([n, c]) => `${n} ×${c}`).join(', ');
 }
 
-/** Random SmolLM2-135M-shaped weights under their Hugging Face names. */
-function smolHfWeights(c: ModelConfig): Record<string, Float32Array> {
-  const w = randomModelWeights(c);
-  const d = (x: { data: unknown }): Float32Array => x.data as Float32Array;
-  const out: Record<string, Float32Array> = { 'model.embed_tokens.weight': d(w.tokenEmbedding), 'model.norm.weight': w.finalNorm };
-  w.layers.forEach((l, i) => {
-    const p = `model.layers.${i}.`;
-    out[`${p}input_layernorm.weight`] = l.attnNorm;
-    out[`${p}self_attn.q_proj.weight`] = d(l.wq);
-    out[`${p}self_attn.k_proj.weight`] = d(l.wk);
-    out[`${p}self_attn.v_proj.weight`] = d(l.wv);
-    out[`${p}self_attn.o_proj.weight`] = d(l.wo);
-    out[`${p}post_attention_layernorm.weight`] = l.ffnNorm;
-    out[`${p}mlp.gate_proj.weight`] = d(l.wGate);
-    out[`${p}mlp.up_proj.weight`] = d(l.wUp);
-    out[`${p}mlp.down_proj.weight`] = d(l.wDown);
-  });
-  return out;
+const modelCache = new Map<string, ModelInfo | null>();
+function loadModelInfo(key: string): ModelInfo | null {
+  if (modelCache.has(key)) return modelCache.get(key)!;
+  let info: ModelInfo | null = null;
+  const tiny = /^tiny-(q8_0|f32)$/.exec(key);
+  const shape = parseKey(key);
+  if (tiny) {
+    const file = `${TINY_DIR}/cokv-retrieval-tiny-${tiny[1]}.gguf`;
+    if (!fs.existsSync(file)) console.error(`skipping ${key}: ${file} is missing`);
+    else {
+      const h = readGgufHeader(file);
+      info = { key, label: 'cokv-retrieval-tiny', weights: tiny[1].toUpperCase(), file, contextLength: 2048, tok: tokenizerFromGguf(h.metadata, key), tokKey: 'tiny' };
+    }
+  } else if (shape) {
+    const r = ensureShapeFile(key);
+    if ('missing' in r) console.error(`skipping ${key}: missing ${r.missing}`);
+    else {
+      const h = readGgufHeader(r.file);
+      const ctx = Number(h.metadata.get('llama.context_length') ?? 0);
+      info = { key, label: SHAPES[shape.shape], weights: shape.type.toUpperCase(), file: r.file, contextLength: ctx,
+        tok: tokenizerFromGguf(h.metadata, key), tokKey: 'smollm2' };
+    }
+  } else {
+    throw new Error(`unknown model ${key}: use <shape>-<type> with shape ${Object.keys(SHAPES).join(' | ')} and type q4_k_m | q8_0 | f16, or tiny-q8_0 / tiny-f32`);
+  }
+  modelCache.set(key, info);
+  return info;
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Prompts
+// ---------------------------------------------------------------------------------------------------------------
 
 let essayText: string | undefined;
 function essays(): string {
@@ -188,12 +256,13 @@ function essays(): string {
 /** The longest essay prefix whose encoding (with the tokenizer's default specials) has at most `n` tokens. */
 function promptOf(tok: Tokenizer, n: number): { text: string; ids: number[] } {
   const all = essays();
-  let hi = Math.min(all.length, n * 8);
+  let hi = Math.min(all.length, n * 6);
   while (tok.encode(all.slice(0, hi)).length <= n) {
     if (hi === all.length) throw new Error(`essay text has fewer than ${n + 1} tokens`);
-    hi = Math.min(all.length, hi * 2);
+    hi = Math.min(all.length, Math.ceil(hi * 1.25));
   }
-  let lo = 1; // count(prefix(lo)) <= n < count(prefix(hi))
+  let lo = Math.floor(hi / 1.25) - 1; // count(prefix(lo)) <= n < count(prefix(hi))
+  while (lo > 1 && tok.encode(all.slice(0, lo)).length > n) lo = Math.floor(lo / 1.25);
   while (hi - lo > 1) {
     const mid = (lo + hi) >> 1;
     if (tok.encode(all.slice(0, mid)).length <= n) lo = mid; else hi = mid;
@@ -202,31 +271,40 @@ function promptOf(tok: Tokenizer, n: number): { text: string; ids: number[] } {
   return { text, ids: tok.encode(text) };
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// Runs
+// ---------------------------------------------------------------------------------------------------------------
+
 interface Run {
   wallMs: number;
   tokens: number[];
   prefillTokS: number;
-  /** In-process decode rate (tokens after the first per second). */
   decodeTokS: number;
   peakRssBytes: number;
+  backend?: string;
+  kvDtype?: string;
   extra?: ChildResult;
 }
 
 const threads = Number(arg('--threads') ?? 2);
+const llamaThreads = list(arg('--llama-threads') ?? '1,2').map(Number).filter((x, i, a) => a.indexOf(x) === i);
+const budget = Number(arg('--budget') ?? 128);
+const decodeTokens = Number(arg('--decode-tokens') ?? 64);
 
-function cokvRun(model: string, promptFile: string, maxTokens: number, press: string[]): Run {
+function cokvRun(model: string, promptFile: string, press: string[]): Run {
   const argv = [path.join(ROOT, 'bin/cokv.js'), 'generate', '--model', model, '--prompt-file', promptFile,
-    '--max-tokens', String(maxTokens), '--temperature', '0', '--json', ...press];
+    '--max-tokens', String(decodeTokens + 1), '--temperature', '0', '--json', ...press];
   const t0 = performance.now();
   const r = spawnSync(process.execPath, argv, { env: { ...process.env, COKV_THREADS: String(threads) }, encoding: 'utf8', maxBuffer: 1 << 26 });
   const wallMs = performance.now() - t0;
-  if (r.status !== 0) throw new Error(`cokv generate failed (${r.status}): ${r.stderr}`);
+  if (r.status !== 0) throw new Error(`cokv generate failed (${r.status ?? r.signal}): ${(r.stderr ?? '').trim().split('\n').slice(-3).join(' | ')}`);
   const j = JSON.parse(r.stdout.trim().split('\n').pop()!) as {
-    tokens: number[]; stats: { promptTokens: number; prefillMs: number; decodeTokensPerSecond: number; peakRssBytes: number };
+    tokens: number[];
+    stats: { promptTokens: number; prefillMs: number; decodeTokensPerSecond: number; peakRssBytes: number; backend?: string; kvDtype?: string };
   };
   return {
     wallMs, tokens: j.tokens, prefillTokS: (j.stats.promptTokens * 1000) / j.stats.prefillMs, decodeTokS: j.stats.decodeTokensPerSecond,
-    peakRssBytes: j.stats.peakRssBytes,
+    peakRssBytes: j.stats.peakRssBytes, backend: j.stats.backend, kvDtype: j.stats.kvDtype,
   };
 }
 
@@ -237,7 +315,7 @@ function llamaRun(tmp: string, job: ChildJob): Run {
   const r = spawnSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--child', jobFile],
     { cwd: ROOT, encoding: 'utf8', maxBuffer: 1 << 26 });
   const wallMs = performance.now() - t0;
-  if (r.status !== 0) throw new Error(`llama.cpp child failed (${r.status}): ${r.stderr}`);
+  if (r.status !== 0) throw new Error(`llama.cpp child failed (${r.status ?? r.signal}): ${(r.stderr ?? '').trim().split('\n').slice(-3).join(' | ')}`);
   const res = JSON.parse(r.stdout.trim().split('\n').pop()!) as ChildResult;
   const n = res.tokens.length;
   return {
@@ -246,181 +324,301 @@ function llamaRun(tmp: string, job: ChildJob): Run {
   };
 }
 
-interface Case {
+interface Group {
+  m: ModelInfo;
+  promptTokens: number;
+  caches: string[];
+}
+
+/** One (model, prompt) measured: serializable, so --out keeps it and --report renders saved runs. */
+interface GroupRecord {
   model: string;
+  label: string;
   weights: string;
   file: string;
-  tok: Tokenizer;
+  types: string;
   promptTokens: number;
-  press: string[];
-  cacheLabel: string;
-  contextSize: number;
-  repeats: number;
+  promptIds: number;
+  caches: string[];
+  budget: number;
+  cokv: Record<string, Run[]>;
+  /** Keyed by llama.cpp thread count. */
+  llama: Record<string, Run[]>;
+  errors: string[];
 }
 
-interface Measured {
-  c: Case;
-  cokv1: Run[];
-  cokv65: Run[];
-  /** Per llama.cpp thread count: runs with 1 and with 65 tokens. */
-  llama: Map<number, { r1: Run[]; r65: Run[] }>;
+function pressArgs(m: ModelInfo, cache: string): string[] {
+  if (cache === 'full') return [];
+  if (cache === 'snapkv') return ['--press', 'snapkv', '--budget', String(budget)];
+  if (cache === 'cokv') return ['--press', 'cokv', '--budget', String(budget), '--profile', cokvProfile(m)];
+  throw new Error(`unknown cache ${cache}: full | snapkv | cokv`);
 }
 
-/** llama.cpp thread counts: `threads` (the comparison) and, by default, 1 as well (see the note printed). */
-const llamaThreads = (arg('--llama-threads') ?? `${threads},1`).split(',').map(Number).filter((x, i, a) => a.indexOf(x) === i);
-
-const minWall = (rs: Run[]): Run => rs.reduce((a, b) => (b.wallMs < a.wallMs ? b : a));
-/** (n65 − n1) / (wall65 − wall1), minimum walls. */
-function subtractRate(r1: Run[], r65: Run[]): number {
-  const a = minWall(r1), b = minWall(r65);
-  return ((b.tokens.length - a.tokens.length) * 1000) / (b.wallMs - a.wallMs);
+/** A CoKV profile for the model: --cokv-profile, else one cached per model, made by a quick `cokv profile run`. */
+function cokvProfile(m: ModelInfo): string {
+  const given = arg('--cokv-profile');
+  if (given) return given;
+  const file = path.join(modelDir, `${m.key}.cokv-profile.json`);
+  if (fs.existsSync(file)) return file;
+  console.error(`making a quick CoKV profile ${file} (retrieval-dev, 512 tokens, 8 samples, 1 run; random weights: the values only shape the per-head budgets) ...`);
+  const r = spawnSync(process.execPath, [path.join(ROOT, 'bin/cokv.js'), 'profile', 'run', '--model', m.file, '--data', RETRIEVAL_DEV,
+    '--task', 'retrieval', '--lengths', '512', '--limit', '4', '--samples', '8', '--runs', '1', '--out', `${file}.tmp`, '--quiet'],
+  { env: { ...process.env, COKV_THREADS: String(threads) }, encoding: 'utf8', maxBuffer: 1 << 26 });
+  if (r.status !== 0) throw new Error(`cokv profile run failed (${r.status ?? r.signal}): ${(r.stderr ?? '').trim().split('\n').slice(-3).join(' | ')}`);
+  fs.renameSync(`${file}.tmp`, file);
+  return file;
 }
 
-function measure(tmp: string, c: Case, promptCache: Map<string, { file: string; text: string; ids: number[] }>): Measured {
-  const key = `${c.model}:${c.promptTokens}`;
+const promptCache = new Map<string, { file: string; text: string; ids: number[] }>();
+function promptFor(tmp: string, m: ModelInfo, n: number): { file: string; text: string; ids: number[] } {
+  const key = `${m.tokKey}:${n}`;
   let p = promptCache.get(key);
   if (!p) {
-    const { text, ids } = promptOf(c.tok, c.promptTokens);
-    const file = path.join(tmp, `prompt-${promptCache.size}.txt`);
+    const { text, ids } = promptOf(m.tok, n);
+    const file = path.join(tmp, `prompt-${m.tokKey}-${n}.txt`);
     fs.writeFileSync(file, text);
     p = { file, text, ids };
     promptCache.set(key, p);
   }
-  const m: Measured = { c, cokv1: [], cokv65: [], llama: new Map(llamaThreads.map((t) => [t, { r1: [], r65: [] }])) };
-  for (let r = 0; r < c.repeats; r++) {
-    m.cokv1.push(cokvRun(c.file, p.file, 1, c.press));
-    m.cokv65.push(cokvRun(c.file, p.file, 65, c.press));
-    let line = `  ${c.model} ${c.weights} ${c.promptTokens} ${c.cacheLabel} rep ${r + 1}: cokv ${m.cokv1[r].wallMs.toFixed(0)}/${m.cokv65[r].wallMs.toFixed(0)} ms`;
-    for (const [t, l] of m.llama) {
-      const job = (maxTokens: number): ChildJob => ({ modelPath: c.file, ids: p.ids, promptText: p.text, maxTokens, contextSize: c.contextSize, threads: t });
-      l.r1.push(llamaRun(tmp, job(1)));
-      l.r65.push(llamaRun(tmp, job(65)));
-      line += `, llama.cpp ${t}t ${l.r1[r].wallMs.toFixed(0)}/${l.r65[r].wallMs.toFixed(0)} ms`;
+  return p;
+}
+
+const loadStr = (): string => os.loadavg().map((x) => x.toFixed(2)).join(' ');
+
+function measure(tmp: string, g: Group, repeats: number): GroupRecord {
+  const p = promptFor(tmp, g.m, g.promptTokens);
+  const res: GroupRecord = {
+    model: g.m.key, label: g.m.label, weights: g.m.weights, file: g.m.file, types: tensorTypes(g.m.file), promptTokens: g.promptTokens,
+    promptIds: p.ids.length, caches: g.caches, budget, cokv: Object.fromEntries(g.caches.map((c) => [c, []])),
+    llama: Object.fromEntries(llamaThreads.map((t) => [String(t), []])), errors: [],
+  };
+  const contextSize = Math.min(g.m.contextLength, Math.ceil((p.ids.length + decodeTokens + 8) / 256) * 256);
+  const cokvSteps = g.caches.map((c) => () => {
+    const r = cokvRun(g.m.file, p.file, pressArgs(g.m, c));
+    res.cokv[c].push(r);
+    return `cokv ${c} pre ${r.prefillTokS.toFixed(0)} dec ${r.decodeTokS.toFixed(1)} ${(r.peakRssBytes / 2 ** 20).toFixed(0)}M`;
+  });
+  const llamaSteps = llamaThreads.map((t) => () => {
+    const r = llamaRun(tmp, { modelPath: g.m.file, ids: p.ids, promptText: p.text, maxTokens: decodeTokens + 1, contextSize, threads: t });
+    res.llama[String(t)].push(r);
+    return `llama ${t}t pre ${r.prefillTokS.toFixed(0)} dec ${r.decodeTokS.toFixed(1)} ${(r.peakRssBytes / 2 ** 20).toFixed(0)}M`;
+  });
+  for (let rep = 0; rep < repeats; rep++) {
+    // Alternate which engine goes first, and interleave them: cokv, llama.cpp, cokv, llama.cpp, …
+    const a = rep % 2 === 0 ? cokvSteps : llamaSteps, b = rep % 2 === 0 ? llamaSteps : cokvSteps;
+    const steps: (() => string)[] = [];
+    for (let i = 0; i < Math.max(a.length, b.length); i++) {
+      if (i < a.length) steps.push(a[i]);
+      if (i < b.length) steps.push(b[i]);
     }
-    console.error(`${line} (1/65 tokens); load ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}`);
+    const parts: string[] = [];
+    for (const s of steps) {
+      try {
+        parts.push(s());
+      } catch (e) {
+        const msg = (e as Error).message;
+        res.errors.push(msg);
+        parts.push(`FAILED: ${msg}`);
+      }
+    }
+    console.error(`  ${g.m.key} ${g.promptTokens} rep ${rep + 1}: ${parts.join('; ')}; load ${loadStr()}`);
   }
-  if (p.ids.length !== c.promptTokens) console.error(`  note: prompt has ${p.ids.length} tokens`);
-  return m;
+  if (p.ids.length !== g.promptTokens) console.error(`  note: prompt has ${p.ids.length} tokens`);
+  return res;
 }
 
 function agreement(a: number[], b: number[]): string {
   let k = 0;
   while (k < a.length && k < b.length && a[k] === b[k]) k++;
   const same = a.length === b.length && k === a.length;
-  return same ? `identical (${a.length} tokens)` : `first ${k} of ${Math.max(a.length, b.length)} tokens equal`;
+  return same ? `identical (${a.length})` : `first ${k} of ${Math.max(a.length, b.length)} equal`;
+}
+
+const best = (rs: Run[], f: (r: Run) => number): number => (rs.length ? Math.max(...rs.map(f)) : NaN);
+const fmt = (x: number, d = 1): string => (Number.isFinite(x) ? x.toFixed(d) : '–');
+const mib = (b: number): string => (Number.isFinite(b) ? (b / 2 ** 20).toFixed(0) : '–');
+/** Shortest whole-process wall time in seconds (NaN where none was recorded). */
+function minWallS(rs: Run[]): number {
+  const w = rs.map((x) => x.wallMs).filter(Number.isFinite);
+  return w.length ? Math.min(...w) / 1000 : NaN;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Main
+// ---------------------------------------------------------------------------------------------------------------
+
+interface Grid { models: string[]; prompts: number[]; caches: string[] }
+
+function parseGrids(): Grid[] {
+  const nums = (s: string): number[] => list(s).map((x) => {
+    const n = Number(x);
+    if (!(Number.isInteger(n) && n > 0)) throw new Error(`prompt length ${x}: give positive integers, e.g. 512,2048`);
+    return n;
+  });
+  const grids = argAll('--grid').map((s) => {
+    const parts = s.split(':');
+    if (parts.length !== 3) throw new Error(`--grid ${s}: give MODELS:PROMPTS:CACHES, e.g. smollm2-135m-q8_0:8192:full,snapkv`);
+    return { models: list(parts[0]), prompts: nums(parts[1]), caches: list(parts[2]) };
+  });
+  if (grids.length === 0 || args.includes('--models') || args.includes('--prompts') || args.includes('--caches')) {
+    grids.unshift({ models: list(arg('--models') ?? DEFAULT_MODELS.join(',')), prompts: nums(arg('--prompts') ?? '512,2048'), caches: list(arg('--caches') ?? 'full') });
+  }
+  return grids;
+}
+
+/** A run's settings and groups, as --out writes them (after every group, so an interrupted run keeps what it measured). */
+interface RunFile {
+  machine: string;
+  startedAt: string;
+  load0: number[];
+  load1: number[];
+  minutes: number;
+  threads: number;
+  llamaThreads: number[];
+  decodeTokens: number;
+  repeats: number;
+  exactActivations?: string;
+  groups: GroupRecord[];
+}
+
+function render(files: RunFile[]): string {
+  const lt = [...new Set(files.flatMap((f) => f.llamaThreads))].sort((a, b) => a - b);
+  const mainRows: (string | number)[][] = [];
+  const detailRows: (string | number)[][] = [];
+  const verdicts: string[] = [];
+  const backends = new Set<string>(), kvDtypes = new Set<string>();
+  const out: string[] = [];
+  const la = (l: number[]): string => l.map((x) => x.toFixed(2)).join(', ');
+  files.forEach((f, i) => {
+    out.push(`${files.length > 1 ? `Run ${i + 1}: ` : ''}Machine: ${f.machine}; started ${f.startedAt}, ${f.minutes.toFixed(1)} min; ` +
+      `load average (1, 5, 15 min) at start ${la(f.load0)}, at end ${la(f.load1)}; best of ${f.repeats} interleaved runs per engine ` +
+      `and thread count; ${f.decodeTokens} decode tokens after the first; cokv COKV_THREADS=${f.threads}` +
+      `${f.exactActivations ? `, COKV_EXACT_ACTIVATIONS=${f.exactActivations}` : ''}; llama.cpp at ${f.llamaThreads.join(' and ')} thread(s).`);
+  });
+  const groups = files.flatMap((f) => f.groups);
+  for (const r of groups) {
+    const lRuns = lt.map((t) => r.llama[String(t)] ?? []);
+    const lPre = lRuns.map((rs) => best(rs, (x) => x.prefillTokS));
+    const lDec = lRuns.map((rs) => best(rs, (x) => x.decodeTokS));
+    const lRss = Math.max(...lRuns.flat().map((x) => x.peakRssBytes));
+    const bestPre = Math.max(...lPre.filter(Number.isFinite)), bestDec = Math.max(...lDec.filter(Number.isFinite));
+    const l0 = lRuns.flat().find((x) => x.tokens.length > 0);
+    for (const c of r.caches) {
+      const runs = r.cokv[c] ?? [];
+      for (const x of runs) { if (x.backend) backends.add(x.backend); if (x.kvDtype) kvDtypes.add(x.kvDtype); }
+      const cPre = best(runs, (x) => x.prefillTokS), cDec = best(runs, (x) => x.decodeTokS);
+      const cRss = runs.length ? Math.max(...runs.map((x) => x.peakRssBytes)) : NaN;
+      const cacheLabel = c === 'full' ? 'full' : `${c} B=${r.budget}`;
+      mainRows.push([r.label, r.weights, r.promptTokens, cacheLabel,
+        fmt(cPre), lPre.map((x) => fmt(x)).join(' / '), fmt(cPre / bestPre, 2),
+        fmt(cDec), lDec.map((x) => fmt(x)).join(' / '), fmt(cDec / bestDec, 2),
+        `${mib(cRss)} / ${mib(lRss)}`, fmt(cRss / lRss, 2)]);
+      detailRows.push([r.model, r.promptTokens, cacheLabel, `${runs.length} / ${lRuns.map((rs) => rs.length).join(' / ')}`,
+        fmt(minWallS(runs)), lRuns.map((rs) => fmt(minWallS(rs))).join(' / '),
+        runs[0]?.tokens.length && l0 ? `${runs[0].tokens.length} / ${l0.tokens.length}` : '–',
+        l0?.extra ? (l0.extra.tokenizeAgrees ? 'yes' : `no (${l0.extra.llamaPromptTokens})`) : '–',
+        runs[0]?.tokens.length && l0 ? agreement(runs[0].tokens, l0.tokens) : '–']);
+      const name = `${r.label} ${r.weights} ${r.promptTokens} ${cacheLabel}`;
+      const met = (ok: boolean): string => (ok ? 'met' : 'NOT met');
+      if (c === 'full' && (r.promptTokens === 512 || r.promptTokens === 2048)) {
+        verdicts.push(`${name}: decode ${fmt(cDec / bestDec, 2)}× (target ≥ 1.0: ${met(cDec / bestDec >= 1)}), prefill ${fmt(cPre / bestPre, 2)}× (≥ 0.9: ${met(cPre / bestPre >= 0.9)}), ` +
+          `peak RSS ${fmt(cRss / lRss, 2)}× (≤ 1.05: ${met(cRss / lRss <= 1.05)})`);
+      } else if (c !== 'full' && r.promptTokens >= 32768) {
+        verdicts.push(`${name}: decode ${fmt(cDec / bestDec, 2)}× llama.cpp's full-cache decode (target ≥ 5: ${met(cDec / bestDec >= 5)}), peak RSS ${fmt(cRss / lRss, 2)}× (≤ 1.05: ${met(cRss / lRss <= 1.05)})`);
+      } else {
+        verdicts.push(`${name}: peak RSS ${fmt(cRss / lRss, 2)}× (target ≤ 1.05: ${met(cRss / lRss <= 1.05)})`);
+      }
+    }
+  }
+  out.push(`cokv: backend ${[...backends].join('/') || '?'}, KV ${[...kvDtypes].join('/') || '?'}; llama.cpp: node-llama-cpp 3.22.1 CPU build, F16 KV, ` +
+    'default batch size, contextSize = prompt + decode + 8 rounded up to 256. Rates from each process\'s own clock (prefill: prompt tokens / ' +
+    'time to the first token, compression included; decode: tokens after the first / time after the first); peak RSS = VmHWM, largest of the runs.');
+  out.push('');
+  out.push(markdownTable(['model', 'weights', 'prompt', 'cokv cache', 'cokv prefill tok/s', `llama.cpp prefill tok/s (${lt.map((t) => `${t}t`).join(' / ')})`,
+    'prefill cokv / best', 'cokv decode tok/s', `llama.cpp decode tok/s (${lt.map((t) => `${t}t`).join(' / ')})`, 'decode cokv / best',
+    'peak RSS MiB (cokv / llama.cpp)', 'RSS ratio'], mainRows));
+  out.push('\nRuns, whole-process wall times (load included), greedy agreement (random weights) and prompt tokenization:\n');
+  out.push(markdownTable(['model', 'prompt', 'cokv cache', `runs (cokv / ${lt.map((t) => `${t}t`).join(' / ')})`, 'cokv wall s (min)',
+    `llama.cpp wall s (${lt.map((t) => `${t}t`).join(' / ')})`, 'tokens (cokv / llama.cpp)', 'llama.cpp tokenizes the same', 'greedy tokens cokv vs llama.cpp'], detailRows));
+  const types = [...new Map(groups.map((g) => [g.model, g.types]))].map(([k, t]) => `${k}: ${t}`);
+  out.push(`\nTensor types (besides F32 norms): ${types.join('; ')}.`);
+  out.push('\nTargets (issue #13):\n');
+  for (const v of verdicts) out.push(`- ${v}`);
+  const errs = groups.flatMap((r) => r.errors.map((e) => `${r.model} ${r.promptTokens}: ${e}`));
+  if (errs.length) {
+    out.push('\nFailed runs:\n');
+    for (const e of errs) out.push(`- ${e}`);
+  }
+  return out.join('\n');
 }
 
 async function main(): Promise<void> {
+  const reportFiles = arg('--report');
+  if (reportFiles) {
+    console.log(render(list(reportFiles).map((f) => JSON.parse(fs.readFileSync(f, 'utf8')) as RunFile)));
+    return;
+  }
   try {
     await import(LLAMA_PKG);
   } catch (e) {
     console.error(`node-llama-cpp is not installed (npm run bench:llamacpp installs it without saving): ${(e as Error).message}`);
     process.exit(1);
   }
+  const grids = parseGrids();
+  for (const g of grids) for (const c of g.caches) if (!['full', 'snapkv', 'cokv'].includes(c)) throw new Error(`unknown cache ${c}: full | snapkv | cokv`);
   if (!args.includes('--no-build')) {
     console.error('npm run build ...');
     const b = spawnSync('npm', ['run', 'build'], { cwd: ROOT, encoding: 'utf8', shell: process.platform === 'win32' });
-    if (b.status !== 0) console.error(`warning: npm run build failed (${b.status}); using the existing dist/\n${b.stdout}${b.stderr}`);
+    if (b.status !== 0) console.error(`warning: npm run build failed (${b.status}; tsc still emits what it can)\n${b.stdout}${b.stderr}`);
   }
   if (!fs.existsSync(path.join(ROOT, 'dist/cli/main.js'))) throw new Error('dist/ is missing: run `npm run build`');
-  const load0 = os.loadavg();
   const repeats = Number(arg('--repeats') ?? 2);
-  const promptLengths = (arg('--prompts') ?? '512,2048').split(',').map(Number);
-  if (promptLengths.some((n) => !(Number.isInteger(n) && n > 0 && n <= 8192))) throw new Error('--prompts: give prompt lengths 1..8192, e.g. 512,2048');
-  const repeatsLong = Number(arg('--repeats-long') ?? 1);
-  const dtypes = (arg('--dtypes') ?? 'q8_0,f16,f32').split(',') as GgufWriteDType[];
+
+  // Groups: one per (model, prompt), with every cokv cache asked for it, in the order given.
+  const groups: Group[] = [];
+  for (const grid of grids) {
+    for (const key of grid.models) {
+      const m = loadModelInfo(key);
+      if (!m) continue;
+      for (const n of grid.prompts) {
+        if (n + decodeTokens + 1 > m.contextLength) {
+          console.error(`skipping ${key} at ${n} tokens: prompt + ${decodeTokens + 1} generated > context_length ${m.contextLength}`);
+          continue;
+        }
+        const g = groups.find((x) => x.m.key === key && x.promptTokens === n);
+        if (g) for (const c of grid.caches) { if (!g.caches.includes(c)) g.caches.push(c); }
+        else groups.push({ m, promptTokens: n, caches: [...grid.caches] });
+      }
+    }
+  }
+  if (groups.length === 0) throw new Error('nothing to measure');
+
+  const t0 = Date.now();
+  const run: RunFile = {
+    machine: machineLine(), startedAt: new Date(t0).toISOString().slice(0, 16).replace('T', ' ') + ' UTC', load0: os.loadavg(), load1: os.loadavg(),
+    minutes: 0, threads, llamaThreads, decodeTokens, repeats, exactActivations: process.env.COKV_EXACT_ACTIVATIONS, groups: [],
+  };
+  const outFile = arg('--out');
+  const save = (): void => {
+    run.load1 = os.loadavg();
+    run.minutes = (Date.now() - t0) / 60000;
+    if (outFile) {
+      fs.writeFileSync(`${outFile}.tmp`, JSON.stringify(run));
+      fs.renameSync(`${outFile}.tmp`, outFile);
+    }
+  };
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cokv-bench-llamacpp-'));
   try {
-    // ---- models ----
-    const smolConfig: ModelConfig = { ...SMOLLM2_135M, contextLength: 8320 };
-    const smolMeta = smolTokenizerMeta();
-    const smolTok = tokenizerFromGguf(metaMap(smolMeta), 'SmolLM2 tokenizer');
-    console.error('writing random SmolLM2-135M-shaped GGUFs ...');
-    const hf = smolHfWeights(smolConfig);
-    const smolFiles = new Map<GgufWriteDType, string>();
-    for (const dt of dtypes) {
-      const f = path.join(tmp, `smollm2-135m-random-${dt}.gguf`);
-      writeLlamaGguf(f, { config: smolConfig, weights: hf, tokenizer: smolMeta, dtype: dt, name: 'SmolLM2-135M-shape-random' });
-      smolFiles.set(dt, f);
+    for (const g of groups) {
+      console.error(`${g.m.key}, ${g.promptTokens}-token prompt, cokv caches ${g.caches.join(', ')}, llama.cpp full at ${llamaThreads.join(', ')} thread(s) ...`);
+      run.groups.push(measure(tmp, g, repeats));
+      save();
     }
-    const tinyTok = tokenizerFromGguf(readGgufHeader(`${TINY_DIR}/cokv-retrieval-tiny-q8_0.gguf`).metadata, 'retrieval-tiny');
-
-    const cases: Case[] = [];
-    // llama.cpp's context holds the prompt and the 65 generated tokens.
-    const contextFor = (n: number): number => Math.ceil((n + 72) / 256) * 256;
-    for (const n of promptLengths) {
-      for (const dt of ['q8_0', 'f32'] as const) {
-        // Its trained context is 2048 and cokv needs the prompt to leave room for one token: 2048 → 2047.
-        const nTiny = Math.min(n, 2047);
-        cases.push({ model: 'cokv-retrieval-tiny', weights: dt.toUpperCase(), file: `${TINY_DIR}/cokv-retrieval-tiny-${dt}.gguf`, tok: tinyTok,
-          promptTokens: nTiny, press: [], cacheLabel: 'full', contextSize: contextFor(nTiny), repeats });
-      }
-      for (const dt of dtypes) {
-        cases.push({ model: 'SmolLM2-135M shape (random)', weights: dt.toUpperCase(), file: smolFiles.get(dt)!, tok: smolTok,
-          promptTokens: n, press: [], cacheLabel: 'full', contextSize: contextFor(n), repeats });
-      }
-    }
-    if (!args.includes('--no-long') && smolFiles.has('q8_0')) {
-      const base = { model: 'SmolLM2-135M shape (random)', weights: 'Q8_0', file: smolFiles.get('q8_0')!, tok: smolTok, promptTokens: 8192, contextSize: 8320, repeats: repeatsLong };
-      if (args.includes('--full-long')) cases.push({ ...base, press: [], cacheLabel: 'full' });
-      cases.push({ ...base, press: ['--press', 'snapkv', '--budget', '128'], cacheLabel: 'snapkv B=128' });
-    }
-
-    // ---- runs ----
-    const promptCache = new Map<string, { file: string; text: string; ids: number[] }>();
-    const results: Measured[] = [];
-    for (const c of cases) {
-      console.error(`${c.model} ${c.weights}, ${c.promptTokens}-token prompt, cokv cache ${c.cacheLabel} ...`);
-      results.push(measure(tmp, c, promptCache));
-    }
-    const load1 = os.loadavg();
-
-    // ---- report ----
-    const lt = llamaThreads;
-    const rows = results.map(({ c, cokv1, cokv65, llama }) => {
-      const cd = subtractRate(cokv1, cokv65);
-      const lds = lt.map((t) => subtractRate(llama.get(t)!.r1, llama.get(t)!.r65));
-      const pre = median([...cokv1, ...cokv65].map((r) => r.prefillTokS));
-      const mib = (b: number): string => (b / 2 ** 20).toFixed(0);
-      return [c.model, c.weights, c.promptTokens, c.cacheLabel === 'full' ? 'full / full' : `${c.cacheLabel} / full`,
-        pre.toFixed(1), cd.toFixed(1), ...lds.map((x) => x.toFixed(1)), (cd / lds[0]).toFixed(2), (cd / Math.max(...lds)).toFixed(2),
-        `${mib(Math.max(...cokv65.map((r) => r.peakRssBytes)))} / ${mib(Math.max(...llama.get(lt[0])!.r65.map((r) => r.peakRssBytes)))}`];
-    });
-    const crossRows = results.map(({ c, cokv65, llama }) => {
-      const cd = median(cokv65.map((r) => r.decodeTokS));
-      const lds = lt.map((t) => median(llama.get(t)!.r65.map((r) => r.decodeTokS)));
-      const lps = lt.map((t) => median(llama.get(t)!.r65.map((r) => r.prefillTokS)));
-      return [c.model, c.weights, c.promptTokens, c.cacheLabel, cd.toFixed(1), ...lds.map((x) => x.toFixed(1)), (cd / lds[0]).toFixed(2),
-        ...lps.map((x) => x.toFixed(1)), `${minWall(cokv65).tokens.length} / ${lt.map((t) => minWall(llama.get(t)!.r65).tokens.length).join(' / ')}`];
-    });
-    const agreeRows = results.map(({ c, cokv65, llama }) => {
-      const l65 = llama.get(lt[0])!.r65[0];
-      return [c.model, c.weights, c.promptTokens, c.cacheLabel,
-        l65.extra!.tokenizeAgrees ? 'yes' : `no (llama.cpp: ${l65.extra!.llamaPromptTokens} tokens)`,
-        agreement(cokv65[0].tokens, l65.tokens)];
-    });
-
-    const la = (l: number[]): string => l.map((x) => x.toFixed(2)).join(', ');
-    const out: string[] = [];
-    out.push(`Machine: ${machineLine()}; threads ${threads} (cokv: COKV_THREADS, native backend as \`--backend auto\` picks it; llama.cpp: node-llama-cpp, CPU build, contextSize = prompt + 72 rounded up to 256, 8192→8320).`);
-    out.push(`Load average (1, 5, 15 min) at start: ${la(load0)}; at end: ${la(load1)}.`);
-    out.push(`Wall times: minimum over ${repeats} runs (${promptLengths.join(', ')}-token prompts) / ${repeatsLong} (8192-token prompts).`);
-    if (lt.length > 1) {
-      out.push(`llama.cpp also runs at ${lt.slice(1).join(', ')} thread(s): its ggml thread pool spin-waits at every op barrier, so on a shared ` +
-        'machine one descheduled thread stalls the other; one thread avoids that and shows what llama.cpp reaches without it.');
-    }
-    out.push('');
-    out.push(markdownTable(['model', 'weights', 'prompt tokens', 'cache (cokv / llama.cpp)', 'cokv prefill tok/s', `cokv decode tok/s (${threads}t)`,
-      ...lt.map((t) => `llama.cpp decode tok/s (${t}t)`), `cokv / llama.cpp ${lt[0]}t`, 'cokv / best llama.cpp', `peak RSS MiB (cokv / llama.cpp ${lt[0]}t)`], rows));
-    out.push('\nCross-check, rates from inside each process (cokv `--json` stats; the child\'s clock after the first token):\n');
-    out.push(markdownTable(['model', 'weights', 'prompt tokens', 'cokv cache', 'cokv decode tok/s', ...lt.map((t) => `llama.cpp decode tok/s (${t}t)`),
-      `ratio (${lt[0]}t)`, ...lt.map((t) => `llama.cpp prefill tok/s (${t}t)`), `tokens generated (cokv / ${lt.map((t) => `llama.cpp ${t}t`).join(' / ')})`], crossRows));
-    out.push('\nGreedy agreement (65 tokens, temperature 0) and prompt tokenization:\n');
-    out.push(markdownTable(['model', 'weights', 'prompt tokens', 'cokv cache', 'llama.cpp tokenizes the prompt the same', 'greedy tokens cokv vs llama.cpp'], agreeRows));
-    console.log(out.join('\n'));
   } finally {
     fs.rmSync(tmp, { recursive: true, force: true });
   }
+  save();
+  console.log(render([run]));
 }
 
 if (args[0] === '--child') await child(args[1]);
