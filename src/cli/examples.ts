@@ -66,7 +66,7 @@ export const EXAMPLES: Record<string, string[]> = {
     'cokv experiment profiles --quick --out /tmp/results',
   ],
   'head-scores': [`cokv head-scores --model ${TINY} --haystack ${HAYSTACK} --samples 2 --out head-scores.json`],
-  report: ['cokv report runs/ --out report.html', 'cokv report results/'],
+  report: ['cokv report runs/ --out report.html', 'cokv report /tmp/results   # the folder cokv experiment all --quick --out /tmp/results wrote'],
   'gen-retrieval': [`cokv gen-retrieval --model ${TINY} --tasks passkey --lengths 512 --count 4 --seed 1 --out gen.jsonl`],
   serve: [
     `cokv serve --model ${STORIES} --port 8080`,
