@@ -3,14 +3,14 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { assetsDir, haveAssets, repoRoot, tmpDir } from './helpers.js';
+import { assetsDir, haveAssets, repoRoot, runAsync, tmpDir } from './helpers.js';
 
 describe.skipIf(!haveAssets)('cokv experiment all --quick --slice tiny', () => {
-  it('writes profiles, runs, masking, estimator, summary and figures; budget ≥ prompt scores exactly like Full', () => {
+  it('writes profiles, runs, masking, estimator, summary and figures; budget ≥ prompt scores exactly like Full', async () => {
     const out = tmpDir();
-    const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(repoRoot, 'src/cli/run.ts'), 'experiment', 'all', '--quick', '--slice', 'tiny',
-      '--out', out, '--assets', assetsDir], { cwd: repoRoot, encoding: 'utf8', timeout: 240_000 });
-    expect(r.status, r.stderr.slice(-2000)).toBe(0);
+    const r = await runAsync(process.execPath, ['--import', 'tsx', path.join(repoRoot, 'src/cli/run.ts'), 'experiment', 'all', '--quick', '--slice', 'tiny',
+      '--out', out, '--assets', assetsDir], { timeoutMs: 240_000 });
+    expect(r.code, r.stderr.slice(-2000)).toBe(0);
     expect(r.stderr).toMatch(/== step 1\/\d+: profiles/);
     expect(r.stderr).toMatch(/^eval \[[#.]+\] \d+\/\d+ \| .* elapsed, ETA /m); // the sub-commands' bars, with an ETA
     for (const f of ['profiles/cokv-retrieval-tiny__loglik.json', 'profiles/stories260K__loglik.json', 'profiles/cokv-retrieval-tiny__headkv.json',
@@ -49,7 +49,7 @@ describe.skipIf(!haveAssets)('cokv experiment all --quick --slice tiny', () => {
     }
     expect(compared).toBeGreaterThanOrEqual(7 * 7);
     expect(fs.readdirSync(path.join(out, 'figures')).filter((f) => f.endsWith('.svg')).length).toBeGreaterThan(3);
-  });
+  }, 300_000);
 });
 
 describe.skipIf(!haveAssets)('cokv experiment --quiet', () => {

@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { expect } from 'vitest';
 import { CokvError } from '../src/errors.js';
 import { createBackend, type BackendKind } from '../src/backend/select.js';
@@ -31,6 +31,24 @@ export function cokv(...args: string[]): { code: number; stdout: string; stderr:
     cwd: repoRoot, encoding: 'utf8', timeout: 120_000,
   });
   return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+}
+
+/**
+ * A command run without blocking the test's event loop (vitest's worker RPC times out when a test blocks it for
+ * a minute, as one long spawnSync on a loaded machine can): exit code and output, killed after `timeoutMs`.
+ */
+export function runAsync(cmd: string, args: string[], opts: { cwd?: string; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(cmd, args, { cwd: opts.cwd ?? repoRoot, env: opts.env ?? process.env });
+    let stdout = '', stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => { stdout += d; });
+    child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
+    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 120_000);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code: code ?? -1, stdout, stderr });
+    });
+  });
 }
 
 /** Largest absolute difference between `a` and the reference `b`, relative to the range of `b`. */
