@@ -332,12 +332,6 @@ INL void body_q45_k(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, floa
   }
   for (int r = 0; r < NX; r++) out[r] = hsum_ps(acc[r]) - accm[r];
 }
-INL void body_q4_k(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, float *out, const int NX) {
-  body_q45_k(w, xq, xrb, k, out, NX, 0);
-}
-INL void body_q5_k(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, float *out, const int NX) {
-  body_q45_k(w, xq, xrb, k, out, NX, 1);
-}
 
 /* Q6_K: q (0..63) − 32 with an int8 scale per 16 elements; Σ sc·(q − 32)·y = Σ sc·q·y − 32·Σ sc·bsum. */
 INL void body_q6_k(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, float *out, const int NX) {
@@ -422,12 +416,6 @@ INL void body_q23_k(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, floa
   }
   for (int r = 0; r < NX; r++) out[r] = hsum_ps(acc[r]) - accm[r];
 }
-INL void body_q3_k(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, float *out, const int NX) {
-  body_q23_k(w, xq, xrb, k, out, NX, 1);
-}
-INL void body_q2_k(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, float *out, const int NX) {
-  body_q23_k(w, xq, xrb, k, out, NX, 0);
-}
 
 /* IQ4_XS: 8 sub-blocks of 32 non-linear 4-bit levels, 6-bit scale each (ls − 32). */
 INL void body_iq4_xs(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, float *out, const int NX) {
@@ -455,23 +443,25 @@ INL void body_iq4_xs(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, flo
   for (int r = 0; r < NX; r++) out[r] = hsum_ps(acc[r]);
 }
 
-#define INSTANTIATE(T)                                                                                   \
+/* dot1_T / dotx_T over body_B(…, NX, extra...): the K-type pairs share one body with a flag (five / three bits). */
+#define INSTANTIATE_AS(T, B, ...)                                                                        \
   AVX2_TARGET static void dot1_##T(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, float *out) { \
-    body_##T(w, xq, xrb, k, out, 1);                                                                     \
+    body_##B(w, xq, xrb, k, out, 1 __VA_ARGS__);                                                         \
   }                                                                                                      \
   AVX2_TARGET static void dotx_##T(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, float *out) { \
-    body_##T(w, xq, xrb, k, out, COKV_QX);                                                               \
+    body_##B(w, xq, xrb, k, out, COKV_QX __VA_ARGS__);                                                   \
   }
+#define INSTANTIATE(T) INSTANTIATE_AS(T, T)
 INSTANTIATE(q8_0)
 INSTANTIATE(q4_0)
 INSTANTIATE(q4_1)
 INSTANTIATE(q5_0)
 INSTANTIATE(q5_1)
 INSTANTIATE(iq4_nl)
-INSTANTIATE(q2_k)
-INSTANTIATE(q3_k)
-INSTANTIATE(q4_k)
-INSTANTIATE(q5_k)
+INSTANTIATE_AS(q2_k, q23_k, , 0)
+INSTANTIATE_AS(q3_k, q23_k, , 1)
+INSTANTIATE_AS(q4_k, q45_k, , 0)
+INSTANTIATE_AS(q5_k, q45_k, , 1)
 INSTANTIATE(q6_k)
 INSTANTIATE(iq4_xs)
 
