@@ -6,5 +6,7 @@ export default defineConfig({
     testTimeout: 120_000,
     hookTimeout: 120_000,
     pool: 'forks',
+    // One temp root per run, removed at the end (test/global-tmp.ts).
+    globalSetup: ['test/global-tmp.ts'],
   },
 });
