@@ -73,6 +73,31 @@ class Fn:
         logits = F.linear(self.rms(x[:, -1], self.norm), self.lm)[0]
         return logits, cache
 
+    def step(self, cache, newk, newv, toks, pos, neg):
+        """One decode step of R variants: toks [R] at position pos over the shared prompt cache (each variant's prompt
+        entries masked by neg [R, L, H, T]: 0 visible, -inf cut) and its own new entries (newk/newv, appended here).
+        Returns logits [R, vocab]."""
+        R = toks.shape[0]; T = cache[0][0].shape[1]
+        scale = 1.0 / math.sqrt(self.hd)
+        x = self.emb[toks][:, None]  # [R,1,D]
+        for li, ly in enumerate(self.layers):
+            h = self.rms(x, ly["ln1"])
+            q = self.rope(F.linear(h, ly["q"]).view(R, 1, self.H, self.hd).transpose(1, 2), pos)  # [R,H,1,hd]
+            k = self.rope(F.linear(h, ly["k"]).view(R, 1, self.KV, self.hd).transpose(1, 2), pos)
+            v = F.linear(h, ly["v"]).view(R, 1, self.KV, self.hd).transpose(1, 2)
+            newk[li].append(k); newv[li].append(v)
+            K0, V0 = cache[li]  # [KV,T,hd]
+            K0h, V0h = K0.repeat_interleave(self.G, 0), V0.repeat_interleave(self.G, 0)  # [H,T,hd]
+            Kn = torch.cat(newk[li], 2).repeat_interleave(self.G, 1)  # [R,H,s+1,hd]
+            Vn = torch.cat(newv[li], 2).repeat_interleave(self.G, 1)
+            s0 = torch.einsum("rhd,htd->rht", q[:, :, 0], K0h) * scale + neg[:, li]
+            s1 = torch.einsum("rhd,rhtd->rht", q[:, :, 0], Kn) * scale
+            p = torch.softmax(torch.cat([s0, s1], -1), -1)
+            a = torch.einsum("rht,htd->rhd", p[..., :T], V0h) + torch.einsum("rht,rhtd->rhd", p[..., T:], Vn)
+            x = x + F.linear(a.reshape(R, 1, -1), ly["o"])
+            x = x + self.mlp(self.rms(x, ly["ln2"]), ly)
+        return F.linear(self.rms(x[:, 0], self.norm), self.lm)
+
     @torch.no_grad()
     def forced_nll(self, cache, gold, masks, eos):
         """Teacher-forced NLL (sum, nats) of gold[1:] + [eos] for each variant; gold[0] comes from the full prefill."""
@@ -81,28 +106,10 @@ class Fn:
         neg = torch.where(mH, 0.0, float("-inf"))
         targets = list(gold[1:]) + [eos]
         newk = [[] for _ in range(self.L)]; newv = [[] for _ in range(self.L)]
-        scale = 1.0 / math.sqrt(self.hd)
         nll = torch.zeros(R)
         for s, (inp, tgt) in enumerate(zip(gold, targets)):
             pos = torch.tensor([T + s])
-            x = self.emb[torch.full((R,), inp, dtype=torch.long)][:, None]
-            for li, ly in enumerate(self.layers):
-                h = self.rms(x, ly["ln1"])
-                q = self.rope(F.linear(h, ly["q"]).view(R, 1, self.H, self.hd).transpose(1, 2), pos)
-                k = self.rope(F.linear(h, ly["k"]).view(R, 1, self.KV, self.hd).transpose(1, 2), pos)
-                v = F.linear(h, ly["v"]).view(R, 1, self.KV, self.hd).transpose(1, 2)
-                newk[li].append(k); newv[li].append(v)
-                K0, V0 = cache[li]
-                K0h, V0h = K0.repeat_interleave(self.G, 0), V0.repeat_interleave(self.G, 0)
-                Kn = torch.cat(newk[li], 2).repeat_interleave(self.G, 1)
-                Vn = torch.cat(newv[li], 2).repeat_interleave(self.G, 1)
-                s0 = torch.einsum("rhd,htd->rht", q[:, :, 0], K0h) * scale + neg[:, li]
-                s1 = torch.einsum("rhd,rhtd->rht", q[:, :, 0], Kn) * scale
-                p = torch.softmax(torch.cat([s0, s1], -1), -1)
-                a = torch.einsum("rht,htd->rhd", p[..., :T], V0h) + torch.einsum("rht,rhtd->rhd", p[..., T:], Vn)
-                x = x + F.linear(a.reshape(R, 1, -1), ly["o"])
-                x = x + self.mlp(self.rms(x, ly["ln2"]), ly)
-            logits = F.linear(self.rms(x[:, 0], self.norm), self.lm)
+            logits = self.step(cache, newk, newv, torch.full((R,), inp, dtype=torch.long), pos, neg)
             nll += -torch.log_softmax(logits, -1)[:, tgt]
         return nll
 
@@ -114,30 +121,12 @@ class Fn:
         out = [toks.clone()]
         done = torch.zeros(R, dtype=torch.bool)
         newk = [[] for _ in range(self.L)]; newv = [[] for _ in range(self.L)]
-        scale = 1.0 / math.sqrt(self.hd)
         # expand masks to query heads: [R, L, H, T]
         mH = masks.repeat_interleave(self.G, 2)
         neg = torch.where(mH, 0.0, float("-inf"))
         for s in range(n_new - 1):
             pos = torch.tensor([T + s])
-            x = self.emb[toks][:, None]  # [R,1,D]
-            for li, ly in enumerate(self.layers):
-                h = self.rms(x, ly["ln1"])
-                q = self.rope(F.linear(h, ly["q"]).view(R, 1, self.H, self.hd).transpose(1, 2), pos)  # [R,H,1,hd]
-                k = self.rope(F.linear(h, ly["k"]).view(R, 1, self.KV, self.hd).transpose(1, 2), pos)
-                v = F.linear(h, ly["v"]).view(R, 1, self.KV, self.hd).transpose(1, 2)
-                newk[li].append(k); newv[li].append(v)
-                K0, V0 = cache[li]  # [KV,T,hd]
-                K0h, V0h = K0.repeat_interleave(self.G, 0), V0.repeat_interleave(self.G, 0)  # [H,T,hd]
-                Kn = torch.cat(newk[li], 2).repeat_interleave(self.G, 1)  # [R,H,s+1,hd]
-                Vn = torch.cat(newv[li], 2).repeat_interleave(self.G, 1)
-                s0 = torch.einsum("rhd,htd->rht", q[:, :, 0], K0h) * scale + neg[:, li]
-                s1 = torch.einsum("rhd,rhtd->rht", q[:, :, 0], Kn) * scale
-                p = torch.softmax(torch.cat([s0, s1], -1), -1)
-                a = torch.einsum("rht,htd->rhd", p[..., :T], V0h) + torch.einsum("rht,rhtd->rhd", p[..., T:], Vn)
-                x = x + F.linear(a.reshape(R, 1, -1), ly["o"])
-                x = x + self.mlp(self.rms(x, ly["ln2"]), ly)
-            logits = F.linear(self.rms(x[:, 0], self.norm), self.lm)
+            logits = self.step(cache, newk, newv, toks, pos, neg)
             toks = logits.argmax(-1)
             out.append(toks.clone())
             done = done | torch.tensor([int(t) in stop_ids for t in toks.tolist()])
