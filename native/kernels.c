@@ -5,9 +5,10 @@
  * GEMM (rows >= GEMM_MIN_M): GotoBLAS-style. x is packed once per call into 6-row panels (k-major, per KC block);
  * each thread takes NC-column tiles of W, packs (and dequantizes) a KC x NC block into 16-wide panels that stay in
  * L2, and runs a 6x16 micro-kernel (12 ymm accumulators, broadcast + 2 loads + 12 FMA per k).
- * GEMV (fewer rows): 4 rows of W per pass share each load of x; F32, F16 (F16C) and Q8_0 (dequantize on the fly, or
- * with MM_Q8_INT8 x quantized to Q8_0 and an int8 sign/maddubs/madd dot) read W directly; the other block types
- * (Q4_0/1, Q5_0/1, Q2_K..Q6_K, IQ4_NL/XS) dequantize 4 rows into a scratch buffer first. Threads split W's rows (GEMV) or column tiles (GEMM) through an atomic counter.
+ * GEMV (fewer rows): 4 rows of W per pass share each load of x; F32, F16 (F16C) and Q8_0 (dequantized on the fly)
+ * read W directly; the other block types (Q4_0/1, Q5_0/1, Q2_K..Q6_K, IQ4_NL/XS) dequantize 4 rows into a scratch
+ * buffer first. With MM_INT8_X (the TS backend's default) block types instead take the integer dots of qdot.c and,
+ * for prefill batches, the VNNI GEMM of qgemm.c. Threads split W's rows (GEMV) or column tiles (GEMM) through an atomic counter.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
@@ -548,7 +549,6 @@ typedef struct {
 } buf_t;
 static buf_t g_bpack[MAX_THREADS], g_rowtmp[MAX_THREADS];
 static buf_t g_apack;
-static buf_t g_xq; /* int8 x for MM_Q8_INT8, as floats' storage */
 static buf_t g_xqb; /* quantized x rows for MM_INT8_X */
 static buf_t g_qgs[MAX_THREADS]; /* VNNI GEMM: packed weight panels per thread */
 
@@ -579,9 +579,6 @@ typedef struct {
   /* GEMM */
   const float *apack;
   int mpad, nc, ntiles;
-  /* Q8 int8 GEMV */
-  const int8_t *xq;
-  const float *xd;
   /* MM_INT8_X: x quantized per row (xrb bytes each) for the weight type's integer dot */
   const uint8_t *xqb;
   size_t xrb;
@@ -724,27 +721,6 @@ AVX2_TARGET static void dot4_q8_f32(const float *x, const uint8_t *const *w, int
   for (int r = 0; r < 4; r++) res[r] = hsum(acc[r]);
 }
 
-/* Q8_0 rows against x quantized to Q8_0 (xq int8, xd per-block scale): |w| maddubs sign(x, w). */
-AVX2_TARGET static void dot4_q8_i8(const int8_t *xq, const float *xd, const uint8_t *const *w, int K, float *res) {
-  __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-  const __m256i ones = _mm256_set1_epi16(1);
-  const int nb = K / 32;
-  for (int b = 0; b < nb; b++) {
-    __m256i xv = _mm256_loadu_si256((const __m256i *)(xq + b * 32));
-    float dx = xd[b];
-    for (int r = 0; r < 4; r++) {
-      const uint8_t *p = w[r] + (size_t)b * 34;
-      __m256i wv = _mm256_loadu_si256((const __m256i *)(p + 2));
-      __m256i aw = _mm256_sign_epi8(wv, wv); /* |w| as unsigned: -128 -> 128 is exact */
-      __m256i sx = _mm256_sign_epi8(xv, wv); /* x never holds -128 */
-      __m256i dot = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), ones);
-      float d = dx * _cvtsh_ss((unsigned short)(p[0] | (p[1] << 8)));
-      acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(d), acc[r]);
-    }
-  }
-  for (int r = 0; r < 4; r++) res[r] = hsum(acc[r]);
-}
-
 static void rows_avx2(job_t *j, int n0, int n1, int tid) {
   const int K = j->k;
   float *t = NULL;
@@ -779,8 +755,7 @@ static void rows_avx2(job_t *j, int n0, int n1, int tid) {
                    (const uint16_t *)wr[3], K, res);
           break;
         case DT_Q8_0:
-          if (j->xq) dot4_q8_i8(j->xq + (size_t)m * K, j->xd + (size_t)m * (K / 32), wr, K, res);
-          else dot4_q8_f32(x, wr, K, res);
+          dot4_q8_f32(x, wr, K, res);
           break;
         default: {
           int last = nr - 1;
@@ -977,26 +952,13 @@ static void rows_job(void *arg, int tid) {
 static void gemm_job(void *arg, int tid) { gemm_tiles(arg, tid); }
 #endif
 
-static void quantize_x_q8(const float *x, int m, int k, int8_t *xq, float *xd) {
-  for (int r = 0; r < m; r++) {
-    for (int b = 0; b < k / 32; b++) {
-      const float *v = x + (size_t)r * k + b * 32;
-      float amax = 0;
-      for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(v[i]));
-      float d = amax / 127.0f, id = d != 0 ? 1.0f / d : 0.0f;
-      xd[(size_t)r * (k / 32) + b] = d;
-      int8_t *q = xq + (size_t)r * k + b * 32;
-      for (int i = 0; i < 32; i++) q[i] = (int8_t)lroundf(v[i] * id);
-    }
-  }
-}
-
 int cokv_matmul(float *out, const float *x, int M, int N, int K, const void *w, int dt, int flags) {
   pthread_once(&g_init_once, init_once);
   int nthreads = cokv_threads();
   pthread_mutex_lock(&g_call_mu);
   job_t j;
   memset(&j, 0, sizeof j);
+  if (flags & MM_Q8_INT8) flags |= MM_INT8_X; /* the old Q8_0-only flag: now the general integer path */
   j.out = out, j.x = x, j.m = M, j.n = N, j.k = K, j.dt = dt, j.flags = flags;
   j.w = w;
   j.rb = cokv_row_bytes(dt, K);
@@ -1076,16 +1038,6 @@ int cokv_matmul(float *out, const float *x, int M, int N, int K, const void *w, 
     pool_run(gemm_job, &j, nt);
     if (atomic_load(&j.failed)) rc = -1;
     goto done;
-  }
-  if (g_simd && dt == DT_Q8_0 && (flags & MM_Q8_INT8)) {
-    float *b = buf_get(&g_xq, (size_t)M * K / 4 + (size_t)M * (K / 32) + 16);
-    if (!b) {
-      rc = -1;
-      goto done;
-    }
-    j.xd = b;
-    j.xq = (const int8_t *)(b + (size_t)M * (K / 32) + 8);
-    quantize_x_q8(x, M, K, (int8_t *)j.xq, (float *)j.xd);
   }
 #endif
   {

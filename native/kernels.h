@@ -16,7 +16,7 @@ enum {
 
 /* Flags for cokv_matmul. */
 enum {
-  MM_Q8_INT8 = 1, /* Q8_0 GEMV: quantize x to Q8_0 and use an int8 dot (llama.cpp style) */
+  MM_Q8_INT8 = 1, /* older name, now the same as MM_INT8_X */
   MM_INT8_X = 2   /* every block type, GEMV and GEMM: quantize x rows to q8_0 / q8_K and use integer dots (qdot.h) */
 };
 

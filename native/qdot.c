@@ -135,10 +135,9 @@ QAVX2 static void quantize_x_row_avx2(int kind, const float *x, int k, uint8_t *
                                _mm256_max_ps(_mm256_and_ps(v2, absmask), _mm256_and_ps(v3, absmask)));
       float amax = hmax8(m);
       float d = f16_round(amax / 127.0f), id = amax != 0 ? 127.0f / amax : 0.0f;
-      __m256 iv = _mm256_set1_ps(id), sum;
+      __m256 iv = _mm256_set1_ps(id);
       __m256i s32;
       __m256i q = round_pack32(_mm256_mul_ps(v0, iv), _mm256_mul_ps(v1, iv), _mm256_mul_ps(v2, iv), _mm256_mul_ps(v3, iv), &s32);
-      (void)sum;
       _mm256_storeu_si256((__m256i *)(dst + 8), q);
       int32_t s = hsum8i(s32);
       memcpy(dst, &d, 4);
