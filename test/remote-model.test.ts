@@ -140,6 +140,67 @@ describe.skipIf(!haveAssets)('RemoteModel (a model in a worker thread)', () => {
     back.dispose();
   });
 
+  it('scoreContinuation, headPositions, logits, newlineIds, maxPromptChars and chat messages equal the in-process ones', async () => {
+    const prompt = localR.promptIds(longContext(12));
+    const continuation = localR.encode(' 4417. The grass is green', false);
+    expect(continuation.length).toBeGreaterThan(2);
+    const opts = { press: { name: 'snapkv', options: { budget: 20 } }, compressPrefix: prompt.length - 8, kvDtype: 'q8' as const };
+    const want = localR.scoreContinuation(prompt, continuation, { ...opts, press: createPress('snapkv', { budget: 20 }, localR.config) });
+    expect(await remoteR.scoreContinuation(prompt, continuation, opts)).toEqual(want);
+    expect(want.kvBytes).toBeLessThan(want.kvFullBytes);
+    const evict = { press: { name: 'snapkv', options: { budget: 16, window: 8 } }, prefillEvict: true };
+    const wantEvict = localR.scoreContinuation(prompt, continuation, { ...evict, press: createPress('snapkv', { budget: 16, window: 8 }, localR.config) });
+    expect(await remoteR.scoreContinuation(prompt, continuation, evict)).toEqual(wantEvict);
+    expect((await rejection(remoteR.scoreContinuation(prompt, []))).message).toBe('scoreContinuation: the continuation is empty');
+
+    const rs = await remoteR.createSequence();
+    const ls = await localR.createSequence();
+    expect(await rs.logits()).toBeUndefined();
+    await rs.prefill(prompt);
+    await ls.prefill(prompt);
+    expect(await rs.logits()).toEqual(ls.logits);
+    await rs.compress({ name: 'adakv', options: { budget: 16 } });
+    await ls.compress(createPress('adakv', { budget: 16 }, localR.config));
+    const heads = localR.config.numKvHeads;
+    let evicted = 0;
+    for (let l = 0; l < localR.config.numLayers; l++) {
+      for (let h = 0; h < heads; h++) {
+        const got = await rs.headPositions(l, h);
+        expect(got).toBeInstanceOf(Int32Array);
+        expect(got).toEqual(ls.headPositions(l, h));
+        evicted += prompt.length - got.length;
+      }
+    }
+    expect(evicted).toBeGreaterThan(0); // the compared positions are a compressed cache's, not 0..n-1 everywhere
+    const seqScore = await rs.scoreContinuation(continuation);
+    expect(seqScore).toEqual(await ls.scoreContinuation(continuation));
+    // Left extended by the scored tokens (all but the last, which no pass has seen), as in process.
+    expect(rs.tokens).toEqual(ls.tokens);
+    expect(rs.tokens).toHaveLength(prompt.length + continuation.length - 1);
+    expect(await rs.logits()).toEqual(ls.logits);
+    const rg = rs.generate({ maxTokens: 4, temperature: 0 });
+    const lg = ls.generate({ maxTokens: 4, temperature: 0 });
+    await Promise.all([rg.complete(), lg.complete()]);
+    expect(rg.tokens).toEqual(lg.tokens);
+    rs.dispose();
+    ls.dispose();
+
+    expect(await remote.newlineIds()).toEqual(local.newlineIds());
+    expect((await remote.newlineIds()).length).toBeGreaterThan(0);
+    expect(await remote.maxPromptChars()).toBe(local.maxPromptChars());
+
+    const template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}assistant: {% endif %}";
+    const rchat = await remoteR.createChatSession({ template, system: 'Be brief.' });
+    const lchat = await localR.createChatSession({ template, system: 'Be brief.' });
+    expect(rchat.model).toBe(remoteR);
+    await Promise.all([rchat.prompt('The sky is', { maxTokens: 3, temperature: 0 }).complete(), lchat.prompt('The sky is', { maxTokens: 3, temperature: 0 }).complete()]);
+    expect(await rchat.messages('And?')).toEqual(lchat.messages('And?'));
+    expect(await rchat.messages()).toEqual(lchat.messages());
+    expect((await rchat.messages()).map((m) => m.role)).toEqual(['system', 'user', 'assistant']);
+    rchat.dispose();
+    lchat.dispose();
+  });
+
   it('a chat session in the worker answers, keeps its history and stats, saves and loads as an in-process one', async () => {
     const template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}assistant: {% endif %}";
     const rchat = await remoteR.createChatSession({ template, system: 'Answer briefly.', press: { name: 'snapkv', options: { budget: 32 } } });

@@ -28,6 +28,7 @@ function post(m: FromWorker): void {
 type WirePrefillOptions = Omit<PrefillOptions, 'press' | 'signal'> & { press?: PressSpec };
 type WireGenerateOptions = Omit<GenerateOptions, 'press' | 'prefilled' | 'signal'> & { press?: PressSpec };
 type WireChatOptions = Omit<ChatSessionOptions, 'press'> & { press?: PressSpec };
+type WireScoreOptions = Omit<NonNullable<Parameters<CokvModel['scoreContinuation']>[2]>, 'press' | 'prefilled'> & { press?: PressSpec };
 
 interface SeqEntry {
   seq: Sequence;
@@ -143,6 +144,10 @@ class WorkerHost {
     decode: (_s, ids: number[]) => this.model.decode(ids),
     promptIds: (_s, prompt: string | number[], addSpecial?: boolean, addBos?: boolean) => this.model.promptIds(prompt, addSpecial, addBos),
     applyChatTemplate: (_s, messages: ChatMessage[]) => this.model.applyChatTemplate(messages),
+    newlineIds: () => this.model.newlineIds(),
+    maxPromptChars: () => this.model.maxPromptChars(),
+    scoreContinuation: (_s, prompt: number[], continuation: number[], opts: WireScoreOptions) =>
+      this.model.scoreContinuation(prompt, continuation, { ...opts, press: this.press(opts.press) }),
     generate: (ctx, prompt: string | number[], opts: WireGenerateOptions) =>
       this.addGen(this.model.generate(prompt, { ...opts, press: this.press(opts.press), signal: ctx.signal }), ctx),
     next: async (_s, gen: number): Promise<GenerationStep> => {
@@ -182,6 +187,13 @@ class WorkerHost {
     state: (_s, seq: number) => this.state(this.seq(seq)),
     save: (_s, seq: number, file: string) => this.seq(seq).seq.save(file),
     lengths: (_s, seq: number) => this.seq(seq).seq.lengths(),
+    headPositions: (_s, seq: number, layer: number, kvHead: number) => this.seq(seq).seq.headPositions(layer, kvHead),
+    logits: (_s, seq: number) => this.seq(seq).seq.logits,
+    seqScoreContinuation: async (_s, seq: number, continuation: number[]) => {
+      const e = this.seq(seq);
+      const score = await e.seq.scoreContinuation(continuation);
+      return { score, state: this.state(e) };
+    },
     createChatSession: async (_s, opts: WireChatOptions) => this.addChat(await this.model.createChatSession({ ...opts, press: this.press(opts.press) })),
     loadChatSession: async (_s, file: string, opts: WireChatOptions) => this.addChat(await ChatSession.load(this.model, file, { ...opts, press: this.press(opts.press) })),
     chatPrompt: (ctx, chat: number, user: string, opts: Omit<DecodeOptions, 'signal'>) => {
@@ -189,6 +201,7 @@ class WorkerHost {
       return this.addGen(e.chat.prompt(user, { ...opts, signal: ctx.signal }), ctx, { chat: e });
     },
     chatRender: (_s, chat: number, user: string) => this.chat(chat).chat.render(user),
+    chatMessages: (_s, chat: number, user?: string) => this.chat(chat).chat.messages(user),
     chatReset: async (_s, chat: number) => {
       const e = this.chat(chat);
       await e.chat.reset();

@@ -19,7 +19,15 @@
  * takes), not Press objects; and a generation's options are checked when it is first iterated. Errors reach the
  * caller as the CokvError the model threw (same message and kind). An AbortSignal is forwarded to the worker,
  * which stops a prefill at its next layer step and a generation before its next token. `dispose()` ends the
- * worker and frees the model's memory.
+ * worker and frees the model's memory. Getters that would copy bulky data on every call are methods here
+ * (`sequence.logits()`, `headPositions()`, `lengths()`, `chat.messages()`).
+ *
+ * What does not cross, and why: everything that hands out or takes the worker's own objects — `source`,
+ * `tokenizer`, `transformer`, `newCache()`, the cache-level `prefill(ids, cache)`, `prefillShared` / `fromShared`,
+ * the `prefilled` option of `generate` and `scoreContinuation`, and `Sequence.adopt` / `Sequence.decode` (a cache,
+ * a Transformer or a Generation lives in the worker's memory and a copy would not be the same object: the sequence
+ * API — prefill, compress, fork, scoreContinuation — does what they are for without moving a cache); and
+ * `Sequence.create(model)`, which is `model.createSequence()` here.
  */
 import { Worker } from 'node:worker_threads';
 import { createRequire } from 'node:module';
@@ -28,7 +36,7 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { BackendKind } from '../backend/select.js';
 import type { KvDType } from '../cache/ragged.js';
-import type { ChatMessage, GenerateOptions } from '../engine.js';
+import type { ChatMessage, CokvModel, GenerateOptions } from '../engine.js';
 import { CokvError } from '../errors.js';
 import { Generation, type DecodeOptions, type GenerationChunk } from '../generate/generation.js';
 import type { ModelConfig } from '../model/config.js';
@@ -63,6 +71,12 @@ export type RemotePrefillOptions = Omit<PrefillOptions, 'press'> & {
    */
   onProgress?: (p: PrefillProgress) => void;
 };
+
+/** CokvModel.scoreContinuation's options across the thread boundary: `press` is a descriptor; no `prefilled` cache. */
+export type RemoteScoreOptions = Omit<NonNullable<Parameters<CokvModel['scoreContinuation']>[2]>, 'press' | 'prefilled'> & { press?: PressSpec };
+
+/** What CokvModel.scoreContinuation returns: per-token log-probabilities, their mean, the KV bytes after the prefill. */
+export type ContinuationScore = ReturnType<CokvModel['scoreContinuation']>;
 
 /** ChatSessionOptions across the thread boundary: `press` is a descriptor. */
 export type RemoteChatSessionOptions = Omit<ChatSessionOptions, 'press'> & { press?: PressSpec };
@@ -258,6 +272,25 @@ export class RemoteModel {
     return this.generate(prompt, { addSpecial: false, ...opts });
   }
 
+  /** Ids of every token whose text contains a newline (CokvModel.newlineIds). */
+  newlineIds(): Promise<number[]> {
+    return this.channel.call('newlineIds', []);
+  }
+
+  /** Most UTF-16 code units a prompt that fits the context can have (CokvModel.maxPromptChars). */
+  maxPromptChars(): Promise<number> {
+    return this.channel.call('maxPromptChars', []);
+  }
+
+  /**
+   * Teacher-forced log-probabilities of `continuation` after `prompt`, the prompt's cache compressed by the press
+   * `opts.press` describes (CokvModel.scoreContinuation; a `prefilled` cache cannot cross: use a sequence's
+   * `scoreContinuation` instead).
+   */
+  scoreContinuation(prompt: readonly number[], continuation: readonly number[], opts: RemoteScoreOptions = {}): Promise<ContinuationScore> {
+    return this.channel.call('scoreContinuation', [[...prompt], [...continuation], opts]);
+  }
+
   /** An empty sequence in the worker (CokvModel.createSequence). */
   async createSequence(opts: SequenceOptions = {}): Promise<RemoteSequence> {
     const r = await this.channel.call<{ seq: number; state: SequenceState }>('createSequence', [opts]);
@@ -273,13 +306,13 @@ export class RemoteModel {
   /** A multi-turn chat over one kept sequence in the worker (CokvModel.createChatSession). */
   async createChatSession(opts: RemoteChatSessionOptions = {}): Promise<RemoteChatSession> {
     const r = await this.channel.call<{ chat: number; state: ChatState }>('createChatSession', [opts]);
-    return new RemoteChatSession(this.channel, r.chat, r.state);
+    return new RemoteChatSession(this, this.channel, r.chat, r.state);
   }
 
   /** A chat session saved by `save(file)` (ChatSession.load); `opts` gives the press, and may override the rest. */
   async loadChatSession(file: string, opts: RemoteChatSessionOptions = {}): Promise<RemoteChatSession> {
     const r = await this.channel.call<{ chat: number; state: ChatState }>('loadChatSession', [file, opts]);
-    return new RemoteChatSession(this.channel, r.chat, r.state);
+    return new RemoteChatSession(this, this.channel, r.chat, r.state);
   }
 
   /**
@@ -397,6 +430,29 @@ export class RemoteSequence {
     return this.channel.call('lengths', [this.handle]);
   }
 
+  /** Original positions of the entries a head holds (Sequence.headPositions). */
+  headPositions(layer: number, kvHead: number): Promise<Int32Array> {
+    return this.channel.call('headPositions', [this.handle, layer, kvHead]);
+  }
+
+  /**
+   * Logits predicting the token after the last one run through the model, or undefined when empty (Sequence's
+   * `logits` getter; a method here, since a vocabulary's floats are fetched from the worker only when asked).
+   */
+  logits(): Promise<Float32Array | undefined> {
+    return this.channel.call('logits', [this.handle]);
+  }
+
+  /**
+   * Teacher-forced log-probabilities of `continuation` after what the sequence holds; it is left extended by those
+   * tokens (Sequence.scoreContinuation).
+   */
+  async scoreContinuation(continuation: readonly number[]): Promise<{ logProbs: number[]; mean: number }> {
+    const r = await this.channel.call<{ score: { logProbs: number[]; mean: number }; state: SequenceState }>('seqScoreContinuation', [this.handle, [...continuation]]);
+    this.apply(r.state);
+    return r.score;
+  }
+
   /** Release the cache in the worker; any later call on this sequence throws. */
   dispose(): void {
     if (this.id === undefined) return;
@@ -416,7 +472,7 @@ export class RemoteChatSession {
   private id: number | undefined;
 
   /** @internal Use `model.createChatSession()` or `model.loadChatSession()`. */
-  constructor(private readonly channel: ModelChannel, id: number, state: ChatState) {
+  constructor(/** The model the session runs on. */ readonly model: RemoteModel, private readonly channel: ModelChannel, id: number, state: ChatState) {
     this.id = id;
     this.apply(state);
   }
@@ -451,6 +507,11 @@ export class RemoteChatSession {
     const { signal, ...wire } = opts;
     const id = this.handle;
     return remoteGeneration(this.channel, signal, (extra) => this.channel.call('chatPrompt', [id, user, wire], extra), (end) => { if (end.chat) this.apply(end.chat); });
+  }
+
+  /** The conversation as chat messages (system first), optionally with a new user message (ChatSession.messages). */
+  messages(user?: string): Promise<ChatMessage[]> {
+    return this.channel.call('chatMessages', [this.handle, user]);
   }
 
   /** The conversation with `user` appended, rendered with the template (ChatSession.render). */
