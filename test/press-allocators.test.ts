@@ -385,6 +385,16 @@ describe('known answers (hand-computed from spec §3/§5)', () => {
     expect(adaAllocator(0).allocate(ctx)).toEqual([5, 3]);
   });
 
+  it('Ada reference mode rounds half to even, as torch.round (α = 0.5)', () => {
+    // 3 heads, B = 13, w = 3 → base 10, k = 30, L = 23 → 20 scores per head; head h has n[h] high scores.
+    const high = [15, 5, 10];
+    const scores = high.map((n, h) => Float32Array.from({ length: 20 }, (_, i) => (i < n ? 1 - 0.01 * i - 0.001 * h : 0.001 * (20 - i))));
+    expect(topKCounts(scores, 30)).toEqual([15, 5, 10]);
+    const ctx: AllocationContext = { layer: 0, numLayers: 1, numKvHeads: 3, promptLength: 23, window: 3, budget: 13, scores, redistribute: false };
+    // 0.5·c + ⌊0.5·10⌋ = 12.5, 7.5, 10 → ties to even: 12, 8, 10 (half up would give 13, 8, 10).
+    expect(adaAllocator(0.5).allocate(ctx)).toEqual([12, 8, 10]);
+  });
+
   it('Ada: ties in the global top-k go to the lower head, then the lower position', () => {
     const flat = [Float32Array.from([1, 1, 0]), Float32Array.from([1, 1, 0])];
     expect(topKCounts(flat, 3)).toEqual([2, 1]);

@@ -1,10 +1,11 @@
 /**
  * Ada-KV (spec §5): per layer, take the global top nkv·(B−w) of all heads' pooled scores; head g's share is
  * count_g (its picks) mixed with a floor: (1−α)·count_g + α·(B−w), α = 0.2. The reference rounds each head
- * independently (`round(0.8·count + int(0.2·base))`); with `redistribute` the shares are apportioned so the
+ * independently (`torch.round(0.8·count + int(0.2·base))`, ties to even); with `redistribute` the shares are apportioned so the
  * layer total is exactly nkv·(B−w) and no head exceeds its prompt.
  */
 import { apportion } from '../apportion.js';
+import { roundHalfEven } from '../rounding.js';
 import type { AllocationContext, Allocator } from './types.js';
 import { headCap } from './types.js';
 
@@ -27,7 +28,7 @@ export function adaAllocator(floor = 0.2): Allocator {
       const cap = headCap(ctx);
       const counts = topKCounts(ctx.scores, ctx.numKvHeads * base);
       if (!ctx.redistribute) {
-        return counts.map((c) => Math.min(cap, Math.round((1 - floor) * c + Math.floor(floor * base))));
+        return counts.map((c) => Math.min(cap, roundHalfEven((1 - floor) * c + Math.floor(floor * base))));
       }
       const weights = counts.map((c) => (1 - floor) * c + floor * base);
       return apportion(weights, ctx.numKvHeads * base, new Array<number>(ctx.numKvHeads).fill(cap));
