@@ -370,8 +370,54 @@ describe.skipIf(!haveAssets)('Sequence on cokv-retrieval-tiny', () => {
     expect(wrong.code).toBe(1);
     expect(wrong.stderr).toContain('holds a f16 cache'); // the default storage
     expect(wrong.stderr.trim().split('\n')).toHaveLength(1);
+    // That file is compressed: a press cannot score it again (no window queries left).
     const pressed = cokv('generate', '--model', m, '--load-cache', file, '--prompt', 'x', '--press', 'snapkv', '--budget', '16');
     expect(pressed.code).toBe(1);
-    expect(pressed.stderr).toContain('--press: not with --load-cache');
+    expect(pressed.stderr.trim()).toBe(`cokv: --press: cannot compress ${file}: it is compressed already, and a compressed cache keeps no window queries (save it with --save-cache and no --press, then compress it with --load-cache --press)`);
+
+    // Saved right after a plain prefill, then loaded and compressed: the tokens of compressing after a fresh
+    // prefill, and (saved again after the question) the same cache, byte for byte.
+    const full = path.join(dir, 'cli-full.kvc');
+    const plain = cokv('generate', '--model', m, '--prompt', it0.context, '--max-tokens', '0', '--save-cache', full);
+    expect(plain.code, plain.stderr).toBe(0);
+    const after = path.join(dir, 'cli-after.kvc');
+    const compressed = cokv('generate', '--model', m, '--load-cache', full, '--press', 'snapkv', '--budget', '48', '--prompt', `\n${it0.input}`, '--max-tokens', '6', '--json', '--save-cache', after);
+    expect(compressed.code, compressed.stderr).toBe(0);
+    const out = JSON.parse(compressed.stdout) as { tokens: number[]; stats: { promptKvBytes: number; promptFullKvBytes: number } };
+    expect(out.tokens).toEqual(fresh.tokens);
+    expect(out.stats.promptKvBytes).toBeLessThan(out.stats.promptFullKvBytes);
+    const ref = await model.createSequence();
+    await ref.prefill(ctx);
+    await ref.compress(createPress('snapkv', { budget: 48 }, model.config));
+    await ref.append(question);
+    const refFile = path.join(dir, 'ref-after.kvc');
+    await ref.save(refFile);
+    expect(fs.readFileSync(after).equals(fs.readFileSync(refFile))).toBe(true);
+    ref.dispose();
+
+    const longWindow = cokv('generate', '--model', m, '--load-cache', full, '--press', 'snapkv', '--budget', '128', '--window', '100', '--prompt', 'x');
+    expect(longWindow.code).toBe(1);
+    expect(longWindow.stderr.trim()).toBe(`cokv: --window: 100 is longer than the 64 window queries ${full} keeps`);
+    const evict = cokv('generate', '--model', m, '--load-cache', full, '--press', 'snapkv', '--budget', '48', '--prefill-evict', '--prompt', 'x');
+    expect(evict.code).toBe(1);
+    expect(evict.stderr.trim()).toBe('cokv: --prefill-evict: not with --load-cache (the loaded cache is prefilled already; --press compresses it as it was saved)');
+    // A version 1 file keeps no window queries whatever it holds (rewritten from the compressed one, as above).
+    const v1 = Buffer.from(fs.readFileSync(file));
+    v1.writeUInt32LE(1, 8);
+    createHash('sha256').update(v1.subarray(0, v1.length - 32)).digest().copy(v1, v1.length - 32);
+    const old = path.join(dir, 'cli-v1.kvc');
+    fs.writeFileSync(old, v1);
+    const oldPressed = cokv('generate', '--model', m, '--load-cache', old, '--prompt', 'x', '--press', 'snapkv', '--budget', '16');
+    expect(oldPressed.code).toBe(1);
+    expect(oldPressed.stderr.trim()).toBe(`cokv: --press: cannot compress ${old}: its format (version 1) keeps no window queries (save it with --save-cache and no --press, then compress it with --load-cache --press)`);
+  });
+
+  it('compress refuses a press whose window is longer than the queries kept, in one line', async () => {
+    const s = await model.createSequence({ windowRows: 16 });
+    await s.prefill(ctx);
+    await expectRejects(s.compress(createPress('snapkv', { budget: 48, window: 32 }, model.config)), 'flag', "compress: the press's window 32 is longer than the 16 window queries kept");
+    await s.compress(createPress('snapkv', { budget: 48, window: 16 }, model.config));
+    expect(s.stats.kvBudgetedBytes).toBeLessThan(s.stats.kvBudgetedFullBytes);
+    s.dispose();
   });
 });

@@ -231,6 +231,29 @@ export async function readSavedCache(model: CokvModel, file: string, kvDtype?: K
   return { cache, tokens: h.tokens, pending: h.pending, logits, queries };
 }
 
+/**
+ * The format version and header of a saved cache, read without its body and without checking it (for a file that
+ * `readSavedCache` has accepted: to say what it lacks). Throws CokvError kind 'format' on a file it cannot parse.
+ */
+export function readSavedCacheHeader(file: string): { version: number; header: SavedCacheHeader } {
+  const fd = fs.openSync(file, 'r');
+  try {
+    const pre = Buffer.alloc(PREAMBLE);
+    if (fs.readSync(fd, pre, 0, PREAMBLE, 0) !== PREAMBLE || pre.toString('latin1', 0, 8) !== SAVED_CACHE_MAGIC) {
+      throw new CokvError(`${file}: not a cokv saved cache`, 'format');
+    }
+    const json = Buffer.alloc(pre.readUInt32LE(12));
+    if (fs.readSync(fd, json, 0, json.length, PREAMBLE) !== json.length) throw new CokvError(`${file}: truncated header`, 'format');
+    try {
+      return { version: pre.readUInt32LE(8), header: JSON.parse(json.toString('utf8')) as SavedCacheHeader };
+    } catch {
+      throw new CokvError(`${file}: corrupt (the header is not valid JSON)`, 'format');
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 /** What is wrong with a parsed header's fields, or undefined. */
 function headerProblem(h: SavedCacheHeader, version: number): string | undefined {
   if (!h || typeof h !== 'object' || Array.isArray(h)) return 'not an object';

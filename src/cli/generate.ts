@@ -3,6 +3,8 @@ import type { Command } from 'commander';
 import { CokvError, systemErrorLine } from '../errors.js';
 import { loadModel, type CokvModel, type GenerateOptions, type Generation } from '../engine.js';
 import { Sequence } from '../session/sequence.js';
+import { readSavedCacheHeader } from '../cache/save.js';
+import type { Press } from '../press/types.js';
 import { DEFAULT_PREFILL_CHUNK } from '../model/forward.js';
 import { checkDecodeOptions } from '../generate/generation.js';
 import { formatBytes, KV_DTYPE_HELP, kvDtypeFlag, numberFlag } from './util.js';
@@ -52,7 +54,7 @@ export function registerGenerate(program: Command, run: (fn: () => Promise<void>
     .option('--json', 'print one JSON object (text, tokens, stats) instead of streaming')
     .option('--json-stream', 'print one JSON line per chunk ({"token", "text"}), then the --json object as the last line')
     .option('--save-cache <file>', 'after the prompt\'s prefill (and compression), save the cache to this file')
-    .option('--load-cache <file>', 'start from a cache saved by --save-cache: the prompt is appended to it (no press)')
+    .option('--load-cache <file>', 'start from a cache saved by --save-cache: the prompt is appended to it uncompressed; with --press, the loaded cache is compressed first (it must have been saved after a prefill with no --press)')
     .option('--prefill-evict', 'with --press: compress after every 512-token prefill chunk, so KV held stays ≤ budget + chunk per head (default: full K/V until the last chunk, then compress: the exact result)');
   addBosFlags(cmd);
   addPressFlags(cmd).action((flags: GenerateFlags) => run(() => generateCommand(flags)));
@@ -134,6 +136,9 @@ async function generateCommand(f: GenerateFlags): Promise<void> {
     const window = numberFlag('--window', f.window, { integer: true, min: 1 }) ?? 0;
     if (window > DEFAULT_PREFILL_CHUNK) throw new CokvError(`--prefill-evict: --window ${window} is longer than the ${DEFAULT_PREFILL_CHUNK}-token prefill chunk`, 'flag');
   }
+  if (f.loadCache !== undefined && f.prefillEvict) {
+    throw new CokvError('--prefill-evict: not with --load-cache (the loaded cache is prefilled already; --press compresses it as it was saved)', 'flag');
+  }
   if (f.loadCache !== undefined && f.chat) throw new CokvError('--chat: not with --load-cache (the loaded cache already holds its context; the prompt is appended as plain text)', 'flag');
   const model = await loadModel(f.model);
   const ctx = model.config.contextLength;
@@ -144,9 +149,6 @@ async function generateCommand(f: GenerateFlags): Promise<void> {
   if (prompt.length === 0) throw new CokvError(`--prompt-file: the prompt is empty (${f.promptFile})`, 'prompt');
   opts.addBos = bosOverride(f, model.tokenizer, f.model);
   opts.press = pressFromFlags(f, model.config);
-  if (f.loadCache !== undefined && opts.press) {
-    throw new CokvError('--press: not with --load-cache (the cache was compressed before it was saved; the prompt is appended uncompressed)', 'flag');
-  }
   opts.prefillEvict = f.prefillEvict === true ? true : undefined;
   let gen: Generation;
   try {
@@ -196,10 +198,40 @@ async function sequenceGeneration(model: CokvModel, f: GenerateFlags, prompt: st
   }
   // Refuse bad sampling options before loading or prefilling anything.
   const maxTokens = checkDecodeOptions(opts, model.config.contextLength);
-  const seq = f.loadCache !== undefined
-    ? await Sequence.load(model, f.loadCache, { kvDtype: f.kvDtype !== undefined ? opts.kvDtype : undefined })
-    : await model.createSequence({ kvDtype: opts.kvDtype });
+  if (f.loadCache !== undefined) {
+    const seq = await Sequence.load(model, f.loadCache, { kvDtype: f.kvDtype !== undefined ? opts.kvDtype : undefined });
+    // --press compresses the loaded cache with the window queries its prefill kept (the result compressing right
+    // after that prefill gives); the prompt is then appended uncompressed (the context-only protocol).
+    if (opts.press) {
+      checkCompressible(seq, f.loadCache, opts.press);
+      await seq.compress(opts.press);
+    }
+    await seq.append(text, { reserve: maxTokens, addSpecial, addBos: opts.addBos });
+    if (f.saveCache !== undefined) await seq.save(f.saveCache);
+    return seq.generate(opts);
+  }
+  const seq = await model.createSequence({ kvDtype: opts.kvDtype });
   await seq.prefill(text, { press: opts.press, reserve: maxTokens, addSpecial, addBos: opts.addBos, prefillEvict: opts.prefillEvict });
   if (f.saveCache !== undefined) await seq.save(f.saveCache);
   return seq.generate(opts);
+}
+
+/**
+ * Refuse `--press` on a loaded cache that cannot be compressed exactly, with one line saying why: a press scores
+ * with the window queries of the prefill, which the file keeps only when it was saved right after a plain one.
+ */
+function checkCompressible(seq: Sequence, file: string, press: Press): void {
+  const { version, header } = readSavedCacheHeader(file);
+  const rows = header.queryRows ?? 0;
+  const s = seq.stats;
+  if (rows === 0) {
+    const why = version < 2 ? 'its format (version 1) keeps no window queries'
+      : s.kvBudgetedBytes < s.kvBudgetedFullBytes ? 'it is compressed already, and a compressed cache keeps no window queries'
+        : s.pendingTokens > 0 ? 'it was saved after a generation, which drops the window queries'
+          : 'it was saved without the window queries of its last prefill';
+    throw new CokvError(`--press: cannot compress ${file}: ${why} (save it with --save-cache and no --press, then compress it with --load-cache --press)`, 'flag');
+  }
+  if (press.window !== undefined && press.window > rows) {
+    throw new CokvError(`--window: ${press.window} is longer than the ${rows} window queries ${file} keeps`, 'flag');
+  }
 }

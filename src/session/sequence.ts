@@ -366,6 +366,9 @@ export class Sequence {
     if (!this.queries) {
       throw new CokvError('compress: needs a plain prefill (no press) just before it: the window queries a press scores with are kept only until the cache changes', 'state');
     }
+    if (press.window !== undefined && press.window > this.queryRows) {
+      throw new CokvError(`compress: the press's window ${press.window} is longer than the ${this.queryRows} window queries kept (SequenceOptions.windowRows)`, 'flag');
+    }
     const queries = this.queries;
     await exclusive(this.model.transformer, () => {
       for (const l of cache.budgetedLayers()) {
