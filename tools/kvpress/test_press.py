@@ -103,8 +103,6 @@ def test_table_shape_and_rows(tables, model):
         # token per head, kvpress's floor)
         assert counts[r].sum() == max(n, int(np.round(n * (99 - r) * LENGTH / 100))), r
         assert counts[r].min() >= 1, r
-    # Less compression never keeps fewer tokens in any head.
-    assert np.all(np.diff(counts, axis=0) <= 0)
 
 
 def test_budgets_follow_values(tables):
