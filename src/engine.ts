@@ -24,6 +24,7 @@ import {
 import type { Press } from './press/types.js';
 import { isFullPress } from './press/registry.js';
 import { bindModelSource } from './model/fingerprint.js';
+import { checkBoundaries } from './press/boundaries.js';
 
 export { Generation } from './generate/generation.js';
 export type { DecodeOptions, GenerationChunk, GenerationStats } from './generate/generation.js';
@@ -60,6 +61,11 @@ export interface GenerateOptions extends DecodeOptions {
    * of the last prompt position (see `prefillShared` / `fromShared`); `press` and `compressPrefix` are then unused.
    */
   prefilled?: { cache: RaggedKVCache; logits: Float32Array; prefillMs?: number };
+  /**
+   * Prompt token indices where a segment begins (chat-template turns, system prompt, question), for presses that
+   * protect boundary tokens (see PrefillOptions.boundaries). With `compressPrefix`, those inside the prefix count.
+   */
+  boundaries?: readonly number[];
 }
 
 /**
@@ -180,11 +186,17 @@ export class CokvModel {
   /**
    * Prefill `ids` into `cache` (full attention) in chunks, compressing each layer with `press` if given during the
    * last chunk (the exact mode; `opts.prefillEvict`: after every chunk). Returns the last position's logits (a copy).
+   * `opts.boundaries`: indices into `ids` where a prompt segment begins (see PrefillOptions.boundaries).
    */
-  prefill(ids: readonly number[], cache: RaggedKVCache, press?: Press, reserve = 0, opts: { prefillEvict?: boolean; chunkSize?: number } = {}): Float32Array {
+  prefill(
+    ids: readonly number[], cache: RaggedKVCache, press?: Press, reserve = 0,
+    opts: { prefillEvict?: boolean; chunkSize?: number; boundaries?: readonly number[] } = {},
+  ): Float32Array {
     if (isFullPress(press)) press = undefined;
     checkPrefillEvict(press, opts);
-    const hook = press ? pressPrefillHook(press, reserve, cache.position + ids.length, opts) : undefined;
+    const start = cache.position;
+    const boundaries = opts.boundaries && checkBoundaries(opts.boundaries, ids.length).map((b) => start + b);
+    const hook = press ? pressPrefillHook(press, reserve, cache.position + ids.length, { ...opts, boundaries }) : undefined;
     return this.transformer.forward(ids, cache, {
       logits: 'last', onLayer: hook?.onLayer, chunkSize: hook?.chunkSize ?? opts.chunkSize ?? DEFAULT_PREFILL_CHUNK, hookEveryChunk: hook?.hookEveryChunk,
     }).slice();
@@ -260,14 +272,20 @@ export class CokvModel {
   /**
    * A compressed copy of a shared prefill (`press` undefined = full), with room for `reserve` more tokens; if
    * `suffix` is given it is prefilled over the compressed cache (the context-only protocol) and its last logits
-   * are returned instead.
+   * are returned instead. `boundaries`: indices into `shared.ids` where a prompt segment begins (see
+   * PrefillOptions.boundaries).
    */
-  fromShared(shared: SharedPrefill, press: Press | undefined, reserve: number, suffix?: readonly number[]): { cache: RaggedKVCache; logits: Float32Array; prefillMs: number } {
+  fromShared(
+    shared: SharedPrefill, press: Press | undefined, reserve: number, suffix?: readonly number[], boundaries?: readonly number[],
+  ): { cache: RaggedKVCache; logits: Float32Array; prefillMs: number } {
     const t0 = performance.now();
+    const checked = boundaries && checkBoundaries(boundaries, shared.ids.length);
     const cache = shared.cache.clone(reserve + (suffix?.length ?? 0));
     if (press) {
       for (const l of cache.budgetedLayers()) {
-        press.compressLayer({ layer: l, queries: shared.queries[l], numTokens: shared.windowRows, startPosition: cache.position - shared.windowRows, cache }, reserve + (suffix?.length ?? 0));
+        press.compressLayer({
+          layer: l, queries: shared.queries[l], numTokens: shared.windowRows, startPosition: cache.position - shared.windowRows, cache, boundaries: checked,
+        }, reserve + (suffix?.length ?? 0));
       }
     }
     let logits = shared.logits;
@@ -383,6 +401,7 @@ export class CokvModel {
     checkPrefillEvict(opts.press, opts);
     if (opts.prefillEvict && opts.prefilled) throw new CokvError('prefillEvict: not with prefilled (that cache is prefilled already)', 'flag');
     const ids = this.promptIds(prompt, opts.addSpecial, opts.addBos);
+    if (opts.boundaries) checkBoundaries(opts.boundaries, ids.length);
     // Like transformers, generation may run past the trained context (RoPE positions keep counting); only the
     // prompt must fit. The retrieval model's 2048-token items need a few answer tokens beyond position 2048.
     const maxTokens = checkDecodeOptions(opts, this.config.contextLength);
@@ -402,10 +421,11 @@ export class CokvModel {
       const signal = opts.signal;
       const prefillEvict = opts.prefillEvict;
       if (k !== undefined && k > 0 && k < ids.length) {
-        await seq.prefill(ids.slice(0, k), { press: opts.press, reserve: room + ids.length - k, signal, prefillEvict });
+        const boundaries = opts.boundaries?.filter((b) => b < k);
+        await seq.prefill(ids.slice(0, k), { press: opts.press, reserve: room + ids.length - k, signal, prefillEvict, boundaries });
         await seq.append(ids.slice(k), { signal });
       } else {
-        await seq.prefill(ids, { press: opts.press, reserve: room, signal, prefillEvict });
+        await seq.prefill(ids, { press: opts.press, reserve: room, signal, prefillEvict, boundaries: opts.boundaries });
       }
     }
     const t1 = performance.now();

@@ -54,7 +54,7 @@ export function registerEval(program: Command, run: (fn: () => Promise<void>) =>
     .requiredOption('--dataset <name>', 'LongBench task name, retrieval, ruler, longeval or stories')
     .option('--presses <list>', 'comma-separated presses', 'full,snapkv,pyramidkv,adakv,headkv,cokv')
     .option('--budgets <list>', 'comma-separated budgets (tokens per KV head, window included)', '64,128,256,512,1024')
-    .option('--ratios <list>', 'also run these compression ratios (kept fraction of the prompt)')
+    .option('--ratios <list>', 'also run these kept fractions (0, 1] of the prompt (with --preset kvpress: kvpress compression ratios, the fraction removed)')
     .option('--limit <n>', 'only the first n items (after the split)')
     .option('--split <part>', 'test (85%), validation (15%) or all', 'test')
     .option('--split-seed <s>', 'seed of the validation/test split', '0')

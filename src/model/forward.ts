@@ -24,6 +24,11 @@ export interface LayerPrefillContext {
   /** Sequence position of the first new token. */
   startPosition: number;
   cache: RaggedKVCache;
+  /**
+   * Sequence positions where a prompt segment begins (BOS, chat-template turns, system prompt, question), for
+   * presses that protect boundary tokens; set by the prefill's caller, not by the forward pass.
+   */
+  boundaries?: readonly number[];
 }
 
 /**

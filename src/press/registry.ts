@@ -1,12 +1,15 @@
 /**
  * Press registry: name → scorer × allocator. Adding a method = one allocator or scorer file plus one line here.
  * Every press budgets the KV heads of the model's full-attention layers only (sliding layers keep their window).
+ * Every scored press honours `protect` (boundary protection); `boundary-snapkv` is SnapKV with protect 0.1.
+ * `preset: 'kvpress'` switches the defaults and the Ada-KV / PyramidKV rules to kvpress's (allocators/kvpress.ts).
  */
 import { CokvError } from '../errors.js';
 import { fullAttentionLayers, type ModelConfig } from '../model/config.js';
 import type { Press } from './types.js';
 import { ScoredPress, type Scorer } from './press.js';
-import { DEFAULT_WINDOW, validatePressOptions, type PressOptions } from './options.js';
+import type { Allocator } from './allocators/types.js';
+import { DEFAULT_PROTECT, DEFAULT_WINDOW, validatePressOptions, withPresetDefaults, type PressOptions } from './options.js';
 import { snapkvScores, streamingScores } from './scorers/snapkv.js';
 import { uniformAllocator } from './allocators/uniform.js';
 import { pyramidAllocator } from './allocators/pyramid.js';
@@ -15,9 +18,12 @@ import { cokvAllocator } from './allocators/cokv.js';
 import { headkvAllocator } from './allocators/headkv.js';
 import { randomAllocator } from './allocators/random.js';
 import { maskAllocator } from './allocators/mask.js';
+import { adaKvpressAllocator, pyramidKvpressAllocator } from './allocators/kvpress.js';
 import { readHeadScores, readProfileValues } from './head-values.js';
 
-export const PRESS_NAMES = ['full', 'streaming', 'snapkv', 'pyramidkv', 'adakv', 'ada-pyramidkv', 'headkv', 'cokv', 'random'] as const;
+export const PRESS_NAMES = [
+  'full', 'streaming', 'snapkv', 'boundary-snapkv', 'pyramidkv', 'adakv', 'ada-pyramidkv', 'headkv', 'cokv', 'random',
+] as const;
 export type PressName = (typeof PRESS_NAMES)[number];
 
 /** CoKV's default α: the paper's 10 of 256 players, scaled to the model's player count (full-attention KV heads; at least 1). */
@@ -61,6 +67,8 @@ export function createPress(name: string, options: PressOptions, config: ModelCo
   if (!(PRESS_NAMES as readonly string[]).includes(name)) {
     throw new CokvError(`press: unknown press '${name}' (known: ${PRESS_NAMES.join(', ')})`, 'flag');
   }
+  if (name === 'boundary-snapkv') options = { ...options, protect: options.protect ?? DEFAULT_PROTECT };
+  options = withPresetDefaults(options, name);
   validatePressOptions(options);
   if (name === 'full') return new FullPress();
   if (options.budget === undefined && options.ratio === undefined) {
@@ -68,19 +76,23 @@ export function createPress(name: string, options: PressOptions, config: ModelCo
   }
   const snap = snapkvScorer(options, config);
   const layers = fullAttentionLayers(config);
+  const kvpress = options.preset === 'kvpress';
+  const ada = () => (kvpress ? adaKvpressAllocator(options.adaFloor ?? 0.2) : adaAllocator(options.adaFloor ?? 0.2));
+  const pyramid = (inner: Allocator) => (kvpress ? pyramidKvpressAllocator(inner, options.pyramidBeta ?? 20) : pyramidAllocator(inner, options.pyramidBeta ?? 20));
   switch (name as PressName) {
     case 'streaming': {
       const sink = options.sink ?? 4;
       return new ScoredPress(name, (ctx, w) => streamingScores(ctx, w, sink), { ...uniformAllocator(), needsScores: true }, options, layers);
     }
     case 'snapkv':
+    case 'boundary-snapkv':
       return new ScoredPress(name, snap, { ...uniformAllocator(), needsScores: true }, options, layers);
     case 'pyramidkv':
-      return new ScoredPress(name, snap, { ...pyramidAllocator(uniformAllocator(), options.pyramidBeta ?? 20), needsScores: true }, options, layers);
+      return new ScoredPress(name, snap, { ...pyramid(uniformAllocator()), needsScores: true }, options, layers);
     case 'adakv':
-      return new ScoredPress(name, snap, adaAllocator(options.adaFloor ?? 0.2), options, layers);
+      return new ScoredPress(name, snap, ada(), options, layers);
     case 'ada-pyramidkv':
-      return new ScoredPress(name, snap, pyramidAllocator(adaAllocator(options.adaFloor ?? 0.2), options.pyramidBeta ?? 20), options, layers);
+      return new ScoredPress(name, snap, pyramid(ada()), options, layers);
     case 'headkv': {
       if (!options.headScores) throw new CokvError('headScores: press headkv needs a head scores file', 'flag');
       return new ScoredPress(name, snap, headkvAllocator(readHeadScores(options.headScores, config), options.headkvBeta ?? 1.01), options, layers);

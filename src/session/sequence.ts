@@ -33,6 +33,7 @@ import type { Press } from '../press/types.js';
 import { isFullPress } from '../press/registry.js';
 import type { CokvModel } from '../engine.js';
 import { readSavedCache, writeSavedCache } from '../cache/save.js';
+import { checkBoundaries } from '../press/boundaries.js';
 
 export interface SequenceOptions {
   /** KV storage: 'f16' (default, half the bytes of F32, as llama.cpp keeps it), 'f32' or 'q8' (see RaggedKVCache). */
@@ -73,6 +74,12 @@ export interface PrefillOptions {
    * backend computes every row alike, so there they are bit-identical.
    */
   chunkSize?: number;
+  /**
+   * Token indices of this prompt (0 = its first token) where a segment begins — chat-template turns, the system
+   * prompt, the question — for presses that protect boundary tokens (`protect`, `boundary-snapkv`); integers in
+   * [0, prompt length), else CokvError (kind 'flag'). Other presses ignore them.
+   */
+  boundaries?: readonly number[];
 }
 
 /** What a sequence holds now. */
@@ -124,10 +131,15 @@ export function checkPrefillEvict(press: Press | undefined, opts: { prefillEvict
  * chunk only (made ≥ its window); with `prefillEvict`, after every chunk, keeping room for the next chunk's rows
  * (the last chunk keeps `reserve`).
  */
-export function pressPrefillHook(press: Press, reserve: number, end: number, opts: { prefillEvict?: boolean; chunkSize?: number }): PressPrefillHook {
+export function pressPrefillHook(
+  press: Press, reserve: number, end: number, opts: { prefillEvict?: boolean; chunkSize?: number; boundaries?: readonly number[] },
+): PressPrefillHook {
   checkPrefillEvict(press, opts);
+  // `boundaries` are sequence positions here (the callers offset a prompt's indices by where it starts).
+  const boundaries = opts.boundaries;
+  const compressLayer = (ctx: LayerPrefillContext, r: number): void => press.compressLayer(boundaries ? { ...ctx, boundaries } : ctx, r);
   if (!opts.prefillEvict) {
-    return { onLayer: (ctx) => press.compressLayer(ctx, reserve), chunkSize: pressChunkSize(press.window, opts.chunkSize), hookEveryChunk: false };
+    return { onLayer: (ctx) => compressLayer(ctx, reserve), chunkSize: pressChunkSize(press.window, opts.chunkSize), hookEveryChunk: false };
   }
   const chunk = opts.chunkSize ?? DEFAULT_PREFILL_CHUNK;
   const w = press.window ?? 0;
@@ -137,7 +149,7 @@ export function pressPrefillHook(press: Press, reserve: number, end: number, opt
       // The first chunk takes the remainder: one shorter than the window (only possible after what the sequence
       // already held) is left to the next chunk, which then compresses it too.
       if (!last && ctx.numTokens < w) return;
-      press.compressLayer(ctx, last ? reserve : chunk);
+      compressLayer(ctx, last ? reserve : chunk);
     },
     chunkSize: chunk,
     hookEveryChunk: true,
@@ -293,13 +305,15 @@ export class Sequence {
   async prefill(input: string | readonly number[], opts: PrefillOptions = {}): Promise<void> {
     checkPrefillEvict(opts.press, opts);
     const ids = this.inputIds(input, opts);
+    const start = this.ids.length;
+    const boundaries = opts.boundaries && checkBoundaries(opts.boundaries, ids.length).map((b) => start + b);
     throwIfAborted(opts.signal, 'prefill');
-    await exclusive(this.model.transformer, () => this.run(ids, opts.press, opts));
+    await exclusive(this.model.transformer, () => this.run(ids, opts.press, { ...opts, boundaries }));
   }
 
   /** `prefill` without compression (e.g. a question after a compressed context). */
-  async append(input: string | readonly number[], opts: Omit<PrefillOptions, 'press' | 'prefillEvict'> = {}): Promise<void> {
-    return this.prefill(input, { ...opts, press: undefined, prefillEvict: undefined });
+  async append(input: string | readonly number[], opts: Omit<PrefillOptions, 'press' | 'prefillEvict' | 'boundaries'> = {}): Promise<void> {
+    return this.prefill(input, { ...opts, press: undefined, prefillEvict: undefined, boundaries: undefined });
   }
 
   /** The forward pass over pending + `ids`; the caller holds the lock. */
@@ -359,9 +373,10 @@ export class Sequence {
   /**
    * Compress the cache with `press`, using the queries kept by the last prefill (which must have been plain and
    * the last thing done): the same cache as prefilling with `press` in the same chunks (bit for bit, when the
-   * last chunk held the press's window; see PrefillOptions.chunkSize).
+   * last chunk held the press's window; see PrefillOptions.chunkSize). `boundaries`: positions in the sequence
+   * (indices into `tokens`) where a prompt segment begins, for presses that protect boundary tokens.
    */
-  async compress(press: Press, opts: { reserve?: number } = {}): Promise<void> {
+  async compress(press: Press, opts: { reserve?: number; boundaries?: readonly number[] } = {}): Promise<void> {
     const cache = this.cache;
     if (!this.queries) {
       throw new CokvError('compress: needs a plain prefill (no press) just before it: the window queries a press scores with are kept only until the cache changes', 'state');
@@ -370,9 +385,10 @@ export class Sequence {
       throw new CokvError(`compress: the press's window ${press.window} is longer than the ${this.queryRows} window queries kept (SequenceOptions.windowRows)`, 'flag');
     }
     const queries = this.queries;
+    const boundaries = opts.boundaries && checkBoundaries(opts.boundaries, this.ids.length);
     await exclusive(this.model.transformer, () => {
       for (const l of cache.budgetedLayers()) {
-        press.compressLayer({ layer: l, queries: queries[l], numTokens: this.queryRows, startPosition: cache.position - this.queryRows, cache }, opts.reserve ?? 0);
+        press.compressLayer({ layer: l, queries: queries[l], numTokens: this.queryRows, startPosition: cache.position - this.queryRows, cache, boundaries }, opts.reserve ?? 0);
       }
     });
     this.queries = undefined;

@@ -9,8 +9,13 @@ export interface AllocationContext {
   numKvHeads: number;
   promptLength: number;
   window: number;
-  /** Average prompt tokens per KV head, window included. */
+  /** Average prompt tokens per KV head, window included (protected boundary entries excluded). */
   budget: number;
+  /**
+   * The same before rounding, when the press has a kvpress-preset ratio: L·(1 − r) (kvpress's PyramidKV ramps this
+   * real value); otherwise `budget`. Unset = `budget`.
+   */
+  keep?: number;
   /** Pooled scores of this layer's heads (length promptLength − window each); empty for static allocators. */
   scores: Float32Array[];
   /** Re-share budget a head cannot use (default true); false reproduces the reference code's integer rules. */
