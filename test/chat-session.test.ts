@@ -207,6 +207,72 @@ describe('ChatSession', () => {
     }
   });
 
+  it.skipIf(!haveAssets)('prefillEvict: compressed turns prefill in the bounded mode, as CokvModel.generate with prefillEvict; refused without a press', async () => {
+    const model = await loadModel(RETRIEVAL);
+    const press = createPress('snapkv', { budget: 32 }, model.config);
+    const filler = 'The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. ';
+    // Over two 512-token chunks, so the bounded mode compresses between chunks (and differs from the exact mode).
+    const first = `${filler.repeat(28)}The pass key is 4417. ${filler.repeat(28)}What is the pass key?`;
+    const opts = { template: PLAIN, system: 'Answer briefly.', press };
+    const bounded = await model.createChatSession({ ...opts, prefillEvict: true });
+    const exact = await model.createChatSession(opts);
+    const a = bounded.prompt(first, greedy);
+    const b = exact.prompt(first, greedy);
+    await a.complete();
+    await b.complete();
+    const text = render(model, PLAIN, [{ role: 'system', content: 'Answer briefly.' }, { role: 'user', content: first }]);
+    expect(model.promptIds(text, false).length).toBeGreaterThan(1024);
+    const wantBounded = model.generate(text, { ...greedy, addSpecial: false, press, prefillEvict: true });
+    const wantExact = model.generate(text, { ...greedy, addSpecial: false, press });
+    await wantBounded.complete();
+    await wantExact.complete();
+    expect(a.tokens).toEqual(wantBounded.tokens);
+    expect(b.tokens).toEqual(wantExact.tokens);
+    expect(wantBounded.tokens).not.toEqual(wantExact.tokens); // the two modes are told apart by this prompt
+    expect(bounded.stats.lastTurn).toMatchObject({ compressed: true, reprefilled: false });
+    expect(bounded.stats.kvBytes).toBeLessThan(bounded.stats.kvFullBytes);
+    // A later turn goes on over the kept cache.
+    await bounded.prompt('And the sky? The sky is blue, the grass is green, the sun is yellow.', greedy).complete();
+    expect(bounded.stats.lastTurn).toMatchObject({ reprefilled: false, compressed: true });
+    expect(bounded.turns).toHaveLength(2);
+    bounded.dispose();
+    exact.dispose();
+    for (const p of [undefined, createPress('full', {}, model.config)]) {
+      const err = await model.createChatSession({ template: PLAIN, press: p, prefillEvict: true }).then(() => undefined, (e: unknown) => e);
+      expect(err).toBeInstanceOf(CokvError);
+      expect((err as CokvError).kind).toBe('flag');
+      expect((err as CokvError).message).toBe('prefillEvict: needs a press (with the full cache nothing is evicted)');
+    }
+  });
+
+  it.skipIf(!haveAssets)('cokv chat --prefill-evict (piped): answers as a bounded-mode session does; refused without --press in one line', async () => {
+    const tpl = path.join(tmpDir(), 'plain.jinja');
+    fs.writeFileSync(tpl, PLAIN);
+    const run = (args: string[], input: string) => spawnSync(process.execPath, ['--import', 'tsx', path.join(repoRoot, 'src/cli/run.ts'), 'chat', '--model', RETRIEVAL, '--template', tpl, ...args], {
+      cwd: repoRoot, encoding: 'utf8', input, timeout: 120_000,
+    });
+    const filler = 'The grass is green. The sky is blue. ';
+    const message = `${filler.repeat(60)}The pass key is 4417. ${filler.repeat(30)}What is the pass key? The pass key is`;
+    const model = await loadModel(RETRIEVAL);
+    const press = createPress('snapkv', { budget: 32 }, model.config);
+    const answers = await Promise.all([true, false].map(async (prefillEvict) => {
+      const chat = await model.createChatSession({ template: PLAIN, press, prefillEvict });
+      const text = await chat.prompt(message, greedy).complete();
+      chat.dispose();
+      return text;
+    }));
+    expect(answers[0]).not.toBe(answers[1]);
+    const r = run(['--press', 'snapkv', '--budget', '32', '--prefill-evict', '--max-tokens', String(greedy.maxTokens)], `${message}\n/stats\n/exit\n`);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).not.toMatch(/error/i);
+    expect(r.stdout).toContain(`${answers[0]}\n`);
+    expect(r.stdout).not.toContain(answers[1]);
+    expect(r.stdout).toMatch(/last turn: 0 tokens reused, \d+ prefilled, compressed \(entries evicted: #1 \d+\)/);
+    const refused = run(['--prefill-evict'], '/exit\n');
+    expect(refused.status).toBe(1);
+    expect(refused.stderr.trim()).toBe('cokv: --prefill-evict: needs --press (with the full cache nothing is evicted)');
+  });
+
   it.skipIf(!haveAssets)('a cancelled answer is kept as far as it got; a cancelled prefill leaves the history and re-prefills next turn', async () => {
     const model = await loadModel(RETRIEVAL);
     const chat = await model.createChatSession({ template: PLAIN });

@@ -13,6 +13,7 @@ import type { DecodeOptions } from '../generate/generation.js';
 import { KV_DTYPE_HELP, formatBytes, kvDtypeFlag, numberFlag } from './util.js';
 import { flagWording } from './flag-names.js';
 import { addPressFlags, pressFromFlags, type PressFlags } from './press-flags.js';
+import { checkPrefillEvictFlags, PREFILL_EVICT_HELP } from './generate.js';
 
 interface ChatFlags extends PressFlags {
   model: string;
@@ -26,6 +27,7 @@ interface ChatFlags extends PressFlags {
   minTokens?: string;
   kvDtype?: string;
   maxHistory?: string;
+  prefillEvict?: boolean;
 }
 
 const HELP = '/stats  /save FILE  /load FILE  /reset  /help  /exit   (Ctrl-C cancels an answer; Ctrl-D or Ctrl-C at the prompt exits)';
@@ -44,7 +46,8 @@ export function registerChat(program: Command, run: (fn: () => Promise<void>) =>
     .option('--seed <s>', 'sampling seed')
     .option('--min-tokens <n>', 'EOS cannot end an answer before this many tokens')
     .option('--kv-dtype <t>', `${KV_DTYPE_HELP} (default f16; /load keeps the file's unless given)`)
-    .option('--max-history <n>', 'with --press: compress only once the history holds more than n entries per KV head');
+    .option('--max-history <n>', 'with --press: compress only once the history holds more than n entries per KV head')
+    .option('--prefill-evict', `${PREFILL_EVICT_HELP}; applies to every compressed turn`);
   addPressFlags(cmd).action((flags: ChatFlags) => run(() => chatCommand(flags)));
 }
 
@@ -80,6 +83,7 @@ async function chatCommand(f: ChatFlags): Promise<void> {
     minTokens: numberFlag('--min-tokens', f.minTokens, { integer: true, min: 0 }),
   };
   const maxHistoryTokens = numberFlag('--max-history', f.maxHistory, { integer: true, min: 1 });
+  checkPrefillEvictFlags(f);
   let template: string | undefined;
   if (f.template !== undefined) {
     try {
@@ -94,7 +98,8 @@ async function chatCommand(f: ChatFlags): Promise<void> {
   }
   const press = pressFromFlags(f, model.config);
   if (maxHistoryTokens !== undefined && !press) throw new CokvError('--max-history: needs --press', 'flag');
-  const opts: ChatSessionOptions = { press, system: f.system, kvDtype: kvDtypeFlag(f.kvDtype), maxHistoryTokens, template };
+  const prefillEvict = f.prefillEvict === true ? true : undefined;
+  const opts: ChatSessionOptions = { press, system: f.system, kvDtype: kvDtypeFlag(f.kvDtype), maxHistoryTokens, template, prefillEvict };
   let session = await model.createChatSession(opts);
   const out = (s: string): void => { process.stdout.write(s); };
   const rl = readline.createInterface({ input: process.stdin, output: process.stdout, terminal: process.stdin.isTTY === true });
@@ -138,7 +143,7 @@ async function chatCommand(f: ChatFlags): Promise<void> {
             out(`saved ${session.stats.turns} turns to ${arg} (cache in ${arg}.kvc)\n`);
           } else if (command === '/load') {
             if (!arg) throw new CokvError('/load: give a file', 'flag');
-            const loaded = await ChatSession.load(model, arg, { press, maxHistoryTokens, kvDtype: f.kvDtype === undefined ? undefined : opts.kvDtype, ...(template !== undefined ? { template } : {}), ...(f.system !== undefined ? { system: f.system } : {}) });
+            const loaded = await ChatSession.load(model, arg, { press, maxHistoryTokens, prefillEvict, kvDtype: f.kvDtype === undefined ? undefined : opts.kvDtype, ...(template !== undefined ? { template } : {}), ...(f.system !== undefined ? { system: f.system } : {}) });
             session.dispose();
             session = loaded;
             out(`loaded ${session.stats.turns} turns from ${arg}\n`);

@@ -55,10 +55,24 @@ export function registerGenerate(program: Command, run: (fn: () => Promise<void>
     .option('--json-stream', 'print one JSON line per chunk ({"token", "text"}), then the --json object as the last line')
     .option('--save-cache <file>', 'after the prompt\'s prefill (and compression), save the cache to this file')
     .option('--load-cache <file>', 'start from a cache saved by --save-cache: the prompt is appended to it uncompressed; with --press, the loaded cache is compressed first (it must have been saved after a prefill with no --press)')
-    .option('--prefill-evict', 'with --press: compress after every 512-token prefill chunk, so KV held stays ≤ budget + chunk per head (default: full K/V until the last chunk, then compress: the exact result)');
+    .option('--prefill-evict', PREFILL_EVICT_HELP);
   addBosFlags(cmd);
   addPressFlags(cmd).action((flags: GenerateFlags) => run(() => generateCommand(flags)));
 }
+
+/**
+ * `--prefill-evict` (generate, chat, serve), refused before the model loads: without a press there is nothing to
+ * evict, and a prefill chunk must hold the press's window.
+ */
+export function checkPrefillEvictFlags(f: PressFlags & { prefillEvict?: boolean }): void {
+  if (!f.prefillEvict) return;
+  if ((f.press ?? 'full') === 'full') throw new CokvError('--prefill-evict: needs --press (with the full cache nothing is evicted)', 'flag');
+  const window = numberFlag('--window', f.window, { integer: true, min: 1 }) ?? 0;
+  if (window > DEFAULT_PREFILL_CHUNK) throw new CokvError(`--prefill-evict: --window ${window} is longer than the ${DEFAULT_PREFILL_CHUNK}-token prefill chunk`, 'flag');
+}
+
+/** Help text of `--prefill-evict` (generate, chat, serve). */
+export const PREFILL_EVICT_HELP = 'with --press: compress after every 512-token prefill chunk, so KV held stays ≤ budget + chunk per head (default: full K/V until the last chunk, then compress: the exact result)';
 
 /**
  * The prompt file's text, read only when it can fit: a file larger than 3 × `maxChars` bytes holds more than
@@ -130,12 +144,7 @@ async function generateCommand(f: GenerateFlags): Promise<void> {
     stop: f.stop,
   };
   opts.kvDtype = kvDtypeFlag(f.kvDtype);
-  if (f.prefillEvict) {
-    // Refused before the model loads: without a press there is nothing to evict, and a chunk must hold the window.
-    if ((f.press ?? 'full') === 'full') throw new CokvError('--prefill-evict: needs --press (with the full cache nothing is evicted)', 'flag');
-    const window = numberFlag('--window', f.window, { integer: true, min: 1 }) ?? 0;
-    if (window > DEFAULT_PREFILL_CHUNK) throw new CokvError(`--prefill-evict: --window ${window} is longer than the ${DEFAULT_PREFILL_CHUNK}-token prefill chunk`, 'flag');
-  }
+  checkPrefillEvictFlags(f);
   if (f.loadCache !== undefined && f.prefillEvict) {
     throw new CokvError('--prefill-evict: not with --load-cache (the loaded cache is prefilled already; --press compresses it as it was saved)', 'flag');
   }

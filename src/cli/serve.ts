@@ -6,6 +6,7 @@ import { loadModelWorker } from '../session/remote-model.js';
 import { createCokvServer } from '../server/server.js';
 import { KV_DTYPE_HELP, kvDtypeFlag, numberFlag } from './util.js';
 import { addPressFlags, pressFromFlags, pressOptionsFromFlags, type PressFlags } from './press-flags.js';
+import { checkPrefillEvictFlags, PREFILL_EVICT_HELP } from './generate.js';
 
 interface ServeFlags extends PressFlags {
   model: string;
@@ -18,6 +19,7 @@ interface ServeFlags extends PressFlags {
   kvDtype?: string;
   prefixCache: string;
   prefixCacheMb: string;
+  prefillEvict?: boolean;
 }
 
 export function registerServe(program: Command, run: (fn: () => Promise<void>) => Promise<void>): void {
@@ -33,7 +35,8 @@ export function registerServe(program: Command, run: (fn: () => Promise<void>) =
     .option('--max-body <bytes>', 'largest request body accepted', String(8 << 20))
     .option('--kv-dtype <t>', `${KV_DTYPE_HELP} (default for requests)`, 'f16')
     .option('--prefix-cache <n>', 'finished sequences kept so a request extending one (the next turn) prefills only its new tokens; 0 = off', '4')
-    .option('--prefix-cache-mb <n>', 'most MiB those kept sequences may hold together', '512');
+    .option('--prefix-cache-mb <n>', 'most MiB those kept sequences may hold together', '512')
+    .option('--prefill-evict', `${PREFILL_EVICT_HELP}; the default for requests with a press (a request's "cokv": {"prefill_evict": false} turns it off)`);
   addPressFlags(cmd).action((flags: ServeFlags) => run(() => serveCommand(flags)));
 }
 
@@ -44,6 +47,7 @@ async function serveCommand(f: ServeFlags): Promise<void> {
   const kvDtype = kvDtypeFlag(f.kvDtype);
   const prefixCache = numberFlag('--prefix-cache', f.prefixCache, { integer: true, min: 0 })!;
   const prefixCacheBytes = numberFlag('--prefix-cache-mb', f.prefixCacheMb, { min: 0 })! * 2 ** 20;
+  checkPrefillEvictFlags(f);
   // An environment variable keeps the key out of `ps` listings.
   const apiKey = f.apiKey ?? (process.env.COKV_API_KEY || undefined);
   if (apiKey !== undefined && apiKey.trim() === '') throw new CokvError('--api-key: the key is empty', 'flag');
@@ -54,7 +58,7 @@ async function serveCommand(f: ServeFlags): Promise<void> {
   const modelId = f.modelName ?? path.basename(path.resolve(f.model));
   const log = (line: string): void => { process.stderr.write(`cokv: ${line}\n`); };
   const { server, close } = createCokvServer({
-    model, modelId, apiKey, queue, maxBody, kvDtype, log, prefixCache, prefixCacheBytes,
+    model, modelId, apiKey, queue, maxBody, kvDtype, log, prefixCache, prefixCacheBytes, prefillEvict: f.prefillEvict === true,
     press: { name: f.press ?? 'full', options: pressOptionsFromFlags(f) },
   });
   await new Promise<void>((resolve, reject) => {

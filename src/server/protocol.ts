@@ -36,6 +36,8 @@ export interface RequestPress {
   pool?: string;
   headScores?: string;
   kvDtype?: string;
+  /** The bounded prefill (PrefillOptions.prefillEvict); undefined: the server's default. */
+  prefillEvict?: boolean;
 }
 
 export interface ParsedRequest {
@@ -87,10 +89,10 @@ function str(b: Body, key: string, param = key): string | undefined {
   return v;
 }
 
-function bool(b: Body, key: string): boolean | undefined {
+function bool(b: Body, key: string, param = key): boolean | undefined {
   const v = b[key];
   if (!present(v)) return undefined;
-  if (typeof v !== 'boolean') throw bad(key, `${JSON.stringify(v)} is not a boolean`);
+  if (typeof v !== 'boolean') throw bad(param, `${JSON.stringify(v)} is not a boolean`);
   return v;
 }
 
@@ -111,7 +113,7 @@ function stopList(b: Body): string[] {
   return list as string[];
 }
 
-const PRESS_FIELDS = ['press', 'budget', 'ratio', 'window', 'profile', 'alpha', 'sink', 'kernel', 'pool', 'head_scores', 'kv_dtype'];
+const PRESS_FIELDS = ['press', 'budget', 'ratio', 'window', 'profile', 'alpha', 'sink', 'kernel', 'pool', 'head_scores', 'kv_dtype', 'prefill_evict'];
 
 function pressFields(b: Body): RequestPress {
   const v = b.cokv;
@@ -132,6 +134,7 @@ function pressFields(b: Body): RequestPress {
     pool: str(c, 'pool', 'cokv.pool'),
     headScores: str(c, 'head_scores', 'cokv.head_scores'),
     kvDtype: str(c, 'kv_dtype', 'cokv.kv_dtype'),
+    prefillEvict: bool(c, 'prefill_evict', 'cokv.prefill_evict'),
   };
 }
 

@@ -13,7 +13,7 @@ import { CokvError, sanitize } from '../errors.js';
 import { checkDecodeOptions } from '../generate/generation.js';
 import type { PressOptions } from '../press/options.js';
 import { createPress, isFullPress } from '../press/registry.js';
-import { DEFAULT_KV_DTYPE, type SequenceStats } from '../session/sequence.js';
+import { checkPrefillEvict, DEFAULT_KV_DTYPE, type SequenceStats } from '../session/sequence.js';
 import type { PressSpec, RemoteModel, RemoteSequence } from '../session/remote-model.js';
 import { ApiError, parseRequest, type ParsedRequest } from './protocol.js';
 import { JobQueue } from './queue.js';
@@ -31,6 +31,11 @@ export interface ServerOptions {
   maxBody?: number;
   /** Press used when a request's `cokv` field names none (default: full cache). */
   press?: { name: string; options: PressOptions };
+  /**
+   * Prefill requests that have a press in the bounded mode (PrefillOptions.prefillEvict) unless they say
+   * `cokv.prefill_evict: false` (default: the exact mode). Requests without a press are unaffected.
+   */
+  prefillEvict?: boolean;
   /** KV storage of requests that do not name one (default f16). */
   kvDtype?: KvDType;
   /** One line per request and event (default: none). */
@@ -67,6 +72,8 @@ interface Prepared {
   promptTokens: number;
   maxTokens: number;
   pressName: string;
+  /** The bounded prefill (only with a press). */
+  prefillEvict: boolean;
 }
 
 /** What the prefix cache needs of a sequence (a RemoteSequence in the server; a Sequence does too). */
@@ -315,18 +322,23 @@ export function createCokvServer(o: ServerOptions): CokvServer {
       signal,
     };
     let press: PressSpec | undefined;
+    let prefillEvict = false;
     try {
       // Built here to check it (errors name the request's fields); the worker builds its own from the descriptor.
       const made = createPress(pressName, options, model.config);
       press = isFullPress(made) ? undefined : { name: pressName, options };
+      // Asked for in the request, it needs a press; the server's default applies to requests that have one.
+      if (c.prefillEvict) checkPrefillEvict(press && made, { prefillEvict: true });
+      prefillEvict = press !== undefined && (c.prefillEvict ?? o.prefillEvict ?? false);
+      checkPrefillEvict(made, { prefillEvict });
       checkDecodeOptions(opts, model.config.contextLength);
     } catch (e) {
       if (e instanceof CokvError) throw asFieldError(e);
       throw e;
     }
     // The options that shape the compressed cache (a full cache: none but the storage type).
-    const settings = JSON.stringify(press ? [pressName, kvDtype, Object.entries(options).filter(([, v]) => v !== undefined).sort()] : ['full', kvDtype]);
-    return { ids, opts, press, kvDtype: kvDtype as KvDType, settings, promptTokens: ids.length, maxTokens, pressName };
+    const settings = JSON.stringify(press ? [pressName, kvDtype, Object.entries(options).filter(([, v]) => v !== undefined).sort(), prefillEvict] : ['full', kvDtype]);
+    return { ids, opts, press, kvDtype: kvDtype as KvDType, settings, promptTokens: ids.length, maxTokens, pressName, prefillEvict };
   }
 
   /**
@@ -348,9 +360,10 @@ export function createCokvServer(o: ServerOptions): CokvServer {
       }
       return { seq, reused };
     }
-    const seq = await o.model.createSequence({ kvDtype: prep.kvDtype, capacity: prep.ids.length + prep.maxTokens });
+    // The bounded mode must not preallocate the whole prompt per head: its heads grow by chunks.
+    const seq = await o.model.createSequence({ kvDtype: prep.kvDtype, capacity: prep.prefillEvict ? 0 : prep.ids.length + prep.maxTokens });
     try {
-      await seq.prefill(prep.ids, { press: prep.press, reserve: prep.maxTokens, signal });
+      await seq.prefill(prep.ids, { press: prep.press, reserve: prep.maxTokens, signal, prefillEvict: prep.prefillEvict || undefined });
     } catch (e) {
       seq.dispose();
       throw e;
@@ -419,7 +432,7 @@ export function createCokvServer(o: ServerOptions): CokvServer {
       const choice = chat
         ? { index: 0, message: { role: 'assistant', content: gen.text, refusal: null }, logprobs: null, finish_reason: outcome.finish }
         : { index: 0, text: gen.text, logprobs: null, finish_reason: outcome.finish };
-      sendJson(res, 200, { ...base, choices: [choice], usage: usageOf(s.generatedTokens), cokv: statsOf(s, prep.pressName, reused) });
+      sendJson(res, 200, { ...base, choices: [choice], usage: usageOf(s.generatedTokens), cokv: statsOf(s, prep, reused) });
       return true;
     }
     res.writeHead(200, { 'Content-Type': 'text/event-stream; charset=utf-8', 'Cache-Control': 'no-cache', Connection: 'keep-alive', 'X-Accel-Buffering': 'no' });
@@ -453,7 +466,7 @@ export function createCokvServer(o: ServerOptions): CokvServer {
     }
     const s = gen.stats!;
     outcome.finish = finishReason(s);
-    await event(piece('', outcome.finish), { cokv: statsOf(s, prep.pressName, reused) });
+    await event(piece('', outcome.finish), { cokv: statsOf(s, prep, reused) });
     if (p.includeUsage) await write(res, `data: ${JSON.stringify({ ...base, choices: [], usage: usageOf(s.generatedTokens) })}\n\n`);
     res.end('data: [DONE]\n\n');
     return true;
@@ -510,9 +523,10 @@ function finishReason(s: GenerationStats): string {
   return s.stopReason === 'length' ? 'length' : 'stop';
 }
 
-function statsOf(s: GenerationStats, press: string, reused: number): Record<string, unknown> {
+function statsOf(s: GenerationStats, prep: Prepared, reused: number): Record<string, unknown> {
   return {
-    press,
+    press: prep.pressName,
+    prefill_evict: prep.prefillEvict,
     // Prompt tokens taken from a cached earlier sequence (prefix reuse) rather than prefilled for this request.
     reusedPromptTokens: reused,
     prefill_ms: s.prefillMs,
@@ -532,7 +546,7 @@ function sha256(s: string): Buffer {
 const REQUEST_FIELDS: Record<string, string> = {
   press: 'cokv.press', budget: 'cokv.budget', ratio: 'cokv.ratio', window: 'cokv.window', pool: 'cokv.pool',
   kernel: 'cokv.kernel', alpha: 'cokv.alpha', profile: 'cokv.profile', headScores: 'cokv.head_scores', sink: 'cokv.sink',
-  kvDtype: 'cokv.kv_dtype', maxTokens: 'max_tokens', temperature: 'temperature', seed: 'seed', stop: 'stop',
+  kvDtype: 'cokv.kv_dtype', prefillEvict: 'cokv.prefill_evict', maxTokens: 'max_tokens', temperature: 'temperature', seed: 'seed', stop: 'stop',
   topP: 'top_p', topK: 'top_k', minP: 'min_p', repetitionPenalty: 'repetition_penalty',
 };
 

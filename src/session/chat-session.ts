@@ -28,7 +28,7 @@ import { applyChatTemplate } from '../model/chat.js';
 import type { Press } from '../press/types.js';
 import { writeFileAtomic } from '../util/files.js';
 import { isFullPress } from '../press/registry.js';
-import { Sequence, stoppedEarlyStats, type SequenceStats } from './sequence.js';
+import { checkPrefillEvict, Sequence, stoppedEarlyStats, type SequenceStats } from './sequence.js';
 
 export interface ChatSessionOptions {
   /** Compress the history with this press when its KV exceeds the budget (see `maxHistoryTokens`). */
@@ -45,6 +45,11 @@ export interface ChatSessionOptions {
   maxHistoryTokens?: number;
   /** A Jinja chat template to use instead of the model's own (required for a model that ships none). */
   template?: string;
+  /**
+   * With `press`: prefill each compressed turn in the bounded mode (PrefillOptions.prefillEvict: compress after
+   * every chunk, so a long message never holds its full K/V). Needs a press whose window fits one chunk.
+   */
+  prefillEvict?: boolean;
 }
 
 /** One exchange of the conversation. */
@@ -162,6 +167,7 @@ export class ChatSession {
     const m = opts.maxHistoryTokens;
     if (m !== undefined && !(Number.isSafeInteger(m) && m > 0)) throw new CokvError(`maxHistoryTokens: ${m} must be a positive integer`, 'flag');
     if (m !== undefined && (!opts.press || isFullPress(opts.press))) throw new CokvError('maxHistoryTokens: needs a press (it says when the press compresses the history)', 'flag');
+    checkPrefillEvict(isFullPress(opts.press) ? undefined : opts.press, { prefillEvict: opts.prefillEvict });
   }
 
   /** A new, empty session (use `model.createChatSession`). */
@@ -326,7 +332,7 @@ export class ChatSession {
     const fedFrom = seq.position - seq.stats.pendingTokens;
     const before = press ? heldBySpan(seq, this.spans) : undefined;
     try {
-      await seq.prefill(suffix, { press, reserve: maxTokens, signal });
+      await seq.prefill(suffix, { press, reserve: maxTokens, signal, prefillEvict: press && this.opts.prefillEvict });
     } catch (e) {
       // The sequence is incomplete now: the next turn starts from an empty one (the history is kept).
       seq.dispose();
