@@ -5,7 +5,9 @@
  *   array [99, L, KVH]. kvpress reads row `round(compression_ratio·100) − 1` and takes each entry as that head's
  *   **prune ratio** (fraction removed; it keeps `1 − entry`), so row r holds the CoKV allocation at compression
  *   ratio (r+1)% — average keep rate (99 − r)%. See {@link kvpressCounts} for the integer rule.
- * - `attention-matching`: JSON `{"L{l}H{h}": share}`, shares = values clipped at 0, normalised to sum to 1.
+ * - `attention-matching`: the head-budget JSON of Attention Matching (adamzweiger/compaction,
+ *   `load_budgets_from_json`: keys `L{layer}H{kv head}`, proportions summing to 1; its Gemma 3 files list only the
+ *   full-attention layers, by model index), shares = values clipped at 0, normalised to sum to 1.
  * - `duo`: DuoAttention's `full_attention_heads.tsv` (`duo_attn/utils.py` `save_full_attention_heads`:
  *   `np.savetxt(…, delimiter="\t")`, one row per layer, one column per KV head, `%.18e`); DuoAttention clips the
  *   values to [0, 1] on load, so they are written as values clipped at 0 divided by the largest.
@@ -214,7 +216,7 @@ export function exportProfile(format: ExportFormat, v: ExportValues, table?: Kvp
       return encodeNpy({ shape: [KVPRESS_ROWS, v.layers.length, v.numKvHeads], data: kvpressTable(v, table) });
     }
     case 'attention-matching':
-      return JSON.stringify(attentionMatchingShares(v), null, 1) + '\n';
+      return JSON.stringify(attentionMatchingShares(v), null, 2) + '\n';
     case 'duo':
       return duoTsv(v);
     case 'csv':
