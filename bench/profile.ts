@@ -29,7 +29,7 @@ if (!fs.existsSync(modelDir)) { console.error(`${modelDir} not found`); process.
 
 const model = await loadModel(modelDir);
 const picked = loadEvalItems('retrieval', data).filter((it) => it.task === 'passkey' && it.length === length).slice(0, itemsN);
-const samples = buildSamples('retrieval', picked, model.tokenizer);
+const samples = await buildSamples('retrieval', picked, model);
 const c = model.config;
 const n = c.numLayers * c.numKvHeads;
 const window = 8;

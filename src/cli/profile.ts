@@ -10,12 +10,13 @@ import { lockOutput, writeFileAtomic, type FileLock } from '../util/files.js';
 import { loadModel } from '../engine.js';
 import { modelFingerprint } from '../model/fingerprint.js';
 import { ModelGame, type UtilityKind } from '../game/model-game.js';
-import { buildSamples, taskMetric } from '../game/samples.js';
+import { buildSamples, metricGameOptions } from '../game/samples.js';
+import { enumerateGame, leaveOneOut, valuesGrid } from '../game/enumerate.js';
 import { datasetInfo } from '../eval/datasets.js';
 import { dataFile, selectItems } from '../eval/runner.js';
 import { readTextFile } from '../eval/jsonl.js';
 import { createHash } from 'node:crypto';
-import { defaultSizes, exactShapley, exactSliced, valueSizes } from '../game/sliced-shapley.js';
+import { defaultSizes, valueSizes } from '../game/sliced-shapley.js';
 import { mergeProfiles, runProfiler } from '../game/profiler.js';
 import { profileLayers, readProfile, writeProfileAtomic, type ProfileSettings } from '../game/profile-file.js';
 import { compareValues, topK } from '../game/compare.js';
@@ -51,6 +52,8 @@ interface ProfileFlags {
   sSideOnly?: boolean;
   sizeOrder: string;
   exact?: boolean;
+  estimator: string;
+  chat?: boolean;
   quiet?: boolean;
 }
 
@@ -64,7 +67,7 @@ export function registerProfile(program: Command, run: Run): void {
     .requiredOption('--model <path>', 'model file or folder')
     .requiredOption('--data <path>', 'dataset jsonl, or a folder with <task>.jsonl')
     .option('--task <name>', 'dataset (prompt format and metric): retrieval, stories, a LongBench task, …', 'retrieval')
-    .option('--utility <kind>', 'metric (greedy + task metric, the paper), loglik (teacher-forced answer log-prob) or kl', 'loglik')
+    .option('--utility <kind>', 'metric (the paper: greedy answer scored by the task metric; exact-match tasks verify the reference in one batched pass), loglik (teacher-forced answer log-prob) or kl', 'metric')
     .option('--samples <n>', 'most samples (coalition pairs) per run', '256')
     .option('--sizes <list>', 'coalition sizes H (default n/8, n/4, 3n/8, n/2)')
     .option('--window <w>', 'tokens a masked head keeps', '8')
@@ -75,7 +78,7 @@ export function registerProfile(program: Command, run: Run): void {
     .option('--shard <i/k|auto>', 'run only sample indices ≡ i (mod k), or auto (Slurm array task / Kubernetes Indexed Job); merge shards with `cokv profile merge`')
     .option('--shards <n>', SHARDS_HELP)
     .option('--tolerance <t>', 'stop when the runs\' MAE is below this (default |U(N) − U(∅)|/n, the paper\'s 1/n on a 0–1 scale)')
-    .option('--max-new <n>', 'answer tokens scored (loglik, kl) or generated (metric)')
+    .option('--max-new <n>', 'answer tokens scored (loglik, kl; default 16) or generated (metric; default the dataset\'s, as cokv eval)')
     .option('--batch <b>', 'coalitions per batched decode', '16')
     .option('--split <part>', 'validation (15%, the default: profile on validation, report on test), test or all', 'validation')
     .option('--split-seed <s>', 'seed of the validation/test split (the same as cokv eval\'s)', '0')
@@ -87,6 +90,8 @@ export function registerProfile(program: Command, run: Run): void {
     .option('--s-side-only', 'count only the S side of each sample (the reference code)')
     .option('--size-order <o>', 'round-robin or random', 'round-robin')
     .option('--exact', 'enumerate all 2^n coalitions instead (n ≤ 16): exact Shapley and sliced values')
+    .option('--estimator <kind>', 'sliced (Sliced Shapley, the paper) or loo (leave-one-out: U(N) − U(N∖{i}), single-head ablation)', 'sliced')
+    .option('--chat', 'LongBench: wrap prompts in the chat template, as cokv eval --chat')
     .option('--quiet', 'no progress output')
     .action((f: ProfileFlags) => run(() => profileRun(f)));
 
@@ -193,10 +198,12 @@ async function profileRun(f: ProfileFlags): Promise<void> {
   const runs = numberFlag('--runs', f.runs, { integer: true, min: 1, max: 8 })!;
   const seed = numberFlag('--seed', f.seed, { integer: true, min: 0 })!;
   const batch = numberFlag('--batch', f.batch, { integer: true, min: 1 })!;
-  const maxNew = numberFlag('--max-new', f.maxNew, { integer: true, min: 1 }) ?? (utility === 'metric' ? 32 : 16);
+  if (!['sliced', 'loo'].includes(f.estimator)) throw new CokvError(`--estimator: '${f.estimator}' must be sliced or loo`, 'flag');
+  if (f.estimator === 'loo' && f.exact) throw new CokvError('--estimator loo: not with --exact (both enumerate their coalitions; pick one)', 'flag');
+  const maxNew = numberFlag('--max-new', f.maxNew, { integer: true, min: 1 }) ?? (utility === 'metric' ? datasetInfo(task).maxNewTokens : 16);
   const limit = numberFlag('--limit', f.limit, { integer: true, min: 1 });
   const shard = parseShard(f.shard, f.shards);
-  if (shard && f.exact) throw new CokvError('--shard: not with --exact (it enumerates every coalition in one process)', 'flag');
+  if (shard && (f.exact || f.estimator === 'loo')) throw new CokvError(`--shard: not with ${f.exact ? '--exact' : '--estimator loo'} (it evaluates its coalitions in one process)`, 'flag');
 
   const items = selectItems({
     dataset: task, data: f.data, presses: [], budgets: [], pressOptions: {}, protocol: 'question-aware', out: '',
@@ -215,39 +222,41 @@ async function profileRun(f: ProfileFlags): Promise<void> {
   const n = players.n;
   const sizes = f.sizes ? [...new Set(parseList('--sizes', f.sizes))].sort((a, b) => a - b) : defaultSizes(n);
   for (const j of sizes) if (j < 1 || j > n - 1) throw new CokvError(`--sizes: ${j} is outside [1, ${n - 1}] for ${n} players`, 'flag');
-  const maxLength = Math.min(numberFlag('--max-length', f.maxLength, { integer: true, min: 16 }) ?? 8000, c.contextLength - maxNew - 1);
-  const samples = buildSamples(task, items, model.tokenizer, maxLength);
+  const maxLength = numberFlag('--max-length', f.maxLength, { integer: true, min: 16 }) ?? 8000;
+  const samples = await buildSamples(task, items, model, { maxLength, chat: f.chat });
   for (const s of samples) {
     if (s.promptIds.length >= c.contextLength) throw new CokvError(`--data: sample ${s.id} has ${s.promptIds.length} tokens, over the model's context ${c.contextLength}`, 'format');
     if (s.promptIds.length <= window) throw new CokvError(`--data: sample ${s.id} has ${s.promptIds.length} tokens, not more than the window ${window}`, 'format');
   }
   const game = new ModelGame(model, samples, {
-    utility, window, maxNew, batchSize: batch, score: taskMetric(task), stopAtNewline: datasetInfo(task).stopAtNewline,
+    utility, window, maxNew, batchSize: batch, ...metricGameOptions(task),
   });
   const quiet = f.quiet ?? false;
 
+  const P = players.layers.length, G = c.numKvHeads;
   if (f.exact) {
     if (n > 16) throw new CokvError(`--exact: ${n} players means 2^${n} coalitions; exact enumeration is limited to 16 players`, 'flag');
-    const N = 1 << n;
-    const values = new Float64Array(N);
     const bar = new ProgressBar('exact', quiet);
-    const chunk = 256;
-    for (let m0 = 0; m0 < N; m0 += chunk) {
-      const cs = [];
-      for (let m = m0; m < Math.min(N, m0 + chunk); m++) cs.push(Uint8Array.from({ length: n }, (_, i) => (m >> i) & 1));
-      game.evaluate(cs).forEach((u, k) => { values[m0 + k] = u; });
-      bar.update(Math.min(N, m0 + chunk), N);
-    }
+    const r = enumerateGame(game, { sizes, sSideOnly: f.sSideOnly ?? false, onProgress: (d, t) => bar.update(d, t) });
     bar.finish();
-    const U = (s: Uint8Array) => { let m = 0; for (let i = 0; i < n; i++) m |= s[i] << i; return values[m]; };
-    const shapley = exactShapley(n, U);
-    const sliced = exactSliced(n, U, sizes, f.sSideOnly ?? false);
-    const P = players.layers.length, G = c.numKvHeads;
-    const grid = (v: number[]) => Array.from({ length: P }, (_, r) => v.slice(r * G, (r + 1) * G));
-    const out = { schema: 'cokv-exact/1', model: modelFingerprint(c), modelPath: f.model, shape: [P, G], layers: [...players.layers], utility, task, sizes, shapley: grid(shapley), values: grid(sliced), cost: game.cost };
+    const out = {
+      schema: 'cokv-exact/1', model: modelFingerprint(c), modelPath: f.model, shape: [P, G], layers: [...players.layers], utility, task, sizes,
+      shapley: valuesGrid(players, r.shapley), values: valuesGrid(players, r.sliced), cost: game.cost,
+    };
     writeFileAtomic(f.out, JSON.stringify(out) + '\n', { what: '--out', overwrite: false });
     lock.release();
-    process.stderr.write(`exact values of ${n} players from ${N} coalitions → ${f.out}\n`);
+    process.stderr.write(`exact values of ${n} players from ${r.utilities.length} coalitions → ${f.out}\n`);
+    return;
+  }
+  if (f.estimator === 'loo') {
+    const r = leaveOneOut(game);
+    const out = {
+      schema: 'cokv-loo/1', model: modelFingerprint(c), modelPath: f.model, shape: [P, G], layers: [...players.layers], utility, task,
+      sampleIds: samples.map((s) => s.id), full: r.full, values: valuesGrid(players, r.values), cost: game.cost,
+    };
+    writeFileAtomic(f.out, JSON.stringify(out) + '\n', { what: '--out', overwrite: false });
+    lock.release();
+    process.stderr.write(`leave-one-out values of ${n} players on ${samples.length} samples (${n + 1} coalitions each) → ${f.out}\n`);
     return;
   }
 

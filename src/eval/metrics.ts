@@ -340,6 +340,24 @@ export function exactMatchScore(prediction: string, groundTruth: string): number
   return normalizeExact(prediction) === normalizeExact(groundTruth) ? 1 : 0;
 }
 
+/**
+ * Whether some continuation of `prefix` can still exact-match one of `answers` (after `normalizeExact`); false
+ * means every prediction that starts with `prefix` scores 0. With Q = `prefix` without leading whitespace: if Q
+ * already holds a newline, the first line is fixed; otherwise the final normalized text is either Q with its trailing
+ * whitespace/punctuation stripped (everything after it is stripped too) or Q followed by more. A prefix with a
+ * U+FFFD (an incomplete UTF-8 sequence that later bytes may complete) is never ruled out.
+ */
+export function exactMatchStillPossible(prefix: string, answers: readonly string[]): boolean {
+  if (prefix.includes('\uFFFD')) return true;
+  const q = prefix.replace(PY_WS_LEADING, '');
+  if (q.includes('\n')) return answers.some((a) => exactMatchScore(prefix, a) === 1);
+  const stripped = normalizeExact(q);
+  return answers.some((a) => {
+    const na = normalizeExact(a);
+    return na === stripped || (na.length > q.length && na.startsWith(q));
+  });
+}
+
 /** RULER `string_match_all` for one reference: the reference occurs in the prediction, case-insensitively. */
 export function substringMatchScore(prediction: string, groundTruth: string): number {
   return prediction.toLowerCase().includes(groundTruth.toLowerCase()) ? 1 : 0;

@@ -19,7 +19,8 @@ import { createPress, resolvePress } from '../press/registry.js';
 import { kvScopeLabel } from '../press/scope.js';
 import { continuationIds, tokenF1 } from '../game/samples.js';
 import { datasetInfo, loadEvalItems, splitItems, type DatasetInfo } from './datasets.js';
-import { longBenchGeneration, truncateMiddle, useChatTemplate } from './longbench.js';
+import { useChatTemplate } from './longbench.js';
+import { buildPrompt, requireContextSplit } from './prompts.js';
 import { scoreSample } from './metrics.js';
 import type { EvalItem } from './retrieval.js';
 import type { JsonlOptions } from './jsonl.js';
@@ -127,6 +128,8 @@ interface Prepared {
   maxNew: number;
   stopIds: number[];
   minTokens: number;
+  /** Token indices where the prompt's segments start (see `buildPrompt`). */
+  boundaries: number[];
 }
 
 export function modelName(modelPath: string): string {
@@ -164,49 +167,12 @@ export function selectItems(o: EvalOptions): EvalItem[] {
 }
 
 async function prepareItem(model: CokvModel, info: DatasetInfo, item: EvalItem, o: EvalOptions, nl: number[]): Promise<Prepared> {
-  const tok = model.tokenizer;
   const ctx = model.config.contextLength;
-  let ids: number[];
-  const maxNew = info.maxNewTokens;
-  let stopIds = [...model.eosIds];
-  let minTokens = 0;
-  // The final prompt text, and whether its ids carry the tokenizer's own special tokens.
-  let text: string;
-  let addSpecial: boolean;
-  if (info.family === 'longbench') {
-    const maxLength = Math.min(o.maxLength ?? 8000, ctx - maxNew - 1);
-    const t = truncateMiddle(item.prompt, tok, maxLength);
-    ({ ids } = t);
-    text = t.prompt;
-    addSpecial = true;
-    if (useChatTemplate(o.dataset, o.chat ?? false)) {
-      // Chat templates write their own BOS; encode without adding special tokens (as transformers does).
-      text = await model.applyChatTemplate([{ role: 'user', content: t.prompt }]);
-      ids = tok.encode(text, { addSpecial: false });
-      addSpecial = false;
-    }
-    const g = longBenchGeneration(o.dataset, tok);
-    stopIds = [...stopIds, ...g.extraStopIds];
-    minTokens = g.minNewTokens;
-  } else {
-    text = item.prompt;
-    addSpecial = false;
-    const enc = tok.encode(item.prompt, { addSpecial: false });
-    ids = tok.bosId !== undefined ? [tok.bosId, ...enc] : enc;
-  }
-  if (info.stopAtNewline) stopIds = [...stopIds, ...nl];
-  if (ids.length >= ctx) throw new CokvError(`item ${item.id}: ${ids.length} prompt tokens do not fit the context of ${ctx}`, 'format');
-  let contextTokens: number | undefined;
-  if (o.protocol === 'context-only') {
-    const at = item.question ? text.lastIndexOf(item.question) : -1;
-    if (!item.question || at < 0) {
-      throw new CokvError(`--protocol context-only: dataset ${o.dataset} items have no separable question`, 'flag');
-    }
-    const contextIds = tok.encode(text.slice(0, at), { addSpecial });
-    const bos = !addSpecial && tok.bosId !== undefined && ids[0] === tok.bosId && contextIds[0] !== tok.bosId ? 1 : 0;
-    contextTokens = Math.min(ids.length - 1, contextIds.length + bos);
-  }
-  return { item, ids, contextTokens, maxNew, stopIds, minTokens };
+  const maxLength = Math.min(o.maxLength ?? 8000, ctx - info.maxNewTokens - 1);
+  const p = await buildPrompt(model, o.dataset, item, { maxLength, chat: o.chat, newlineIds: nl });
+  if (p.ids.length >= ctx) throw new CokvError(`item ${item.id}: ${p.ids.length} prompt tokens do not fit the context of ${ctx}`, 'format');
+  const contextTokens = o.protocol === 'context-only' ? requireContextSplit(p, o.dataset) : undefined;
+  return { item, ids: p.ids, contextTokens, maxNew: p.maxNew, stopIds: p.stopIds, minTokens: p.minTokens, boundaries: p.boundaries };
 }
 
 /** Mean and normal-approximation 95% interval of `xs`·scale, rounded to `digits` decimals (LongBench: 2 on 0–100). */

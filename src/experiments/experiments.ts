@@ -21,17 +21,15 @@ import { ProgressBar, formatDuration } from '../cli/progress.js';
 import { loadModel, type CokvModel } from '../engine.js';
 import { CokvError } from '../errors.js';
 import { loadEvalItems, splitItems } from '../eval/datasets.js';
-import { scoreSample } from '../eval/metrics.js';
 import type { RunMetrics } from '../eval/runner.js';
 import { readProfile } from '../game/profile-file.js';
 import { compareValues, topK } from '../game/compare.js';
 import { ModelGame } from '../game/model-game.js';
-import { buildSamples, promptIdsFor } from '../game/samples.js';
-import { exactShapley, exactSliced, defaultSizes } from '../game/sliced-shapley.js';
-import { coalitionToGrid } from '../game/players.js';
+import { buildSamples, metricGameOptions } from '../game/samples.js';
+import { enumerateGame } from '../game/enumerate.js';
+import { defaultSizes } from '../game/sliced-shapley.js';
 import { Rng } from '../generate/rng.js';
 import { mixSeed } from '../game/sliced-shapley.js';
-import { maskPress } from '../press/registry.js';
 import { datasetInfo } from '../eval/datasets.js';
 import { lineChart, standaloneSvg, type LineSeries } from '../eval/report.js';
 import { writeSafetensors } from '../model/loaders/safetensors.js';
@@ -169,7 +167,8 @@ async function profiles(o: ExperimentOptions): Promise<void> {
   for (const [name, model, len] of [['cokv-retrieval-tiny', p.tiny, 512], ['stories260K', p.stories, 256]] as const) {
     const f = headScoresFile(o, name);
     if (!fs.existsSync(f)) {
-      await cli(['head-scores', '--model', model, '--haystack', p.haystack, '--length', String(len), '--samples', o.quick ? '2' : '8',
+      // `--method copy`: the needle-copy score these experiments were published with (the default is now r2).
+      await cli(['head-scores', '--method', 'copy', '--model', model, '--haystack', p.haystack, '--length', String(len), '--samples', o.quick ? '2' : '8',
         '--seed', String(o.seed), '--out', f], o);
     }
   }
@@ -270,27 +269,16 @@ async function masking(o: ExperimentOptions): Promise<void> {
   }
 }
 
-/** Mean score of items when only the coalition's heads keep the full prompt (greedy or loglik for stories). */
+/**
+ * Mean score of items when only the coalition's heads keep the full prompt: the head game's `metric` utility
+ * (greedy answer, task metric; the same prompts as `cokv eval`), or `loglik` for stories.
+ */
 async function maskedScorer(model: CokvModel, dataset: string, items: ReturnType<typeof loadEvalItems>): Promise<(s: Uint8Array) => Promise<number>> {
-  const c = model.config;
-  const info = datasetInfo(dataset);
-  const nl = model.newlineIds();
-  if (dataset === 'stories') {
-    const samples = buildSamples(dataset, items, model.tokenizer);
-    const game = new ModelGame(model, samples, { utility: 'loglik', window: 8, maxNew: 16, batchSize: 16 });
-    return async (s) => game.evaluate([s])[0];
-  }
-  const prepared = items.map((it) => ({ it, shared: model.prefillShared(promptIdsFor(dataset, it, model.tokenizer, 8000), 64, 'f32') }));
-  return async (s) => {
-    let total = 0;
-    for (const { it, shared } of prepared) {
-      const press = maskPress(coalitionToGrid(s, c.numLayers, c.numKvHeads), 8);
-      const state = model.fromShared(shared, press, info.maxNewTokens + 1);
-      const g = model.generate(shared.ids, { prefilled: state, maxTokens: info.maxNewTokens, temperature: 0, eosIds: [...model.eosIds, ...(info.stopAtNewline ? nl : [])] });
-      total += scoreSample(dataset, await g.complete(), it.answers, it.allClasses);
-    }
-    return total / prepared.length;
-  };
+  const samples = await buildSamples(dataset, items, model);
+  const game = dataset === 'stories'
+    ? new ModelGame(model, samples, { utility: 'loglik', window: 8, maxNew: 16, batchSize: 16 })
+    : new ModelGame(model, samples, { utility: 'metric', window: 8, maxNew: datasetInfo(dataset).maxNewTokens, batchSize: 16, ...metricGameOptions(dataset) });
+  return async (s) => game.evaluate([s])[0];
 }
 
 async function estimator(o: ExperimentOptions): Promise<void> {
@@ -313,30 +301,17 @@ async function estimator(o: ExperimentOptions): Promise<void> {
     const model = await loadModel(p.tiny);
     let items = loadEvalItems('retrieval', p.retrievalData).filter((it) => TASKS.includes(it.task ?? '') && it.length === 512);
     items = splitItems(items, o.seed).validation.slice(0, o.quick ? 1 : 2);
-    const samples = buildSamples('retrieval', items, model.tokenizer);
+    const samples = await buildSamples('retrieval', items, model);
     const game = new ModelGame(model, samples, { utility: 'loglik', window: 8, maxNew: o.quick ? 3 : 6, batchSize: 64 });
     const n = 16;
-    const sub = o.slice ? 4 : o.quick ? 10 : 16;
-    const N = 1 << sub;
     // Quick mode: a 10-player sub-game (players 0..9 vary, the other heads held full).
-    const U = new Float64Array(N);
-    const t0 = performance.now();
-    const chunk = 512;
-    const bar = new ProgressBar('exact enumeration (coalitions)', o.quiet);
-    for (let m0 = 0; m0 < N; m0 += chunk) {
-      bar.update(m0, N);
-      const cs: Uint8Array[] = [];
-      for (let m = m0; m < Math.min(N, m0 + chunk); m++) cs.push(Uint8Array.from({ length: n }, (_, i) => (i < sub ? (m >> i) & 1 : 1)));
-      game.evaluate(cs).forEach((u, k) => { U[m0 + k] = u; });
-    }
-    bar.update(N, N);
-    bar.finish();
-    if (!o.quiet) o.log(`exact enumeration: ${N} coalitions in ${formatDuration((performance.now() - t0) / 1000)}`);
-    const seconds = (performance.now() - t0) / 1000;
-    const Uof = (s: Uint8Array) => { let m = 0; for (let i = 0; i < sub; i++) m |= s[i] << i; return U[m]; };
-    const shapley = exactShapley(sub, Uof);
+    const sub = o.slice ? 4 : o.quick ? 10 : 16;
     const sizes = defaultSizes(sub);
-    const sliced = exactSliced(sub, Uof, sizes);
+    const bar = new ProgressBar('exact enumeration (coalitions)', o.quiet);
+    const r = enumerateGame(game, { players: sub, sizes, chunk: 512, onProgress: (d, t) => bar.update(d, t) });
+    bar.finish();
+    if (!o.quiet) o.log(`exact enumeration: ${r.utilities.length} coalitions in ${formatDuration(r.seconds)}`);
+    const { shapley, sliced, seconds } = r;
     fs.writeFileSync(exactFile, JSON.stringify({ players: sub, heldFull: n - sub, items: items.map((i) => i.id), utility: 'loglik', sizes, shapley, sliced, seconds }, null, 1) + '\n');
   }
   const exact = JSON.parse(fs.readFileSync(exactFile, 'utf8')) as { players: number; shapley: number[]; sliced: number[] };

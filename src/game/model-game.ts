@@ -34,6 +34,8 @@ export interface GameSample {
   answerIds: number[];
   /** Classification datasets: the label set. */
   allClasses?: string[] | null;
+  /** Token indices where the prompt's segments start (from `buildPrompt`). */
+  boundaries?: number[];
 }
 
 export interface ModelGameOptions {
@@ -49,6 +51,14 @@ export interface ModelGameOptions {
   stopIds?: Set<number>;
   /** For `metric`: also stop at the first token whose text contains a newline. */
   stopAtNewline?: boolean;
+  /**
+   * For `metric`: false when no continuation of this prediction prefix can score above 0 (exact match: see
+   * `exactMatchPrefixRule`), so a coalition is decided without decoding further. Without it every coalition decodes
+   * to its end.
+   */
+  prefixRule?: (prefix: string, answers: string[]) => boolean;
+  /** For `metric`: decode every coalition greedily step by step (the reference loop) instead of drafting. */
+  metricDecode?: boolean;
 }
 
 interface Prepared {
@@ -213,15 +223,118 @@ export class ModelGame {
     });
   }
 
+  /**
+   * `metric`: the greedy continuation under each coalition's cache, scored by the task metric — computed as
+   * speculative decoding with the reference answer as the draft, which gives greedy decoding's output exactly:
+   * one teacher-forced pass over the draft (B·m rows, like `loglik`) tells each coalition how many draft tokens
+   * its greedy decoding reproduces and which token it produces next. Where the metric can say from that prefix that
+   * no continuation scores above 0 (`opts.prefixRule`, exact match), the coalition is decided with no further step;
+   * the others (rare for exact match: a full answer not followed by a stop, or a prefix that may still match) decode
+   * greedily from where the draft left them, a step per token as before. `metricDecode` is the plain batched greedy
+   * loop, kept as the reference (tests check both give the same utility on every coalition of small games).
+   */
   private metric(i: number, p: Prepared, coalitions: Coalition[]): number[] {
+    if (this.opts.metricDecode) return this.metricDecode(i, p, coalitions);
     const m = this.model;
     const V = m.config.vocabSize;
     const B = coalitions.length;
-    const stopIds = this.opts.stopIds ?? new Set(m.eosIds);
+    const maxNew = this.opts.maxNew;
+    const isStop = this.stopTest();
+    const first = argmax(p.firstLogits);
+    const { answers, allClasses } = this.samples[i];
+    const score = (ids: number[]) => this.opts.score!(m.tokenizer.decode(ids), answers, allClasses);
+    if (isStop(first)) return coalitions.map(() => score([]));
+    // The draft: the reference answer up to its first stop token (greedy decoding never emits one), when greedy
+    // decoding starts with it (the first token comes from the full prefill, the same for every coalition).
+    const answer = this.samples[i].answerIds;
+    let draft = [first];
+    if (answer[0] === first) {
+      const stop = answer.findIndex((id) => isStop(id));
+      draft = answer.slice(0, Math.min(maxNew, stop < 0 ? answer.length : stop));
+    }
+    const outs: number[][] = coalitions.map(() => []);
+    const open: number[] = []; // coalitions still undecided after the draft
+    const rule = this.opts.prefixRule;
+    const T = draft.length;
+    const batch = new CoalitionBatch(m.config, p.cache, coalitions, this.opts.window, Math.max(1, maxNew), m.transformer.backend);
+    batch.setTokensPerCoalition(T);
+    const tokens = new Int32Array(B * T);
+    for (let b = 0; b < B; b++) tokens.set(draft, b * T);
+    const logits = m.transformer.run(tokens, batch.positionOf, batch, 'all');
+    this.cost.decodeRows += tokens.length;
+    const results = new Array<number>(B);
+    for (let b = 0; b < B; b++) {
+      // Greedy decoding under coalition b reproduces draft[0..k] and then produces `next`.
+      let k = 0;
+      let next = argmax(logits.subarray((b * T) * V, (b * T + 1) * V));
+      while (k + 1 < T && next === draft[k + 1]) {
+        k++;
+        next = argmax(logits.subarray((b * T + k) * V, (b * T + k + 1) * V));
+      }
+      const out = draft.slice(0, k + 1);
+      outs[b] = out;
+      if (out.length >= maxNew || isStop(next)) { results[b] = score(out); continue; }
+      out.push(next);
+      if (out.length >= maxNew) { results[b] = score(out); continue; }
+      if (rule && !rule(m.tokenizer.decode(out), answers)) { results[b] = 0; continue; }
+      open.push(b);
+    }
+    // The undecided: plain greedy decoding from their prefixes, batched by prefix length (one re-fed pass over the
+    // prefix, then a step per token), with the prefix rule checked after every token.
+    const byLength = new Map<number, number[]>();
+    for (const b of open) byLength.set(outs[b].length, [...(byLength.get(outs[b].length) ?? []), b]);
+    for (const [n, members] of byLength) {
+      const sub = new CoalitionBatch(m.config, p.cache, members.map((b) => coalitions[b]), this.opts.window, Math.max(1, maxNew), m.transformer.backend);
+      let live = members.slice();
+      let fed = n;
+      let feed = new Int32Array(live.length * n);
+      live.forEach((b, j) => feed.set(outs[b], j * n));
+      let rows = n;
+      // `sub` rows are laid out by the members' order; finished members keep feeding a dummy token (their rows are
+      // ignored) so the batch stays in lockstep.
+      const finished = new Uint8Array(members.length);
+      for (;;) {
+        sub.setTokensPerCoalition(rows);
+        const lg = m.transformer.run(feed, sub.positionOf, sub, 'all');
+        sub.advance();
+        this.cost.decodeRows += feed.length;
+        const nextFeed = new Int32Array(members.length);
+        members.forEach((b, j) => {
+          if (finished[j]) return;
+          const off = (j * rows + rows - 1) * V;
+          const next = argmax(lg.subarray(off, off + V));
+          nextFeed[j] = next;
+          const out = outs[b];
+          if (isStop(next)) { finished[j] = 1; results[b] = score(out); return; }
+          out.push(next);
+          if (out.length >= maxNew) { finished[j] = 1; results[b] = score(out); return; }
+          if (rule && !rule(m.tokenizer.decode(out), answers)) { finished[j] = 1; results[b] = 0; }
+        });
+        fed += rows;
+        live = members.filter((_, j) => !finished[j]);
+        if (live.length === 0 || fed >= maxNew) break;
+        feed = nextFeed;
+        rows = 1;
+      }
+      members.forEach((b, j) => { if (!finished[j]) results[b] = score(outs[b]); });
+    }
+    return results;
+  }
+
+  private stopTest(): (id: number) => boolean {
+    const stopIds = this.opts.stopIds ?? new Set(this.model.eosIds);
+    return (id: number) => stopIds.has(id) || this.newlineIds.has(id);
+  }
+
+  /** The metric utility by plain batched greedy decoding of every coalition (the reference for `metric`). */
+  private metricDecode(i: number, p: Prepared, coalitions: Coalition[]): number[] {
+    const m = this.model;
+    const V = m.config.vocabSize;
+    const B = coalitions.length;
+    const isStop = this.stopTest();
     const first = argmax(p.firstLogits);
     const outs: number[][] = coalitions.map(() => []);
     const done = new Uint8Array(B);
-    const isStop = (id: number) => stopIds.has(id) || this.newlineIds.has(id);
     const current = new Int32Array(B).fill(first);
     for (let b = 0; b < B; b++) {
       if (isStop(first)) done[b] = 1;

@@ -1,14 +1,14 @@
 /**
- * Validation samples for the head game, built from the evaluation datasets (src/eval): prompt ids (BOS + prompt
- * for the retrieval suite and stories, the tokenizer's own rule plus middle truncation for LongBench), the
- * references, the reference answer's token ids (for teacher forcing), and the dataset's metric.
+ * Validation samples for the head game, built from the evaluation datasets (src/eval) with the evaluator's own
+ * prompt builder (src/eval/prompts.ts), the references, the reference answer's token ids (for teacher forcing and
+ * as the `metric` utility's draft), and the dataset's metric.
  */
 import type { Tokenizer } from '../model/tokenizer/types.js';
 import { datasetInfo } from '../eval/datasets.js';
-import { truncateMiddle } from '../eval/longbench.js';
-import { scoreSample } from '../eval/metrics.js';
+import { exactMatchStillPossible, scoreSample } from '../eval/metrics.js';
+import { buildPrompt, type PromptModel } from '../eval/prompts.js';
 import type { EvalItem } from '../eval/retrieval.js';
-import type { GameSample } from './model-game.js';
+import type { GameSample, ModelGameOptions } from './model-game.js';
 
 /** Token ids of `continuation` as it follows `prefix` (so word-start spaces and merges come out as in context). */
 export function continuationIds(tok: Tokenizer, prefix: string, continuation: string): number[] {
@@ -25,26 +25,52 @@ export function answerText(dataset: string, item: EvalItem): string {
   return datasetInfo(dataset).family === 'retrieval' ? ` ${item.answers[0]}` : item.answers[0];
 }
 
-/** Prompt ids: BOS + prompt for the synthetic suites; LongBench: the tokenizer's rule and middle truncation. */
-export function promptIdsFor(dataset: string, item: EvalItem, tok: Tokenizer, maxLength: number): number[] {
-  if (datasetInfo(dataset).family === 'longbench') return truncateMiddle(item.prompt, tok, maxLength).ids;
-  const ids = tok.encode(item.prompt, { addSpecial: false });
-  return tok.bosId !== undefined ? [tok.bosId, ...ids] : ids;
+export interface SampleOptions {
+  /** LongBench truncation (pred.py `max_length`); default 8000, clipped to the context minus the answer room. */
+  maxLength?: number;
+  /** LongBench: the chat template, as `cokv eval --chat`. */
+  chat?: boolean;
 }
 
-export function buildSamples(dataset: string, items: EvalItem[], tok: Tokenizer, maxLength = 8000): GameSample[] {
-  return items.map((it) => ({
-    id: it.id,
-    promptIds: promptIdsFor(dataset, it, tok, maxLength),
-    answers: it.answers,
-    answerIds: continuationIds(tok, it.prompt, answerText(dataset, it)),
-    allClasses: it.allClasses,
-  }));
+/**
+ * Game samples from evaluation items, with the prompts `cokv eval` builds (`buildPrompt`: same truncation, chat
+ * template, BOS) and the reference answer tokenized as it follows that prompt.
+ */
+export async function buildSamples(dataset: string, items: EvalItem[], model: PromptModel & { config?: { contextLength: number } }, o: SampleOptions = {}): Promise<GameSample[]> {
+  const tok = model.tokenizer;
+  const ctx = model.config?.contextLength ?? Infinity;
+  const maxLength = Math.min(o.maxLength ?? 8000, ctx - datasetInfo(dataset).maxNewTokens - 1);
+  const out: GameSample[] = [];
+  for (const it of items) {
+    const p = await buildPrompt(model, dataset, it, { maxLength, chat: o.chat });
+    out.push({
+      id: it.id,
+      promptIds: p.ids,
+      answers: it.answers,
+      answerIds: continuationIds(tok, p.text, answerText(dataset, it)),
+      allClasses: it.allClasses,
+      boundaries: p.boundaries,
+    });
+  }
+  return out;
 }
 
 /** The dataset's metric on a 0–1 scale, for the `metric` utility. */
 export function taskMetric(dataset: string): (prediction: string, answers: string[], allClasses?: string[] | null) => number {
   return (prediction, answers, allClasses) => scoreSample(dataset, prediction, answers, allClasses);
+}
+
+/**
+ * The `metric` utility's settings for a dataset: its metric, its newline stop, and — for exact-match datasets — the
+ * prefix rule that decides most coalitions from the verified draft alone.
+ */
+export function metricGameOptions(dataset: string): Pick<ModelGameOptions, 'score' | 'stopAtNewline' | 'prefixRule'> {
+  const info = datasetInfo(dataset);
+  return {
+    score: taskMetric(dataset),
+    stopAtNewline: info.stopAtNewline,
+    prefixRule: info.metric === 'exact_match' && !info.firstLine ? exactMatchStillPossible : undefined,
+  };
 }
 
 /** Token F1 (multiset overlap of lowercase words), max over references: agreement between two continuations. */
