@@ -31,16 +31,24 @@ type Run = (fn: () => Promise<void>) => Promise<void>;
 /** Default nominal prompt length of the kvpress table. */
 export const DEFAULT_EXPORT_LENGTH = 1024;
 
-const FORMAT_HELP =
-  'kvpress: LUKVPress budget table, .npy float32 [99, layers, KV heads]; row r = compression ratio (r+1)% (kvpress\'s ' +
-  'fraction removed), entry = that head\'s prune ratio 1 − kept/length, kept = the CoKV allocation at keep rate ' +
-  '(99 − r)%: T = round(keep × length × heads) tokens (half to even), every head keeps max(1, min(window, ⌊T/heads⌋)) (kvpress keeps ≥ 1 per head), ' +
-  'the rest shared in proportion to max(0, value − α-th smallest value) by largest-remainder rounding (no head above ' +
-  'length); attention-matching: JSON {"L<layer>H<kv head>": share}, shares = values clipped at 0 divided by their ' +
-  'sum (equal if none is positive); duo: DuoAttention full_attention_heads.tsv, one row per layer, one column per KV ' +
-  'head, values clipped at 0 divided by the largest (DuoAttention\'s loader also reads sink_size and recent_size from ' +
-  'a config.json beside it); csv: layer,kv_head,value,rank (rank 1 = most valuable). Layers are the model\'s ' +
-  'full-attention layers (sliding-window layers are never budgeted), numbered as in the model';
+/** The formats and the kvpress budget rule, printed after the options in `--help`. */
+const FORMATS_TEXT = `
+Formats (layers = the model's full-attention layers, numbered as in the model; sliding-window layers are never
+budgeted, so they have no row):
+  kvpress             the table kvpress's LUKVPress loads: .npy float32 [99, layers, KV heads]. Row r = compression
+                      ratio (r+1)% (kvpress's fraction removed); entry = that head's prune ratio 1 − kept/length,
+                      kept = the CoKV allocation at keep rate (99 − r)% of --length tokens:
+                        budget per head = keep rate × length: T = round(keep × length × heads) tokens in all
+                        (half to even); every head keeps max(1, min(window, ⌊T/heads⌋)) (kvpress keeps ≥ 1 per
+                        head); the rest is shared in proportion to max(0, value − the α-th smallest value), integer
+                        counts by largest-remainder rounding, no head above length; divided back by length.
+  attention-matching  Attention Matching's head budgets: JSON {"L<layer>H<kv head>": share}, share = value clipped at
+                      0 divided by the sum (equal shares if no value is positive); the shares sum to 1
+  duo                 DuoAttention's full_attention_heads.tsv: one row per layer, one tab-separated column per KV
+                      head, value clipped at 0 divided by the largest (its loader also reads sink_size and
+                      recent_size from a config.json beside it, which cokv does not write)
+  csv                 layer,kv_head,value,rank (rank 1 = the largest value)
+`;
 
 /** Add `export` to the `cokv profile` command; `run` reports CokvErrors as one line and exit 1 (see main.ts). */
 export function registerProfileExport(profileCmd: Command, run: Run): void {
@@ -49,12 +57,13 @@ export function registerProfileExport(profileCmd: Command, run: Run): void {
     .description('write a profile\'s head values for other tools: kvpress (LUKVPress table), Attention Matching, DuoAttention, CSV')
     .argument('<profile>', 'profile JSON (made by cokv profile)')
     .requiredOption('--model <path>', 'the model the profile was made for (its shape and weights are checked)')
-    .requiredOption('--format <f>', FORMAT_HELP)
+    .requiredOption('--format <f>', `${EXPORT_FORMATS.join(', ')} (see Formats below)`)
     .requiredOption('--out <file>', 'output file (written atomically)')
     .option('--length <n>', `kvpress: nominal prompt length the integer budgets are computed for (default ${DEFAULT_EXPORT_LENGTH}); kvpress rescales the rates to the real prompt`)
     .option('--window <w>', `kvpress: tokens every head keeps before the CoKV share (default ${DEFAULT_WINDOW}, the presses' window)`)
     .option('--alpha <a>', 'kvpress: CoKV α, lowest-valued heads that keep only the window (default: the cokv press\'s, 10 of 256 players scaled to the model)')
     .option('--force', 'replace --out if it exists')
+    .addHelpText('after', FORMATS_TEXT)
     .action((file: string, f: ExportFlags) => run(() => profileExport(file, f)));
 }
 
