@@ -5,6 +5,7 @@ import { probeGreedyDecode } from '../src/press/head-scores/decode-probe.js';
 import { attentionFocus, entropyHeadScores } from '../src/press/head-scores/entropy.js';
 import { outputNormHeadScores } from '../src/press/head-scores/output-norm.js';
 import { buildNeedlePrompt, makeNeedles } from '../src/press/head-scores/needle-prompts.js';
+import { snapkvScores } from '../src/press/scorers/snapkv.js';
 import { asset, haveAssets } from './helpers.js';
 
 const tinyDir = asset('models/cokv-retrieval-tiny');
@@ -56,6 +57,36 @@ describe.skipIf(!haveAssets || !fs.existsSync(tinyDir))('generation-time head sc
     expect(seen.length).toBe(out.length * c.numLayers * c.numHeads);
     expect(prevTokenRows).toBe(out.length);
     expect(prevTokenHits).toBe(prevTokenRows);
+  });
+
+  it('the probe\'s attention rows equal SnapKV\'s scorer on the same decode step (scale and positions included)', async () => {
+    const m = await load();
+    const c = m.config;
+    const hay = m.tokenizer.encode(haystack, { addSpecial: false });
+    const p = buildNeedlePrompt(m, hay, makeNeedles(4, 1)[1], 300, 60);
+    const rows: Float64Array[][] = Array.from({ length: c.numLayers }, () => []);
+    probeGreedyDecode(m, { ids: p.ids, maxNew: 1, stopIds: new Set(), wantOutput: false, onRow: (_s, r) => { rows[r.layer][r.head] = r.probs; } });
+    // SnapKV with a window of one query (the decode row), no pooling, mean over the group: the mean of the group's
+    // probe rows over every entry but the row's own.
+    const cache = m.newCache(p.ids.length);
+    m.transformer.forward(p.ids.slice(0, -1), cache, { logits: 'none' });
+    const group = c.numHeads / c.numKvHeads;
+    m.transformer.forward([p.ids[p.ids.length - 1]], cache, {
+      logits: 'none',
+      onLayer: (ctx) => {
+        const snap = snapkvScores(ctx, { window: 1, pool: 'none', kernel: 1, groupAggregation: 'mean', numHeads: c.numHeads, scale: c.recipe.attentionScale });
+        for (let g = 0; g < c.numKvHeads; g++) {
+          expect(snap[g].length).toBe(p.ids.length - 1);
+          let worst = 0;
+          for (let j = 0; j < snap[g].length; j++) {
+            let mean = 0;
+            for (let k = 0; k < group; k++) mean += rows[ctx.layer][g * group + k][j] / group;
+            worst = Math.max(worst, Math.abs(mean - snap[g][j]));
+          }
+          expect(worst).toBeLessThan(1e-5);
+        }
+      },
+    });
   });
 
   it('output-norm and entropy give [layer][query head] scores over every generated token', async () => {
