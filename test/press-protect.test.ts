@@ -19,7 +19,7 @@ import { loadModel, type CokvModel } from '../src/engine.js';
 import { Sequence } from '../src/session/sequence.js';
 import { tinyConfig } from './random-model.js';
 import { CokvError } from '../src/errors.js';
-import { asset, expectCokvError, haveAssets, tmpDir } from './helpers.js';
+import { asset, cokv, expectCokvError, expectUserError, haveAssets, tmpDir } from './helpers.js';
 
 const range = (a: number, b: number) => Array.from({ length: b - a }, (_, i) => a + i);
 
@@ -277,5 +277,18 @@ describe.runIf(haveAssets)('boundaries through Sequence.prefill / compress, Cokv
     expect(s.position).toBe(0);
     expectCokvError(() => model.prefill(ids, model.newCache(), press, 0, { boundaries: [-3] }), 'boundaries: -3');
     expectCokvError(() => model.generate(ids, { press, boundaries: [1.5] }), 'boundaries: 1.5');
+  });
+});
+
+describe.runIf(haveAssets)('the CLI flags', () => {
+  const model = () => asset('models/cokv-retrieval-tiny');
+  it('bad --protect / --preset values exit 1 with one line naming the flag', () => {
+    const bad = cokv('generate', '--model', model(), '--prompt', 'hello there', '--press', 'snapkv', '--budget', '16', '--protect', '1.5', '--max-tokens', '2');
+    expectUserError(bad, /^cokv: --protect: 1\.5 must be a fraction in \[0, 1\)$/m);
+    const preset = cokv('generate', '--model', model(), '--prompt', 'hello there', '--press', 'snapkv', '--budget', '16', '--preset', 'vllm', '--max-tokens', '2');
+    expectUserError(preset, /^cokv: --preset: 'vllm' must be kvpress$/m);
+    // The preset's window 64 applies unless --window is given.
+    const small = cokv('generate', '--model', model(), '--prompt', 'hello there', '--press', 'boundary-snapkv', '--preset', 'kvpress', '--budget', '64', '--max-tokens', '2');
+    expectUserError(small, /^cokv: --budget: 64 must be larger than the window \(64\)$/m);
   });
 });
