@@ -26,7 +26,11 @@ describe.skipIf(!haveAssets)('cokv experiment all --quick --slice tiny', () => {
     for (const e of summary.entries) {
       expect(Object.keys(e)).toEqual(expect.arrayContaining(['model', 'task', 'protocol', 'press', 'budget', 'score', 'n', 'keptKvBytes', 'fullKvBytes', 'run']));
       expect(typeof e.score).toBe('number');
-      if (e.press === 'cokv') expect(e.profile).toMatch(e.run.startsWith('sensitivity/utility-') ? /__(kl|metric)\.json$/ : /__loglik\.json$/);
+      // CoKV runs use the default (metric) profile for the retrieval model, loglik for stories; the utility and
+      // allocator variants name theirs.
+      const want = e.run.startsWith('sensitivity/utility-') ? /__(kl|metric|loglik)\.json$/ : e.run.includes('cokv-loglik') ? /__loglik\.json$/
+        : e.run.includes('cokv-loo') ? /__metric-loo\.json$/ : e.model === 'stories260K' ? /__loglik\.json$/ : /__metric\.json$/;
+      if (e.press === 'cokv') expect(e.profile, e.run).toMatch(want);
     }
     // Every press at budget 1024 (more than any prompt here) must equal Full, prediction for prediction.
     const groups = new Map<string, typeof summary.entries>();

@@ -49,6 +49,10 @@ export const EXAMPLES: Record<string, string[]> = {
   profile: [PROFILE_RUN[0], 'cokv profile show profile.json', PROFILE_SHARDS[2]],
   'profile run': [...PROFILE_RUN, PROFILE_SHARDS[0]],
   'profile merge': PROFILE_SHARDS,
+  'profile export': [
+    `cokv profile export results/profiles/cokv-retrieval-tiny__metric.json --model ${TINY} --format kvpress --out table.npy`,
+    `cokv profile export results/profiles/cokv-retrieval-tiny__metric.json --model ${TINY} --format csv --out values.csv --force`,
+  ],
   'profile show': ['cokv profile show profile.json', 'cokv profile show profile.json --json'],
   'profile compare': ['cokv profile compare profile.json merged.json'],
   eval: [EVAL_RUN[0], EVAL_SHARDS[2]],
@@ -65,7 +69,10 @@ export const EXAMPLES: Record<string, string[]> = {
     'cokv experiment all --quick --quiet --out /tmp/results',
     'cokv experiment profiles --quick --out /tmp/results',
   ],
-  'head-scores': [`cokv head-scores --model ${TINY} --haystack ${HAYSTACK} --samples 2 --out head-scores.json`],
+  'head-scores': [
+    `cokv head-scores --model ${TINY} --haystack ${HAYSTACK} --length 512 --samples 3 --out head-scores.json`,
+    `cokv head-scores --method copy --model ${TINY} --haystack ${HAYSTACK} --samples 2 --out copy-scores.json`,
+  ],
   report: ['cokv report runs/ --out report.html', 'cokv report /tmp/results   # the folder cokv experiment all --quick --out /tmp/results wrote'],
   'gen-retrieval': [`cokv gen-retrieval --model ${TINY} --tasks passkey --lengths 512 --count 4 --seed 1 --out gen.jsonl`],
   serve: [

@@ -12,6 +12,7 @@ import { modelFingerprint } from '../model/fingerprint.js';
 import { ModelGame, type UtilityKind } from '../game/model-game.js';
 import { buildSamples, metricGameOptions } from '../game/samples.js';
 import { enumerateGame, leaveOneOut, valuesGrid } from '../game/enumerate.js';
+import { registerProfileExport } from './profile-export.js';
 import { datasetInfo } from '../eval/datasets.js';
 import { dataFile, selectItems } from '../eval/runner.js';
 import { readTextFile } from '../eval/jsonl.js';
@@ -60,7 +61,8 @@ interface ProfileFlags {
 type Run = (fn: () => Promise<void>) => Promise<void>;
 
 export function registerProfile(program: Command, run: Run): void {
-  const profile = program.command('profile').description('estimate, merge, show and compare CoKV head-value profiles');
+  const profile = program.command('profile').description('estimate, merge, show, compare and export CoKV head-value profiles');
+  registerProfileExport(profile, run);
   profile
     .command('run', { isDefault: true })
     .description('estimate Sliced Shapley values of every KV head of the full-attention layers on validation data')

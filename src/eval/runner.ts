@@ -561,6 +561,8 @@ async function computeRuns(model: CokvModel, modelPath: string, o: EvalOptions, 
     const suffix = ctxOnly ? p.ids.slice(p.contextTokens) : [];
     const reserve = Math.max(p.maxNew, loglikTokens) + 1;
     const room = reserve + suffix.length;
+    // Segment starts inside the compressed part (the question's start lies past it in the context-only protocol).
+    const boundaries = p.boundaries.filter((b) => b < head.length);
     const doc = Sequence.create(model, { kvDtype, capacity: head.length, windowRows });
     const tDoc = performance.now();
     // Chunks of at least the window, so that the last one holds every window query.
@@ -575,10 +577,10 @@ async function computeRuns(model: CokvModel, modelPath: string, o: EvalOptions, 
       let seq: Sequence;
       if (o.prefillEvict && press) {
         seq = Sequence.create(model, { kvDtype });
-        await seq.prefill(head, { press, prefillEvict: true, reserve: room });
+        await seq.prefill(head, { press, prefillEvict: true, reserve: room, boundaries });
       } else {
         seq = doc.fork({ reserve: room });
-        if (press) await seq.compress(press, { reserve: room });
+        if (press) await seq.compress(press, { reserve: room, boundaries });
       }
       if (suffix.length > 0) await seq.append(suffix);
       return { seq, prefillMs: (o.prefillEvict && press ? 0 : docMs) + performance.now() - t0 };

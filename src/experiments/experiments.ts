@@ -36,7 +36,7 @@ import { writeSafetensors } from '../model/loaders/safetensors.js';
 import { openModel } from '../model/load.js';
 import { equalBytesLength } from '../cache/ragged.js';
 
-export const EXPERIMENTS = ['profiles', 'budget', 'generated', 'masking', 'estimator', 'sensitivity', 'quant', 'memory', 'summary'] as const;
+export const EXPERIMENTS = ['profiles', 'budget', 'generated', 'baselines', 'masking', 'estimator', 'sensitivity', 'quant', 'memory', 'summary'] as const;
 export type ExperimentName = (typeof EXPERIMENTS)[number];
 
 export interface ExperimentOptions {
@@ -56,7 +56,7 @@ export interface ExperimentOptions {
   log: (msg: string) => void;
 }
 
-const PRESSES = ['full', 'streaming', 'snapkv', 'pyramidkv', 'adakv', 'headkv', 'cokv', 'random'];
+const PRESSES = ['full', 'streaming', 'snapkv', 'boundary-snapkv', 'pyramidkv', 'adakv', 'headkv', 'cokv', 'random'];
 const TASKS = ['passkey', 'multikey', 'kv'];
 
 interface Plan {
@@ -144,8 +144,16 @@ async function cli(args: string[], o: ExperimentOptions): Promise<void> {
 function profileFile(o: ExperimentOptions, model: string, utility = 'loglik', extra = ''): string {
   return path.join(paths(o).profiles, `${model}__${utility}${extra}.json`);
 }
-function headScoresFile(o: ExperimentOptions, model: string): string {
-  return path.join(paths(o).profiles, `${model}__headkv.json`);
+/**
+ * The profile each model's CoKV press uses: the `cokv profile` default (metric utility: the greedy answer's exact
+ * match) for the retrieval model; loglik for stories260K, whose task is scored by log-likelihood.
+ */
+function defaultProfile(o: ExperimentOptions, model: string): string {
+  return profileFile(o, model, model === 'stories260K' ? 'loglik' : 'metric');
+}
+/** HeadKV scores: `r2` (HeadKV-R2 as the official code computes it, the default) or `copy` (the earlier needle-copy score). */
+function headScoresFile(o: ExperimentOptions, model: string, method: 'r2' | 'copy' = model === 'stories260K' ? 'copy' : 'r2'): string {
+  return path.join(paths(o).profiles, method === 'copy' ? `${model}__headkv.json` : `${model}__headkv-${method}.json`);
 }
 
 async function profiles(o: ExperimentOptions): Promise<void> {
@@ -153,29 +161,39 @@ async function profiles(o: ExperimentOptions): Promise<void> {
   fs.mkdirSync(p.profiles, { recursive: true });
   const common = ['--split', 'validation', '--runs', '2', '--seed', String(o.seed), '--samples', String(pl.profileSamples)];
   const lim = pl.profileLimit ? ['--limit', String(pl.profileLimit)] : [];
-  const tinyProfile = profileFile(o, 'cokv-retrieval-tiny');
-  if (!fs.existsSync(tinyProfile) || !readProfile(tinyProfile).converged) {
-    await cli(['profile', '--model', p.tiny, '--data', p.retrievalData, '--task', 'retrieval', '--subset', TASKS.join(','),
-      ...(o.quick ? ['--lengths', '512'] : []), '--utility', 'loglik', ...common, ...lim, '--out', tinyProfile,
-      ...(fs.existsSync(tinyProfile) ? ['--resume'] : [])], o);
+  const tinyData = ['--model', p.tiny, '--data', p.retrievalData, '--task', 'retrieval', '--subset', TASKS.join(','), ...(o.quick ? ['--lengths', '512'] : [])];
+  // The retrieval model: the default (metric) profile, the loglik one (the earlier default, a baseline), and the
+  // leave-one-out values under the same utility (single-head ablation: a baseline allocator).
+  for (const utility of ['metric', 'loglik']) {
+    const f = profileFile(o, 'cokv-retrieval-tiny', utility);
+    if (!fs.existsSync(f) || !readProfile(f).converged) {
+      await cli(['profile', ...tinyData, '--utility', utility, ...common, ...lim, '--out', f, ...(fs.existsSync(f) ? ['--resume'] : [])], o);
+    }
   }
+  const loo = profileFile(o, 'cokv-retrieval-tiny', 'metric', '-loo');
+  if (!fs.existsSync(loo)) await cli(['profile', ...tinyData, '--utility', 'metric', '--estimator', 'loo', '--split', 'validation', ...lim, '--out', loo], o);
   const storiesProfile = profileFile(o, 'stories260K');
   if (!fs.existsSync(storiesProfile) || !readProfile(storiesProfile).converged) {
     await cli(['profile', '--model', p.stories, '--data', p.storiesData, '--task', 'stories', '--utility', 'loglik', '--max-new', '16',
       ...common, ...(o.quick ? ['--limit', '4'] : []), '--out', storiesProfile, ...(fs.existsSync(storiesProfile) ? ['--resume'] : [])], o);
   }
   for (const [name, model, len] of [['cokv-retrieval-tiny', p.tiny, 512], ['stories260K', p.stories, 256]] as const) {
-    const f = headScoresFile(o, name);
+    const f = headScoresFile(o, name, 'copy');
     if (!fs.existsSync(f)) {
-      // `--method copy`: the needle-copy score these experiments were published with (the default is now r2).
+      // `--method copy`: the needle-copy score these experiments were first published with.
       await cli(['head-scores', '--method', 'copy', '--model', model, '--haystack', p.haystack, '--length', String(len), '--samples', o.quick ? '2' : '8',
         '--seed', String(o.seed), '--out', f], o);
     }
   }
+  const r2 = headScoresFile(o, 'cokv-retrieval-tiny', 'r2');
+  if (!fs.existsSync(r2)) {
+    await cli(['head-scores', '--method', 'r2', '--model', p.tiny, '--haystack', p.haystack, '--samples', o.quick ? '2' : '8',
+      '--seed', String(o.seed), '--out', r2], o);
+  }
 }
 
 function pressFlags(o: ExperimentOptions, model: string): string[] {
-  return ['--profile', profileFile(o, model), '--head-scores', headScoresFile(o, model)];
+  return ['--profile', defaultProfile(o, model), '--head-scores', headScoresFile(o, model)];
 }
 
 async function budget(o: ExperimentOptions): Promise<void> {
@@ -230,6 +248,48 @@ async function generated(o: ExperimentOptions): Promise<void> {
   }
 }
 
+/**
+ * Baselines and allocation rules (issue #19), on the generated items: every per-head press under the references'
+ * integer rules without re-sharing (`--no-redistribute`: the HeadKV/CoKV/AdaKV code) beside cokv's default
+ * re-sharing (the `generated` step's runs), and the allocator variants — CoKV with the loglik profile (the earlier
+ * default) and with leave-one-out values, HeadKV with the needle-copy score — under both rules. Uniform presses
+ * (SnapKV, boundary-protected SnapKV, StreamingLLM) give every head the same budget, so the rule does not change
+ * them; their runs are the `generated` step's.
+ */
+const PER_HEAD_PRESSES = ['pyramidkv', 'adakv', 'headkv', 'cokv'];
+
+function baselineVariants(o: ExperimentOptions): { name: string; presses: string[]; flags: string[] }[] {
+  const tiny = 'cokv-retrieval-tiny';
+  return [
+    { name: 'default', presses: PER_HEAD_PRESSES, flags: pressFlags(o, tiny) },
+    { name: 'cokv-loglik', presses: ['cokv'], flags: ['--profile', profileFile(o, tiny, 'loglik')] },
+    { name: 'cokv-loo', presses: ['cokv'], flags: ['--profile', profileFile(o, tiny, 'metric', '-loo')] },
+    { name: 'headkv-copy', presses: ['headkv'], flags: ['--head-scores', headScoresFile(o, tiny, 'copy')] },
+  ];
+}
+
+async function baselines(o: ExperimentOptions): Promise<void> {
+  const p = paths(o), pl = plan(o.quick, o.slice);
+  const data = path.join(o.out, 'data', 'retrieval-generated.jsonl');
+  if (!fs.existsSync(data)) throw new CokvError(`experiment baselines: ${data} is missing (run the generated step first)`, 'file');
+  for (const rule of ['reshare', 'reference'] as const) {
+    for (const v of baselineVariants(o)) {
+      // The default variant under re-sharing is the generated step's own runs.
+      if (rule === 'reshare' && v.name === 'default') continue;
+      for (const task of TASKS) {
+        for (const L of pl.lengths) {
+          for (const protocol of ['question-aware', 'context-only']) {
+            await cli(['eval', '--model', p.tiny, '--data', data, '--dataset', 'retrieval', '--subset', task, '--lengths', String(L), '--split', 'all',
+              '--presses', v.presses.join(','), '--budgets', pl.budgets.join(','), '--protocol', protocol, ...v.flags,
+              ...(rule === 'reference' ? ['--no-redistribute'] : []),
+              '--out', path.join(p.runs, 'baselines', rule, v.name, `retrieval-${task}-${L}`)], o);
+          }
+        }
+      }
+    }
+  }
+}
+
 /** Keep the full cache only for the k highest (or lowest) valued heads; every other head keeps the window. */
 async function masking(o: ExperimentOptions): Promise<void> {
   const p = paths(o);
@@ -243,7 +303,7 @@ async function masking(o: ExperimentOptions): Promise<void> {
     const model = await loadModel(modelPath);
     const c = model.config;
     const n = c.numLayers * c.numKvHeads;
-    const values = readProfile(profileFile(o, name)).values.flat();
+    const values = readProfile(defaultProfile(o, name)).values.flat();
     let items = loadEvalItems(dataset, dataPath);
     if (dataset === 'retrieval') items = items.filter((it) => TASKS.includes(it.task ?? '') && it.length === 512);
     items = splitItems(items, o.seed).test.slice(0, o.slice ? 1 : o.quick ? 6 : dataset === 'retrieval' ? 60 : 40);
@@ -287,7 +347,7 @@ async function estimator(o: ExperimentOptions): Promise<void> {
   fs.mkdirSync(out, { recursive: true });
   const summary: Record<string, unknown> = {};
   for (const name of ['cokv-retrieval-tiny', 'stories260K']) {
-    const prof = readProfile(profileFile(o, name));
+    const prof = readProfile(defaultProfile(o, name));
     const n = prof.shape[0] * prof.shape[1];
     summary[name] = {
       samplesPerRun: prof.samples, converged: prof.converged, maeHistory: prof.maeHistory, cost: prof.cost, n,
@@ -333,17 +393,18 @@ async function sensitivity(o: ExperimentOptions): Promise<void> {
   const limit = ['--limit', String(o.slice ? 1 : o.quick ? 3 : 12)];
   const base = ['--model', p.tiny, '--data', p.retrievalData, '--dataset', 'retrieval', '--subset', 'multikey', '--lengths', '512',
     '--split', 'test', '--split-seed', String(o.seed), ...limit, '--head-scores', headScoresFile(o, 'cokv-retrieval-tiny')];
+  const tinyProfile = defaultProfile(o, 'cokv-retrieval-tiny');
   const budgets = o.quick ? '32' : '128,256';
   for (const alpha of o.slice ? [1] : o.quick ? [0, 1, 4] : [0, 1, 2, 4, 8]) {
-    await cli(['eval', ...base, '--presses', 'cokv', '--budgets', budgets, '--alpha', String(alpha), '--profile', profileFile(o, 'cokv-retrieval-tiny'),
+    await cli(['eval', ...base, '--presses', 'cokv', '--budgets', budgets, '--alpha', String(alpha), '--profile', tinyProfile,
       '--out', path.join(out, `alpha-${alpha}`)], o);
   }
   for (const w of o.slice ? [8] : [4, 8, 16]) {
-    await cli(['eval', ...base, '--presses', 'snapkv,cokv', '--budgets', budgets, '--window', String(w), '--profile', profileFile(o, 'cokv-retrieval-tiny'),
+    await cli(['eval', ...base, '--presses', 'snapkv,cokv', '--budgets', budgets, '--window', String(w), '--profile', tinyProfile,
       '--out', path.join(out, `window-${w}`)], o);
   }
   // Utility choice: profiles with each utility (same samples budget), then CoKV with each.
-  for (const utility of o.quick ? ['kl'] : ['metric', 'kl']) {
+  for (const utility of o.quick ? ['loglik', 'kl'] : ['metric', 'loglik', 'kl']) {
     const f = profileFile(o, 'cokv-retrieval-tiny', utility);
     const want = o.sensitivitySamples ?? pl.profileSamples;
     if (!fs.existsSync(f) || (!readProfile(f).converged && readProfile(f).samples < want)) {
@@ -446,7 +507,8 @@ async function summary(o: ExperimentOptions): Promise<void> {
         const task = s.subset?.join(',') ?? m.dataset;
         const run = path.relative(path.join(o.out, 'runs'), path.dirname(f));
         const variant = run.startsWith('sensitivity') || run.startsWith('quant') ? ` [${run.split(path.sep).slice(0, 2).join('/')}]`
-          : run.startsWith('generated') ? ' [generated items]' : '';
+          : run.startsWith('baselines') ? ` [${run.split(path.sep).slice(0, 3).join('/')}]`
+            : run.startsWith('generated') ? ' [generated items]' : '';
         entries.push({
           // `dataset` names the cell for `cokv report` (task@length plus the experiment variant); `suite` is the file's dataset.
           model: m.model, task, dataset: `${task}${s.lengths?.[0] ? `@${s.lengths[0]}` : ''}${variant}`, suite: m.dataset, promptLength: s.lengths?.[0], protocol: m.protocol,
@@ -454,7 +516,7 @@ async function summary(o: ExperimentOptions): Promise<void> {
           agreement: m.agreement, keptKvBytes: m.keptKvBytes, fullKvBytes: m.fullKvBytes, metric: m.metric,
           profile: m.press === 'cokv' ? s.profile : undefined, alpha: s.alpha, window: s.window, run,
           // Which test items: the dev file's test split, or items generated in its format (the `generated` step).
-          items: run.startsWith('generated') ? 'generated' : 'dev-test',
+          items: run.startsWith('generated') || run.startsWith('baselines') ? 'generated' : 'dev-test',
         });
       }
     }
@@ -481,7 +543,7 @@ const ciLabel = (e?: { ci95?: [number, number] }, d = 1) => (e?.ci95 ? `, 95% CI
 function resultTables(o: ExperimentOptions, raw: Record<string, unknown>[]): string {
   const es = raw as unknown as Entry[];
   const out: string[] = [`# cokv results (generated by \`cokv experiment summary\`, ${new Date().toISOString().slice(0, 10)}, ${o.quick ? 'quick' : 'full'} mode, seed ${o.seed})`, ''];
-  const main = es.filter((e) => !e.run.startsWith('sensitivity') && !e.run.startsWith('quant'));
+  const main = es.filter((e) => !e.run.startsWith('sensitivity') && !e.run.startsWith('quant') && !e.run.startsWith('baselines'));
   const groups = new Map<string, Entry[]>();
   for (const e of main) {
     const k = `${e.model}|${e.task}|${e.promptLength ?? ''}|${e.protocol}|${e.items}`;
@@ -516,6 +578,7 @@ function resultTables(o: ExperimentOptions, raw: Record<string, unknown>[]): str
     min97.push(`| ${model} | ${task} | ${len || '–'} | ${protocol} | ${items} | ${row97.join(' | ')} |`);
   }
   out.push('## Smallest budget keeping ≥ 97% of Full', '', min97.join('\n'), '');
+  out.push(...baselineTables(es));
   const mdir = path.join(o.out, 'masking');
   if (fs.existsSync(mdir)) {
     out.push('## Head masking (full cache only for k heads, the rest window-only)', '');
@@ -567,11 +630,62 @@ function resultTables(o: ExperimentOptions, raw: Record<string, unknown>[]): str
   return out.join('\n') + '\n';
 }
 
+/** A run's label in the baselines tables: press plus the allocator variant (`baselines/<rule>/<variant>/…` runs). */
+function baselineLabel(e: Entry): string {
+  const variant = e.run.startsWith('baselines') ? e.run.split('/')[2] : 'default';
+  if (variant === 'cokv-loglik') return 'cokv (loglik profile)';
+  if (variant === 'cokv-loo') return 'cokv (leave-one-out values)';
+  if (variant === 'headkv-copy') return 'headkv (copy score)';
+  if (e.press === 'cokv') return 'cokv (default: metric profile)';
+  if (e.press === 'headkv') return 'headkv (R2 score)';
+  return e.press;
+}
+
+/**
+ * Baselines × allocation rules on the generated items: per protocol and rule, the mean score over the three tasks
+ * at each (prompt length, budget) with budget ≤ 25% of the prompt, and whether the default CoKV is ≥ every other
+ * press there. Uniform presses' runs (the generated step's) stand in both rules: the rule changes nothing for them.
+ */
+function baselineTables(es: Entry[]): string[] {
+  const gen = es.filter((e) => e.items === 'generated' && e.model === 'cokv-retrieval-tiny' && e.budget !== null && e.press !== 'full' && e.press !== 'random');
+  if (!gen.some((e) => e.run.startsWith('baselines'))) return [];
+  const uniform = new Set(['streaming', 'snapkv', 'boundary-snapkv']);
+  const ruleOf = (e: Entry): string | undefined => (e.run.startsWith('baselines') ? e.run.split('/')[1] : e.run.startsWith('generated') ? 'reshare' : undefined);
+  const out: string[] = ['## Baselines and allocation rules (generated items, mean over passkey, multikey and kv)', '',
+    'Columns: prompt length / budget per KV head, for budgets ≤ 25% of the prompt; each cell the mean exact match ×100 over the three tasks (60 items each). ' +
+    '"reshare" = cokv\'s default (budget a head cannot use goes to the others); "reference" = the HeadKV/CoKV/AdaKV code\'s integer rules (`--no-redistribute`). ' +
+    'SnapKV, boundary-protected SnapKV and StreamingLLM give every head the same budget, so both rules give them the same runs.', ''];
+  for (const protocol of ['question-aware', 'context-only']) {
+    for (const rule of ['reshare', 'reference']) {
+      const cells = gen.filter((e) => e.protocol === protocol && (ruleOf(e) === rule || (uniform.has(e.press) && ruleOf(e) === 'reshare' && !e.run.startsWith('baselines'))));
+      const cols = [...new Set(cells.filter((e) => e.budget! <= 0.25 * (e.promptLength ?? 0)).map((e) => `${e.promptLength}/${e.budget}`))]
+        .sort((a, b) => Number(a.split('/')[0]) - Number(b.split('/')[0]) || Number(a.split('/')[1]) - Number(b.split('/')[1]));
+      if (cols.length === 0) continue;
+      const labels = [...new Set(cells.map(baselineLabel))].sort();
+      const mean = (label: string, col: string): number | undefined => {
+        const [L, B] = col.split('/').map(Number);
+        const xs = cells.filter((e) => baselineLabel(e) === label && e.promptLength === L && e.budget === B);
+        return xs.length === TASKS.length ? xs.reduce((a, e) => a + e.score, 0) / xs.length : undefined;
+      };
+      out.push(`### ${protocol} · ${rule}`, '', `| press | ${cols.join(' | ')} |`, '|' + ' --- |'.repeat(cols.length + 1));
+      for (const label of labels) out.push(`| ${label} | ${cols.map((c) => fmt(mean(label, c))).join(' | ')} |`);
+      const cokv = 'cokv (default: metric profile)';
+      out.push(`| **CoKV ≥ all?** | ${cols.map((c) => {
+        const mine = mean(cokv, c);
+        if (mine === undefined) return '–';
+        const above = labels.filter((l) => l !== cokv && (mean(l, c) ?? -Infinity) > mine + 1e-9);
+        return above.length === 0 ? 'yes' : `no (${above.join(', ')})`;
+      }).join(' | ')} |`, '');
+    }
+  }
+  return out;
+}
+
 function writeFigures(o: ExperimentOptions, entries: Record<string, unknown>[]): void {
   const figDir = path.join(o.out, 'figures');
   fs.mkdirSync(figDir, { recursive: true });
   type E = { model: string; task: string; promptLength?: number; protocol: string; press: string; budget: number | null; ratio?: number; kvDtype: string; score: number; run: string; items: string };
-  const es = (entries as unknown as E[]).filter((e) => !e.run.startsWith('sensitivity') && !e.run.startsWith('quant') && e.ratio === undefined);
+  const es = (entries as unknown as E[]).filter((e) => !e.run.startsWith('sensitivity') && !e.run.startsWith('quant') && !e.run.startsWith('baselines') && e.ratio === undefined);
   const groups = new Map<string, E[]>();
   for (const e of es) {
     const key = `${e.model}|${e.task}|${e.promptLength ?? ''}|${e.protocol}|${e.items === 'generated' ? 'generated' : ''}`;
@@ -607,9 +721,9 @@ function writeFigures(o: ExperimentOptions, entries: Record<string, unknown>[]):
   }
 }
 
-const STEPS: Record<ExperimentName, (o: ExperimentOptions) => Promise<void>> = { profiles, budget, generated, masking, estimator, sensitivity, quant, memory, summary };
+const STEPS: Record<ExperimentName, (o: ExperimentOptions) => Promise<void>> = { profiles, budget, generated, baselines, masking, estimator, sensitivity, quant, memory, summary };
 const NEEDS: Partial<Record<ExperimentName, ExperimentName[]>> = {
-  budget: ['profiles'], generated: ['profiles'], masking: ['profiles'], estimator: ['profiles'], sensitivity: ['profiles'], quant: ['profiles'],
+  budget: ['profiles'], generated: ['profiles'], baselines: ['profiles', 'generated'], masking: ['profiles'], estimator: ['profiles'], sensitivity: ['profiles'], quant: ['profiles'],
 };
 
 export async function runExperiment(name: ExperimentName | 'all', o: ExperimentOptions): Promise<void> {
