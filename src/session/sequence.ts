@@ -33,6 +33,7 @@ import type { Press } from '../press/types.js';
 import { isFullPress } from '../press/registry.js';
 import type { CokvModel } from '../engine.js';
 import { readSavedCache, writeSavedCache } from '../cache/save.js';
+import { shiftedCache } from './context-shift.js';
 import { checkBoundaries } from '../press/boundaries.js';
 
 export interface SequenceOptions {
@@ -523,6 +524,20 @@ export class Sequence {
       this.queries = undefined;
     }
     return { logProbs, mean: logProbs.reduce((a, b) => a + b, 0) / logProbs.length };
+  }
+
+  /**
+   * Context shift (llama.cpp's; see src/session/context-shift.ts): drop the tokens at positions [start, end) and
+   * move every later entry back by end − start positions, re-rotating its key, so the sequence goes on at
+   * `position − (end − start)` with the distances between later tokens unchanged. Only processed positions can be
+   * dropped (a pending token is fed after the shift); the last logits stay; the kept window queries are dropped.
+   * Refused (CokvError kind 'state') for q8 storage and longrope scaling.
+   */
+  async shift(start: number, end: number): Promise<void> {
+    const cache = this.cache;
+    this.cacheRef = await exclusive(this.model.transformer, () => shiftedCache(this.model.config, cache, start, end));
+    this.ids.splice(start, end - start);
+    this.queries = undefined;
   }
 
   /**
