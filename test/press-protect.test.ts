@@ -256,6 +256,17 @@ describe.runIf(haveAssets)('boundaries through Sequence.prefill / compress, Cokv
     expect(sets(s)).toEqual(sets(whole));
   });
 
+  it('the bounded prefillEvict mode keeps the protected tokens through every chunk', async () => {
+    const press = createPress('boundary-snapkv', { budget: B, protect: 0.25 }, model.config);
+    const s = await model.createSequence({ kvDtype: 'f32' });
+    await s.prefill(ids, { press, boundaries, prefillEvict: true, chunkSize: 64 });
+    const want = protectedEntries(Int32Array.from(range(0, ids.length)), ids.length - 8, boundaries, protectedCount(0.25, B, 8));
+    for (const kept of sets(s).flat()) {
+      expect(kept.length).toBe(B);
+      for (const p of want) expect(kept).toContain(p);
+    }
+  });
+
   it('generate passes boundaries to its prefill', async () => {
     const press = createPress('boundary-snapkv', { budget: B, protect: 0.25 }, model.config);
     const g = model.generate(ids, { press, boundaries, maxTokens: 2, temperature: 0, kvDtype: 'f32' });
