@@ -273,6 +273,94 @@ describe('ChatSession', () => {
     expect(refused.stderr.trim()).toBe('cokv: --prefill-evict: needs --press (with the full cache nothing is evicted)');
   });
 
+  it('contextShift: a turn past the context drops the oldest turns after the system message and goes on, as a sequence shifted the same way', async () => {
+    const model = await loadModel(LLAMA3_TINY);
+    const ctx = model.config.contextLength;
+    const turnOpts = { temperature: 0, maxTokens: 16 };
+    const system = 'Be brief.';
+    const chat = await model.createChatSession({ template: PLAIN, system, contextShift: true });
+    const plain = await model.createChatSession({ template: PLAIN, system });
+    const ref = await model.createSequence();
+    const msg = (i: number): string => `Message ${i}: ${'tell me about the dog and the park. '.repeat(4)}`;
+    const history: { role: string; content: string }[] = [{ role: 'system', content: system }];
+    let held = '';
+    const sysIds = model.encode(render(model, PLAIN, [{ role: 'system', content: system }]).replace(/assistant: $/, ''), false);
+    let shifts = 0, refusedPlain = false;
+    for (let i = 0; i < 10; i++) {
+      const a = chat.prompt(msg(i), turnOpts);
+      await a.complete();
+      const text = render(model, PLAIN, [...history, { role: 'user', content: msg(i) }]);
+      const suffix = i === 0 ? model.promptIds(text, false) : model.encode(text.slice(held.length), false);
+      expect(text.startsWith(held)).toBe(true);
+      const last = chat.stats.lastTurn!;
+      expect(last.reprefilled).toBe(false);
+      if (last.shift) {
+        shifts++;
+        // The kept prefix is the system message's tokens; the dropped part ends at a turn boundary.
+        let common = 0;
+        while (common < sysIds.length && sysIds[common] === ref.tokens[common]) common++;
+        expect(last.shift.start).toBe(common);
+        expect(last.shift.start).toBeGreaterThan(0);
+        await ref.shift(last.shift.start, last.shift.end);
+      }
+      await ref.prefill(suffix);
+      const b = ref.generate(turnOpts);
+      await b.complete();
+      expect(a.tokens, `turn ${i}`).toEqual(b.tokens);
+      expect(chat.stats.tokens).toBe(ref.position);
+      expect(chat.stats.tokens).toBeLessThanOrEqual(ctx);
+      held = text + a.text;
+      history.push({ role: 'user', content: msg(i) }, { role: 'assistant', content: a.text });
+      if (!refusedPlain) {
+        const p = plain.prompt(msg(i), turnOpts);
+        const err = await p.complete().then(() => undefined, (e: unknown) => e);
+        if (err) {
+          refusedPlain = true;
+          expect((err as CokvError).message).toContain(`the model's context of ${ctx} tokens`);
+          expect(shifts).toBe(1); // the turn the plain session refuses is the one the shifting session shifted for
+        }
+      }
+      if (shifts >= 2) break;
+    }
+    expect(refusedPlain).toBe(true);
+    expect(shifts).toBeGreaterThanOrEqual(1);
+    const st = chat.stats;
+    expect(st.shifts).toBe(shifts);
+    expect(st.turns).toBe(history.length / 2 - 0.5);
+    expect(st.shiftedTokens).toBeGreaterThan(0);
+    expect(st.perTurn[0].shiftedTokens).toBeGreaterThan(0);
+    expect(st.perTurn.reduce((n, t) => n + t.shiftedTokens, 0)).toBe(st.shiftedTokens);
+    expect(st.perTurn.find((t) => t.entries === 0 && t.shiftedTokens > 0)?.kept ?? 0).toBe(0);
+    // Saved and loaded, the shifted session continues exactly as the original.
+    const file = path.join(tmpDir(), 'shifted.json');
+    await chat.save(file);
+    const again = await ChatSession.load(model, file, { contextShift: true });
+    expect(again.stats.shifts).toBe(st.shifts);
+    const x = chat.prompt('And then?', turnOpts);
+    const y = again.prompt('And then?', turnOpts);
+    await x.complete();
+    await y.complete();
+    expect(y.tokens).toEqual(x.tokens);
+    for (const c of [chat, plain, again]) c.dispose();
+    ref.dispose();
+  });
+
+  it('cokv chat --context-shift (piped): a conversation past the context goes on, /stats reports the shifts', () => {
+    const lines = `${'Message: tell me about the dog and the park. '.repeat(4)}\n`.repeat(5);
+    const run = (args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', path.join(repoRoot, 'src/cli/run.ts'), 'chat', '--model', LLAMA3_TINY, '--system', 'Be brief.', '--max-tokens', '16', ...args], {
+      cwd: repoRoot, encoding: 'utf8', input: `${lines}/stats\n/exit\n`, timeout: 120_000,
+    });
+    const shifted = run(['--context-shift']);
+    expect(shifted.status, shifted.stderr).toBe(0);
+    expect(shifted.stdout).not.toMatch(/error/i);
+    expect(shifted.stdout).toMatch(/turns 5, tokens \d+, .*, context shifts [1-9]\d* \(\d+ tokens dropped\)/);
+    expect(shifted.stdout).toMatch(/context shift dropped positions \d+\.\.\d+/);
+    expect(shifted.stdout).toMatch(/#1 \d+% \(\d+ tokens shifted out\)/);
+    const refused = run([]);
+    expect(refused.status).toBe(0); // the chat goes on after a refused message
+    expect(refused.stdout).toMatch(/error: prompt: this message brings the conversation to \d+ tokens .* \(or let the contextShift option drop old turns\)/);
+  });
+
   it.skipIf(!haveAssets)('a cancelled answer is kept as far as it got; a cancelled prefill leaves the history and re-prefills next turn', async () => {
     const model = await loadModel(RETRIEVAL);
     const chat = await model.createChatSession({ template: PLAIN });

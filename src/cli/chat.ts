@@ -28,6 +28,7 @@ interface ChatFlags extends PressFlags {
   kvDtype?: string;
   maxHistory?: string;
   prefillEvict?: boolean;
+  contextShift?: boolean;
 }
 
 const HELP = '/stats  /save FILE  /load FILE  /reset  /help  /exit   (Ctrl-C cancels an answer; Ctrl-D or Ctrl-C at the prompt exits)';
@@ -47,7 +48,8 @@ export function registerChat(program: Command, run: (fn: () => Promise<void>) =>
     .option('--min-tokens <n>', 'EOS cannot end an answer before this many tokens')
     .option('--kv-dtype <t>', `${KV_DTYPE_HELP} (default f16; /load keeps the file's unless given)`)
     .option('--max-history <n>', 'with --press: compress only once the history holds more than n entries per KV head')
-    .option('--prefill-evict', `${PREFILL_EVICT_HELP}; applies to every compressed turn`);
+    .option('--prefill-evict', `${PREFILL_EVICT_HELP}; applies to every compressed turn`)
+    .option('--context-shift', 'when a message would not fit the context, drop the oldest turns after the system message and go on (llama.cpp\'s context shift; not with --kv-dtype q8)');
   addPressFlags(cmd).action((flags: ChatFlags) => run(() => chatCommand(flags)));
 }
 
@@ -60,15 +62,16 @@ function errorLine(e: unknown): string {
 /** The `/stats` text. */
 export function formatChatStats(s: ChatSessionStats): string {
   const lines = [
-    `turns ${s.turns}, tokens ${s.tokens}, KV ${formatBytes(s.kvBytes)} of ${formatBytes(s.kvFullBytes)} (${s.heldPerHead.toFixed(1)} entries per head), compressions ${s.compressions}, re-prefills ${s.reprefills}`,
+    `turns ${s.turns}, tokens ${s.tokens}, KV ${formatBytes(s.kvBytes)} of ${formatBytes(s.kvFullBytes)} (${s.heldPerHead.toFixed(1)} entries per head), compressions ${s.compressions}, re-prefills ${s.reprefills}${s.shifts > 0 ? `, context shifts ${s.shifts} (${s.shiftedTokens} tokens dropped)` : ''}`,
   ];
   const t = s.lastTurn;
   if (t) {
     const evicted = t.evicted?.map((n, i) => (n > 0 ? `#${i + 1} ${n}` : '')).filter((x) => x !== '').join(', ');
     const compressed = t.compressed ? `, compressed${evicted ? ` (entries evicted: ${evicted})` : ' (nothing evicted)'}` : '';
-    lines.push(`last turn: ${t.reusedTokens} tokens reused, ${t.prefilledTokens} prefilled${compressed}${t.reprefilled ? ` (re-prefilled: ${t.reprefillReason})` : ''}`);
+    const shifted = t.shift ? `, context shift dropped positions ${t.shift.start}..${t.shift.end - 1}` : '';
+    lines.push(`last turn: ${t.reusedTokens} tokens reused, ${t.prefilledTokens} prefilled${compressed}${shifted}${t.reprefilled ? ` (re-prefilled: ${t.reprefillReason})` : ''}`);
   }
-  if (s.perTurn.length > 0) lines.push(`kept per turn: ${s.perTurn.map((p, i) => `#${i + 1} ${(100 * p.kept).toFixed(0)}%${p.evicted > 0 ? ` (${p.evicted} of ${p.entries} entries evicted)` : ''}`).join(' ')}`);
+  if (s.perTurn.length > 0) lines.push(`kept per turn: ${s.perTurn.map((p, i) => `#${i + 1} ${(100 * p.kept).toFixed(0)}%${p.evicted > 0 ? ` (${p.evicted} of ${p.entries} entries evicted)` : ''}${p.shiftedTokens > 0 ? ` (${p.shiftedTokens} tokens shifted out)` : ''}`).join(' ')}`);
   return lines.join('\n');
 }
 
@@ -99,7 +102,7 @@ async function chatCommand(f: ChatFlags): Promise<void> {
   const press = pressFromFlags(f, model.config);
   if (maxHistoryTokens !== undefined && !press) throw new CokvError('--max-history: needs --press', 'flag');
   const prefillEvict = f.prefillEvict === true ? true : undefined;
-  const opts: ChatSessionOptions = { press, system: f.system, kvDtype: kvDtypeFlag(f.kvDtype), maxHistoryTokens, template, prefillEvict };
+  const opts: ChatSessionOptions = { press, system: f.system, kvDtype: kvDtypeFlag(f.kvDtype), maxHistoryTokens, template, prefillEvict, contextShift: f.contextShift === true ? true : undefined };
   let session = await model.createChatSession(opts);
   const out = (s: string): void => { process.stdout.write(s); };
   const rl = readline.createInterface({ input: process.stdin, output: process.stdout, terminal: process.stdin.isTTY === true });
@@ -143,7 +146,7 @@ async function chatCommand(f: ChatFlags): Promise<void> {
             out(`saved ${session.stats.turns} turns to ${arg} (cache in ${arg}.kvc)\n`);
           } else if (command === '/load') {
             if (!arg) throw new CokvError('/load: give a file', 'flag');
-            const loaded = await ChatSession.load(model, arg, { press, maxHistoryTokens, prefillEvict, kvDtype: f.kvDtype === undefined ? undefined : opts.kvDtype, ...(template !== undefined ? { template } : {}), ...(f.system !== undefined ? { system: f.system } : {}) });
+            const loaded = await ChatSession.load(model, arg, { press, maxHistoryTokens, prefillEvict, contextShift: opts.contextShift, kvDtype: f.kvDtype === undefined ? undefined : opts.kvDtype, ...(template !== undefined ? { template } : {}), ...(f.system !== undefined ? { system: f.system } : {}) });
             session.dispose();
             session = loaded;
             out(`loaded ${session.stats.turns} turns from ${arg}\n`);

@@ -50,6 +50,12 @@ export interface ChatSessionOptions {
    * every chunk, so a long message never holds its full K/V). Needs a press whose window fits one chunk.
    */
   prefillEvict?: boolean;
+  /**
+   * When a message would not fit the model's context (with room for `maxTokens` of answer), drop the oldest turns'
+   * tokens after the system message's and move the rest back (Sequence.shift, llama.cpp's context shift), so the
+   * conversation goes on; the history keeps every turn. Default false: such a message is refused.
+   */
+  contextShift?: boolean;
 }
 
 /** One exchange of the conversation. */
@@ -75,6 +81,8 @@ export interface ChatTurnStats {
   entries: number;
   held: number;
   evicted: number;
+  /** Of the turn's tokens, how many context shifts dropped (not counted in `entries`). */
+  shiftedTokens: number;
 }
 
 /** What the last `prompt()` did before generating. */
@@ -94,6 +102,8 @@ export interface ChatPrefillStats {
    * heads this compression evicted (0 where it evicted none of that turn's).
    */
   evicted?: number[];
+  /** The positions [start, end) a context shift dropped before this turn's prefill (undefined: none). */
+  shift?: { start: number; end: number };
 }
 
 export interface ChatSessionStats {
@@ -111,6 +121,9 @@ export interface ChatSessionStats {
   /** Times the press ran, and times the conversation was prefilled again from scratch. */
   compressions: number;
   reprefills: number;
+  /** Context shifts made, and the tokens they dropped. */
+  shifts: number;
+  shiftedTokens: number;
   /** Per history turn, its positions and kept fraction. */
   perTurn: ChatTurnStats[];
   /** The last turn's prefill (undefined before the first turn). */
@@ -129,6 +142,11 @@ interface SavedChat {
   heldText?: string;
   compressions: number;
   reprefills: number;
+  /** Context shift state: tokens dropped (in order, after the first `shiftKeep`), per turn, and the shift count. */
+  shiftDropped?: number[];
+  shiftKeep?: number;
+  shiftedPerTurn?: number[];
+  shifts?: number;
 }
 
 /** The chat template a session renders with: the option, else the model's own. */
@@ -155,6 +173,12 @@ export class ChatSession {
   /** The text of the held tokens (the last rendering plus its answer), when known. */
   private heldText: string | undefined;
   private readonly template: string;
+  /** Tokens context shifts dropped, in order: the held conversation is tokens[0, shiftKeep) + these + the rest. */
+  private shiftDropped: number[] = [];
+  private shiftKeep = 0;
+  /** Per history turn, its tokens dropped by context shifts. */
+  private shiftedPerTurn: number[] = [];
+  private shifts = 0;
 
   private constructor(
     /** The model the session runs on. */
@@ -216,6 +240,19 @@ export class ChatSession {
     s.heldText = typeof saved.heldText === 'string' ? saved.heldText : undefined;
     s.compressions = Number.isSafeInteger(saved.compressions) ? saved.compressions : 0;
     s.reprefills = Number.isSafeInteger(saved.reprefills) ? saved.reprefills : 0;
+    const okIds = (a: unknown): a is number[] => Array.isArray(a) && a.every((x) => Number.isSafeInteger(x) && x >= 0);
+    if (saved.shiftDropped !== undefined) {
+      if (!okIds(saved.shiftDropped) || !Number.isSafeInteger(saved.shiftKeep) || !okIds(saved.shiftedPerTurn) || saved.shiftedPerTurn.length !== saved.history.length) {
+        seq.dispose();
+        throw new CokvError(`${file}: a saved chat with a damaged context-shift record`, 'format');
+      }
+      s.shiftDropped = [...saved.shiftDropped];
+      s.shiftKeep = saved.shiftKeep!;
+      s.shiftedPerTurn = [...saved.shiftedPerTurn];
+      s.shifts = Number.isSafeInteger(saved.shifts) ? saved.shifts! : 0;
+    } else {
+      s.shiftedPerTurn = saved.history.map(() => 0);
+    }
     return s;
   }
 
@@ -279,6 +316,7 @@ export class ChatSession {
         g.stats ??= stoppedEarlyStats(g, this.seq, prompt, t1 - t0, t1);
         this.history.push({ user, assistant: g.text, ...(cancelled ? { cancelled: true } : {}) });
         this.spans.push([start, this.seq.position]);
+        this.shiftedPerTurn.push(0);
         // The held tokens are the rendering plus the answer's tokens, whose text is g.text unless a stop string
         // (generated, then cut from the text) or a cancellation (text still buffered) came between.
         this.heldText = !cancelled && g.stats.stopReason !== 'stop' ? text + g.text : undefined;
@@ -301,7 +339,7 @@ export class ChatSession {
         else reason = 'the rendered conversation does not start with the held text (the template renders earlier turns differently)';
       } else {
         const ids = this.model.promptIds(text, false);
-        const held = seq.tokens;
+        const held = this.heldIds(seq);
         if (held.length >= ids.length) reason = `the rendered conversation (${ids.length} tokens) is not longer than the ${held.length} held`;
         for (let i = 0; reason === undefined && i < held.length; i++) {
           if (held[i] !== ids[i]) reason = `the rendered conversation re-encodes to other tokens than the held ones at position ${i}`;
@@ -312,7 +350,9 @@ export class ChatSession {
     // Templates write BOS themselves (as in CokvModel.chat).
     suffix ??= this.model.promptIds(text, false);
     if (suffix.length === 0) throw new CokvError('prompt: the message adds no tokens to the conversation', 'prompt');
-    this.checkContext(reason === undefined ? seq.position : 0, suffix.length, reason !== undefined);
+    const shift = reason === undefined ? this.shiftFor(seq, suffix.length, maxTokens) : undefined;
+    if (!shift) this.checkContext(reason === undefined ? seq.position : 0, suffix.length, reason !== undefined);
+    else await this.shiftOut(seq, shift);
     let start = seq.position;
     if (reason !== undefined) {
       if (seq.position > 0) {
@@ -324,10 +364,14 @@ export class ChatSession {
       const n = this.history.length;
       const at = Array.from({ length: n + 1 }, (_, i) => (i === 0 ? 0 : this.renderedLength(i)));
       this.spans = this.history.map((_, i) => [at[i], at[i + 1]]);
+      this.clearShifts();
       start = at[n];
     }
     const press = this.pressFor(seq, suffix.length);
-    this.last = { reusedTokens: seq.position, prefilledTokens: suffix.length, reprefilled: reason !== undefined, reprefillReason: reason, compressed: press !== undefined };
+    this.last = {
+      reusedTokens: seq.position, prefilledTokens: suffix.length, reprefilled: reason !== undefined, reprefillReason: reason, compressed: press !== undefined,
+      ...(shift ? { shift } : {}),
+    };
     // For the eviction report: what each turn held before, and which positions this pass feeds.
     const fedFrom = seq.position - seq.stats.pendingTokens;
     const before = press ? heldBySpan(seq, this.spans) : undefined;
@@ -360,8 +404,82 @@ export class ChatSession {
     const ctx = this.model.config.contextLength;
     if (held + n < ctx) return;
     const what = reprefill ? `the conversation prefilled again is ${n} tokens` : `this message brings the conversation to ${held + n} tokens (${n} new after ${held})`;
-    const press = this.opts.press && !isFullPress(this.opts.press) ? ' (compressing the history cannot make room: evicted tokens keep their positions)' : '';
-    throw new CokvError(`prompt: ${what}, which leaves no room for an answer in the model's context of ${ctx} tokens${press}; reset the chat or start a new one`, 'prompt');
+    const press = this.opts.contextShift ? (reprefill ? ' (a conversation prefilled again is not shifted)' : ' (even a context shift dropping every earlier turn cannot make room)')
+      : this.opts.press && !isFullPress(this.opts.press) ? ' (compressing the history cannot make room: evicted tokens keep their positions; the contextShift option drops old turns instead)' : '';
+    throw new CokvError(`prompt: ${what}, which leaves no room for an answer in the model's context of ${ctx} tokens${press}; reset the chat or start a new one${this.opts.contextShift ? '' : ' (or let the contextShift option drop old turns)'}`, 'prompt');
+  }
+
+  /**
+   * With `contextShift`, the positions to drop so that `n` new tokens and `maxTokens` of answer fit the context
+   * (or, when the answer cannot fit whatever is dropped, at least the message): the oldest whole turns after the
+   * system message's tokens. Undefined when it fits already, or when no shift is on or can make room.
+   */
+  private shiftFor(seq: Sequence, n: number, maxTokens: number): { start: number; end: number } | undefined {
+    const ctx = this.model.config.contextLength;
+    const held = seq.position;
+    if (!this.opts.contextShift || held + n < ctx) return undefined;
+    const keep = this.systemTokens(seq);
+    const cached = held - seq.stats.pendingTokens;
+    const need = (room: number): number | undefined => {
+      // Turn boundaries after the kept prefix, oldest first; the last candidate drops everything processed.
+      for (const end of [...this.spans.map(([a]) => a).filter((a) => a > keep), cached]) {
+        if (end <= cached && held - (end - keep) + n + room <= ctx) return end;
+      }
+      return undefined;
+    };
+    const end = need(maxTokens) ?? need(1);
+    return end !== undefined && end > keep ? { start: keep, end } : undefined;
+  }
+
+  /**
+   * Tokens of the system message's rendering that the held ones start with (the part a context shift keeps): the
+   * template rendered with the system message alone, as far as its tokens match the held ones.
+   */
+  private systemTokens(seq: Sequence): number {
+    if (this.shiftDropped.length > 0) return this.shiftKeep;
+    const keep = this.history;
+    this.history = [];
+    let text: string;
+    try {
+      text = applyChatTemplate(this.template, this.messages(), {
+        bosToken: this.model.source.bosToken, eosToken: this.model.source.eosToken, addGenerationPrompt: false, source: this.model.source.path,
+      });
+    } finally {
+      this.history = keep;
+    }
+    const ids = text ? this.model.encode(text, false) : [];
+    const held = seq.tokens;
+    let k = 0;
+    while (k < ids.length && k < held.length && ids[k] === held[k]) k++;
+    return k;
+  }
+
+  /** Drop positions [start, end) from the sequence (Sequence.shift) and move the turns' spans with them. */
+  private async shiftOut(seq: Sequence, { start, end }: { start: number; end: number }): Promise<void> {
+    const dropped = seq.tokens.slice(start, end);
+    await seq.shift(start, end);
+    const delta = end - start;
+    const at = (p: number): number => (p < start ? p : p < end ? start : p - delta);
+    this.spans = this.spans.map(([a, b], t) => {
+      this.shiftedPerTurn[t] += Math.max(0, Math.min(b, end) - Math.max(a, start));
+      return [at(a), at(b)];
+    });
+    this.shiftDropped.push(...dropped);
+    this.shiftKeep = start;
+    this.shifts++;
+  }
+
+  /** The held conversation's tokens, the ones context shifts dropped included. */
+  private heldIds(seq: Sequence): readonly number[] {
+    if (this.shiftDropped.length === 0) return seq.tokens;
+    const t = seq.tokens;
+    return [...t.slice(0, this.shiftKeep), ...this.shiftDropped, ...t.slice(this.shiftKeep)];
+  }
+
+  private clearShifts(): void {
+    this.shiftDropped = [];
+    this.shiftKeep = 0;
+    this.shiftedPerTurn = this.history.map(() => 0);
   }
 
   /** Tokens of the rendering of history turns [0, n) (no assistant turn opened): where turn n starts. */
@@ -399,12 +517,14 @@ export class ChatSession {
     const H = budgetedHeads(this.model);
     const perTurn = this.spans.map(([a, b], t) => {
       const n = Math.max(0, Math.min(b, cached) - a) * H;
-      return { start: a, end: b, kept: n > 0 ? counts[t] / n : 1, entries: n, held: counts[t], evicted: n - counts[t] };
+      const shiftedTokens = this.shiftedPerTurn[t] ?? 0;
+      return { start: a, end: b, kept: n > 0 ? counts[t] / n : shiftedTokens > 0 ? 0 : 1, entries: n, held: counts[t], evicted: n - counts[t], shiftedTokens };
     });
     return {
       turns: this.history.length, tokens: seq.position, kvDtype: s.kvDtype, kvBytes: s.kvBytes, kvFullBytes: s.kvFullBytes,
-      heldPerHead: heldPerHead(seq), compressions: this.compressions, reprefills: this.reprefills, perTurn,
-      lastTurn: this.last ? { ...this.last, ...(this.last.evicted ? { evicted: [...this.last.evicted] } : {}) } : undefined,
+      heldPerHead: heldPerHead(seq), compressions: this.compressions, reprefills: this.reprefills,
+      shifts: this.shifts, shiftedTokens: this.shiftDropped.length, perTurn,
+      lastTurn: this.last ? { ...this.last, ...(this.last.evicted ? { evicted: [...this.last.evicted] } : {}), ...(this.last.shift ? { shift: { ...this.last.shift } } : {}) } : undefined,
     };
   }
 
@@ -419,6 +539,8 @@ export class ChatSession {
     this.rebuild = undefined;
     this.heldText = undefined;
     this.compressions = this.reprefills = 0;
+    this.clearShifts();
+    this.shifts = 0;
   }
 
   /** Write the history to `file` and the sequence to `<file>.kvc` (both atomically; see Sequence.save). */
@@ -429,6 +551,7 @@ export class ChatSession {
     const saved: SavedChat = {
       format: 'cokv-chat', version: 1, system: this.opts.system, template: this.opts.template, history: this.history, spans: this.spans,
       tokens: seq.position, heldText: this.heldText, compressions: this.compressions, reprefills: this.reprefills,
+      ...(this.shifts > 0 ? { shiftDropped: this.shiftDropped, shiftKeep: this.shiftKeep, shiftedPerTurn: this.shiftedPerTurn, shifts: this.shifts } : {}),
     };
     writeFileAtomic(file, `${JSON.stringify(saved)}\n`, { what: 'save' });
   }
