@@ -100,9 +100,10 @@ async function benchCommand(f: BenchFlags): Promise<void> {
   const entry = path.join(path.dirname(fileURLToPath(import.meta.url)), fileURLToPath(import.meta.url).endsWith('.ts') ? 'run.ts' : 'run.js');
   const nodeArgs = entry.endsWith('.ts') ? ['--import', 'tsx', entry] : [entry];
   const pass: string[] = [];
-  for (const k of ['window', 'pool', 'kernel', 'alpha', 'profile', 'headScores', 'sink'] as const) {
+  for (const k of ['window', 'pool', 'kernel', 'alpha', 'profile', 'headScores', 'sink', 'preset'] as const) {
     if (f[k] !== undefined) pass.push(`--${k.replace(/[A-Z]/g, (m) => '-' + m.toLowerCase())}`, String(f[k]));
   }
+  if (f.protect !== undefined && f.protect !== false) pass.push(f.protect === true ? '--protect' : `--protect=${f.protect}`);
   if (f.redistribute === false) pass.push('--no-redistribute');
   const rows: BenchRow[] = [];
   for (const L of lengths) {
