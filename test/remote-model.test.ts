@@ -140,7 +140,7 @@ describe.skipIf(!haveAssets)('RemoteModel (a model in a worker thread)', () => {
     back.dispose();
   });
 
-  it('scoreContinuation, headPositions, logits, newlineIds, maxPromptChars and chat messages equal the in-process ones', async () => {
+  it('scoreContinuation, headPositions, logits, shift, newlineIds, maxPromptChars and chat messages equal the in-process ones', async () => {
     const prompt = localR.promptIds(longContext(12));
     const continuation = localR.encode(' 4417. The grass is green', false);
     expect(continuation.length).toBeGreaterThan(2);
@@ -182,6 +182,18 @@ describe.skipIf(!haveAssets)('RemoteModel (a model in a worker thread)', () => {
     const lg = ls.generate({ maxTokens: 4, temperature: 0 });
     await Promise.all([rg.complete(), lg.complete()]);
     expect(rg.tokens).toEqual(lg.tokens);
+    // A context shift: the same tokens and positions, and the same answer after it.
+    await rs.shift(3, 40);
+    await ls.shift(3, 40);
+    expect(rs.tokens).toEqual(ls.tokens);
+    expect(rs.stats.tokens).toBe(ls.position);
+    expect(await rs.headPositions(0, 0)).toEqual(ls.headPositions(0, 0));
+    const ra = rs.generate({ maxTokens: 4, temperature: 0 });
+    const la = ls.generate({ maxTokens: 4, temperature: 0 });
+    await Promise.all([ra.complete(), la.complete()]);
+    expect(ra.tokens).toEqual(la.tokens);
+    expect(rs.tokens).toEqual(ls.tokens);
+    expect((await rejection(rs.shift(5, 5))).message).toBe(`context shift: shift [5, 5) is not a non-empty range of the ${ls.position - 1} positions processed`);
     rs.dispose();
     ls.dispose();
 

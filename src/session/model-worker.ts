@@ -188,6 +188,13 @@ class WorkerHost {
     save: (_s, seq: number, file: string) => this.seq(seq).seq.save(file),
     lengths: (_s, seq: number) => this.seq(seq).seq.lengths(),
     headPositions: (_s, seq: number, layer: number, kvHead: number) => this.seq(seq).seq.headPositions(layer, kvHead),
+    shift: async (_s, seq: number, start: number, end: number) => {
+      const e = this.seq(seq);
+      await e.seq.shift(start, end);
+      // The mirror's tokens are replaced whole: a shift removes some from the middle.
+      e.reported = 0;
+      return this.state(e);
+    },
     logits: (_s, seq: number) => this.seq(seq).seq.logits,
     seqScoreContinuation: async (_s, seq: number, continuation: number[]) => {
       const e = this.seq(seq);

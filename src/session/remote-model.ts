@@ -26,7 +26,7 @@
  * `tokenizer`, `transformer`, `newCache()`, the cache-level `prefill(ids, cache)`, `prefillShared` / `fromShared`,
  * the `prefilled` option of `generate` and `scoreContinuation`, and `Sequence.adopt` / `Sequence.decode` (a cache,
  * a Transformer or a Generation lives in the worker's memory and a copy would not be the same object: the sequence
- * API — prefill, compress, fork, scoreContinuation — does what they are for without moving a cache); and
+ * API — prefill, compress, fork, scoreContinuation, shift — does what they are for without moving a cache); and
  * `Sequence.create(model)`, which is `model.createSequence()` here.
  */
 import { Worker } from 'node:worker_threads';
@@ -433,6 +433,13 @@ export class RemoteSequence {
   /** Original positions of the entries a head holds (Sequence.headPositions). */
   headPositions(layer: number, kvHead: number): Promise<Int32Array> {
     return this.channel.call('headPositions', [this.handle, layer, kvHead]);
+  }
+
+  /** Drop positions [start, end) and move the later entries back, re-rotating their keys (Sequence.shift). */
+  async shift(start: number, end: number): Promise<void> {
+    const state = await this.channel.call<SequenceState>('shift', [this.handle, start, end]);
+    this.ids = [];
+    this.apply(state);
   }
 
   /**
