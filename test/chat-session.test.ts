@@ -343,6 +343,9 @@ describe('ChatSession', () => {
     expect(y.tokens).toEqual(x.tokens);
     for (const c of [chat, plain, again]) c.dispose();
     ref.dispose();
+    const q8 = await model.createChatSession({ template: PLAIN, contextShift: true, kvDtype: 'q8' }).then(() => undefined, (e: unknown) => e);
+    expect(q8).toBeInstanceOf(CokvError);
+    expect((q8 as CokvError).message).toBe('contextShift: not with q8 KV storage (re-rotating int8 keys would quantize them again; use f16 or f32)');
   });
 
   it('cokv chat --context-shift (piped): a conversation past the context goes on, /stats reports the shifts', () => {
@@ -359,6 +362,9 @@ describe('ChatSession', () => {
     const refused = run([]);
     expect(refused.status).toBe(0); // the chat goes on after a refused message
     expect(refused.stdout).toMatch(/error: prompt: this message brings the conversation to \d+ tokens .* \(or let the contextShift option drop old turns\)/);
+    const q8 = run(['--context-shift', '--kv-dtype', 'q8']);
+    expect(q8.status).toBe(1);
+    expect(q8.stderr.trim()).toBe('cokv: --context-shift: not with --kv-dtype q8 (re-rotating int8 keys would quantize them again; use f16 or f32)');
   });
 
   it.skipIf(!haveAssets)('a cancelled answer is kept as far as it got; a cancelled prefill leaves the history and re-prefills next turn', async () => {

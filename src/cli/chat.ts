@@ -87,6 +87,7 @@ async function chatCommand(f: ChatFlags): Promise<void> {
   };
   const maxHistoryTokens = numberFlag('--max-history', f.maxHistory, { integer: true, min: 1 });
   checkPrefillEvictFlags(f);
+  if (f.contextShift && f.kvDtype === 'q8') throw new CokvError('--context-shift: not with --kv-dtype q8 (re-rotating int8 keys would quantize them again; use f16 or f32)', 'flag');
   let template: string | undefined;
   if (f.template !== undefined) {
     try {

@@ -28,7 +28,8 @@ import { applyChatTemplate } from '../model/chat.js';
 import type { Press } from '../press/types.js';
 import { writeFileAtomic } from '../util/files.js';
 import { isFullPress } from '../press/registry.js';
-import { checkPrefillEvict, Sequence, stoppedEarlyStats, type SequenceStats } from './sequence.js';
+import { checkPrefillEvict, DEFAULT_KV_DTYPE, Sequence, stoppedEarlyStats, type SequenceStats } from './sequence.js';
+import { contextShiftProblem } from './context-shift.js';
 
 export interface ChatSessionOptions {
   /** Compress the history with this press when its KV exceeds the budget (see `maxHistoryTokens`). */
@@ -192,6 +193,8 @@ export class ChatSession {
     if (m !== undefined && !(Number.isSafeInteger(m) && m > 0)) throw new CokvError(`maxHistoryTokens: ${m} must be a positive integer`, 'flag');
     if (m !== undefined && (!opts.press || isFullPress(opts.press))) throw new CokvError('maxHistoryTokens: needs a press (it says when the press compresses the history)', 'flag');
     checkPrefillEvict(isFullPress(opts.press) ? undefined : opts.press, { prefillEvict: opts.prefillEvict });
+    const shiftProblem = opts.contextShift ? contextShiftProblem(model.config, opts.kvDtype ?? DEFAULT_KV_DTYPE) : undefined;
+    if (shiftProblem) throw new CokvError(`contextShift: ${shiftProblem}`, 'flag');
   }
 
   /** A new, empty session (use `model.createChatSession`). */
