@@ -172,6 +172,25 @@ describe.skipIf(!haveAssets)('RemoteModel (a model in a worker thread)', () => {
       }
     }
     expect(evicted).toBeGreaterThan(0); // the compared positions are a compressed cache's, not 0..n-1 everywhere
+    // Boundaries reach a protecting press in the worker as in process.
+    const [rb, lb] = [await remoteR.createSequence(), await localR.createSequence()];
+    await rb.prefill(prompt);
+    await lb.prefill(prompt);
+    const boundaries = [0, 40, 90, 150, 210];
+    const unprotected = lb.fork();
+    const protecting = { budget: 64, protect: 0.5 };
+    await rb.compress({ name: 'boundary-snapkv', options: protecting }, { boundaries });
+    await lb.compress(createPress('boundary-snapkv', protecting, localR.config), { boundaries });
+    await unprotected.compress(createPress('boundary-snapkv', protecting, localR.config));
+    let differs = false;
+    for (let l = 0; l < localR.config.numLayers; l++) {
+      for (let h = 0; h < heads; h++) {
+        expect(await rb.headPositions(l, h)).toEqual(lb.headPositions(l, h));
+        if (lb.headPositions(l, h).join() !== unprotected.headPositions(l, h).join()) differs = true;
+      }
+    }
+    expect(differs).toBe(true); // the boundaries changed what was kept, so the comparison sees them
+    for (const q of [rb, lb, unprotected]) q.dispose();
     const seqScore = await rs.scoreContinuation(continuation);
     expect(seqScore).toEqual(await ls.scoreContinuation(continuation));
     // Left extended by the scored tokens (all but the last, which no pass has seen), as in process.

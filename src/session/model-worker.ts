@@ -172,7 +172,7 @@ class WorkerHost {
       await e.seq.prefill(input, { ...opts, press: this.press(opts.press), signal });
       return this.state(e);
     },
-    compress: async (_s, seq: number, press: PressSpec, opts: { reserve?: number }) => {
+    compress: async (_s, seq: number, press: PressSpec, opts: { reserve?: number; boundaries?: number[] }) => {
       const e = this.seq(seq);
       const p = this.press(press);
       if (p) await e.seq.compress(p, opts);

@@ -399,9 +399,13 @@ export class RemoteSequence {
     return this.prefill(input, { ...opts, press: undefined, prefillEvict: undefined });
   }
 
-  /** Compress the cache with the press `press` describes, using the last plain prefill's queries (Sequence.compress). */
-  async compress(press: PressSpec, opts: { reserve?: number } = {}): Promise<void> {
-    this.apply(await this.channel.call<SequenceState>('compress', [this.handle, press, opts]));
+  /**
+   * Compress the cache with the press `press` describes, using the last plain prefill's queries (Sequence.compress;
+   * `boundaries`: where prompt segments begin, for presses that protect boundary tokens).
+   */
+  async compress(press: PressSpec, opts: { reserve?: number; boundaries?: readonly number[] } = {}): Promise<void> {
+    const wire = { reserve: opts.reserve, boundaries: opts.boundaries && [...opts.boundaries] };
+    this.apply(await this.channel.call<SequenceState>('compress', [this.handle, press, wire]));
   }
 
   /** An independent copy with room for `reserve` more entries per head (Sequence.fork). */
