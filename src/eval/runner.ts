@@ -563,6 +563,9 @@ async function computeRuns(model: CokvModel, modelPath: string, o: EvalOptions, 
     const room = reserve + suffix.length;
     // Segment starts inside the compressed part (the question's start lies past it in the context-only protocol).
     const boundaries = p.boundaries.filter((b) => b < head.length);
+    // Every run compresses a fork of this one prefill with the same window queries: a scorer runs once per layer
+    // and its scores serve every press and budget that shares its settings.
+    const scoreMemo = new Map<string, Float32Array[]>();
     const doc = Sequence.create(model, { kvDtype, capacity: head.length, windowRows });
     const tDoc = performance.now();
     // Chunks of at least the window, so that the last one holds every window query.
@@ -580,7 +583,7 @@ async function computeRuns(model: CokvModel, modelPath: string, o: EvalOptions, 
         await seq.prefill(head, { press, prefillEvict: true, reserve: room, boundaries });
       } else {
         seq = doc.fork({ reserve: room });
-        if (press) await seq.compress(press, { reserve: room, boundaries });
+        if (press) await seq.compress(press, { reserve: room, boundaries, scoreMemo });
       }
       if (suffix.length > 0) await seq.append(suffix);
       return { seq, prefillMs: (o.prefillEvict && press ? 0 : docMs) + performance.now() - t0 };

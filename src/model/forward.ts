@@ -29,6 +29,13 @@ export interface LayerPrefillContext {
    * presses that protect boundary tokens; set by the prefill's caller, not by the forward pass.
    */
   boundaries?: readonly number[];
+  /**
+   * Scores already computed for this layer, by scorer key (see `Scorer` in src/press/press.ts): set by a caller
+   * that compresses several copies of one cache with the same window queries (the eval runner's presses ×
+   * budgets), so each scorer runs once per layer instead of once per press. Only valid while every press it is
+   * passed to sees the same cache contents and queries.
+   */
+  scoreMemo?: Map<string, Float32Array[]>;
 }
 
 /**

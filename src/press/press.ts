@@ -18,7 +18,26 @@ import type { Allocator } from './allocators/types.js';
 import { DEFAULT_WINDOW, resolveBudget, validatePressOptions, withPresetDefaults, type PressOptions } from './options.js';
 import { protectedCount, protectedEntries } from './boundaries.js';
 
-export type Scorer = (ctx: LayerPrefillContext, window: number) => Float32Array[];
+/**
+ * Scores of a layer's entries per KV head. `key`, when set, names what the scorer computes (its kind and settings):
+ * scorers with equal keys give equal scores for one layer, cache and window, so presses compressing copies of one
+ * cache can share them through `LayerPrefillContext.scoreMemo` (the eval runner's sweeps over presses and budgets).
+ * Scores are never modified after they are made.
+ */
+export type Scorer = ((ctx: LayerPrefillContext, window: number) => Float32Array[]) & { readonly key?: string };
+
+/** `scorer(ctx, window)`, or its result for the same key, layer and window from `ctx.scoreMemo`. */
+function scoreLayer(scorer: Scorer, ctx: LayerPrefillContext, window: number): Float32Array[] {
+  const memo = ctx.scoreMemo;
+  if (!memo || scorer.key === undefined) return scorer(ctx, window);
+  const key = `${scorer.key}|w${window}|l${ctx.layer}`;
+  let scores = memo.get(key);
+  if (!scores) {
+    scores = scorer(ctx, window);
+    memo.set(key, scores);
+  }
+  return scores;
+}
 
 /**
  * Indices of the `c` highest scores (ties → lower index), returned in ascending order; indices in `exclude` are
@@ -87,17 +106,19 @@ export class ScoredPress implements Press {
     for (let g = 0; g < cache.numKvHeads; g++) longest = Math.max(longest, cache.head(layer, g).length);
     const P = Math.max(longest, ctx.startPosition + ctx.numTokens);
     const w = this.window;
-    const mask = this.allocator.name === 'mask';
-    const budget = mask ? P : resolveBudget(this.options, P);
-    if (!mask && longest <= budget) return;
+    // A budget-free allocator (the profiler's coalition mask) decides every head's count itself: no budget to
+    // resolve, nothing to protect, and a short prompt is no reason to skip it.
+    const budgetFree = this.allocator.budgetFree === true;
+    const budget = budgetFree ? P : resolveBudget(this.options, P);
+    if (!budgetFree && longest <= budget) return;
     if (longest <= w) return;
     if (ctx.numTokens < w) throw new Error(`press ${this.name}: the prefill chunk (${ctx.numTokens} tokens) is shorter than the window (${w})`);
-    const reserved = mask ? 0 : protectedCount(this.options.protect ?? 0, budget, w);
+    const reserved = budgetFree ? 0 : protectedCount(this.options.protect ?? 0, budget, w);
     // kvpress's PyramidKV ramps the unrounded L·(1 − r); a budget stands for itself.
     const o = this.options;
     const keep = (o.preset === 'kvpress' && o.budget === undefined && o.ratio !== undefined ? P * (1 - o.ratio) : budget) - reserved;
     const needScores = this.allocator.needsScores;
-    let scores = needScores && this.scorer ? this.scorer(ctx, w) : undefined;
+    let scores = needScores && this.scorer ? scoreLayer(this.scorer, ctx, w) : undefined;
     const counts = this.allocator.allocate({
       layer: row, modelLayer: layer, numLayers: budgeted.length, numKvHeads: cache.numKvHeads, promptLength: P, window: w,
       budget: budget - reserved, keep, scores: scores ?? [], redistribute: this.options.redistribute ?? true,
@@ -117,7 +138,7 @@ export class ScoredPress implements Press {
       } else {
         if (!scores) {
           if (!this.scorer) throw new Error(`press ${this.name}: allocator ${this.allocator.name} needs a scorer`);
-          scores = this.scorer(ctx, w);
+          scores = scoreLayer(this.scorer, ctx, w);
         }
         if (reserved > 0) {
           const kept = protectedEntries(head.positions, L - w, ctx.boundaries, Math.min(reserved, c));

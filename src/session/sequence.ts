@@ -375,9 +375,10 @@ export class Sequence {
    * Compress the cache with `press`, using the queries kept by the last prefill (which must have been plain and
    * the last thing done): the same cache as prefilling with `press` in the same chunks (bit for bit, when the
    * last chunk held the press's window; see PrefillOptions.chunkSize). `boundaries`: positions in the sequence
-   * (indices into `tokens`) where a prompt segment begins, for presses that protect boundary tokens.
+   * (indices into `tokens`) where a prompt segment begins, for presses that protect boundary tokens. `scoreMemo`:
+   * scores shared with other compressions of copies of this same cache (see LayerPrefillContext.scoreMemo).
    */
-  async compress(press: Press, opts: { reserve?: number; boundaries?: readonly number[] } = {}): Promise<void> {
+  async compress(press: Press, opts: { reserve?: number; boundaries?: readonly number[]; scoreMemo?: Map<string, Float32Array[]> } = {}): Promise<void> {
     const cache = this.cache;
     if (!this.queries) {
       throw new CokvError('compress: needs a plain prefill (no press) just before it: the window queries a press scores with are kept only until the cache changes', 'state');
@@ -389,7 +390,7 @@ export class Sequence {
     const boundaries = opts.boundaries && checkBoundaries(opts.boundaries, this.ids.length);
     await exclusive(this.model.transformer, () => {
       for (const l of cache.budgetedLayers()) {
-        press.compressLayer({ layer: l, queries: queries[l], numTokens: this.queryRows, startPosition: cache.position - this.queryRows, cache, boundaries }, opts.reserve ?? 0);
+        press.compressLayer({ layer: l, queries: queries[l], numTokens: this.queryRows, startPosition: cache.position - this.queryRows, cache, boundaries, scoreMemo: opts.scoreMemo }, opts.reserve ?? 0);
       }
     });
     this.queries = undefined;
