@@ -84,6 +84,17 @@ describe.skipIf(!haveAssets)('cokv serve --prefill-evict', () => {
     expect(full.cokv).toMatchObject({ press: 'full', prefill_evict: false });
   }, 120_000);
 
+  it('prefix reuse keeps the modes apart: a request extending a bounded-mode one reuses it only in the same mode', async () => {
+    const first = await complete(undefined);
+    const next = `${longPrompt()}${first.text} And the pass key is`;
+    const ask = async (cokv?: Record<string, unknown>): Promise<number> => {
+      const r = await client.completions.create({ prompt: next, max_tokens: 2, temperature: 0, ...(cokv ? { cokv } : {}) } as OpenAI.CompletionCreateParamsNonStreaming);
+      return (r as unknown as { cokv: { reusedPromptTokens: number } }).cokv.reusedPromptTokens;
+    };
+    expect(await ask({ prefill_evict: false })).toBe(0);
+    expect(await ask()).toBeGreaterThan(1024);
+  }, 120_000);
+
   it('bad combinations are a 400 naming cokv.prefill_evict', async () => {
     const post = async (cokv: unknown): Promise<{ status: number; error: { message: string; param: string | null } }> => {
       const r = await fetch(`${url}/completions`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ prompt: 'The pass key is', max_tokens: 2, cokv }) });
