@@ -1,6 +1,9 @@
 import { CokvError } from '../errors.js';
 
-/** Everything a press can be configured with (CLI flags map one to one). */
+/**
+ * Everything a press can be configured with. Which press reads which option, and with what default, is in the
+ * press's descriptor (src/press/presses/); the CLI's flags for them are in src/cli/press-flags.ts.
+ */
 export interface PressOptions {
   /**
    * Average prompt tokens kept per budgeted KV head (the heads of full-attention layers; sliding layers keep their

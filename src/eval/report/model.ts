@@ -6,6 +6,7 @@
  */
 import path from 'node:path';
 import { cokvAllocation } from '../../press/allocators/cokv.js';
+import { alphaForPlayers, isPressName, pressLabel, type PressName } from '../../press/presses/index.js';
 import { fmtNum, mean, byteUnit, type ChartPoint, type HeatmapOptions, type LineChartOptions, type LineSeries, type RefLine } from './charts.js';
 import { budgetLabel, type BenchData, type BenchRow, type NeedleData, type ProfileData, type Results, type RunRow } from './read.js';
 
@@ -60,19 +61,20 @@ export interface ReportModel {
 // ---------------------------------------------------------------------------------------------------------------
 // Presses: names and a fixed color order
 
-/** Known presses in a fixed color order, so a press has the same color in every chart. */
-const PRESS_ORDER = ['cokv', 'snapkv', 'pyramidkv', 'adakv', 'ada-pyramidkv', 'headkv', 'streaming', 'random'];
+/**
+ * Known presses in a fixed color order, so a press has the same color in every chart (the method first; names
+ * checked against the registry's).
+ */
+const PRESS_ORDER: readonly string[] = ['cokv', 'snapkv', 'pyramidkv', 'adakv', 'ada-pyramidkv', 'headkv', 'streaming', 'random'] satisfies readonly PressName[];
 
 export function isFull(press: string): boolean {
   return press.toLowerCase() === 'full';
 }
 
+/** A press's display label (its descriptor's `label`, any case of the name); other names as they are. */
 export function pressName(press: string): string {
-  const names: Record<string, string> = {
-    full: 'Full', cokv: 'CoKV', snapkv: 'SnapKV', pyramidkv: 'PyramidKV', adakv: 'AdaKV', 'ada-pyramidkv': 'Ada-PyramidKV',
-    headkv: 'HeadKV', streaming: 'StreamingLLM', random: 'Random',
-  };
-  return names[press.toLowerCase()] ?? press;
+  const name = press.toLowerCase();
+  return isPressName(name) ? pressLabel(name) : press;
 }
 
 export class PressColors {
@@ -261,9 +263,9 @@ function variantFigures(runs: RunRow[], colors: PressColors): FigureModel[] {
 export const REPORT_COKV_BUDGET = 64;
 export const REPORT_COKV_WINDOW = 8;
 
-/** The α the report uses for a model with `players` players (as `cokv eval` picks it by default). */
+/** The α the report uses for a model with `players` players (CoKV's default, as `cokv eval` picks it). */
 export function reportAlpha(players: number): number {
-  return Math.max(1, Math.round((players * 10) / 256));
+  return alphaForPlayers(players);
 }
 
 /** Per-head kept tokens (selected + window) of CoKV at `budget`, [layer][kvHead]. */

@@ -10,6 +10,7 @@ export function maskAllocator(full: boolean[][]): Allocator {
   return {
     name: 'mask',
     needsScores: false,
+    budgetFree: true,
     allocate(ctx: AllocationContext): number[] {
       return full[ctx.modelLayer ?? ctx.layer].map((f) => (f ? headCap(ctx) : 0));
     },

@@ -27,6 +27,11 @@ export interface Allocator {
   readonly name: string;
   /** Whether `allocate` reads `ctx.scores` (static allocators skip scoring when every head keeps all or nothing). */
   readonly needsScores: boolean;
+  /**
+   * The counts do not come from a budget (the profiler's coalition mask: a head keeps all or only the window): the
+   * press resolves no budget, protects no boundary entries, and compresses even a prompt shorter than a budget.
+   */
+  readonly budgetFree?: boolean;
   allocate(ctx: AllocationContext): number[];
 }
 
