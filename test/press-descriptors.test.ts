@@ -10,7 +10,8 @@ import { Command } from 'commander';
 import { describe, expect, it, vi } from 'vitest';
 import { CokvError } from '../src/errors.js';
 import { main } from '../src/cli/main.js';
-import { LIBRARY_ONLY_PRESS_OPTIONS, addPressFlags, pressOptionsFromFlags, pressTuningArgs, type PressFlags } from '../src/cli/press-flags.js';
+import { flagWording } from '../src/cli/flag-names.js';
+import { LIBRARY_ONLY_PRESS_OPTIONS, PRESS_OPTION_FLAGS, addPressFlags, pressOptionsFromFlags, pressTuningArgs, type PressFlags } from '../src/cli/press-flags.js';
 import { PRESS_DESCRIPTORS, PRESS_NAMES, SWEEP_PRESS_NAMES, createPress, defaultAlpha, maskPress, pressDescriptor, pressesReading } from '../src/press/registry.js';
 import { optionDefault, type PressOptionKey } from '../src/press/presses/index.js';
 import { FullPress } from '../src/press/presses/full.js';
@@ -215,6 +216,15 @@ describe('the CLI and the report read the descriptors', () => {
     }
     expect(code).toBe(1);
     expect(errs.join('')).toBe('cokv: --head-scores: press headkv needs a head scores file\n');
+  });
+
+  it('library errors about a flagged press option are worded with its flag (src/cli/flag-names.ts knows each one)', () => {
+    expect(Object.keys(PRESS_OPTION_FLAGS).length).toBe(10);
+    for (const [key, flag] of Object.entries(PRESS_OPTION_FLAGS)) {
+      // A switch has no bad value; --protect and --preset values are refused by pressOptionsFromFlags under their flag.
+      if (key === 'redistribute' || key === 'protect' || key === 'preset') continue;
+      expect(flagWording(`${key}: bad value`), key).toBe(`${flag}: bad value`);
+    }
   });
 
   it('pressTuningArgs writes every given tuning flag back (cokv bench passes them to its children)', () => {

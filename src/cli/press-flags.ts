@@ -59,6 +59,11 @@ const OPTION_FLAGS = {
 
 type FlaggedOption = keyof typeof OPTION_FLAGS;
 
+/** The flag of each press option that has one (`headScores` → `--head-scores`), in `--help` order. */
+export const PRESS_OPTION_FLAGS: Readonly<Record<FlaggedOption, string>> = Object.fromEntries(
+  (Object.keys(OPTION_FLAGS) as FlaggedOption[]).map((k) => [k, flagName(OPTION_FLAGS[k])]),
+) as Record<FlaggedOption, string>;
+
 /**
  * Options with no flag yet, set through the library only (`--seed` already means the sampler's seed in
  * `generate`).
