@@ -90,7 +90,8 @@ describe.skipIf(!haveAssets)('PrefixCache', () => {
     expect(c.lookup(base, 'full')).toBeUndefined(); // equal, not a strict prefix: nothing new to prefill
     expect(c.lookup([...base, 9], 'snapkv')).toBeUndefined(); // other settings
     expect(c.lookup([...base.slice(0, -1), 9, 9], 'full')).toBeUndefined(); // diverges inside
-    expect(c.lookup([...base, 9], 'full')).toBe(a);
+    expect(c.lookup([...base, 9], 'full', () => false)).toBeUndefined(); // refused by the caller's condition
+    expect(c.lookup([...base, 9], 'full', (q) => q === a)).toBe(a);
     const b = await seqOf(longer);
     c.add(b, 'full'); // extends a: a is dropped and disposed
     expect(c.size).toBe(1);

@@ -5,7 +5,9 @@ import { CokvError, sanitize, systemErrorLine } from '../errors.js';
 import { loadModelWorker } from '../session/remote-model.js';
 import { createCokvServer } from '../server/server.js';
 import { KV_DTYPE_HELP, kvDtypeFlag, numberFlag } from './util.js';
-import { addPressFlags, pressFromFlags, pressOptionsFromFlags, type PressFlags } from './press-flags.js';
+import type { PressOptions } from '../press/options.js';
+import { resolvePress } from '../press/registry.js';
+import { addPressFlags, pressOptionsFromFlags, type PressFlags } from './press-flags.js';
 import { checkPrefillEvictFlags, PREFILL_EVICT_HELP } from './generate.js';
 
 interface ServeFlags extends PressFlags {
@@ -37,10 +39,24 @@ export function registerServe(program: Command, run: (fn: () => Promise<void>) =
     .option('--prefix-cache <n>', 'finished sequences kept so a request extending one (the next turn) prefills only its new tokens; 0 = off', '4')
     .option('--prefix-cache-mb <n>', 'most MiB those kept sequences may hold together', '512')
     .option('--prefill-evict', `${PREFILL_EVICT_HELP}; the default for requests with a press (a request's "cokv": {"prefill_evict": false} turns it off)`);
-  addPressFlags(cmd).action((flags: ServeFlags) => run(() => serveCommand(flags)));
+  addPressFlags(cmd).action((flags: ServeFlags, command: Command) => {
+    const defaulted = new Set(Object.keys(flags).filter((k) => command.getOptionValueSource(k) === 'default'));
+    return run(() => serveCommand(flags, defaulted));
+  });
 }
 
-async function serveCommand(f: ServeFlags): Promise<void> {
+/**
+ * The server's default press options: the flags given. Options only defaulted (--window 8, --pool max, …) are left
+ * out, so that a request's `cokv.preset` brings its own defaults for them (the press falls back to the same values
+ * without one), as `--preset` does on the command line.
+ */
+function givenPressOptions(f: ServeFlags, defaulted: ReadonlySet<string>): PressOptions {
+  const o = pressOptionsFromFlags(f);
+  for (const k of Object.keys(o) as (keyof PressOptions)[]) if (defaulted.has(k) || o[k] === undefined) delete o[k];
+  return o;
+}
+
+async function serveCommand(f: ServeFlags, defaulted: ReadonlySet<string>): Promise<void> {
   const port = numberFlag('--port', f.port, { integer: true, min: 0, max: 65535 })!;
   const queue = numberFlag('--queue', f.queue, { integer: true, min: 0 })!;
   const maxBody = numberFlag('--max-body', f.maxBody, { integer: true, min: 1 })!;
@@ -48,18 +64,20 @@ async function serveCommand(f: ServeFlags): Promise<void> {
   const prefixCache = numberFlag('--prefix-cache', f.prefixCache, { integer: true, min: 0 })!;
   const prefixCacheBytes = numberFlag('--prefix-cache-mb', f.prefixCacheMb, { min: 0 })! * 2 ** 20;
   checkPrefillEvictFlags(f);
+  // The press flags' own values (--protect 2, --preset nope, --budget x) are refused before the model loads.
+  const pressOptions = givenPressOptions(f, defaulted);
   // An environment variable keeps the key out of `ps` listings.
   const apiKey = f.apiKey ?? (process.env.COKV_API_KEY || undefined);
   if (apiKey !== undefined && apiKey.trim() === '') throw new CokvError('--api-key: the key is empty', 'flag');
   // The model runs in a worker thread: requests' inference never blocks the server's event loop.
   const model = await loadModelWorker(f.model);
   // Build the default press once now so a bad --press/--budget/--profile stops the server before it listens.
-  pressFromFlags(f, model.config);
+  resolvePress(f.press ?? 'full', pressOptions, model.config);
   const modelId = f.modelName ?? path.basename(path.resolve(f.model));
   const log = (line: string): void => { process.stderr.write(`cokv: ${line}\n`); };
   const { server, close } = createCokvServer({
     model, modelId, apiKey, queue, maxBody, kvDtype, log, prefixCache, prefixCacheBytes, prefillEvict: f.prefillEvict === true,
-    press: { name: f.press ?? 'full', options: pressOptionsFromFlags(f) },
+    press: { name: f.press ?? 'full', options: pressOptions },
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', (e) => reject(new CokvError(`--host ${f.host} --port ${port}: cannot listen (${systemErrorLine(e) ?? sanitize(e.message)})`, 'flag')));

@@ -4,6 +4,7 @@
  * ignoring it would change what the client gets; fields that do not change the output (user, metadata) pass.
  */
 import type { ChatMessage } from '../engine.js';
+import { DEFAULT_PROTECT, PRESS_PRESETS, type PressPreset } from '../press/options.js';
 
 /** An OpenAI-style error: `{ error: { message, type, param, code } }` with this HTTP status. */
 export class ApiError extends Error {
@@ -38,6 +39,10 @@ export interface RequestPress {
   kvDtype?: string;
   /** The bounded prefill (PrefillOptions.prefillEvict); undefined: the server's default. */
   prefillEvict?: boolean;
+  /** Boundary protection's share of each head's budget, [0, 1) (PressOptions.protect; `true` in the request: 0.1, `false`: 0). */
+  protect?: number;
+  /** The press conventions (PressOptions.preset). */
+  preset?: PressPreset;
 }
 
 export interface ParsedRequest {
@@ -113,7 +118,23 @@ function stopList(b: Body): string[] {
   return list as string[];
 }
 
-const PRESS_FIELDS = ['press', 'budget', 'ratio', 'window', 'profile', 'alpha', 'sink', 'kernel', 'pool', 'head_scores', 'kv_dtype', 'prefill_evict'];
+const PRESS_FIELDS = ['press', 'budget', 'ratio', 'window', 'profile', 'alpha', 'sink', 'kernel', 'pool', 'head_scores', 'kv_dtype', 'prefill_evict', 'protect', 'preset'];
+
+/** `cokv.protect`: a fraction in [0, 1), or true (the default share) / false (off), as `--protect [fraction]`. */
+function protectField(c: Body): number | undefined {
+  const v = c.protect;
+  if (!present(v)) return undefined;
+  if (typeof v === 'boolean') return v ? DEFAULT_PROTECT : 0;
+  if (typeof v !== 'number' || !Number.isFinite(v)) throw bad('cokv.protect', `${JSON.stringify(v)} is not a number (a fraction in [0, 1), or true for ${DEFAULT_PROTECT})`);
+  if (!(v >= 0 && v < 1)) throw bad('cokv.protect', `${v} must be a fraction in [0, 1)`);
+  return v;
+}
+
+function presetField(c: Body): PressPreset | undefined {
+  const v = str(c, 'preset', 'cokv.preset');
+  if (v !== undefined && !(PRESS_PRESETS as readonly string[]).includes(v)) throw bad('cokv.preset', `${JSON.stringify(v.slice(0, 50))} must be ${PRESS_PRESETS.join(' or ')}`);
+  return v as PressPreset | undefined;
+}
 
 function pressFields(b: Body): RequestPress {
   const v = b.cokv;
@@ -125,7 +146,8 @@ function pressFields(b: Body): RequestPress {
   return {
     press: str(c, 'press', 'cokv.press'),
     budget: num(c, 'budget', { integer: true, min: 1 }, 'cokv.budget'),
-    ratio: num(c, 'ratio', { above: 0, max: 1 }, 'cokv.ratio'),
+    // The press checks the range: (0, 1] kept, or with preset kvpress [0, 1) removed.
+    ratio: num(c, 'ratio', { min: 0, max: 1 }, 'cokv.ratio'),
     window: num(c, 'window', { integer: true, min: 1 }, 'cokv.window'),
     profile: str(c, 'profile', 'cokv.profile'),
     alpha: num(c, 'alpha', { integer: true, min: 0 }, 'cokv.alpha'),
@@ -135,6 +157,8 @@ function pressFields(b: Body): RequestPress {
     headScores: str(c, 'head_scores', 'cokv.head_scores'),
     kvDtype: str(c, 'kv_dtype', 'cokv.kv_dtype'),
     prefillEvict: bool(c, 'prefill_evict', 'cokv.prefill_evict'),
+    protect: protectField(c),
+    preset: presetField(c),
   };
 }
 

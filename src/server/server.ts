@@ -11,7 +11,9 @@ import type { DecodeOptions, Generation, GenerationStats } from '../engine.js';
 import { KV_DTYPES, type KvDType } from '../cache/ragged.js';
 import { CokvError, sanitize } from '../errors.js';
 import { checkDecodeOptions } from '../generate/generation.js';
+import { chatBoundaries } from '../model/prompt-boundaries.js';
 import type { PressOptions } from '../press/options.js';
+import { ScoredPress } from '../press/press.js';
 import { createPress, isFullPress } from '../press/registry.js';
 import { checkPrefillEvict, DEFAULT_KV_DTYPE, type SequenceStats } from '../session/sequence.js';
 import type { PressSpec, RemoteModel, RemoteSequence } from '../session/remote-model.js';
@@ -74,6 +76,17 @@ interface Prepared {
   pressName: string;
   /** The bounded prefill (only with a press). */
   prefillEvict: boolean;
+  /**
+   * Where the prompt's segments start (token indices: 0 and, for chat, each message's content), given to the
+   * prefill when the press protects boundary tokens; undefined with any other press, which ignores them.
+   */
+  boundaries: number[] | undefined;
+}
+
+/** The prompt a boundary-protecting press compressed in a sequence: its length and its boundaries. */
+interface CompressedPrompt {
+  end: number;
+  boundaries: readonly number[];
 }
 
 /** What the prefix cache needs of a sequence (a RemoteSequence in the server; a Sequence does too). */
@@ -105,14 +118,17 @@ export class PrefixCache<S extends PrefixSequence = PrefixSequence> {
     return this.entries.length;
   }
 
-  /** The longest cached sequence whose tokens are a strict prefix of `ids` with the same settings (now most recent). */
-  lookup(ids: readonly number[], settings: string): S | undefined {
+  /**
+   * The longest cached sequence whose tokens are a strict prefix of `ids` with the same settings (now most recent).
+   * `accept`: a further condition on the sequence (the server's: compressed with the same prompt boundaries).
+   */
+  lookup(ids: readonly number[], settings: string, accept?: (seq: S) => boolean): S | undefined {
     let best = -1;
     for (let i = 0; i < this.entries.length; i++) {
       const e = this.entries[i];
       const t = e.seq.tokens;
       if (e.settings !== settings || t.length >= ids.length || (best >= 0 && t.length <= this.entries[best].seq.tokens.length)) continue;
-      if (isPrefix(t, ids)) best = i;
+      if (isPrefix(t, ids) && (!accept || accept(e.seq))) best = i;
     }
     if (best < 0) return undefined;
     const [e] = this.entries.splice(best, 1);
@@ -175,6 +191,9 @@ export function createCokvServer(o: ServerOptions): CokvServer {
   const keyHash = o.apiKey !== undefined ? sha256(o.apiKey) : undefined;
   const log = o.log ?? (() => {});
   const prefixes = new PrefixCache<RemoteSequence>(o.prefixCache ?? 4, o.prefixCacheBytes ?? 512 << 20);
+  /** Sequences whose prompt a boundary-protecting press compressed (forks inherit their source's). */
+  const compressedPrompts = new WeakMap<RemoteSequence, CompressedPrompt>();
+  const encoder = { encode: (text: string, addSpecial: boolean) => o.model.encode(text, addSpecial), bosId: o.model.info.bosId };
 
   const server = http.createServer((req, res) => {
     handle(req, res).catch((e: unknown) => {
@@ -268,6 +287,7 @@ export function createCokvServer(o: ServerOptions): CokvServer {
       throw new ApiError(404, `the model '${sanitize(p.model, 200)}' does not exist (this server serves '${o.modelId}')`, 'invalid_request_error', 'model', 'model_not_found');
     }
     let ids: number[];
+    let chatText: string | undefined;
     if (p.kind === 'chat') {
       if (!model.info.chatTemplate) {
         throw new ApiError(400, `the model '${o.modelId}' has no chat template: use /v1/completions with a prompt, or serve a model that ships one`, 'invalid_request_error', 'messages', 'no_chat_template');
@@ -281,6 +301,7 @@ export function createCokvServer(o: ServerOptions): CokvServer {
       }
       // Templates write BOS themselves (as CokvModel.chat encodes them).
       ids = await promptIds(text, false, 'messages');
+      chatText = text;
     } else {
       ids = await promptIds(p.prompt!, undefined, 'prompt');
     }
@@ -307,6 +328,8 @@ export function createCokvServer(o: ServerOptions): CokvServer {
     if (c.kernel !== undefined) options.kernel = c.kernel;
     if (c.pool !== undefined) options.pool = c.pool as PressOptions['pool'];
     if (c.headScores !== undefined) options.headScores = c.headScores;
+    if (c.protect !== undefined) options.protect = c.protect;
+    if (c.preset !== undefined) options.preset = c.preset;
     const pressName = c.press ?? base.name;
     const opts: DecodeOptions = {
       maxTokens,
@@ -323,10 +346,12 @@ export function createCokvServer(o: ServerOptions): CokvServer {
     };
     let press: PressSpec | undefined;
     let prefillEvict = false;
+    let protects = false;
     try {
       // Built here to check it (errors name the request's fields); the worker builds its own from the descriptor.
       const made = createPress(pressName, options, model.config);
       press = isFullPress(made) ? undefined : { name: pressName, options };
+      protects = made instanceof ScoredPress && (made.options.protect ?? 0) > 0;
       // Asked for in the request, it needs a press; the server's default applies to requests that have one.
       if (c.prefillEvict) checkPrefillEvict(press && made, { prefillEvict: true });
       prefillEvict = press !== undefined && (c.prefillEvict ?? o.prefillEvict ?? false);
@@ -338,7 +363,9 @@ export function createCokvServer(o: ServerOptions): CokvServer {
     }
     // The options that shape the compressed cache (a full cache: none but the storage type).
     const settings = JSON.stringify(press ? [pressName, kvDtype, Object.entries(options).filter(([, v]) => v !== undefined).sort(), prefillEvict] : ['full', kvDtype]);
-    return { ids, opts, press, kvDtype: kvDtype as KvDType, settings, promptTokens: ids.length, maxTokens, pressName, prefillEvict };
+    // Only a protecting press reads boundaries; finding a chat's costs one encoding of the text before each message.
+    const boundaries = !protects ? undefined : chatText !== undefined ? await chatBoundaries(encoder, chatText, p.messages!.map((m) => m.content), ids) : [0];
+    return { ids, opts, press, kvDtype: kvDtype as KvDType, settings, promptTokens: ids.length, maxTokens, pressName, prefillEvict, boundaries };
   }
 
   /**
@@ -347,11 +374,14 @@ export function createCokvServer(o: ServerOptions): CokvServer {
    * Returns it with the number of prompt tokens taken from the cache.
    */
   async function sequenceFor(prep: Prepared, signal: AbortSignal): Promise<{ seq: RemoteSequence; reused: number }> {
-    const cached = prefixes.lookup(prep.ids, prep.settings);
+    // A prefix compressed by a protecting press is reused only where this prompt has the same boundaries in it.
+    const cached = prefixes.lookup(prep.ids, prep.settings, (seq) => sameBoundaries(compressedPrompts.get(seq), prep.boundaries));
     if (cached) {
       const st = cached.stats;
       const reused = st.tokens - st.pendingTokens;
       const seq = await cached.fork({ reserve: prep.ids.length - st.tokens + prep.maxTokens });
+      const compressed = compressedPrompts.get(cached);
+      if (compressed) compressedPrompts.set(seq, compressed);
       try {
         await seq.append(prep.ids.slice(st.tokens), { signal });
       } catch (e) {
@@ -363,11 +393,12 @@ export function createCokvServer(o: ServerOptions): CokvServer {
     // The bounded mode must not preallocate the whole prompt per head: its heads grow by chunks.
     const seq = await o.model.createSequence({ kvDtype: prep.kvDtype, capacity: prep.prefillEvict ? 0 : prep.ids.length + prep.maxTokens });
     try {
-      await seq.prefill(prep.ids, { press: prep.press, reserve: prep.maxTokens, signal, prefillEvict: prep.prefillEvict || undefined });
+      await seq.prefill(prep.ids, { press: prep.press, reserve: prep.maxTokens, signal, prefillEvict: prep.prefillEvict || undefined, boundaries: prep.boundaries });
     } catch (e) {
       seq.dispose();
       throw e;
     }
+    if (prep.boundaries) compressedPrompts.set(seq, { end: prep.ids.length, boundaries: prep.boundaries });
     return { seq, reused: 0 };
   }
 
@@ -519,6 +550,17 @@ function decodeURIComponentSafe(s: string): string {
   }
 }
 
+/**
+ * Whether a cached sequence compressed as `compressed` says (undefined: no protecting press ran) can serve a
+ * prompt with `boundaries`: the same ones inside the compressed prompt (those after it fall in the new tokens,
+ * which are appended uncompressed).
+ */
+function sameBoundaries(compressed: CompressedPrompt | undefined, boundaries: readonly number[] | undefined): boolean {
+  if (!compressed) return true;
+  const inside = (boundaries ?? [0]).filter((b) => b < compressed.end);
+  return inside.length === compressed.boundaries.length && inside.every((b, i) => b === compressed.boundaries[i]);
+}
+
 function finishReason(s: GenerationStats): string {
   return s.stopReason === 'length' ? 'length' : 'stop';
 }
@@ -527,6 +569,8 @@ function statsOf(s: GenerationStats, prep: Prepared, reused: number): Record<str
   return {
     press: prep.pressName,
     prefill_evict: prep.prefillEvict,
+    // The prompt's segment starts the protecting press kept (only with such a press).
+    ...(prep.boundaries ? { boundaries: prep.boundaries } : {}),
     // Prompt tokens taken from a cached earlier sequence (prefix reuse) rather than prefilled for this request.
     reusedPromptTokens: reused,
     prefill_ms: s.prefillMs,
@@ -546,7 +590,7 @@ function sha256(s: string): Buffer {
 const REQUEST_FIELDS: Record<string, string> = {
   press: 'cokv.press', budget: 'cokv.budget', ratio: 'cokv.ratio', window: 'cokv.window', pool: 'cokv.pool',
   kernel: 'cokv.kernel', alpha: 'cokv.alpha', profile: 'cokv.profile', headScores: 'cokv.head_scores', sink: 'cokv.sink',
-  kvDtype: 'cokv.kv_dtype', prefillEvict: 'cokv.prefill_evict', maxTokens: 'max_tokens', temperature: 'temperature', seed: 'seed', stop: 'stop',
+  kvDtype: 'cokv.kv_dtype', prefillEvict: 'cokv.prefill_evict', protect: 'cokv.protect', preset: 'cokv.preset', maxTokens: 'max_tokens', temperature: 'temperature', seed: 'seed', stop: 'stop',
   topP: 'top_p', topK: 'top_k', minP: 'min_p', repetitionPenalty: 'repetition_penalty',
 };
 

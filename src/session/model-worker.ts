@@ -258,7 +258,7 @@ async function main(): Promise<void> {
   const m = host.model;
   post({
     type: 'ready',
-    info: { path: m.source.path, config: m.config, eosIds: m.eosIds, chatTemplate: m.source.chatTemplate, bosToken: m.source.bosToken, eosToken: m.source.eosToken },
+    info: { path: m.source.path, config: m.config, eosIds: m.eosIds, chatTemplate: m.source.chatTemplate, bosToken: m.source.bosToken, eosToken: m.source.eosToken, bosId: m.tokenizer.bosId },
   });
   // One call at a time, in arrival order (see the file comment); aborts are handled as they arrive.
   let tail = Promise.resolve();

@@ -38,6 +38,8 @@ export interface RemoteModelInfo {
   chatTemplate?: string;
   bosToken?: string;
   eosToken?: string;
+  /** The tokenizer's BOS id, when it has one (to turn text offsets into token indices, see model/prompt-boundaries.ts). */
+  bosId?: number;
 }
 
 /** A sequence's state after a call: its stats (undefined when it was left unusable) and the tokens it gained. */
