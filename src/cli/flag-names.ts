@@ -10,6 +10,7 @@ const FLAGS: Record<string, string> = {
   pyramidBeta: '--pyramid-beta', adaFloor: '--ada-floor', seed: '--seed', maxTokens: '--max-tokens',
   minTokens: '--min-tokens', repetitionPenalty: '--repetition-penalty', stop: '--stop', temperature: '--temperature',
   topP: '--top-p', topK: '--top-k', minP: '--min-p', kvDtype: '--kv-dtype', backend: '--backend',
+  protect: '--protect', preset: '--preset',
 };
 
 /** Options whose errors quote their value before the colon: `profile FILE: …`, `backend KIND: …`. */
