@@ -4,7 +4,9 @@
  * starts with the held tokens (a template that re-renders earlier turns, or an answer whose text re-encodes to
  * other tokens) the conversation is prefilled again from scratch, and `stats` says so. With a press, the history is
  * compressed when its KV grows past the budget, `stats.perTurn` reports how much of each turn's KV is kept, and
- * `stats.lastTurn.evicted` which turns' entries the last compression evicted.
+ * `stats.lastTurn.evicted` which turns' entries the last compression evicted. A press that protects boundary tokens
+ * (`protect`, `boundary-snapkv`) is given where each message's content starts (and position 0), the held turns'
+ * included, so every compression keeps the first tokens of every message.
  *
  * The model's context bounds the positions, and evicted tokens keep theirs (keys are stored rotated), so no press
  * can make room in it: a turn whose prompt would reach the context is refused (CokvError kind 'prompt', naming
@@ -25,6 +27,8 @@ import {
   Generation, checkDecodeOptions, type DecodeOptions, type GenerationChunk,
 } from '../generate/generation.js';
 import { applyChatTemplate } from '../model/chat.js';
+import { contentOffsets, prefixTokenCount } from '../model/prompt-boundaries.js';
+import { ScoredPress } from '../press/press.js';
 import type { Press } from '../press/types.js';
 import { writeFileAtomic } from '../util/files.js';
 import { isFullPress } from '../press/registry.js';
@@ -148,6 +152,8 @@ interface SavedChat {
   shiftKeep?: number;
   shiftedPerTurn?: number[];
   shifts?: number;
+  /** Positions where the held messages' contents start (only with a protecting press). */
+  boundaries?: number[];
 }
 
 /** The chat template a session renders with: the option, else the model's own. */
@@ -180,6 +186,11 @@ export class ChatSession {
   /** Per history turn, its tokens dropped by context shifts. */
   private shiftedPerTurn: number[] = [];
   private shifts = 0;
+  /**
+   * With a protecting press: the positions where the held messages' contents start (ascending; 0 is implied), given
+   * to every compression so that it keeps the earlier messages' first tokens too.
+   */
+  private boundaries: number[] = [];
 
   private constructor(
     /** The model the session runs on. */
@@ -256,6 +267,8 @@ export class ChatSession {
     } else {
       s.shiftedPerTurn = saved.history.map(() => 0);
     }
+    // Older saves have none: later compressions then protect only the messages still to come (and position 0).
+    if (okIds(saved.boundaries) && saved.boundaries.every((b) => b < saved.tokens)) s.boundaries = [...saved.boundaries];
     return s;
   }
 
@@ -307,8 +320,10 @@ export class ChatSession {
     const t0 = performance.now();
     let t1 = t0;
     try {
-      start = await this.prefillTurn(text, maxTokens, opts.signal);
+      start = await this.prefillTurn(user, text, maxTokens, opts.signal);
       prompt = this.sequence.stats;
+      // The answer is the next message: its content starts at the first generated token.
+      if (this.protects) this.boundaries.push(this.sequence.position);
       t1 = performance.now();
       yield* this.sequence.decode(g, maxTokens, opts);
       finished = true;
@@ -332,16 +347,21 @@ export class ChatSession {
    * first position. The held part is compared as text when its text is known (the answer's tokens are kept as
    * generated, not re-encoded), else as tokens.
    */
-  private async prefillTurn(text: string, maxTokens: number, signal: AbortSignal | undefined): Promise<number> {
+  private async prefillTurn(user: string, text: string, maxTokens: number, signal: AbortSignal | undefined): Promise<number> {
     let seq = this.sequence;
     let reason = this.rebuild;
     let suffix: number[] | undefined;
+    // Where the suffix starts in the rendering: after this much of its text, or as the tail of these tokens.
+    let from: { text: number } | { ids: readonly number[] } | undefined;
     if (reason === undefined && seq.position > 0) {
       if (this.heldText !== undefined) {
-        if (text.length > this.heldText.length && text.startsWith(this.heldText)) suffix = this.model.encode(text.slice(this.heldText.length), false);
-        else reason = 'the rendered conversation does not start with the held text (the template renders earlier turns differently)';
+        if (text.length > this.heldText.length && text.startsWith(this.heldText)) {
+          suffix = this.model.encode(text.slice(this.heldText.length), false);
+          from = { text: this.heldText.length };
+        } else reason = 'the rendered conversation does not start with the held text (the template renders earlier turns differently)';
       } else {
         const ids = this.model.promptIds(text, false);
+        from = { ids };
         const held = this.heldIds(seq);
         if (held.length >= ids.length) reason = `the rendered conversation (${ids.length} tokens) is not longer than the ${held.length} held`;
         for (let i = 0; reason === undefined && i < held.length; i++) {
@@ -351,7 +371,10 @@ export class ChatSession {
       }
     }
     // Templates write BOS themselves (as in CokvModel.chat).
-    suffix ??= this.model.promptIds(text, false);
+    if (!suffix) {
+      suffix = this.model.promptIds(text, false);
+      from = { ids: suffix };
+    }
     if (suffix.length === 0) throw new CokvError('prompt: the message adds no tokens to the conversation', 'prompt');
     const shift = reason === undefined ? this.shiftFor(seq, suffix.length, maxTokens) : undefined;
     if (!shift) this.checkContext(reason === undefined ? seq.position : 0, suffix.length, reason !== undefined);
@@ -370,6 +393,10 @@ export class ChatSession {
       this.clearShifts();
       start = at[n];
     }
+    if (reason !== undefined) this.boundaries = [];
+    const base = seq.position;
+    const held = this.boundaries.filter((b) => b < base);
+    const boundaries = this.protects ? this.suffixBoundaries(this.messages(user).map((m) => m.content), text, suffix, from!) : undefined;
     const press = this.pressFor(seq, suffix.length);
     this.last = {
       reusedTokens: seq.position, prefilledTokens: suffix.length, reprefilled: reason !== undefined, reprefillReason: reason, compressed: press !== undefined,
@@ -379,7 +406,7 @@ export class ChatSession {
     const fedFrom = seq.position - seq.stats.pendingTokens;
     const before = press ? heldBySpan(seq, this.spans) : undefined;
     try {
-      await seq.prefill(suffix, { press, reserve: maxTokens, signal, prefillEvict: press && this.opts.prefillEvict });
+      await seq.prefill(suffix, { press, reserve: maxTokens, signal, prefillEvict: press && this.opts.prefillEvict, ...(press && boundaries ? { boundaries, heldBoundaries: held } : {}) });
     } catch (e) {
       // The sequence is incomplete now: the next turn starts from an empty one (the history is kept).
       seq.dispose();
@@ -388,6 +415,7 @@ export class ChatSession {
       throw e;
     }
     this.heldText = text;
+    if (boundaries) this.boundaries = [...held, ...boundaries.map((b) => base + b)];
     if (press && before) {
       this.compressions++;
       const spans: [number, number][] = [...this.spans, [start, seq.position]];
@@ -397,6 +425,32 @@ export class ChatSession {
       this.last.evicted = spans.map((_, i) => (before[i] ?? 0) + fed[i] - after[i]);
     }
     return start;
+  }
+
+  /** Whether the press reads boundaries (it protects boundary tokens). */
+  private get protects(): boolean {
+    const p = this.opts.press;
+    return p instanceof ScoredPress && (p.options.protect ?? 0) > 0;
+  }
+
+  /**
+   * Indices into `suffix` (the tokens a turn prefills) where one of `contents` (the rendered messages') starts in
+   * `text`: those found after `from.text` characters (the held text, which `suffix` encodes the rest of), or, with
+   * `from.ids` (the whole rendering's tokens, which `suffix` ends), those in its tail. Text offsets become token
+   * indices by encoding the text before them (model/prompt-boundaries.ts).
+   */
+  private suffixBoundaries(contents: readonly string[], text: string, suffix: readonly number[], from: { text: number } | { ids: readonly number[] }): number[] {
+    const bos = this.model.tokenizer.bosId;
+    const out = new Set<number>();
+    for (const at of contentOffsets(text, contents)) {
+      if ('text' in from) {
+        if (at >= from.text) out.add(prefixTokenCount(this.model.encode(text.slice(from.text, at), false), suffix, false, bos));
+      } else if (at > 0) {
+        const b = prefixTokenCount(this.model.encode(text.slice(0, at), false), from.ids, false, bos) - (from.ids.length - suffix.length);
+        if (b >= 0) out.add(b);
+      }
+    }
+    return [...out].sort((a, b) => a - b);
   }
 
   /**
@@ -470,6 +524,8 @@ export class ChatSession {
     this.shiftDropped.push(...dropped);
     this.shiftKeep = start;
     this.shifts++;
+    // A dropped message's start goes with it; the later ones move back with their tokens.
+    this.boundaries = this.boundaries.filter((b) => b < start || b >= end).map(at);
   }
 
   /** The held conversation's tokens, the ones context shifts dropped included. */
@@ -544,6 +600,7 @@ export class ChatSession {
     this.compressions = this.reprefills = 0;
     this.clearShifts();
     this.shifts = 0;
+    this.boundaries = [];
   }
 
   /** Write the history to `file` and the sequence to `<file>.kvc` (both atomically; see Sequence.save). */
@@ -555,6 +612,7 @@ export class ChatSession {
       format: 'cokv-chat', version: 1, system: this.opts.system, template: this.opts.template, history: this.history, spans: this.spans,
       tokens: seq.position, heldText: this.heldText, compressions: this.compressions, reprefills: this.reprefills,
       ...(this.shifts > 0 ? { shiftDropped: this.shiftDropped, shiftKeep: this.shiftKeep, shiftedPerTurn: this.shiftedPerTurn, shifts: this.shifts } : {}),
+      ...(this.boundaries.length > 0 ? { boundaries: this.boundaries.filter((b) => b < seq.position) } : {}),
     };
     writeFileAtomic(file, `${JSON.stringify(saved)}\n`, { what: 'save' });
   }

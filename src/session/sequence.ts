@@ -81,6 +81,12 @@ export interface PrefillOptions {
    * [0, prompt length), else CokvError (kind 'flag'). Other presses ignore them.
    */
   boundaries?: readonly number[];
+  /**
+   * Sequence positions before this prompt (indices into `tokens`) where an earlier segment begins — a chat's
+   * earlier messages — for a protecting press, which compresses what is held as well as the new tokens; integers
+   * in [0, position), else CokvError (kind 'flag').
+   */
+  heldBoundaries?: readonly number[];
 }
 
 /** What a sequence holds now. */
@@ -307,14 +313,15 @@ export class Sequence {
     checkPrefillEvict(opts.press, opts);
     const ids = this.inputIds(input, opts);
     const start = this.ids.length;
-    const boundaries = opts.boundaries && checkBoundaries(opts.boundaries, ids.length).map((b) => start + b);
+    let boundaries = opts.boundaries && checkBoundaries(opts.boundaries, ids.length).map((b) => start + b);
+    if (opts.heldBoundaries) boundaries = [...checkBoundaries(opts.heldBoundaries, start, 'heldBoundaries'), ...(boundaries ?? [])];
     throwIfAborted(opts.signal, 'prefill');
     await exclusive(this.model.transformer, () => this.run(ids, opts.press, { ...opts, boundaries }));
   }
 
   /** `prefill` without compression (e.g. a question after a compressed context). */
-  async append(input: string | readonly number[], opts: Omit<PrefillOptions, 'press' | 'prefillEvict' | 'boundaries'> = {}): Promise<void> {
-    return this.prefill(input, { ...opts, press: undefined, prefillEvict: undefined, boundaries: undefined });
+  async append(input: string | readonly number[], opts: Omit<PrefillOptions, 'press' | 'prefillEvict' | 'boundaries' | 'heldBoundaries'> = {}): Promise<void> {
+    return this.prefill(input, { ...opts, press: undefined, prefillEvict: undefined, boundaries: undefined, heldBoundaries: undefined });
   }
 
   /** The forward pass over pending + `ids`; the caller holds the lock. */
