@@ -12,6 +12,7 @@
  * context-only protocol.
  */
 import { CokvError } from '../errors.js';
+import { prefixTokenCount } from '../model/prompt-boundaries.js';
 import type { Tokenizer } from '../model/tokenizer/types.js';
 import { datasetInfo } from './datasets.js';
 import { longBenchGeneration, truncateMiddle, useChatTemplate } from './longbench.js';
@@ -58,9 +59,7 @@ export interface BuiltPrompt {
 
 /** Tokens of `text.slice(0, at)` as a prefix of the prompt's ids (counting a BOS the ids start with). */
 function prefixTokens(tok: Tokenizer, text: string, at: number, addSpecial: boolean, ids: number[]): number {
-  const prefixIds = tok.encode(text.slice(0, at), { addSpecial });
-  const bos = !addSpecial && tok.bosId !== undefined && ids[0] === tok.bosId && prefixIds[0] !== tok.bosId ? 1 : 0;
-  return Math.min(ids.length - 1, prefixIds.length + bos);
+  return prefixTokenCount(tok.encode(text.slice(0, at), { addSpecial }), ids, addSpecial, tok.bosId);
 }
 
 /** Build the model input of one evaluation item the way every part of cokv does (see the file comment). */
