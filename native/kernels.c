@@ -43,7 +43,7 @@
 #define QG_MIN_M 32 /* VNNI GEMM from this many rows on (below: the integer dots' 4-row tiles) */
 #endif
 #ifndef PF_GROUPS
-#define PF_GROUPS 2
+#define PF_GROUPS 0 /* row prefetch off: measured slower than the hardware prefetcher on the GEMV stream (docs/benchmarks.md) */
 #endif
 
 #define AVX2_TARGET __attribute__((target("avx2,fma,f16c")))

@@ -216,13 +216,21 @@ AVX2_TARGET static inline __m256i scale2(int s0, int s1) {
  * The wrappers below instantiate both with NX a constant, so the per-row loops unroll into registers.
  */
 #define INL AVX2_TARGET static inline __attribute__((always_inline))
+#ifndef QPF_DIST
+#define QPF_DIST 0
+#endif
+#define QPF(p, bytes)                                                                         \
+  do {                                                                                        \
+    if (QPF_DIST > 0)                                                                         \
+      for (int o_ = 0; o_ < (bytes); o_ += 64) _mm_prefetch((const char *)(p) + QPF_DIST + o_, _MM_HINT_T0); \
+  } while (0)
 #define XROW(r, b, bytes) (xq + (size_t)(r) * xrb + (size_t)(b) * (bytes))
 
 /* ---- 32-element block types against q8_0 activations ---- */
 
 /* Signed weight bytes (q8_0, q4_0, q5_0, iq4_nl): one block's 32 values -> Σ over NX rows, scaled by dw·dy. */
 #define BODY_SIGNED32(BYTES, UNPACK)                                                                  \
-  __m256 acc[NX];                                                                                     \
+  __m256 acc[COKV_QX];                                                                                     \
   for (int r = 0; r < NX; r++) acc[r] = _mm256_setzero_ps();                                          \
   for (int b = 0; b < k / 32; b++, w += (BYTES)) {                                                    \
     __m256i q = UNPACK;                                                                               \
@@ -238,8 +246,8 @@ AVX2_TARGET static inline __m256i scale2(int s0, int s1) {
 
 /* Unsigned weight bytes with a per-block offset m (q4_1, q5_1): x = q·d + m. */
 #define BODY_OFFSET32(BYTES, UNPACK)                                                                  \
-  __m256 acc[NX];                                                                                     \
-  float accm[NX];                                                                                     \
+  __m256 acc[COKV_QX];                                                                                     \
+  float accm[COKV_QX];                                                                                     \
   for (int r = 0; r < NX; r++) acc[r] = _mm256_setzero_ps(), accm[r] = 0;                             \
   for (int b = 0; b < k / 32; b++, w += (BYTES)) {                                                    \
     __m256i q = UNPACK;                                                                               \
@@ -280,7 +288,7 @@ INL void body_q5_1(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, float
 
 /* ---- K types against q8_K activations ---- */
 
-/* Σ_g c[g]·bsums[g] of an activation block (c: 16 int16), and Σ_j c[j]·(bsums[2j] + bsums[2j+1]) (c: 8 int16). */
+/* Σ_g c[g]·bsums[g] of an activation block (c: 16 int16). */
 INL int hsum_epi32x4(__m128i v) {
   v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0x4e));
   v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0xb1));
@@ -290,30 +298,53 @@ INL int bsum_dot16(const uint8_t *y, __m256i c) {
   __m256i d = _mm256_madd_epi16(loadu(y + 4), c);
   return hsum_epi32x4(_mm_add_epi32(_mm256_castsi256_si128(d), _mm256_extracti128_si256(d, 1)));
 }
-INL int bsum_dot8(const uint8_t *y, __m128i c) {
-  __m256i bs = loadu(y + 4);
-  __m128i pairs = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
-  return hsum_epi32x4(_mm_madd_epi16(pairs, c));
+
+/* Byte-shuffle controls that broadcast one int16 lane of a 128-bit half to every int16 lane: ctl_w16[j] picks word j
+ * in both halves (Q4_K/Q5_K: the scale of sub-block j over its 32 elements); ctl_w16x2[t] picks word 2t in the low
+ * half and 2t + 1 in the high half (Q6_K: two 16-element scales over one 32-byte chunk). */
+#define W16(j) (char)(2 * (j)), (char)(2 * (j) + 1)
+#define W16X8(j) W16(j), W16(j), W16(j), W16(j), W16(j), W16(j), W16(j), W16(j)
+static const int8_t ctl_w16[8][32] __attribute__((aligned(32))) = {
+    {W16X8(0), W16X8(0)}, {W16X8(1), W16X8(1)}, {W16X8(2), W16X8(2)}, {W16X8(3), W16X8(3)},
+    {W16X8(4), W16X8(4)}, {W16X8(5), W16X8(5)}, {W16X8(6), W16X8(6)}, {W16X8(7), W16X8(7)}};
+static const int8_t ctl_w16x2[4][32] __attribute__((aligned(32))) = {
+    {W16X8(0), W16X8(1)}, {W16X8(2), W16X8(3)}, {W16X8(4), W16X8(5)}, {W16X8(6), W16X8(7)}};
+#undef W16X8
+#undef W16
+INL __m256i bcast_w16(__m256i v, const int8_t *ctl) { return _mm256_shuffle_epi8(v, _mm256_load_si256((const __m256i *)ctl)); }
+
+/* Q4_K/Q5_K 12 scale bytes (as scale_min_k4) -> the 8 six-bit scales as int16 in both 128-bit halves (*scales), and
+ * the 8 mins each twice as int16 (lanes 2j, 2j+1 = min j, to meet the activation's 16-element sums). In vector
+ * registers: the 32-bit words u0, u1, u2 give scales 0..3 = u0 & 0x3f.., scales 4..7 = (u2 & 0x0f..) | (u0 >> 2 &
+ * 0x30..), mins 0..3 = u1 & 0x3f.., mins 4..7 = (u2 >> 4 & 0x0f..) | (u1 >> 2 & 0x30..). Reads 16 bytes (the 12 and
+ * the first 4 of qs). (Broadcasting each scale by a load from a stack copy instead was measured slower.) */
+INL __m256i k4_scales_mins(const uint8_t *q, __m256i *scales) {
+  const int m6 = 0x3f3f3f3f, m4 = 0x0f0f0f0f, m2 = 0x30303030;
+  __m128i v = _mm_loadu_si128((const __m128i *)q);
+  __m128i lo = _mm_shuffle_epi32(v, _MM_SHUFFLE(2, 1, 2, 0)); /* u0, u2, u1, u2 */
+  lo = _mm_and_si128(_mm_srlv_epi32(lo, _mm_setr_epi32(0, 0, 0, 4)), _mm_setr_epi32(m6, m4, m6, m4));
+  __m128i hi = _mm_srli_epi32(_mm_shuffle_epi32(v, _MM_SHUFFLE(1, 1, 0, 0)), 2); /* u0, u0, u1, u1 (>> 2) */
+  __m128i b = _mm_or_si128(lo, _mm_and_si128(hi, _mm_setr_epi32(0, m2, 0, m2)));
+  *scales = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(b));
+  return _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(b, b));
 }
 
 /* Q4_K / Q5_K: x = d·sc·q − dmin·m per 32-element sub-block; the mins meet the activation's 16-element sums. */
 INL void body_q45_k(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, float *out, const int NX, const int five) {
   const int bytes = five ? 176 : 144;
-  __m256 acc[NX];
-  float accm[NX];
-  for (int r = 0; r < NX; r++) acc[r] = _mm256_setzero_ps(), accm[r] = 0;
+  __m256 acc[COKV_QX], accm[COKV_QX];
+  for (int r = 0; r < NX; r++) acc[r] = _mm256_setzero_ps(), accm[r] = _mm256_setzero_ps();
   for (int b = 0; b < k / 256; b++, w += bytes) {
-    uint8_t sm[16];
-    unpack_k4_scales(w + 4, sm);
-    __m128i mins = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)(sm + 8)));
+    QPF(w, bytes);
+    __m256i scales, mins2 = k4_scales_mins(w + 4, &scales);
     const uint8_t *q = w + (five ? 48 : 16);
     __m256i qh = five ? loadu(w + 16) : _mm256_setzero_si256();
-    __m256i sumi[NX];
+    __m256i sumi[COKV_QX];
     for (int r = 0; r < NX; r++) sumi[r] = _mm256_setzero_si256();
     for (int i = 0; i < 4; i++) {
       __m256i lo, hi;
       unpack_q45k_pair(loadu(q + 32 * i), &qh, five, &lo, &hi);
-      __m256i s0 = _mm256_set1_epi16((short)sm[2 * i]), s1 = _mm256_set1_epi16((short)sm[2 * i + 1]);
+      __m256i s0 = bcast_w16(scales, ctl_w16[2 * i]), s1 = bcast_w16(scales, ctl_w16[2 * i + 1]);
       for (int r = 0; r < NX; r++) {
         const int8_t *y = (const int8_t *)(XROW(r, b, XQK_BYTES) + XQK_QS) + 64 * i;
         __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, loadu(y)), s0);
@@ -321,32 +352,35 @@ INL void body_q45_k(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, floa
         sumi[r] = _mm256_add_epi32(sumi[r], _mm256_add_epi32(p0, p1));
       }
     }
-    float dw = f16at(w), dmin = f16at(w + 2);
+    /* d and dmin (adjacent halves) widened at once */
+    __m128 dd = _mm_cvtph_ps(_mm_cvtsi32_si128((int)u32at(w)));
     for (int r = 0; r < NX; r++) {
       const uint8_t *y = XROW(r, b, XQK_BYTES);
-      float dy = f32at(y);
-      acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[r]), _mm256_set1_ps(dw * dy), acc[r]);
-      accm[r] += dmin * dy * (float)bsum_dot8(y, mins);
+      __m128 f = _mm_mul_ps(dd, _mm_set1_ps(f32at(y))); /* d·dy, dmin·dy: the same products as before */
+      acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[r]), _mm256_broadcastss_ps(f), acc[r]);
+      accm[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(loadu(y + 4), mins2)),
+                                _mm256_broadcastss_ps(_mm_movehdup_ps(f)), accm[r]);
     }
   }
-  for (int r = 0; r < NX; r++) out[r] = hsum_ps(acc[r]) - accm[r];
+  for (int r = 0; r < NX; r++) out[r] = hsum_ps(_mm256_sub_ps(acc[r], accm[r]));
 }
 
 /* Q6_K: q (0..63) − 32 with an int8 scale per 16 elements; Σ sc·(q − 32)·y = Σ sc·q·y − 32·Σ sc·bsum. */
 INL void body_q6_k(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, float *out, const int NX) {
-  __m256 acc[NX];
+  __m256 acc[COKV_QX];
   for (int r = 0; r < NX; r++) acc[r] = _mm256_setzero_ps();
   for (int b = 0; b < k / 256; b++, w += 210) {
-    const int8_t *sc = (const int8_t *)(w + 192);
-    __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc));
-    __m256i sumi[NX];
+    QPF(w, 210);
+    __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w + 192)));
+    __m256i sumi[COKV_QX];
     for (int r = 0; r < NX; r++) sumi[r] = _mm256_setzero_si256();
     for (int n = 0; n < 2; n++) {
-      const int8_t *s = sc + 8 * n;
+      /* the 8 scales of this half (int16) in both 128-bit halves */
+      __m256i sh = n ? _mm256_permute4x64_epi64(sc16, 0xee) : _mm256_permute4x64_epi64(sc16, 0x44);
       __m256i qs[4];
       unpack_q6k_half(w + 64 * n, w + 128 + 32 * n, qs);
       for (int t = 0; t < 4; t++) {
-        __m256i sv = scale2(s[2 * t], s[2 * t + 1]);
+        __m256i sv = bcast_w16(sh, ctl_w16x2[t]);
         for (int r = 0; r < NX; r++) {
           const int8_t *y = (const int8_t *)(XROW(r, b, XQK_BYTES) + XQK_QS) + 128 * n + 32 * t;
           sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(_mm256_maddubs_epi16(qs[t], loadu(y)), sv));
@@ -356,7 +390,8 @@ INL void body_q6_k(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, float
     float dw = f16at(w + 208);
     for (int r = 0; r < NX; r++) {
       const uint8_t *y = XROW(r, b, XQK_BYTES);
-      __m256i si = _mm256_sub_epi32(sumi[r], _mm256_setr_epi32(32 * bsum_dot16(y, sc16), 0, 0, 0, 0, 0, 0, 0));
+      /* the −32 offset lane by lane (8 partial sums of 32·sc·bsum), no horizontal sum in the block loop */
+      __m256i si = _mm256_sub_epi32(sumi[r], _mm256_slli_epi32(_mm256_madd_epi16(loadu(y + 4), sc16), 5));
       acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(si), _mm256_set1_ps(dw * f32at(y)), acc[r]);
     }
   }
@@ -370,8 +405,8 @@ INL void body_q6_k(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, float
  */
 INL void body_q23_k(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, float *out, const int NX, const int three) {
   const int bytes = three ? 110 : 84;
-  __m256 acc[NX];
-  float accm[NX];
+  __m256 acc[COKV_QX];
+  float accm[COKV_QX];
   for (int r = 0; r < NX; r++) acc[r] = _mm256_setzero_ps(), accm[r] = 0;
   for (int b = 0; b < k / 256; b++, w += bytes) {
     int s[16];
@@ -389,7 +424,7 @@ INL void body_q23_k(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, floa
     }
     const uint8_t *qbase = w + (three ? 32 : 16);
     __m256i hm = three ? loadu(w) : _mm256_setzero_si256();
-    __m256i sumi[NX];
+    __m256i sumi[COKV_QX];
     for (int r = 0; r < NX; r++) sumi[r] = _mm256_setzero_si256();
     for (int n = 0; n < 2; n++) {
       __m256i qv = loadu(qbase + 32 * n);
@@ -419,11 +454,11 @@ INL void body_q23_k(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, floa
 /* IQ4_XS: 8 sub-blocks of 32 non-linear 4-bit levels, 6-bit scale each (ls − 32). */
 INL void body_iq4_xs(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, float *out, const int NX) {
   const __m256i tbl = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)k_iq4nl));
-  __m256 acc[NX];
+  __m256 acc[COKV_QX];
   for (int r = 0; r < NX; r++) acc[r] = _mm256_setzero_ps();
   for (int b = 0; b < k / 256; b++, w += 136) {
     unsigned sh = w[2] | w[3] << 8;
-    __m256i sumi[NX];
+    __m256i sumi[COKV_QX];
     for (int r = 0; r < NX; r++) sumi[r] = _mm256_setzero_si256();
     for (int ib = 0; ib < 8; ib++) {
       int ls = ((w[4 + ib / 2] >> (4 * (ib & 1))) & 0xf) | ((sh >> (2 * ib)) & 3) << 4;

@@ -77,16 +77,19 @@ AVX2_TARGET static inline void unpack_q45k_pair(__m256i qv, __m256i *qh, int fiv
   }
 }
 
-/* Q6_K: the 128 values (0..63, before − 32) of one half of a block from ql (64 bytes) and qh (32 bytes), in order. */
+/* Q6_K: the 128 values (0..63, before − 32) of one half of a block from ql (64 bytes) and qh (32 bytes), in order:
+ * chunk c takes low nibbles (c < 2) or high nibbles of ql, and bits 2c, 2c+1 of qh moved to bits 4, 5. */
 AVX2_TARGET static inline void unpack_q6k_half(const uint8_t *ql, const uint8_t *qhp, __m256i q[4]) {
-  const __m256i m4 = _mm256_set1_epi8(0x0f), m3 = _mm256_set1_epi8(3);
+  const __m256i m4 = _mm256_set1_epi8(0x0f);
   __m256i l0 = loadu(ql), l1 = loadu(ql + 32), h = loadu(qhp);
-  q[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(h, m3), 4));
-  q[1] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 2), m3), 4));
-  q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
-                         _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 4), m3), 4));
-  q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
-                         _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 6), m3), 4));
+  __m256i h0 = _mm256_slli_epi16(_mm256_and_si256(h, _mm256_set1_epi8(0x03)), 4);
+  __m256i h1 = _mm256_slli_epi16(_mm256_and_si256(h, _mm256_set1_epi8(0x0c)), 2);
+  __m256i h2 = _mm256_and_si256(h, _mm256_set1_epi8(0x30));
+  __m256i h3 = _mm256_srli_epi16(_mm256_and_si256(h, _mm256_set1_epi8((char)0xc0)), 2);
+  q[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), h0);
+  q[1] = _mm256_or_si256(_mm256_and_si256(l1, m4), h1);
+  q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), h2);
+  q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), h3);
 }
 
 /* Q2_K / Q3_K: the 32 values of bit pair j of a 32-byte qs chunk; for Q3_K (hm != NULL) plus the high bit from bit 0
