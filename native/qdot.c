@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "kernels.h"
+#include "qgemm.h" /* cokv_vnni_usable */
 #include "simd.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -288,6 +289,19 @@ INL void body_q5_1(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, float
 
 /* ---- K types against q8_K activations ---- */
 
+/*
+ * acc + Σ pairs a·b (int16 -> int32): madd + add on AVX2; one vpdpwssd where AVX512-VNNI runs (vnni: a constant, so
+ * each instantiation keeps one form). Inline asm, so that the AVX2 bodies need no AVX-512 target; the integer result
+ * is the same (vpdpwssd wraps like vpaddd). Two such chains per block (even / odd steps) keep its latency hidden.
+ */
+INL __m256i madd_acc(__m256i acc, __m256i a, __m256i b, const int vnni) {
+  if (vnni) {
+    __asm__("vpdpwssd %2, %1, %0" : "+x"(acc) : "x"(a), "x"(b));
+    return acc;
+  }
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(a, b));
+}
+
 /* Σ_g c[g]·bsums[g] of an activation block (c: 16 int16). */
 INL int hsum_epi32x4(__m128i v) {
   v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0x4e));
@@ -330,7 +344,7 @@ INL __m256i k4_scales_mins(const uint8_t *q, __m256i *scales) {
 }
 
 /* Q4_K / Q5_K: x = d·sc·q − dmin·m per 32-element sub-block; the mins meet the activation's 16-element sums. */
-INL void body_q45_k(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, float *out, const int NX, const int five) {
+INL void body_q45_k(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, float *out, const int NX, const int vnni, const int five) {
   const int bytes = five ? 176 : 144;
   __m256 acc[COKV_QX], accm[COKV_QX];
   for (int r = 0; r < NX; r++) acc[r] = _mm256_setzero_ps(), accm[r] = _mm256_setzero_ps();
@@ -339,19 +353,19 @@ INL void body_q45_k(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, floa
     __m256i scales, mins2 = k4_scales_mins(w + 4, &scales);
     const uint8_t *q = w + (five ? 48 : 16);
     __m256i qh = five ? loadu(w + 16) : _mm256_setzero_si256();
-    __m256i sumi[COKV_QX];
-    for (int r = 0; r < NX; r++) sumi[r] = _mm256_setzero_si256();
+    __m256i sumi[COKV_QX], sumj[COKV_QX];
+    for (int r = 0; r < NX; r++) sumi[r] = sumj[r] = _mm256_setzero_si256();
     for (int i = 0; i < 4; i++) {
       __m256i lo, hi;
       unpack_q45k_pair(loadu(q + 32 * i), &qh, five, &lo, &hi);
       __m256i s0 = bcast_w16(scales, ctl_w16[2 * i]), s1 = bcast_w16(scales, ctl_w16[2 * i + 1]);
       for (int r = 0; r < NX; r++) {
         const int8_t *y = (const int8_t *)(XROW(r, b, XQK_BYTES) + XQK_QS) + 64 * i;
-        __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, loadu(y)), s0);
-        __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, loadu(y + 32)), s1);
-        sumi[r] = _mm256_add_epi32(sumi[r], _mm256_add_epi32(p0, p1));
+        sumi[r] = madd_acc(sumi[r], _mm256_maddubs_epi16(lo, loadu(y)), s0, vnni);
+        sumj[r] = madd_acc(sumj[r], _mm256_maddubs_epi16(hi, loadu(y + 32)), s1, vnni);
       }
     }
+    for (int r = 0; r < NX; r++) sumi[r] = _mm256_add_epi32(sumi[r], sumj[r]);
     /* d and dmin (adjacent halves) widened at once */
     __m128 dd = _mm_cvtph_ps(_mm_cvtsi32_si128((int)u32at(w)));
     for (int r = 0; r < NX; r++) {
@@ -366,14 +380,14 @@ INL void body_q45_k(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, floa
 }
 
 /* Q6_K: q (0..63) − 32 with an int8 scale per 16 elements; Σ sc·(q − 32)·y = Σ sc·q·y − 32·Σ sc·bsum. */
-INL void body_q6_k(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, float *out, const int NX) {
+INL void body_q6_k(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, float *out, const int NX, const int vnni) {
   __m256 acc[COKV_QX];
   for (int r = 0; r < NX; r++) acc[r] = _mm256_setzero_ps();
   for (int b = 0; b < k / 256; b++, w += 210) {
     QPF(w, 210);
     __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w + 192)));
-    __m256i sumi[COKV_QX];
-    for (int r = 0; r < NX; r++) sumi[r] = _mm256_setzero_si256();
+    __m256i sumi[COKV_QX], sumj[COKV_QX];
+    for (int r = 0; r < NX; r++) sumi[r] = sumj[r] = _mm256_setzero_si256();
     for (int n = 0; n < 2; n++) {
       /* the 8 scales of this half (int16) in both 128-bit halves */
       __m256i sh = n ? _mm256_permute4x64_epi64(sc16, 0xee) : _mm256_permute4x64_epi64(sc16, 0x44);
@@ -383,10 +397,13 @@ INL void body_q6_k(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, float
         __m256i sv = bcast_w16(sh, ctl_w16x2[t]);
         for (int r = 0; r < NX; r++) {
           const int8_t *y = (const int8_t *)(XROW(r, b, XQK_BYTES) + XQK_QS) + 128 * n + 32 * t;
-          sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(_mm256_maddubs_epi16(qs[t], loadu(y)), sv));
+          __m256i p = _mm256_maddubs_epi16(qs[t], loadu(y));
+          if (t & 1) sumj[r] = madd_acc(sumj[r], p, sv, vnni);
+          else sumi[r] = madd_acc(sumi[r], p, sv, vnni);
         }
       }
     }
+    for (int r = 0; r < NX; r++) sumi[r] = _mm256_add_epi32(sumi[r], sumj[r]);
     float dw = f16at(w + 208);
     for (int r = 0; r < NX; r++) {
       const uint8_t *y = XROW(r, b, XQK_BYTES);
@@ -403,7 +420,7 @@ INL void body_q6_k(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, float
  * Q3_K: 2-bit q plus a high bit (hmask bit 4n + j; clear = −4): Σ sc·(q3 − 4)·y with q3 = q | hbit << 2 in 0..7.
  * Q2_K: x = d·(sc & 15)·q − dmin·(sc >> 4).
  */
-INL void body_q23_k(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, float *out, const int NX, const int three) {
+INL void body_q23_k(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, float *out, const int NX, const int vnni, const int three) {
   const int bytes = three ? 110 : 84;
   __m256 acc[COKV_QX];
   float accm[COKV_QX];
@@ -424,8 +441,8 @@ INL void body_q23_k(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, floa
     }
     const uint8_t *qbase = w + (three ? 32 : 16);
     __m256i hm = three ? loadu(w) : _mm256_setzero_si256();
-    __m256i sumi[COKV_QX];
-    for (int r = 0; r < NX; r++) sumi[r] = _mm256_setzero_si256();
+    __m256i sumi[COKV_QX], sumj[COKV_QX];
+    for (int r = 0; r < NX; r++) sumi[r] = sumj[r] = _mm256_setzero_si256();
     for (int n = 0; n < 2; n++) {
       __m256i qv = loadu(qbase + 32 * n);
       for (int j = 0; j < 4; j++) {
@@ -433,10 +450,13 @@ INL void body_q23_k(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, floa
         __m256i sv = scale2(s[8 * n + 2 * j], s[8 * n + 2 * j + 1]);
         for (int r = 0; r < NX; r++) {
           const int8_t *y = (const int8_t *)(XROW(r, b, XQK_BYTES) + XQK_QS) + 128 * n + 32 * j;
-          sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(_mm256_maddubs_epi16(q, loadu(y)), sv));
+          __m256i p = _mm256_maddubs_epi16(q, loadu(y));
+          if (j & 1) sumj[r] = madd_acc(sumj[r], p, sv, vnni);
+          else sumi[r] = madd_acc(sumi[r], p, sv, vnni);
         }
       }
     }
+    for (int r = 0; r < NX; r++) sumi[r] = _mm256_add_epi32(sumi[r], sumj[r]);
     __m256i cv = loadu(c);
     float dw = f16at(w + (three ? 108 : 80)), dmin = three ? 0.0f : f16at(w + 82);
     for (int r = 0; r < NX; r++) {
@@ -452,14 +472,14 @@ INL void body_q23_k(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, floa
 }
 
 /* IQ4_XS: 8 sub-blocks of 32 non-linear 4-bit levels, 6-bit scale each (ls − 32). */
-INL void body_iq4_xs(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, float *out, const int NX) {
+INL void body_iq4_xs(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, float *out, const int NX, const int vnni) {
   const __m256i tbl = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)k_iq4nl));
   __m256 acc[COKV_QX];
   for (int r = 0; r < NX; r++) acc[r] = _mm256_setzero_ps();
   for (int b = 0; b < k / 256; b++, w += 136) {
     unsigned sh = w[2] | w[3] << 8;
-    __m256i sumi[COKV_QX];
-    for (int r = 0; r < NX; r++) sumi[r] = _mm256_setzero_si256();
+    __m256i sumi[COKV_QX], sumj[COKV_QX];
+    for (int r = 0; r < NX; r++) sumi[r] = sumj[r] = _mm256_setzero_si256();
     for (int ib = 0; ib < 8; ib++) {
       int ls = ((w[4 + ib / 2] >> (4 * (ib & 1))) & 0xf) | ((sh >> (2 * ib)) & 3) << 4;
       __m256i q = _mm256_shuffle_epi8(tbl, nibbles32(w + 8 + 16 * ib)), aq = _mm256_sign_epi8(q, q);
@@ -467,9 +487,11 @@ INL void body_iq4_xs(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, flo
       for (int r = 0; r < NX; r++) {
         const int8_t *y = (const int8_t *)(XROW(r, b, XQK_BYTES) + XQK_QS) + 32 * ib;
         __m256i p = _mm256_maddubs_epi16(aq, _mm256_sign_epi8(loadu(y), q));
-        sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(p, sv));
+        if (ib & 1) sumj[r] = madd_acc(sumj[r], p, sv, vnni);
+        else sumi[r] = madd_acc(sumi[r], p, sv, vnni);
       }
     }
+    for (int r = 0; r < NX; r++) sumi[r] = _mm256_add_epi32(sumi[r], sumj[r]);
     float dw = f16at(w);
     for (int r = 0; r < NX; r++)
       acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[r]), _mm256_set1_ps(dw * f32at(XROW(r, b, XQK_BYTES))), acc[r]);
@@ -477,7 +499,8 @@ INL void body_iq4_xs(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, flo
   for (int r = 0; r < NX; r++) out[r] = hsum_ps(acc[r]);
 }
 
-/* dot1_T / dotx_T over body_B(…, NX, extra...): the K-type pairs share one body with a flag (five / three bits). */
+/* dot1_T / dotx_T over body_B(…, NX, extra...): the K-type pairs share one body with a flag (five / three bits); the
+ * K types also come as dot1v_T / dotxv_T, their madd + add steps as vpdpwssd (AVX512-VNNI, chosen at run time). */
 #define INSTANTIATE_AS(T, B, ...)                                                                        \
   AVX2_TARGET static void dot1_##T(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, float *out) { \
     body_##B(w, xq, xrb, k, out, 1 __VA_ARGS__);                                                         \
@@ -486,35 +509,46 @@ INL void body_iq4_xs(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, flo
     body_##B(w, xq, xrb, k, out, COKV_QX __VA_ARGS__);                                                   \
   }
 #define INSTANTIATE(T) INSTANTIATE_AS(T, T)
+#define INSTANTIATE_K(T, B, ...)                                                                          \
+  INSTANTIATE_AS(T, B, , 0 __VA_ARGS__)                                                                   \
+  AVX2_TARGET static void dot1v_##T(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, float *out) { \
+    body_##B(w, xq, xrb, k, out, 1, 1 __VA_ARGS__);                                                       \
+  }                                                                                                       \
+  AVX2_TARGET static void dotxv_##T(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, float *out) { \
+    body_##B(w, xq, xrb, k, out, COKV_QX, 1 __VA_ARGS__);                                                 \
+  }
 INSTANTIATE(q8_0)
 INSTANTIATE(q4_0)
 INSTANTIATE(q4_1)
 INSTANTIATE(q5_0)
 INSTANTIATE(q5_1)
 INSTANTIATE(iq4_nl)
-INSTANTIATE_AS(q2_k, q23_k, , 0)
-INSTANTIATE_AS(q3_k, q23_k, , 1)
-INSTANTIATE_AS(q4_k, q45_k, , 0)
-INSTANTIATE_AS(q5_k, q45_k, , 1)
-INSTANTIATE(q6_k)
-INSTANTIATE(iq4_xs)
+INSTANTIATE_K(q2_k, q23_k, , 0)
+INSTANTIATE_K(q3_k, q23_k, , 1)
+INSTANTIATE_K(q4_k, q45_k, , 0)
+INSTANTIATE_K(q5_k, q45_k, , 1)
+INSTANTIATE_K(q6_k, q6_k)
+INSTANTIATE_K(iq4_xs, iq4_xs)
 
 cokv_qdot_fns cokv_qdot_for(int dt) {
   cokv_qdot_fns f = {NULL, NULL};
+  const int v = cokv_vnni_usable();
   switch (dt) {
 #define CASE(D, T) case D: f.one = dot1_##T, f.many = dotx_##T; break;
+#define CASE_K(D, T) case D: f.one = v ? dot1v_##T : dot1_##T, f.many = v ? dotxv_##T : dotx_##T; break;
     CASE(DT_Q8_0, q8_0)
     CASE(DT_Q4_0, q4_0)
     CASE(DT_Q4_1, q4_1)
     CASE(DT_Q5_0, q5_0)
     CASE(DT_Q5_1, q5_1)
     CASE(DT_IQ4_NL, iq4_nl)
-    CASE(DT_Q2_K, q2_k)
-    CASE(DT_Q3_K, q3_k)
-    CASE(DT_Q4_K, q4_k)
-    CASE(DT_Q5_K, q5_k)
-    CASE(DT_Q6_K, q6_k)
-    CASE(DT_IQ4_XS, iq4_xs)
+    CASE_K(DT_Q2_K, q2_k)
+    CASE_K(DT_Q3_K, q3_k)
+    CASE_K(DT_Q4_K, q4_k)
+    CASE_K(DT_Q5_K, q5_k)
+    CASE_K(DT_Q6_K, q6_k)
+    CASE_K(DT_IQ4_XS, iq4_xs)
+#undef CASE_K
 #undef CASE
   }
   return f;
