@@ -1,33 +1,18 @@
 /**
  * `cokv bench`: memory and latency per prompt length × press × budget, Full as the 1.0 reference in the same run.
- * Each configuration runs in its own child process so its peak RSS is its own.
+ * The work is the library's runBench (src/eval/bench-run.ts, one child process per configuration); this file
+ * parses the flags and prints the table.
  */
-import { spawnSync } from 'node:child_process';
-import fs from 'node:fs';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
-import { CokvError } from '../errors.js';
 import { loadModel } from '../engine.js';
-import { Rng } from '../generate/rng.js';
-import { modelName } from '../eval/runner.js';
-import { createPress, resolvePress } from '../press/registry.js';
-import { DEFAULT_KV_DTYPE } from '../session/sequence.js';
+import { benchRowLine, runBench, type BenchRow } from '../eval/bench-run.js';
 import { kvScopeLabel } from '../press/scope.js';
 import { addPressTuningFlags, pressOptionsFromFlags, type PressFlags } from './press-flags.js';
 import { formatBytes, numberFlag } from './util.js';
-import { peakRssBytes } from '../memory.js';
+
+export type { BenchRow };
 
 interface BenchFlags extends PressFlags { model: string; lengths: string; presses: string; budgets: string; decode: string; out?: string; json?: boolean }
-
-export interface BenchRow {
-  length: number; press: string; budget: number | null; prefillMs: number; decodeMsPerToken: number;
-  /** K+V bytes held after the prefill, every layer (sliding windows included): the memory. */
-  kvBytes: number;
-  /** The part of kvBytes in the full-attention layers, the ones a press budgets. */
-  budgetedKvBytes?: number;
-  peakRssBytes: number;
-}
 
 export function registerBench(program: Command, run: (fn: () => Promise<void>) => Promise<void>): void {
   const cmd = program
@@ -41,43 +26,6 @@ export function registerBench(program: Command, run: (fn: () => Promise<void>) =
     .option('--out <dir>', 'also write <dir>/bench/<model>.json for cokv report')
     .option('--json', 'print the rows as JSON');
   addPressTuningFlags(cmd).action((f: BenchFlags) => run(() => benchCommand(f)));
-  // Internal: one configuration, in a child process (prints one JSON row).
-  const one = program.command('bench-one', { hidden: true }).requiredOption('--model <path>').requiredOption('--length <n>')
-    .requiredOption('--press <p>').option('--budget <n>').requiredOption('--decode <n>');
-  addPressTuningFlags(one).action((f: PressFlags & { model: string; length: string; decode: string }) => run(() => benchOne(f)));
-}
-
-async function benchOne(f: PressFlags & { model: string; length: string; decode: string }): Promise<void> {
-  const model = await loadModel(f.model);
-  const c = model.config;
-  const L = Number(f.length), steps = Number(f.decode);
-  const press = resolvePress(f.press ?? 'full', pressOptionsFromFlags(f), c);
-  const rng = new Rng(11);
-  const ids = Array.from({ length: L }, (_, i) => (i === 0 && model.tokenizer.bosId !== undefined ? model.tokenizer.bosId : rng.int(c.vocabSize)));
-  // The engine's default storage (F16), prefilled in chunks like every press prefill.
-  const cache = model.newCache(L + steps + 1, DEFAULT_KV_DTYPE);
-  const t0 = performance.now();
-  let logits = model.prefill(ids, cache, press, steps + 1);
-  const prefillMs = performance.now() - t0;
-  const kvBytes = cache.bytes();
-  const budgetedKvBytes = cache.budgetedBytes();
-  cache.reserveExtra(steps + 1);
-  const times: number[] = [];
-  const step = [0];
-  for (let i = 0; i < steps; i++) {
-    let best = 0;
-    for (let v = 1; v < c.vocabSize; v++) if (logits[v] > logits[best]) best = v;
-    step[0] = best;
-    const t = performance.now();
-    logits = model.transformer.forward(step, cache);
-    times.push(performance.now() - t);
-  }
-  times.sort((a, b) => a - b);
-  const row: BenchRow = {
-    length: L, press: f.press ?? 'full', budget: f.budget ? Number(f.budget) : null, prefillMs,
-    decodeMsPerToken: times[Math.floor(times.length / 2)], kvBytes, budgetedKvBytes, peakRssBytes: peakRssBytes(),
-  };
-  process.stdout.write(JSON.stringify(row) + '\n');
 }
 
 async function benchCommand(f: BenchFlags): Promise<void> {
@@ -87,39 +35,12 @@ async function benchCommand(f: BenchFlags): Promise<void> {
   const presses = f.presses.split(',').map((x) => x.trim()).filter(Boolean);
   const decode = numberFlag('--decode', f.decode, { integer: true, min: 1 })!;
   const model = await loadModel(f.model);
-  const ctx = model.config.contextLength;
-  // A prompt beyond the context is refused (it would time nothing real, for minutes); decoding a few steps past
-  // it only notes so, as generate allows a little past the trained context.
-  const over = lengths.find((L) => L > ctx);
-  if (over !== undefined) throw new CokvError(`--lengths: ${over} tokens are more than the model's context of ${ctx} tokens`, 'flag');
-  if (decode > ctx) throw new CokvError(`--decode: ${decode} steps are more than the model's context of ${ctx} tokens`, 'flag');
-  for (const L of lengths) if (L + decode >= ctx) process.stderr.write(`cokv: note: ${L} + ${decode} decoded tokens exceed the model's trained context ${ctx} (RoPE still runs; timings only)\n`);
-  const configs = presses.flatMap((p) => (p === 'full' ? [{ press: p, budget: null as number | null }] : budgets.map((b) => ({ press: p, budget: b as number | null }))));
-  for (const cfg of configs) createPress(cfg.press, { ...pressOptionsFromFlags({ ...f, budget: undefined, ratio: undefined }), budget: cfg.budget ?? undefined }, model.config);
-  if (f.out && fs.existsSync(f.out) && !fs.statSync(f.out).isDirectory()) throw new CokvError(`--out ${f.out}: is a file, not a folder`, 'file');
-  const entry = path.join(path.dirname(fileURLToPath(import.meta.url)), fileURLToPath(import.meta.url).endsWith('.ts') ? 'run.ts' : 'run.js');
-  const nodeArgs = entry.endsWith('.ts') ? ['--import', 'tsx', entry] : [entry];
-  const pass: string[] = [];
-  for (const k of ['window', 'pool', 'kernel', 'alpha', 'profile', 'headScores', 'sink', 'preset'] as const) {
-    if (f[k] !== undefined) pass.push(`--${k.replace(/[A-Z]/g, (m) => '-' + m.toLowerCase())}`, String(f[k]));
-  }
-  if (f.protect !== undefined && f.protect !== false) pass.push(f.protect === true ? '--protect' : `--protect=${f.protect}`);
-  if (f.redistribute === false) pass.push('--no-redistribute');
-  const rows: BenchRow[] = [];
-  for (const L of lengths) {
-    for (const cfg of configs) {
-      const args = [...nodeArgs, 'bench-one', '--model', f.model, '--length', String(L), '--press', cfg.press, '--decode', String(decode), ...pass];
-      if (cfg.budget !== null) args.push('--budget', String(cfg.budget));
-      const r = spawnSync(process.execPath, args, { encoding: 'utf8', maxBuffer: 1 << 20 });
-      if (r.status !== 0) throw new CokvError(`bench: ${cfg.press} at ${L} tokens failed: ${(r.stderr || '').trim().split('\n').pop()}`, 'internal');
-      rows.push(JSON.parse(r.stdout.trim().split('\n').pop()!) as BenchRow);
-      process.stderr.write(`bench ${L} ${cfg.press} ${cfg.budget ?? ''} done\n`);
-    }
-  }
-  if (f.out) {
-    fs.mkdirSync(path.join(f.out, 'bench'), { recursive: true });
-    fs.writeFileSync(path.join(f.out, 'bench', `${modelName(f.model)}.json`), JSON.stringify({ model: modelName(f.model), rows }, null, 1) + '\n');
-  }
+  const rows = await runBench(model, f.model, {
+    lengths, presses, budgets, decode, out: f.out,
+    pressOptions: pressOptionsFromFlags({ ...f, budget: undefined, ratio: undefined }),
+    onNote: (m) => process.stderr.write(`cokv: note: ${m}\n`),
+    onRow: (r) => process.stderr.write(benchRowLine(r) + '\n'),
+  });
   if (f.json) { process.stdout.write(JSON.stringify(rows) + '\n'); return; }
   // With sliding layers, also the budgeted (full-attention) part of the KV, the part a press compresses.
   const sliding = model.config.layers.some((l) => l.kind === 'sliding');

@@ -1,12 +1,8 @@
 /** `cokv gen-retrieval`: seeded retrieval items (passkey, multikey, kv) in the format of retrieval-dev.jsonl. */
-import fs from 'node:fs';
 import type { Command } from 'commander';
 import { CokvError } from '../errors.js';
-import {
-  GEN_MAX_LENGTH, GEN_MIN_LENGTH, GEN_TASKS, generateRetrievalItems, readHeldOutHaystack, writeRetrievalItems,
-  type GenTask, type RetrievalGenItem,
-} from '../eval/retrieval-gen.js';
-import { openModel } from '../model/load.js';
+import { GEN_MAX_LENGTH, GEN_MIN_LENGTH, GEN_TASKS, type GenTask } from '../eval/retrieval-gen.js';
+import { generateRetrievalFile, retrievalFileSummary } from '../eval/retrieval-gen-run.js';
 import { numberFlag } from './util.js';
 
 interface GenRetrievalFlags {
@@ -47,16 +43,7 @@ async function genRetrievalCommand(f: GenRetrievalFlags): Promise<void> {
   const lengths = listFlag('--lengths', f.lengths).map((x) => numberFlag('--lengths', x, { integer: true, min: GEN_MIN_LENGTH, max: GEN_MAX_LENGTH })!);
   const count = numberFlag('--count', f.count, { integer: true, min: 1 })!;
   const seed = numberFlag('--seed', f.seed, { integer: true, min: 0, max: 2 ** 32 - 1 })!;
-  if (fs.existsSync(f.out) && fs.statSync(f.out).isDirectory()) throw new CokvError(`--out ${f.out}: is a folder, not a file`, 'file');
-  if (!fs.existsSync(f.dataDir) || !fs.statSync(f.dataDir).isDirectory()) throw new CokvError(`--data-dir ${f.dataDir}: no such folder`, 'file');
-  const source = await openModel(f.model);
-  for (const L of lengths) {
-    if (L > source.config.contextLength) throw new CokvError(`--lengths: ${L} exceeds the model's context of ${source.config.contextLength}`, 'flag');
-  }
-  const tokenizer = await source.loadTokenizer();
-  const haystack = readHeldOutHaystack(f.dataDir);
-  const items: RetrievalGenItem[] = [];
-  for (const task of tasks) for (const length of lengths) items.push(...generateRetrievalItems({ task, length, count, seed, tokenizer, haystack }));
-  writeRetrievalItems(f.out, items);
-  process.stdout.write(`${items.length} items (${tasks.join(',')} × ${lengths.join(',')} × ${count}, seed ${seed}) → ${f.out}\n`);
+  const o = { model: f.model, tasks, lengths, count, seed, dataDir: f.dataDir, out: f.out };
+  const items = await generateRetrievalFile(o);
+  process.stdout.write(retrievalFileSummary(o, items) + '\n');
 }

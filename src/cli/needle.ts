@@ -1,17 +1,15 @@
-/** `cokv needle`: needle-in-a-haystack grid (depth × length) per press and budget, written under DIR/needle/. */
-import fs from 'node:fs';
-import path from 'node:path';
+/**
+ * `cokv needle`: needle-in-a-haystack grid (depth × length) per press and budget, written under DIR/needle/. The work
+ * is the library's runNeedleGrid (src/eval/needle-grid.ts); this file parses the flags and prints.
+ */
 import type { Command } from 'commander';
-import { CokvError } from '../errors.js';
 import { loadModel } from '../engine.js';
-import { NEEDLE_MAX_NEW_TOKENS, NeedleBuilder, buildHaystack, depthPercents, gridResult, readHaystackFiles } from '../eval/needle.js';
-import { modelName } from '../eval/runner.js';
-import { createPress, resolvePress } from '../press/registry.js';
+import { depthPercents, readHaystackFiles } from '../eval/needle.js';
+import { checkNeedleLengths, checkNeedleOut, runNeedleGrid } from '../eval/needle-grid.js';
 import { addPressTuningFlags, pressOptionsFromFlags, type PressFlags } from './press-flags.js';
 import { ProgressBar } from './progress.js';
 import { numberFlag } from './util.js';
 import { addBosFlags, bosOverride, type BosFlags } from './bos-flags.js';
-import { encodePrompt } from '../model/tokenizer/types.js';
 
 interface NeedleFlags extends PressFlags, BosFlags {
   model: string; haystack: string; lengths: string; depths: string; presses: string; budgets: string;
@@ -47,45 +45,21 @@ async function needleCommand(f: NeedleFlags): Promise<void> {
   const presses = f.presses.split(',').map((x) => x.trim()).filter(Boolean);
   bosOverride(f);
   const texts = readHaystackFiles(f.haystack);
-  if (fs.existsSync(f.out) && !fs.statSync(f.out).isDirectory()) throw new CokvError(`--out ${f.out}: is a file, not a folder`, 'file');
+  checkNeedleOut(f.out);
   const model = await loadModel(f.model);
-  const c = model.config;
-  for (const L of lengths) {
-    if (L + NEEDLE_MAX_NEW_TOKENS >= c.contextLength) throw new CokvError(`--lengths: ${L} + ${NEEDLE_MAX_NEW_TOKENS} new tokens exceed the model's context of ${c.contextLength}`, 'flag');
-  }
-  const tok = model.tokenizer;
-  const bos = bosOverride(f, tok, f.model);
-  const builder = new NeedleBuilder(tok, buildHaystack(texts, tok, Math.max(...lengths)), {
+  checkNeedleLengths(lengths, model.config);
+  let bar: ProgressBar | undefined;
+  await runNeedleGrid(model, f.model, texts, {
+    lengths, depths, presses, budgets, out: f.out,
+    bos: bosOverride(f, model.tokenizer, f.model),
     needle: f.needle, question: f.question, answer: f.answer, template: f.template,
     margin: numberFlag('--margin', f.margin, { integer: true, min: 0 }),
+    pressOptions: pressOptionsFromFlags({ ...f, budget: undefined, ratio: undefined }),
+    onRunStart: (r) => { bar = new ProgressBar(`needle ${r.press} ${r.budget ?? ''}`, f.quiet ?? false); },
+    onProgress: (done, total) => bar?.update(done, total),
+    onRunDone: (r, res, file) => {
+      bar?.finish();
+      process.stdout.write(`${r.press} ${r.budget ?? 'full'}: mean ${res.mean.toFixed(3)} → ${file}\n`);
+    },
   });
-  const cases = builder.grid(lengths, depths);
-  const outDir = path.join(f.out, 'needle');
-  fs.mkdirSync(outDir, { recursive: true });
-  const runs = presses.flatMap((p) => (p === 'full' ? [{ press: p, budget: null as number | null }] : budgets.map((b) => ({ press: p, budget: b as number | null }))));
-  const base = pressOptionsFromFlags({ ...f, budget: undefined, ratio: undefined });
-  for (const r of runs) createPress(r.press, { ...base, budget: r.budget ?? undefined }, c);
-  const nl = model.newlineIds();
-  for (const r of runs) {
-    const bosTag = bos === undefined ? '' : bos ? '__bos' : '__nobos';
-    const file = path.join(outDir, `${modelName(f.model)}__${r.press}__${r.budget ?? 'full'}${bosTag}.json`.replace(/[^A-Za-z0-9._-]+/g, '-'));
-    if (fs.existsSync(file)) continue;
-    const press = resolvePress(r.press, { ...base, budget: r.budget ?? undefined }, c);
-    const bar = new ProgressBar(`needle ${r.press} ${r.budget ?? ''}`, f.quiet ?? false);
-    let done = 0;
-    const scores: number[][] = [];
-    for (let d = 0; d < depths.length; d++) {
-      scores.push([]);
-      for (let l = 0; l < lengths.length; l++) {
-        const ids = encodePrompt(tok, cases[d][l].prompt, bos, tok.bosId !== undefined);
-        const g = model.generate(ids, { maxTokens: NEEDLE_MAX_NEW_TOKENS, temperature: 0, press, eosIds: [...model.eosIds, ...nl] });
-        scores[d].push(builder.score(await g.complete()));
-        bar.update(++done, depths.length * lengths.length);
-      }
-    }
-    bar.finish();
-    const res = gridResult(lengths, depths, (d, l) => scores[d][l]);
-    fs.writeFileSync(file, JSON.stringify({ model: modelName(f.model), press: r.press, budget: r.budget, ...(bos === undefined ? {} : { bos }), ...res }) + '\n');
-    process.stdout.write(`${r.press} ${r.budget ?? 'full'}: mean ${res.mean.toFixed(3)} → ${file}\n`);
-  }
 }

@@ -1,4 +1,6 @@
-/** A one-line progress bar on stderr (redrawn in place on a terminal, one line every 10 s otherwise). */
+/** A one-line progress bar on stderr (redrawn in place on a terminal, one line every 10 s otherwise), with an ETA. */
+
+/** Seconds as `42s`, `3m05s` or `2h07m` (`?` when not finite). */
 export function formatDuration(s: number): string {
   if (!Number.isFinite(s)) return '?';
   if (s < 60) return `${s.toFixed(0)}s`;
