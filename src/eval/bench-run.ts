@@ -14,6 +14,7 @@ import { peakRssBytes } from '../memory.js';
 import type { PressOptions } from '../press/options.js';
 import { createPress, resolvePress } from '../press/registry.js';
 import { DEFAULT_KV_DTYPE } from '../session/sequence.js';
+import { writeFileAtomic } from '../util/files.js';
 import { modelName } from './runner.js';
 
 /** One configuration's measurements. */
@@ -118,7 +119,7 @@ export async function runBench(model: CokvModel, modelPath: string, o: BenchOpti
   }
   if (o.out) {
     fs.mkdirSync(path.join(o.out, 'bench'), { recursive: true });
-    fs.writeFileSync(path.join(o.out, 'bench', `${modelName(modelPath)}.json`), JSON.stringify({ model: modelName(modelPath), rows }, null, 1) + '\n');
+    writeFileAtomic(path.join(o.out, 'bench', `${modelName(modelPath)}.json`), JSON.stringify({ model: modelName(modelPath), rows }, null, 1) + '\n');
   }
   return rows;
 }

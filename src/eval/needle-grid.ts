@@ -1,7 +1,7 @@
 /**
  * The needle-in-a-haystack grid (what `cokv needle` does): for each press and budget, greedy answers on a depth ×
  * length grid of needle prompts, scored against the answer and written as one JSON file per run under
- * `<out>/needle/` (a run whose file exists is skipped). Errors name the command-line flag they are about.
+ * `<out>/needle/` (a run whose file exists is skipped, so each is written atomically). Errors name the command-line flag they are about.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -11,6 +11,7 @@ import type { ModelConfig } from '../model/config.js';
 import { encodePrompt } from '../model/tokenizer/types.js';
 import type { PressOptions } from '../press/options.js';
 import { createPress, resolvePress } from '../press/registry.js';
+import { writeFileAtomic } from '../util/files.js';
 import { NEEDLE_MAX_NEW_TOKENS, NeedleBuilder, buildHaystack, gridResult, type NeedleGridResult } from './needle.js';
 import { modelName } from './runner.js';
 
@@ -90,7 +91,7 @@ export async function runNeedleGrid(model: CokvModel, modelPath: string, texts: 
       }
     }
     const res = gridResult(lengths, depths, (d, l) => scores[d][l]);
-    fs.writeFileSync(file, JSON.stringify({ model: modelName(modelPath), press: r.press, budget: r.budget, ...(o.bos === undefined ? {} : { bos: o.bos }), ...res }) + '\n');
+    writeFileAtomic(file, JSON.stringify({ model: modelName(modelPath), press: r.press, budget: r.budget, ...(o.bos === undefined ? {} : { bos: o.bos }), ...res }) + '\n');
     written.push(file);
     o.onRunDone?.(r, res, file);
   }

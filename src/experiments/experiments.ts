@@ -31,6 +31,7 @@ import { Rng } from '../generate/rng.js';
 import { writeSafetensors } from '../model/loaders/safetensors.js';
 import { openModel } from '../model/load.js';
 import { ProgressBar, formatDuration } from '../util/progress.js';
+import { writeFileAtomic } from '../util/files.js';
 import { benchStep, evalStep, genRetrievalStep, headScoresStep, profileStep, type EvalStep, type PressTuning } from './commands.js';
 import { EXPERIMENTS, PRESSES, TASKS, defaultProfile, headScoresFile, paths, plan, profileFile, type ExperimentName, type ExperimentOptions } from './plan.js';
 import { summary } from './summary.js';
@@ -210,7 +211,8 @@ async function masking(o: ExperimentOptions): Promise<void> {
     const full = await score(new Uint8Array(n).fill(1)), none = await score(new Uint8Array(n));
     bar.update(total, total);
     bar.finish();
-    fs.writeFileSync(file, JSON.stringify({ model: name, dataset, n: items.length, metric: dataset === 'stories' ? 'loglik@16' : 'exact_match', window: 8, full, none, rows }, null, 1) + '\n');
+    // Atomic: the file's existence marks this model done, so a killed run must not leave half of it.
+    writeFileAtomic(file, JSON.stringify({ model: name, dataset, n: items.length, metric: dataset === 'stories' ? 'loglik@16' : 'exact_match', window: 8, full, none, rows }, null, 1) + '\n');
   }
 }
 
@@ -257,7 +259,7 @@ async function estimator(o: ExperimentOptions): Promise<void> {
     bar.finish();
     if (!o.quiet) o.log(`exact enumeration: ${r.utilities.length} coalitions in ${formatDuration(r.seconds)}`);
     const { shapley, sliced, seconds } = r;
-    fs.writeFileSync(exactFile, JSON.stringify({ players: sub, heldFull: n - sub, items: items.map((i) => i.id), utility: 'loglik', sizes, shapley, sliced, seconds }, null, 1) + '\n');
+    writeFileAtomic(exactFile, JSON.stringify({ players: sub, heldFull: n - sub, items: items.map((i) => i.id), utility: 'loglik', sizes, shapley, sliced, seconds }, null, 1) + '\n');
   }
   const exact = JSON.parse(fs.readFileSync(exactFile, 'utf8')) as { players: number; shapley: number[]; sliced: number[] };
   const prof = readProfile(profileFile(o, 'cokv-retrieval-tiny'));
@@ -269,7 +271,7 @@ async function estimator(o: ExperimentOptions): Promise<void> {
     exactSlicedVsShapley: compareValues(exact.sliced, exact.shapley),
     note: exact.players < 16 ? 'quick mode: sub-game of the first players with the other heads held full; the profile values come from the full 16-player game' : 'full 16-player game',
   };
-  fs.writeFileSync(path.join(out, 'summary.json'), JSON.stringify(summary, null, 1) + '\n');
+  writeFileAtomic(path.join(out, 'summary.json'), JSON.stringify(summary, null, 1) + '\n');
 }
 
 async function sensitivity(o: ExperimentOptions): Promise<void> {

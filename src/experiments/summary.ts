@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { lineChart, standaloneSvg, type LineSeries } from '../eval/report.js';
 import type { RunMetrics } from '../eval/runner.js';
+import { writeFileAtomic } from '../util/files.js';
 import { PRESSES, TASKS, type ExperimentOptions } from './plan.js';
 
 /** Collect every run into results/summary.json and write results/results.md with figures. */
@@ -38,10 +39,10 @@ export async function summary(o: ExperimentOptions): Promise<void> {
     }
   };
   walk(path.join(o.out, 'runs'));
-  fs.writeFileSync(path.join(o.out, 'summary.json'), JSON.stringify({ generatedAt: new Date().toISOString(), quick: o.quick, seed: o.seed, entries }, null, 1) + '\n');
+  writeFileAtomic(path.join(o.out, 'summary.json'), JSON.stringify({ generatedAt: new Date().toISOString(), quick: o.quick, seed: o.seed, entries }, null, 1) + '\n');
   o.log(`summary: ${entries.length} runs → ${path.join(o.out, 'summary.json')}`);
   writeFigures(o, entries);
-  fs.writeFileSync(path.join(o.out, 'results.md'), resultTables(o, entries));
+  writeFileAtomic(path.join(o.out, 'results.md'), resultTables(o, entries));
   o.log(`tables → ${path.join(o.out, 'results.md')}`);
 }
 
@@ -222,7 +223,7 @@ function writeFigures(o: ExperimentOptions, entries: Record<string, unknown>[]):
       yLabel: list[0] && (list[0] as unknown as { metric?: string }).metric?.startsWith('loglik') ? 'mean log-prob' : 'score', xScale: 'log2',
       refLines: full ? [{ name: 'full', y: full.score }] : [],
     });
-    fs.writeFileSync(path.join(figDir, `${[model, task, len, protocol, gen].filter(Boolean).join('__').replace(/[^A-Za-z0-9._-]+/g, '-')}.svg`), standaloneSvg(svg));
+    writeFileAtomic(path.join(figDir, `${[model, task, len, protocol, gen].filter(Boolean).join('__').replace(/[^A-Za-z0-9._-]+/g, '-')}.svg`), standaloneSvg(svg));
   }
   const mdir = path.join(o.out, 'masking');
   if (fs.existsSync(mdir)) {
@@ -234,7 +235,7 @@ function writeFigures(o: ExperimentOptions, entries: Record<string, unknown>[]):
         { name: 'keep k random heads', color: 2, points: m.rows.map((r) => [r.k, r.random]) },
       ], { title: `${m.model}: head masking (others keep only the window)`, xLabel: 'heads with the full cache (k)', yLabel: m.metric, xScale: 'linear',
         refLines: [{ name: 'all full', y: m.full }, { name: 'none full', y: m.none, dash: 2 }] });
-      fs.writeFileSync(path.join(figDir, `masking__${m.model}.svg`), standaloneSvg(svg));
+      writeFileAtomic(path.join(figDir, `masking__${m.model}.svg`), standaloneSvg(svg));
     }
   }
 }
