@@ -6,12 +6,16 @@
  *   budget       score vs budget for all presses, both protocols (question-aware, context-only), and ratios
  *   generated    the same sweep on fresh retrieval items generated in the dev file's format (`cokv gen-retrieval`,
  *                held-out haystacks, seed + 1): more test items per cell than the dev file's 17
+ *   baselines    per-head presses under the references' allocation rules, and the CoKV / HeadKV allocator variants
  *   masking      keep the full cache only for the k highest- vs k lowest-valued heads
  *   estimator    convergence of two runs, exact Shapley by enumeration (16 players), cost vs the naive loop
  *   sensitivity  α, window and utility choice
  *   quant        CoKV and SnapKV with F16 and Q8 KV storage at the same bytes as F32
  *   memory       KV bytes, prefill and decode latency, peak RSS on a random SmolLM2-135M-shaped model, 1k–8k tokens
  *   summary      results/summary.json + results/results.md + figures (SVG)
+ *
+ * Each sub-step is a library call made with the options of the equivalent `cokv` command (commands.ts); the
+ * summary step is summary.ts; the names, plans and paths are plan.ts.
  */
 import fs from 'node:fs';
 import os from 'node:os';
