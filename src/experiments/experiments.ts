@@ -32,6 +32,7 @@ import { readProfile } from '../game/profile-file.js';
 import { buildSamples, metricGameOptions } from '../game/samples.js';
 import { defaultSizes, mixSeed } from '../game/sliced-shapley.js';
 import { Rng } from '../generate/rng.js';
+import { SWEEP_PRESS_NAMES, pressesReading } from '../press/presses/index.js';
 import { writeSafetensors } from '../model/loaders/safetensors.js';
 import { openModel } from '../model/load.js';
 import { ProgressBar, formatDuration } from '../util/progress.js';
@@ -139,12 +140,14 @@ async function generated(o: ExperimentOptions): Promise<void> {
 /**
  * Baselines and allocation rules (issue #19), on the generated items: every per-head press under the references'
  * integer rules without re-sharing (`--no-redistribute`: the HeadKV/CoKV/AdaKV code) beside cokv's default
- * re-sharing (the `generated` step's runs), and the allocator variants — CoKV with the loglik profile (the earlier
- * default) and with leave-one-out values, HeadKV with the needle-copy score — under both rules. Uniform presses
- * (SnapKV, boundary-protected SnapKV, StreamingLLM) give every head the same budget, so the rule does not change
- * them; their runs are the `generated` step's.
+ * re-sharing (the `generated` step's runs), and the allocator variants (the profiler ablation) under the default
+ * rule on the 512- and 1024-token cells — CoKV with the loglik profile (the earlier default) and with leave-one-out
+ * values, HeadKV with the needle-copy, output-norm and attention-entropy scores. Uniform presses (SnapKV,
+ * boundary-protected SnapKV, StreamingLLM) give every head the same budget, so the rule does not change them; their
+ * runs are the `generated` step's.
  */
-const PER_HEAD_PRESSES = ['pyramidkv', 'adakv', 'headkv', 'cokv'];
+/** The presses whose allocation reads `redistribute` (the per-head ones), in sweep order. */
+const PER_HEAD_PRESSES = SWEEP_PRESS_NAMES.filter((p) => pressesReading('redistribute').some((d) => d.name === p));
 
 function baselineVariants(o: ExperimentOptions): { name: string; presses: string[]; tuning: PressTuning }[] {
   const tiny = 'cokv-retrieval-tiny';
@@ -164,10 +167,13 @@ async function baselines(o: ExperimentOptions): Promise<void> {
   if (!fs.existsSync(data)) throw new CokvError(`experiment baselines: ${data} is missing (run the generated step first)`, 'file');
   for (const rule of ['reshare', 'reference'] as const) {
     for (const v of baselineVariants(o)) {
-      // The default variant under re-sharing is the generated step's own runs.
+      // The default variant under re-sharing is the generated step's own runs; the allocator variants (the
+      // ablation) run under the default rule, on the 512- and 1024-token cells (the 2-core VM's time).
       if (rule === 'reshare' && v.name === 'default') continue;
+      if (rule === 'reference' && v.name !== 'default') continue;
+      const lengths = v.name === 'default' ? pl.lengths : pl.lengths.filter((L) => L <= 1024);
       for (const task of TASKS) {
-        for (const L of pl.lengths) {
+        for (const L of lengths) {
           for (const protocol of PROTOCOLS) {
             await evalStep({ model: p.tiny, data, dataset: 'retrieval', subset: [task], lengths: [L], split: 'all',
               presses: v.presses, budgets: pl.budgets, protocol, ...v.tuning,

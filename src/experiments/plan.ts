@@ -3,6 +3,7 @@
  * budgets, item counts) of each mode, the press and task lists, and the paths of assets, profiles and runs.
  */
 import path from 'node:path';
+import { SWEEP_PRESS_NAMES } from '../press/presses/index.js';
 
 export const EXPERIMENTS = ['profiles', 'budget', 'generated', 'baselines', 'masking', 'estimator', 'sensitivity', 'quant', 'memory', 'summary'] as const;
 export type ExperimentName = (typeof EXPERIMENTS)[number];
@@ -24,7 +25,8 @@ export interface ExperimentOptions {
   log: (msg: string) => void;
 }
 
-export const PRESSES = ['full', 'streaming', 'snapkv', 'boundary-snapkv', 'pyramidkv', 'adakv', 'headkv', 'cokv', 'random'];
+/** The presses every sweep runs: the registry's sweep list (press descriptors), in its order. */
+export const PRESSES: string[] = [...SWEEP_PRESS_NAMES];
 export const TASKS = ['passkey', 'multikey', 'kv'];
 
 export interface Plan {

@@ -9,6 +9,7 @@ import { lineChart, standaloneSvg, type LineSeries } from '../eval/report.js';
 import type { RunMetrics } from '../eval/runner.js';
 import { writeFileAtomic } from '../util/files.js';
 import { PRESSES, TASKS, type ExperimentOptions } from './plan.js';
+import { PRESS_DESCRIPTORS } from '../press/presses/index.js';
 
 /** Collect every run into results/summary.json and write results/results.md with figures. */
 export async function summary(o: ExperimentOptions): Promise<void> {
@@ -168,7 +169,8 @@ function baselineLabel(e: Entry): string {
 function baselineTables(es: Entry[]): string[] {
   const gen = es.filter((e) => e.items === 'generated' && e.model === 'cokv-retrieval-tiny' && e.budget !== null && e.press !== 'full' && e.press !== 'random');
   if (!gen.some((e) => e.run.startsWith('baselines'))) return [];
-  const uniform = new Set(['streaming', 'snapkv', 'boundary-snapkv']);
+  // Presses whose allocation gives every head the same budget (the rule cannot change them).
+  const uniform = new Set<string>(PRESS_DESCRIPTORS.filter((d) => d.allocation === 'uniform').map((d) => d.name));
   const ruleOf = (e: Entry): string | undefined => (e.run.startsWith('baselines') ? e.run.split('/')[1] : e.run.startsWith('generated') ? 'reshare' : undefined);
   const out: string[] = ['## Baselines and allocation rules (generated items, mean over passkey, multikey and kv)', '',
     'Columns: prompt length / budget per KV head, for budgets ≤ 25% of the prompt; each cell the mean exact match ×100 over the three tasks (60 items each). ' +
