@@ -102,7 +102,8 @@ const attRows: (string | number)[][] = [];
   if (addon) {
     const nb = new NativeBackend(addon);
     const count = new Int32Array(T).map((_, i) => i + 1);
-    const sN = time(() => nb.attend(o, 0, hd, q, 0, hd, T, hd, 0.125, k, v, 0, T, count, empty, empty, 0, 0));
+    const args = { out: o, oOff: 0, oStride: hd, q, qOff: 0, qStride: hd, nq: T, hd, scale: 0.125, k1: k, v1: v, from1: 0, to1: T, count1: count, k2: empty, v2: empty, from2: 0, to2: 0 };
+    const sN = time(() => nb.attend(args));
     row.push((sN * 1000).toFixed(2), (sTs / sN).toFixed(1) + 'x');
   }
   attRows.push(row);
@@ -119,7 +120,8 @@ const attRows: (string | number)[][] = [];
   const row: (string | number)[] = [`decode attention, ${group} query heads of one KV head, ${L} entries, hd ${hd} (ms)`, (sTs * 1000).toFixed(2)];
   if (addon) {
     const nb = new NativeBackend(addon);
-    const sN = time(() => nb.attend(o, 0, hd, q, 0, hd, group, hd, 0.125, k, v, 0, L, null, empty, empty, 0, 0));
+    const args = { out: o, oOff: 0, oStride: hd, q, qOff: 0, qStride: hd, nq: group, hd, scale: 0.125, k1: k, v1: v, from1: 0, to1: L, count1: null, k2: empty, v2: empty, from2: 0, to2: 0 };
+    const sN = time(() => nb.attend(args));
     row.push((sN * 1000).toFixed(3), (sTs / sN).toFixed(1) + 'x');
   }
   attRows.push(row);

@@ -9,7 +9,7 @@ import type { Backend } from '../src/backend/types.js';
 import { NativeBackend, loadNativeAddon, nativeLoadError } from '../src/backend/native.js';
 import { WasmBackend } from '../src/backend/wasm.js';
 import { createBackend, selfCheck } from '../src/backend/select.js';
-import { attendSegments, rmsNorm, swiglu } from '../src/model/forward.js';
+import { attendSegments, rmsNorm, swiglu } from '../src/backend/ts.js';
 import { dequantize, f16Lut, f32ToF16, quantizeMatrix } from '../src/model/quant.js';
 import type { QuantWeight, Weight } from '../src/model/weights.js';
 import { Rng } from '../src/generate/rng.js';
@@ -219,7 +219,7 @@ describe.skipIf(!addon)('native backend vs TS reference', () => {
           const to1 = causal ? count[i] : n1;
           attendSegments(q, i * qStride + hd, hd, scale, want, i * qStride + hd, scores, k1, v1, 0, to1, k2, v2, 0, n2);
         }
-        be.attend(got, hd, qStride, q, hd, qStride, nq, hd, scale, k1, v1, 0, n1, causal ? count : null, k2, v2, 0, n2);
+        be.attend({ out: got, oOff: hd, oStride: qStride, q, qOff: hd, qStride, nq, hd, scale, k1, v1, from1: 0, to1: n1, count1: causal ? count : null, k2, v2, from2: 0, to2: n2 });
         expect(relErr(got, want), `attend hd=${hd} n1=${n1} n2=${n2} causal=${causal}`).toBeLessThanOrEqual(1e-5);
       }
     }

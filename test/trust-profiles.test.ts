@@ -448,7 +448,7 @@ describe('determinism with the default native backend (rows 866 profile_determin
           addon!.setThreads(th);
           for (let rep = 0; rep < 25; rep++) {
             const o = new Float32Array(group * hd);
-            nb.attend(o, 0, hd, q, 0, hd, group, hd, 0.125, k, v, 0, L, null, k2, v2, 0, L2);
+            nb.attend({ out: o, oOff: 0, oStride: hd, q, qOff: 0, qStride: hd, nq: group, hd, scale: 0.125, k1: k, v1: v, from1: 0, to1: L, count1: null, k2, v2, from2: 0, to2: L2 });
             outs.push(o);
           }
         }

@@ -9,9 +9,9 @@ import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Backend } from './types.js';
+import type { AttendArgs, AttendF16Args, Backend } from './types.js';
+import { TsBackend } from './ts.js';
 import type { Weight } from '../model/weights.js';
-import { dequantRow, quantRowBytes } from '../model/quant.js';
 
 /** The addon's exports (native/addon.c). */
 export interface NativeAddon {
@@ -143,14 +143,20 @@ export interface NativeOptions {
 
 export class NativeBackend implements Backend {
   readonly name = 'native';
+  readonly device = 'host';
   private readonly flags: number;
+  /** The reference, for the operations the addon does not accelerate (embedRow, gegluTanh; attendF16 on old addons). */
+  private readonly reference = new TsBackend();
 
   constructor(readonly addon: NativeAddon, opts: NativeOptions = {}) {
     const int8 = opts.int8Activations ?? opts.q8Int8 ?? !/^(1|true|yes)$/i.test(process.env.COKV_EXACT_ACTIVATIONS ?? '');
     this.flags = int8 ? MM_INT8_X : 0;
-    const attend16 = addon.attend16;
-    if (attend16) this.attendF16 = (...args) => attend16.apply(addon, args);
     if (opts.threads !== undefined) addon.setThreads(opts.threads);
+  }
+
+  /** Whether `attendF16` runs in the addon (attend16) rather than widening in the TS reference (addons built before it). */
+  get nativeAttendF16(): boolean {
+    return this.addon.attend16 !== undefined;
   }
 
   /** A backend over the addon, or an Error saying why the addon is unavailable. */
@@ -176,20 +182,25 @@ export class NativeBackend implements Backend {
    * [from2, to2) of k2/v2, like `attendSegments` for each query; with `count1`, query i sees only the first
    * count1[i] entries of segment 1 (causal prefill). Threads split the queries.
    */
-  attend(
-    out: Float32Array, oOff: number, oStride: number, q: Float32Array, qOff: number, qStride: number, nq: number, hd: number,
-    scale: number, k1: Float32Array, v1: Float32Array, from1: number, to1: number, count1: Int32Array | null,
-    k2: Float32Array, v2: Float32Array, from2: number, to2: number,
-  ): void {
-    this.addon.attend(out, oOff, oStride, q, qOff, qStride, nq, hd, scale, k1, v1, from1, to1, count1, k2, v2, from2, to2);
+  attend(a: AttendArgs): void {
+    this.addon.attend(a.out, a.oOff, a.oStride, a.q, a.qOff, a.qStride, a.nq, a.hd, a.scale,
+      a.k1, a.v1, a.from1, a.to1, a.count1, a.k2, a.v2, a.from2, a.to2);
   }
 
   /**
-   * `attend` over an F16 cache's stored half bits (Backend.attendF16): K/V widened block by block with F16C inside
-   * the fused kernel, so an F16 head is read at half the bytes and never copied whole. Undefined for an addon built
-   * before attend16 (the forward pass then widens heads itself).
+   * `attend` over an F16 cache's stored half bits: K/V widened block by block with F16C inside the fused kernel
+   * (addon attend16), so an F16 head is read at half the bytes and never copied whole. An addon built before
+   * attend16 delegates to the TS reference (which widens the entries it reads).
    */
-  readonly attendF16?: NonNullable<Backend['attendF16']>;
+  attendF16(a: AttendF16Args): void {
+    const attend16 = this.addon.attend16;
+    if (!attend16) {
+      this.reference.attendF16(a);
+      return;
+    }
+    attend16.call(this.addon, a.out, a.oOff, a.oStride, a.q, a.qOff, a.qStride, a.nq, a.hd, a.scale,
+      a.k1, a.v1, a.from1, a.to1, a.count1, a.k2, a.v2, a.from2, a.to2);
+  }
 
   swiglu(gate: Float32Array, up: Float32Array, n: number): void {
     this.addon.swiglu(gate, up, n);
@@ -199,11 +210,18 @@ export class NativeBackend implements Backend {
     this.addon.rmsNorm(out, x, w, rows, dim, eps);
   }
 
+  /** Not accelerated: one row per token, a copy or a dequantization (the TS reference). */
   embedRow(out: Float32Array, outOff: number, w: Weight, row: number): void {
-    if (w.dtype === 'f32') {
-      out.set(w.data.subarray(row * w.cols, (row + 1) * w.cols), outOff);
-      return;
-    }
-    dequantRow(w.dtype, w.data, row * quantRowBytes(w.dtype, w.cols), w.cols, out, outOff);
+    this.reference.embedRow(out, outOff, w, row);
+  }
+
+  /** Not accelerated (Gemma's FFN activation): the TS reference. */
+  gegluTanh(gate: Float32Array, up: Float32Array, n: number): void {
+    this.reference.gegluTanh(gate, up, n);
+  }
+
+  /** Every addon call has finished (its pool joined) when it returns. */
+  flush(): Promise<void> {
+    return Promise.resolve();
   }
 }

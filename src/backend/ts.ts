@@ -1,12 +1,97 @@
 /**
- * Reference kernels in plain TypeScript. Matmul is cache-blocked over K and register-blocked 4×4 (four rows of x
- * against four rows of W share each loaded element); quantized weights are dequantized one row tile at a time
- * into a small scratch buffer, so they stay compact in memory.
+ * The reference backend: every operation of the contract (src/backend/types.ts) in plain TypeScript, written once
+ * here — the other backends implement each one faster or delegate to these. Matmul is cache-blocked over K and
+ * register-blocked 4×4 (four rows of x against four rows of W share each loaded element); quantized weights are
+ * dequantized one row tile at a time into a small scratch buffer, so they stay compact in memory.
  */
-import type { Backend } from './types.js';
+import { emptyAttendArgs, type AttendArgs, type AttendF16Args, type Backend } from './types.js';
 import type { QuantWeight, Weight } from '../model/weights.js';
 import { dequantRow, dotRow, f16Lut, quantRowBytes } from '../model/quant.js';
-import { attendSegments } from '../model/forward.js';
+
+/**
+ * Softmax attention of one query vector over two key/value segments (entries [from, to) of each), written to
+ * out[outOff..outOff+hd). `scores` is scratch of at least the total entry count.
+ */
+export function attendSegments(
+  q: Float32Array, qOff: number, hd: number, scale: number, out: Float32Array, outOff: number, scores: Float32Array,
+  k1: Float32Array, v1: Float32Array, from1: number, to1: number,
+  k2: Float32Array, v2: Float32Array, from2: number, to2: number,
+): void {
+  let max = -Infinity;
+  let n = 0;
+  for (let j = from1; j < to1; j++, n++) {
+    let s = 0;
+    const ko = j * hd;
+    for (let i = 0; i < hd; i++) s += q[qOff + i] * k1[ko + i];
+    s *= scale;
+    scores[n] = s;
+    if (s > max) max = s;
+  }
+  for (let j = from2; j < to2; j++, n++) {
+    let s = 0;
+    const ko = j * hd;
+    for (let i = 0; i < hd; i++) s += q[qOff + i] * k2[ko + i];
+    s *= scale;
+    scores[n] = s;
+    if (s > max) max = s;
+  }
+  let sum = 0;
+  for (let j = 0; j < n; j++) {
+    const e = Math.exp(scores[j] - max);
+    scores[j] = e;
+    sum += e;
+  }
+  const inv = 1 / sum;
+  for (let i = 0; i < hd; i++) out[outOff + i] = 0;
+  n = 0;
+  for (let j = from1; j < to1; j++, n++) {
+    const p = scores[n] * inv;
+    const vo = j * hd;
+    for (let i = 0; i < hd; i++) out[outOff + i] += p * v1[vo + i];
+  }
+  for (let j = from2; j < to2; j++, n++) {
+    const p = scores[n] * inv;
+    const vo = j * hd;
+    for (let i = 0; i < hd; i++) out[outOff + i] += p * v2[vo + i];
+  }
+}
+
+/** The reference RMSNorm: out = w ⊙ x / sqrt(mean(x²) + eps), row by row (`out` may be `x`). */
+export function rmsNorm(out: Float32Array, x: Float32Array, w: Float32Array, rows: number, dim: number, eps: number): void {
+  for (let r = 0; r < rows; r++) {
+    const o = r * dim;
+    let ss = 0;
+    for (let i = 0; i < dim; i++) ss += x[o + i] * x[o + i];
+    const inv = 1 / Math.sqrt(ss / dim + eps);
+    for (let i = 0; i < dim; i++) out[o + i] = w[i] * (x[o + i] * inv);
+  }
+}
+
+/** The reference GeGLU with tanh GELU (gelu_pytorch_tanh), in place: gate = gelu_tanh(gate) · up. */
+export function gegluTanh(gate: Float32Array, up: Float32Array, n: number): void {
+  const c = Math.sqrt(2 / Math.PI);
+  for (let i = 0; i < n; i++) {
+    const g = gate[i];
+    gate[i] = 0.5 * g * (1 + Math.tanh(c * (g + 0.044715 * g * g * g))) * up[i];
+  }
+}
+
+/** The reference SwiGLU, in place: gate = silu(gate) · up. */
+export function swiglu(gate: Float32Array, up: Float32Array, n: number): void {
+  for (let i = 0; i < n; i++) {
+    const g = gate[i];
+    gate[i] = (g / (1 + Math.exp(-g))) * up[i];
+  }
+}
+
+/** The reference embedding lookup: row `row` of `w`, dequantized, into out[outOff .. outOff + w.cols). */
+export function embedRow(out: Float32Array, outOff: number, w: Weight, row: number): void {
+  if (w.dtype === 'f32') {
+    out.set(w.data.subarray(row * w.cols, (row + 1) * w.cols), outOff);
+    return;
+  }
+  dequantRow(w.dtype, w.data, row * quantRowBytes(w.dtype, w.cols), w.cols, out, outOff);
+}
 
 const K_BLOCK = 256;
 const QUANT_TILE_ROWS = 16;
@@ -70,7 +155,12 @@ function gemmTile(
 
 export class TsBackend implements Backend {
   readonly name = 'ts';
+  readonly device = 'host';
   private scratch = new Float32Array(0);
+  /** attend's score scratch and attendF16's widened K/V, grown as needed and reused (decode allocates nothing). */
+  private scores = new Float32Array(0);
+  private readonly wide: Record<'k1' | 'v1' | 'k2' | 'v2', Float32Array> = { k1: new Float32Array(0), v1: new Float32Array(0), k2: new Float32Array(0), v2: new Float32Array(0) };
+  private readonly wideArgs = emptyAttendArgs();
 
   matmul(out: Float32Array, x: Float32Array, rows: number, w: Weight): void {
     const N = w.rows, K = w.cols;
@@ -105,38 +195,63 @@ export class TsBackend implements Backend {
   }
 
   embedRow(out: Float32Array, outOff: number, w: Weight, row: number): void {
-    if (w.dtype === 'f32') {
-      out.set(w.data.subarray(row * w.cols, (row + 1) * w.cols), outOff);
-      return;
-    }
-    dequantRow(w.dtype, w.data, row * quantRowBytes(w.dtype, w.cols), w.cols, out, outOff);
+    embedRow(out, outOff, w, row);
   }
-}
 
-/** Entries [0, to) of a half-precision K or V buffer widened to F32 (exact: every half value is an F32 value). */
-function widenHalf(src: Uint16Array, to: number, hd: number): Float32Array {
-  const lut = f16Lut();
-  const out = new Float32Array(to * hd);
-  for (let i = 0; i < out.length; i++) out[i] = lut[src[i]];
-  return out;
+  rmsNorm(out: Float32Array, x: Float32Array, w: Float32Array, rows: number, dim: number, eps: number): void {
+    rmsNorm(out, x, w, rows, dim, eps);
+  }
+
+  swiglu(gate: Float32Array, up: Float32Array, n: number): void {
+    swiglu(gate, up, n);
+  }
+
+  gegluTanh(gate: Float32Array, up: Float32Array, n: number): void {
+    gegluTanh(gate, up, n);
+  }
+
+  /** `attendSegments` for each query, query i limited to entries [from1, from1 + count1[i]) of segment 1. */
+  attend(a: AttendArgs): void {
+    const n = a.to1 - a.from1 + a.to2 - a.from2;
+    if (this.scores.length < n) this.scores = new Float32Array(Math.max(n, 2 * this.scores.length));
+    const { count1, from1 } = a;
+    for (let i = 0; i < a.nq; i++) {
+      attendSegments(a.q, a.qOff + i * a.qStride, a.hd, a.scale, a.out, a.oOff + i * a.oStride, this.scores,
+        a.k1, a.v1, from1, count1 ? from1 + count1[i] : a.to1, a.k2, a.v2, a.from2, a.to2);
+    }
+  }
+
+  /**
+   * Widen the entries the call reads ([from, to) of each segment; half → F32 is exact) into reused scratch, then
+   * `attend`: bit-identical to widening the whole head and calling `attend`.
+   */
+  attendF16(a: AttendF16Args): void {
+    const w = this.wide, hd = a.hd;
+    w.k1 = widenHalf(a.k1, a.from1, a.to1, hd, w.k1);
+    w.v1 = widenHalf(a.v1, a.from1, a.to1, hd, w.v1);
+    w.k2 = widenHalf(a.k2, a.from2, a.to2, hd, w.k2);
+    w.v2 = widenHalf(a.v2, a.from2, a.to2, hd, w.v2);
+    const f = this.wideArgs;
+    f.out = a.out; f.oOff = a.oOff; f.oStride = a.oStride; f.q = a.q; f.qOff = a.qOff; f.qStride = a.qStride;
+    f.nq = a.nq; f.hd = hd; f.scale = a.scale; f.count1 = a.count1;
+    f.k1 = w.k1; f.v1 = w.v1; f.from1 = a.from1; f.to1 = a.to1;
+    f.k2 = w.k2; f.v2 = w.v2; f.from2 = a.from2; f.to2 = a.to2;
+    this.attend(f);
+  }
+
+  /** Every operation has finished when it returns. */
+  flush(): Promise<void> {
+    return Promise.resolve();
+  }
 }
 
 /**
- * Reference for `Backend.attendF16` (the contract native kernels are tested against): widen the half K/V to F32
- * and run `attendSegments` for each query, with `count1[i]` limiting query i to entries [from1, from1 + count1[i]).
- * It allocates per call, so the TS backend does not use it in the forward pass (which widens each F16 head once
- * per step instead); the result equals that path's bit for bit.
+ * Entries [from, to) of a half-precision K or V buffer widened to F32 (exact: every half value is an F32 value) at
+ * the same offsets of `dst` (grown when too small; entries before `from` are left as they are).
  */
-export function attendF16Reference(
-  out: Float32Array, oOff: number, oStride: number, q: Float32Array, qOff: number, qStride: number, nq: number, hd: number,
-  scale: number, k1: Uint16Array, v1: Uint16Array, from1: number, to1: number, count1: Int32Array | null,
-  k2: Uint16Array, v2: Uint16Array, from2: number, to2: number,
-): void {
-  const k1f = widenHalf(k1, to1, hd), v1f = widenHalf(v1, to1, hd);
-  const k2f = widenHalf(k2, to2, hd), v2f = widenHalf(v2, to2, hd);
-  const scores = new Float32Array(Math.max(1, to1 - from1 + to2 - from2));
-  for (let i = 0; i < nq; i++) {
-    const end1 = count1 ? from1 + count1[i] : to1;
-    attendSegments(q, qOff + i * qStride, hd, scale, out, oOff + i * oStride, scores, k1f, v1f, from1, end1, k2f, v2f, from2, to2);
-  }
+function widenHalf(src: Uint16Array, from: number, to: number, hd: number, dst: Float32Array): Float32Array {
+  if (dst.length < to * hd) dst = new Float32Array(Math.max(to * hd, 2 * dst.length));
+  const lut = f16Lut();
+  for (let i = from * hd, end = to * hd; i < end; i++) dst[i] = lut[src[i]];
+  return dst;
 }

@@ -11,7 +11,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Backend } from './types.js';
+import type { AttendArgs, AttendF16Args, Backend } from './types.js';
+import { TsBackend } from './ts.js';
 import type { Weight } from '../model/weights.js';
 import { dequantRow, quantRowBytes } from '../model/quant.js';
 
@@ -108,6 +109,9 @@ interface Resident { off: number; bytes: number }
 
 export class WasmBackend implements Backend {
   readonly name = 'wasm';
+  readonly device = 'host';
+  /** The reference, for every operation but matmul (the module has GEMM/GEMV kernels only). */
+  private readonly reference = new TsBackend();
   private readonly ex: WasmExports;
   private readonly heap: Heap;
   private readonly resident = new WeakMap<object, Resident>();
@@ -180,11 +184,34 @@ export class WasmBackend implements Backend {
     out.set(new Float32Array(ex.memory.buffer, oOff, rows * N));
   }
 
+  // Not accelerated: the module has matmul kernels only, so the rest is the TS reference's.
+
   embedRow(out: Float32Array, outOff: number, w: Weight, row: number): void {
-    if (w.dtype === 'f32') {
-      out.set(w.data.subarray(row * w.cols, (row + 1) * w.cols), outOff);
-      return;
-    }
-    dequantRow(w.dtype, w.data, row * quantRowBytes(w.dtype, w.cols), w.cols, out, outOff);
+    this.reference.embedRow(out, outOff, w, row);
+  }
+
+  rmsNorm(out: Float32Array, x: Float32Array, w: Float32Array, rows: number, dim: number, eps: number): void {
+    this.reference.rmsNorm(out, x, w, rows, dim, eps);
+  }
+
+  swiglu(gate: Float32Array, up: Float32Array, n: number): void {
+    this.reference.swiglu(gate, up, n);
+  }
+
+  gegluTanh(gate: Float32Array, up: Float32Array, n: number): void {
+    this.reference.gegluTanh(gate, up, n);
+  }
+
+  attend(a: AttendArgs): void {
+    this.reference.attend(a);
+  }
+
+  attendF16(a: AttendF16Args): void {
+    this.reference.attendF16(a);
+  }
+
+  /** Every call runs to completion in this thread. */
+  flush(): Promise<void> {
+    return Promise.resolve();
   }
 }

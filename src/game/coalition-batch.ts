@@ -10,10 +10,10 @@
  * coalition: every query there reads the entries of its own window, from the (trimmed) prompt cache and the
  * coalition's generated entries, exactly as the forward pass does.
  */
-import type { Backend } from '../backend/types.js';
+import { emptyAttendArgs, type Backend } from '../backend/types.js';
 import type { RaggedKVCache } from '../cache/ragged.js';
 import type { ModelConfig } from '../model/config.js';
-import { attendSegments, type KvAttention } from '../model/forward.js';
+import type { KvAttention } from '../model/forward.js';
 import { Players, type Coalition } from './players.js';
 
 export class CoalitionBatch implements KvAttention {
@@ -26,7 +26,8 @@ export class CoalitionBatch implements KvAttention {
   private readonly genK: Float32Array;
   private readonly genV: Float32Array;
   private readonly starts: Int32Array;
-  private scores = new Float32Array(0);
+  /** Refilled before each backend call (a decode step makes rows × KV heads of them). */
+  private readonly args = emptyAttendArgs();
   /** Per layer: its sliding window, or 0 for full attention. */
   private readonly windows: Int32Array;
   readonly positionOf = (row: number): number => this.promptLength + this.generated + (row % this.T);
@@ -37,8 +38,8 @@ export class CoalitionBatch implements KvAttention {
     coalitions: Coalition[],
     window: number,
     readonly maxNew: number,
-    /** Kernels for the attention (its fused `attend` when it has one); without it, the TypeScript loop. */
-    private readonly backend?: Backend,
+    /** Kernels for the attention (the model's backend). */
+    private readonly backend: Backend,
   ) {
     this.batch = coalitions.length;
     // The position counter, not a head's length: sliding layers' prompt caches are trimmed to their window.
@@ -76,11 +77,7 @@ export class CoalitionBatch implements KvAttention {
     const { numHeads: nh, numKvHeads: G, headDim: hd, numLayers: Ln } = this.c;
     const T = this.T;
     const qDim = nh * hd, kvDim = G * hd, group = nh / G;
-    const scale = this.c.recipe.attentionScale;
     const span = this.maxNew * hd;
-    let need = this.generated + T;
-    for (let g = 0; g < G; g++) need = Math.max(need, this.prompt.head(layer, g).length + this.generated + T);
-    if (this.scores.length < need) this.scores = new Float32Array(need);
     for (let r = 0; r < rows; r++) {
       const b = Math.floor(r / T), t = r % T;
       for (let g = 0; g < G; g++) {
@@ -93,6 +90,10 @@ export class CoalitionBatch implements KvAttention {
       }
     }
     const window = this.windows[layer];
+    // The group's query heads are adjacent in the row and read the same segments: one call for all of them.
+    const a = this.args;
+    a.out = out; a.q = q; a.oStride = a.qStride = hd; a.nq = group; a.hd = hd; a.scale = this.c.recipe.attentionScale;
+    a.count1 = null; a.k2 = this.genK; a.v2 = this.genV;
     for (let r = 0; r < rows; r++) {
       const b = Math.floor(r / T), t = r % T;
       const e = this.generated + t; // this row's own entry in the generated segment
@@ -108,19 +109,12 @@ export class CoalitionBatch implements KvAttention {
           start = head.length > 0 ? Math.min(head.length, Math.max(0, oldest - head.positionAt(0))) : 0;
           genFrom = Math.max(0, oldest - this.promptLength);
         }
-        const keys = head.keysF32(), values = head.valuesF32(); // the F32 buffers themselves (no copy)
-        if (this.backend?.attend) {
-          // The group's query heads are adjacent in the row and read the same segments: one call for all of them.
-          const off = r * qDim + g * group * hd;
-          this.backend.attend(out, off, hd, q, off, hd, group, hd, scale, keys, values, start, head.length, null,
-            this.genK, this.genV, first + genFrom, first + e + 1);
-          continue;
-        }
-        for (let j = 0; j < group; j++) {
-          const off = r * qDim + (g * group + j) * hd;
-          attendSegments(q, off, hd, scale, out, off, this.scores,
-            keys, values, start, head.length, this.genK, this.genV, first + genFrom, first + e + 1);
-        }
+        a.k1 = head.keysF32(); // the F32 buffers themselves (no copy)
+        a.v1 = head.valuesF32();
+        a.oOff = a.qOff = r * qDim + g * group * hd;
+        a.from1 = start; a.to1 = head.length;
+        a.from2 = first + genFrom; a.to2 = first + e + 1;
+        this.backend.attend(a);
       }
     }
   }

@@ -9,11 +9,14 @@
  * RMSNorm → SwiGLU / GeGLU FFN → (post-norm) → residual. Then the final norm and the LM head (soft-capped where
  * the recipe says) only for the rows whose logits are asked.
  */
-import type { Backend } from '../backend/types.js';
-import type { HeadEntries, RaggedKVCache } from '../cache/ragged.js';
+import { emptyAttendArgs, emptyAttendF16Args, type AttendArgs, type AttendF16Args, type Backend } from '../backend/types.js';
+import type { RaggedKVCache } from '../cache/ragged.js';
 import type { ModelConfig } from './config.js';
 import type { ModelWeights } from './weights.js';
 import { applyRope, LayerRope } from './rope.js';
+
+// The reference kernels, re-exported for code that imported them from here (they live in src/backend/ts.ts).
+export { attendSegments, gegluTanh, rmsNorm, swiglu } from '../backend/ts.js';
 
 /** What a layer hook sees right after the layer's attention over the new tokens. */
 export interface LayerPrefillContext {
@@ -47,67 +50,22 @@ export interface KvAttention {
   attend(layer: number, q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, rows: number): void;
 }
 
-/**
- * Softmax attention of one query vector over two key/value segments (entries [from, to) of each), written to
- * out[outOff..outOff+hd). `scores` is scratch of at least the total entry count.
- */
-export function attendSegments(
-  q: Float32Array, qOff: number, hd: number, scale: number, out: Float32Array, outOff: number, scores: Float32Array,
-  k1: Float32Array, v1: Float32Array, from1: number, to1: number,
-  k2: Float32Array, v2: Float32Array, from2: number, to2: number,
-): void {
-  let max = -Infinity;
-  let n = 0;
-  for (let j = from1; j < to1; j++, n++) {
-    let s = 0;
-    const ko = j * hd;
-    for (let i = 0; i < hd; i++) s += q[qOff + i] * k1[ko + i];
-    s *= scale;
-    scores[n] = s;
-    if (s > max) max = s;
-  }
-  for (let j = from2; j < to2; j++, n++) {
-    let s = 0;
-    const ko = j * hd;
-    for (let i = 0; i < hd; i++) s += q[qOff + i] * k2[ko + i];
-    s *= scale;
-    scores[n] = s;
-    if (s > max) max = s;
-  }
-  let sum = 0;
-  for (let j = 0; j < n; j++) {
-    const e = Math.exp(scores[j] - max);
-    scores[j] = e;
-    sum += e;
-  }
-  const inv = 1 / sum;
-  for (let i = 0; i < hd; i++) out[outOff + i] = 0;
-  n = 0;
-  for (let j = from1; j < to1; j++, n++) {
-    const p = scores[n] * inv;
-    const vo = j * hd;
-    for (let i = 0; i < hd; i++) out[outOff + i] += p * v1[vo + i];
-  }
-  for (let j = from2; j < to2; j++, n++) {
-    const p = scores[n] * inv;
-    const vo = j * hd;
-    for (let i = 0; i < hd; i++) out[outOff + i] += p * v2[vo + i];
-  }
-}
-
 /** The plain path: append to the ragged cache, causal attention of each new token over its KV head's entries. */
 class CacheAttention implements KvAttention {
-  private scores = new Float32Array(0);
-  private readonly empty = new Float32Array(0);
-  private readonly emptyHalf = new Uint16Array(0);
   private kScratch: Float32Array = new Float32Array(0);
   private vScratch: Float32Array = new Float32Array(0);
+  /** One args object per K/V element type, refilled before each backend call (decode allocates nothing). */
+  private readonly args = emptyAttendArgs();
+  private readonly argsF16 = emptyAttendF16Args();
   /** Set before each forward (the object is reused so decode allocates nothing). */
   cache!: RaggedKVCache;
   start = 0;
   readonly positionOf = (row: number): number => this.start + row;
   private counts = new Int32Array(0);
-  constructor(private readonly c: ModelConfig, private readonly backend: Backend) {}
+  constructor(private readonly c: ModelConfig, private readonly backend: Backend) {
+    this.args.hd = this.argsF16.hd = c.headDim;
+    this.args.scale = this.argsF16.scale = c.recipe.attentionScale;
+  }
 
   attend(layer: number, q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, T: number): void {
     for (let g = 0; g < this.c.numKvHeads; g++) this.attendHead(layer, g, q, k, v, out, T);
@@ -121,87 +79,76 @@ class CacheAttention implements KvAttention {
     }
   }
 
-  /**
-   * The backend's fused attention over entries [from, to) of `head`: `attendF16` on the stored half bits of an F16
-   * head when the backend has it (`half`: the head's stored entries), else `attend` on `keys`/`values` (the head's
-   * F32 data or its widened copy).
-   */
-  private kernel(
-    half: HeadEntries | undefined, keys: Float32Array, values: Float32Array, out: Float32Array, oOff: number, oStride: number,
-    q: Float32Array, qOff: number, qStride: number, nq: number, scale: number, from: number, to: number, counts: Int32Array | null,
-  ): void {
-    const be = this.backend, hd = this.c.headDim;
-    if (half && be.attendF16) {
-      be.attendF16(out, oOff, oStride, q, qOff, qStride, nq, hd, scale,
-        half.keys as Uint16Array, half.values as Uint16Array, from, to, counts, this.emptyHalf, this.emptyHalf, 0, 0);
-    } else {
-      be.attend!(out, oOff, oStride, q, qOff, qStride, nq, hd, scale, keys, values, from, to, counts, this.empty, this.empty, 0, 0);
-    }
-  }
-
   /** Append KV head `g`'s new rows and write the attention output of its query heads. */
   private attendHead(layer: number, g: number, q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, T: number): void {
     const { headDim: hd, numHeads: nh, numKvHeads: nkv } = this.c;
     const qDim = nh * hd, kvDim = nkv * hd, group = nh / nkv;
-    const scale = this.c.recipe.attentionScale;
     const spec = this.c.layers[layer];
     const window = spec.kind === 'sliding' ? spec.window! : 0;
     const head = this.cache.head(layer, g);
     for (let t = 0; t < T; t++) head.append(k, t * kvDim + g * hd, v, t * kvDim + g * hd, this.start + t);
     const base = head.length - T;
-    if (this.scores.length < head.length) this.scores = new Float32Array(head.length * 2);
-    // F16 heads go to the backend's attendF16 as they are stored, when it has one. Otherwise F16 and Q8 heads are
-    // widened once per head and step into reused scratch (F32 ones are read in place).
-    const be = this.backend;
-    const halfKernel = head.dtype === 'f16' ? be.attendF16 : undefined;
-    let keys: Float32Array = this.empty, values: Float32Array = this.empty;
-    // The stored half bits, read in place by attendF16 (views taken once per head and step).
-    const half = halfKernel ? head.entries() : undefined;
-    if (!halfKernel) {
-      keys = head.keysF32(this.kScratch);
-      values = head.valuesF32(this.vScratch);
-      if (head.dtype !== 'f32') { this.kScratch = keys; this.vScratch = values; }
+    // F16 heads go to attendF16 as they are stored (half bits, views taken once per head and step); F32 heads are
+    // read in place and Q8 heads dequantized once per head and step into reused scratch, for attend.
+    let a: AttendArgs | AttendF16Args;
+    if (head.dtype === 'f16') {
+      const half = head.entries();
+      a = this.argsF16;
+      a.k1 = half.keys as Uint16Array;
+      a.v1 = half.values as Uint16Array;
+    } else {
+      a = this.args;
+      a.k1 = head.keysF32(this.kScratch);
+      a.v1 = head.valuesF32(this.vScratch);
+      if (head.dtype !== 'f32') { this.kScratch = a.k1; this.vScratch = a.v1; }
     }
-    const fused = halfKernel !== undefined || be.attend !== undefined;
+    a.out = out;
+    a.q = q;
+    a.from2 = a.to2 = 0; // no second segment on the plain path (k2/v2 stay the empty arrays)
     if (window > 0) {
       // Sliding layer: entries hold consecutive positions (presses never touch these layers), so the query at
       // position p sees entries [p - window + 1 - first, its own index].
       const first = head.positionAt(0);
+      a.oStride = a.qStride = hd;
+      a.nq = 1;
+      a.count1 = null;
       for (let t = 0; t < T; t++) {
         const p = this.start + t;
-        const from = Math.max(0, p - window + 1 - first), to = base + t + 1;
+        a.from1 = Math.max(0, p - window + 1 - first);
+        a.to1 = base + t + 1;
         for (let j = 0; j < group; j++) {
-          const off = t * qDim + (g * group + j) * hd;
-          if (fused) this.kernel(half, keys, values, out, off, hd, q, off, hd, 1, scale, from, to, null);
-          else attendSegments(q, off, hd, scale, out, off, this.scores, keys, values, from, to, this.empty, this.empty, 0, 0);
+          a.oOff = a.qOff = t * qDim + (g * group + j) * hd;
+          this.call(a);
         }
       }
       return;
     }
-    if (fused && T === 1) {
+    a.from1 = 0;
+    a.to1 = head.length;
+    if (T === 1) {
       // Decode: the group's query heads are adjacent in the row and see every entry: one call shares the K/V pass.
-      const off = g * group * hd;
-      this.kernel(half, keys, values, out, off, hd, q, off, hd, group, scale, 0, head.length, null);
+      a.oOff = a.qOff = g * group * hd;
+      a.oStride = a.qStride = hd;
+      a.nq = group;
+      a.count1 = null;
+      this.call(a);
       return;
     }
-    if (fused) {
-      // One call per query head: T causal queries over this KV head's entries.
-      if (this.counts.length < T) this.counts = new Int32Array(Math.max(T, 16));
-      for (let t = 0; t < T; t++) this.counts[t] = base + t + 1;
-      for (let j = 0; j < group; j++) {
-        const off = (g * group + j) * hd;
-        this.kernel(half, keys, values, out, off, qDim, q, off, qDim, T, scale, 0, head.length, this.counts);
-      }
-      return;
-    }
+    // Prefill: one call per query head, T causal queries over this KV head's entries.
+    if (this.counts.length < T) this.counts = new Int32Array(Math.max(T, 16));
+    for (let t = 0; t < T; t++) this.counts[t] = base + t + 1;
+    a.oStride = a.qStride = qDim;
+    a.nq = T;
+    a.count1 = this.counts;
     for (let j = 0; j < group; j++) {
-      const qh = g * group + j;
-      for (let t = 0; t < T; t++) {
-        const off = t * qDim + qh * hd;
-        attendSegments(q, off, hd, scale, out, off, this.scores,
-          keys, values, 0, base + t + 1, this.empty, this.empty, 0, 0);
-      }
+      a.oOff = a.qOff = (g * group + j) * hd;
+      this.call(a);
     }
+  }
+
+  private call(a: AttendArgs | AttendF16Args): void {
+    if (a === this.argsF16) this.backend.attendF16(this.argsF16);
+    else this.backend.attend(this.args);
   }
 }
 
@@ -239,34 +186,6 @@ export function pressChunkSize(window: number | undefined, requested?: number): 
 
 /** Rows per prefill pass when the caller does not say (llama.cpp's default batch is 512 too). */
 export const DEFAULT_PREFILL_CHUNK = 512;
-
-/** The reference RMSNorm (backends may bring a faster one). */
-export function rmsNorm(out: Float32Array, x: Float32Array, w: Float32Array, rows: number, dim: number, eps: number): void {
-  for (let r = 0; r < rows; r++) {
-    const o = r * dim;
-    let ss = 0;
-    for (let i = 0; i < dim; i++) ss += x[o + i] * x[o + i];
-    const inv = 1 / Math.sqrt(ss / dim + eps);
-    for (let i = 0; i < dim; i++) out[o + i] = w[i] * (x[o + i] * inv);
-  }
-}
-
-/** The reference GeGLU with tanh GELU (gelu_pytorch_tanh), in place: gate = gelu_tanh(gate) · up. */
-export function gegluTanh(gate: Float32Array, up: Float32Array, n: number): void {
-  const c = Math.sqrt(2 / Math.PI);
-  for (let i = 0; i < n; i++) {
-    const g = gate[i];
-    gate[i] = 0.5 * g * (1 + Math.tanh(c * (g + 0.044715 * g * g * g))) * up[i];
-  }
-}
-
-/** The reference SwiGLU, in place: gate = silu(gate) · up. */
-export function swiglu(gate: Float32Array, up: Float32Array, n: number): void {
-  for (let i = 0; i < n; i++) {
-    const g = gate[i];
-    gate[i] = (g / (1 + Math.exp(-g))) * up[i];
-  }
-}
 
 function addBias(x: Float32Array, b: Float32Array, rows: number): void {
   const n = b.length;
@@ -331,8 +250,8 @@ export class Transformer {
   }
 
   /**
-   * `forward` that awaits `pause()` after every layer of every pass, so a long prefill leaves the event loop free
-   * (and `pause` may throw to cancel). The arithmetic is `forward`'s, so results are bit-identical. Nothing else
+   * `forward` that awaits the backend's `flush()` and then `pause()` after every layer of every pass, so a long
+   * prefill leaves the event loop free (and `pause` may throw to cancel). The arithmetic is `forward`'s, so results are bit-identical. Nothing else
    * may use this Transformer while it is paused (its workspace holds the pass's hidden states): callers serialize.
    */
   async forwardAsync(tokens: ArrayLike<number>, cache: RaggedKVCache, opts: ForwardOptions & { pause: () => Promise<void> }): Promise<Float32Array> {
@@ -344,6 +263,7 @@ export class Transformer {
           logits = r.value;
           break;
         }
+        await this.backend.flush();
         await opts.pause();
       }
     }
@@ -445,8 +365,8 @@ export class Transformer {
     }
     if (r.embeddingScale !== 1) for (let i = 0; i < T * H; i++) ws.x[i] *= r.embeddingScale;
 
-    const norm = be.rmsNorm ? be.rmsNorm.bind(be) : rmsNorm;
-    const glu = r.activation === 'gelu_tanh' ? gegluTanh : be.swiglu ? be.swiglu.bind(be) : swiglu;
+    const norm = be.rmsNorm.bind(be);
+    const glu = r.activation === 'gelu_tanh' ? be.gegluTanh.bind(be) : be.swiglu.bind(be);
     for (let l = 0; l < c.numLayers; l++) {
       const lw = w.layers[l];
       norm(ws.xn, ws.x, lw.attnNorm, T, H, c.rmsNormEps);
