@@ -307,7 +307,7 @@ function profilePanel(p: ProfileData, dir: string): ProfilePanel {
   const n = L * H;
   const figures: FigureModel[] = [
     { chart: { kind: 'heatmap', values: p.values, opts: {
-      title: 'Head values (Shapley estimate)', subtitle: `${p.model} · ${L}×${H} players${flatNote(p.values)}`,
+      title: p.method === 'leave-one-out' ? 'Head values (leave-one-out: U(N) − U(N∖{i}))' : p.method === 'exact sliced' ? 'Head values (exact sliced values)' : 'Head values (Shapley estimate)', subtitle: `${p.model} · ${L}×${H} players${flatNote(p.values)}`,
       xLabel: 'KV head', yLabel: 'layer', xTicks: heads, yTicks: layers, legendLabel: 'value',
     } } },
     { chart: { kind: 'heatmap', values: kept, opts: {

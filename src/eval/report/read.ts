@@ -212,7 +212,9 @@ function numberMatrix(m: unknown, rows: number, cols: number, what: string, allo
 
 function parseProfile(o: unknown, file: string): ProfileData {
   need(isObj(o), 'expected a JSON object');
-  need(o.schema === undefined || o.schema === 'cokv-profile/1', `not a cokv profile (schema ${JSON.stringify(o.schema)})`);
+  // cokv-loo/1 (`cokv profile --estimator loo`) and cokv-exact/1 (`--exact`) hold per-KV-head values like a profile.
+  const VALUE_SCHEMAS: Record<string, string> = { 'cokv-loo/1': 'leave-one-out', 'cokv-exact/1': 'exact sliced' };
+  need(o.schema === undefined || o.schema === 'cokv-profile/1' || (typeof o.schema === 'string' && o.schema in VALUE_SCHEMAS), `not a cokv profile (schema ${JSON.stringify(o.schema)})`);
   const m = o.values ?? o.scores;
   need(Array.isArray(m) && m.length > 0 && Array.isArray(m[0]), 'no "values" matrix');
   let shape: [number, number];
@@ -253,7 +255,7 @@ function parseProfile(o: unknown, file: string): ProfileData {
     columns: headScores ? 'query' : 'kv',
     kvHeads,
     queryHeads,
-    method: optStr(o.method),
+    method: optStr(o.method) ?? (typeof o.schema === 'string' ? VALUE_SCHEMAS[o.schema] : undefined),
     shape,
     values,
     layers,
