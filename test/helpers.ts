@@ -1,4 +1,4 @@
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { expect } from 'vitest';
 import { CokvError } from '../src/errors.js';
 import { createBackend, type BackendKind } from '../src/backend/select.js';
@@ -120,4 +120,28 @@ export function spmTokenizerMeta(n: number): Record<string, GgufMetaValue> {
     'tokenizer.ggml.bos_token_id': gv.u32(1),
     'tokenizer.ggml.eos_token_id': gv.u32(2),
   };
+}
+
+/**
+ * Start `cokv serve … --port 0` (the TypeScript sources through tsx, bound to loopback) and resolve with the address
+ * it prints; `onChild` receives the process at once, so the test can stop it by pid whatever happens.
+ */
+export function startServe(args: string[], onChild: (c: ChildProcess) => void): Promise<string> {
+  const runCli = path.join(repoRoot, 'src/cli/run.ts');
+  const c = spawn(process.execPath, ['--import', 'tsx', runCli, 'serve', ...args, '--port', '0'], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
+  onChild(c);
+  let out = '', err = '';
+  c.stderr!.on('data', (d: Buffer) => { err += d.toString(); });
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`cokv serve printed no address within 60 s: ${err}`)), 60_000);
+    c.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      const m = /cokv: serving \S+ at (http:\/\/127\.0\.0\.1:\d+\/v1)\n/.exec(out);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[1]);
+      }
+    });
+    c.on('exit', (code) => { clearTimeout(timer); reject(new Error(`cokv serve exited (${code}): ${err}`)); });
+  });
 }

@@ -3,13 +3,13 @@
  * default for requests with a press, turned off or on per request; requests answer as CokvModel.generate does in
  * the same mode, and bad combinations get a 400 naming the field.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadModel, type CokvModel } from '../src/engine.js';
 import { createPress } from '../src/press/registry.js';
-import { asset, haveAssets, repoRoot, runAsync } from './helpers.js';
+import { asset, haveAssets, repoRoot, runAsync, startServe } from './helpers.js';
 
 const retrieval = asset('models/cokv-retrieval-tiny');
 const runCli = path.join(repoRoot, 'src/cli/run.ts');
@@ -17,24 +17,7 @@ const runCli = path.join(repoRoot, 'src/cli/run.ts');
 let child: ChildProcess | undefined;
 
 /** Start `cokv serve … --port 0` and read the address it prints. */
-function serve(...args: string[]): Promise<string> {
-  const c = spawn(process.execPath, ['--import', 'tsx', runCli, 'serve', ...args, '--port', '0'], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
-  child = c;
-  let out = '', err = '';
-  c.stderr!.on('data', (d: Buffer) => { err += d.toString(); });
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`cokv serve printed no address within 60 s: ${err}`)), 60_000);
-    c.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      const m = /cokv: serving \S+ at (http:\/\/127\.0\.0\.1:\d+\/v1)\n/.exec(out);
-      if (m) {
-        clearTimeout(timer);
-        resolve(m[1]);
-      }
-    });
-    c.on('exit', (code) => { clearTimeout(timer); reject(new Error(`cokv serve exited (${code}): ${err}`)); });
-  });
-}
+const serve = (...args: string[]): Promise<string> => startServe(args, (c) => { child = c; });
 
 /** A prompt over two 512-token prefill chunks, so the bounded mode compresses between chunks. */
 function longPrompt(): string {

@@ -4,38 +4,21 @@
  * press (0 and each chat message's content start). Requests answer as CokvModel.generate does on the same ids with
  * the same press and boundaries.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadModel, type CokvModel } from '../src/engine.js';
 import type { PressOptions } from '../src/press/options.js';
 import { createPress } from '../src/press/registry.js';
-import { repoRoot, runAsync } from './helpers.js';
+import { repoRoot, runAsync, startServe } from './helpers.js';
 
 const llama = path.join(repoRoot, 'test/fixtures/models/llama3-tiny/hf-bf16');
 const runCli = path.join(repoRoot, 'src/cli/run.ts');
 const children: ChildProcess[] = [];
 
 /** Start `cokv serve … --port 0` and read the address it prints. */
-function serve(...args: string[]): Promise<string> {
-  const c = spawn(process.execPath, ['--import', 'tsx', runCli, 'serve', ...args, '--port', '0'], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
-  children.push(c);
-  let out = '', err = '';
-  c.stderr!.on('data', (d: Buffer) => { err += d.toString(); });
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`cokv serve printed no address within 60 s: ${err}`)), 60_000);
-    c.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      const m = /cokv: serving \S+ at (http:\/\/127\.0\.0\.1:\d+\/v1)\n/.exec(out);
-      if (m) {
-        clearTimeout(timer);
-        resolve(m[1]);
-      }
-    });
-    c.on('exit', (code) => { clearTimeout(timer); reject(new Error(`cokv serve exited (${code}): ${err}`)); });
-  });
-}
+const serve = (...args: string[]): Promise<string> => startServe(args, (c) => children.push(c));
 
 const messages = [
   { role: 'system' as const, content: 'You are a helpful assistant who answers in one short sentence.' },

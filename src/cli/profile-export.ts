@@ -2,17 +2,15 @@
  * `cokv profile export <profile.json> --model M --format kvpress|attention-matching|duo|csv --out FILE`: write a
  * profile's head values in a format another KV-cache tool reads (see src/game/profile-export.ts for each format).
  */
-import fs from 'node:fs';
-import path from 'node:path';
 import type { Command } from 'commander';
-import { CokvError, systemErrorLine } from '../errors.js';
+import { CokvError } from '../errors.js';
 import { openModel } from '../model/load.js';
 import { bindModelSource } from '../model/fingerprint.js';
 import { fullAttentionLayers } from '../model/config.js';
 import { readProfileValues } from '../press/head-values.js';
 import { defaultAlpha } from '../press/registry.js';
 import { DEFAULT_WINDOW } from '../press/options.js';
-import { writeFileAtomic } from '../util/files.js';
+import { checkOutputFile, writeFileAtomic } from '../util/files.js';
 import { EXPORT_FORMATS, KVPRESS_ROWS, exportProfile, type ExportFormat } from '../game/profile-export.js';
 import { numberFlag } from './util.js';
 
@@ -69,15 +67,7 @@ export function registerProfileExport(profileCmd: Command, run: Run): void {
 
 /** Refuse before any work: the folder must exist; the path must be absent (or `force`) and a regular file. */
 function checkOut(out: string, force: boolean): void {
-  const dir = path.dirname(path.resolve(out));
-  if (!fs.existsSync(dir)) throw new CokvError(`--out ${out}: folder ${dir} does not exist`, 'file');
-  let st: fs.Stats | undefined;
-  try {
-    st = fs.lstatSync(out);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw new CokvError(`--out ${systemErrorLine(e) ?? `${out}: ${(e as Error).message}`}`, 'file');
-  }
-  if (st && !st.isFile()) throw new CokvError(`--out ${out}: is ${st.isDirectory() ? 'a folder' : 'not a regular file'}; cokv writes only regular files (choose another path)`, 'file');
+  const st = checkOutputFile(out);
   if (st && !force) throw new CokvError(`--out ${out}: already exists (use --force to replace it)`, 'file');
 }
 

@@ -8,12 +8,12 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { loadModel } from '../engine.js';
-import { CokvError, systemErrorLine } from '../errors.js';
+import { CokvError } from '../errors.js';
 import { datasetInfo } from '../eval/datasets.js';
 import { readTextFile } from '../eval/jsonl.js';
 import { dataFile, selectItems } from '../eval/runner.js';
 import { modelFingerprint } from '../model/fingerprint.js';
-import { lockOutput, writeFileAtomic, type FileLock } from '../util/files.js';
+import { checkOutputFile, lockOutput, writeFileAtomic, type FileLock } from '../util/files.js';
 import { enumerateGame, leaveOneOut, valuesGrid } from './enumerate.js';
 import { ModelGame, type UtilityKind } from './model-game.js';
 import { Players } from './players.js';
@@ -90,18 +90,7 @@ export type ProfileRunResult =
  * (never a device, folder or link: the atomic rename would replace it), and exist only when `mayExist`.
  */
 export function prepareProfileOutput(out: string, o: { mayExist: boolean; existsHint?: string }): FileLock {
-  const dir = path.dirname(path.resolve(out));
-  if (!fs.existsSync(dir)) throw new CokvError(`--out ${out}: folder ${dir} does not exist`, 'file');
-  let st: fs.Stats | undefined;
-  try {
-    st = fs.lstatSync(out);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw new CokvError(`--out ${systemErrorLine(e) ?? `${out}: ${(e as Error).message}`}`, 'file');
-  }
-  if (st && !st.isFile()) {
-    const what = st.isDirectory() ? 'a folder' : st.isSymbolicLink() ? 'a symbolic link' : st.isCharacterDevice() || st.isBlockDevice() ? 'a device' : st.isFIFO() ? 'a pipe' : 'not a regular file';
-    throw new CokvError(`--out ${out}: is ${what}; cokv writes only regular files (choose another path)`, 'file');
-  }
+  const st = checkOutputFile(out);
   const lock = lockOutput(out, '--out');
   removeStaleTemps(out);
   if (st && !o.mayExist) {

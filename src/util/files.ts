@@ -114,3 +114,24 @@ export function lockOutput(file: string, what = '--out'): FileLock {
   }
   throw new CokvError(`${what} ${file}: could not take the lock ${lock}`, 'file');
 }
+
+/**
+ * Check an output path before any work: its folder must exist, and the path must be absent or a regular file (never
+ * a folder, link, device or pipe: an atomic rename would replace it). Returns its stats when it exists. Errors are one
+ * CokvError line starting with `flag` (default `--out`).
+ */
+export function checkOutputFile(out: string, flag = '--out'): fs.Stats | undefined {
+  const dir = path.dirname(path.resolve(out));
+  if (!fs.existsSync(dir)) throw new CokvError(`${flag} ${out}: folder ${dir} does not exist`, 'file');
+  let st: fs.Stats | undefined;
+  try {
+    st = fs.lstatSync(out);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw new CokvError(`${flag} ${systemErrorLine(e) ?? `${out}: ${(e as Error).message}`}`, 'file');
+  }
+  if (st && !st.isFile()) {
+    const what = st.isDirectory() ? 'a folder' : st.isSymbolicLink() ? 'a symbolic link' : st.isCharacterDevice() || st.isBlockDevice() ? 'a device' : st.isFIFO() ? 'a pipe' : 'not a regular file';
+    throw new CokvError(`${flag} ${out}: is ${what}; cokv writes only regular files (choose another path)`, 'file');
+  }
+  return st;
+}
