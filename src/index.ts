@@ -31,6 +31,7 @@ export type { Press } from './press/types.js';
 export { createPress, resolvePress, FullPress, isFullPress, maskPress, PRESS_NAMES, defaultAlpha } from './press/registry.js';
 export { PRESS_DESCRIPTORS, SWEEP_PRESS_NAMES, pressDescriptor, pressLabel } from './press/presses/index.js';
 export { definePress, type PressDescriptor } from './press/presses/descriptor.js';
+export { loadPerQueryHeadModel, perQueryHeadSource } from './press/head-scores/per-query-head.js';
 export type { PressOptions } from './press/options.js';
 export { ScoredPress, topIndices } from './press/press.js';
 export { apportion } from './press/apportion.js';
