@@ -11,6 +11,8 @@
  * after every pass (`trimSliding`), its heads preallocate at most window + one prefill chunk, and presses never
  * touch it. Byte accounting separates the full-attention ("budgeted") layers, which presses compress and whose
  * kept fraction results report, from the sliding ones, which hold the same entries whatever the press.
+ *
+ * Over 500 lines on purpose: the head buffers, the three storage types and the byte accounting share one per-head layout; split, each part would reach into the others' private fields.
  */
 import type { LayerSpec } from '../model/config.js';
 import { DEFAULT_PREFILL_CHUNK } from '../model/forward.js';

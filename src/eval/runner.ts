@@ -5,6 +5,8 @@
  * an interrupted one from its predictions file (each line is appended as soon as it is scored, and every reused
  * line and metrics file is validated first). A folder holding other settings — or none, from an older cokv — is
  * refused, or replaced with `overwrite`; it is never answered with its stored numbers.
+ *
+ * Over 500 lines on purpose: run settings, resume validation, sharding and the item loop are one protocol over one folder layout; prompts come from prompts.ts, settings hashes from run-settings.ts.
  */
 import fs from 'node:fs';
 import path from 'node:path';

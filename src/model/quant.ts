@@ -6,6 +6,8 @@
  * The dequantizers give ggml's dequantize_row_* values bit for bit: every product of scale and quant is exact in
  * f32 (at most 24 significant bits), and a following `- min` / `+ m` done in double then stored to a Float32Array
  * rounds like one f32 operation.
+ *
+ * Over 500 lines on purpose: one short dequantizer per ggml block type (12 of them), kept together as ggml keeps them, with the shared element conversions.
  */
 import type { FileDType } from './source.js';
 import type { QuantWeight } from './weights.js';

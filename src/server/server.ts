@@ -4,6 +4,8 @@
  * thread, so /health and /v1/models answer while a long prefill or generation is under way. Requests run one at a time (one model, one cache)
  * through a bounded queue; a client that disconnects cancels its queued or running request. Every failure is
  * answered as OpenAI-style JSON; nothing a client sends can crash the process or leave a socket hanging.
+ *
+ * Over 500 lines on purpose: the HTTP handlers, SSE streaming and the prefix-cache wiring around one request flow; request parsing is in protocol.ts, the queue in queue.ts.
  */
 import crypto from 'node:crypto';
 import http from 'node:http';

@@ -18,6 +18,8 @@
  * for await (const chunk of answer) process.stdout.write(chunk.text);
  * console.log(chat.stats.lastTurn);
  * ```
+ *
+ * Over 500 lines on purpose: rendering, held-token bookkeeping, compression, context shift and save/load all read and update one record of the held messages.
  */
 import fs from 'node:fs';
 import type { CokvModel, ChatMessage } from '../engine.js';

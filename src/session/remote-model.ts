@@ -28,6 +28,8 @@
  * a Transformer or a Generation lives in the worker's memory and a copy would not be the same object: the sequence
  * API — prefill, compress, fork, scoreContinuation, shift — does what they are for without moving a cache); and
  * `Sequence.create(model)`, which is `model.createSequence()` here.
+ *
+ * Over 500 lines on purpose: it mirrors the in-process model, sequence and chat-session API, one proxy method per call of the worker protocol (worker-protocol.ts); the worker side is model-worker.ts.
  */
 import { Worker } from 'node:worker_threads';
 import { createRequire } from 'node:module';

@@ -19,6 +19,8 @@
  * between tokens. Sequences of one model share its Transformer (one workspace), so their forward passes are
  * serialized by a per-model lock; the synchronous CokvModel methods (prefill, scoreContinuation, …) do not take
  * it and must not run while a sequence is prefilling.
+ *
+ * Over 500 lines on purpose: prefill, compress, fork, generate, save/load and shift act on one cache and its invariants (only `advance` moves the position); it is the public session class.
  */
 import { DEFAULT_PREFILL_CHUNK, pressChunkSize, type LayerPrefillContext, type Transformer } from '../model/forward.js';
 import type { RaggedKVCache, KvDType } from '../cache/ragged.js';
