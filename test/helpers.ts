@@ -1,5 +1,5 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { expect } from 'vitest';
+import { expect, vi } from 'vitest';
 import { CokvError } from '../src/errors.js';
 import { createBackend, type BackendKind } from '../src/backend/select.js';
 import { NativeBackend } from '../src/backend/native.js';
@@ -31,6 +31,25 @@ export function cokv(...args: string[]): { code: number; stdout: string; stderr:
     cwd: repoRoot, encoding: 'utf8', timeout: 120_000,
   });
   return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+}
+
+/**
+ * Run the CLI in this process (no tsx start-up per run: for many quick failures): exit code and what it wrote.
+ * The CLI is imported on first use, so files that never call this do not load it.
+ */
+export async function cokvInProcess(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const { main } = await import('../src/cli/main.js');
+  let stdout = '', stderr = '';
+  const capture = (stream: NodeJS.WriteStream, add: (s: string) => void) => vi.spyOn(stream, 'write').mockImplementation((s: string | Uint8Array) => {
+    add(typeof s === 'string' ? s : Buffer.from(s).toString('utf8'));
+    return true;
+  });
+  const spies = [capture(process.stdout, (s) => { stdout += s; }), capture(process.stderr, (s) => { stderr += s; })];
+  try {
+    return { code: await main(args), stdout, stderr };
+  } finally {
+    for (const spy of spies) spy.mockRestore();
+  }
 }
 
 /**

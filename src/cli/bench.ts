@@ -9,6 +9,8 @@ import { benchRowLine, runBench, type BenchRow } from '../eval/bench-run.js';
 import { kvScopeLabel } from '../press/scope.js';
 import { addPressTuningFlags, pressOptionsFromFlags, type PressFlags } from './press-flags.js';
 import { formatBytes, numberFlag } from './util.js';
+import { numberList, stringList } from './lists.js';
+import { PRESS_NAMES } from '../press/registry.js';
 
 export type { BenchRow };
 
@@ -29,10 +31,9 @@ export function registerBench(program: Command, run: (fn: () => Promise<void>) =
 }
 
 async function benchCommand(f: BenchFlags): Promise<void> {
-  const list = (flag: string, s: string) => s.split(',').map((x) => numberFlag(flag, x.trim(), { integer: true, min: 1 })!);
-  const lengths = list('--lengths', f.lengths);
-  const budgets = list('--budgets', f.budgets);
-  const presses = f.presses.split(',').map((x) => x.trim()).filter(Boolean);
+  const lengths = numberList('--lengths', f.lengths, { integer: true, min: 1, item: 'length' });
+  const budgets = numberList('--budgets', f.budgets, { integer: true, min: 1, item: 'budget' });
+  const presses = stringList('--presses', f.presses, { allowed: PRESS_NAMES, item: 'press' });
   const decode = numberFlag('--decode', f.decode, { integer: true, min: 1 })!;
   const model = await loadModel(f.model);
   const rows = await runBench(model, f.model, {

@@ -8,6 +8,8 @@ import { addPressTuningFlags, pressOptionsFromFlags, type PressFlags } from './p
 import { ProgressBar } from './progress.js';
 import { parseShard, shardText, SHARDS_HELP } from './shard.js';
 import { KV_DTYPE_HELP, kvDtypeFlag, numberFlag } from './util.js';
+import { numberList, stringList } from './lists.js';
+import { PRESS_NAMES } from '../press/registry.js';
 
 interface EvalFlags extends PressFlags {
   model: string;
@@ -35,13 +37,6 @@ interface EvalFlags extends PressFlags {
   prefillEvict?: boolean;
   shard?: string;
   shards?: string;
-}
-
-function numberList(flag: string, s: string | undefined, integer: boolean): number[] | undefined {
-  if (s === undefined) return undefined;
-  const parts = s.split(',').map((x) => x.trim()).filter(Boolean);
-  if (parts.length === 0) throw new CokvError(`${flag}: empty list`, 'flag');
-  return parts.map((x) => numberFlag(flag, x, { integer })!);
 }
 
 export function registerEval(program: Command, run: (fn: () => Promise<void>) => Promise<void>): void {
@@ -99,10 +94,11 @@ async function evalCommand(f: EvalFlags): Promise<void> {
   if (!['question-aware', 'context-only'].includes(f.protocol)) throw new CokvError(`--protocol: '${f.protocol}' must be question-aware or context-only`, 'flag');
   if (!['default', 'loglik'].includes(f.metric)) throw new CokvError(`--metric: '${f.metric}' must be default or loglik`, 'flag');
   const kvDtype = kvDtypeFlag(f.kvDtype);
-  const presses = f.presses.split(',').map((x) => x.trim()).filter(Boolean);
-  if (presses.length === 0) throw new CokvError('--presses: empty list', 'flag');
-  const budgets = numberList('--budgets', f.budgets, true)!;
-  const ratios = numberList('--ratios', f.ratios, false);
+  const presses = stringList('--presses', f.presses, { allowed: PRESS_NAMES, item: 'press' });
+  const budgets = numberList('--budgets', f.budgets, { integer: true, min: 1, item: 'budget' });
+  const ratios = numberList('--ratios', f.ratios, { min: 0, max: 1, item: 'ratio' });
+  const subset = stringList('--subset', f.subset, { item: 'sub-task' });
+  const lengths = numberList('--lengths', f.lengths, { integer: true, min: 1, item: 'length' });
   const shard = parseShard(f.shard, f.shards);
   const model = await loadModel(f.model);
   const bar = new ProgressBar('eval', f.quiet ?? false);
@@ -112,8 +108,8 @@ async function evalCommand(f: EvalFlags): Promise<void> {
     limit: numberFlag('--limit', f.limit, { integer: true, min: 1 }),
     split: f.split as 'test' | 'validation' | 'all',
     splitSeed: numberFlag('--split-seed', f.splitSeed, { integer: true })!,
-    subset: f.subset?.split(',').map((x) => x.trim()),
-    lengths: numberList('--lengths', f.lengths, true),
+    subset,
+    lengths,
     maxLength: numberFlag('--max-length', f.maxLength, { integer: true, min: 16 }),
     protocol: f.protocol as Protocol,
     chat: f.chat ?? false,

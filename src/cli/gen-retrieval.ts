@@ -1,9 +1,9 @@
 /** `cokv gen-retrieval`: seeded retrieval items (passkey, multikey, kv) in the format of retrieval-dev.jsonl. */
 import type { Command } from 'commander';
-import { CokvError } from '../errors.js';
 import { GEN_MAX_LENGTH, GEN_MIN_LENGTH, GEN_TASKS, type GenTask } from '../eval/retrieval-gen.js';
 import { generateRetrievalFile, retrievalFileSummary } from '../eval/retrieval-gen-run.js';
 import { numberFlag } from './util.js';
+import { numberList, stringList } from './lists.js';
 
 interface GenRetrievalFlags {
   model: string;
@@ -29,18 +29,9 @@ export function registerGenRetrieval(program: Command, run: (fn: () => Promise<v
     .action((f: GenRetrievalFlags) => run(() => genRetrievalCommand(f)));
 }
 
-function listFlag(flag: string, s: string): string[] {
-  const parts = s.split(',').map((x) => x.trim()).filter(Boolean);
-  if (parts.length === 0) throw new CokvError(`${flag}: empty list`, 'flag');
-  return parts;
-}
-
 async function genRetrievalCommand(f: GenRetrievalFlags): Promise<void> {
-  const tasks = listFlag('--tasks', f.tasks).map((t) => {
-    if (!(GEN_TASKS as readonly string[]).includes(t)) throw new CokvError(`--tasks: '${t}' must be one of ${GEN_TASKS.join(', ')}`, 'flag');
-    return t as GenTask;
-  });
-  const lengths = listFlag('--lengths', f.lengths).map((x) => numberFlag('--lengths', x, { integer: true, min: GEN_MIN_LENGTH, max: GEN_MAX_LENGTH })!);
+  const tasks = stringList('--tasks', f.tasks, { allowed: GEN_TASKS, item: 'task' }) as GenTask[];
+  const lengths = numberList('--lengths', f.lengths, { integer: true, min: GEN_MIN_LENGTH, max: GEN_MAX_LENGTH, item: 'length' });
   const count = numberFlag('--count', f.count, { integer: true, min: 1 })!;
   const seed = numberFlag('--seed', f.seed, { integer: true, min: 0, max: 2 ** 32 - 1 })!;
   const o = { model: f.model, tasks, lengths, count, seed, dataDir: f.dataDir, out: f.out };

@@ -6,6 +6,7 @@ import type { Command } from 'commander';
 import { CokvError } from '../errors.js';
 import { HEAD_SCORE_METHODS, computeHeadScores, headScoresSummary, type HeadScoreMethod } from '../eval/head-scores-run.js';
 import { numberFlag } from './util.js';
+import { numberList } from './lists.js';
 
 export { HEAD_SCORE_METHODS, type HeadScoreMethod };
 
@@ -16,9 +17,7 @@ interface Flags {
 
 /** `--length` of the grid methods: one length or a comma list (the model's context is checked by the library). */
 function lengthList(value: string): number[] {
-  const parts = value.split(',');
-  if (parts.some((p) => p.trim() === '')) throw new CokvError(`--length: '${value}' must be a length or a comma-separated list of lengths`, 'flag');
-  return parts.map((p) => numberFlag('--length', p.trim(), { integer: true, min: 32 })!);
+  return numberList('--length', value, { integer: true, min: 32, item: 'length' });
 }
 
 export function registerHeadScores(program: Command, run: (fn: () => Promise<void>) => Promise<void>): void {

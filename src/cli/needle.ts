@@ -9,6 +9,8 @@ import { checkNeedleLengths, checkNeedleOut, runNeedleGrid } from '../eval/needl
 import { addPressTuningFlags, pressOptionsFromFlags, type PressFlags } from './press-flags.js';
 import { ProgressBar } from './progress.js';
 import { numberFlag } from './util.js';
+import { numberList, stringList } from './lists.js';
+import { PRESS_NAMES } from '../press/registry.js';
 import { addBosFlags, bosOverride, type BosFlags } from './bos-flags.js';
 
 interface NeedleFlags extends PressFlags, BosFlags {
@@ -38,11 +40,10 @@ export function registerNeedle(program: Command, run: (fn: () => Promise<void>) 
 }
 
 async function needleCommand(f: NeedleFlags): Promise<void> {
-  const list = (flag: string, s: string) => s.split(',').map((x) => numberFlag(flag, x.trim(), { integer: true, min: 1 })!);
-  const lengths = list('--lengths', f.lengths);
+  const lengths = numberList('--lengths', f.lengths, { integer: true, min: 1, item: 'length' });
   const depths = depthPercents(numberFlag('--depths', f.depths, { integer: true, min: 1, max: 101 })!);
-  const budgets = list('--budgets', f.budgets);
-  const presses = f.presses.split(',').map((x) => x.trim()).filter(Boolean);
+  const budgets = numberList('--budgets', f.budgets, { integer: true, min: 1, item: 'budget' });
+  const presses = stringList('--presses', f.presses, { allowed: PRESS_NAMES, item: 'press' });
   bosOverride(f);
   const texts = readHaystackFiles(f.haystack);
   checkNeedleOut(f.out);

@@ -13,6 +13,7 @@ import { profileLayers, readProfile, writeProfileAtomic } from '../game/profile-
 import { compareValues, topK } from '../game/compare.js';
 import { playerName } from '../game/players.js';
 import { numberFlag } from './util.js';
+import { numberList, stringList } from './lists.js';
 import { ProgressBar } from './progress.js';
 import { parseShard, SHARDS_HELP } from './shard.js';
 
@@ -125,10 +126,6 @@ export function registerProfile(program: Command, run: Run): void {
     }));
 }
 
-function parseList(flag: string, s: string): number[] {
-  return s.split(',').map((x) => numberFlag(flag, x.trim(), { integer: true })!);
-}
-
 /** `profile run`: the flags checked and parsed, then the library's runProfile (src/game/profile-run.ts). */
 async function profileRun(f: ProfileFlags): Promise<void> {
   datasetInfo(f.task);
@@ -146,6 +143,10 @@ async function profileRun(f: ProfileFlags): Promise<void> {
   const maxNew = numberFlag('--max-new', f.maxNew, { integer: true, min: 1 });
   const limit = numberFlag('--limit', f.limit, { integer: true, min: 1 });
   const shard = parseShard(f.shard, f.shards);
+  const subset = stringList('--subset', f.subset, { item: 'sub-task' });
+  const lengths = numberList('--lengths', f.lengths, { integer: true, min: 1, item: 'length' });
+  // Coalition sizes are checked against the player count by the library (it knows n).
+  const sizes = numberList('--sizes', f.sizes, { integer: true, item: 'size' });
   const estimator: ProfileEstimator = f.exact ? 'exact' : (f.estimator as 'sliced' | 'loo');
   const quiet = f.quiet ?? false;
   // The bars start where the work they time starts (after the model load; after U(N) and U(∅)).
@@ -154,9 +155,7 @@ async function profileRun(f: ProfileFlags): Promise<void> {
     model: f.model, data: f.data, task: f.task, utility, estimator, samples, window, runs, seed, batch, maxNew, limit, shard,
     out: f.out, resume: f.resume,
     split: f.split as 'test' | 'validation' | 'all', splitSeed: numberFlag('--split-seed', f.splitSeed, { integer: true })!,
-    subset: f.subset?.split(',').map((x) => x.trim()),
-    lengths: f.lengths?.split(',').map((x) => numberFlag('--lengths', x.trim(), { integer: true })!),
-    sizes: f.sizes ? parseList('--sizes', f.sizes) : undefined,
+    subset, lengths, sizes,
     maxLength: numberFlag('--max-length', f.maxLength, { integer: true, min: 16 }),
     tolerance: numberFlag('--tolerance', f.tolerance, { min: 0 }),
     checkpointEvery: numberFlag('--checkpoint-every', f.checkpointEvery, { integer: true, min: 1 }),

@@ -4,6 +4,7 @@ import type { Command } from 'commander';
 import { CokvError } from '../errors.js';
 import { buildReport } from '../eval/report.js';
 import { writeFileAtomic } from '../util/files.js';
+import { stringList } from './lists.js';
 
 export function registerReport(program: Command, run: (fn: () => Promise<void>) => Promise<void>): void {
   program
@@ -18,11 +19,11 @@ export function registerReport(program: Command, run: (fn: () => Promise<void>) 
 interface Flags { out?: string; profile?: string }
 
 function reportCommand(dir: string, flags: Flags): void {
+  const profiles = stringList('--profile', flags.profile, { item: 'file' });
   const out = flags.out ?? path.join(dir, 'report.html');
   const folder = path.dirname(path.resolve(out));
   if (!fs.existsSync(folder) || !fs.statSync(folder).isDirectory()) throw new CokvError(`--out ${out}: folder ${folder} does not exist`, 'file');
   if (fs.existsSync(out) && fs.statSync(out).isDirectory()) throw new CokvError(`--out ${out}: is a folder`, 'file');
-  const profiles = flags.profile?.split(',').map((s) => s.trim()).filter(Boolean);
   const html = buildReport(dir, { profiles });
   writeFileAtomic(out, html, { what: '--out' });
   process.stderr.write(`wrote ${out} (${(Buffer.byteLength(html) / 1024).toFixed(0)} KiB)\n`);
