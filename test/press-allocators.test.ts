@@ -15,9 +15,9 @@ import { randomAllocator } from '../src/press/allocators/random.js';
 import type { AllocationContext, Allocator } from '../src/press/allocators/types.js';
 import { createPress, PRESS_NAMES } from '../src/press/registry.js';
 import { ScoredPress } from '../src/press/press.js';
-import { RaggedKVCache } from '../src/cache/ragged.js';
 import { Rng } from '../src/generate/rng.js';
 import { tinyConfig } from './random-model.js';
+import { compressRandomCache, keptPositions } from './press-helpers.js';
 import { tmpDir } from './helpers.js';
 
 const sum = (a: ArrayLike<number>) => Array.from(a).reduce((x, y) => x + y, 0);
@@ -230,7 +230,7 @@ describe('allocator behaviour with redistribute = false (reference code)', () =>
 describe('invariants through createPress, every press name', () => {
   const dir = tmpDir('cokv-press-alloc-');
 
-  /** A layer-by-layer "prefill" over a random cache: random post-RoPE keys and queries, then compress each layer. */
+  /** `name` built with random profile and head-score files, then compressing a random cache (the generator goes on). */
   function runPress(name: string, s: Shape & { group: number }, rng: Rng, redistribute: boolean) {
     const cfg = tinyConfig({ numLayers: s.numLayers, numKvHeads: s.numKvHeads, numHeads: s.numKvHeads * s.group, headDim: 4 });
     const n = s.numLayers * s.numKvHeads;
@@ -245,19 +245,7 @@ describe('invariants through createPress, every press name', () => {
     }));
     const alpha = rng.int(Math.min(n, 3));
     const press = createPress(name, { budget: s.budget, window: s.window, profile, headScores, alpha, redistribute }, cfg);
-    const L = s.promptLength, hd = cfg.headDim;
-    const cache = new RaggedKVCache(s.numLayers, s.numKvHeads, hd);
-    const queries = Float32Array.from({ length: L * cfg.numHeads * hd }, () => rng.next() * 4 - 2);
-    for (let l = 0; l < s.numLayers; l++) {
-      for (let t = 0; t < L; t++) {
-        for (let g = 0; g < s.numKvHeads; g++) {
-          const k = Float32Array.from({ length: hd }, () => rng.next() * 2 - 1);
-          cache.head(l, g).append(k, 0, k, 0, t);
-        }
-      }
-      press?.compressLayer({ layer: l, queries, numTokens: L, startPosition: 0, cache }, 0);
-    }
-    cache.advance(L);
+    const cache = compressRandomCache(press, cfg, s.promptLength, rng);
     return { press, cache, alpha };
   }
 
@@ -274,13 +262,10 @@ describe('invariants through createPress, every press name', () => {
         } else {
           expect(sum(lens), `${name} ${JSON.stringify(s)}`).toBe(n * s.budget);
         }
-        for (const row of cache.heads) {
-          for (const h of row) {
-            expect(h.length).toBeLessThanOrEqual(L);
-            const pos = Array.from(h.positions.subarray(0, h.length));
-            for (let j = L - s.window; j < L; j++) expect(pos).toContain(j); // every head keeps its window
-            for (let j = 1; j < pos.length; j++) expect(pos[j]).toBeGreaterThan(pos[j - 1]); // ascending, unique
-          }
+        for (const pos of keptPositions(cache).flat()) {
+          expect(pos.length).toBeLessThanOrEqual(L);
+          for (let j = L - s.window; j < L; j++) expect(pos).toContain(j); // every head keeps its window
+          for (let j = 1; j < pos.length; j++) expect(pos[j]).toBeGreaterThan(pos[j - 1]); // ascending, unique
         }
         if (press instanceof ScoredPress && L > s.budget) {
           const alloc = press.lastAllocation;

@@ -18,11 +18,10 @@ import { FullPress } from '../src/press/presses/full.js';
 import { ScoredPress } from '../src/press/press.js';
 import type { PressOptions } from '../src/press/options.js';
 import type { Allocator } from '../src/press/allocators/types.js';
-import { RaggedKVCache } from '../src/cache/ragged.js';
-import { Rng } from '../src/generate/rng.js';
 import { modelFingerprint } from '../src/model/fingerprint.js';
 import { pressName } from '../src/eval/report/index.js';
 import { tinyConfig } from './random-model.js';
+import { compressRandomCache, keptPositions } from './press-helpers.js';
 import { asset, haveAssets, repoRoot, tmpDir } from './helpers.js';
 
 const cfg = tinyConfig(); // 2 layers × 4 query heads × 2 KV heads
@@ -40,20 +39,8 @@ function declaredFiles(name: string): PressOptions {
 }
 
 /** Compress a seeded random two-layer cache with `press`; the kept positions of every head. */
-function keptPositions(press: ReturnType<typeof createPress>, L = 48, seed = 7): number[][][] {
-  const rng = new Rng(seed), hd = cfg.headDim;
-  const cache = new RaggedKVCache(cfg.numLayers, cfg.numKvHeads, hd);
-  const queries = Float32Array.from({ length: L * cfg.numHeads * hd }, () => rng.next() * 4 - 2);
-  for (let l = 0; l < cfg.numLayers; l++) {
-    for (let t = 0; t < L; t++) {
-      for (let g = 0; g < cfg.numKvHeads; g++) {
-        const k = Float32Array.from({ length: hd }, () => rng.next() * 2 - 1);
-        cache.head(l, g).append(k, 0, k, 0, t);
-      }
-    }
-    press.compressLayer({ layer: l, queries, numTokens: L, startPosition: 0, cache }, 0);
-  }
-  return cache.heads.map((row) => row.map((h) => Array.from(h.positions.subarray(0, h.length))));
+function keptBy(press: ReturnType<typeof createPress>, L = 48, seed = 7): number[][][] {
+  return keptPositions(compressRandomCache(press, cfg, L, seed));
 }
 
 async function helpText(args: string[]): Promise<string> {
@@ -133,21 +120,21 @@ describe('press descriptors', () => {
     for (const d of PRESS_DESCRIPTORS) {
       if (d.allocation === 'none') continue;
       const base: PressOptions = { budget: 16, ...declaredFiles(d.name) };
-      const unset = keptPositions(createPress(d.name, base, cfg));
+      const unset = keptBy(createPress(d.name, base, cfg));
       for (const key of Object.keys(d.options) as PressOptionKey[]) {
         const v = optionDefault(d, key, cfg);
         if (v === undefined) continue;
-        const explicit = keptPositions(createPress(d.name, { ...base, [key]: v }, cfg));
+        const explicit = keptBy(createPress(d.name, { ...base, [key]: v }, cfg));
         expect(explicit, `${d.name} with ${key} = ${String(v)}`).toEqual(unset);
         compared++;
       }
     }
     expect(compared).toBeGreaterThan(40);
     // And the defaults are not vacuous: another value of a press's own option changes what it keeps.
-    const snap = keptPositions(createPress('snapkv', { budget: 16 }, cfg));
-    expect(keptPositions(createPress('snapkv', { budget: 16, kernel: 1 }, cfg))).not.toEqual(snap);
-    const stream = keptPositions(createPress('streaming', { budget: 16 }, cfg));
-    expect(keptPositions(createPress('streaming', { budget: 16, sink: 0 }, cfg))).not.toEqual(stream);
+    const snap = keptBy(createPress('snapkv', { budget: 16 }, cfg));
+    expect(keptBy(createPress('snapkv', { budget: 16, kernel: 1 }, cfg))).not.toEqual(snap);
+    const stream = keptBy(createPress('streaming', { budget: 16 }, cfg));
+    expect(keptBy(createPress('streaming', { budget: 16, sink: 0 }, cfg))).not.toEqual(stream);
   });
 
   it('CoKV\'s α default is defaultAlpha (derived once)', () => {
@@ -168,7 +155,7 @@ describe('allocators say whether they use a budget (no allocator is special-case
     name, needsScores: false, ...(budgetFree ? { budgetFree } : {}),
     allocate: (ctx) => new Array<number>(ctx.numKvHeads).fill(ctx.promptLength - ctx.window),
   });
-  const lengths = (press: ScoredPress, L: number): number[] => keptPositions(press, L).flat().map((h) => h.length);
+  const lengths = (press: ScoredPress, L: number): number[] => keptBy(press, L).flat().map((h) => h.length);
 
   it('a budget-free allocator runs whatever its name; one named mask without the property is budgeted', () => {
     // Prompt 12 < budget 16: a budgeted press leaves the cache alone, so lastAllocation stays empty.

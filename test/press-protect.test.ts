@@ -13,11 +13,11 @@ import { createPress, PRESS_NAMES } from '../src/press/registry.js';
 import type { PressOptions } from '../src/press/options.js';
 import { ScoredPress } from '../src/press/press.js';
 import { RaggedKVCache } from '../src/cache/ragged.js';
-import { Rng } from '../src/generate/rng.js';
 import { addPressFlags, pressOptionsFromFlags, type PressFlags } from '../src/cli/press-flags.js';
 import { loadModel, type CokvModel } from '../src/engine.js';
 import { Sequence } from '../src/session/sequence.js';
 import { tinyConfig } from './random-model.js';
+import { compressRandomCache, keptPositions } from './press-helpers.js';
 import { CokvError } from '../src/errors.js';
 import { asset, cokv, expectCokvError, expectUserError, haveAssets, tmpDir } from './helpers.js';
 
@@ -67,27 +67,6 @@ describe('the boundary rule', () => {
   });
 });
 
-/** A random cache with every layer "prefilled" and compressed by `press` (as in press-allocators.test.ts). */
-function runPress(press: ScoredPress | undefined, c: { numLayers: number; numKvHeads: number; numHeads: number; headDim: number }, L: number, seed: number, boundaries?: number[]) {
-  const rng = new Rng(seed);
-  const hd = c.headDim;
-  const cache = new RaggedKVCache(c.numLayers, c.numKvHeads, hd);
-  const queries = Float32Array.from({ length: L * c.numHeads * hd }, () => rng.next() * 4 - 2);
-  for (let l = 0; l < c.numLayers; l++) {
-    for (let t = 0; t < L; t++) {
-      for (let g = 0; g < c.numKvHeads; g++) {
-        const k = Float32Array.from({ length: hd }, () => rng.next() * 2 - 1);
-        cache.head(l, g).append(k, 0, k, 0, t);
-      }
-    }
-    press?.compressLayer({ layer: l, queries, numTokens: L, startPosition: 0, cache, boundaries }, 0);
-  }
-  cache.advance(L);
-  return cache;
-}
-
-const keptSets = (cache: RaggedKVCache) => cache.lengths().map((row, l) => row.map((_, g) => Array.from(cache.head(l, g).positions.slice(0, cache.head(l, g).length))));
-
 describe('protect through createPress, every scored press', () => {
   const dir = tmpDir('cokv-press-protect-');
   const cfg = tinyConfig({ numLayers: 3, numKvHeads: 2, numHeads: 4, headDim: 4 });
@@ -103,12 +82,12 @@ describe('protect through createPress, every scored press', () => {
   it('keeps the protected tokens and the window, with the plain press\'s per-head counts (budgets exact)', () => {
     for (const name of scored) {
       for (const redistribute of [true, false]) {
-        const plain = runPress(createPress(name, { ...base, protect: name === 'boundary-snapkv' ? 0 : undefined, redistribute }, cfg) as ScoredPress, cfg, L, 5);
+        const plain = compressRandomCache(createPress(name, { ...base, protect: name === 'boundary-snapkv' ? 0 : undefined, redistribute }, cfg), cfg, L, 5);
         const press = createPress(name, { ...base, protect: 0.25, redistribute }, cfg) as ScoredPress;
-        const cache = runPress(press, cfg, L, 5, boundaries);
+        const cache = compressRandomCache(press, cfg, L, 5, boundaries);
         const r = protectedCount(0.25, B, w); // 10
         expect(r).toBe(10);
-        const sets = keptSets(cache);
+        const sets = keptPositions(cache);
         // 10 slots over segments [0,30) [30,31) [31,70) [70,116): 3, 1 (all it has), 3, 3.
         const want = protectedEntries(Int32Array.from(range(0, L)), L - w, boundaries, r);
         expect(want).toEqual([0, 1, 2, 30, 31, 32, 33, 70, 71, 72]);
@@ -134,19 +113,19 @@ describe('protect through createPress, every scored press', () => {
 
   it('protect = 0 (and boundary-snapkv with protect 0) is the plain press, token for token', () => {
     for (const name of scored.filter((n) => n !== 'boundary-snapkv')) {
-      const plain = keptSets(runPress(createPress(name, base, cfg) as ScoredPress, cfg, L, 9));
-      const zero = keptSets(runPress(createPress(name, { ...base, protect: 0 }, cfg) as ScoredPress, cfg, L, 9, boundaries));
+      const plain = keptPositions(compressRandomCache(createPress(name, base, cfg), cfg, L, 9));
+      const zero = keptPositions(compressRandomCache(createPress(name, { ...base, protect: 0 }, cfg), cfg, L, 9, boundaries));
       expect(zero, name).toEqual(plain);
     }
-    const snap = keptSets(runPress(createPress('snapkv', base, cfg) as ScoredPress, cfg, L, 9));
-    expect(keptSets(runPress(createPress('boundary-snapkv', { ...base, protect: 0 }, cfg) as ScoredPress, cfg, L, 9, boundaries))).toEqual(snap);
+    const snap = keptPositions(compressRandomCache(createPress('snapkv', base, cfg), cfg, L, 9));
+    expect(keptPositions(compressRandomCache(createPress('boundary-snapkv', { ...base, protect: 0 }, cfg), cfg, L, 9, boundaries))).toEqual(snap);
   });
 
   it('boundary-snapkv is SnapKV with protect 0.1; the other selected tokens are SnapKV\'s top among the rest', () => {
-    const a = keptSets(runPress(createPress('boundary-snapkv', base, cfg) as ScoredPress, cfg, L, 11, boundaries));
-    const b = keptSets(runPress(createPress('snapkv', { ...base, protect: 0.1 }, cfg) as ScoredPress, cfg, L, 11, boundaries));
+    const a = keptPositions(compressRandomCache(createPress('boundary-snapkv', base, cfg), cfg, L, 11, boundaries));
+    const b = keptPositions(compressRandomCache(createPress('snapkv', { ...base, protect: 0.1 }, cfg), cfg, L, 11, boundaries));
     expect(a).toEqual(b);
-    const plain = keptSets(runPress(createPress('snapkv', base, cfg) as ScoredPress, cfg, L, 11));
+    const plain = keptPositions(compressRandomCache(createPress('snapkv', base, cfg), cfg, L, 11));
     // r = ⌊0.1·40⌋ = 4: one slot per segment.
     const want = protectedEntries(Int32Array.from(range(0, L)), L - w, boundaries, 4);
     expect(want).toEqual([0, 30, 31, 70]);
@@ -161,7 +140,7 @@ describe('protect through createPress, every scored press', () => {
   });
 
   it('without boundaries a protecting press keeps the first r prompt tokens', () => {
-    const sets = keptSets(runPress(createPress('snapkv', { ...base, protect: 0.25 }, cfg) as ScoredPress, cfg, L, 13));
+    const sets = keptPositions(compressRandomCache(createPress('snapkv', { ...base, protect: 0.25 }, cfg), cfg, L, 13));
     for (const kept of sets.flat()) for (const p of range(0, 10)) expect(kept).toContain(p);
   });
 
