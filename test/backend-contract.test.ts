@@ -1,17 +1,19 @@
 /**
  * The backend contract (src/backend/types.ts): every backend that loads here implements every operation in
  * BACKEND_OPS, and each operation equals the TS reference on random inputs (tolerances as in backend-kernels and
- * attend-f16); the reference's own fused ops equal their one-query loops; the forward pass and the profiler's
- * coalition batch reach every kernel through the backend (no fallback loops of their own).
+ * attend-f16); the reference's own fused ops equal their one-query loops, and its element-wise ops and RoPE equal
+ * independent loops; the forward pass and the profiler's coalition batch reach every kernel through the backend
+ * (no fallback loops of their own) and never index an activation on the host except through `read`.
  */
 import { describe, expect, it } from 'vitest';
-import { BACKEND_OPS, type AttendArgs, type AttendF16Args, type Backend } from '../src/backend/types.js';
+import { BACKEND_OPS, type AttendArgs, type AttendF16Args, type Backend, type RopeArgs } from '../src/backend/types.js';
 import { TsBackend, attendSegments } from '../src/backend/ts.js';
 import { NativeBackend, loadNativeAddon } from '../src/backend/native.js';
 import { WasmBackend } from '../src/backend/wasm.js';
 import { RaggedKVCache } from '../src/cache/ragged.js';
 import { Transformer } from '../src/model/forward.js';
 import { f16Lut, f32ToF16, quantizeMatrix } from '../src/model/quant.js';
+import { RopeTable, ropeInvFreqFor } from '../src/model/rope.js';
 import type { Weight } from '../src/model/weights.js';
 import { CoalitionBatch } from '../src/game/coalition-batch.js';
 import { Players } from '../src/game/players.js';
@@ -68,6 +70,18 @@ function attendCase<KV extends Float32Array | Uint16Array>(
     count1: causal ? Int32Array.from({ length: nq }, (_, i) => Math.max(1, n1 - (nq - 1 - i))) : null,
     k2: kv(Math.max(1, n2) * hd), v2: kv(Math.max(1, n2) * hd), from2: 0, to2: n2,
   };
+}
+
+/** RoPE shapes: [rows, heads, headDim, rotaryDim] (decode, a prefill, Phi's partial rotary, one pair). */
+const ROPE_SHAPES = [[1, 4, 64, 64], [7, 3, 32, 32], [5, 2, 24, 16], [3, 1, 2, 2]] as const;
+
+function ropeCase(rng: Rng, shape: (typeof ROPE_SHAPES)[number]): RopeArgs {
+  const [rows, heads, headDim, rotaryDim] = shape;
+  const table = new RopeTable(ropeInvFreqFor({ theta: 10000, rotaryDim }));
+  table.ensure(300);
+  // Rows at scattered positions, as a coalition batch or a later prefill chunk has them.
+  const positions = Int32Array.from({ length: rows }, () => Math.floor(rng.next() * 300));
+  return { x: rand(rng, rows * heads * headDim, 2), rows, heads, headDim, rotaryDim, positions, cos: table.cos, sin: table.sin };
 }
 
 describe.each(loadedBackends())('backend %s', (label, be) => {
@@ -130,6 +144,50 @@ describe.each(loadedBackends())('backend %s', (label, be) => {
     }
   });
 
+  it('alloc gives zeroed activations; view shares storage with its buffer; read shows what operations wrote', () => {
+    const buf = be.alloc(10);
+    expect(buf.length).toBe(10);
+    expect(Array.from(be.read(buf))).toEqual(new Array(10).fill(0));
+    const part = be.view(buf, 3, 4);
+    expect(part.length).toBe(4);
+    be.add(part, Float32Array.from([1, 2, 3, 4]), 4);
+    be.scale(part, 2, 10);
+    expect(Array.from(be.read(buf))).toEqual([0, 0, 0, 10, 20, 3, 4, 0, 0, 0]);
+    expect(Array.from(be.read(part))).toEqual([10, 20, 3, 4]);
+  });
+
+  it('add, addBias, scale and softcap equal the reference (rel. error ≤ 1e-6; only the first n / rows·dim values)', () => {
+    const rng = new Rng(16);
+    for (const [rows, dim] of [[1, 576], [5, 64], [3, 13]]) {
+      const n = rows * dim;
+      const x = rand(rng, n + 5, 40), y = rand(rng, n + 5, 3), bias = rand(rng, dim);
+      const cases: [string, (b: Backend, a: Float32Array) => void][] = [
+        ['add', (b, a) => b.add(a, y, n)],
+        ['addBias', (b, a) => b.addBias(a, bias, rows, dim)],
+        ['scale', (b, a) => b.scale(a, n, 4.75)],
+        ['softcap', (b, a) => b.softcap(a, n, 30)],
+      ];
+      for (const [op, run] of cases) {
+        const want = x.slice(), got = x.slice();
+        run(ref, want);
+        run(be, got);
+        expect(relErr(got, want), `${op} ${rows}x${dim}`).toBeLessThanOrEqual(1e-6);
+        expect(Array.from(got.subarray(n)), `${op} leaves the tail`).toEqual(Array.from(x.subarray(n)));
+      }
+    }
+  });
+
+  it('rope equals the reference (full and partial rotary, scattered positions; rel. error ≤ 1e-6)', () => {
+    const rng = new Rng(17);
+    for (const shape of ROPE_SHAPES) {
+      const a = ropeCase(rng, shape);
+      const want = a.x.slice();
+      ref.rope({ ...a, x: want });
+      be.rope(a);
+      expect(relErr(a.x, want), `rope ${shape.join(',')}`).toBeLessThanOrEqual(1e-6);
+    }
+  });
+
   it('attend equals the reference (two segments, causal counts, offsets; rel. error ≤ 1e-5)', () => {
     const rng = new Rng(14);
     for (const shape of ATTEND_SHAPES) {
@@ -154,6 +212,47 @@ describe.each(loadedBackends())('backend %s', (label, be) => {
 });
 
 describe('the TS reference', () => {
+  it('add, addBias, scale and softcap are their one-line loops (bit for bit)', () => {
+    const rng = new Rng(23);
+    const rows = 3, dim = 11, n = rows * dim;
+    const x = rand(rng, n, 50), y = rand(rng, n), bias = rand(rng, dim);
+    const be = new TsBackend();
+    const got = { add: x.slice(), addBias: x.slice(), scale: x.slice(), softcap: x.slice() };
+    be.add(got.add, y, n);
+    be.addBias(got.addBias, bias, rows, dim);
+    be.scale(got.scale, n, Math.sqrt(640));
+    be.softcap(got.softcap, n, 30);
+    expect(Array.from(got.add)).toEqual(Array.from(x, (v, i) => Math.fround(v + y[i])));
+    expect(Array.from(got.addBias)).toEqual(Array.from(x, (v, i) => Math.fround(v + bias[i % dim])));
+    expect(Array.from(got.scale)).toEqual(Array.from(x, (v) => Math.fround(v * Math.sqrt(640))));
+    expect(Array.from(got.softcap)).toEqual(Array.from(x, (v) => Math.fround(30 * Math.tanh(v / 30))));
+    // The cap bounds the values (|x| reaches 50 here).
+    expect(Math.max(...Array.from(got.softcap, Math.abs))).toBeLessThan(30);
+  });
+
+  it('rope rotates pairs (i, i + rotaryDim/2) of each head by its row\'s position and passes the rest through', () => {
+    const rng = new Rng(24);
+    for (const shape of ROPE_SHAPES) {
+      const a = ropeCase(rng, shape);
+      const x0 = a.x.slice();
+      new TsBackend().rope(a);
+      const half = a.rotaryDim / 2;
+      const want = x0.slice();
+      for (let r = 0; r < a.rows; r++) {
+        for (let h = 0; h < a.heads; h++) {
+          const b = (r * a.heads + h) * a.headDim;
+          for (let i = 0; i < half; i++) {
+            const c = a.cos[a.positions[r] * half + i], s = a.sin[a.positions[r] * half + i];
+            want[b + i] = x0[b + i] * c - x0[b + i + half] * s;
+            want[b + i + half] = x0[b + i + half] * c + x0[b + i] * s;
+          }
+        }
+      }
+      expect(Array.from(a.x), shape.join(',')).toEqual(Array.from(want));
+      if (a.rotaryDim < a.headDim) expect(a.x[a.headDim - 1]).toBe(x0[a.headDim - 1]);
+    }
+  });
+
   it('attend is attendSegments per query, query i limited to count1[i] entries (bit for bit)', () => {
     const rng = new Rng(21);
     for (const shape of ATTEND_SHAPES) {
@@ -198,12 +297,56 @@ function countingBackend(): { be: Backend; calls: Map<string, number> } {
   return { be: be as unknown as Backend, calls };
 }
 
+/**
+ * A stand-in for a device backend: its activations are proxies the host cannot index (any element read or write
+ * throws; only `length` answers), unwrapped inside each operation and by `read`. A forward pass that touches an
+ * activation between backend calls, other than through `read`, fails with it.
+ */
+function opaqueActivationBackend(): { be: Backend; hostReads: () => number } {
+  const inner = new TsBackend();
+  const real = new WeakMap<object, Float32Array>();
+  let reads = 0;
+  const wrap = (a: Float32Array): Float32Array => {
+    const p = new Proxy(a, {
+      get(t, key) {
+        if (key === 'length') return t.length;
+        throw new Error(`the host indexed an activation (${String(key)}) outside read()`);
+      },
+      set(_t, key) {
+        throw new Error(`the host wrote an activation (${String(key)}) outside a backend operation`);
+      },
+    });
+    real.set(p, a);
+    return p;
+  };
+  const un = (v: unknown): unknown => (typeof v === 'object' && v !== null && real.get(v)) || v;
+  const unArgs = (a: object) => Object.fromEntries(Object.entries(a).map(([k, v]) => [k, un(v)]));
+  const be = { name: 'opaque', device: 'host' } as Record<string, unknown>;
+  for (const op of BACKEND_OPS) {
+    be[op] = (...args: unknown[]) => {
+      const plain = op === 'rope' || op === 'attend' || op === 'attendF16' ? [unArgs(args[0] as object)] : args.map(un);
+      return (inner[op] as (...a: unknown[]) => unknown).apply(inner, plain);
+    };
+  }
+  be.alloc = (n: number) => wrap(inner.alloc(n));
+  be.view = (buf: Float32Array, off: number, n: number) => wrap(inner.view(un(buf) as Float32Array, off, n));
+  be.read = (buf: Float32Array) => {
+    reads++;
+    return un(buf);
+  };
+  return { be: be as unknown as Backend, hostReads: () => reads };
+}
+
 describe('the forward pass and the coalition batch call the backend for every kernel', () => {
   const base = tinyConfig();
+  // Gemma-style steps on a Llama block: q/k/v biases, an embedding scale, a final logit soft-cap.
+  const extras = tinyConfig({ attentionBias: true, recipe: { ...base.recipe, attentionBias: true, embeddingScale: Math.sqrt(32), finalLogitSoftcap: 2 } });
+  const common = ['alloc', 'read', 'matmul', 'embedRow', 'rmsNorm', 'add', 'rope', 'flush'];
   const cases = [
-    { name: 'SwiGLU, F32 cache', c: base, dtype: 'f32', want: ['attend', 'swiglu'], not: ['attendF16', 'gegluTanh'] },
+    { name: 'SwiGLU, F32 cache', c: base, dtype: 'f32', want: ['attend', 'swiglu'], not: ['attendF16', 'gegluTanh', 'addBias', 'scale', 'softcap'] },
     { name: 'GeGLU, F16 cache', c: tinyConfig({ recipe: { ...base.recipe, activation: 'gelu_tanh' } }), dtype: 'f16', want: ['attendF16', 'gegluTanh'], not: ['attend', 'swiglu'] },
     { name: 'SwiGLU, Q8 cache', c: base, dtype: 'q8', want: ['attend', 'swiglu'], not: ['attendF16', 'gegluTanh'] },
+    { name: 'biases, embedding scale, soft-cap', c: extras, dtype: 'f32', want: ['attend', 'swiglu', 'addBias', 'scale', 'softcap'], not: ['attendF16'] },
   ] as const;
 
   for (const k of cases) {
@@ -219,13 +362,50 @@ describe('the forward pass and the coalition batch call the backend for every ke
       const want = plain.forward(ids, c2);
       expect(Array.from(got)).toEqual(Array.from(want));
       expect(Array.from(counted.forward([4], c1))).toEqual(Array.from(plain.forward([4], c2)));
-      for (const op of ['matmul', 'embedRow', 'rmsNorm', 'flush', ...k.want]) expect(calls.get(op) ?? 0, op).toBeGreaterThan(0);
+      for (const op of [...common, ...k.want]) expect(calls.get(op) ?? 0, op).toBeGreaterThan(0);
       for (const op of k.not) expect(calls.get(op) ?? 0, op).toBe(0);
       // forwardAsync flushes before every pause (within and after each layer).
       expect(pauses).toBeGreaterThanOrEqual(2 * k.c.numLayers);
       expect(calls.get('flush')).toBe(pauses);
     });
   }
+
+  for (const k of cases) {
+    it(`${k.name}: prefill (one pass and chunked, with a hook) and decode never index an activation outside read()`, () => {
+      const w = randomWeights(k.c, 5);
+      const { be, hostReads } = opaqueActivationBackend();
+      const opaque = new Transformer(k.c, w, be), plain = new Transformer(k.c, w, new TsBackend());
+      const c1 = new RaggedKVCache(k.c.numLayers, k.c.numKvHeads, k.c.headDim, 32, k.dtype);
+      const c2 = new RaggedKVCache(k.c.numLayers, k.c.numKvHeads, k.c.headDim, 32, k.dtype);
+      const hooked: number[][] = [[], []];
+      const ids = [1, 5, 9, 2, 7, 3, 11];
+      const got = Array.from(opaque.forward(ids, c1, { logits: 'all', onLayer: (ctx) => hooked[0].push(ctx.queries[0]) }));
+      expect(got).toEqual(Array.from(plain.forward(ids, c2, { logits: 'all', onLayer: (ctx) => hooked[1].push(ctx.queries[0]) })));
+      expect(hooked[0]).toEqual(hooked[1]);
+      expect(Array.from(opaque.forward([8, 2, 6, 1, 4], c1, { chunkSize: 2 }))).toEqual(Array.from(plain.forward([8, 2, 6, 1, 4], c2, { chunkSize: 2 })));
+      expect(Array.from(opaque.forward([4], c1))).toEqual(Array.from(plain.forward([4], c2)));
+      expect(hostReads()).toBeGreaterThan(0);
+    });
+  }
+
+  it('a coalition batch never indexes an activation outside read(), with the reference result', () => {
+    const c = base, w = randomWeights(c, 4);
+    const tf = new Transformer(c, w, new TsBackend());
+    const prompt = new RaggedKVCache(c.numLayers, c.numKvHeads, c.headDim, 16);
+    tf.forward([1, 5, 9, 2, 7, 3, 8, 6], prompt);
+    const n = Players.of(c).n;
+    const coalitions = [new Uint8Array(n).fill(1), Uint8Array.from({ length: n }, (_, i) => (i % 2 === 0 ? 1 : 0))];
+    const logits = (backend: Backend) => {
+      const batch = new CoalitionBatch(c, prompt, coalitions, 2, 2, backend);
+      const model = new Transformer(c, w, backend);
+      batch.setTokensPerCoalition(1);
+      const out = Array.from(model.run([4, 4], batch.positionOf, batch, 'all'));
+      batch.advance();
+      batch.setTokensPerCoalition(1);
+      return [...out, ...Array.from(model.run([9, 9], batch.positionOf, batch, 'all'))];
+    };
+    expect(logits(opaqueActivationBackend().be)).toEqual(logits(new TsBackend()));
+  });
 
   it('a coalition batch attends through the backend, with the reference result', () => {
     const c = base, w = randomWeights(c, 4);

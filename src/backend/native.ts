@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { AttendArgs, AttendF16Args, Backend } from './types.js';
+import type { ActivationBuffer, AttendArgs, AttendF16Args, Backend, RopeArgs } from './types.js';
 import { TsBackend } from './ts.js';
 import type { Weight } from '../model/weights.js';
 
@@ -145,7 +145,10 @@ export class NativeBackend implements Backend {
   readonly name = 'native';
   readonly device = 'host';
   private readonly flags: number;
-  /** The reference, for the operations the addon does not accelerate (embedRow, gegluTanh; attendF16 on old addons). */
+  /**
+   * The reference, for the operations the addon does not accelerate (the host buffers, embedRow, gegluTanh, the
+   * element-wise add/addBias/scale/softcap and rope; attendF16 on old addons).
+   */
   private readonly reference = new TsBackend();
 
   constructor(readonly addon: NativeAddon, opts: NativeOptions = {}) {
@@ -218,6 +221,41 @@ export class NativeBackend implements Backend {
   /** Not accelerated (Gemma's FFN activation): the TS reference. */
   gegluTanh(gate: Float32Array, up: Float32Array, n: number): void {
     this.reference.gegluTanh(gate, up, n);
+  }
+
+  // Host buffers and the cheap element-wise steps (a few floats per hidden value, against a matmul's thousands):
+  // not worth an N-API call each, so the TS reference's.
+
+  alloc(n: number): ActivationBuffer {
+    return this.reference.alloc(n);
+  }
+
+  view(buf: ActivationBuffer, offset: number, length: number): ActivationBuffer {
+    return this.reference.view(buf, offset, length);
+  }
+
+  read(buf: ActivationBuffer): Float32Array {
+    return this.reference.read(buf);
+  }
+
+  add(out: Float32Array, x: Float32Array, n: number): void {
+    this.reference.add(out, x, n);
+  }
+
+  addBias(x: Float32Array, bias: Float32Array, rows: number, dim: number): void {
+    this.reference.addBias(x, bias, rows, dim);
+  }
+
+  scale(x: Float32Array, n: number, s: number): void {
+    this.reference.scale(x, n, s);
+  }
+
+  softcap(x: Float32Array, n: number, cap: number): void {
+    this.reference.softcap(x, n, cap);
+  }
+
+  rope(a: RopeArgs): void {
+    this.reference.rope(a);
   }
 
   /** Every addon call has finished (its pool joined) when it returns. */

@@ -4,9 +4,10 @@
  * register-blocked 4×4 (four rows of x against four rows of W share each loaded element); quantized weights are
  * dequantized one row tile at a time into a small scratch buffer, so they stay compact in memory.
  */
-import { emptyAttendArgs, type AttendArgs, type AttendF16Args, type Backend } from './types.js';
+import { emptyAttendArgs, type ActivationBuffer, type AttendArgs, type AttendF16Args, type Backend, type RopeArgs } from './types.js';
 import type { QuantWeight, Weight } from '../model/weights.js';
 import { dequantRow, dotRow, f16Lut, quantRowBytes } from '../model/quant.js';
+import { applyRope } from '../model/rope.js';
 
 /**
  * Softmax attention of one query vector over two key/value segments (entries [from, to) of each), written to
@@ -82,6 +83,36 @@ export function swiglu(gate: Float32Array, up: Float32Array, n: number): void {
     const g = gate[i];
     gate[i] = (g / (1 + Math.exp(-g))) * up[i];
   }
+}
+
+/** The reference residual add, in place: out[i] += x[i]. */
+export function add(out: Float32Array, x: Float32Array, n: number): void {
+  for (let i = 0; i < n; i++) out[i] += x[i];
+}
+
+/** The reference bias add, in place: x[r·dim + i] += bias[i]. */
+export function addBias(x: Float32Array, bias: Float32Array, rows: number, dim: number): void {
+  for (let r = 0; r < rows; r++) {
+    const o = r * dim;
+    for (let i = 0; i < dim; i++) x[o + i] += bias[i];
+  }
+}
+
+/** The reference scale, in place: x[i] *= s. */
+export function scale(x: Float32Array, n: number, s: number): void {
+  for (let i = 0; i < n; i++) x[i] *= s;
+}
+
+/** The reference soft-cap, in place: x[i] = cap · tanh(x[i] / cap). */
+export function softcap(x: Float32Array, n: number, cap: number): void {
+  for (let i = 0; i < n; i++) x[i] = cap * Math.tanh(x[i] / cap);
+}
+
+/** The reference RoPE: `applyRope` (src/model/rope.ts) on each row's heads at that row's position. */
+export function rope(a: RopeArgs): void {
+  const { x, heads, headDim, rotaryDim, positions, cos, sin } = a;
+  const rowDim = heads * headDim;
+  for (let r = 0; r < a.rows; r++) applyRope(x, r * rowDim, heads, headDim, positions[r], cos, sin, rotaryDim);
 }
 
 /** The reference embedding lookup: row `row` of `w`, dequantized, into out[outOff .. outOff + w.cols). */
@@ -162,6 +193,20 @@ export class TsBackend implements Backend {
   private readonly wide: Record<'k1' | 'v1' | 'k2' | 'v2', Float32Array> = { k1: new Float32Array(0), v1: new Float32Array(0), k2: new Float32Array(0), v2: new Float32Array(0) };
   private readonly wideArgs = emptyAttendArgs();
 
+  /** Host activations are plain arrays. */
+  alloc(n: number): ActivationBuffer {
+    return new Float32Array(n);
+  }
+
+  view(buf: ActivationBuffer, offset: number, length: number): ActivationBuffer {
+    return buf.subarray(offset, offset + length);
+  }
+
+  /** The array itself: it already is on the host. */
+  read(buf: ActivationBuffer): Float32Array {
+    return buf;
+  }
+
   matmul(out: Float32Array, x: Float32Array, rows: number, w: Weight): void {
     const N = w.rows, K = w.cols;
     if (w.dtype === 'f32') {
@@ -208,6 +253,26 @@ export class TsBackend implements Backend {
 
   gegluTanh(gate: Float32Array, up: Float32Array, n: number): void {
     gegluTanh(gate, up, n);
+  }
+
+  add(out: Float32Array, x: Float32Array, n: number): void {
+    add(out, x, n);
+  }
+
+  addBias(x: Float32Array, bias: Float32Array, rows: number, dim: number): void {
+    addBias(x, bias, rows, dim);
+  }
+
+  scale(x: Float32Array, n: number, s: number): void {
+    scale(x, n, s);
+  }
+
+  softcap(x: Float32Array, n: number, cap: number): void {
+    softcap(x, n, cap);
+  }
+
+  rope(a: RopeArgs): void {
+    rope(a);
   }
 
   /** `attendSegments` for each query, query i limited to entries [from1, from1 + count1[i]) of segment 1. */

@@ -10,7 +10,7 @@
  * coalition: every query there reads the entries of its own window, from the (trimmed) prompt cache and the
  * coalition's generated entries, exactly as the forward pass does.
  */
-import { emptyAttendArgs, type Backend } from '../backend/types.js';
+import { emptyAttendArgs, type ActivationBuffer, type Backend } from '../backend/types.js';
 import type { RaggedKVCache } from '../cache/ragged.js';
 import type { ModelConfig } from '../model/config.js';
 import type { KvAttention } from '../model/forward.js';
@@ -73,8 +73,10 @@ export class CoalitionBatch implements KvAttention {
     this.generated += this.T;
   }
 
-  attend(layer: number, q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, rows: number): void {
+  attend(layer: number, q: ActivationBuffer, kAct: ActivationBuffer, vAct: ActivationBuffer, out: ActivationBuffer, rows: number): void {
     const { numHeads: nh, numKvHeads: G, headDim: hd, numLayers: Ln } = this.c;
+    // The generated K/V live in host arrays (genK/genV), like the prompt cache: read the new rows back.
+    const k = this.backend.read(kAct), v = this.backend.read(vAct);
     const T = this.T;
     const qDim = nh * hd, kvDim = G * hd, group = nh / G;
     const span = this.maxNew * hd;

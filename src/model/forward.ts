@@ -7,13 +7,17 @@
  * head → causal attention of every query head over its KV head's cache (the last `window` positions on sliding
  * layers) → hook (presses compress here, after the layer's prefill attention) → O → (post-norm) → residual →
  * RMSNorm → SwiGLU / GeGLU FFN → (post-norm) → residual. Then the final norm and the LM head (soft-capped where
- * the recipe says) only for the rows whose logits are asked.
+ * the recipe says) only for the rows whose logits are asked. Every step on the activations is a backend operation
+ * (src/backend/types.ts); the host reads them only through `backend.read`: the logits, a hook's queries, and the
+ * new K/V rows that go into the (host) KV cache.
  */
-import { emptyAttendArgs, emptyAttendF16Args, type AttendArgs, type AttendF16Args, type Backend } from '../backend/types.js';
+import {
+  emptyAttendArgs, emptyAttendF16Args, emptyRopeArgs, type ActivationBuffer, type AttendArgs, type AttendF16Args, type Backend,
+} from '../backend/types.js';
 import type { RaggedKVCache } from '../cache/ragged.js';
 import type { ModelConfig } from './config.js';
 import type { ModelWeights } from './weights.js';
-import { applyRope, LayerRope } from './rope.js';
+import { LayerRope } from './rope.js';
 
 // The reference kernels, re-exported for code that imported them from here (they live in src/backend/ts.ts).
 export { attendSegments, gegluTanh, rmsNorm, swiglu } from '../backend/ts.js';
@@ -46,8 +50,11 @@ export interface LayerPrefillContext {
  * profiler's coalition batch (src/game) shares one prompt cache among many masked decodes.
  */
 export interface KvAttention {
-  /** Store this layer's new K/V rows ([rows][kvHeads*headDim]) and write every row's attention output to `out`. */
-  attend(layer: number, q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, rows: number): void;
+  /**
+   * Store this layer's new K/V rows ([rows][kvHeads*headDim]) and write every row's attention output to `out`.
+   * The KV cache is a host array: an implementation reads `k` and `v` through the backend's `read`.
+   */
+  attend(layer: number, q: ActivationBuffer, k: ActivationBuffer, v: ActivationBuffer, out: ActivationBuffer, rows: number): void;
 }
 
 /** The plain path: append to the ragged cache, causal attention of each new token over its KV head's entries. */
@@ -67,20 +74,22 @@ class CacheAttention implements KvAttention {
     this.args.scale = this.argsF16.scale = c.recipe.attentionScale;
   }
 
-  attend(layer: number, q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, T: number): void {
-    for (let g = 0; g < this.c.numKvHeads; g++) this.attendHead(layer, g, q, k, v, out, T);
+  attend(layer: number, q: ActivationBuffer, k: ActivationBuffer, v: ActivationBuffer, out: ActivationBuffer, T: number): void {
+    const kh = this.backend.read(k), vh = this.backend.read(v);
+    for (let g = 0; g < this.c.numKvHeads; g++) this.attendHead(layer, g, q, kh, vh, out, T);
   }
 
   /** `attend` one KV head at a time, yielding after each (a long prefill's attention is most of a layer's time). */
-  *attendSteps(layer: number, q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, T: number): Generator<void> {
+  *attendSteps(layer: number, q: ActivationBuffer, k: ActivationBuffer, v: ActivationBuffer, out: ActivationBuffer, T: number): Generator<void> {
+    const kh = this.backend.read(k), vh = this.backend.read(v);
     for (let g = 0; g < this.c.numKvHeads; g++) {
-      this.attendHead(layer, g, q, k, v, out, T);
+      this.attendHead(layer, g, q, kh, vh, out, T);
       yield;
     }
   }
 
-  /** Append KV head `g`'s new rows and write the attention output of its query heads. */
-  private attendHead(layer: number, g: number, q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, T: number): void {
+  /** Append KV head `g`'s new rows (`k`, `v`: host arrays, already read) and write the attention output of its query heads. */
+  private attendHead(layer: number, g: number, q: ActivationBuffer, k: Float32Array, v: Float32Array, out: ActivationBuffer, T: number): void {
     const { headDim: hd, numHeads: nh, numKvHeads: nkv } = this.c;
     const qDim = nh * hd, kvDim = nkv * hd, group = nh / nkv;
     const spec = this.c.layers[layer];
@@ -187,36 +196,47 @@ export function pressChunkSize(window: number | undefined, requested?: number): 
 /** Rows per prefill pass when the caller does not say (llama.cpp's default batch is 512 too). */
 export const DEFAULT_PREFILL_CHUNK = 512;
 
-function addBias(x: Float32Array, b: Float32Array, rows: number): void {
-  const n = b.length;
-  for (let r = 0; r < rows; r++) for (let i = 0; i < n; i++) x[r * n + i] += b[i];
-}
-
-/** Scratch buffers sized for T tokens; reused across calls so decode allocates nothing. */
+/**
+ * Scratch activations sized for T tokens, allocated by the backend (they would live on its device); reused across
+ * calls so decode allocates nothing. `positions` is host metadata: each row's sequence position, for RoPE.
+ */
 class Workspace {
-  constructor(
-    readonly tokens: number,
-    c: ModelConfig,
-    readonly x = new Float32Array(tokens * c.hiddenSize),
-    readonly xn = new Float32Array(tokens * c.hiddenSize),
-    readonly q = new Float32Array(tokens * c.numHeads * c.headDim),
-    readonly k = new Float32Array(tokens * c.numKvHeads * c.headDim),
-    readonly v = new Float32Array(tokens * c.numKvHeads * c.headDim),
-    readonly att = new Float32Array(tokens * c.numHeads * c.headDim),
-    readonly proj = new Float32Array(tokens * c.hiddenSize),
-    readonly gate = new Float32Array(tokens * c.intermediateSize),
-    readonly up = new Float32Array(tokens * c.intermediateSize),
-  ) {}
+  readonly x: ActivationBuffer;
+  readonly xn: ActivationBuffer;
+  readonly q: ActivationBuffer;
+  readonly k: ActivationBuffer;
+  readonly v: ActivationBuffer;
+  readonly att: ActivationBuffer;
+  readonly proj: ActivationBuffer;
+  readonly gate: ActivationBuffer;
+  readonly up: ActivationBuffer;
+  readonly positions: Int32Array;
+  constructor(readonly tokens: number, c: ModelConfig, be: Backend) {
+    const H = c.hiddenSize, qDim = c.numHeads * c.headDim, kvDim = c.numKvHeads * c.headDim, I = c.intermediateSize;
+    this.x = be.alloc(tokens * H);
+    this.xn = be.alloc(tokens * H);
+    this.q = be.alloc(tokens * qDim);
+    this.k = be.alloc(tokens * kvDim);
+    this.v = be.alloc(tokens * kvDim);
+    this.att = be.alloc(tokens * qDim);
+    this.proj = be.alloc(tokens * H);
+    this.gate = be.alloc(tokens * I);
+    this.up = be.alloc(tokens * I);
+    this.positions = new Int32Array(tokens);
+  }
 }
 
 export class Transformer {
   /** Per layer, its rotary embedding (undefined for NoPE layers); layers with equal specs share one. */
   readonly ropes: (LayerRope | undefined)[];
   private ws: Workspace | undefined;
-  private logitsBuf = new Float32Array(0);
-  private logitsView = new Float32Array(0);
+  /** The logits activation (grown to the largest row count asked) and the view of it the last pass filled. */
+  private logitsBuf: ActivationBuffer;
+  private logitsView: ActivationBuffer;
   private readonly noLogits = new Float32Array(0);
   private readonly cacheAttention: CacheAttention;
+  /** RoPE's arguments, refilled before each call (decode allocates nothing). */
+  private readonly ropeArgs = emptyRopeArgs();
 
   constructor(readonly config: ModelConfig, readonly weights: ModelWeights, readonly backend: Backend) {
     const shared = new Map<string, LayerRope>();
@@ -227,6 +247,8 @@ export class Transformer {
       return shared.get(key);
     });
     this.cacheAttention = new CacheAttention(config, backend);
+    this.logitsBuf = this.logitsView = backend.alloc(0);
+    this.ropeArgs.headDim = config.headDim;
   }
 
   /** Rows the activation buffers currently hold (they grow to the largest pass and are reused). */
@@ -235,7 +257,7 @@ export class Transformer {
   }
 
   private workspace(rows: number): Workspace {
-    if (!this.ws || this.ws.tokens < rows) this.ws = new Workspace(rows, this.config);
+    if (!this.ws || this.ws.tokens < rows) this.ws = new Workspace(rows, this.config, this.backend);
     return this.ws;
   }
 
@@ -355,7 +377,11 @@ export class Transformer {
     const be = this.backend;
     const ws = this.workspace(T);
     let maxPos = 0;
-    for (let t = 0; t < T; t++) maxPos = Math.max(maxPos, positionOf(t));
+    for (let t = 0; t < T; t++) {
+      const p = positionOf(t);
+      ws.positions[t] = p;
+      maxPos = Math.max(maxPos, p);
+    }
     const r = c.recipe;
 
     for (let t = 0; t < T; t++) {
@@ -363,7 +389,7 @@ export class Transformer {
       if (!(Number.isInteger(id) && id >= 0 && id < c.vocabSize)) throw new RangeError(`token id ${id} outside vocab`);
       be.embedRow(ws.x, t * H, w.tokenEmbedding, id);
     }
-    if (r.embeddingScale !== 1) for (let i = 0; i < T * H; i++) ws.x[i] *= r.embeddingScale;
+    if (r.embeddingScale !== 1) be.scale(ws.x, T * H, r.embeddingScale);
 
     const norm = be.rmsNorm.bind(be);
     const glu = r.activation === 'gelu_tanh' ? be.gegluTanh.bind(be) : be.swiglu.bind(be);
@@ -373,30 +399,37 @@ export class Transformer {
       be.matmul(ws.q, ws.xn, T, lw.wq);
       be.matmul(ws.k, ws.xn, T, lw.wk);
       be.matmul(ws.v, ws.xn, T, lw.wv);
-      if (lw.bq) addBias(ws.q, lw.bq, T);
-      if (lw.bk) addBias(ws.k, lw.bk, T);
-      if (lw.bv) addBias(ws.v, lw.bv, T);
+      if (lw.bq) be.addBias(ws.q, lw.bq, T, qDim);
+      if (lw.bk) be.addBias(ws.k, lw.bk, T, kvDim);
+      if (lw.bv) be.addBias(ws.v, lw.bv, T, kvDim);
       // Per-head q/k norm (in place: each head vector is one RMSNorm row of headDim).
       if (lw.qNorm) norm(ws.q, ws.q, lw.qNorm, T * nh, hd, c.rmsNormEps);
       if (lw.kNorm) norm(ws.k, ws.k, lw.kNorm, T * nkv, hd, c.rmsNormEps);
       const rope = this.ropes[l];
       if (rope) {
-        const { cos, sin } = rope.table(maxPos);
-        const rot = rope.spec.rotaryDim;
-        for (let t = 0; t < T; t++) {
-          applyRope(ws.q, t * qDim, nh, hd, positionOf(t), cos, sin, rot);
-          applyRope(ws.k, t * kvDim, nkv, hd, positionOf(t), cos, sin, rot);
-        }
+        const table = rope.table(maxPos);
+        const ra = this.ropeArgs;
+        ra.rows = T;
+        ra.positions = ws.positions;
+        ra.cos = table.cos;
+        ra.sin = table.sin;
+        ra.rotaryDim = rope.spec.rotaryDim;
+        ra.x = ws.q;
+        ra.heads = nh;
+        be.rope(ra);
+        ra.x = ws.k;
+        ra.heads = nkv;
+        be.rope(ra);
       }
       // Long passes on the plain cache path pause between KV heads too (see forwardAsync).
       if (attention instanceof CacheAttention && T > 1) yield* attention.attendSteps(l, ws.q, ws.k, ws.v, ws.att, T);
       else attention.attend(l, ws.q, ws.k, ws.v, ws.att, T);
-      if (onLayer) onLayer(l, ws.q.subarray(0, T * qDim));
+      if (onLayer) onLayer(l, be.read(be.view(ws.q, 0, T * qDim)));
 
       yield;
       be.matmul(ws.proj, ws.att, T, lw.wo);
       if (lw.postAttnNorm) norm(ws.proj, ws.proj, lw.postAttnNorm, T, H, c.rmsNormEps);
-      for (let i = 0; i < T * H; i++) ws.x[i] += ws.proj[i];
+      be.add(ws.x, ws.proj, T * H);
 
       norm(ws.xn, ws.x, lw.ffnNorm, T, H, c.rmsNormEps);
       be.matmul(ws.gate, ws.xn, T, lw.wGate);
@@ -405,24 +438,26 @@ export class Transformer {
       // wDown maps intermediate → hidden; reuse `proj` for its output.
       be.matmul(ws.proj, ws.gate, T, lw.wDown);
       if (lw.postFfnNorm) norm(ws.proj, ws.proj, lw.postFfnNorm, T, H, c.rmsNormEps);
-      for (let i = 0; i < T * H; i++) ws.x[i] += ws.proj[i];
+      be.add(ws.x, ws.proj, T * H);
       yield;
     }
 
     if (logits === 'none') return this.noLogits;
     const first = logits === 'all' ? 0 : T - 1;
     const rows = T - first;
-    norm(ws.xn, ws.x.subarray(first * H, T * H), w.finalNorm, rows, H, c.rmsNormEps);
+    // Decode (first = 0) normalizes from the start of x: no view.
+    norm(ws.xn, first === 0 ? ws.x : be.view(ws.x, first * H, rows * H), w.finalNorm, rows, H, c.rmsNormEps);
     const V = c.vocabSize;
     if (this.logitsBuf.length < rows * V) {
-      this.logitsBuf = new Float32Array(rows * V);
-      this.logitsView = this.noLogits;
+      this.logitsBuf = be.alloc(rows * V);
+      this.logitsView = be.view(this.logitsBuf, 0, rows * V);
+    } else if (this.logitsView.length !== rows * V) {
+      this.logitsView = be.view(this.logitsBuf, 0, rows * V);
     }
-    if (this.logitsView.length !== rows * V) this.logitsView = this.logitsBuf.subarray(0, rows * V);
     const out = this.logitsView;
     be.matmul(out, ws.xn, rows, w.lmHead);
     const cap = r.finalLogitSoftcap;
-    if (cap) for (let i = 0; i < out.length; i++) out[i] = cap * Math.tanh(out[i] / cap);
-    return out;
+    if (cap) be.softcap(out, rows * V, cap);
+    return be.read(out);
   }
 }
