@@ -141,26 +141,46 @@ export function spmTokenizerMeta(n: number): Record<string, GgufMetaValue> {
   };
 }
 
+/** A `cokv serve` process started by startServeProcess. */
+export interface ServeProcess {
+  /** The process (the test stops it by pid). */
+  child: ChildProcess;
+  /** The address it printed: `http://127.0.0.1:PORT/v1`. */
+  url: string;
+  /** Everything the server wrote to stderr so far (one line per request). */
+  log: () => string;
+  /** Its exit code once it has exited (null when a signal ended it). */
+  exited: Promise<number | null>;
+}
+
 /**
- * Start `cokv serve … --port 0` (the TypeScript sources through tsx, bound to loopback) and resolve with the address
- * it prints; `onChild` receives the process at once, so the test can stop it by pid whatever happens.
+ * Start `cokv serve … --port 0` (the TypeScript sources through tsx, bound to loopback on a free port) and resolve
+ * once it prints its address, within 60 s; `onChild` receives the process at once, so the test can stop it by pid
+ * whatever happens.
  */
-export function startServe(args: string[], onChild: (c: ChildProcess) => void): Promise<string> {
+export function startServeProcess(args: string[], onChild: (c: ChildProcess) => void): Promise<ServeProcess> {
   const runCli = path.join(repoRoot, 'src/cli/run.ts');
-  const c = spawn(process.execPath, ['--import', 'tsx', runCli, 'serve', ...args, '--port', '0'], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
-  onChild(c);
+  const child = spawn(process.execPath, ['--import', 'tsx', runCli, 'serve', ...args, '--port', '0'], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
+  onChild(child);
   let out = '', err = '';
-  c.stderr!.on('data', (d: Buffer) => { err += d.toString(); });
+  child.stderr!.on('data', (d: Buffer) => { err += d.toString(); });
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`cokv serve printed no address within 60 s: ${err}`)), 60_000);
-    c.stdout!.on('data', (d: Buffer) => {
+    child.stdout!.on('data', (d: Buffer) => {
       out += d.toString();
       const m = /cokv: serving \S+ at (http:\/\/127\.0\.0\.1:\d+\/v1)\n/.exec(out);
       if (m) {
         clearTimeout(timer);
-        resolve(m[1]);
+        resolve({ child, url: m[1], log: () => err, exited });
       }
     });
-    c.on('exit', (code) => { clearTimeout(timer); reject(new Error(`cokv serve exited (${code}): ${err}`)); });
+    // Before the address: the start failed (after it, resolve has settled the promise and this does nothing).
+    void exited.then((code) => { clearTimeout(timer); reject(new Error(`cokv serve exited (${code}): ${err}`)); });
   });
+}
+
+/** startServeProcess, resolving with the address only. */
+export function startServe(args: string[], onChild: (c: ChildProcess) => void): Promise<string> {
+  return startServeProcess(args, onChild).then((s) => s.url);
 }

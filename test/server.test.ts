@@ -2,7 +2,7 @@
  * `cokv serve` end to end: the server runs as a child process on a free loopback port and is driven with the
  * official `openai` client (plain fetch and a raw socket for bodies the client cannot send).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import net from 'node:net';
 import path from 'node:path';
 import OpenAI from 'openai';
@@ -10,47 +10,19 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadModel } from '../src/engine.js';
 import { createPress } from '../src/press/registry.js';
 import { PrefixCache } from '../src/server/server.js';
-import { asset, cokv, haveAssets, repoRoot } from './helpers.js';
+import { asset, cokv, haveAssets, repoRoot, startServeProcess, type ServeProcess } from './helpers.js';
 
 const stories = asset('models/stories260K');
 const llama = path.join(repoRoot, 'test/fixtures/models/llama3-tiny/hf-bf16');
 const KEY = 'test-key-123';
 
-interface Served {
-  child: ChildProcess;
-  url: string;
-  /** Everything the server wrote to stderr so far (one line per request). */
-  log: () => string;
-  exited: Promise<number | null>;
-}
-
 const children: ChildProcess[] = [];
 
 /** Start `cokv serve … --port 0` and read the address it prints. */
-function serve(...args: string[]): Promise<Served> {
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(repoRoot, 'src/cli/run.ts'), 'serve', ...args, '--port', '0'], {
-    cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  children.push(child);
-  let out = '', err = '';
-  child.stderr!.on('data', (d: Buffer) => { err += d.toString(); });
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`cokv serve printed no address within 60 s: ${err}`)), 60_000);
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      const m = /cokv: serving \S+ at (http:\/\/127\.0\.0\.1:\d+\/v1)\n/.exec(out);
-      if (m) {
-        clearTimeout(timer);
-        resolve({ child, url: m[1], log: () => err, exited });
-      }
-    });
-    void exited.then((code) => { clearTimeout(timer); reject(new Error(`cokv serve exited (${code}): ${err}`)); });
-  });
-}
+const serve = (...args: string[]): Promise<ServeProcess> => startServeProcess(args, (c) => children.push(c));
 
 /** Wait (bounded) until the server's log matches `re`. */
-async function logLine(s: Served, re: RegExp): Promise<RegExpExecArray> {
+async function logLine(s: ServeProcess, re: RegExp): Promise<RegExpExecArray> {
   for (let i = 0; i < 500; i++) {
     const m = re.exec(s.log());
     if (m) return m;
@@ -123,7 +95,7 @@ describe.skipIf(!haveAssets)('PrefixCache', () => {
 });
 
 describe.skipIf(!haveAssets)('cokv serve', () => {
-  let S: Served, L: Served, F: Served;
+  let S: ServeProcess, L: ServeProcess, F: ServeProcess;
   let s: OpenAI, l: OpenAI, f: OpenAI;
 
   beforeAll(async () => {
