@@ -8,6 +8,7 @@ import path from 'node:path';
 import { cokvAllocation } from '../../press/allocators/cokv.js';
 import { alphaForPlayers, isPressName, pressLabel, type PressName } from '../../press/presses/index.js';
 import { fmtNum, mean, byteUnit, type ChartPoint, type HeatmapOptions, type LineChartOptions, type LineSeries, type RefLine } from './charts.js';
+import { resultsDocument, type Block } from '../../results/tables.js';
 import { budgetLabel, type BenchData, type BenchRow, type NeedleData, type ProfileData, type Results, type RunRow } from './read.js';
 
 export type ChartSpec =
@@ -54,6 +55,8 @@ export interface ReportModel {
   needles: FigureModel[];
   benches: BenchPanel[];
   skipped: string[];
+  /** The results tables of every run read (as results.md has them; ratio runs too); none without runs. */
+  tables: Block[];
   /** Some shown CI was clamped to [0, 100] (the page says so). */
   ciClamped: boolean;
 }
@@ -398,6 +401,7 @@ export function buildModel(res: Results): ReportModel {
     needles: needleFigures(needles, res.dir, colors),
     benches: benches.map((b) => benchPanel(b, res.dir, colors)),
     skipped: res.skipped,
+    tables: res.records.length ? resultsDocument({ records: res.records, benches }) : [],
     ciClamped: runs.some((r) => shownCi(r)?.clamped),
   };
 }

@@ -8,6 +8,8 @@ import { CokvError } from '../../errors.js';
 import { DARK, LIGHT, REF_DARK, REF_LIGHT, esc, fmtBytes, heatmap, lineChart, mean } from './charts.js';
 import { buildModel, isFull, isPercentMetric, pressName, shownCi, uniq, type ChartSpec, type FigureModel, type ReportModel, type ResultGroupModel } from './model.js';
 import { readResults, type RunRow } from './read.js';
+import { toHtml } from '../../results/tables.js';
+import type { RunRecord } from '../../results/record.js';
 
 export function renderChart(c: ChartSpec): string {
   return c.kind === 'line' ? lineChart(c.series, c.opts) : heatmap(c.values, c.opts);
@@ -105,7 +107,7 @@ function runsTable(sorted: RunRow[]): string {
     h += `<tr><td>${esc(r.dataset)}</td><td>${esc(pressName(r.press))}</td><td>${r.budget ?? (r.ratio !== undefined ? `ratio ${r.ratio}` : '—')}</td><td>${esc(r.metric)}</td>`
       + `<td class="ck-num">${r.score.toFixed(2)}</td><td class="ck-num">${ciCell(r)}</td>`
       + `<td class="ck-num">${opt(r.n, String)}</td><td class="ck-num">${opt(r.keptKvBytes, fmtBytes)}</td><td class="ck-num">${opt(r.fullKvBytes, fmtBytes)}</td>`
-      + `<td class="ck-num">${opt(r.prefillMs, (v) => v.toFixed(0))}</td><td class="ck-num">${opt(r.decodeMsPerToken, (v) => v.toFixed(2))}</td><td class="ck-num">${opt(r.seconds, (v) => v.toFixed(0))}</td>`
+      + `<td class="ck-num">${opt(r.timings?.prefillMs, (v) => v.toFixed(0))}</td><td class="ck-num">${opt(r.timings?.decodeMsPerToken, (v) => v.toFixed(2))}</td><td class="ck-num">${opt(r.timings?.seconds, (v) => v.toFixed(0))}</td>`
       + `<td>${esc(r.createdAt ?? '—')}</td><td class="ck-src">${esc(r.source)}</td></tr>`;
   }
   const clamped = runs.some((r) => shownCi(r)?.clamped);
@@ -173,6 +175,8 @@ export interface ReportOptions {
   now?: Date;
   /** Profile or head-score files to show besides DIR/profiles and the ones the runs name (`cokv report --profile`). */
   profiles?: string[];
+  /** Runs already read (the summary step's), instead of reading them from DIR. */
+  records?: RunRecord[];
 }
 
 /** The page of a report model. */
@@ -183,6 +187,9 @@ export function renderPage(m: ReportModel, now: Date = new Date()): string {
   if (m.profiles.length) sections.push({ id: 'profiles', title: m.profiles.every((p) => p.kind === 'head-scores') ? 'HeadKV head scores' : 'Head values and CoKV budgets', body: profileSection(m) });
   if (m.needles.length) sections.push({ id: 'needle', title: 'Needle in a haystack', body: needleSection(m) });
   if (m.benches.length) sections.push({ id: 'bench', title: 'Memory and latency', body: benchSection(m) });
+  if (m.tables.length) {
+    sections.push({ id: 'tables', title: 'Tables', body: `<details><summary>The results tables, as <code>cokv experiment summary</code> writes them to results.md, from the same runs</summary>${toHtml(m.tables, 1)}</details>` });
+  }
   if (m.skipped.length) {
     sections.push({ id: 'skipped', title: `Skipped files (${m.skipped.length})`, body: `<ul class="ck-warn">${m.skipped.map((s) => `<li>${esc(path.isAbsolute(s) ? path.relative(m.dir, s) : s)}</li>`).join('')}</ul>` });
   }
@@ -211,7 +218,7 @@ ${sections.map((s) => `<section id="${s.id}"><h2>${esc(s.title)}</h2>${s.body}</
  * malformed files are skipped (warned and listed at the end of the page).
  */
 export function buildReport(dir: string, opts: ReportOptions = {}): string {
-  const res = readResults(dir, opts.warn, { extraProfiles: opts.profiles });
+  const res = readResults(dir, opts.warn, { extraProfiles: opts.profiles, records: opts.records });
   if (res.runs.length + res.profiles.length + res.needles.length + res.benches.length === 0) {
     throw new CokvError(
       `report ${dir}: no results found (expected <dataset>__<model>__<press>__<budget>/metrics.json, summary.json, profiles/*.json, needle/*.json or bench/*.json${res.skipped.length ? `; ${res.skipped.length} file${res.skipped.length > 1 ? 's' : ''} skipped as malformed` : ''})`,

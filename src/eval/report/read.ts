@@ -1,11 +1,14 @@
 /**
- * Reading an eval results folder into typed records (the contract with the eval runner):
+ * Reading an eval results folder for `cokv report`. The runs are the one record type of src/results (`RunRow` is
+ * `RunRecord`), read by its readers:
  *
- * - `DIR/<dataset>__<model>__<press>__<budget>/metrics.json` (one run; `predictions.jsonl` beside it is ignored);
- * - `DIR/summary.json`: `{ entries: [...] }`, rows like metrics.json (`task` may stand for `dataset`);
+ * - every `DIR/…/<run>/metrics.json` (the README flow's `<dataset>__<model>__<press>__<budget>/` folders, or an
+ *   experiments `runs/` tree); `predictions.jsonl` beside it is ignored;
+ * - `DIR/summary.json`: `{ entries: [...] }`, one record each (`task` may stand for `dataset`). It is the collected
+ *   `DIR/runs/` of an experiments folder, so with a summary.json that folder is not walked again;
  * - `DIR/profiles/*.json`: CoKV profiles (`cokv-profile/1`, or the minimal `{ shape, scores }` form) and HeadKV
- *   head-score files (`cokv head-scores`: query heads); also the files the runs name in `settings.profile` /
- *   `settings.headScores`, and any given as `extraProfiles` (`cokv report --profile`);
+ *   head-score files (`cokv head-scores`: query heads); also the files the runs name (`profile` / `headScores`),
+ *   and any given as `extraProfiles` (`cokv report --profile`);
  * - `DIR/needle/*.json`: needle-in-a-haystack grids, `scores[depthIndex][lengthIndex]` in [0, 1];
  * - `DIR/bench/*.json`: `{ model, rows: [{ length, press, budget, prefillMs, decodeMsPerToken, kvBytes, peakRssBytes }] }`.
  *
@@ -14,6 +17,10 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { CokvError } from '../../errors.js';
+import { attempt, defaultWarn, jsonFiles, readBenchFiles, readJsonFile, readRunRecords, readSummaryFile, type BenchData, type BenchRow, type SkipHandler } from '../../results/read.js';
+import { finite, isObj, need, optNum, optStr, parseBudget, type RunRecord } from '../../results/record.js';
+
+export type { BenchData, BenchRow };
 
 export function budgetLabel(b: number | null): string {
   return b === null ? 'full cache' : `B=${b}`;
@@ -22,32 +29,8 @@ export function budgetLabel(b: number | null): string {
 // ---------------------------------------------------------------------------------------------------------------
 // Reading the results folder
 
-/** One scored run (a metrics.json, or a summary.json entry). */
-export interface RunRow {
-  dataset: string;
-  model: string;
-  press: string;
-  budget: number | null;
-  ratio?: number;
-  protocol: string;
-  metric: string;
-  score: number;
-  n?: number;
-  ci95?: [number, number];
-  keptKvBytes?: number;
-  fullKvBytes?: number;
-  /** What the KV bytes cover when the model has sliding layers (the full-attention layers only); see RunMetrics. */
-  kvScope?: string;
-  prefillMs?: number;
-  decodeMsPerToken?: number;
-  seconds?: number;
-  createdAt?: string;
-  /** KV storage type when the run names one (`f32`, `f16`, `q8`). */
-  kvDtype?: string;
-  /** Profile / head-score files the run was made with (`settings.profile`, `settings.headScores`), as written. */
-  profileRefs?: string[];
-  source: string;
-}
+/** One scored run (a metrics.json, or a summary.json entry): the results record. */
+export type RunRow = RunRecord;
 
 export interface ProfileData {
   file: string;
@@ -87,115 +70,17 @@ export interface NeedleData {
   scores: (number | null)[][];
 }
 
-export interface BenchRow {
-  length: number;
-  press: string;
-  budget: number | null;
-  prefillMs?: number;
-  decodeMsPerToken?: number;
-  kvBytes?: number;
-  peakRssBytes?: number;
-}
-
-export interface BenchData { file: string; model: string; rows: BenchRow[] }
-
 export interface Results {
   dir: string;
+  /** Every run read, in reading order (the tables section: ratio runs too). */
+  records: RunRecord[];
+  /** The charted runs: the records less ratio runs (no per-head budget to plot against) and duplicates. */
   runs: RunRow[];
   profiles: ProfileData[];
   needles: NeedleData[];
   benches: BenchData[];
   /** "file: problem" for every file or entry that was skipped. */
   skipped: string[];
-}
-
-type Obj = Record<string, unknown>;
-const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
-const finite = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
-const optNum = (v: unknown): number | undefined => (finite(v) ? v : undefined);
-const optStr = (v: unknown): string | undefined => (typeof v === 'string' && v !== '' ? v : undefined);
-
-class Skip extends Error {}
-function need(cond: unknown, problem: string): asserts cond {
-  if (!cond) throw new Skip(problem);
-}
-
-function readJsonFile(file: string): unknown {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch {
-    throw new Skip('cannot read the file');
-  }
-  try {
-    return JSON.parse(text);
-  } catch (e) {
-    throw new Skip(`not valid JSON (${(e as Error).message})`);
-  }
-}
-
-function parseBudget(v: unknown, where: string): number | null {
-  if (v === null) return null;
-  need(finite(v) && v > 0, `${where} must be a positive number or null, got ${JSON.stringify(v)}`);
-  return v;
-}
-
-/** Budget from a folder-name part: `full`, `null`, `none` → null; a positive number otherwise. */
-function budgetFromName(s: string | undefined): number | null | undefined {
-  if (s === undefined) return undefined;
-  if (/^(full|null|none)$/i.test(s)) return null;
-  const v = Number(s);
-  return Number.isFinite(v) && v > 0 ? v : undefined;
-}
-
-function parseRun(o: unknown, source: string, fallback: { dataset?: string; model?: string; press?: string; budget?: number | null } = {}): RunRow {
-  need(isObj(o), 'expected a JSON object');
-  const dataset = optStr(o.dataset) ?? optStr(o.task) ?? fallback.dataset;
-  const model = optStr(o.model) ?? fallback.model ?? optStr(o.modelPath);
-  const press = optStr(o.press) ?? fallback.press;
-  need(dataset, 'missing "dataset"');
-  need(model, 'missing "model"');
-  need(press, 'missing "press"');
-  need(finite(o.score), `"score" must be a finite number, got ${JSON.stringify(o.score)}`);
-  let budget: number | null;
-  if ('budget' in o) budget = parseBudget(o.budget, '"budget"');
-  else {
-    need(fallback.budget !== undefined, 'missing "budget"');
-    budget = fallback.budget;
-  }
-  if (press.toLowerCase() === 'full') budget = null;
-  const promptLength = optNum(o.promptLength);
-  const t = isObj(o.timings) ? o.timings : {};
-  const settings = isObj(o.settings) ? o.settings : {};
-  const kvDtype = optStr(o.kvDtype) ?? optStr(settings.kvDtype);
-  const refs = [optStr(settings.profile) ?? optStr(o.profile), optStr(settings.headScores) ?? optStr(o.headScores)].filter((x): x is string => x !== undefined);
-  const ci = Array.isArray(o.ci95) && o.ci95.length === 2 && finite(o.ci95[0]) && finite(o.ci95[1]) ? [o.ci95[0], o.ci95[1]] as [number, number] : undefined;
-  let name = promptLength !== undefined && !optStr(o.dataset) ? `${dataset}@${promptLength}` : dataset;
-  // a run with another KV storage type is its own result (not a duplicate of the f32 one): tag the dataset
-  // (a variant of the dataset: the report draws it beside the f32 runs)
-  if (kvDtype && kvDtype !== 'f32' && !/\[[^\]]*\]\s*$/.test(name)) name = `${name} [kv-dtype/${kvDtype}]`;
-  return {
-    dataset: name,
-    model,
-    press,
-    budget,
-    ratio: optNum(o.ratio),
-    protocol: optStr(o.protocol) ?? 'question-aware',
-    metric: optStr(o.metric) ?? 'score',
-    score: o.score,
-    n: optNum(o.n),
-    ci95: ci,
-    keptKvBytes: optNum(o.keptKvBytes),
-    fullKvBytes: optNum(o.fullKvBytes),
-    kvScope: optStr(o.kvScope),
-    prefillMs: optNum(t.prefillMs),
-    decodeMsPerToken: optNum(t.decodeMsPerToken),
-    seconds: optNum(t.seconds),
-    createdAt: optStr(o.createdAt),
-    kvDtype,
-    profileRefs: refs.length ? refs : undefined,
-    source,
-  };
 }
 
 function numberMatrix(m: unknown, rows: number, cols: number, what: string, allowNull: boolean): (number | null)[][] {
@@ -291,52 +176,13 @@ function parseNeedle(o: unknown, file: string): NeedleData {
   };
 }
 
-function parseBench(o: unknown, file: string, warn: (m: string) => void): BenchData {
-  need(isObj(o), 'expected a JSON object');
-  need(Array.isArray(o.rows), 'missing "rows" list');
-  const rows: BenchRow[] = [];
-  let bad = 0;
-  for (const r of o.rows) {
-    if (!isObj(r) || !finite(r.length) || r.length <= 0 || !optStr(r.press) || !(r.budget === null || r.budget === undefined || (finite(r.budget) && r.budget > 0))) {
-      bad++;
-      continue;
-    }
-    const press = r.press as string;
-    rows.push({
-      length: r.length,
-      press,
-      budget: press.toLowerCase() === 'full' ? null : ((r.budget as number | null | undefined) ?? null),
-      prefillMs: optNum(r.prefillMs),
-      decodeMsPerToken: optNum(r.decodeMsPerToken),
-      kvBytes: optNum(r.kvBytes),
-      peakRssBytes: optNum(r.peakRssBytes),
-    });
-  }
-  if (bad > 0) warn(`${file}: skipped ${bad} malformed row${bad > 1 ? 's' : ''}`);
-  need(rows.length > 0, 'no usable rows');
-  return { file, model: optStr(o.model) ?? 'unknown model', rows };
-}
-
-function jsonFiles(dir: string): string[] {
-  try {
-    return fs.readdirSync(dir, { withFileTypes: true })
-      .filter((e) => e.isFile() && e.name.endsWith('.json'))
-      .map((e) => path.join(dir, e.name))
-      .sort();
-  } catch {
-    return [];
-  }
-}
-
 const SPECIAL_DIRS = new Set(['profiles', 'needle', 'bench']);
-
-function defaultWarn(msg: string): void {
-  process.stderr.write(`cokv: warning: ${msg}\n`);
-}
 
 export interface ReadOptions {
   /** Profile or head-score files to add (`cokv report --profile`), read like `DIR/profiles/*.json`. */
   extraProfiles?: string[];
+  /** Runs already read (the summary step's): used instead of walking DIR and reading DIR/summary.json. */
+  records?: RunRecord[];
 }
 
 /** The file a run's `settings.profile` names: as written (from the cwd), else from DIR or DIR's parent. */
@@ -362,61 +208,33 @@ export function readResults(dir: string, warn: (msg: string) => void = defaultWa
     throw new CokvError(`report ${dir}: no such folder`, 'file');
   }
   if (!st.isDirectory()) throw new CokvError(`report ${dir}: not a folder`, 'file');
-  const res: Results = { dir: path.resolve(dir), runs: [], profiles: [], needles: [], benches: [], skipped: [] };
-  const skip = (file: string, problem: string) => {
+  const res: Results = { dir: path.resolve(dir), records: [], runs: [], profiles: [], needles: [], benches: [], skipped: [] };
+  const skip: SkipHandler = (file, problem) => {
     const msg = `${file}: ${problem}`;
     res.skipped.push(msg);
     warn(`${msg} (skipped)`);
   };
-  const attempt = <T>(file: string, fn: () => T): T | undefined => {
-    try {
-      return fn();
-    } catch (e) {
-      if (e instanceof Skip) { skip(file, e.message); return undefined; }
-      throw e;
-    }
-  };
+  if (opts.records) res.records = opts.records;
+  else {
+    const summary = path.join(dir, 'summary.json');
+    const hasSummary = fs.existsSync(summary);
+    res.records = readRunRecords(dir, skip, { skipTop: new Set([...SPECIAL_DIRS, ...(hasSummary ? ['runs'] : [])]) });
+    if (hasSummary) res.records.push(...(readSummaryFile(summary, skip)?.records ?? []));
+  }
   const seen = new Set<string>();
-  const addRun = (r: RunRow) => {
-    const key = JSON.stringify([r.model, r.protocol, r.dataset, r.press, r.budget, r.kvDtype ?? 'f32']);
-    if (seen.has(key)) { skip(r.source, `duplicate of an earlier result for ${r.dataset} / ${r.press} / ${budgetLabel(r.budget)}`); return; }
+  for (const r of res.records) {
+    if (r.ratio !== undefined) continue;
+    const key = JSON.stringify([r.model, r.protocol, r.dataset, r.press, r.budget, r.kvDtype]);
+    if (seen.has(key)) { skip(r.source, `duplicate of an earlier result for ${r.dataset} / ${r.press} / ${budgetLabel(r.budget)}`); continue; }
     seen.add(key);
     res.runs.push(r);
-  };
-  const entries = fs.readdirSync(dir, { withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-  for (const e of entries) {
-    if (!e.isDirectory() || SPECIAL_DIRS.has(e.name)) continue;
-    const file = path.join(dir, e.name, 'metrics.json');
-    if (!fs.existsSync(file)) {
-      if (e.name.includes('__')) skip(path.join(dir, e.name), 'no metrics.json (run unfinished?)');
-      continue;
-    }
-    const parts = e.name.split('__');
-    const fallback = parts.length === 4 ? { dataset: parts[0], model: parts[1], press: parts[2], budget: budgetFromName(parts[3]) } : {};
-    const r = attempt(file, () => parseRun(readJsonFile(file), file, fallback));
-    if (r) addRun(r);
-  }
-  const summary = path.join(dir, 'summary.json');
-  if (fs.existsSync(summary)) {
-    const list = attempt(summary, () => {
-      const o = readJsonFile(summary);
-      need(isObj(o) && Array.isArray(o.entries), 'expected { "entries": [...] }');
-      return o.entries as unknown[];
-    });
-    list?.forEach((entry, i) => {
-      // Ratio runs (keep a fraction of the prompt) have no per-head budget to plot against; results.md tabulates them.
-      if (isObj(entry) && typeof entry.ratio === 'number') return;
-      const where = `${summary} entry ${i}`;
-      const r = attempt(where, () => parseRun(entry, where));
-      if (r) addRun(r);
-    });
   }
   const profileSeen = new Set<string>();
   const addProfile = (file: string) => {
     const key = realpath(file);
     if (profileSeen.has(key)) return;
     profileSeen.add(key);
-    const p = attempt(file, () => parseProfile(readJsonFile(file), file));
+    const p = attempt(file, skip, () => parseProfile(readJsonFile(file), file));
     if (p) res.profiles.push(p);
   };
   for (const file of jsonFiles(path.join(dir, 'profiles'))) addProfile(file);
@@ -424,19 +242,15 @@ export function readResults(dir: string, warn: (msg: string) => void = defaultWa
     if (!fs.existsSync(file)) throw new CokvError(`--profile ${file}: no such file`, 'file');
     addProfile(file);
   }
-  const refs = [...new Set(res.runs.flatMap((r) => r.profileRefs ?? []))].sort();
+  const refs = [...new Set(res.runs.flatMap((r) => [r.profile, r.headScores].filter((x): x is string => x !== undefined)))].sort();
   for (const ref of refs) {
     const file = findRef(ref, res.dir);
     if (file) addProfile(file);
   }
   for (const file of jsonFiles(path.join(dir, 'needle'))) {
-    const p = attempt(file, () => parseNeedle(readJsonFile(file), file));
+    const p = attempt(file, skip, () => parseNeedle(readJsonFile(file), file));
     if (p) res.needles.push(p);
   }
-  for (const file of jsonFiles(path.join(dir, 'bench'))) {
-    const p = attempt(file, () => parseBench(readJsonFile(file), file, warn));
-    if (p) res.benches.push(p);
-  }
+  res.benches = readBenchFiles(path.join(dir, 'bench'), skip, warn);
   return res;
 }
-
