@@ -45,6 +45,7 @@ export function ropeInvFreq(c: ModelConfig): Float64Array {
 /**
  * Rotate `heads` consecutive head vectors of size headDim at x[off..] for sequence position `pos`: the first
  * `rotaryDim` dimensions of each head rotate in (i, i + rotaryDim/2) pairs, the rest pass through (partial rotary).
+ * The forward pass reaches it through `Backend.rope` (the TS reference in src/backend/ts.ts applies it row by row).
  */
 export function applyRope(
   x: Float32Array, off: number, heads: number, headDim: number, pos: number, cos: Float32Array, sin: Float32Array,
