@@ -55,7 +55,8 @@ export type ActivationBuffer = Float32Array;
  * architecture here uses: llama-type GGUF Q/K rows, stored for interleaved pairs, are un-permuted at load), and
  * (a, z) becomes (a·cos − z·sin, z·cos + a·sin) with cos = cos[p·rotaryDim/2 + i], sin likewise. Dimensions from
  * `rotaryDim` on pass through (Phi's partial rotary). The tables are [position][rotaryDim/2] (src/model/rope.ts:
- * the frequency scaling of each architecture is already in them). Callers keep one mutable object per use.
+ * the frequency scaling of each architecture is already in them). The forward pass keeps one mutable object and
+ * refills it before each call.
  */
 export interface RopeArgs {
   x: ActivationBuffer;
