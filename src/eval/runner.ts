@@ -77,6 +77,7 @@ export interface EvalOptions {
   onProgress?: (runName: string, done: number, total: number) => void;
 }
 
+/** What a run's metrics.json holds; every results reader turns it into a `RunRecord` (src/results/record.ts). */
 export interface RunMetrics {
   dataset: string;
   model: string;
