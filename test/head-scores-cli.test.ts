@@ -1,29 +1,14 @@
 import fs from 'node:fs';
-import { describe, expect, it, vi } from 'vitest';
-import { main } from '../src/cli/main.js';
+import { describe, expect, it } from 'vitest';
 import { loadModel } from '../src/engine.js';
 import { retrievalHeadScores } from '../src/press/headkv-scorer.js';
 import { readHeadScores } from '../src/press/head-values.js';
 import { createPress } from '../src/press/registry.js';
-import { asset, cokv, haveAssets, tmpDir } from './helpers.js';
+import { asset, cokv, cokvInProcess, haveAssets, tmpDir } from './helpers.js';
 
 const tiny = asset('models/cokv-retrieval-tiny');
 const stories = asset('models/stories260K');
 const essays = asset('data/needle/PaulGrahamEssays');
-
-/** The CLI in this process (no tsx start-up per run): exit code and stderr. */
-async function cokvInProcess(...args: string[]): Promise<{ code: number; stderr: string }> {
-  let stderr = '';
-  const spy = vi.spyOn(process.stderr, 'write').mockImplementation((s: string | Uint8Array) => {
-    stderr += String(s);
-    return true;
-  });
-  try {
-    return { code: await main(args), stderr };
-  } finally {
-    spy.mockRestore();
-  }
-}
 
 /** A failed run: exit 1 and one `cokv: …` line on stderr containing every pattern. */
 function expectOneLineError(r: { code: number; stderr: string }, ...patterns: (string | RegExp)[]): void {

@@ -3,36 +3,14 @@
  * in flight, GET /health and GET /v1/models are answered before it finishes. Structural: the server writes one log
  * line per request when it ends, in the order it ends them, so /health's line must precede the completion's.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import path from 'node:path';
+import type { ChildProcess } from 'node:child_process';
 import OpenAI from 'openai';
 import { afterAll, describe, expect, it } from 'vitest';
-import { asset, haveAssets, repoRoot } from './helpers.js';
+import { asset, haveAssets, startServeProcess } from './helpers.js';
 
 const retrieval = asset('models/cokv-retrieval-tiny');
 const KEY = 'worker-key';
 const children: ChildProcess[] = [];
-
-function serve(...args: string[]): Promise<{ url: string; log: () => string }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(repoRoot, 'src/cli/run.ts'), 'serve', ...args, '--port', '0'], {
-    cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  children.push(child);
-  let out = '', err = '';
-  child.stderr!.on('data', (d: Buffer) => { err += d.toString(); });
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`cokv serve printed no address within 60 s: ${err}`)), 60_000);
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      const m = /cokv: serving \S+ at (http:\/\/127\.0\.0\.1:\d+)\/v1\n/.exec(out);
-      if (m) {
-        clearTimeout(timer);
-        resolve({ url: m[1], log: () => err });
-      }
-    });
-    child.on('exit', (code) => { clearTimeout(timer); reject(new Error(`cokv serve exited (${code}): ${err}`)); });
-  });
-}
 
 async function logLine(log: () => string, re: RegExp): Promise<void> {
   for (let i = 0; i < 3000 && !re.test(log()); i++) await new Promise((r) => setTimeout(r, 10));
@@ -45,8 +23,8 @@ describe.skipIf(!haveAssets)('cokv serve: inference off the main thread', () => 
   });
 
   it('/health and /v1/models answer while a long streaming completion runs', async () => {
-    const s = await serve('--model', retrieval, '--prefix-cache', '0', '--api-key', KEY);
-    const client = new OpenAI({ baseURL: `${s.url}/v1`, apiKey: KEY, maxRetries: 0, timeout: 60_000 });
+    const s = await startServeProcess(['--model', retrieval, '--prefix-cache', '0', '--api-key', KEY], (c) => children.push(c));
+    const client = new OpenAI({ baseURL: s.url, apiKey: KEY, maxRetries: 0, timeout: 60_000 });
     const lines: string[] = [];
     for (let i = 0; i < 60; i++) lines.push(`The grass is green and the sky is blue; line ${i} of the story goes on and on.`);
     // About 1800 tokens that the model continues for all of max_tokens (no EOS).
@@ -55,7 +33,7 @@ describe.skipIf(!haveAssets)('cokv serve: inference off the main thread', () => 
     const it = stream[Symbol.asyncIterator]();
     expect((await it.next()).done).toBe(false); // the completion is under way
     // /health needs no key; /v1/models does.
-    const [health, models] = await Promise.all([fetch(`${s.url}/health`), client.models.list()]);
+    const [health, models] = await Promise.all([fetch(s.url.replace(/\/v1$/, '/health')), client.models.list()]);
     expect(health.status).toBe(200);
     expect(await health.json()).toEqual({ status: 'ok' });
     expect(models.data.map((m) => m.id)).toEqual(['cokv-retrieval-tiny']);
