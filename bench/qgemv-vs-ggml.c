@@ -3,10 +3,11 @@
  * process, interleaved (issue #13): the same weight bytes, the same activation row, the same thread counts.
  *
  * Engines: cokv (cokv_matmul with MM_INT8_X, native/kernels.c + qdot.c), ggml (a MUL_MAT node computed by
- * ggml_graph_compute on a persistent ggml threadpool, weights in a plain CPU buffer: ggml_vec_dot_*_q8_K) and, for
- * Q4_K, ggml-repack (weights in the CPU_REPACK buffer llama.cpp loads models into on AVX2: ggml_gemv_q4_K_8x8_q8_K;
- * Q6_K has no AVX2 repack, so llama.cpp's Q6_K output head runs the plain ggml kernel), plus memread (one thread
- * summing the weight bytes with AVX2 loads: the streaming ceiling of one core).
+ * ggml_graph_compute on a persistent ggml threadpool, weights in a plain CPU buffer: ggml_vec_dot_*_q8_K / *_q8_0)
+ * and, for the types ggml-cpu/repack.cpp repacks on AVX2 (Q4_0 -> q4_0_8x8, Q4_K -> q4_K_8x8, IQ4_NL -> iq4_nl_8x8),
+ * ggml-repack (weights in the CPU_REPACK buffer llama.cpp loads models into: ggml_gemv_q4_0_8x8_q8_0,
+ * ggml_gemv_q4_K_8x8_q8_K, ...; Q5_0, Q8_0 and Q6_K have no AVX2 repack, so llama.cpp runs the plain kernel on
+ * them), plus memread (one thread summing the weight bytes with AVX2 loads: the streaming ceiling of one core).
  * "cold": each shape is stored in enough copies to pass 96 MiB, cycled call by call, so weights stream from DRAM as
  * in a real decode step (a 1B model's weights never stay in cache); "hot": one copy, re-read from L2/L3.
  * Each cell is the median over --rounds interleaved rounds (engine × threads × shape inside a round).
@@ -16,6 +17,8 @@
  * numbers from one process. Options of the binary:
  *       [--rounds 7] [--threads 1,2] [--mode cold|hot|both] [--engines cokv,cokv-before,ggml,ggml-repack,memread]
  *      [--stat median|min] [--cell-ms 40] [--shapes q4_k:2048x2048,q4_k:8192x2048,q6_k:2048x2048,q6_k:8192x2048,q6_k:128256x2048]   (N x K)
+ * Types: q4_0, q5_0, q8_0, iq4_nl (32-element blocks), q4_k, q5_k, q6_k. The checks before the timing print max |Δ|
+ * of cokv and of ggml-repack against ggml's plain kernel on each shape.
  */
 #define _GNU_SOURCE
 #include <immintrin.h>
@@ -39,7 +42,7 @@ int before_cokv_set_threads(int n);
 #endif
 
 #define MAX_SHAPES 16
-#define MAX_COPIES 64
+#define MAX_COPIES 128
 #define COLD_BYTES (96u << 20)
 
 typedef struct {
@@ -52,7 +55,7 @@ typedef struct {
   struct ggml_tensor *tw[MAX_COPIES], *trw[MAX_COPIES]; /* plain tensors over w[i]; repacked copies */
   struct ggml_tensor *tx, *tout;
   struct ggml_cgraph *gf;
-  float *x, *out_cokv, *out_ggml;
+  float *x, *out_cokv, *out_ggml, *out_ref;
 } shape_t;
 
 static double now_s(void) {
@@ -154,11 +157,14 @@ int main(int argc, char **argv) {
     else if (!strcmp(tn, "q6_k")) s->tname = "Q6_K", s->dt = DT_Q6_K, s->bytes_per_block = 210, s->f16_off[0] = 208, s->nf16 = 1;
     else if (!strcmp(tn, "q5_k")) s->tname = "Q5_K", s->dt = DT_Q5_K, s->bytes_per_block = 176, s->f16_off[0] = 0, s->f16_off[1] = 2, s->nf16 = 2;
     else if (!strcmp(tn, "q8_0")) s->tname = "Q8_0", s->dt = DT_Q8_0, s->bytes_per_block = 34, s->f16_off[0] = 0, s->nf16 = 1;
+    else if (!strcmp(tn, "q5_0")) s->tname = "Q5_0", s->dt = DT_Q5_0, s->bytes_per_block = 22, s->f16_off[0] = 0, s->nf16 = 1;
+    else if (!strcmp(tn, "q4_0")) s->tname = "Q4_0", s->dt = DT_Q4_0, s->bytes_per_block = 18, s->f16_off[0] = 0, s->nf16 = 1;
+    else if (!strcmp(tn, "iq4_nl")) s->tname = "IQ4_NL", s->dt = DT_IQ4_NL, s->bytes_per_block = 18, s->f16_off[0] = 0, s->nf16 = 1;
     else {
-      fprintf(stderr, "qgemv-vs-ggml: --shapes: unknown type '%s' (q4_k, q5_k, q6_k, q8_0)\n", tn);
+      fprintf(stderr, "qgemv-vs-ggml: --shapes: unknown type '%s' (q4_0, q5_0, q8_0, iq4_nl, q4_k, q5_k, q6_k)\n", tn);
       return 1;
     }
-    int elems = s->dt == DT_Q8_0 ? 32 : 256;
+    int elems = s->dt == DT_Q8_0 || s->dt == DT_Q5_0 || s->dt == DT_Q4_0 || s->dt == DT_IQ4_NL ? 32 : 256;
     if (s->k % elems || s->n % 8) {
       fprintf(stderr, "qgemv-vs-ggml: --shapes: %s: K must be a multiple of %d and N of 8\n", tok, elems);
       return 1;
@@ -182,12 +188,13 @@ int main(int argc, char **argv) {
       fill_weights(s, s->w[c], 12345u + (uint32_t)c);
       s->tw[c] = ggml_new_tensor_2d(ctx, (enum ggml_type)s->dt, s->k, s->n);
       s->tw[c]->data = s->w[c];
-      if (want_rep && s->dt == DT_Q4_K) s->trw[c] = ggml_new_tensor_2d(ctx_rep, (enum ggml_type)s->dt, s->k, s->n), any_rep = 1;
+      if (want_rep && (s->dt == DT_Q4_K || s->dt == DT_Q4_0 || s->dt == DT_IQ4_NL)) s->trw[c] = ggml_new_tensor_2d(ctx_rep, (enum ggml_type)s->dt, s->k, s->n), any_rep = 1;
     }
     s->x = malloc(sizeof(float) * s->k);
     for (int j = 0; j < s->k; j++) s->x[j] = sinf(j * 0.37f);
     s->out_cokv = malloc(sizeof(float) * s->n);
     s->out_ggml = malloc(sizeof(float) * s->n);
+    s->out_ref = malloc(sizeof(float) * s->n);
     s->tx = ggml_new_tensor_1d(ctx, GGML_TYPE_F32, s->k);
     s->tx->data = s->x;
     s->tout = ggml_mul_mat(ctx, s->tw[0], s->tx);
@@ -231,21 +238,45 @@ int main(int argc, char **argv) {
   }
   uint8_t *work = malloc(work_max + 64);
 
-  /* Sanity: cokv and ggml read the same bytes the same way (results agree to activation rounding). */
+  /* Sanity: cokv (1 and 2 threads) and ggml-repack read the same bytes as ggml's plain kernel (results agree to
+   * activation rounding; the q8_0 activations are the same numbers in both, so 32-element types agree to f32 sums). */
   for (int i = 0; i < ns; i++) {
     shape_t *s = &shapes[i];
-    cokv_set_threads(1);
-    cokv_matmul(s->out_cokv, s->x, 1, s->n, s->k, s->w[0], s->dt, MM_INT8_X);
     struct ggml_cplan cp = ggml_graph_plan(s->gf, 1, NULL);
     cp.work_data = work;
     ggml_graph_compute(s->gf, &cp);
-    double md = 0, mx = 0;
-    for (int j = 0; j < s->n; j++) {
-      double d = fabs((double)s->out_cokv[j] - s->out_ggml[j]);
-      if (d > md) md = d;
-      if (fabs(s->out_ggml[j]) > mx) mx = fabs(s->out_ggml[j]);
+    memcpy(s->out_ref, s->out_ggml, sizeof(float) * s->n);
+    double mx = 0;
+    for (int j = 0; j < s->n; j++)
+      if (fabs(s->out_ref[j]) > mx) mx = fabs(s->out_ref[j]);
+    for (int v = 0; v < 4; v++) {
+      if (v == 3 && !s->trw[0]) continue;
+      float *o = v == 3 ? s->out_ggml : s->out_cokv;
+      if (v < 2) {
+        cokv_set_threads(v + 1);
+        cokv_matmul(o, s->x, 1, s->n, s->k, s->w[0], s->dt, MM_INT8_X);
+      } else if (v == 2) {
+#ifdef COKV_BEFORE
+        before_cokv_set_threads(1);
+        before_cokv_matmul(o, s->x, 1, s->n, s->k, s->w[0], s->dt, MM_INT8_X);
+#else
+        continue;
+#endif
+      } else {
+        s->tout->src[0] = s->trw[0];
+        cp = ggml_graph_plan(s->gf, 1, NULL);
+        cp.work_data = work;
+        ggml_graph_compute(s->gf, &cp);
+        s->tout->src[0] = s->tw[0];
+      }
+      double md = 0;
+      for (int j = 0; j < s->n; j++) {
+        double d = fabs((double)o[j] - s->out_ref[j]);
+        if (!(d <= md)) md = d; /* NaN counts */
+      }
+      const char *who[4] = {"cokv 1t", "cokv 2t", "cokv-before", "ggml-repack"};
+      fprintf(stderr, "check %s %dx%d: max |%s - ggml| = %.3g (max |out| %.3g)\n", s->tname, s->n, s->k, who[v], md, mx);
     }
-    fprintf(stderr, "check %s %dx%d: max |cokv - ggml| = %.3g (max |out| %.3g)\n", s->tname, s->n, s->k, md, mx);
   }
 
   enum { E_BEFORE, E_COKV, E_GGML, E_REP, E_MEM, NE };

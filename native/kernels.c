@@ -893,6 +893,11 @@ static void qrows(job_t *j, int n0, int n1) {
         const char *pf = (const char *)j->w + (size_t)(n + PF_GROUPS) * j->rb;
         for (size_t off = 0; off < j->rb; off += 64) _mm_prefetch(pf + off, _MM_HINT_T0);
       }
+      if (M == 1 && j->qfn.gemv4 && n + 4 <= n1) { /* GEMV: 4 weight rows per call (qdot.h) */
+        j->qfn.gemv4(wr, j->rb, j->xqb, K, j->out + n);
+        n += 3;
+        continue;
+      }
       int m = m0;
       for (; m + COKV_QX <= m1; m += COKV_QX) {
         float o[COKV_QX];

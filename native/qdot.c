@@ -14,8 +14,14 @@
  */
 #include "qdot.h"
 
+#include <errno.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <sys/wait.h>
+#include <unistd.h>
+#endif
 
 #include "kernels.h"
 #include "qgemm.h" /* cokv_vnni_usable */
@@ -295,6 +301,148 @@ INL void body_q5_1(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, float
   BODY_OFFSET32(24, _mm256_or_si256(nibbles32(w + 8), _mm256_and_si256(bits_to_bytes(u32at(w + 4)), b4)))
 }
 
+/*
+ * ---- GEMV: 4 weight rows of a 32-element type against one q8_0 activation row ----
+ * The one-row bodies above spend most of a block on its scale (an f16 convert, a multiply, a broadcast) and one
+ * fmadd chain whose latency bounds the loop. Here 4 rows (w, w + rb, ...) share each activation block: every row's
+ * block dot stays in int32 lanes, the 4 rows' lanes are reduced together by 3 hadds into [rows 0..3: lanes 0..3 |
+ * rows 0..3: lanes 4..7], then one convert and one fmadd with the 4 rows' scales dw·dy, on two chains (even / odd
+ * blocks). The weights enter as unsigned bytes u = q + o (o = 8 for Q4_0, 16 for Q5_0, 128 for Q8_0 / IQ4_NL on
+ * VNNI) against the signed activation bytes: Σ q·y = Σ u·y − o·s with s = Σ y (kept in the activation block), the
+ * correction added as o·s/2 to both halves — so each row's block integer is exactly Σ q·y, as in the one-row bodies;
+ * only the float sum runs in another order. u·y pairs: maddubs + madd (|u| ≤ 31: no int16 saturation), or one
+ * vpdpbusd where AVX512-VNNI runs (inline asm, as madd_acc; u up to 255). Q8_0 / IQ4_NL on AVX2 keep the sign
+ * trick (255·127·2 would saturate maddubs), with no correction.
+ */
+enum { G_Q8_0, G_Q4_0, G_Q5_0, G_IQ4_NL };
+#define GEMV_ROWS 4
+#ifndef GEMV_PF_GROUPS
+#define GEMV_PF_GROUPS 1
+#endif
+
+INL __m256i dpbusd_acc(__m256i acc, __m256i u, __m256i s) {
+  __asm__("vpdpbusd %2, %1, %0" : "+x"(acc) : "x"(u), "x"(s));
+  return acc;
+}
+/*
+ * u + 16 in the bytes whose bit is set in the 32-bit word at qh (Q5_0's fifth bits): kmovd + one merge-masked vpaddb
+ * (AVX512BW+VL) instead of the 6 AVX2 ops of bits_to_bytes, and, or. k1 is not declared clobbered because gcc
+ * accepts no mask register there in an AVX2 function; that is safe: such a function (and those it is inlined into)
+ * never holds a value in a mask register, and k0–k7 are call-clobbered in the SysV ABI. Used only where
+ * mask_ops_usable() ran this very sequence.
+ */
+INL __m256i add16_masked(__m256i u, const uint8_t *qh, __m256i sixteen) {
+  __asm__("kmovd %1, %%k1\n\tvpaddb %2, %0, %0%{%%k1%}" : "+x"(u) : "m"(*(const uint32_t *)qh), "x"(sixteen));
+  return u;
+}
+/* The 32 nibbles of 16 bytes in element order (low nibbles, then high): one broadcast load, one shift, one and. */
+INL __m256i nibbles32_b(const uint8_t *p) {
+  __m256i t = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)p));
+  return _mm256_and_si256(_mm256_srlv_epi32(t, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4)), _mm256_set1_epi8(0x0f));
+}
+
+INL void gemv4_body(const uint8_t *w, size_t rb, const uint8_t *xq, int k, float *out, const int type, const int vnni) {
+  const int bytes = type == G_Q8_0 ? 34 : type == G_Q5_0 ? 22 : 18;
+  /* o/2 for the correction (0: no correction, the sign trick) */
+  const int half_off = type == G_Q4_0 ? 4 : type == G_Q5_0 ? 8 : vnni ? 64 : 0;
+  const __m256i ones = _mm256_set1_epi16(1), sixteen = _mm256_set1_epi8(0x10);
+  const __m256i tbl = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)k_iq4nl));
+  const __m256i tblu = _mm256_xor_si256(tbl, _mm256_set1_epi8((char)0x80)); /* the levels + 128, as u8 */
+  const uint8_t *w0 = w, *w1 = w + rb, *w2 = w + 2 * rb, *w3 = w + 3 * rb;
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  const int nb = k / 32;
+  for (int b = 0; b < nb; b++) {
+    const uint8_t *y = xq + (size_t)b * XQ0_BYTES;
+    const size_t o = (size_t)b * bytes;
+    /* The 4 rows are read as 4 interleaved streams, which the hardware prefetchers follow badly (measured: cold GEMV
+     * at half the one-row speed); so the next group's 4·rb bytes are prefetched as one linear stream, 4·bytes per
+     * block, GEMV_PF_GROUPS groups ahead. */
+    if (GEMV_PF_GROUPS > 0)
+      for (int l = 0; l < 4 * bytes; l += 64) _mm_prefetch((const char *)w0 + GEMV_PF_GROUPS * 4 * rb + 4 * o + l, _MM_HINT_T0);
+    __m256i yq = loadu(y + 8);
+    __m256i p[GEMV_ROWS];
+    const uint8_t *wr[GEMV_ROWS] = {w0 + o, w1 + o, w2 + o, w3 + o};
+    for (int r = 0; r < GEMV_ROWS; r++) {
+      const uint8_t *q = wr[r];
+      __m256i u;
+      (void)sixteen;
+      if (type == G_Q8_0) {
+        __m256i qv = loadu(q + 2);
+        if (!vnni) {
+          p[r] = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(qv, qv), _mm256_sign_epi8(yq, qv)), ones);
+          continue;
+        }
+        u = _mm256_xor_si256(qv, _mm256_set1_epi8((char)0x80));
+      } else if (type == G_IQ4_NL) {
+        __m256i n = nibbles32_b(q + 2);
+        if (!vnni) {
+          __m256i qv = _mm256_shuffle_epi8(tbl, n);
+          p[r] = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(qv, qv), _mm256_sign_epi8(yq, qv)), ones);
+          continue;
+        }
+        u = _mm256_shuffle_epi8(tblu, n);
+      } else if (type == G_Q5_0) {
+        if (vnni) u = add16_masked(nibbles32_b(q + 6), q + 2, sixteen);
+        else u = _mm256_or_si256(nibbles32_b(q + 6), _mm256_and_si256(bits_to_bytes(u32at(q + 2)), sixteen));
+      } else {
+        u = nibbles32_b(q + 2);
+      }
+      p[r] = vnni ? dpbusd_acc(_mm256_setzero_si256(), u, yq) : _mm256_madd_epi16(_mm256_maddubs_epi16(u, yq), ones);
+    }
+    __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
+    if (half_off) h = _mm256_sub_epi32(h, _mm256_set1_epi32(half_off * i32at(y + 4)));
+    /* the 4 rows' f16 scales, widened together, times dy, in both halves */
+    __m128i dh = _mm_cvtsi32_si128(wr[0][0] | wr[0][1] << 8);
+    dh = _mm_insert_epi16(dh, wr[1][0] | wr[1][1] << 8, 1);
+    dh = _mm_insert_epi16(dh, wr[2][0] | wr[2][1] << 8, 2);
+    dh = _mm_insert_epi16(dh, wr[3][0] | wr[3][1] << 8, 3);
+    __m128 d4 = _mm_mul_ps(_mm_cvtph_ps(dh), _mm_set1_ps(f32at(y)));
+    __m256 d8 = _mm256_set_m128(d4, d4);
+    if (b & 1) acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h), d8, acc1);
+    else acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h), d8, acc0);
+  }
+  __m256 a = _mm256_add_ps(acc0, acc1);
+  _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1)));
+}
+
+#define INSTANTIATE_GEMV(T, G)                                                                                  \
+  AVX2_TARGET static void gemv4_##T(const uint8_t *w, size_t rb, const uint8_t *xq, int k, float *out) {        \
+    gemv4_body(w, rb, xq, k, out, G, 0);                                                                        \
+  }                                                                                                             \
+  AVX2_TARGET static void gemv4v_##T(const uint8_t *w, size_t rb, const uint8_t *xq, int k, float *out) {       \
+    gemv4_body(w, rb, xq, k, out, G, 1);                                                                        \
+  }
+/* The EVEX instructions of the gemv4v_ bodies (vpdpbusd, kmovd, masked vpaddb) run here? Checked in a child, as
+ * cokv_vnni_usable checks vpdpbusd alone: a CPU or hypervisor can advertise extensions it does not execute. */
+AVX2_TARGET static int mask_probe_op(void) {
+  volatile uint32_t bits = 0x80000001u;
+  uint8_t qh[4];
+  memcpy(qh, (const void *)&bits, 4);
+  __m256i u = add16_masked(_mm256_set1_epi8(1), qh, _mm256_set1_epi8(0x10));
+  u = dpbusd_acc(_mm256_setzero_si256(), u, _mm256_set1_epi8(1));
+  return _mm256_extract_epi32(u, 0) * 100 + _mm256_extract_epi32(u, 7); /* 17+1+1+1, 1+1+1+17 */
+}
+static int mask_ops_usable(void) {
+  static int cached = -1;
+  if (cached >= 0) return cached;
+  cached = 0;
+  if (!cokv_vnni_usable()) return cached;
+  pid_t pid = fork();
+  if (pid < 0) return cached;
+  if (pid == 0) _exit(mask_probe_op() == 2020 ? 0 : 1);
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0) {
+    if (errno != EINTR) return cached;
+  }
+  cached = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+  return cached;
+}
+
+INSTANTIATE_GEMV(q8_0, G_Q8_0)
+INSTANTIATE_GEMV(q4_0, G_Q4_0)
+INSTANTIATE_GEMV(q5_0, G_Q5_0)
+INSTANTIATE_GEMV(iq4_nl, G_IQ4_NL)
+
 /* ---- K types against q8_K activations ---- */
 
 /*
@@ -539,17 +687,18 @@ INSTANTIATE_K(q6_k, q6_k)
 INSTANTIATE_K(iq4_xs, iq4_xs)
 
 cokv_qdot_fns cokv_qdot_for(int dt) {
-  cokv_qdot_fns f = {NULL, NULL};
+  cokv_qdot_fns f = {NULL, NULL, NULL};
   const int v = cokv_vnni_usable();
   switch (dt) {
 #define CASE(D, T) case D: f.one = dot1_##T, f.many = dotx_##T; break;
+#define CASE_G(D, T) case D: f.one = dot1_##T, f.many = dotx_##T, f.gemv4 = v && mask_ops_usable() ? gemv4v_##T : gemv4_##T; break;
 #define CASE_K(D, T) case D: f.one = v ? dot1v_##T : dot1_##T, f.many = v ? dotxv_##T : dotx_##T; break;
-    CASE(DT_Q8_0, q8_0)
-    CASE(DT_Q4_0, q4_0)
+    CASE_G(DT_Q8_0, q8_0)
+    CASE_G(DT_Q4_0, q4_0)
     CASE(DT_Q4_1, q4_1)
-    CASE(DT_Q5_0, q5_0)
+    CASE_G(DT_Q5_0, q5_0)
     CASE(DT_Q5_1, q5_1)
-    CASE(DT_IQ4_NL, iq4_nl)
+    CASE_G(DT_IQ4_NL, iq4_nl)
     CASE_K(DT_Q2_K, q2_k)
     CASE_K(DT_Q3_K, q3_k)
     CASE_K(DT_Q4_K, q4_k)
@@ -557,6 +706,7 @@ cokv_qdot_fns cokv_qdot_for(int dt) {
     CASE_K(DT_Q6_K, q6_k)
     CASE_K(DT_IQ4_XS, iq4_xs)
 #undef CASE_K
+#undef CASE_G
 #undef CASE
   }
   return f;
@@ -564,7 +714,7 @@ cokv_qdot_fns cokv_qdot_for(int dt) {
 #else
 cokv_qdot_fns cokv_qdot_for(int dt) {
   (void)dt;
-  cokv_qdot_fns f = {NULL, NULL};
+  cokv_qdot_fns f = {NULL, NULL, NULL};
   return f;
 }
 #endif
