@@ -86,8 +86,10 @@ class Sampler:
         ids = [self.bos] + st[i:i + L - 1].tolist()
         return ids, [1.0] * len(ids), [0.0] * len(ids)
 
-    def task_sample(self, rng, L, task):
-        mq = max(1, min(MAXQ[task], int(self.a.q_frac * L / 32)))  # questions take <= q_frac of the sequence
+    def task_sample(self, rng, L, task, q_frac=None, maxq=None):
+        # questions take <= q_frac of the sequence (a stage may set its own q_frac / maxq: dense stages ask more)
+        q_frac = self.a.q_frac if q_frac is None else q_frac
+        mq = max(1, min((maxq or MAXQ)[task], int(q_frac * L / 32)))
         nq = rng.randint(max(1, mq // 2), mq) if rng.random() < self.a.dense_frac else rng.randint(1, mq)
         TW = self.a.text_weight
         for _ in range(5):
@@ -115,7 +117,7 @@ class Sampler:
                 ids, w, am = self.lm_sample(rng, L); kinds.append("lm")
             else:
                 t = rng.choices(list(tp), weights=list(tp.values()))[0]
-                ids, w, am = self.task_sample(rng, L, t); kinds.append(t)
+                ids, w, am = self.task_sample(rng, L, t, stage.get("q_frac"), {**MAXQ, **stage.get("maxq", {})}); kinds.append(t)
             X[b, :len(ids)] = torch.tensor(ids)
             Wt[b, :len(w)] = torch.tensor(w); Am[b, :len(am)] = torch.tensor(am)
         return X, Wt, Am, kinds
@@ -169,6 +171,8 @@ def main():
     ap.add_argument("--data", default="tools/train/runs/natural-v1/data")
     ap.add_argument("--tok", default="tools/train/runs/natural-v1/tokenizer")
     ap.add_argument("--out", default="tools/train/runs/natural-v1")
+    ap.add_argument("--init_from", default="", help="start a NEW run (fresh step counter, stages from --stages or the "
+                    "defaults) from another run's checkpoint: its model config, weights and optimizer state")
     ap.add_argument("--resume", default="", help="checkpoint path, or 'auto' = <out>/latest.pt (falls back to latest.prev.pt; "
                     "starts fresh when neither exists)")
     # model (ignored on resume: the checkpoint's config is used)
@@ -224,9 +228,15 @@ def main():
         rpath = a.resume
     ck = torch.load(rpath, map_location="cpu", weights_only=False) if rpath else None
 
+    init = None
+    if ck is None and a.init_from:
+        init = torch.load(a.init_from, map_location="cpu", weights_only=False)
     if ck is not None:
         cfg = LlamaConfig.from_dict(ck["config"])
         stages = ck["stages"]
+    elif init is not None:
+        cfg = LlamaConfig.from_dict(init["config"])
+        stages = json.load(open(a.stages)) if a.stages else STAGES
     else:
         cfg = build_config(a, tok)
         stages = json.load(open(a.stages)) if a.stages else STAGES
@@ -245,6 +255,11 @@ def main():
         opt.load_state_dict(ck["opt"])
         st = ck["state"]
         set_rng_state(rng, ck["rng"])
+    elif init is not None:
+        model.load_state_dict(init["model"])
+        opt.load_state_dict(init["opt"])
+        st["init_from"] = {"path": a.init_from, "step": init["state"]["step"], "tokens": init["state"]["tokens"],
+                           "train_seconds": init["state"]["train_seconds"]}
     st["sessions"] += 1
     nparam = sum(p.numel() for p in model.parameters())
     log = open(os.path.join(a.out, "train_log.jsonl"), "a")
@@ -320,9 +335,25 @@ def main():
         st["step"] += 1; st["tokens"] += int((X != sampler.pad).sum())
         with torch.no_grad():
             hit = ((logits.argmax(-1) == tgt).float() * am).sum(1); cnt = am.sum(1)
+            ok_tok = (logits.argmax(-1) == tgt) | (am == 0)
             for t in set(kinds) - {"lm"}:
                 idx = [i for i, k in enumerate(kinds) if k == t]
                 upd("acc_" + t, float(hit[idx].sum() / cnt[idx].sum().clamp(min=1)))
+                # exact match per answer span (a run of answer tokens, its stop token included): the eval's measure;
+                # token accuracy above hides that only the first digit of an answer is hard
+                spans = ok = 0
+                for i in idx:
+                    row = am[i].tolist(); j = 0
+                    while j < len(row):
+                        if row[j] == 1.0:
+                            k = j
+                            while k < len(row) and row[k] == 1.0:
+                                k += 1
+                            spans += 1; ok += bool(ok_tok[i, j:k].all()); j = k
+                        else:
+                            j += 1
+                if spans:
+                    upd("em_" + t, ok / spans)
         upd("loss", loss.item()); upd("text", lt.item())
         if am.sum() > 0:
             upd("ans", la.item())
