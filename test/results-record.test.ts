@@ -9,7 +9,7 @@ import { afterAll, describe, expect, it, vi } from 'vitest';
 import { buildModel, buildReport, readResults } from '../src/eval/report.js';
 import { summary } from '../src/experiments/summary.js';
 import {
-  SUMMARY_ENTRY_KEYS, readRunRecords, readSummaryFile, recordFromMetrics, resultsDocument, summaryEntry, toHtml, toMarkdown, writeSummaryFile, type RunRecord,
+  SUMMARY_ENTRY_KEYS, readRunRecords, readSummaryFile, recordFromMetrics, resultsDocument, summaryEntry, tagStorageVariants, toHtml, toMarkdown, writeSummaryFile, type RunRecord,
 } from '../src/results/index.js';
 import { repoRoot, tmpDir } from './helpers.js';
 
@@ -97,9 +97,23 @@ describe('RunRecord', () => {
     expect(by.get('stories/stories__stories260K__full__full')!.promptLength).toBeUndefined();
   });
 
-  it('a run outside any experiment variant that stores KV as q8 is its own cell beside the f32 one', () => {
-    const r = recordFromMetrics(metrics('snapkv', 64, 50, { kvDtype: 'q8' }), 'retrieval__m__snapkv__64__q8', 'x');
+  it('a run outside any experiment variant that stores KV as q8 is its own cell beside the f32 ones', () => {
+    const f32 = ['full', 'snapkv'].map((p) => recordFromMetrics(metrics(p, p === 'full' ? null : 64, 50), `retrieval__m__${p}__64`, 'x'));
+    const q8 = recordFromMetrics(metrics('snapkv', 64, 50, { kvDtype: 'q8' }), 'retrieval__m__snapkv__64__q8', 'x');
+    const [a, b, r] = tagStorageVariants([...f32, q8]);
     expect(r).toMatchObject({ dataset: 'kv@512 [kv-dtype/q8]', variant: 'kv-dtype/q8', kvDtype: 'q8' });
+    expect([a.variant, b.variant, a.dataset]).toEqual([undefined, undefined, 'kv@512']);
+  });
+
+  it("a folder of f16 runs (cokv eval's default storage) is the main result, not an f16 variant of absent f32 runs", () => {
+    const root = tmpDir();
+    for (const [p, b] of [['full', null], ['snapkv', 64], ['cokv', 64]] as const) {
+      const dir = path.join(root, `retrieval__m__${p}__${b ?? 'full'}`);
+      fs.mkdirSync(dir, { recursive: true });
+      fs.writeFileSync(path.join(dir, 'metrics.json'), JSON.stringify(metrics(p, b, 40, { kvDtype: 'f16' })));
+    }
+    const rs = readRunRecords(root, () => { throw new Error('nothing to skip'); });
+    expect(rs.map((r) => [r.dataset, r.variant, r.kvDtype])).toEqual([['kv@512', undefined, 'f16'], ['kv@512', undefined, 'f16'], ['kv@512', undefined, 'f16']]);
   });
 
   it("the repo's results/summary.json (written before the record) loads, and writes back the same entries", () => {

@@ -11,7 +11,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { writeFileAtomic } from '../util/files.js';
-import { ResultProblem, finite, isObj, need, optNum, optStr, recordFromEntry, recordFromMetrics, summaryEntry, type RunRecord } from './record.js';
+import { ResultProblem, finite, isObj, need, optNum, optStr, recordFromEntry, recordFromMetrics, summaryEntry, tagStorageVariants, type RunRecord } from './record.js';
 
 /** Called once per skipped file or entry: its name and the problem. */
 export type SkipHandler = (file: string, problem: string) => void;
@@ -86,7 +86,7 @@ export function readRunRecords(root: string, onSkip: SkipHandler = warnSkip(), o
     }
   };
   walk(root, true);
-  return out;
+  return tagStorageVariants(out);
 }
 
 /** What a summary.json says besides its entries. */
@@ -110,7 +110,7 @@ export function readSummaryFile(file: string, onSkip: SkipHandler = warnSkip()):
     if (r) records.push(r);
   });
   const meta: SummaryMeta = { generatedAt: optStr(o.generatedAt), quick: typeof o.quick === 'boolean' ? o.quick : undefined, seed: optNum(o.seed) };
-  return { meta, records };
+  return { meta, records: tagStorageVariants(records) };
 }
 
 /** Write `records` as summary.json (atomically), stamped `generatedAt` = `now`. */

@@ -142,8 +142,23 @@ function optionalMetrics(o: Obj): Partial<Pick<RunRecord, OptionalMetrics | 'tim
   };
 }
 
-/** The variant of a run that names none but stores KV in another type than f32 (its own cell beside the f32 run). */
-const dtypeVariant = (kvDtype: string): string | undefined => (kvDtype === 'f32' ? undefined : `kv-dtype/${kvDtype}`);
+/**
+ * Runs that name no experiment variant but store KV in another type than the folder's usual one become their own
+ * cells (`kv-dtype/<type>`) beside the usual runs. "Usual" is the most common storage among those runs (f32 on a
+ * tie), not a fixed f32: `cokv eval` stores f16 by default, and a folder of f16 runs is the main result, not a
+ * variant of an absent f32 one. Returns new records; the others unchanged.
+ */
+export function tagStorageVariants(records: RunRecord[]): RunRecord[] {
+  const count = new Map<string, number>();
+  for (const r of records) if (r.variant === undefined) count.set(r.kvDtype, (count.get(r.kvDtype) ?? 0) + 1);
+  if (count.size < 2) return records;
+  const usual = [...count].sort((a, b) => b[1] - a[1] || Number(b[0] === 'f32') - Number(a[0] === 'f32') || a[0].localeCompare(b[0]))[0][0];
+  return records.map((r) => {
+    if (r.variant !== undefined || r.kvDtype === usual) return r;
+    const variant = `kv-dtype/${r.kvDtype}`;
+    return { ...r, variant, dataset: `${r.dataset} [${variant}]` };
+  });
+}
 
 /** Drop undefined fields (so records compare and serialise the same from every source). */
 function defined<T extends object>(o: T): T {
@@ -167,7 +182,7 @@ export function recordFromMetrics(metrics: unknown, run: string, source: string)
   const task = subset ?? suite;
   const promptLength = Array.isArray(s.lengths) && s.lengths.length === 1 && finite(s.lengths[0]) ? s.lengths[0] : undefined;
   const kvDtype = optStr(s.kvDtype) ?? 'f32';
-  const variant = variantOfRun(run) ?? dtypeVariant(kvDtype);
+  const variant = variantOfRun(run);
   return defined<RunRecord>({
     model: c.model, task, dataset: `${task}${promptLength ? `@${promptLength}` : ''}${variant ? ` [${variant}]` : ''}`,
     suite, promptLength, protocol: c.protocol, press: c.press, budget: c.budget, kvDtype, score: c.score, metric: c.metric,
@@ -195,7 +210,7 @@ export function recordFromEntry(entry: unknown, source: string): RunRecord {
   const c = core(o, {});
   const { cell, variant: tagged } = splitLabel(given);
   const kvDtype = optStr(o.kvDtype) ?? 'f32';
-  const variant = optStr(o.variant) ?? tagged ?? dtypeVariant(kvDtype);
+  const variant = optStr(o.variant) ?? tagged;
   const run = optStr(o.run) ?? '';
   return defined<RunRecord>({
     model: c.model, task: task0 ?? cell.replace(/@\d+$/, ''), dataset: tagged === undefined && variant ? `${given} [${variant}]` : given, suite: optStr(o.suite), promptLength,
