@@ -12,7 +12,7 @@
  *   sensitivity  α, window and utility choice
  *   quant        CoKV and SnapKV with F16 and Q8 KV storage at the same bytes as F32
  *   memory       KV bytes, prefill and decode latency, peak RSS on a random SmolLM2-135M-shaped model, 1k–8k tokens
- *   summary      results/summary.json + results/results.md + figures (SVG)
+ *   summary      results/summary.json + results/results.md + figures (SVG) + results/report.html, all from one read of the runs
  *
  * Each sub-step is a library call made with the options of the equivalent `cokv` command (commands.ts); the
  * summary step is summary.ts; the names, plans and paths are plan.ts.
