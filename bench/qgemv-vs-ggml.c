@@ -17,8 +17,10 @@
  * numbers from one process. Options of the binary:
  *       [--rounds 7] [--threads 1,2] [--mode cold|hot|both] [--engines cokv,cokv-before,ggml,ggml-repack,memread]
  *      [--stat median|min] [--cell-ms 40] [--shapes q4_k:2048x2048,q4_k:8192x2048,q6_k:2048x2048,q6_k:8192x2048,q6_k:128256x2048]   (N x K)
- * Types: q4_0, q5_0, q8_0, iq4_nl (32-element blocks), q4_k, q5_k, q6_k. The checks before the timing print max |Δ|
- * of cokv and of ggml-repack against ggml's plain kernel on each shape.
+ * Types: q4_0, q5_0, q8_0, iq4_nl (32-element blocks), q4_k, q5_k, q6_k. `--shapes k` is the default list above,
+ * `--shapes q32` the 32-element types at the Qwen2.5-0.5B (896, 4864×896) and Llama-3.2-1B (2048, 8192×2048)
+ * shapes. The checks before the timing print max |Δ| of cokv (1 and 2 threads, and cokv-before) and of ggml-repack
+ * against ggml's plain kernel on each shape.
  */
 #define _GNU_SOURCE
 #include <immintrin.h>
@@ -119,7 +121,11 @@ int main(int argc, char **argv) {
   int use_min = !strcmp(opt(argc, argv, "--stat", "median"), "min");
   double cell_s = atof(opt(argc, argv, "--cell-ms", "40")) / 1000;
   const char *engines_s = opt(argc, argv, "--engines", "cokv-before,cokv,ggml,ggml-repack,memread");
-  const char *shapes_s = opt(argc, argv, "--shapes", "q4_k:2048x2048,q4_k:8192x2048,q6_k:2048x2048,q6_k:8192x2048,q6_k:128256x2048");
+  const char *shapes_s = opt(argc, argv, "--shapes", "k");
+  if (!strcmp(shapes_s, "k")) shapes_s = "q4_k:2048x2048,q4_k:8192x2048,q6_k:2048x2048,q6_k:8192x2048,q6_k:128256x2048";
+  else if (!strcmp(shapes_s, "q32"))
+    shapes_s = "q8_0:896x896,q8_0:4864x896,q8_0:2048x2048,q8_0:8192x2048,q5_0:896x896,q5_0:4864x896,q5_0:2048x2048,"
+               "q5_0:8192x2048,q4_0:896x896,q4_0:4864x896,q4_0:2048x2048,q4_0:8192x2048";
   int threads[4], nthr = 0;
   for (const char *p = threads_s; *p && nthr < 4;) {
     threads[nthr++] = atoi(p);

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds and runs bench/qgemv-vs-ggml.c: cokv's GEMV kernels against llama.cpp's (ggml's) in one process.
 # Usage: bench/qgemv-vs-ggml.sh [--before REV|DIR] [binary options: --rounds N --threads 1,2 --mode cold|hot|both
-#        --engines cokv-before,cokv,ggml,ggml-repack,memread --shapes q4_k:2048x2048,...]
+#        --engines cokv-before,cokv,ggml,ggml-repack,memread --shapes k|q32|q4_k:2048x2048,q8_0:896x896,...]
+# (types q4_0 q5_0 q8_0 iq4_nl q4_k q5_k q6_k; `k`: the K-type list, `q32`: Q8_0/Q5_0/Q4_0 at the Qwen2.5-0.5B and
+# Llama-3.2-1B shapes; ggml-repack runs where llama.cpp repacks the type on AVX2: Q4_0, Q4_K, IQ4_NL).
 # LLAMA_CPP (default /tmp/llama.cpp) must hold a CMake build in build/ (libggml*.so in build/bin); COKV_CFLAGS adds
 # compiler flags for the current kernels (e.g. -DPF_GROUPS=0 to try a tuning macro), BEFORE_CFLAGS for the others
 # (--before: a git revision, or a folder holding copies of native/*.c|h).

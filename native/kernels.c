@@ -893,9 +893,9 @@ static void qrows(job_t *j, int n0, int n1) {
         const char *pf = (const char *)j->w + (size_t)(n + PF_GROUPS) * j->rb;
         for (size_t off = 0; off < j->rb; off += 64) _mm_prefetch(pf + off, _MM_HINT_T0);
       }
-      if (M == 1 && j->qfn.gemv4 && n + 4 <= n1) { /* GEMV: 4 weight rows per call (qdot.h) */
-        j->qfn.gemv4(wr, j->rb, j->xqb, K, j->out + n);
-        n += 3;
+      if (M == 1 && j->qfn.gemv && n + j->qfn.gemv_rows <= n1) { /* GEMV: 4 or 8 weight rows per call (qdot.h) */
+        j->qfn.gemv(wr, j->rb, j->xqb, K, j->out + n);
+        n += j->qfn.gemv_rows - 1;
         continue;
       }
       int m = m0;
@@ -1002,7 +1002,7 @@ int cokv_matmul(float *out, const float *x, int M, int N, int K, const void *w, 
     j.xqb = xb;
     j.qfn = cokv_qdot_for(dt);
     int chunk = (N + 8 * nt - 1) / (8 * nt);
-    chunk = (chunk + 3) & ~3;
+    chunk = (chunk + 7) & ~7; /* whole groups of the GEMV kernels' 4 or 8 rows */
     if (chunk < 16) chunk = 16;
     j.chunk = chunk;
     pool_run(qrows_job, &j, nt);

@@ -302,100 +302,73 @@ INL void body_q5_1(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, float
 }
 
 /*
- * ---- GEMV: 4 weight rows of a 32-element type against one q8_0 activation row ----
- * The one-row bodies above spend most of a block on its scale (an f16 convert, a multiply, a broadcast) and one
- * fmadd chain whose latency bounds the loop. Here 4 rows (w, w + rb, ...) share each activation block: every row's
- * block dot stays in int32 lanes, the 4 rows' lanes are reduced together by 3 hadds into [rows 0..3: lanes 0..3 |
- * rows 0..3: lanes 4..7], then one convert and one fmadd with the 4 rows' scales dw·dy, on two chains (even / odd
- * blocks). The weights enter as unsigned bytes u = q + o (o = 8 for Q4_0, 16 for Q5_0, 128 for Q8_0 / IQ4_NL on
- * VNNI) against the signed activation bytes: Σ q·y = Σ u·y − o·s with s = Σ y (kept in the activation block), the
- * correction added as o·s/2 to both halves — so each row's block integer is exactly Σ q·y, as in the one-row bodies;
- * only the float sum runs in another order. u·y pairs: maddubs + madd (|u| ≤ 31: no int16 saturation), or one
- * vpdpbusd where AVX512-VNNI runs (inline asm, as madd_acc; u up to 255). Q8_0 / IQ4_NL on AVX2 keep the sign
- * trick (255·127·2 would saturate maddubs), with no correction.
+ * ---- GEMV: several weight rows of a 32-element type against one q8_0 activation row ----
+ * The one-row bodies above spend most of a block on its scale (an f16 convert, a multiply, a broadcast) and on one
+ * fmadd chain whose latency bounds the loop. Here 4 (Q8_0) or 8 (Q4_0, Q5_0, IQ4_NL) rows at w, w + rb, ... share
+ * each activation block: every row's block dot stays in int32 lanes, the rows' lanes are reduced together by 3 hadds,
+ * then one convert and one fmadd with the rows' scales dw·dy take all the rows, on two chains (even / odd blocks).
+ * The weights enter as unsigned bytes u = q + o (o = 8 for Q4_0, 16 for Q5_0, 128 for Q8_0 / IQ4_NL on VNNI)
+ * against the signed activation bytes: Σ q·y = Σ u·y − o·s with s = Σ y (kept in the activation block), the
+ * correction subtracted after the hadds — so each row's block integer is exactly Σ q·y, as in the one-row bodies;
+ * only the float sum runs in another order. u·y pairs: maddubs + madd (u ≤ 31: no int16 saturation), or vpdpbusd
+ * where AVX512-VNNI runs (inline asm, as madd_acc; u up to 255). Q8_0 / IQ4_NL on AVX2 keep the sign trick
+ * (255·127·2 would saturate maddubs), with no correction.
  */
-enum { G_Q8_0, G_Q4_0, G_Q5_0, G_IQ4_NL };
-#define GEMV_ROWS 4
 #ifndef GEMV_PF_GROUPS
-#define GEMV_PF_GROUPS 1
+#define GEMV_PF_GROUPS 1 /* 0: no software prefetch; 2: two groups ahead (measured slower) */
 #endif
+#ifndef GEMV_PF_HINT
+#define GEMV_PF_HINT _MM_HINT_T0 /* _MM_HINT_T1 measured no faster */
+#endif
+/*
+ * The rows of a group are read as 4 or 8 interleaved streams, which the hardware prefetchers follow badly (measured
+ * with bench/qgemv-vs-ggml.sh: cold GEMV at a third of the speed without this); so the next group's rows·rb bytes
+ * are prefetched as one linear stream, rows·bytes per block.
+ */
+#define GEMV_PF(w, rows, rb, o, bytes)                                                                              \
+  do {                                                                                                              \
+    if (GEMV_PF_GROUPS > 0)                                                                                         \
+      for (int l_ = 0; l_ < (rows) * (bytes); l_ += 64)                                                             \
+        _mm_prefetch((const char *)(w) + (size_t)GEMV_PF_GROUPS * (rows) * (rb) + (rows) * (o) + l_, GEMV_PF_HINT); \
+  } while (0)
 
 INL __m256i dpbusd_acc(__m256i acc, __m256i u, __m256i s) {
   __asm__("vpdpbusd %2, %1, %0" : "+x"(acc) : "x"(u), "x"(s));
   return acc;
 }
 /*
- * u + 16 in the bytes whose bit is set in the 32-bit word at qh (Q5_0's fifth bits): kmovd + one merge-masked vpaddb
- * (AVX512BW+VL) instead of the 6 AVX2 ops of bits_to_bytes, and, or. k1 is not declared clobbered because gcc
- * accepts no mask register there in an AVX2 function; that is safe: such a function (and those it is inlined into)
- * never holds a value in a mask register, and k0–k7 are call-clobbered in the SysV ABI. Used only where
- * mask_ops_usable() ran this very sequence.
+ * u + 16 in the bytes whose bit is set in `bits` (Q5_0's fifth bits): kmovd + one merge-masked vpaddb (AVX512BW+VL)
+ * instead of the 6 AVX2 ops of bits_to_bytes, and, or. k1 is not declared clobbered because gcc accepts no mask
+ * register there in an AVX2 function; that is safe: such a function (and those it is inlined into) never holds a
+ * value in a mask register, and k0–k7 are call-clobbered in the SysV ABI. Used only where gemv_evex_usable() ran
+ * this very sequence.
  */
-INL __m256i add16_masked(__m256i u, const uint8_t *qh, __m256i sixteen) {
-  __asm__("kmovd %1, %%k1\n\tvpaddb %2, %0, %0%{%%k1%}" : "+x"(u) : "m"(*(const uint32_t *)qh), "x"(sixteen));
+INL __m256i add16_masked(__m256i u, uint32_t bits, __m256i sixteen) {
+  __asm__("kmovd %1, %%k1\n\tvpaddb %2, %0, %0%{%%k1%}" : "+x"(u) : "r"(bits), "x"(sixteen));
   return u;
 }
-/* The 32 nibbles of 16 bytes in element order (low nibbles, then high): one broadcast load, one shift, one and. */
-INL __m256i nibbles32_b(const uint8_t *p) {
-  __m256i t = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)p));
-  return _mm256_and_si256(_mm256_srlv_epi32(t, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4)), _mm256_set1_epi8(0x0f));
-}
 
-INL void gemv4_body(const uint8_t *w, size_t rb, const uint8_t *xq, int k, float *out, const int type, const int vnni) {
-  const int bytes = type == G_Q8_0 ? 34 : type == G_Q5_0 ? 22 : 18;
-  /* o/2 for the correction (0: no correction, the sign trick) */
-  const int half_off = type == G_Q4_0 ? 4 : type == G_Q5_0 ? 8 : vnni ? 64 : 0;
-  const __m256i ones = _mm256_set1_epi16(1), sixteen = _mm256_set1_epi8(0x10);
-  const __m256i tbl = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)k_iq4nl));
-  const __m256i tblu = _mm256_xor_si256(tbl, _mm256_set1_epi8((char)0x80)); /* the levels + 128, as u8 */
-  const uint8_t *w0 = w, *w1 = w + rb, *w2 = w + 2 * rb, *w3 = w + 3 * rb;
+/* Q8_0, 4 rows: the 4 rows' lanes reduced to [rows 0..3: lanes 0..3 | rows 0..3: lanes 4..7]. */
+INL void gemv4_q8_0_body(const uint8_t *w, size_t rb, const uint8_t *xq, int k, float *out, const int vnni) {
+  const __m256i ones = _mm256_set1_epi16(1), bias = _mm256_set1_epi8((char)0x80);
+  const uint8_t *wr[4] = {w, w + rb, w + 2 * rb, w + 3 * rb};
   __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
   const int nb = k / 32;
   for (int b = 0; b < nb; b++) {
     const uint8_t *y = xq + (size_t)b * XQ0_BYTES;
-    const size_t o = (size_t)b * bytes;
-    /* The 4 rows are read as 4 interleaved streams, which the hardware prefetchers follow badly (measured: cold GEMV
-     * at half the one-row speed); so the next group's 4·rb bytes are prefetched as one linear stream, 4·bytes per
-     * block, GEMV_PF_GROUPS groups ahead. */
-    if (GEMV_PF_GROUPS > 0)
-      for (int l = 0; l < 4 * bytes; l += 64) _mm_prefetch((const char *)w0 + GEMV_PF_GROUPS * 4 * rb + 4 * o + l, _MM_HINT_T0);
+    const size_t o = (size_t)b * 34;
+    GEMV_PF(w, 4, rb, o, 34);
     __m256i yq = loadu(y + 8);
-    __m256i p[GEMV_ROWS];
-    const uint8_t *wr[GEMV_ROWS] = {w0 + o, w1 + o, w2 + o, w3 + o};
-    for (int r = 0; r < GEMV_ROWS; r++) {
-      const uint8_t *q = wr[r];
-      __m256i u;
-      (void)sixteen;
-      if (type == G_Q8_0) {
-        __m256i qv = loadu(q + 2);
-        if (!vnni) {
-          p[r] = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(qv, qv), _mm256_sign_epi8(yq, qv)), ones);
-          continue;
-        }
-        u = _mm256_xor_si256(qv, _mm256_set1_epi8((char)0x80));
-      } else if (type == G_IQ4_NL) {
-        __m256i n = nibbles32_b(q + 2);
-        if (!vnni) {
-          __m256i qv = _mm256_shuffle_epi8(tbl, n);
-          p[r] = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(qv, qv), _mm256_sign_epi8(yq, qv)), ones);
-          continue;
-        }
-        u = _mm256_shuffle_epi8(tblu, n);
-      } else if (type == G_Q5_0) {
-        if (vnni) u = add16_masked(nibbles32_b(q + 6), q + 2, sixteen);
-        else u = _mm256_or_si256(nibbles32_b(q + 6), _mm256_and_si256(bits_to_bytes(u32at(q + 2)), sixteen));
-      } else {
-        u = nibbles32_b(q + 2);
-      }
-      p[r] = vnni ? dpbusd_acc(_mm256_setzero_si256(), u, yq) : _mm256_madd_epi16(_mm256_maddubs_epi16(u, yq), ones);
+    __m256i p[4];
+    for (int r = 0; r < 4; r++) {
+      __m256i qv = loadu(wr[r] + o + 2);
+      p[r] = vnni ? dpbusd_acc(_mm256_setzero_si256(), _mm256_xor_si256(qv, bias), yq)
+                  : _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(qv, qv), _mm256_sign_epi8(yq, qv)), ones);
     }
     __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
-    if (half_off) h = _mm256_sub_epi32(h, _mm256_set1_epi32(half_off * i32at(y + 4)));
-    /* the 4 rows' f16 scales, widened together, times dy, in both halves */
-    __m128i dh = _mm_cvtsi32_si128(wr[0][0] | wr[0][1] << 8);
-    dh = _mm_insert_epi16(dh, wr[1][0] | wr[1][1] << 8, 1);
-    dh = _mm_insert_epi16(dh, wr[2][0] | wr[2][1] << 8, 2);
-    dh = _mm_insert_epi16(dh, wr[3][0] | wr[3][1] << 8, 3);
+    if (vnni) h = _mm256_sub_epi32(h, _mm256_set1_epi32(64 * i32at(y + 4))); /* 128·s over the row's two lanes */
+    __m128i dh = _mm_setr_epi16((short)u16at(wr[0] + o), (short)u16at(wr[1] + o), (short)u16at(wr[2] + o),
+                                (short)u16at(wr[3] + o), 0, 0, 0, 0);
     __m128 d4 = _mm_mul_ps(_mm_cvtph_ps(dh), _mm_set1_ps(f32at(y)));
     __m256 d8 = _mm256_set_m128(d4, d4);
     if (b & 1) acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h), d8, acc1);
@@ -405,31 +378,112 @@ INL void gemv4_body(const uint8_t *w, size_t rb, const uint8_t *xq, int k, float
   _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1)));
 }
 
-#define INSTANTIATE_GEMV(T, G)                                                                                  \
-  AVX2_TARGET static void gemv4_##T(const uint8_t *w, size_t rb, const uint8_t *xq, int k, float *out) {        \
-    gemv4_body(w, rb, xq, k, out, G, 0);                                                                        \
-  }                                                                                                             \
-  AVX2_TARGET static void gemv4v_##T(const uint8_t *w, size_t rb, const uint8_t *xq, int k, float *out) {       \
-    gemv4_body(w, rb, xq, k, out, G, 1);                                                                        \
+/*
+ * Q4_0 / Q5_0 / IQ4_NL, 8 rows: rows r and r + 4 share one register (their 16 qs bytes in the low / high half); the
+ * low nibbles (elements 0..15) and high nibbles (16..31) of that register meet the activation's elements 0..15 /
+ * 16..31 broadcast to both halves. That saves a broadcast and a variable shift per row, and the 3 hadds of the 4
+ * registers leave [rows 0..3 | rows 4..7] whole, so one fmadd takes 8 rows and the correction is o·s per lane.
+ */
+enum { G_Q4_0, G_Q5_0, G_IQ4_NL };
+INL void gemv8_body(const uint8_t *w, size_t rb, const uint8_t *xq, int k, float *out, const int type, const int vnni) {
+  const int bytes = type == G_Q5_0 ? 22 : 18, qoff = type == G_Q5_0 ? 6 : 2;
+  const int off = type == G_Q4_0 ? 8 : type == G_Q5_0 ? 16 : vnni ? 128 : 0;
+  const __m256i m4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1), sixteen = _mm256_set1_epi8(0x10);
+  const __m256i tbl = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)k_iq4nl));
+  const __m256i tblu = _mm256_xor_si256(tbl, _mm256_set1_epi8((char)0x80)); /* the levels + 128, as u8 */
+  const uint8_t *wr[8];
+  for (int r = 0; r < 8; r++) wr[r] = w + (size_t)r * rb;
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  const int nb = k / 32;
+  for (int b = 0; b < nb; b++) {
+    const uint8_t *y = xq + (size_t)b * XQ0_BYTES;
+    const size_t o = (size_t)b * bytes;
+    GEMV_PF(w, 8, rb, o, bytes);
+    __m256i ylo = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(y + 8)));
+    __m256i yhi = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(y + 24)));
+    __m256i p[4];
+    for (int r = 0; r < 4; r++) {
+      const uint8_t *qa = wr[r] + o, *qb = wr[r + 4] + o;
+      __m256i v = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(qa + qoff))),
+                                          _mm_loadu_si128((const __m128i *)(qb + qoff)), 1);
+      __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+      if (type == G_Q5_0) { /* fifth bits 0..15 of both rows go with lo, 16..31 with hi */
+        uint32_t ha = u32at(qa + 2), hb = u32at(qb + 2);
+        uint32_t mlo = (ha & 0xffffu) | hb << 16, mhi = ha >> 16 | (hb & 0xffff0000u);
+        if (vnni) {
+          lo = add16_masked(lo, mlo, sixteen);
+          hi = add16_masked(hi, mhi, sixteen);
+        } else {
+          lo = _mm256_or_si256(lo, _mm256_and_si256(bits_to_bytes(mlo), sixteen));
+          hi = _mm256_or_si256(hi, _mm256_and_si256(bits_to_bytes(mhi), sixteen));
+        }
+      } else if (type == G_IQ4_NL) {
+        if (vnni) {
+          lo = _mm256_shuffle_epi8(tblu, lo);
+          hi = _mm256_shuffle_epi8(tblu, hi);
+        } else { /* signed levels: the sign trick, each half widened to int32 on its own (summed, they could saturate) */
+          __m256i ql = _mm256_shuffle_epi8(tbl, lo), qh = _mm256_shuffle_epi8(tbl, hi);
+          p[r] = _mm256_add_epi32(
+              _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(ql, ql), _mm256_sign_epi8(ylo, ql)), ones),
+              _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(qh, qh), _mm256_sign_epi8(yhi, qh)), ones));
+          continue;
+        }
+      }
+      /* int16 sums of the two halves' pairs: ≤ 2·2·31·127 — no saturation */
+      if (vnni) p[r] = dpbusd_acc(dpbusd_acc(_mm256_setzero_si256(), lo, ylo), hi, yhi);
+      else p[r] = _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(lo, ylo), _mm256_maddubs_epi16(hi, yhi)), ones);
+    }
+    __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
+    if (off) h = _mm256_sub_epi32(h, _mm256_set1_epi32(off * i32at(y + 4)));
+    /* the 8 rows' f16 scales joined in general registers (integer ports, idle here) and moved over as 2 quadwords */
+    uint64_t s03 = (uint64_t)u16at(wr[0] + o) | (uint64_t)u16at(wr[1] + o) << 16 | (uint64_t)u16at(wr[2] + o) << 32 |
+                   (uint64_t)u16at(wr[3] + o) << 48;
+    uint64_t s47 = (uint64_t)u16at(wr[4] + o) | (uint64_t)u16at(wr[5] + o) << 16 | (uint64_t)u16at(wr[6] + o) << 32 |
+                   (uint64_t)u16at(wr[7] + o) << 48;
+    __m128i dh = _mm_insert_epi64(_mm_cvtsi64_si128((long long)s03), (long long)s47, 1);
+    __m256 d8 = _mm256_mul_ps(_mm256_cvtph_ps(dh), _mm256_set1_ps(f32at(y)));
+    if (b & 1) acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h), d8, acc1);
+    else acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h), d8, acc0);
   }
-/* The EVEX instructions of the gemv4v_ bodies (vpdpbusd, kmovd, masked vpaddb) run here? Checked in a child, as
- * cokv_vnni_usable checks vpdpbusd alone: a CPU or hypervisor can advertise extensions it does not execute. */
-AVX2_TARGET static int mask_probe_op(void) {
+  _mm256_storeu_ps(out, _mm256_add_ps(acc0, acc1));
+}
+
+AVX2_TARGET static void gemv4_q8_0(const uint8_t *w, size_t rb, const uint8_t *xq, int k, float *out) {
+  gemv4_q8_0_body(w, rb, xq, k, out, 0);
+}
+AVX2_TARGET static void gemv4v_q8_0(const uint8_t *w, size_t rb, const uint8_t *xq, int k, float *out) {
+  gemv4_q8_0_body(w, rb, xq, k, out, 1);
+}
+#define INSTANTIATE_GEMV8(T, G)                                                                                 \
+  AVX2_TARGET static void gemv8_##T(const uint8_t *w, size_t rb, const uint8_t *xq, int k, float *out) {        \
+    gemv8_body(w, rb, xq, k, out, G, 0);                                                                        \
+  }                                                                                                             \
+  AVX2_TARGET static void gemv8v_##T(const uint8_t *w, size_t rb, const uint8_t *xq, int k, float *out) {       \
+    gemv8_body(w, rb, xq, k, out, G, 1);                                                                        \
+  }
+INSTANTIATE_GEMV8(q4_0, G_Q4_0)
+INSTANTIATE_GEMV8(q5_0, G_Q5_0)
+INSTANTIATE_GEMV8(iq4_nl, G_IQ4_NL)
+
+/*
+ * Do the EVEX instructions of the gemv*v_ bodies (vpdpbusd, kmovd, merge-masked vpaddb on ymm) run here? Checked
+ * in a child, as cokv_vnni_usable checks vpdpbusd alone: a CPU or hypervisor can advertise extensions it does not
+ * execute. (COKV_NO_VNNI=1 turns them off with the VNNI GEMM.)
+ */
+AVX2_TARGET static int evex_probe_op(void) {
   volatile uint32_t bits = 0x80000001u;
-  uint8_t qh[4];
-  memcpy(qh, (const void *)&bits, 4);
-  __m256i u = add16_masked(_mm256_set1_epi8(1), qh, _mm256_set1_epi8(0x10));
+  __m256i u = add16_masked(_mm256_set1_epi8(1), bits, _mm256_set1_epi8(0x10));
   u = dpbusd_acc(_mm256_setzero_si256(), u, _mm256_set1_epi8(1));
   return _mm256_extract_epi32(u, 0) * 100 + _mm256_extract_epi32(u, 7); /* 17+1+1+1, 1+1+1+17 */
 }
-static int mask_ops_usable(void) {
+static int gemv_evex_usable(void) {
   static int cached = -1;
   if (cached >= 0) return cached;
   cached = 0;
   if (!cokv_vnni_usable()) return cached;
   pid_t pid = fork();
   if (pid < 0) return cached;
-  if (pid == 0) _exit(mask_probe_op() == 2020 ? 0 : 1);
+  if (pid == 0) _exit(evex_probe_op() == 2020 ? 0 : 1);
   int status = 0;
   while (waitpid(pid, &status, 0) < 0) {
     if (errno != EINTR) return cached;
@@ -437,11 +491,6 @@ static int mask_ops_usable(void) {
   cached = WIFEXITED(status) && WEXITSTATUS(status) == 0;
   return cached;
 }
-
-INSTANTIATE_GEMV(q8_0, G_Q8_0)
-INSTANTIATE_GEMV(q4_0, G_Q4_0)
-INSTANTIATE_GEMV(q5_0, G_Q5_0)
-INSTANTIATE_GEMV(iq4_nl, G_IQ4_NL)
 
 /* ---- K types against q8_K activations ---- */
 
@@ -687,18 +736,22 @@ INSTANTIATE_K(q6_k, q6_k)
 INSTANTIATE_K(iq4_xs, iq4_xs)
 
 cokv_qdot_fns cokv_qdot_for(int dt) {
-  cokv_qdot_fns f = {NULL, NULL, NULL};
+  cokv_qdot_fns f = {NULL, NULL, NULL, 0};
   const int v = cokv_vnni_usable();
   switch (dt) {
 #define CASE(D, T) case D: f.one = dot1_##T, f.many = dotx_##T; break;
-#define CASE_G(D, T) case D: f.one = dot1_##T, f.many = dotx_##T, f.gemv4 = v && mask_ops_usable() ? gemv4v_##T : gemv4_##T; break;
+#define CASE_G(D, T, R)                                                            \
+  case D:                                                                          \
+    f.one = dot1_##T, f.many = dotx_##T, f.gemv_rows = R;                          \
+    f.gemv = v && gemv_evex_usable() ? gemv##R##v_##T : gemv##R##_##T;             \
+    break;
 #define CASE_K(D, T) case D: f.one = v ? dot1v_##T : dot1_##T, f.many = v ? dotxv_##T : dotx_##T; break;
-    CASE_G(DT_Q8_0, q8_0)
-    CASE_G(DT_Q4_0, q4_0)
+    CASE_G(DT_Q8_0, q8_0, 4)
+    CASE_G(DT_Q4_0, q4_0, 8)
     CASE(DT_Q4_1, q4_1)
-    CASE_G(DT_Q5_0, q5_0)
+    CASE_G(DT_Q5_0, q5_0, 8)
     CASE(DT_Q5_1, q5_1)
-    CASE_G(DT_IQ4_NL, iq4_nl)
+    CASE_G(DT_IQ4_NL, iq4_nl, 8)
     CASE_K(DT_Q2_K, q2_k)
     CASE_K(DT_Q3_K, q3_k)
     CASE_K(DT_Q4_K, q4_k)
@@ -714,7 +767,7 @@ cokv_qdot_fns cokv_qdot_for(int dt) {
 #else
 cokv_qdot_fns cokv_qdot_for(int dt) {
   (void)dt;
-  cokv_qdot_fns f = {NULL, NULL, NULL};
+  cokv_qdot_fns f = {NULL, NULL, NULL, 0};
   return f;
 }
 #endif

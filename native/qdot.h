@@ -32,13 +32,14 @@ void cokv_quantize_x_row(int kind, const float *x, int k, uint8_t *dst);
  */
 typedef void (*cokv_qdot_fn)(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, float *out);
 /*
- * GEMV over 4 weight rows at once: rows w, w + rb, w + 2·rb, w + 3·rb against one quantized activation row; out[r] =
- * dot with row r. NULL for the types without one (the K types: `one` per row).
+ * GEMV over gemv_rows weight rows at once (4 or 8): rows w, w + rb, w + 2·rb, ... against one quantized activation
+ * row; out[r] = dot with row r. NULL for the types without one (the K types: `one` per row).
  */
-typedef void (*cokv_qgemv4_fn)(const uint8_t *w, size_t rb, const uint8_t *xq, int k, float *out);
+typedef void (*cokv_qgemv_fn)(const uint8_t *w, size_t rb, const uint8_t *xq, int k, float *out);
 typedef struct {
   cokv_qdot_fn one, many;
-  cokv_qgemv4_fn gemv4;
+  cokv_qgemv_fn gemv;
+  int gemv_rows;
 } cokv_qdot_fns;
 cokv_qdot_fns cokv_qdot_for(int dt);
 

@@ -45,6 +45,11 @@ AVX2_TARGET static inline __m256i bits_to_bytes(uint32_t x) {
   __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)x), shuf);
   return _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
 }
+static inline uint16_t u16at(const uint8_t *p) {
+  uint16_t v;
+  memcpy(&v, p, 2);
+  return v;
+}
 static inline uint32_t u32at(const uint8_t *p) {
   uint32_t v;
   memcpy(&v, p, 4);
