@@ -278,6 +278,28 @@ AVX2_TARGET static inline __m256i scale2(int s0, int s1) {
 
 
 INL void body_q8_0(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, float *out, const int NX) {
+  if (NX == 1) {
+    /* one row (GEMV): two fmadd chains (even / odd blocks), so the loop is not bound by the fmadd latency */
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    const int nb = k / 32;
+    int b = 0;
+    for (; b + 2 <= nb; b += 2, w += 68) {
+      const uint8_t *y = xq + (size_t)b * XQ0_BYTES;
+      __m256i q0 = loadu(w + 2), q1 = loadu(w + 36);
+      __m256i p0 = dot_u8(_mm256_sign_epi8(q0, q0), _mm256_sign_epi8(loadu(y + 8), q0));
+      __m256i p1 = dot_u8(_mm256_sign_epi8(q1, q1), _mm256_sign_epi8(loadu(y + XQ0_BYTES + 8), q1));
+      a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_set1_ps(f16at(w) * f32at(y)), a0);
+      a1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p1), _mm256_set1_ps(f16at(w + 34) * f32at(y + XQ0_BYTES)), a1);
+    }
+    if (b < nb) {
+      const uint8_t *y = xq + (size_t)b * XQ0_BYTES;
+      __m256i q0 = loadu(w + 2);
+      __m256i p0 = dot_u8(_mm256_sign_epi8(q0, q0), _mm256_sign_epi8(loadu(y + 8), q0));
+      a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_set1_ps(f16at(w) * f32at(y)), a0);
+    }
+    out[0] = hsum_ps(_mm256_add_ps(a0, a1));
+    return;
+  }
   BODY_SIGNED32(34, loadu(w + 2))
 }
 INL void body_q4_0(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, float *out, const int NX) {
@@ -304,7 +326,7 @@ INL void body_q5_1(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, float
 /*
  * ---- GEMV: several weight rows of a 32-element type against one q8_0 activation row ----
  * The one-row bodies above spend most of a block on its scale (an f16 convert, a multiply, a broadcast) and on one
- * fmadd chain whose latency bounds the loop. Here 4 (Q8_0) or 8 (Q4_0, Q5_0, IQ4_NL) rows at w, w + rb, ... share
+ * fmadd chain whose latency bounds the loop. Here 8 (Q4_0, Q5_0, IQ4_NL) or 4 (Q8_0, off: GEMV_Q8_0) rows at w, w + rb, ... share
  * each activation block: every row's block dot stays in int32 lanes, the rows' lanes are reduced together by 3 hadds,
  * then one convert and one fmadd with the rows' scales dw·dy take all the rows, on two chains (even / odd blocks).
  * The weights enter as unsigned bytes u = q + o (o = 8 for Q4_0, 16 for Q5_0, 128 for Q8_0 / IQ4_NL on VNNI)
@@ -314,6 +336,12 @@ INL void body_q5_1(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, float
  * where AVX512-VNNI runs (inline asm, as madd_acc; u up to 255). Q8_0 / IQ4_NL on AVX2 keep the sign trick
  * (255·127·2 would saturate maddubs), with no correction.
  */
+/* Q8_0 GEMV: 1 = the 4-row body below; 0 = the one-row body (two fmadd chains) per row. Measured (bench/qgemv-vs-ggml.sh,
+ * one binary, 1 thread): 4 rows are 15–30% faster with the weights in cache, but 0–20% slower streaming them from
+ * DRAM (as in decode), where Q8_0's 34 bytes per block already keep the one-row loop near one core's read rate. */
+#ifndef GEMV_Q8_0
+#define GEMV_Q8_0 0
+#endif
 #ifndef GEMV_PF_GROUPS
 #define GEMV_PF_GROUPS 1 /* 0: no software prefetch; 2: two groups ahead (measured slower) */
 #endif
@@ -325,11 +353,13 @@ INL void body_q5_1(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, float
  * with bench/qgemv-vs-ggml.sh: cold GEMV at a third of the speed without this); so the next group's rows·rb bytes
  * are prefetched as one linear stream, rows·bytes per block.
  */
-#define GEMV_PF(w, rows, rb, o, bytes)                                                                              \
+/* bytes ahead: GEMV_PF_GROUPS whole groups (at least 8 KiB ahead for short rows measured no faster) */
+INL size_t gemv_pf_ahead(int rows, size_t rb) { return (size_t)GEMV_PF_GROUPS * (size_t)rows * rb; }
+#define GEMV_PF(w, rows, ahead, o, bytes)                                                                            \
   do {                                                                                                              \
     if (GEMV_PF_GROUPS > 0)                                                                                         \
       for (int l_ = 0; l_ < (rows) * (bytes); l_ += 64)                                                             \
-        _mm_prefetch((const char *)(w) + (size_t)GEMV_PF_GROUPS * (rows) * (rb) + (rows) * (o) + l_, GEMV_PF_HINT); \
+        _mm_prefetch((const char *)(w) + (ahead) + (rows) * (o) + l_, GEMV_PF_HINT);                                \
   } while (0)
 
 INL __m256i dpbusd_acc(__m256i acc, __m256i u, __m256i s) {
@@ -348,34 +378,46 @@ INL __m256i add16_masked(__m256i u, uint32_t bits, __m256i sixteen) {
   return u;
 }
 
-/* Q8_0, 4 rows: the 4 rows' lanes reduced to [rows 0..3: lanes 0..3 | rows 0..3: lanes 4..7]. */
-INL void gemv4_q8_0_body(const uint8_t *w, size_t rb, const uint8_t *xq, int k, float *out, const int vnni) {
+/* Q8_0, R = 2 or 4 rows: the rows' lanes reduced by hadds to [rows: lanes 0..3 | rows: lanes 4..7] (R = 4) or
+ * [row 0 ×2, row 1 ×2 | the same for lanes 4..7] (R = 2). */
+INL void gemv_q8_0_body(const uint8_t *w, size_t rb, const uint8_t *xq, int k, float *out, const int vnni, const int R) {
   const __m256i ones = _mm256_set1_epi16(1), bias = _mm256_set1_epi8((char)0x80);
   const uint8_t *wr[4] = {w, w + rb, w + 2 * rb, w + 3 * rb};
+  const size_t ahead = gemv_pf_ahead(R, rb);
   __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
   const int nb = k / 32;
   for (int b = 0; b < nb; b++) {
     const uint8_t *y = xq + (size_t)b * XQ0_BYTES;
     const size_t o = (size_t)b * 34;
-    GEMV_PF(w, 4, rb, o, 34);
+    GEMV_PF(w, R, ahead, o, 34);
     __m256i yq = loadu(y + 8);
     __m256i p[4];
-    for (int r = 0; r < 4; r++) {
+    for (int r = 0; r < R; r++) {
       __m256i qv = loadu(wr[r] + o + 2);
       p[r] = vnni ? dpbusd_acc(_mm256_setzero_si256(), _mm256_xor_si256(qv, bias), yq)
                   : _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(qv, qv), _mm256_sign_epi8(yq, qv)), ones);
     }
-    __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
-    if (vnni) h = _mm256_sub_epi32(h, _mm256_set1_epi32(64 * i32at(y + 4))); /* 128·s over the row's two lanes */
-    __m128i dh = _mm_setr_epi16((short)u16at(wr[0] + o), (short)u16at(wr[1] + o), (short)u16at(wr[2] + o),
-                                (short)u16at(wr[3] + o), 0, 0, 0, 0);
+    __m256i h = R == 4 ? _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3])) : _mm256_hadd_epi32(p[0], p[1]);
+    /* 128·s over the row's lanes (2 of them for R = 4, 4 for R = 2) */
+    if (vnni) h = _mm256_sub_epi32(h, _mm256_set1_epi32((R == 4 ? 64 : 32) * i32at(y + 4)));
+    __m128i dh = R == 4 ? _mm_setr_epi16((short)u16at(wr[0] + o), (short)u16at(wr[1] + o), (short)u16at(wr[2] + o),
+                                         (short)u16at(wr[3] + o), 0, 0, 0, 0)
+                        : _mm_setr_epi16((short)u16at(wr[0] + o), (short)u16at(wr[0] + o), (short)u16at(wr[1] + o),
+                                         (short)u16at(wr[1] + o), 0, 0, 0, 0);
     __m128 d4 = _mm_mul_ps(_mm_cvtph_ps(dh), _mm_set1_ps(f32at(y)));
     __m256 d8 = _mm256_set_m128(d4, d4);
     if (b & 1) acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h), d8, acc1);
     else acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h), d8, acc0);
   }
   __m256 a = _mm256_add_ps(acc0, acc1);
-  _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1)));
+  __m128 a4 = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+  if (R == 4) {
+    _mm_storeu_ps(out, a4);
+  } else {
+    __m128 t = _mm_add_ps(a4, _mm_movehdup_ps(a4)); /* lanes 0 and 2: rows 0 and 1 */
+    out[0] = _mm_cvtss_f32(t);
+    out[1] = _mm_cvtss_f32(_mm_movehl_ps(t, t));
+  }
 }
 
 /*
@@ -393,12 +435,13 @@ INL void gemv8_body(const uint8_t *w, size_t rb, const uint8_t *xq, int k, float
   const __m256i tblu = _mm256_xor_si256(tbl, _mm256_set1_epi8((char)0x80)); /* the levels + 128, as u8 */
   const uint8_t *wr[8];
   for (int r = 0; r < 8; r++) wr[r] = w + (size_t)r * rb;
+  const size_t ahead = gemv_pf_ahead(8, rb);
   __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
   const int nb = k / 32;
   for (int b = 0; b < nb; b++) {
     const uint8_t *y = xq + (size_t)b * XQ0_BYTES;
     const size_t o = (size_t)b * bytes;
-    GEMV_PF(w, 8, rb, o, bytes);
+    GEMV_PF(w, 8, ahead, o, bytes);
     __m256i ylo = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(y + 8)));
     __m256i yhi = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(y + 24)));
     __m256i p[4];
@@ -448,11 +491,14 @@ INL void gemv8_body(const uint8_t *w, size_t rb, const uint8_t *xq, int k, float
   _mm256_storeu_ps(out, _mm256_add_ps(acc0, acc1));
 }
 
+#ifndef GEMV_Q8_ROWS
+#define GEMV_Q8_ROWS 4 /* 2: slower than the one-row body in cache, no faster from DRAM */
+#endif
 AVX2_TARGET static void gemv4_q8_0(const uint8_t *w, size_t rb, const uint8_t *xq, int k, float *out) {
-  gemv4_q8_0_body(w, rb, xq, k, out, 0);
+  gemv_q8_0_body(w, rb, xq, k, out, 0, GEMV_Q8_ROWS);
 }
 AVX2_TARGET static void gemv4v_q8_0(const uint8_t *w, size_t rb, const uint8_t *xq, int k, float *out) {
-  gemv4_q8_0_body(w, rb, xq, k, out, 1);
+  gemv_q8_0_body(w, rb, xq, k, out, 1, GEMV_Q8_ROWS);
 }
 #define INSTANTIATE_GEMV8(T, G)                                                                                 \
   AVX2_TARGET static void gemv8_##T(const uint8_t *w, size_t rb, const uint8_t *xq, int k, float *out) {        \
@@ -746,7 +792,14 @@ cokv_qdot_fns cokv_qdot_for(int dt) {
     f.gemv = v && gemv_evex_usable() ? gemv##R##v_##T : gemv##R##_##T;             \
     break;
 #define CASE_K(D, T) case D: f.one = v ? dot1v_##T : dot1_##T, f.many = v ? dotxv_##T : dotx_##T; break;
-    CASE_G(DT_Q8_0, q8_0, 4)
+#if GEMV_Q8_0
+    case DT_Q8_0:
+      f.one = dot1_q8_0, f.many = dotx_q8_0, f.gemv_rows = GEMV_Q8_ROWS;
+      f.gemv = v && gemv_evex_usable() ? gemv4v_q8_0 : gemv4_q8_0;
+      break;
+#else
+    CASE(DT_Q8_0, q8_0)
+#endif
     CASE_G(DT_Q4_0, q4_0, 8)
     CASE(DT_Q4_1, q4_1)
     CASE_G(DT_Q5_0, q5_0, 8)
