@@ -251,12 +251,33 @@ class Generator:
         ctx, d = self._embed(rng, budget - qlen, needles)
         return ctx, qs, {"depth": min(d[ask[0]], d[nchains + ask[0]]), "nchains": nchains}
 
+    def make_recall(self, rng, budget, nq=1, npairs=None):
+        """Training-only drill, not an eval task: pairs `word1234567` (value glued to its key, so no shared token sits
+        between them) and questions `recall word` -> `1234567`. The value follows the key exactly as in the context:
+        the plain induction pattern (find the current token earlier, copy what followed it) with several candidates,
+        the circuit the eval tasks need with a longer prefix (`... for word is` + ` ` + digits). Every pair can be
+        asked; a little haystack pads the rest."""
+        npairs = npairs or rng.randint(4, 12)
+        keys = rng.sample(KEY_WORDS, npairs)
+        vals = [digits(rng, rng.choice((5, 7))) for _ in keys]
+        needles = [f"{k}{v}." for k, v in zip(keys, vals)]
+        ask = rng.sample(range(npairs), min(max(nq, npairs // 2 + 1), npairs))
+        qs = [(f"recall {keys[i]}", vals[i]) for i in ask]
+        qlen = sum(self.ntok("\n" + q) + 9 for q, _ in qs) + 3
+        ntn = sum(self.ntok(" " + n) for n in needles)
+        rest = max(0, budget - qlen - ntn)
+        sents, _ = self.hay.sample(rng, rest) if rest > 8 else ([], 0)
+        # "Remember:" first, so every key is a space-prefixed word as in the questions
+        ctx = "Remember: " + (" ".join(needles + sents) if rng.random() < 0.5 else " ".join(sents + needles))
+        return ctx, qs, {"npairs": npairs}
+
     def make(self, rng, task, budget, nq=1, **kw):
         return getattr(self, "make_" + task)(rng, budget, nq=nq, **kw)
 
 
 EVAL_KW = {"passkey": {}, "multikey": {"nkeys": 4}, "kv": {"frac": 0.6}, "vartrack": {"nvars": 4, "nchains": 2},
-           "twohop": {"nchains": 4}}  # 4 chains: guessing a room scores 0.25
+           "twohop": {"nchains": 4},  # 4 chains: guessing a room scores 0.25
+           "recall": {"npairs": 8}}  # the training drill, for gating a drill stage only (not a benchmark task)
 
 
 def make_eval_item(gen, rng, task, length):

@@ -37,8 +37,8 @@ STAGES = [
     {"L": 2048, "tasks": MIX, "p_lm": 0.15, "need": CORE, "soft": {"twohop": 0.6}},
     {"L": 4096, "tasks": MIX, "p_lm": 0.15, "need": {}, "soft": {}},  # last stage: trains until stopped
 ]
-MAXQ = {"passkey": 1, "multikey": 4, "kv": 6, "twohop": 3, "vartrack": 1}
-QE_TASKS = ("passkey", "multikey", "kv", "twohop")
+MAXQ = {"passkey": 1, "multikey": 4, "kv": 6, "twohop": 3, "vartrack": 1, "recall": 12}
+QE_TASKS = ("passkey", "multikey", "kv", "twohop", "recall")
 
 
 def build_config(a, tok):
@@ -101,7 +101,7 @@ class Sampler:
                 if not first:  # the newline that ends the previous answer is a stop token: supervise it as answer
                     w[-len(p)] = 0.0; am[-len(p)] = 1.0
                 first = False
-                aa = self.enc(" " + ans)
+                aa = self.enc(ans if task == "recall" else " " + ans)  # recall's value is glued to its key
                 ids += aa; w += [0.0] * len(aa); am += [1.0] * len(aa)
             ids.append(self.eos); w.append(0.0); am.append(1.0)
             if len(ids) <= L:
@@ -141,7 +141,8 @@ def quick_eval(model, sampler, L, n=16, seed=777, tasks=QE_TASKS, bs=8):
                     it = make_eval_item(sampler.gen_ho, rng, task, L)
                 except RuntimeError:  # no item of this length fitted in 50 draws: skip it (n shrinks by one)
                     continue
-                rows.append(([sampler.bos] + sampler.enc(it["context"] + "\n" + it["input"]), sampler.enc(" " + it["answers"][0])))
+                ans = it["answers"][0] if task == "recall" else " " + it["answers"][0]  # recall's value is glued to its key
+                rows.append(([sampler.bos] + sampler.enc(it["context"] + "\n" + it["input"]), sampler.enc(ans)))
             _QE_CACHE[key] = rows
         rows = _QE_CACHE[key]; ok = 0
         for i in range(0, len(rows), max(1, bs * 1024 // L)):
