@@ -85,7 +85,10 @@ describe.skipIf(!addon || !avx2)('native integer dots (int8 activations)', () =>
       const before = addon!.info().threads;
       try {
         // 130 rows: the prefill GEMM (AVX512-VNNI where the CPU runs it, else f32 GEMM — then only the second bound holds)
-        for (const [rows, n, cols] of [[1, 37, 512], [3, 20, 256], [19, 41, 768], [130, 70, 512]] as const) {
+        // GEMV remainders: an odd block count (544 = 17 blocks of 32; 768 = 3 super-blocks) and a single block, with
+        // row counts that are not multiples of the kernels' 4/8-row groups
+        const odd = K_TYPES.has(dtype) ? [[1, 13, 768], [1, 9, 256]] : [[1, 13, 544], [1, 9, 32]];
+        for (const [rows, n, cols] of [[1, 37, 512], ...odd, [3, 20, 256], [19, 41, 768], [130, 70, 512]] as const) {
           const w = randomBlocks(rng, dtype, n, cols);
           const wf = dequantize(w);
           const x = new Float32Array(rows * cols);
