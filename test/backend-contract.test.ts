@@ -388,13 +388,17 @@ describe('the forward pass and the coalition batch call the backend for every ke
     });
   }
 
-  it('a coalition batch never indexes an activation outside read(), with the reference result', () => {
+  /** A random model, its 8-token prompt cache, and two coalitions (all players; every other one). */
+  const coalitionSetup = () => {
     const c = base, w = randomWeights(c, 4);
-    const tf = new Transformer(c, w, new TsBackend());
     const prompt = new RaggedKVCache(c.numLayers, c.numKvHeads, c.headDim, 16);
-    tf.forward([1, 5, 9, 2, 7, 3, 8, 6], prompt);
+    new Transformer(c, w, new TsBackend()).forward([1, 5, 9, 2, 7, 3, 8, 6], prompt);
     const n = Players.of(c).n;
-    const coalitions = [new Uint8Array(n).fill(1), Uint8Array.from({ length: n }, (_, i) => (i % 2 === 0 ? 1 : 0))];
+    return { c, w, prompt, coalitions: [new Uint8Array(n).fill(1), Uint8Array.from({ length: n }, (_, j) => (j % 2 === 0 ? 1 : 0))] };
+  };
+
+  it('a coalition batch never indexes an activation outside read(), with the reference result', () => {
+    const { c, w, prompt, coalitions } = coalitionSetup();
     const logits = (backend: Backend) => {
       const batch = new CoalitionBatch(c, prompt, coalitions, 2, 2, backend);
       const model = new Transformer(c, w, backend);
@@ -408,12 +412,7 @@ describe('the forward pass and the coalition batch call the backend for every ke
   });
 
   it('a coalition batch attends through the backend, with the reference result', () => {
-    const c = base, w = randomWeights(c, 4);
-    const tf = new Transformer(c, w, new TsBackend());
-    const prompt = new RaggedKVCache(c.numLayers, c.numKvHeads, c.headDim, 16);
-    tf.forward([1, 5, 9, 2, 7, 3, 8, 6], prompt);
-    const n = Players.of(c).n;
-    const coalitions = [new Uint8Array(n).fill(1), Uint8Array.from({ length: n }, (_, i) => (i % 2 === 0 ? 1 : 0))];
+    const { c, w, prompt, coalitions } = coalitionSetup();
     const { be, calls } = countingBackend();
     const logits = (backend: Backend) => {
       const batch = new CoalitionBatch(c, prompt, coalitions, 2, 1, backend);

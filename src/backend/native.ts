@@ -9,8 +9,8 @@ import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { ActivationBuffer, AttendArgs, AttendF16Args, Backend, RopeArgs } from './types.js';
-import { TsBackend } from './ts.js';
+import type { AttendArgs, AttendF16Args, Backend } from './types.js';
+import { HostOpsFromReference } from './host-ops.js';
 import type { Weight } from '../model/weights.js';
 
 /** The addon's exports (native/addon.c). */
@@ -141,17 +141,14 @@ export interface NativeOptions {
   threads?: number;
 }
 
-export class NativeBackend implements Backend {
+export class NativeBackend extends HostOpsFromReference implements Backend {
   readonly name = 'native';
   readonly device = 'host';
   private readonly flags: number;
-  /**
-   * The reference, for the operations the addon does not accelerate (the host buffers, embedRow, gegluTanh, the
-   * element-wise add/addBias/scale/softcap and rope; attendF16 on old addons).
-   */
-  private readonly reference = new TsBackend();
-
+  // `reference` (HostOpsFromReference) runs what the addon does not accelerate: the host buffers and element-wise
+  // steps, embedRow, gegluTanh, and attendF16 on addons built before attend16.
   constructor(readonly addon: NativeAddon, opts: NativeOptions = {}) {
+    super();
     const int8 = opts.int8Activations ?? opts.q8Int8 ?? !/^(1|true|yes)$/i.test(process.env.COKV_EXACT_ACTIVATIONS ?? '');
     this.flags = int8 ? MM_INT8_X : 0;
     if (opts.threads !== undefined) addon.setThreads(opts.threads);
@@ -221,41 +218,6 @@ export class NativeBackend implements Backend {
   /** Not accelerated (Gemma's FFN activation): the TS reference. */
   gegluTanh(gate: Float32Array, up: Float32Array, n: number): void {
     this.reference.gegluTanh(gate, up, n);
-  }
-
-  // Host buffers and the cheap element-wise steps (a few floats per hidden value, against a matmul's thousands):
-  // not worth an N-API call each, so the TS reference's.
-
-  alloc(n: number): ActivationBuffer {
-    return this.reference.alloc(n);
-  }
-
-  view(buf: ActivationBuffer, offset: number, length: number): ActivationBuffer {
-    return this.reference.view(buf, offset, length);
-  }
-
-  read(buf: ActivationBuffer): Float32Array {
-    return this.reference.read(buf);
-  }
-
-  add(out: Float32Array, x: Float32Array, n: number): void {
-    this.reference.add(out, x, n);
-  }
-
-  addBias(x: Float32Array, bias: Float32Array, rows: number, dim: number): void {
-    this.reference.addBias(x, bias, rows, dim);
-  }
-
-  scale(x: Float32Array, n: number, s: number): void {
-    this.reference.scale(x, n, s);
-  }
-
-  softcap(x: Float32Array, n: number, cap: number): void {
-    this.reference.softcap(x, n, cap);
-  }
-
-  rope(a: RopeArgs): void {
-    this.reference.rope(a);
   }
 
   /** Every addon call has finished (its pool joined) when it returns. */

@@ -11,8 +11,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { ActivationBuffer, AttendArgs, AttendF16Args, Backend, RopeArgs } from './types.js';
-import { TsBackend } from './ts.js';
+import type { AttendArgs, AttendF16Args, Backend } from './types.js';
+import { HostOpsFromReference } from './host-ops.js';
 import type { Weight } from '../model/weights.js';
 import { dequantRow, quantRowBytes } from '../model/quant.js';
 
@@ -107,14 +107,12 @@ class Heap {
 
 interface Resident { off: number; bytes: number }
 
-export class WasmBackend implements Backend {
+export class WasmBackend extends HostOpsFromReference implements Backend {
   readonly name = 'wasm';
   readonly device = 'host';
-  /**
-   * The reference, for every operation but matmul (the module has GEMM/GEMV kernels only). Activations stay host
-   * arrays: matmul copies x into module memory and the result out, so every other step runs on them in place.
-   */
-  private readonly reference = new TsBackend();
+  // `reference` (HostOpsFromReference) runs every operation but matmul (the module has GEMM/GEMV kernels only).
+  // Activations stay host arrays: matmul copies x into module memory and the result out, so every other step runs
+  // on them in place.
   private readonly ex: WasmExports;
   private readonly heap: Heap;
   private readonly resident = new WeakMap<object, Resident>();
@@ -123,6 +121,7 @@ export class WasmBackend implements Backend {
   private scratchBytes = 0;
 
   constructor(module: WasmModule = wasmModule()) {
+    super();
     const inst = new WA.Instance(module, { env: { abort: () => { throw new Error('wasm abort'); } } });
     this.ex = inst.exports as unknown as WasmExports;
     this.heap = new Heap(this.ex.memory, this.ex.heapBase());
@@ -211,38 +210,6 @@ export class WasmBackend implements Backend {
 
   attendF16(a: AttendF16Args): void {
     this.reference.attendF16(a);
-  }
-
-  alloc(n: number): ActivationBuffer {
-    return this.reference.alloc(n);
-  }
-
-  view(buf: ActivationBuffer, offset: number, length: number): ActivationBuffer {
-    return this.reference.view(buf, offset, length);
-  }
-
-  read(buf: ActivationBuffer): Float32Array {
-    return this.reference.read(buf);
-  }
-
-  add(out: Float32Array, x: Float32Array, n: number): void {
-    this.reference.add(out, x, n);
-  }
-
-  addBias(x: Float32Array, bias: Float32Array, rows: number, dim: number): void {
-    this.reference.addBias(x, bias, rows, dim);
-  }
-
-  scale(x: Float32Array, n: number, s: number): void {
-    this.reference.scale(x, n, s);
-  }
-
-  softcap(x: Float32Array, n: number, cap: number): void {
-    this.reference.softcap(x, n, cap);
-  }
-
-  rope(a: RopeArgs): void {
-    this.reference.rope(a);
   }
 
   /** Every call runs to completion in this thread. */
