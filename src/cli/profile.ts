@@ -8,13 +8,12 @@ import type { UtilityKind } from '../game/model-game.js';
 import { registerProfileExport } from './profile-export.js';
 import { datasetInfo } from '../eval/datasets.js';
 import { mergeProfiles } from '../game/profiler.js';
-import { prepareProfileOutput, profileRangeLine, profileRunSummary, runProfile, type ProfileEstimator } from '../game/profile-run.js';
+import { prepareProfileOutput, profileRunPrinter, runProfile, type ProfileEstimator } from '../game/profile-run.js';
 import { profileLayers, readProfile, writeProfileAtomic } from '../game/profile-file.js';
 import { compareValues, topK } from '../game/compare.js';
 import { playerName } from '../game/players.js';
 import { numberFlag } from './util.js';
 import { numberList, stringList } from './lists.js';
-import { ProgressBar } from './progress.js';
 import { parseShard, SHARDS_HELP } from './shard.js';
 
 interface ProfileFlags {
@@ -149,8 +148,7 @@ async function profileRun(f: ProfileFlags): Promise<void> {
   const sizes = numberList('--sizes', f.sizes, { integer: true, item: 'size' });
   const estimator: ProfileEstimator = f.exact ? 'exact' : (f.estimator as 'sliced' | 'loo');
   const quiet = f.quiet ?? false;
-  // The bars start where the work they time starts (after the model load; after U(N) and U(∅)).
-  let exactBar: ProgressBar | undefined, bar: ProgressBar | undefined;
+  const printer = profileRunPrinter(quiet);
   const r = await runProfile({
     model: f.model, data: f.data, task: f.task, utility, estimator, samples, window, runs, seed, batch, maxNew, limit, shard,
     out: f.out, resume: f.resume,
@@ -160,17 +158,9 @@ async function profileRun(f: ProfileFlags): Promise<void> {
     tolerance: numberFlag('--tolerance', f.tolerance, { min: 0 }),
     checkpointEvery: numberFlag('--checkpoint-every', f.checkpointEvery, { integer: true, min: 1 }),
     sSideOnly: f.sSideOnly ?? false, sizeOrder: f.sizeOrder as 'round-robin' | 'random', chat: f.chat,
-    onEnumerate: (d, t) => (exactBar ??= new ProgressBar('exact', quiet)).update(d, t),
-    onRange: (range) => {
-      if (!quiet) process.stderr.write(profileRangeLine(range) + '\n');
-      bar = new ProgressBar('profile', quiet);
-    },
-    onProgress: (p) => bar?.update(p.samples, p.maxSamples,
-      `${p.samplesPerSecond.toFixed(2)} samples/s${p.mae !== undefined ? ` | MAE ${p.mae.toPrecision(3)}` : ''}`, p.etaSeconds),
+    ...printer.hooks,
   });
-  exactBar?.finish();
-  bar?.finish();
-  if (r.estimator !== 'sliced' || !quiet) process.stderr.write(profileRunSummary(r) + '\n');
+  printer.done(r);
 }
 
 function showProfile(file: string, json: boolean): void {

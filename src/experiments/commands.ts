@@ -11,7 +11,7 @@ import { runBench, benchRowLine, type BenchRow } from '../eval/bench-run.js';
 import { computeHeadScores, headScoresSummary, type HeadScoresOptions } from '../eval/head-scores-run.js';
 import { generateRetrievalFile, retrievalFileSummary, type RetrievalFileOptions } from '../eval/retrieval-gen-run.js';
 import { runEval, type Protocol, type RunMetrics } from '../eval/runner.js';
-import { profileRangeLine, profileRunSummary, runProfile, type ProfileRunOptions, type ProfileRunResult } from '../game/profile-run.js';
+import { profileRunPrinter, runProfile, type ProfileRunOptions, type ProfileRunResult } from '../game/profile-run.js';
 import type { KvDType } from '../cache/ragged.js';
 import type { PressOptions } from '../press/options.js';
 import { pressesReading } from '../press/registry.js';
@@ -179,21 +179,9 @@ function profileArgs(p: ProfileStep): string[] {
 /** Estimate head values as `cokv profile` does (runProfile), printing what it prints. */
 export async function profileStep(p: ProfileStep, o: StepContext): Promise<ProfileRunResult> {
   return step(profileArgs(p), o, async () => {
-    const quiet = o.quiet ?? false;
-    let bar: ProgressBar | undefined, exactBar: ProgressBar | undefined;
-    const r = await runProfile({
-      ...p,
-      onEnumerate: (d, t) => (exactBar ??= new ProgressBar('exact', quiet)).update(d, t),
-      onRange: (range) => {
-        if (!quiet) process.stderr.write(profileRangeLine(range) + '\n');
-        bar = new ProgressBar('profile', quiet);
-      },
-      onProgress: (q) => bar?.update(q.samples, q.maxSamples,
-        `${q.samplesPerSecond.toFixed(2)} samples/s${q.mae !== undefined ? ` | MAE ${q.mae.toPrecision(3)}` : ''}`, q.etaSeconds),
-    });
-    exactBar?.finish();
-    bar?.finish();
-    if (r.estimator !== 'sliced' || !quiet) process.stderr.write(profileRunSummary(r) + '\n');
+    const printer = profileRunPrinter(o.quiet ?? false);
+    const r = await runProfile({ ...p, ...printer.hooks });
+    printer.done(r);
     return r;
   });
 }

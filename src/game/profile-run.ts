@@ -14,6 +14,7 @@ import { readTextFile } from '../eval/jsonl.js';
 import { dataFile, selectItems } from '../eval/runner.js';
 import { modelFingerprint } from '../model/fingerprint.js';
 import { checkOutputFile, lockOutput, writeFileAtomic, type FileLock } from '../util/files.js';
+import { ProgressBar } from '../util/progress.js';
 import { enumerateGame, leaveOneOut, valuesGrid } from './enumerate.js';
 import { ModelGame, type UtilityKind } from './model-game.js';
 import { Players } from './players.js';
@@ -208,4 +209,32 @@ export function profileRunSummary(r: ProfileRunResult): string {
 /** The line `cokv profile run` prints before sampling (when not quiet). */
 export function profileRangeLine(r: { uFull: number; uEmpty: number; tolerance: number }): string {
   return `U(all heads full) = ${r.uFull.toPrecision(4)}, U(all window-only) = ${r.uEmpty.toPrecision(4)}; tolerance ${r.tolerance.toPrecision(3)}`;
+}
+
+/**
+ * What `cokv profile run` prints on stderr while a run goes (the range line, progress bars with ETA, started where
+ * the work they time starts: after the model load, after U(N) and U(∅)) and when it ends (the summary line): the
+ * run's hooks, and `done` to call with its result. The command and the experiments' profile step both use it.
+ */
+export function profileRunPrinter(quiet: boolean): {
+  hooks: Pick<ProfileRunOptions, 'onEnumerate' | 'onRange' | 'onProgress'>;
+  done: (r: ProfileRunResult) => void;
+} {
+  let exactBar: ProgressBar | undefined, bar: ProgressBar | undefined;
+  return {
+    hooks: {
+      onEnumerate: (d, t) => (exactBar ??= new ProgressBar('exact', quiet)).update(d, t),
+      onRange: (range) => {
+        if (!quiet) process.stderr.write(profileRangeLine(range) + '\n');
+        bar = new ProgressBar('profile', quiet);
+      },
+      onProgress: (p) => bar?.update(p.samples, p.maxSamples,
+        `${p.samplesPerSecond.toFixed(2)} samples/s${p.mae !== undefined ? ` | MAE ${p.mae.toPrecision(3)}` : ''}`, p.etaSeconds),
+    },
+    done: (r) => {
+      exactBar?.finish();
+      bar?.finish();
+      if (r.estimator !== 'sliced' || !quiet) process.stderr.write(profileRunSummary(r) + '\n');
+    },
+  };
 }
