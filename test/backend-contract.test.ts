@@ -19,6 +19,7 @@ import { CoalitionBatch } from '../src/game/coalition-batch.js';
 import { Players } from '../src/game/players.js';
 import { Rng } from '../src/generate/rng.js';
 import { randomWeights, tinyConfig } from './random-model.js';
+import { relErr } from './helpers.js';
 
 const ref = new TsBackend();
 const addon = loadNativeAddon();
@@ -44,16 +45,6 @@ function rand(rng: Rng, n: number, s = 1): Float32Array {
 
 function halves(rng: Rng, n: number): Uint16Array {
   return Uint16Array.from({ length: n }, () => f32ToF16((rng.next() * 2 - 1) * 2));
-}
-
-/** max |got − want| / max |want|. */
-function relErr(got: Float32Array, want: Float32Array): number {
-  let err = 0, scale = 0;
-  for (let i = 0; i < want.length; i++) {
-    err = Math.max(err, Math.abs(got[i] - want[i]));
-    scale = Math.max(scale, Math.abs(want[i]));
-  }
-  return err / scale;
 }
 
 /** Attention shapes: [hd, n1, n2, nq, causal, from1] (decode groups, causal prefill, a second segment, an offset start). */

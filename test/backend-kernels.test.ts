@@ -13,6 +13,7 @@ import { attendSegments, rmsNorm, swiglu } from '../src/backend/ts.js';
 import { dequantize, f16Lut, f32ToF16, quantizeMatrix } from '../src/model/quant.js';
 import type { QuantWeight, Weight } from '../src/model/weights.js';
 import { Rng } from '../src/generate/rng.js';
+import { relErr } from './helpers.js';
 
 const addon = loadNativeAddon();
 if (!addon) console.warn(`[backend tests] native addon unavailable, native tests skipped: ${nativeLoadError()}`);
@@ -59,15 +60,6 @@ function reference(x: Float32Array, rows: number, w: Weight): Float32Array {
   const wf: Weight = w.dtype === 'f32' ? w : { dtype: 'f32', rows: w.rows, cols: w.cols, data: dequantize(w) };
   ref.matmul(out, x, rows, wf);
   return out;
-}
-
-function relErr(got: Float32Array, want: Float32Array): number {
-  let err = 0, scale = 0;
-  for (let i = 0; i < want.length; i++) {
-    err = Math.max(err, Math.abs(got[i] - want[i]));
-    scale = Math.max(scale, Math.abs(want[i]));
-  }
-  return err / scale;
 }
 
 function checkBackend(be: Backend, dtypes: Weight['dtype'][], seed: number): void {

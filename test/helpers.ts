@@ -81,6 +81,16 @@ export function maxRelDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return d / (hi - lo);
 }
 
+/** Largest absolute difference between `got` and the reference `want`, relative to max |want|. */
+export function relErr(got: Float32Array, want: Float32Array): number {
+  let err = 0, scale = 0;
+  for (let i = 0; i < want.length; i++) {
+    err = Math.max(err, Math.abs(got[i] - want[i]));
+    scale = Math.max(scale, Math.abs(want[i]));
+  }
+  return err / scale;
+}
+
 /** Expect `fn` to throw a one-line CokvError whose message contains (string) or matches (RegExp) every pattern. */
 export function expectCokvError(fn: () => unknown, ...patterns: (RegExp | string)[]): CokvError {
   let err: unknown;
