@@ -7,7 +7,7 @@
  *          k2, v2, from2, to2): void
  *   attend16(...): the same over Uint16Array k1/v1/k2/v2 (IEEE half bits: an F16 KV cache)
  *   swiglu(gate, up, n): void     rmsNorm(out, x, w, rows, dim, eps): void
- *   info(): { avx2, simd, vnni, threads }      setThreads(n): number      setSimd(level): number
+ *   info(): { avx2, simd, vnni, vnniKind, threads }      setThreads(n): number      setSimd(level): number
  *   firstNonFinite(data: TypedArray, dtype, n): number   (index of the first NaN/Inf of n elements, or -1)
  */
 #define NAPI_VERSION 8
@@ -209,7 +209,12 @@ static napi_value js_info(napi_env env, napi_callback_info info) {
   napi_get_boolean(env, 0, &f);
   CHECK(napi_set_named_property(env, o, "avx2", cokv_cpu_avx2() ? t : f));
   CHECK(napi_set_named_property(env, o, "simd", make_int(env, cokv_simd())));
-  CHECK(napi_set_named_property(env, o, "vnni", cokv_vnni() ? t : f));
+  const int vnni = cokv_vnni();
+  CHECK(napi_set_named_property(env, o, "vnni", vnni ? t : f));
+  napi_value kind;
+  const char *kname = vnni == 1 ? "avx512-vnni" : vnni == 2 ? "avx-vnni" : "none";
+  CHECK(napi_create_string_utf8(env, kname, NAPI_AUTO_LENGTH, &kind));
+  CHECK(napi_set_named_property(env, o, "vnniKind", kind));
   CHECK(napi_set_named_property(env, o, "threads", make_int(env, cokv_threads())));
   return o;
 }

@@ -80,12 +80,12 @@ static void init_once(void) {
   g_simd = g_cpu_avx2;
   /* Probed here, at the first kernel call (model loading runs a backend self-check first), while the process is
    * still small: the probe forks. */
-  if (g_cpu_avx2) cokv_vnni_usable();
+  if (g_cpu_avx2) cokv_vnni_kind();
 }
 
 int cokv_vnni(void) {
   pthread_once(&g_init_once, init_once);
-  return g_cpu_avx2 && cokv_vnni_usable();
+  return g_cpu_avx2 ? cokv_vnni_kind() : 0;
 }
 
 static inline float h2f(const uint8_t *p) { return g_f16[p[0] | (p[1] << 8)]; }
@@ -978,7 +978,7 @@ int cokv_matmul(float *out, const float *x, int M, int N, int K, const void *w, 
   /* Integer dots for GEMV and small batches; from INT8_MAX_M rows on, the f32 GEMM (weights dequantized once per
    * KC x NC tile, 6x16 FMA micro-kernel) is as fast or faster on AVX2 (measured: docs/benchmarks.md), so prefill
    * chunks take it with f32 activations. */
-  if (g_simd && (flags & MM_INT8_X) && M >= QG_MIN_M && cokv_qgemm_supports(dt) && cokv_vnni_usable()) {
+  if (g_simd && (flags & MM_INT8_X) && M >= QG_MIN_M && cokv_qgemm_supports(dt) && cokv_vnni_kind()) {
     j.qg.w = j.w, j.qg.rb = j.rb, j.qg.dt = dt, j.qg.M = M, j.qg.N = N, j.qg.K = K;
     uint8_t *xb = (uint8_t *)buf_get(&g_xqb, cokv_qgemm_x_bytes(dt, M, K) / 4 + 16);
     if (!xb) {

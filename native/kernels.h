@@ -26,7 +26,8 @@ size_t cokv_row_bytes(int dt, int k);
 /* SIMD level in use: 1 = AVX2+FMA+F16C, 0 = scalar. cokv_set_simd can only lower it below what the CPU has. */
 int cokv_simd(void);
 int cokv_cpu_avx2(void);
-/* 1 when the integer GEMM for prefill runs on AVX512-VNNI (advertised and executed: probed once). */
+/* The VNNI encoding the integer dots and the prefill GEMM use (advertised and executed: probed once): 0 none,
+ * 1 AVX512-VNNI, 2 AVX-VNNI (qgemm.h: COKV_VNNI_*). */
 int cokv_vnni(void);
 void cokv_set_simd(int level);
 

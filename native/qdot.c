@@ -362,8 +362,20 @@ INL size_t gemv_pf_ahead(int rows, size_t rb) { return (size_t)GEMV_PF_GROUPS * 
         _mm_prefetch((const char *)(w) + (ahead) + (rows) * (o) + l_, GEMV_PF_HINT);                                \
   } while (0)
 
-INL __m256i dpbusd_acc(__m256i acc, __m256i u, __m256i s) {
-  __asm__("vpdpbusd %2, %1, %0" : "+x"(acc) : "x"(u), "x"(s));
+/*
+ * `vnni` in the bodies below: COKV_VNNI_NONE (AVX2 maddubs/madd), COKV_VNNI_EVEX (AVX512-VNNI: EVEX vpdpbusd /
+ * vpdpwssd, plus masked vpaddb for Q5_0) or COKV_VNNI_VEX (AVX-VNNI: the `{vex}` forms, no mask registers). A
+ * constant in each instantiation, so each keeps one form. The COKV_VEX_AS_EVEX test build emits the EVEX twin (the
+ * same operation) for the `{vex}` ones, so that the AVX-VNNI bodies run on a CPU with AVX512-VNNI only.
+ */
+#if COKV_VEX_AS_EVEX
+#define VEX_ ""
+#else
+#define VEX_ "%{vex%} " /* `{vex}` (braces escaped for asm dialects) */
+#endif
+INL __m256i dpbusd_acc(__m256i acc, __m256i u, __m256i s, const int vnni) {
+  if (vnni == COKV_VNNI_VEX) __asm__(VEX_ "vpdpbusd %2, %1, %0" : "+x"(acc) : "x"(u), "x"(s));
+  else __asm__("vpdpbusd %2, %1, %0" : "+x"(acc) : "x"(u), "x"(s));
   return acc;
 }
 /*
@@ -394,7 +406,7 @@ INL void gemv_q8_0_body(const uint8_t *w, size_t rb, const uint8_t *xq, int k, f
     __m256i p[4];
     for (int r = 0; r < R; r++) {
       __m256i qv = loadu(wr[r] + o + 2);
-      p[r] = vnni ? dpbusd_acc(_mm256_setzero_si256(), _mm256_xor_si256(qv, bias), yq)
+      p[r] = vnni ? dpbusd_acc(_mm256_setzero_si256(), _mm256_xor_si256(qv, bias), yq, vnni)
                   : _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(qv, qv), _mm256_sign_epi8(yq, qv)), ones);
     }
     __m256i h = R == 4 ? _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3])) : _mm256_hadd_epi32(p[0], p[1]);
@@ -453,7 +465,7 @@ INL void gemv8_body(const uint8_t *w, size_t rb, const uint8_t *xq, int k, float
       if (type == G_Q5_0) { /* fifth bits 0..15 of both rows go with lo, 16..31 with hi */
         uint32_t ha = u32at(qa + 2), hb = u32at(qb + 2);
         uint32_t mlo = (ha & 0xffffu) | hb << 16, mhi = ha >> 16 | (hb & 0xffff0000u);
-        if (vnni) {
+        if (vnni == COKV_VNNI_EVEX) {
           lo = add16_masked(lo, mlo, sixteen);
           hi = add16_masked(hi, mhi, sixteen);
         } else {
@@ -473,7 +485,7 @@ INL void gemv8_body(const uint8_t *w, size_t rb, const uint8_t *xq, int k, float
         }
       }
       /* int16 sums of the two halves' pairs: ≤ 2·2·31·127 — no saturation */
-      if (vnni) p[r] = dpbusd_acc(dpbusd_acc(_mm256_setzero_si256(), lo, ylo), hi, yhi);
+      if (vnni) p[r] = dpbusd_acc(dpbusd_acc(_mm256_setzero_si256(), lo, ylo, vnni), hi, yhi, vnni);
       else p[r] = _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(lo, ylo), _mm256_maddubs_epi16(hi, yhi)), ones);
     }
     __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
@@ -498,14 +510,20 @@ AVX2_TARGET static void gemv4_q8_0(const uint8_t *w, size_t rb, const uint8_t *x
   gemv_q8_0_body(w, rb, xq, k, out, 0, GEMV_Q8_ROWS);
 }
 AVX2_TARGET static void gemv4v_q8_0(const uint8_t *w, size_t rb, const uint8_t *xq, int k, float *out) {
-  gemv_q8_0_body(w, rb, xq, k, out, 1, GEMV_Q8_ROWS);
+  gemv_q8_0_body(w, rb, xq, k, out, COKV_VNNI_EVEX, GEMV_Q8_ROWS);
+}
+AVX2_TARGET static void gemv4a_q8_0(const uint8_t *w, size_t rb, const uint8_t *xq, int k, float *out) {
+  gemv_q8_0_body(w, rb, xq, k, out, COKV_VNNI_VEX, GEMV_Q8_ROWS);
 }
 #define INSTANTIATE_GEMV8(T, G)                                                                                 \
   AVX2_TARGET static void gemv8_##T(const uint8_t *w, size_t rb, const uint8_t *xq, int k, float *out) {        \
     gemv8_body(w, rb, xq, k, out, G, 0);                                                                        \
   }                                                                                                             \
   AVX2_TARGET static void gemv8v_##T(const uint8_t *w, size_t rb, const uint8_t *xq, int k, float *out) {       \
-    gemv8_body(w, rb, xq, k, out, G, 1);                                                                        \
+    gemv8_body(w, rb, xq, k, out, G, COKV_VNNI_EVEX);                                                           \
+  }                                                                                                             \
+  AVX2_TARGET static void gemv8a_##T(const uint8_t *w, size_t rb, const uint8_t *xq, int k, float *out) {       \
+    gemv8_body(w, rb, xq, k, out, G, COKV_VNNI_VEX);                                                            \
   }
 INSTANTIATE_GEMV8(q4_0, G_Q4_0)
 INSTANTIATE_GEMV8(q5_0, G_Q5_0)
@@ -519,7 +537,7 @@ INSTANTIATE_GEMV8(iq4_nl, G_IQ4_NL)
 AVX2_TARGET static int evex_probe_op(void) {
   volatile uint32_t bits = 0x80000001u;
   __m256i u = add16_masked(_mm256_set1_epi8(1), bits, _mm256_set1_epi8(0x10));
-  u = dpbusd_acc(_mm256_setzero_si256(), u, _mm256_set1_epi8(1));
+  u = dpbusd_acc(_mm256_setzero_si256(), u, _mm256_set1_epi8(1), COKV_VNNI_EVEX);
   return _mm256_extract_epi32(u, 0) * 100 + _mm256_extract_epi32(u, 7); /* 17+1+1+1, 1+1+1+17 */
 }
 static int gemv_evex_usable(void) {
@@ -546,6 +564,10 @@ static int gemv_evex_usable(void) {
  * is the same (vpdpwssd wraps like vpaddd). Two such chains per block (even / odd steps) keep its latency hidden.
  */
 INL __m256i madd_acc(__m256i acc, __m256i a, __m256i b, const int vnni) {
+  if (vnni == COKV_VNNI_VEX) {
+    __asm__(VEX_ "vpdpwssd %2, %1, %0" : "+x"(acc) : "x"(a), "x"(b));
+    return acc;
+  }
   if (vnni) {
     __asm__("vpdpwssd %2, %1, %0" : "+x"(acc) : "x"(a), "x"(b));
     return acc;
@@ -763,10 +785,16 @@ INL void body_iq4_xs(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, flo
 #define INSTANTIATE_K(T, B, ...)                                                                          \
   INSTANTIATE_AS(T, B, , 0 __VA_ARGS__)                                                                   \
   AVX2_TARGET static void dot1v_##T(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, float *out) { \
-    body_##B(w, xq, xrb, k, out, 1, 1 __VA_ARGS__);                                                       \
+    body_##B(w, xq, xrb, k, out, 1, COKV_VNNI_EVEX __VA_ARGS__);                                          \
   }                                                                                                       \
   AVX2_TARGET static void dotxv_##T(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, float *out) { \
-    body_##B(w, xq, xrb, k, out, COKV_QX, 1 __VA_ARGS__);                                                 \
+    body_##B(w, xq, xrb, k, out, COKV_QX, COKV_VNNI_EVEX __VA_ARGS__);                                    \
+  }                                                                                                       \
+  AVX2_TARGET static void dot1a_##T(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, float *out) { \
+    body_##B(w, xq, xrb, k, out, 1, COKV_VNNI_VEX __VA_ARGS__);                                           \
+  }                                                                                                       \
+  AVX2_TARGET static void dotxa_##T(const uint8_t *w, const uint8_t *xq, size_t xrb, int k, float *out) { \
+    body_##B(w, xq, xrb, k, out, COKV_QX, COKV_VNNI_VEX __VA_ARGS__);                                     \
   }
 INSTANTIATE(q8_0)
 INSTANTIATE(q4_0)
@@ -783,19 +811,24 @@ INSTANTIATE_K(iq4_xs, iq4_xs)
 
 cokv_qdot_fns cokv_qdot_for(int dt) {
   cokv_qdot_fns f = {NULL, NULL, NULL, 0};
-  const int v = cokv_vnni_usable();
+  /* AVX512-VNNI bodies (their GEMV also needs the masked vpaddb: gemv_evex_usable), AVX-VNNI ones, or AVX2 */
+  const int v = cokv_vnni_kind(), ev = v == COKV_VNNI_EVEX, vex = v == COKV_VNNI_VEX;
   switch (dt) {
 #define CASE(D, T) case D: f.one = dot1_##T, f.many = dotx_##T; break;
 #define CASE_G(D, T, R)                                                            \
   case D:                                                                          \
     f.one = dot1_##T, f.many = dotx_##T, f.gemv_rows = R;                          \
-    f.gemv = v && gemv_evex_usable() ? gemv##R##v_##T : gemv##R##_##T;             \
+    f.gemv = ev && gemv_evex_usable() ? gemv##R##v_##T : vex ? gemv##R##a_##T : gemv##R##_##T; \
     break;
-#define CASE_K(D, T) case D: f.one = v ? dot1v_##T : dot1_##T, f.many = v ? dotxv_##T : dotx_##T; break;
+#define CASE_K(D, T)                                                                 \
+  case D:                                                                            \
+    f.one = ev ? dot1v_##T : vex ? dot1a_##T : dot1_##T;                             \
+    f.many = ev ? dotxv_##T : vex ? dotxa_##T : dotx_##T;                            \
+    break;
 #if GEMV_Q8_0
     case DT_Q8_0:
       f.one = dot1_q8_0, f.many = dotx_q8_0, f.gemv_rows = GEMV_Q8_ROWS;
-      f.gemv = v && gemv_evex_usable() ? gemv4v_q8_0 : gemv4_q8_0;
+      f.gemv = ev && gemv_evex_usable() ? gemv4v_q8_0 : vex ? gemv4a_q8_0 : gemv4_q8_0;
       break;
 #else
     CASE(DT_Q8_0, q8_0)

@@ -199,6 +199,7 @@ size_t cokv_qgemm_scratch_bytes(const cokv_qgemm_t *g) {
 
 #if QG_X86
 #define VNNI_TARGET __attribute__((target("avx2,fma,avx512f,avx512vl,avx512bw,avx512vnni")))
+#define AVXVNNI_TARGET __attribute__((target("avx2,fma,avxvnni")))
 
 /* Pack rows [n0, n0 + 16) (rows ≥ N: zero) into one panel. */
 static void pack_panel(const cokv_qgemm_t *g, int n0, uint8_t *pu, float *pa, float *pb, uint8_t *tu, float *ta, float *tb) {
@@ -216,74 +217,36 @@ static void pack_panel(const cokv_qgemm_t *g, int n0, uint8_t *pu, float *pa, fl
   }
 }
 
-/*
- * out rows m0 .. m0+5 (< M), columns n0 .. n0+15 (< N) from one packed panel. The 12 int32 accumulators are named
- * variables and the B/4 steps of a block are unrolled (B a constant per instantiation), so they stay in registers.
- */
-#define STEP(k4)                                                                                       \
-  do {                                                                                                 \
-    __m256i w0 = _mm256_load_si256((const __m256i *)(pu + (size_t)(k4) * 64));                        \
-    __m256i w1 = _mm256_load_si256((const __m256i *)(pu + (size_t)(k4) * 64 + 32));                   \
-    __m256i x;                                                                                         \
-    x = _mm256_set1_epi32(ld4(x0 + (size_t)(k4) * 4)), c00 = _mm256_dpbusd_epi32(c00, w0, x), c01 = _mm256_dpbusd_epi32(c01, w1, x); \
-    x = _mm256_set1_epi32(ld4(x1 + (size_t)(k4) * 4)), c10 = _mm256_dpbusd_epi32(c10, w0, x), c11 = _mm256_dpbusd_epi32(c11, w1, x); \
-    x = _mm256_set1_epi32(ld4(x2 + (size_t)(k4) * 4)), c20 = _mm256_dpbusd_epi32(c20, w0, x), c21 = _mm256_dpbusd_epi32(c21, w1, x); \
-    x = _mm256_set1_epi32(ld4(x3 + (size_t)(k4) * 4)), c30 = _mm256_dpbusd_epi32(c30, w0, x), c31 = _mm256_dpbusd_epi32(c31, w1, x); \
-    x = _mm256_set1_epi32(ld4(x4 + (size_t)(k4) * 4)), c40 = _mm256_dpbusd_epi32(c40, w0, x), c41 = _mm256_dpbusd_epi32(c41, w1, x); \
-    x = _mm256_set1_epi32(ld4(x5 + (size_t)(k4) * 4)), c50 = _mm256_dpbusd_epi32(c50, w0, x), c51 = _mm256_dpbusd_epi32(c51, w1, x); \
-  } while (0)
-
 static inline int32_t ld4(const int8_t *p) {
   int32_t v;
   memcpy(&v, p, 4);
   return v;
 }
 
-#define FLUSH(r, c0, c1)                                                                                \
-  do {                                                                                                  \
-    __m256 sx = _mm256_set1_ps(xs[(size_t)(m0 + (r)) * nblk + blk]);                                    \
-    __m256 bx = _mm256_set1_ps(xb[(size_t)(m0 + (r)) * nblk + blk]);                                    \
-    f##r##0 = _mm256_fnmadd_ps(b0, bx, _mm256_fmadd_ps(_mm256_cvtepi32_ps(c0), _mm256_mul_ps(a0, sx), f##r##0)); \
-    f##r##1 = _mm256_fnmadd_ps(b1, bx, _mm256_fmadd_ps(_mm256_cvtepi32_ps(c1), _mm256_mul_ps(a1, sx), f##r##1)); \
-  } while (0)
-
-__attribute__((always_inline)) VNNI_TARGET static inline void micro_b(const cokv_qgemm_t *g, int m0, int n0, const uint8_t *pu,
-                                                                    const float *pa, const float *pb, float *out, const int B) {
-  const int K = g->K, nblk = K / B;
-  const float *xs = g->xs, *xb = g->xb;
-  const int8_t *x0 = g->xq + (size_t)m0 * K, *x1 = x0 + K, *x2 = x1 + K, *x3 = x2 + K, *x4 = x3 + K, *x5 = x4 + K;
-  __m256 f00 = _mm256_setzero_ps(), f01 = f00, f10 = f00, f11 = f00, f20 = f00, f21 = f00;
-  __m256 f30 = f00, f31 = f00, f40 = f00, f41 = f00, f50 = f00, f51 = f00;
-  for (int blk = 0; blk < nblk; blk++) {
-    __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
-    __m256i c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
-    const int kb = blk * (B / 4);
-    for (int t = 0; t < B / 4; t++) STEP(kb + t);
-    __m256 a0 = _mm256_load_ps(pa + (size_t)blk * PANEL), a1 = _mm256_load_ps(pa + (size_t)blk * PANEL + 8);
-    __m256 b0 = _mm256_load_ps(pb + (size_t)blk * PANEL), b1 = _mm256_load_ps(pb + (size_t)blk * PANEL + 8);
-    FLUSH(0, c00, c01);
-    FLUSH(1, c10, c11);
-    FLUSH(2, c20, c21);
-    FLUSH(3, c30, c31);
-    FLUSH(4, c40, c41);
-    FLUSH(5, c50, c51);
-  }
-  __m256 fr[MX][2] = {{f00, f01}, {f10, f11}, {f20, f21}, {f30, f31}, {f40, f41}, {f50, f51}};
-  int nc = g->N - n0 < PANEL ? g->N - n0 : PANEL;
-  for (int r = 0; r < MX && m0 + r < g->M; r++) {
-    float tmp[PANEL];
-    _mm256_storeu_ps(tmp, fr[r][0]);
-    _mm256_storeu_ps(tmp + 8, fr[r][1]);
-    float *o = out + (size_t)(m0 + r) * g->N + n0;
-    for (int c = 0; c < nc; c++) o[c] = tmp[c];
-  }
-}
-VNNI_TARGET static void micro16(const cokv_qgemm_t *g, int m0, int n0, const uint8_t *pu, const float *pa, const float *pb, float *out) {
-  micro_b(g, m0, n0, pu, pa, pb, out, 16);
-}
-VNNI_TARGET static void micro32(const cokv_qgemm_t *g, int m0, int n0, const uint8_t *pu, const float *pa, const float *pb, float *out) {
-  micro_b(g, m0, n0, pu, pa, pb, out, 32);
-}
+#define QG_CAT_(a, b) a##b
+#define QG_CAT(a, b) QG_CAT_(a, b)
+/* AVX512-VNNI: EVEX vpdpbusd on ymm */
+#define QG_MICRO micro_evex
+#define QG_TARGET VNNI_TARGET
+#define QG_DPBUSD(c, w, x) _mm256_dpbusd_epi32(c, w, x)
+#include "qgemm-micro.h"
+#undef QG_MICRO
+#undef QG_TARGET
+#undef QG_DPBUSD
+/* AVX-VNNI (no AVX-512: Alder Lake and later client cores, Zen 5 ...): the same kernel, VEX vpdpbusd. In the
+ * COKV_VEX_AS_EVEX test build it runs with the EVEX twin (same operation), since this CPU family may lack AVX-VNNI. */
+#define QG_MICRO micro_vex
+#if COKV_VEX_AS_EVEX
+#define QG_TARGET VNNI_TARGET
+#define QG_DPBUSD(c, w, x) _mm256_dpbusd_epi32(c, w, x)
+#else
+#define QG_TARGET AVXVNNI_TARGET
+#define QG_DPBUSD(c, w, x) _mm256_dpbusd_avx_epi32(c, w, x)
+#endif
+#include "qgemm-micro.h"
+#undef QG_MICRO
+#undef QG_TARGET
+#undef QG_DPBUSD
 
 void cokv_qgemm_panel(const cokv_qgemm_t *g, int n0, float *out, uint8_t *scratch) {
   const int K = g->K, nblk = K / g->block;
@@ -292,6 +255,7 @@ void cokv_qgemm_panel(const cokv_qgemm_t *g, int n0, float *out, uint8_t *scratc
   float *ta = (float *)(tu + K), *tb = ta + nblk;
   uint8_t *p0 = (uint8_t *)(((uintptr_t)(tb + nblk) + 63) & ~(uintptr_t)63);
   const size_t pstride = ((size_t)PANEL * K + 2 * (size_t)nblk * PANEL * 4 + 63) & ~(size_t)63;
+  const int vex = cokv_vnni_kind() == COKV_VNNI_VEX;
   int np = 0;
   for (; np < PANELS_MAX && n0 + np * PANEL < g->N; np++) {
     uint8_t *pu = p0 + np * pstride;
@@ -302,7 +266,8 @@ void cokv_qgemm_panel(const cokv_qgemm_t *g, int n0, float *out, uint8_t *scratc
     for (int p = 0; p < np; p++) {
       uint8_t *pu = p0 + p * pstride;
       const float *pa = (const float *)(pu + (size_t)PANEL * K);
-      (g->block == 16 ? micro16 : micro32)(g, m0, n0 + p * PANEL, pu, pa, pa + (size_t)nblk * PANEL, out);
+      if (vex) (g->block == 16 ? micro_vex16 : micro_vex32)(g, m0, n0 + p * PANEL, pu, pa, pa + (size_t)nblk * PANEL, out);
+      else (g->block == 16 ? micro_evex16 : micro_evex32)(g, m0, n0 + p * PANEL, pu, pa, pa + (size_t)nblk * PANEL, out);
     }
   }
 }
@@ -314,6 +279,19 @@ VNNI_TARGET static int vnni_probe_op(void) {
   return _mm256_extract_epi32(r, 3);
 }
 
+/* Run `op` in a child process: 1 when it exits with `want` (a CPU or hypervisor can advertise extensions it does not
+ * execute; the child dies of SIGILL then, not this process). */
+static int runs_in_child(int (*op)(void), int want) {
+  pid_t pid = fork();
+  if (pid < 0) return 0;
+  if (pid == 0) _exit(op() == want ? 0 : 1);
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0) {
+    if (errno != EINTR) return 0;
+  }
+  return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
 int cokv_vnni_usable(void) {
   static int cached = -1;
   if (cached >= 0) return cached;
@@ -322,20 +300,50 @@ int cokv_vnni_usable(void) {
   if (off && *off && *off != '0') return cached;
   __builtin_cpu_init();
   if (!__builtin_cpu_supports("avx512vnni") || !__builtin_cpu_supports("avx512vl") || !__builtin_cpu_supports("avx512bw")) return cached;
-  /* A CPU (or hypervisor) can advertise extensions it does not execute: run one in a child first. */
-  pid_t pid = fork();
-  if (pid < 0) return cached;
-  if (pid == 0) _exit(vnni_probe_op() == -17 ? 0 : 1);
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0) {
-    if (errno != EINTR) return cached;
-  }
-  cached = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+  cached = runs_in_child(vnni_probe_op, -17);
   return cached;
+}
+
+#if !COKV_VEX_AS_EVEX
+/* the two VEX instructions the AVX-VNNI kernels use: vpdpbusd (here and in qdot.c) and vpdpwssd (qdot.c's K types) */
+AVXVNNI_TARGET static int avxvnni_probe_op(void) {
+  volatile int one = 1;
+  __m256i a = _mm256_set1_epi8((char)(2 * one)), b = _mm256_set1_epi8((char)(-3 * one));
+  __m256i r = _mm256_dpbusd_avx_epi32(_mm256_set1_epi32(7), a, b);                    /* 7 + 4·(2·−3) = −17 */
+  r = _mm256_dpwssd_avx_epi32(r, _mm256_set1_epi16((short)(5 * one)), _mm256_set1_epi16(2)); /* −17 + 2·10 = 3 */
+  return _mm256_extract_epi32(r, 5);
+}
+#endif
+
+int cokv_avxvnni_usable(void) {
+  static int cached = -1;
+  if (cached >= 0) return cached;
+  cached = 0;
+  const char *off = getenv("COKV_NO_VNNI");
+  if (off && *off && *off != '0') return cached;
+#if COKV_VEX_AS_EVEX
+  cached = cokv_vnni_usable(); /* test build: the VEX kernels run with EVEX instructions */
+#else
+  __builtin_cpu_init();
+  if (!__builtin_cpu_supports("avxvnni")) return cached;
+  cached = runs_in_child(avxvnni_probe_op, 3);
+#endif
+  return cached;
+}
+
+int cokv_vnni_kind(void) {
+#if COKV_VEX_AS_EVEX
+  return cokv_avxvnni_usable() ? COKV_VNNI_VEX : COKV_VNNI_NONE; /* test build: always the VEX kernels */
+#else
+  /* AVX512-VNNI first: the same speed on ymm, and its GEMV bodies add Q5_0's fifth bits with one masked vpaddb */
+  return cokv_vnni_usable() ? COKV_VNNI_EVEX : cokv_avxvnni_usable() ? COKV_VNNI_VEX : COKV_VNNI_NONE;
+#endif
 }
 #else
 void cokv_qgemm_panel(const cokv_qgemm_t *g, int n0, float *out, uint8_t *scratch) {
   (void)g, (void)n0, (void)out, (void)scratch;
 }
 int cokv_vnni_usable(void) { return 0; }
+int cokv_avxvnni_usable(void) { return 0; }
+int cokv_vnni_kind(void) { return COKV_VNNI_NONE; }
 #endif

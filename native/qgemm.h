@@ -1,5 +1,5 @@
 /*
- * Integer GEMM for block-quantized weights on CPUs with AVX512-VNNI (vpdpbusd on 256-bit registers): the prefill
+ * Integer GEMM for block-quantized weights on CPUs with AVX512-VNNI or AVX-VNNI (vpdpbusd on 256-bit registers): the prefill
  * path of MM_INT8_X from QG_MIN_M rows on. Each thread takes panels of 16 weight rows, unpacks them once per call
  * into unsigned bytes u with per-block scales (w = a·u − b, blocks of 16 or 32 as the type has them) interleaved
  * as [k/4][16 rows][4 bytes], and runs a 16-row × 6-activation-row micro-kernel of 12 int32 accumulators
@@ -15,6 +15,12 @@
 
 /* 1 when the CPU executes AVX512-VNNI/VL/BW instructions (checked by running one in a child process). */
 int cokv_vnni_usable(void);
+/* 1 when the CPU executes AVX-VNNI (VEX-encoded vpdpbusd / vpdpwssd; checked in a child process the same way). */
+int cokv_avxvnni_usable(void);
+/* Which VNNI encoding the integer kernels use: AVX512-VNNI where it runs, else AVX-VNNI where that runs, else none
+ * (AVX2 maddubs/madd). COKV_NO_VNNI=1 forces none. */
+enum { COKV_VNNI_NONE = 0, COKV_VNNI_EVEX = 1, COKV_VNNI_VEX = 2 };
+int cokv_vnni_kind(void);
 
 /* 1 when `dt` has a VNNI GEMM. */
 int cokv_qgemm_supports(int dt);

@@ -29,7 +29,9 @@ export interface NativeAddon {
   ): void;
   swiglu(gate: Float32Array, up: Float32Array, n: number): void;
   rmsNorm(out: Float32Array, x: Float32Array, w: Float32Array, rows: number, dim: number, eps: number): void;
-  info(): { avx2: boolean; simd: number; threads: number };
+  /** vnni / vnniKind: the VNNI encoding the integer kernels use (probed: advertised and executed); absent in addons
+   * built before them. */
+  info(): { avx2: boolean; simd: number; threads: number; vnni?: boolean; vnniKind?: 'avx512-vnni' | 'avx-vnni' | 'none' };
   setThreads(n: number): number;
   setSimd(level: number): number;
   /** Index of the first NaN/Inf of n elements (ggml dtype id, BF16 = 30), or -1; absent in addons built before it. */

@@ -134,7 +134,7 @@ function backendInfo(): { backend: string | null; backendDetail: string; backend
     const notes = backendSelection()?.notes ?? [];
     if (be instanceof NativeBackend) {
       const i = be.addon.info();
-      return { backend: be.name, backendDetail: `native (${nativeAddonFile() ?? 'addon'}; AVX2 ${i.avx2 ? 'yes' : 'no'}, ${i.threads} thread${i.threads === 1 ? '' : 's'})`, backendNotes: notes };
+      return { backend: be.name, backendDetail: `native (${nativeAddonFile() ?? 'addon'}; AVX2 ${i.avx2 ? 'yes' : 'no'}${i.vnniKind && i.vnniKind !== 'none' ? `, ${i.vnniKind.toUpperCase()}` : ''}, ${i.threads} thread${i.threads === 1 ? '' : 's'})`, backendNotes: notes };
     }
     const fellBack = backendSelection()?.warning !== undefined && (be.name === 'wasm' || be.name === 'ts');
     return { backend: be.name, backendDetail: fellBack ? `${be.name}, ${FALLBACK_SLOWDOWN[be.name as 'wasm' | 'ts']}` : be.name, backendNotes: notes };
