@@ -14,16 +14,17 @@ import json, random, re, string
 
 TASKS = ["passkey", "multikey", "kv", "vartrack", "twohop"]
 
-KEY_WORDS = """apple anchor arrow badge banana barrel basket beacon bell berry blanket blossom bottle bracelet
-bridge bucket button cabin cactus camera candle canyon carpet castle cherry circle cloud clover coffee comet
-copper cotton crystal dragon eagle engine falcon feather fiddle forest fossil fountain galaxy garden garlic
-ginger glacier globe goblet granite guitar hammer harbor helmet honey island ivory jacket jasmine jewel jungle
-kettle kitten ladder lantern lemon lizard magnet mango marble meadow melon mirror monkey mountain needle nickel
-ocean olive onion orange orchid otter oyster paddle palace panda parrot pebble pencil pepper piano pillow planet
-pocket potato puzzle quartz rabbit radio raven ribbon river rocket saddle salmon sandal scarf shadow shell silver
-spider spoon squirrel statue stone sugar summer sunset swan tablet teapot thunder tiger timber tomato tower
-trumpet tulip turtle umbrella valley velvet violin volcano wagon walnut whale willow window winter wizard wolf
-yacht zebra""".split()
+# Keys are words that are ONE token (with their leading space) in the project's 2048-vocab tokenizer (checked by
+# Generator.__init__). With the earlier list (apple anchor ... zebra: 1-5 tokens, mostly 3, e.g. ` falcon` = ` f` `al`
+# `con`) no run formed the key lookup (tools/train/README.md, natural-v1..v5): the answer had to be found by a match
+# on 3-4 key tokens whose last tokens many keys share. One token per key makes it the plain induction lookup.
+KEY_WORDS = """access account address alpha arch backend beta block boot branch build cert child class client cluster
+code command commit config container count data disk document endpoint error family field file flag format function
+group hand head host image input instance interface kind language level library limit link list machine memory
+message mode name network node object option order output pack path pattern people point policy pool port prefix
+program project prompt property range record region remote report repository request resource result script search
+second section server service setting shell size source state status string system target test time type unit user
+variable version year zone""".split()
 
 OBJECTS = """key ring coin watch letter phone map book wallet ticket badge medal glove sock pen brush spoon cup
 photo diary compass whistle marble button necklace shell""".split()
@@ -143,8 +144,11 @@ class Haystack:
 class Generator:
     def __init__(self, hay, tok):
         self.hay, self.tok = hay, tok
+        multi = [w for w in KEY_WORDS if self.ntok(" " + w) != 1]
+        if multi:
+            raise ValueError(f"KEY_WORDS must be one token each under this tokenizer; not: {' '.join(multi[:10])}")
         # tokens per kv line under this tokenizer (13 for the v1 4096-vocab BPE, 18 with single-digit tokens)
-        self.line_tok = self.ntok(KV_LINE.format(k="comet-river", v="73105") + "\n")
+        self.line_tok = self.ntok(KV_LINE.format(k="node port", v="73105") + "\n")
 
     def ntok(self, s):
         return len(self.tok.encode(s, add_special_tokens=False).ids)
@@ -197,7 +201,7 @@ class Generator:
         nlines = max(3, int(frac * budget / line_tok))
         keys, seen = [], set()  # a list, not a set: set order of str depends on PYTHONHASHSEED (not reproducible)
         while len(keys) < nlines:
-            k = rng.choice(KEY_WORDS) + "-" + rng.choice(KEY_WORDS)
+            k = rng.choice(KEY_WORDS) + " " + rng.choice(KEY_WORDS)  # two one-token words: ` node` ` port`
             if k not in seen:
                 seen.add(k); keys.append(k)
         rng.shuffle(keys)
@@ -241,7 +245,10 @@ class Generator:
 
     def make_twohop(self, rng, budget, nq=1, nchains=None):
         nchains = nchains or rng.randint(2, 4)
-        objs = rng.sample(OBJECTS, nchains); conts = rng.sample(CONTAINERS, nchains); places = rng.sample(PLACES, nchains)
+        # object, container and room words: distinct single-token words (as the keys; OBJECTS / CONTAINERS / PLACES
+        # are mostly 2-3 tokens here)
+        words = rng.sample(KEY_WORDS, 3 * nchains)
+        objs, conts, places = words[:nchains], words[nchains:2 * nchains], words[2 * nchains:]
         f1, f2 = rng.choice(TH_FACT1), rng.choice(TH_FACT2)
         needles = [f1.format(o=o, c=c) for o, c in zip(objs, conts)] + [f2.format(c=c, p=p) for c, p in zip(conts, places)]
         qt = rng.choice(TH_Q)
