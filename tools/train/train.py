@@ -54,7 +54,7 @@ class Sampler:
     """Training sequences: plain LM text (train corpus) or dense multi-question task sequences whose haystack is the
     train corpus; quick-eval items come from the held-out corpus."""
 
-    def __init__(self, a, tok):
+    def __init__(self, a, tok, quiet=False):
         self.tok, self.a = tok, a
         bt = tok.backend_tokenizer
         self.hay = Haystack(os.path.join(a.data, "corpus_train.jsonl"), bt)
@@ -73,8 +73,9 @@ class Sampler:
             self.streams = {k: np.array(v, dtype=np.int64) for k, v in streams.items()}
             np.savez(cache + ".tmp.npz", **self.streams); os.replace(cache + ".tmp.npz", cache)
         self.lm_srcs = [k for k in SOURCE_W if k in self.streams]
-        print(f"haystack sentences train {len(self.hay.sents)} held-out {len(self.gen_ho.hay.sents)}, LM stream "
-              f"{sum(len(v) for v in self.streams.values())} tokens", flush=True)
+        if not quiet:
+            print(f"haystack sentences train {len(self.hay.sents)} held-out {len(self.gen_ho.hay.sents)}, LM stream "
+                  f"{sum(len(v) for v in self.streams.values())} tokens", flush=True)
 
     def enc(self, s):
         return self.tok.backend_tokenizer.encode(s, add_special_tokens=False).ids
@@ -127,7 +128,7 @@ _QE_CACHE = {}
 
 
 @torch.no_grad()
-def quick_eval(model, sampler, L, n=16, seed=777, tasks=QE_TASKS, bs=8):
+def quick_eval(model, sampler, L, n=16, seed=777, tasks=QE_TASKS, bs=8, device="cpu"):
     """Teacher-forced exact match of the answer tokens per task (== greedy exact match of the answer), single-question
     eval-style items (tasks.make_eval_item) on the HELD-OUT haystack, public monitoring seed (never the eval seeds)."""
     was = model.training; model.eval(); res = {}
@@ -151,12 +152,60 @@ def quick_eval(model, sampler, L, n=16, seed=777, tasks=QE_TASKS, bs=8):
             X = torch.full((len(chunk), T), sampler.pad, dtype=torch.long)
             for j, (p, aa) in enumerate(chunk):
                 X[j, :len(p) + len(aa)] = torch.tensor(p + aa)
-            am = model(input_ids=X).logits.argmax(-1)
+            am = model(input_ids=X.to(device)).logits.argmax(-1).cpu()
             for j, (p, aa) in enumerate(chunk):
                 ok += bool((am[j, len(p) - 1:len(p) + len(aa) - 1] == torch.tensor(aa)).all())
         res[task] = round(ok / max(1, len(rows)), 3)
     model.train(was)
     return res
+
+
+_W = {}  # per worker process: its Sampler
+
+
+def _worker_init(a, tok_dir):
+    torch.set_num_threads(1)
+    _W["sampler"] = Sampler(a, PreTrainedTokenizerFast.from_pretrained(tok_dir), quiet=True)
+
+
+def _worker_batch(job):
+    step, L, B, stage, seed = job
+    return step, _W["sampler"].batch(random.Random(f"{seed}-batch-{step}-{L}"), L, B, stage)
+
+
+def step_plan(a, stages, si, step):
+    """(L, B) of a step with --workers: drawn from the step's own seed, so that no queue state needs checkpointing."""
+    stage = stages[si]
+    r = random.Random(f"{a.seed}-plan-{step}")
+    prev_L = sorted({x["L"] for x in stages[:si] if x["L"] < stage["L"]})
+    L = r.choice(prev_L) if prev_L and r.random() < a.replay else stage["L"]
+    return L, max(1, a.batch_tokens // L)
+
+
+class BatchPool:
+    """--workers processes building the batches of the next steps while the device trains on this one. A batch is a
+    function of (seed, step, stage) alone (step_plan, _worker_batch), so a resumed run gets the same batches; jobs
+    queued for another stage (a gate passed) are dropped."""
+
+    def __init__(self, a, stages, n, depth):
+        import multiprocessing as mp
+        self.a, self.stages, self.depth, self.q = a, stages, depth, []
+        self.pool = mp.get_context("spawn").Pool(n, initializer=_worker_init, initargs=(a, a.tok))
+
+    def get(self, step, si):
+        if not self.q or self.q[0][0] != step or self.q[0][1] != si:
+            self.q = []
+        nxt = self.q[-1][0] + 1 if self.q else step
+        while len(self.q) < self.depth:
+            L, B = step_plan(self.a, self.stages, si, nxt)
+            job = (nxt, L, B, self.stages[si], self.a.seed)
+            self.q.append((nxt, si, L, B, self.pool.apply_async(_worker_batch, (job,))))
+            nxt += 1
+        _, _, L, B, res = self.q.pop(0)
+        return L, B, res.get()[1]
+
+    def close(self):
+        self.pool.terminate()
 
 
 def rng_state(rng):
@@ -195,7 +244,15 @@ def main():
     ap.add_argument("--text_weight", type=float, default=1.0, help="loss weight of non-answer tokens in task sequences")
     ap.add_argument("--q_frac", type=float, default=0.3)
     ap.add_argument("--dense_frac", type=float, default=0.5)
-    ap.add_argument("--bf16", type=int, default=0, help="CPU autocast bf16 for forward/backward")
+    ap.add_argument("--bf16", type=int, default=0, help="autocast bf16 for forward/backward (CPU or CUDA)")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, or auto (cuda when torch sees a GPU)")
+    ap.add_argument("--workers", type=int, default=0,
+                    help="processes that build batches ahead (0 = in this process, the CPU default). With workers a "
+                         "step's batch is drawn from its own seed (seed, step), so it does not depend on the worker count "
+                         "and a resumed run gets the same batches; the stream differs from --workers 0's")
+    ap.add_argument("--prefetch", type=int, default=0, help="batches queued ahead with --workers (0 = 2 per worker)")
+    ap.add_argument("--slim_out", default="", help="at the end also write this file: model weights + config + stages + "
+                                                 "state, no optimizer (small enough to copy back from a lent GPU machine)")
     # curriculum
     ap.add_argument("--stages", default="", help="JSON file with a list of stages (default: STAGES in this file)")
     ap.add_argument("--gate_every", type=int, default=100, help="steps between held-out mastery checks")
@@ -242,7 +299,8 @@ def main():
         cfg = build_config(a, tok)
         stages = json.load(open(a.stages)) if a.stages else STAGES
     torch.manual_seed(a.seed)
-    model = LlamaForCausalLM(cfg)
+    dev = torch.device("cuda" if a.device == "auto" and torch.cuda.is_available() else "cpu" if a.device == "auto" else a.device)
+    model = LlamaForCausalLM(cfg).to(dev)  # before the optimizer: its state lives where the parameters do
     model.train()
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     nodecay = [p for n, p in model.named_parameters() if p.dim() < 2]
@@ -258,7 +316,8 @@ def main():
         set_rng_state(rng, ck["rng"])
     elif init is not None:
         model.load_state_dict(init["model"])
-        opt.load_state_dict(init["opt"])
+        if "opt" in init:  # a slim checkpoint (--slim_out) has none: fresh AdamW moments
+            opt.load_state_dict(init["opt"])
         st["init_from"] = {"path": a.init_from, "step": init["state"]["step"], "tokens": init["state"]["tokens"],
                            "train_seconds": init["state"]["train_seconds"]}
     st["sessions"] += 1
@@ -272,8 +331,10 @@ def main():
           "config": {k: cfg.to_dict()[k] for k in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
                                                   "num_key_value_heads", "head_dim", "max_position_embeddings", "rope_parameters",
                                                   "vocab_size", "tie_word_embeddings")},
-          "args": vars(a), "torch": torch.__version__, "pid": os.getpid(), "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
+          "args": vars(a), "torch": torch.__version__, "pid": os.getpid(), "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+          "device": str(dev)})
     sampler = Sampler(a, tok)
+    pool = BatchPool(a, stages, a.workers, a.prefetch or 2 * a.workers) if a.workers > 0 else None
 
     t_sess = time.time()
     base_seconds = st["train_seconds"]
@@ -315,14 +376,18 @@ def main():
                     torch.set_num_threads(nt); emit({"event": "threads", "n": nt, "step": st["step"]})
             except ValueError:
                 pass
-        prev_L = sorted({s["L"] for s in stages[:st["stage"]] if s["L"] < stage["L"]})
-        L = rng.choice(prev_L) if prev_L and rng.random() < a.replay else stage["L"]
-        B = max(1, a.batch_tokens // L)
+        if pool is not None:
+            L, B, (X, Wt, Am, kinds) = pool.get(st["step"], st["stage"])
+        else:
+            prev_L = sorted({s["L"] for s in stages[:st["stage"]] if s["L"] < stage["L"]})
+            L = rng.choice(prev_L) if prev_L and rng.random() < a.replay else stage["L"]
+            B = max(1, a.batch_tokens // L)
+            X, Wt, Am, kinds = sampler.batch(rng, L, B, stage)
         lr = a.lr * min(1.0, (st["step"] + 1) / max(1, a.warmup_steps))
         for g in opt.param_groups:
             g["lr"] = lr
-        X, Wt, Am, kinds = sampler.batch(rng, L, B, stage)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(a.bf16)):
+        X, Wt, Am = X.to(dev, non_blocking=True), Wt.to(dev, non_blocking=True), Am.to(dev, non_blocking=True)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bool(a.bf16)):
             logits = model(input_ids=X).logits[:, :-1]
         tgt = X[:, 1:]; w = Wt[:, 1:]; am = Am[:, 1:]
         ce = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), tgt.reshape(-1), reduction="none").view_as(tgt)
@@ -335,8 +400,9 @@ def main():
         opt.step()
         st["step"] += 1; st["tokens"] += int((X != sampler.pad).sum())
         with torch.no_grad():
-            hit = ((logits.argmax(-1) == tgt).float() * am).sum(1); cnt = am.sum(1)
-            ok_tok = (logits.argmax(-1) == tgt) | (am == 0)
+            pred = logits.argmax(-1)
+            hit = ((pred == tgt).float() * am).sum(1).cpu(); cnt = am.sum(1).cpu()
+            ok_tok = ((pred == tgt) | (am == 0)).cpu(); am = am.cpu()
             for t in set(kinds) - {"lm"}:
                 idx = [i for i, k in enumerate(kinds) if k == t]
                 upd("acc_" + t, float(hit[idx].sum() / cnt[idx].sum().clamp(min=1)))
@@ -370,7 +436,7 @@ def main():
             te = time.time()
             try:
                 qe = quick_eval(model, sampler, stage["L"], n=a.qe_n, seed=a.qe_seed,
-                                tasks=tuple(t for t in QE_TASKS if t in stage["tasks"]))
+                                tasks=tuple(t for t in QE_TASKS if t in stage["tasks"]), device=dev)
             except Exception as e:  # a monitoring failure must not end a days-long run
                 emit({"event": "quick_eval_error", "step": step, "error": repr(e)}); qe = {}
             st["gate_hist"].append(qe)
@@ -396,6 +462,12 @@ def main():
                 save(f"ck_{step:07d}.pt", keep_prev=False)
             last_ck = time.time()
     save("latest.pt")
+    if pool is not None:
+        pool.close()
+    if a.slim_out:
+        st["train_seconds"] = base_seconds + time.time() - t_sess
+        torch.save({"model": {k: v.cpu() for k, v in model.state_dict().items()}, "config": cfg.to_dict(), "stages": stages,
+                    "state": st, "args": vars(a), "params": nparam}, a.slim_out)
     emit({"event": "stop", "step": st["step"], "stage": st["stage"], "tokens": st["tokens"],
           "train_s": round(st["train_seconds"])})
 
