@@ -292,12 +292,17 @@ static int runs_in_child(int (*op)(void), int want) {
   return WIFEXITED(status) && WEXITSTATUS(status) == 0;
 }
 
+/* COKV_NO_VNNI=1: neither VNNI form (the AVX2 kernels and the F32 GEMM). */
+static int vnni_turned_off(void) {
+  const char *off = getenv("COKV_NO_VNNI");
+  return off && *off && *off != '0';
+}
+
 int cokv_vnni_usable(void) {
   static int cached = -1;
   if (cached >= 0) return cached;
   cached = 0;
-  const char *off = getenv("COKV_NO_VNNI");
-  if (off && *off && *off != '0') return cached;
+  if (vnni_turned_off()) return cached;
   __builtin_cpu_init();
   if (!__builtin_cpu_supports("avx512vnni") || !__builtin_cpu_supports("avx512vl") || !__builtin_cpu_supports("avx512bw")) return cached;
   cached = runs_in_child(vnni_probe_op, -17);
@@ -319,8 +324,7 @@ int cokv_avxvnni_usable(void) {
   static int cached = -1;
   if (cached >= 0) return cached;
   cached = 0;
-  const char *off = getenv("COKV_NO_VNNI");
-  if (off && *off && *off != '0') return cached;
+  if (vnni_turned_off()) return cached;
 #if COKV_VEX_AS_EVEX
   cached = cokv_vnni_usable(); /* test build: the VEX kernels run with EVEX instructions */
 #else
