@@ -174,7 +174,7 @@ describe.skipIf(!haveAssets)('the CLI names the backend', () => {
   it('inspect names the backend (text and --json), and the fallback reason', () => {
     const t = cli({}, 'inspect', model);
     expect(t.code).toBe(0);
-    if (realFile) expect(t.stdout).toMatch(/^backend\s+native \(.*cokv_native\.node; AVX2 (yes|no), \d+ threads?\)$/m);
+    if (realFile) expect(t.stdout).toMatch(/^backend\s+native \(.*cokv_native\.node; AVX2 (yes|no)(, (AVX512-VNNI|AVX-VNNI))?, \d+ threads?\)$/m);
     else expect(t.stdout).toMatch(/^backend\s+wasm, /m);
     const j = cli({ COKV_NATIVE_ADDON: '/nonexistent' }, 'inspect', '--json', model);
     expect(j.code).toBe(0);
