@@ -6,7 +6,7 @@
  *   attend(out, oOff, oStride, q, qOff, qStride, nq, hd, scale, k1, v1, from1, to1, count1: Int32Array|null,
  *          k2, v2, from2, to2): void
  *   attend16(...): the same over Uint16Array k1/v1/k2/v2 (IEEE half bits: an F16 KV cache)
- *   swiglu(gate, up, n): void     rmsNorm(out, x, w, rows, dim, eps): void
+ *   swiglu(gate, up, n): void     rmsNorm(out, x, w, rows, dim, eps): void     add(out, x, n): void (out += x)
  *   info(): { avx2, simd, vnni, vnniKind, threads }      setThreads(n): number      setSimd(level): number
  *   firstNonFinite(data: TypedArray, dtype, n): number   (index of the first NaN/Inf of n elements, or -1)
  */
@@ -172,6 +172,22 @@ static napi_value js_swiglu(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+static napi_value js_add(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value a[3];
+  CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
+  if (argc < 3) return range_error(env, "cokv_native.add: expected (out, x, n)");
+  void *o, *x;
+  size_t ob, xb;
+  napi_typedarray_type ot, xt;
+  int64_t n;
+  if (!get_ta(env, a[0], "out", &o, &ob, &ot) || !get_ta(env, a[1], "x", &x, &xb, &xt) || !get_int(env, a[2], "n", &n)) return NULL;
+  if (ot != napi_float32_array || xt != napi_float32_array) return range_error(env, "cokv_native.add: out and x must be Float32Array");
+  if (n < 0 || (size_t)n > ob / 4 || (size_t)n > xb / 4) return range_error(env, "cokv_native.add: n exceeds an array");
+  cokv_add(o, x, (size_t)n);
+  return NULL;
+}
+
 static napi_value js_rmsnorm(napi_env env, napi_callback_info info) {
   size_t argc = 6;
   napi_value a[6];
@@ -272,6 +288,7 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
       {"attend", NULL, js_attend, NULL, NULL, NULL, napi_default, NULL},
       {"attend16", NULL, js_attend16, NULL, NULL, NULL, napi_default, NULL},
       {"swiglu", NULL, js_swiglu, NULL, NULL, NULL, napi_default, NULL},
+      {"add", NULL, js_add, NULL, NULL, NULL, napi_default, NULL},
       {"rmsNorm", NULL, js_rmsnorm, NULL, NULL, NULL, napi_default, NULL},
       {"info", NULL, js_info, NULL, NULL, NULL, napi_default, NULL},
       {"setThreads", NULL, js_set_threads, NULL, NULL, NULL, napi_default, NULL},

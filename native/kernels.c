@@ -1643,6 +1643,11 @@ void cokv_swiglu(float *gate, const float *up, size_t n) {
   }
 }
 
+void cokv_add(float *out, const float *x, size_t n) {
+  /* a plain loop: the compiler vectorizes it for the baseline ISA, and it is bound by memory anyway */
+  for (size_t i = 0; i < n; i++) out[i] += x[i];
+}
+
 void cokv_rmsnorm(float *out, const float *x, const float *w, int rows, int dim, float eps) {
   pthread_once(&g_init_once, init_once);
 #if COKV_X86

@@ -54,6 +54,8 @@ int cokv_attend16(float *out, int oStride, const float *q, int qStride, int nq, 
 
 /* gate[i] = silu(gate[i]) * up[i] (SwiGLU), in place. */
 void cokv_swiglu(float *gate, const float *up, size_t n);
+/* Residual add in place: out[i] += x[i] (f32 adds, correctly rounded: the same values as the TS reference). */
+void cokv_add(float *out, const float *x, size_t n);
 
 /* out[r] = w ⊙ x[r] / sqrt(mean(x[r]²) + eps) for each of `rows` rows of `dim` floats (sum of squares in double). */
 void cokv_rmsnorm(float *out, const float *x, const float *w, int rows, int dim, float eps);

@@ -243,6 +243,24 @@ describe.skipIf(!addon)('native backend vs TS reference', () => {
     expect(() => be.rmsNorm(new Float32Array(10), new Float32Array(12), new Float32Array(6), 2, 6, 1e-5)).toThrow(/too small/);
   });
 
+  it('add equals the reference residual add exactly, and refuses arrays shorter than n', () => {
+    const be = new NativeBackend(addon!, { int8Activations: false });
+    expect(typeof addon!.add).toBe('function');
+    const rng = new Rng(47);
+    for (const n of [1, 7, 8, 33, 576 * 5]) {
+      const x = randArray(rng, n, 50), base = randArray(rng, n, 1e-3);
+      base[0] = 3.4e38; x[0] = 3.4e38; // overflow to +Inf in both
+      const want = base.slice(), got = base.slice();
+      ref.add(want, x, n);
+      be.add(got, x, n);
+      expect(Array.from(got), `add n=${n}`).toEqual(Array.from(want));
+    }
+    const out = new Float32Array(8).fill(1);
+    be.add(out, new Float32Array(8).fill(2), 5); // only the first n
+    expect(Array.from(out)).toEqual([3, 3, 3, 3, 3, 1, 1, 1]);
+    expect(() => be.add(new Float32Array(4), new Float32Array(3), 4)).toThrow(/exceeds/);
+  });
+
   it('rejects arrays smaller than the shape', () => {
     const w: Weight = { dtype: 'f32', rows: 8, cols: 32, data: new Float32Array(8 * 32) };
     expect(() => new NativeBackend(addon!, { int8Activations: false }).matmul(new Float32Array(7), new Float32Array(32), 1, w)).toThrow(/out is smaller/);

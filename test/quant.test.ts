@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { Rng } from '../src/generate/rng.js';
 import {
   dequantRow, dequantRowQ4_0, dequantRowQ4_K, dequantRowQ6_K, dequantRowQ8_0, dequantize, dotRow, dotRowQ4_0,
-  dotRowQ8_0, f16ToF32, f32ToF16, quantizeMatrix, quantizeRowQ4_0, quantizeRowQ8_0,
+  dotRowQ8_0, f16ToF32, f32RowToF16, f32ToF16, quantizeMatrix, quantizeRowQ4_0, quantizeRowQ8_0,
 } from '../src/model/quant.js';
 
 /** Seeded uniform [0, 1) stream (the project's mulberry32 generator). */
@@ -163,5 +163,36 @@ describe('dot helpers', () => {
       if (dt === 'q8_0') expect(dotRowQ8_0(raw, 5, x, 3, cols)).toBeCloseTo(want, 3);
       if (dt === 'q4_0') expect(dotRowQ4_0(raw, 5, x, 3, cols)).toBeCloseTo(want, 3);
     }
+  });
+});
+
+describe('f32RowToF16 (the F16 KV cache append)', () => {
+  it('gives f32ToF16 element by element: specials, subnormals, ties, offsets, alternating buffers', () => {
+    const r = rng(5);
+    const special = [0, -0, 1, -1, 65504, 65519.996, 65520, -65520, 1e-8, -1e-8, 2 ** -24, 2 ** -25,
+      2.98023259e-8, 6.1035156e-5, 6.097555e-5, 1 + 2 ** -11, 1 + 3 * 2 ** -11, Infinity, -Infinity, NaN, 3.4e38];
+    for (let e = -30; e <= 17; e++) special.push(2 ** e * (1 + r()), -(2 ** e) * (1 + r()));
+    for (let i = 0; i < 2000; i++) special.push((r() * 2 - 1) * 10 ** (r() * 12 - 8));
+    // two source buffers read in turn (K then V), at offsets inside them, into offsets of one destination
+    const n = special.length;
+    const k = new Float32Array(n + 3), v = new Float32Array(n + 5);
+    k.set(special, 3);
+    v.set(special.map((x) => -x / 3), 5);
+    const dst = new Uint16Array(2 * n + 7);
+    for (let off = 0; off < n; off += 64) {
+      const m = Math.min(64, n - off);
+      f32RowToF16(k, 3 + off, dst, 7 + off, m);
+      f32RowToF16(v, 5 + off, dst, 7 + n + off, m);
+    }
+    for (let i = 0; i < n; i++) {
+      expect(dst[7 + i], `k[${i}] = ${k[3 + i]}`).toBe(f32ToF16(k[3 + i]));
+      expect(dst[7 + n + i], `v[${i}] = ${v[5 + i]}`).toBe(f32ToF16(v[5 + i]));
+    }
+    // a subarray view (byteOffset ≠ 0) of a third buffer
+    const big = new Float32Array(100).map((_, i) => i / 7 - 3);
+    const sub = big.subarray(10, 90);
+    const out = new Uint16Array(80);
+    f32RowToF16(sub, 0, out, 0, 80);
+    expect(Array.from(out)).toEqual(Array.from(sub, (x) => f32ToF16(x)));
   });
 });

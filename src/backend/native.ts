@@ -28,6 +28,8 @@ export interface NativeAddon {
     k2: Uint16Array, v2: Uint16Array, from2: number, to2: number,
   ): void;
   swiglu(gate: Float32Array, up: Float32Array, n: number): void;
+  /** out[i] += x[i] for i < n; absent in addons built before it. */
+  add?(out: Float32Array, x: Float32Array, n: number): void;
   rmsNorm(out: Float32Array, x: Float32Array, w: Float32Array, rows: number, dim: number, eps: number): void;
   /** vnni / vnniKind: the VNNI encoding the integer kernels use (probed: advertised and executed); absent in addons
    * built before them. */
@@ -210,6 +212,12 @@ export class NativeBackend extends HostOpsFromReference implements Backend {
 
   rmsNorm(out: Float32Array, x: Float32Array, w: Float32Array, rows: number, dim: number, eps: number): void {
     this.addon.rmsNorm(out, x, w, rows, dim, eps);
+  }
+
+  /** The residual add: in the addon where it has one (a JS loop costs ~2.5 ns an element here), else the reference. */
+  override add(out: Float32Array, x: Float32Array, n: number): void {
+    if (this.addon.add) this.addon.add(out, x, n);
+    else super.add(out, x, n);
   }
 
   /** Not accelerated: one row per token, a copy or a dequantization (the TS reference). */

@@ -16,7 +16,7 @@
  */
 import type { LayerSpec } from '../model/config.js';
 import { DEFAULT_PREFILL_CHUNK } from '../model/forward.js';
-import { f16Lut, f32ToF16 } from '../model/quant.js';
+import { f16Lut, f32RowToF16 } from '../model/quant.js';
 
 export type KvDType = 'f32' | 'f16' | 'q8';
 /** Every KV storage type, in flag order. */
@@ -196,10 +196,8 @@ export class HeadCache {
         this.values[o + i] = v[vOff + i];
       }
     } else if (this.dtype === 'f16') {
-      for (let i = 0; i < d; i++) {
-        this.keys[o + i] = f32ToF16(k[kOff + i]);
-        this.values[o + i] = f32ToF16(v[vOff + i]);
-      }
+      f32RowToF16(k, kOff, this.keys as Uint16Array, o, d);
+      f32RowToF16(v, vOff, this.values as Uint16Array, o, d);
     } else {
       this.keyScales[this.n] = quantizeRow(k, kOff, d, this.keys, o);
       this.valueScales[this.n] = quantizeRow(v, vOff, d, this.values, o);

@@ -53,6 +53,55 @@ export function f32ToF16(v: number): number {
   return h;
 }
 
+/**
+ * `n` values of `src` from `srcOff` as IEEE half bits into `dst` from `dstOff`: f32ToF16 element by element (the same
+ * rounding: nearest, ties to even; NaN stays NaN, overflow goes to ±Inf), reading the float bits through one view of
+ * `src`'s buffer instead of a call per element (the F16 KV cache appends every new K/V row this way).
+ */
+export function f32RowToF16(src: Float32Array, srcOff: number, dst: Uint16Array, dstOff: number, n: number): void {
+  const bits = u32ViewOf(src);
+  const b0 = src.byteOffset >>> 2;
+  for (let i = 0; i < n; i++) {
+    const x = bits[b0 + srcOff + i];
+    const sign = (x >>> 16) & 0x8000;
+    let exp = (x >>> 23) & 0xff;
+    let mant = x & 0x7fffff;
+    let h: number;
+    if (exp === 0xff) h = sign | 0x7c00 | (mant ? 0x200 : 0);
+    else {
+      exp = exp - 127 + 15;
+      if (exp >= 0x1f) h = sign | 0x7c00;
+      else if (exp <= 0) {
+        if (exp < -10) h = sign;
+        else {
+          mant = (mant | 0x800000) >>> (1 - exp);
+          if (mant & 0x1000 && (mant & 0x2fff)) mant += 0x2000;
+          h = sign | (mant >>> 13);
+        }
+      } else {
+        h = sign | (exp << 10) | (mant >>> 13);
+        const rest = mant & 0x1fff;
+        if (rest > 0x1000 || (rest === 0x1000 && (h & 1))) h += 1;
+      }
+    }
+    dst[dstOff + i] = h;
+  }
+}
+
+/**
+ * A Uint32Array over the whole buffer of `a`, cached for the last two buffers seen (a forward pass reuses its K and V
+ * buffers, and an append converts one row of each in turn).
+ */
+const bitViews: Uint32Array<ArrayBufferLike>[] = [];
+function u32ViewOf(a: Float32Array): Uint32Array {
+  const words = a.buffer.byteLength >>> 2;
+  for (const v of bitViews) if (v.buffer === a.buffer && v.length === words) return v;
+  const v = new Uint32Array(a.buffer, 0, words);
+  if (bitViews.length === 2) bitViews.shift();
+  bitViews.push(v);
+  return v;
+}
+
 /** Elements per block and bytes per block of each block-quantized type. */
 export const BLOCK: Record<QuantWeight['dtype'], { elements: number; bytes: number }> = {
   f16: { elements: 1, bytes: 2 },

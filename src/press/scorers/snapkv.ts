@@ -49,6 +49,7 @@ export function snapkvScores(ctx: LayerPrefillContext, o: SnapKvScoreOptions): F
     const agg = f64Scratch.subarray(0, n).fill(0);
     const perHead = f64Scratch.subarray(L, L + n);
     const logits = f64Scratch.subarray(2 * L, 3 * L);
+    const queries = ctx.queries;
     for (let j = 0; j < group; j++) {
       const qh = g * group + j;
       perHead.fill(0);
@@ -58,16 +59,30 @@ export function snapkvScores(ctx: LayerPrefillContext, o: SnapKvScoreOptions): F
         const qo = row * qDim + qh * hd;
         let max = -Infinity;
         for (let k = 0; k < visible; k++) {
+          // q·k summed in double in index order (4 terms a turn, the same order and so the same value as one term a
+          // turn): products of two f32 values are exact in double.
           let s = 0;
           const ko = k * hd;
-          for (let d = 0; d < hd; d++) s += ctx.queries[qo + d] * keys[ko + d];
+          let d = 0;
+          for (; d + 4 <= hd; d += 4) {
+            s += queries[qo + d] * keys[ko + d];
+            s += queries[qo + d + 1] * keys[ko + d + 1];
+            s += queries[qo + d + 2] * keys[ko + d + 2];
+            s += queries[qo + d + 3] * keys[ko + d + 3];
+          }
+          for (; d < hd; d++) s += queries[qo + d] * keys[ko + d];
           s = Math.fround(s * scale);
           logits[k] = s;
           if (s > max) max = s;
         }
+        // exp once per key: the sum and the probabilities use the same values
         let z = 0;
-        for (let k = 0; k < visible; k++) z += Math.exp(logits[k] - max);
-        for (let k = 0; k < n; k++) perHead[k] += Math.fround(Math.exp(logits[k] - max) / z);
+        for (let k = 0; k < visible; k++) {
+          const e = Math.exp(logits[k] - max);
+          logits[k] = e;
+          z += e;
+        }
+        for (let k = 0; k < n; k++) perHead[k] += Math.fround(logits[k] / z);
       }
       for (let k = 0; k < n; k++) {
         const v = perHead[k] / w;
