@@ -156,37 +156,36 @@ static napi_value attend_common(napi_env env, napi_callback_info info, int half)
 static napi_value js_attend(napi_env env, napi_callback_info info) { return attend_common(env, info, 0); }
 static napi_value js_attend16(napi_env env, napi_callback_info info) { return attend_common(env, info, 1); }
 
-static napi_value js_swiglu(napi_env env, napi_callback_info info) {
+/* (a: Float32Array, b: Float32Array, n) -> fn(a, b, n), in place on a: swiglu and add. */
+static napi_value elementwise2(napi_env env, napi_callback_info info, const char *name, const char *an, const char *bn,
+                               void (*fn)(float *, const float *, size_t)) {
   size_t argc = 3;
   napi_value a[3];
+  char msg[160];
   CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
-  if (argc < 3) return range_error(env, "cokv_native.swiglu: expected (gate, up, n)");
-  void *g, *u;
-  size_t gb, ub;
-  napi_typedarray_type gt, ut;
+  if (argc < 3) {
+    snprintf(msg, sizeof msg, "cokv_native.%s: expected (%s, %s, n)", name, an, bn);
+    return range_error(env, msg);
+  }
+  void *x, *y;
+  size_t xb, yb;
+  napi_typedarray_type xt, yt;
   int64_t n;
-  if (!get_ta(env, a[0], "gate", &g, &gb, &gt) || !get_ta(env, a[1], "up", &u, &ub, &ut) || !get_int(env, a[2], "n", &n)) return NULL;
-  if (gt != napi_float32_array || ut != napi_float32_array) return range_error(env, "cokv_native.swiglu: gate and up must be Float32Array");
-  if (n < 0 || (size_t)n > gb / 4 || (size_t)n > ub / 4) return range_error(env, "cokv_native.swiglu: n exceeds an array");
-  cokv_swiglu(g, u, (size_t)n);
+  if (!get_ta(env, a[0], an, &x, &xb, &xt) || !get_ta(env, a[1], bn, &y, &yb, &yt) || !get_int(env, a[2], "n", &n)) return NULL;
+  if (xt != napi_float32_array || yt != napi_float32_array) {
+    snprintf(msg, sizeof msg, "cokv_native.%s: %s and %s must be Float32Array", name, an, bn);
+    return range_error(env, msg);
+  }
+  if (n < 0 || (size_t)n > xb / 4 || (size_t)n > yb / 4) {
+    snprintf(msg, sizeof msg, "cokv_native.%s: n exceeds an array", name);
+    return range_error(env, msg);
+  }
+  fn(x, y, (size_t)n);
   return NULL;
 }
 
-static napi_value js_add(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value a[3];
-  CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
-  if (argc < 3) return range_error(env, "cokv_native.add: expected (out, x, n)");
-  void *o, *x;
-  size_t ob, xb;
-  napi_typedarray_type ot, xt;
-  int64_t n;
-  if (!get_ta(env, a[0], "out", &o, &ob, &ot) || !get_ta(env, a[1], "x", &x, &xb, &xt) || !get_int(env, a[2], "n", &n)) return NULL;
-  if (ot != napi_float32_array || xt != napi_float32_array) return range_error(env, "cokv_native.add: out and x must be Float32Array");
-  if (n < 0 || (size_t)n > ob / 4 || (size_t)n > xb / 4) return range_error(env, "cokv_native.add: n exceeds an array");
-  cokv_add(o, x, (size_t)n);
-  return NULL;
-}
+static napi_value js_swiglu(napi_env env, napi_callback_info info) { return elementwise2(env, info, "swiglu", "gate", "up", cokv_swiglu); }
+static napi_value js_add(napi_env env, napi_callback_info info) { return elementwise2(env, info, "add", "out", "x", cokv_add); }
 
 static napi_value js_rmsnorm(napi_env env, napi_callback_info info) {
   size_t argc = 6;
