@@ -34,7 +34,11 @@ export function bf16ToF32(b: number): number {
 /** Float to IEEE half, round to nearest even (used by writers and quantizers). */
 export function f32ToF16(v: number): number {
   f32View[0] = v;
-  const x = u32View[0];
+  return f16FromF32Bits(u32View[0]);
+}
+
+/** The IEEE half nearest (ties to even) to the float whose bits are `x`; NaN stays NaN, overflow goes to ±Inf. */
+function f16FromF32Bits(x: number): number {
   const sign = (x >>> 16) & 0x8000;
   let exp = (x >>> 23) & 0xff;
   let mant = x & 0x7fffff;
@@ -54,38 +58,14 @@ export function f32ToF16(v: number): number {
 }
 
 /**
- * `n` values of `src` from `srcOff` as IEEE half bits into `dst` from `dstOff`: f32ToF16 element by element (the same
- * rounding: nearest, ties to even; NaN stays NaN, overflow goes to ±Inf), reading the float bits through one view of
- * `src`'s buffer instead of a call per element (the F16 KV cache appends every new K/V row this way).
+ * `n` values of `src` from `srcOff` as IEEE half bits into `dst` from `dstOff`: f32ToF16 element by element, reading
+ * the float bits through one view of `src`'s buffer instead of a scratch write and read per element (the F16 KV cache
+ * appends every new K/V row this way).
  */
 export function f32RowToF16(src: Float32Array, srcOff: number, dst: Uint16Array, dstOff: number, n: number): void {
   const bits = u32ViewOf(src);
-  const b0 = src.byteOffset >>> 2;
-  for (let i = 0; i < n; i++) {
-    const x = bits[b0 + srcOff + i];
-    const sign = (x >>> 16) & 0x8000;
-    let exp = (x >>> 23) & 0xff;
-    let mant = x & 0x7fffff;
-    let h: number;
-    if (exp === 0xff) h = sign | 0x7c00 | (mant ? 0x200 : 0);
-    else {
-      exp = exp - 127 + 15;
-      if (exp >= 0x1f) h = sign | 0x7c00;
-      else if (exp <= 0) {
-        if (exp < -10) h = sign;
-        else {
-          mant = (mant | 0x800000) >>> (1 - exp);
-          if (mant & 0x1000 && (mant & 0x2fff)) mant += 0x2000;
-          h = sign | (mant >>> 13);
-        }
-      } else {
-        h = sign | (exp << 10) | (mant >>> 13);
-        const rest = mant & 0x1fff;
-        if (rest > 0x1000 || (rest === 0x1000 && (h & 1))) h += 1;
-      }
-    }
-    dst[dstOff + i] = h;
-  }
+  const b0 = (src.byteOffset >>> 2) + srcOff;
+  for (let i = 0; i < n; i++) dst[dstOff + i] = f16FromF32Bits(bits[b0 + i]);
 }
 
 /**
